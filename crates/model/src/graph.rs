@@ -1,0 +1,345 @@
+//! The graph's nouns. Collections are keyed by stable ids in `BTreeMap`s, so iteration order
+//! is deterministic (stable output, cheap ordered diffs).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    time::{Duration, SystemTime},
+};
+
+/// Identifies a workload: (namespace, kind, name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadRef {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Pod`, ...
+    pub kind: String,
+    /// Object name.
+    pub name: String,
+}
+
+/// A workload in the mesh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Its id.
+    pub id: WorkloadRef,
+    /// Kubernetes service account its pods run as (empty when unknown).
+    pub service_account: String,
+    /// Linkerd identity of its proxies (empty when unknown or unmeshed).
+    pub identity: String,
+    /// Whether its pods run a Linkerd proxy.
+    pub meshed: bool,
+    /// Ready pods (from Prometheus: pods seen reporting in the window).
+    pub ready_replicas: u32,
+}
+
+/// How an edge's traffic was secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsStatus {
+    /// Mutual TLS with proxy identities on both ends.
+    Mtls,
+    /// At least part of the traffic went without mTLS.
+    Plaintext,
+    /// Nothing observed says either way.
+    #[default]
+    Unknown,
+}
+
+/// Application protocol of an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1 or HTTP/2 (not gRPC).
+    Http,
+    /// gRPC (responses carried a `grpc_status`).
+    Grpc,
+    /// Opaque TCP: only transport metrics.
+    Tcp,
+}
+
+impl Protocol {
+    /// The wire spelling: `http`, `grpc`, `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Self::Http),
+            "grpc" => Some(Self::Grpc),
+            "tcp" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where an edge goes: a known workload, or only an authority (unmeshed or external).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// A workload in the graph.
+    Workload(WorkloadRef),
+    /// Known only by its `host:port` authority.
+    Authority(String),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Workload(w) => w.fmt(f),
+            Self::Authority(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Identifies an edge: (src, dst, protocol).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    /// The calling workload.
+    pub src: WorkloadRef,
+    /// The called workload or authority.
+    pub dst: Destination,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+}
+
+/// Golden metrics of an edge over the graph's window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EdgeMetrics {
+    /// Requests per second (HTTP/gRPC), or connections opened per second (TCP).
+    pub rps: f64,
+    /// 0..1; `None` when no HTTP/gRPC responses were seen.
+    pub success_rate: Option<f64>,
+    /// Median latency in milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    pub latency_p95_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// TCP connections open now.
+    pub tcp_open_connections: f64,
+    /// Bytes per second read by the source's proxy from the destination.
+    pub read_bytes_per_sec: f64,
+    /// Bytes per second written by the source's proxy to the destination.
+    pub write_bytes_per_sec: f64,
+}
+
+/// Outcome of evaluating Linkerd's authorization for an edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decision {
+    /// Not evaluated yet, or not enough information.
+    #[default]
+    Unknown,
+    /// Policy admits this traffic.
+    Allowed,
+    /// Policy refuses this traffic.
+    Denied,
+    /// Policy admits it in audit mode.
+    Audit,
+}
+
+/// Which policy admits or denies an edge, and why.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyVerdict {
+    /// The decision.
+    pub decision: Decision,
+    /// The Server that applies, if any.
+    pub server: String,
+    /// The default policy in force when no Server applies, and where it came from.
+    pub default_policy: String,
+    /// AuthorizationPolicies (or ServerAuthorizations) that admit the edge.
+    pub authorization_policies: Vec<String>,
+    /// The HTTPRoute that matched, if any.
+    pub http_route: String,
+    /// The explain-access steps, each a short sentence naming an object.
+    pub chain: Vec<String>,
+    /// Observed authorized requests per second (`inbound_http_authz_allow_total`).
+    pub observed_allow_rps: Option<f64>,
+    /// Observed denied requests per second (`inbound_http_authz_deny_total`).
+    pub observed_deny_rps: Option<f64>,
+}
+
+/// A directed edge of the mesh graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// Its id.
+    pub key: EdgeKey,
+    /// How it is secured.
+    pub tls: TlsStatus,
+    /// Why it is not mTLS (empty when it is).
+    pub no_tls_reason: String,
+    /// The source proxy's identity; empty when it cannot be attributed unambiguously.
+    pub client_identity: String,
+    /// The destination proxy's identity, as the source saw it.
+    pub server_identity: String,
+    /// Golden metrics.
+    pub metrics: EdgeMetrics,
+    /// The policy verdict.
+    pub policy: PolicyVerdict,
+}
+
+impl Edge {
+    /// An edge with no traffic observed yet.
+    pub fn new(key: EdgeKey) -> Self {
+        Self {
+            key,
+            tls: TlsStatus::Unknown,
+            no_tls_reason: String::new(),
+            client_identity: String::new(),
+            server_identity: String::new(),
+            metrics: EdgeMetrics::default(),
+            policy: PolicyVerdict::default(),
+        }
+    }
+}
+
+/// Identifies a policy object: (kind, namespace, name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// Kubernetes kind, e.g. `AuthorizationPolicy`.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A Linkerd policy object as stored in Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyObject {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// Its id.
+    pub key: PolicyKey,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// The spec as JSON text.
+    pub spec_json: String,
+}
+
+/// Health of one input source, so readers see staleness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceHealth {
+    /// `prometheus` or `kubernetes`.
+    pub source: String,
+    /// Whether the last attempt succeeded.
+    pub ok: bool,
+    /// When it last succeeded.
+    pub last_success: Option<SystemTime>,
+    /// The last error, empty when ok.
+    pub error: String,
+}
+
+/// The whole mesh graph: topology, golden metrics and policy, with its position in history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshGraph {
+    /// Increases by one with every published change.
+    pub version: u64,
+    /// The writer's lease epoch.
+    pub epoch: u64,
+    /// When the graph was built.
+    pub generated_at: SystemTime,
+    /// The metrics window.
+    pub window: Duration,
+    /// Workloads by id.
+    pub workloads: BTreeMap<WorkloadRef, Workload>,
+    /// Edges by id.
+    pub edges: BTreeMap<EdgeKey, Edge>,
+    /// Policy objects by id.
+    pub policies: BTreeMap<PolicyKey, PolicyObject>,
+    /// Per-source health.
+    pub sources: Vec<SourceHealth>,
+}
+
+impl MeshGraph {
+    /// An empty graph at version 0.
+    pub fn empty(window: Duration, generated_at: SystemTime) -> Self {
+        Self {
+            version: 0,
+            epoch: 0,
+            generated_at,
+            window,
+            workloads: BTreeMap::new(),
+            edges: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    /// Namespaces that hold at least one workload, sorted.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.workloads.keys().map(|w| w.namespace.as_str()).collect();
+        out.dedup();
+        out
+    }
+
+    /// The subgraph of edges with an end in one of `namespaces`, and the workloads they touch
+    /// plus every workload in those namespaces. An empty filter keeps everything.
+    pub fn filter_namespaces(&self, namespaces: &[String]) -> Self {
+        if namespaces.is_empty() {
+            return self.clone();
+        }
+        let in_ns = |w: &WorkloadRef| namespaces.iter().any(|n| *n == w.namespace);
+        let edges: BTreeMap<_, _> = self
+            .edges
+            .iter()
+            .filter(|(k, _)| {
+                in_ns(&k.src) || matches!(&k.dst, Destination::Workload(d) if in_ns(d))
+            })
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut touched: BTreeSet<&WorkloadRef> = BTreeSet::new();
+        for k in edges.keys() {
+            touched.insert(&k.src);
+            if let Destination::Workload(d) = &k.dst {
+                touched.insert(d);
+            }
+        }
+        let workloads = self
+            .workloads
+            .iter()
+            .filter(|(id, _)| in_ns(id) || touched.contains(id))
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        let policies = self
+            .policies
+            .iter()
+            .filter(|(k, _)| namespaces.contains(&k.namespace))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        Self {
+            workloads,
+            edges,
+            policies,
+            ..self.clone_meta()
+        }
+    }
+
+    fn clone_meta(&self) -> Self {
+        Self {
+            version: self.version,
+            epoch: self.epoch,
+            generated_at: self.generated_at,
+            window: self.window,
+            workloads: BTreeMap::new(),
+            edges: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            sources: self.sources.clone(),
+        }
+    }
+}

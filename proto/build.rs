@@ -1,0 +1,29 @@
+//! Generates the prost/tonic code and the proto3-JSON serde impls from `linkerd/mcp/v1/*.proto`.
+//! protoc comes from `protoc-bin-vendored`, so no system protoc is needed.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    let descriptors = out.join("mesh_descriptor.bin");
+    let protos = ["linkerd/mcp/v1/mesh.proto"];
+
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_with_config(config, &protos, &["."])?;
+
+    let set = std::fs::read(&descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&set)?
+        .build(&[".linkerd.mcp.v1"])?;
+
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

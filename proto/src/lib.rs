@@ -1,0 +1,468 @@
+//! The `linkerd.mcp.v1` wire types (prost + tonic, generated at build time with a vendored
+//! protoc), their proto3-canonical JSON (pbjson), and the conversions to and from `mesh-model`.
+//!
+//! Validation of incoming messages happens once, here at the boundary: `TryFrom<pb::X>` refuses
+//! what the domain cannot represent with an [`InvalidMessage`] naming the field.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_model as model;
+
+/// Generated code for package `linkerd.mcp.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/linkerd.mcp.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/linkerd.mcp.v1.serde.rs"));
+}
+
+/// Ways a wire message can fail to map onto the domain.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidMessage {
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    /// A field has a value the domain does not know.
+    #[error("field `{field}`: {reason}")]
+    Invalid {
+        /// The field path.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn system_time(t: &pbjson_types::Timestamp) -> Result<SystemTime, InvalidMessage> {
+    let secs = u64::try_from(t.seconds).map_err(|_| InvalidMessage::Invalid {
+        field: "timestamp",
+        reason: "before 1970".into(),
+    })?;
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    Ok(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+// === WorkloadRef, Workload ===
+
+impl From<&model::WorkloadRef> for pb::WorkloadRef {
+    fn from(w: &model::WorkloadRef) -> Self {
+        Self {
+            namespace: w.namespace.clone(),
+            kind: w.kind.clone(),
+            name: w.name.clone(),
+        }
+    }
+}
+
+impl From<pb::WorkloadRef> for model::WorkloadRef {
+    fn from(w: pb::WorkloadRef) -> Self {
+        Self {
+            namespace: w.namespace,
+            kind: w.kind,
+            name: w.name,
+        }
+    }
+}
+
+impl From<&model::Workload> for pb::Workload {
+    fn from(w: &model::Workload) -> Self {
+        Self {
+            r#ref: Some((&w.id).into()),
+            service_account: w.service_account.clone(),
+            identity: w.identity.clone(),
+            meshed: w.meshed,
+            ready_replicas: w.ready_replicas,
+        }
+    }
+}
+
+impl TryFrom<pb::Workload> for model::Workload {
+    type Error = InvalidMessage;
+    fn try_from(w: pb::Workload) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            id: w.r#ref.ok_or(InvalidMessage::Missing("workload.ref"))?.into(),
+            service_account: w.service_account,
+            identity: w.identity,
+            meshed: w.meshed,
+            ready_replicas: w.ready_replicas,
+        })
+    }
+}
+
+// === Edge ===
+
+impl From<model::TlsStatus> for pb::TlsStatus {
+    fn from(t: model::TlsStatus) -> Self {
+        match t {
+            model::TlsStatus::Mtls => Self::Mtls,
+            model::TlsStatus::Plaintext => Self::Plaintext,
+            model::TlsStatus::Unknown => Self::Unknown,
+        }
+    }
+}
+
+/// Maps the wire TLS status; `None` for `TLS_STATUS_UNSPECIFIED` (useful as "no filter").
+pub fn tls_status(t: pb::TlsStatus) -> Option<model::TlsStatus> {
+    match t {
+        pb::TlsStatus::Unspecified => None,
+        pb::TlsStatus::Mtls => Some(model::TlsStatus::Mtls),
+        pb::TlsStatus::Plaintext => Some(model::TlsStatus::Plaintext),
+        pb::TlsStatus::Unknown => Some(model::TlsStatus::Unknown),
+    }
+}
+
+fn decision_to_pb(d: model::Decision) -> pb::policy_verdict::Decision {
+    use pb::policy_verdict::Decision as D;
+    match d {
+        model::Decision::Unknown => D::Unknown,
+        model::Decision::Allowed => D::Allowed,
+        model::Decision::Denied => D::Denied,
+        model::Decision::Audit => D::Audit,
+    }
+}
+
+fn decision_from_pb(d: i32) -> model::Decision {
+    use pb::policy_verdict::Decision as D;
+    match D::try_from(d) {
+        Ok(D::Allowed) => model::Decision::Allowed,
+        Ok(D::Denied) => model::Decision::Denied,
+        Ok(D::Audit) => model::Decision::Audit,
+        _ => model::Decision::Unknown,
+    }
+}
+
+impl From<&model::PolicyVerdict> for pb::PolicyVerdict {
+    fn from(p: &model::PolicyVerdict) -> Self {
+        Self {
+            decision: decision_to_pb(p.decision).into(),
+            server: p.server.clone(),
+            default_policy: p.default_policy.clone(),
+            authorization_policies: p.authorization_policies.clone(),
+            http_route: p.http_route.clone(),
+            chain: p.chain.clone(),
+            observed_allow_rps: p.observed_allow_rps,
+            observed_deny_rps: p.observed_deny_rps,
+        }
+    }
+}
+
+impl From<pb::PolicyVerdict> for model::PolicyVerdict {
+    fn from(p: pb::PolicyVerdict) -> Self {
+        Self {
+            decision: decision_from_pb(p.decision),
+            server: p.server,
+            default_policy: p.default_policy,
+            authorization_policies: p.authorization_policies,
+            http_route: p.http_route,
+            chain: p.chain,
+            observed_allow_rps: p.observed_allow_rps,
+            observed_deny_rps: p.observed_deny_rps,
+        }
+    }
+}
+
+impl From<&model::EdgeMetrics> for pb::EdgeMetrics {
+    fn from(m: &model::EdgeMetrics) -> Self {
+        Self {
+            rps: m.rps,
+            success_rate: m.success_rate,
+            latency_p50_ms: m.latency_p50_ms,
+            latency_p95_ms: m.latency_p95_ms,
+            latency_p99_ms: m.latency_p99_ms,
+            tcp_open_connections: m.tcp_open_connections,
+            read_bytes_per_sec: m.read_bytes_per_sec,
+            write_bytes_per_sec: m.write_bytes_per_sec,
+        }
+    }
+}
+
+impl From<pb::EdgeMetrics> for model::EdgeMetrics {
+    fn from(m: pb::EdgeMetrics) -> Self {
+        Self {
+            rps: m.rps,
+            success_rate: m.success_rate,
+            latency_p50_ms: m.latency_p50_ms,
+            latency_p95_ms: m.latency_p95_ms,
+            latency_p99_ms: m.latency_p99_ms,
+            tcp_open_connections: m.tcp_open_connections,
+            read_bytes_per_sec: m.read_bytes_per_sec,
+            write_bytes_per_sec: m.write_bytes_per_sec,
+        }
+    }
+}
+
+fn dst_to_pb(d: &model::Destination) -> (Option<pb::WorkloadRef>, String) {
+    match d {
+        model::Destination::Workload(w) => (Some(w.into()), String::new()),
+        model::Destination::Authority(a) => (None, a.clone()),
+    }
+}
+
+fn edge_key_from_pb(
+    src: Option<pb::WorkloadRef>,
+    dst: Option<pb::WorkloadRef>,
+    authority: String,
+    protocol: &str,
+) -> Result<model::EdgeKey, InvalidMessage> {
+    let src = src.ok_or(InvalidMessage::Missing("edge.src"))?.into();
+    let dst = match (dst, authority.is_empty()) {
+        (Some(d), _) => model::Destination::Workload(d.into()),
+        (None, false) => model::Destination::Authority(authority),
+        (None, true) => return Err(InvalidMessage::Missing("edge.dst or edge.dst_authority")),
+    };
+    let protocol = model::Protocol::parse(protocol).ok_or_else(|| InvalidMessage::Invalid {
+        field: "edge.protocol",
+        reason: format!("{protocol:?} is not one of http, grpc, tcp"),
+    })?;
+    Ok(model::EdgeKey { src, dst, protocol })
+}
+
+impl From<&model::EdgeKey> for pb::EdgeRef {
+    fn from(k: &model::EdgeKey) -> Self {
+        let (dst, dst_authority) = dst_to_pb(&k.dst);
+        Self {
+            src: Some((&k.src).into()),
+            dst,
+            dst_authority,
+            protocol: k.protocol.as_str().to_owned(),
+        }
+    }
+}
+
+impl TryFrom<pb::EdgeRef> for model::EdgeKey {
+    type Error = InvalidMessage;
+    fn try_from(k: pb::EdgeRef) -> Result<Self, InvalidMessage> {
+        edge_key_from_pb(k.src, k.dst, k.dst_authority, &k.protocol)
+    }
+}
+
+impl From<&model::Edge> for pb::Edge {
+    fn from(e: &model::Edge) -> Self {
+        let (dst, dst_authority) = dst_to_pb(&e.key.dst);
+        let mut out = Self {
+            src: Some((&e.key.src).into()),
+            dst,
+            dst_authority,
+            protocol: e.key.protocol.as_str().to_owned(),
+            tls: 0,
+            no_tls_reason: e.no_tls_reason.clone(),
+            client_identity: e.client_identity.clone(),
+            server_identity: e.server_identity.clone(),
+            metrics: Some((&e.metrics).into()),
+            policy: Some((&e.policy).into()),
+        };
+        out.set_tls(e.tls.into());
+        out
+    }
+}
+
+impl TryFrom<pb::Edge> for model::Edge {
+    type Error = InvalidMessage;
+    fn try_from(e: pb::Edge) -> Result<Self, InvalidMessage> {
+        let tls = tls_status(e.tls()).unwrap_or_default();
+        let key = edge_key_from_pb(e.src, e.dst, e.dst_authority, &e.protocol)?;
+        Ok(Self {
+            key,
+            tls,
+            no_tls_reason: e.no_tls_reason,
+            client_identity: e.client_identity,
+            server_identity: e.server_identity,
+            metrics: e.metrics.map(Into::into).unwrap_or_default(),
+            policy: e.policy.map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+// === Policy objects, source health ===
+
+impl From<&model::PolicyObject> for pb::PolicyObject {
+    fn from(p: &model::PolicyObject) -> Self {
+        Self {
+            api_version: p.api_version.clone(),
+            kind: p.key.kind.clone(),
+            namespace: p.key.namespace.clone(),
+            name: p.key.name.clone(),
+            resource_version: p.resource_version.clone(),
+            spec_json: p.spec_json.clone(),
+        }
+    }
+}
+
+impl From<pb::PolicyObject> for model::PolicyObject {
+    fn from(p: pb::PolicyObject) -> Self {
+        Self {
+            api_version: p.api_version,
+            key: model::PolicyKey {
+                kind: p.kind,
+                namespace: p.namespace,
+                name: p.name,
+            },
+            resource_version: p.resource_version,
+            spec_json: p.spec_json,
+        }
+    }
+}
+
+impl From<&model::PolicyKey> for pb::PolicyRef {
+    fn from(k: &model::PolicyKey) -> Self {
+        Self {
+            kind: k.kind.clone(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+        }
+    }
+}
+
+impl From<pb::PolicyRef> for model::PolicyKey {
+    fn from(k: pb::PolicyRef) -> Self {
+        Self {
+            kind: k.kind,
+            namespace: k.namespace,
+            name: k.name,
+        }
+    }
+}
+
+impl From<&model::SourceHealth> for pb::SourceHealth {
+    fn from(s: &model::SourceHealth) -> Self {
+        Self {
+            source: s.source.clone(),
+            ok: s.ok,
+            last_success: s.last_success.map(timestamp),
+            error: s.error.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::SourceHealth> for model::SourceHealth {
+    type Error = InvalidMessage;
+    fn try_from(s: pb::SourceHealth) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            source: s.source,
+            ok: s.ok,
+            last_success: s.last_success.as_ref().map(system_time).transpose()?,
+            error: s.error,
+        })
+    }
+}
+
+// === MeshGraph, GraphDelta ===
+
+impl From<&model::MeshGraph> for pb::MeshGraph {
+    fn from(g: &model::MeshGraph) -> Self {
+        Self {
+            version: g.version,
+            epoch: g.epoch,
+            generated_at: Some(timestamp(g.generated_at)),
+            window: Some(pbjson_types::Duration {
+                seconds: i64::try_from(g.window.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(g.window.subsec_nanos()).unwrap_or(0),
+            }),
+            workloads: g.workloads.values().map(Into::into).collect(),
+            edges: g.edges.values().map(Into::into).collect(),
+            policies: g.policies.values().map(Into::into).collect(),
+            sources: g.sources.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::MeshGraph> for model::MeshGraph {
+    type Error = InvalidMessage;
+    fn try_from(g: pb::MeshGraph) -> Result<Self, InvalidMessage> {
+        let window = g.window.unwrap_or_default();
+        let window = Duration::new(
+            u64::try_from(window.seconds).map_err(|_| InvalidMessage::Invalid {
+                field: "window",
+                reason: "negative".into(),
+            })?,
+            u32::try_from(window.nanos).unwrap_or(0),
+        );
+        let mut out = model::MeshGraph::empty(
+            window,
+            system_time(&g.generated_at.unwrap_or_default())?,
+        );
+        out.version = g.version;
+        out.epoch = g.epoch;
+        for w in g.workloads {
+            let w = model::Workload::try_from(w)?;
+            out.workloads.insert(w.id.clone(), w);
+        }
+        for e in g.edges {
+            let e = model::Edge::try_from(e)?;
+            out.edges.insert(e.key.clone(), e);
+        }
+        for p in g.policies {
+            let p = model::PolicyObject::from(p);
+            out.policies.insert(p.key.clone(), p);
+        }
+        out.sources = g
+            .sources
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<_, _>>()?;
+        Ok(out)
+    }
+}
+
+impl From<&model::GraphDelta> for pb::GraphDelta {
+    fn from(d: &model::GraphDelta) -> Self {
+        Self {
+            from_version: d.from_version,
+            to_version: d.to_version,
+            upserted_workloads: d.upserted_workloads.iter().map(Into::into).collect(),
+            removed_workloads: d.removed_workloads.iter().map(Into::into).collect(),
+            upserted_edges: d.upserted_edges.iter().map(Into::into).collect(),
+            removed_edges: d.removed_edges.iter().map(Into::into).collect(),
+            upserted_policies: d.upserted_policies.iter().map(Into::into).collect(),
+            removed_policies: d.removed_policies.iter().map(Into::into).collect(),
+            sources: d.sources.iter().map(Into::into).collect(),
+            generated_at: Some(timestamp(d.generated_at)),
+            epoch: d.epoch,
+        }
+    }
+}
+
+impl TryFrom<pb::GraphDelta> for model::GraphDelta {
+    type Error = InvalidMessage;
+    fn try_from(d: pb::GraphDelta) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            from_version: d.from_version,
+            to_version: d.to_version,
+            epoch: d.epoch,
+            generated_at: system_time(&d.generated_at.unwrap_or_default())?,
+            upserted_workloads: d
+                .upserted_workloads
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            removed_workloads: d.removed_workloads.into_iter().map(Into::into).collect(),
+            upserted_edges: d
+                .upserted_edges
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            removed_edges: d
+                .removed_edges
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            upserted_policies: d.upserted_policies.into_iter().map(Into::into).collect(),
+            removed_policies: d.removed_policies.into_iter().map(Into::into).collect(),
+            sources: d
+                .sources
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
