@@ -1,0 +1,225 @@
+//! Helpers for linkerd-mcp's tests: free loopback ports, child processes that are killed by PID
+//! when dropped (also when a test panics), real `prometheus` started on a free port, bounded
+//! polling, and a parser for the Prometheus text exposition.
+//!
+//! Tests never skip for want of a tool: `make test` installs `prometheus`, `redis-server` and
+//! friends first, and [`require_tool`] fails loudly when one is missing.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A free port on 127.0.0.1 (bound, then released for the caller to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 must work")
+}
+
+/// The path of a tool on `PATH`, or a panic saying how to get it.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: run `make test`, which installs it with apt-get")
+        })
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr sent to `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("create log file");
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("killing {} (pid {}): {e}", self.name, self.child.id());
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some`, for at most `limit`.
+pub async fn poll<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() + every > deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A real Prometheus server on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct Prometheus {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// Where its config, data and log live.
+    pub dir: tempfile::TempDir,
+    guard: ChildGuard,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` every second (job `linkerd-proxy`, honouring the
+    /// target's labels as linkerd-viz's relabelling would produce them), and waits until it is
+    /// ready to answer queries (at most 60 s).
+    pub async fn start(targets: &[SocketAddr]) -> Self {
+        let bin = require_tool("prometheus");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: linkerd-proxy\n    honor_labels: true\n    \
+             scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [{list}]\n"
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        let guard = ChildGuard::spawn(
+            "prometheus",
+            Command::new(bin)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn"),
+            &dir.path().join("prometheus.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        let client = reqwest::Client::new();
+        let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                let r = client.get(&ready).timeout(Duration::from_secs(2)).send().await;
+                r.ok().filter(|r| r.status().is_success()).map(|_| ())
+            }
+        })
+        .await;
+        let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+        assert!(ok.is_some(), "prometheus did not become ready in 60 s:\n{log}");
+        Self { url, dir, guard }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Runs an instant query and returns the number of series in the result.
+    pub async fn series_count(&self, query: &str) -> usize {
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let Ok(r) = r else { return 0 };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        v["data"]["result"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// One sample of a text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name as written (`response_latency_ms_bucket`, ...).
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// Parses the Prometheus text exposition (comments skipped). Panics on malformed lines: it is
+/// for tests of our own output.
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (head, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value: f64 = value.parse().expect("sample value is a number");
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}').expect("labels close")),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (k, after) = rest.split_once("=\"").expect("label has a value");
+            let mut v = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(if n == 'n' { '\n' } else { n });
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            map.insert(k.to_owned(), v);
+            rest = after[end..].trim_start_matches(',');
+        }
+        out.push(Sample {
+            name: name.to_owned(),
+            labels: map,
+            value,
+        });
+    }
+    out
+}

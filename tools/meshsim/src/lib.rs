@@ -1,0 +1,130 @@
+//! meshsim: a Linkerd mesh on a machine with no cluster. It serves the `/metrics` exposition
+//! that linkerd-proxy would for every pod of a simulated topology (with the labels
+//! linkerd-viz's Prometheus adds), so real Prometheus and everything built on it see a mesh.
+//!
+//! It is a test and demo tool: its numbers are what the topology says, advancing in real time.
+
+mod generate;
+mod server;
+mod sim;
+mod topology;
+
+use std::time::Duration;
+
+use mesh_model::{
+    Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, Protocol,
+    ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
+};
+
+pub use self::{
+    generate::{BUILTINS, builtin, generate},
+    server::{Args, SharedSim, router, serve},
+    sim::{CONTROL_PLANE_NS, LATENCY_BUCKETS_MS, Pod, Sim, owner_label, pods_of},
+    topology::{EdgeSpec, Latency, Topology, TopologyError, WorkloadSpec},
+};
+
+/// The model's id for a simulated workload.
+pub fn workload_ref(w: &WorkloadSpec) -> WorkloadRef {
+    WorkloadRef {
+        namespace: w.namespace.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+    }
+}
+
+/// Feeds `builder` the samples that Prometheus would yield for `topology` over `window`
+/// (what a source proxy can see: nothing from unmeshed callers). Benchmarks and tests use it to
+/// build graphs without running Prometheus.
+pub fn feed(topology: &Topology, window: Duration, builder: &mut GraphBuilder) {
+    let secs = window.as_secs_f64();
+    let index: std::collections::HashMap<(&str, &str), &WorkloadSpec> = topology
+        .workloads
+        .iter()
+        .map(|w| ((w.namespace.as_str(), w.name.as_str()), w))
+        .collect();
+    let find = |id: &str| {
+        let (ns, name) = id.split_once('/').expect("validated topology");
+        index[&(ns, name)]
+    };
+    for w in &topology.workloads {
+        builder.add_workload(WorkloadSample {
+            id: workload_ref(w),
+            meshed: w.meshed,
+            pods: w.replicas,
+        });
+    }
+    for e in &topology.edges {
+        let (src, dst) = (find(&e.from), find(&e.to));
+        let mtls = e.tls.unwrap_or(src.meshed && dst.meshed);
+        if mtls {
+            builder.add_identity(IdentitySample {
+                dst: workload_ref(dst),
+                client_id: src.identity(),
+                count: e.rps * secs,
+            });
+        }
+        if !src.meshed {
+            continue;
+        }
+        let tls = if mtls {
+            TlsObservation::Mtls {
+                server_id: dst.identity(),
+            }
+        } else if e.no_tls_reason.as_deref() == Some("disabled") {
+            TlsObservation::Disabled
+        } else {
+            TlsObservation::NoIdentity {
+                reason: e
+                    .no_tls_reason
+                    .clone()
+                    .unwrap_or_else(|| "not_provided_by_service_discovery".into()),
+            }
+        };
+        let d = Destination::Workload(workload_ref(dst));
+        let protocol = Protocol::parse(&e.protocol).expect("validated topology");
+        if protocol == Protocol::Tcp {
+            builder.add_tcp(TcpSample {
+                src: workload_ref(src),
+                dst: d,
+                dst_meshed: dst.meshed,
+                tls,
+                open_connections: f64::from(e.tcp_connections),
+                opened: e.rps * secs,
+                read_bytes: e.rps * secs * 16_384.0,
+                write_bytes: e.rps * secs * 2_048.0,
+            });
+            continue;
+        }
+        builder.add_responses(ResponseSample {
+            src: workload_ref(src),
+            dst: d.clone(),
+            dst_meshed: dst.meshed,
+            protocol,
+            tls: tls.clone(),
+            success: e.rps * secs * e.success_rate,
+            failure: e.rps * secs * (1.0 - e.success_rate),
+        });
+        for (q, v) in LatencyQuantile::ALL.into_iter().zip([
+            e.latency_ms.p50,
+            e.latency_ms.p95,
+            e.latency_ms.p99,
+        ]) {
+            builder.add_latency(LatencySample {
+                src: workload_ref(src),
+                dst: d.clone(),
+                quantile: q,
+                value_ms: v,
+            });
+        }
+        builder.add_tcp(TcpSample {
+            src: workload_ref(src),
+            dst: d,
+            dst_meshed: dst.meshed,
+            tls,
+            open_connections: f64::from(e.tcp_connections),
+            opened: 0.0,
+            read_bytes: e.rps * secs * 820.0,
+            write_bytes: e.rps * secs * 310.0,
+        });
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP face: `GET /metrics`, `GET /topology`, `PUT /topology`.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tokio::{net::TcpListener, sync::Mutex};
+
+use crate::{Sim, Topology, generate, topology::TopologyError};
+
+/// The simulation shared by request handlers.
+pub type SharedSim = Arc<Mutex<Sim>>;
+
+/// Command line of `meshsim`; every flag also reads `MESH_<FLAG>`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "meshsim",
+    version,
+    about = "Serves linkerd-proxy metrics for a simulated mesh"
+)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["topology", "builtin", "generate"])))]
+pub struct Args {
+    /// A topology file (YAML).
+    #[arg(long, env = "MESH_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// A built-in topology: emojivoto or booksapp.
+    #[arg(long, env = "MESH_BUILTIN", value_parser = ["emojivoto", "booksapp"])]
+    pub builtin: Option<String>,
+    /// Generate a mesh of N workloads.
+    #[arg(long, env = "MESH_GENERATE", value_name = "N")]
+    pub generate: Option<usize>,
+    /// Seed for --generate.
+    #[arg(long, env = "MESH_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Address to serve /metrics and /topology on.
+    #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:4191")]
+    pub listen: SocketAddr,
+}
+
+impl Args {
+    /// The topology the flags ask for.
+    pub fn load_topology(&self) -> Result<Topology, TopologyError> {
+        if let Some(path) = &self.topology {
+            let text = std::fs::read_to_string(path).map_err(|e| TopologyError::Invalid {
+                field: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            return Topology::from_yaml(&text);
+        }
+        if let Some(name) = &self.builtin {
+            return Ok(generate::builtin(name).expect("clap checked the name"));
+        }
+        generate::generate(self.generate.unwrap_or(0), self.seed)
+    }
+}
+
+/// The router over a shared simulation.
+pub fn router(sim: SharedSim) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/topology", get(get_topology).put(put_topology))
+        .with_state(sim)
+}
+
+/// Serves `topology` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    topology: Topology,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sim = Arc::new(Mutex::new(Sim::new(topology, Instant::now())));
+    axum::serve(listener, router(sim))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(sim): State<SharedSim>) -> impl IntoResponse {
+    let mut sim = sim.lock().await;
+    sim.advance(Instant::now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        sim.render(),
+    )
+}
+
+async fn get_topology(State(sim): State<SharedSim>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        sim.lock().await.topology().to_yaml(),
+    )
+}
+
+async fn put_topology(State(sim): State<SharedSim>, body: String) -> impl IntoResponse {
+    match Topology::from_yaml(&body) {
+        Ok(t) => {
+            let summary = format!(
+                "topology replaced: {} workloads, {} edges\n",
+                t.workloads.len(),
+                t.edges.len()
+            );
+            sim.lock().await.set_topology(t, Instant::now());
+            (StatusCode::OK, summary)
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}

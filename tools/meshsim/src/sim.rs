@@ -1,0 +1,696 @@
+//! The simulation: per pod pair counters that advance in real time, rendered as the
+//! linkerd-proxy exposition (reference section 1) with the labels linkerd-viz's scrape config
+//! adds (section 1.5), so Prometheus and every query built for Linkerd see a real mesh.
+//!
+//! Traffic of an edge is spread evenly over (source pod, destination pod) pairs. Every counter
+//! has its own accumulator advanced by `rate * elapsed`, so counters stay monotonic when a new
+//! topology changes rates at run time. Series are aggregated by label set before rendering, as
+//! the proxy does: pods of different workloads with one service account share inbound series.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
+
+use crate::topology::{EdgeSpec, Topology, WorkloadSpec};
+
+/// `response_latency_ms` bucket bounds, in ms (the proxy's, reference section 1.1).
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+/// The control plane namespace every simulated proxy reports.
+pub const CONTROL_PLANE_NS: &str = "linkerd";
+const BYTES_PER_REQUEST: (f64, f64) = (820.0, 310.0); // (response read, request written)
+const BYTES_PER_TCP_CONN: (f64, f64) = (16_384.0, 2_048.0);
+const CONN_CHURN_PER_SEC: f64 = 1.0 / 30.0;
+
+/// A simulated pod.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    /// Pod name, e.g. `web-5f7b8c9d4-x2k9q`.
+    pub name: String,
+    /// Pod IP (a label value only; nothing connects to it).
+    pub ip: String,
+    /// `pod-template-hash` for Deployment pods.
+    pub template_hash: Option<String>,
+}
+
+/// Pods of a workload, deterministically named.
+pub fn pods_of(w: &WorkloadSpec) -> Vec<Pod> {
+    let template = hash_name(&format!("{}/{}", w.namespace, w.name), 10);
+    (0..w.replicas)
+        .map(|i| {
+            let h = fnv(&format!("{}/{}/{i}", w.namespace, w.name));
+            let name = match w.kind.as_str() {
+                "StatefulSet" => format!("{}-{i}", w.name),
+                "DaemonSet" => format!("{}-{}", w.name, hash_name(&h.to_string(), 5)),
+                _ => format!("{}-{template}-{}", w.name, hash_name(&h.to_string(), 5)),
+            };
+            Pod {
+                name,
+                ip: format!(
+                    "10.{}.{}.{}",
+                    (h >> 16) & 0xff,
+                    (h >> 8) & 0xff,
+                    (h & 0xfd) + 2
+                ),
+                template_hash: (w.kind == "Deployment").then(|| template.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The Prometheus label for a workload kind (`deployment`, `statefulset`, `daemonset`).
+pub fn owner_label(kind: &str) -> &'static str {
+    match kind {
+        "StatefulSet" => "statefulset",
+        "DaemonSet" => "daemonset",
+        _ => "deployment",
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn hash_name(s: &str, len: usize) -> String {
+    // The alphabet Kubernetes uses for generated names.
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h = fnv(s);
+    (0..len)
+        .map(|_| {
+            let c = ALPHA[(h % ALPHA.len() as u64) as usize] as char;
+            h /= ALPHA.len() as u64;
+            if h == 0 {
+                h = fnv(&format!("{s}{c}"));
+            }
+            c
+        })
+        .collect()
+}
+
+/// Cumulative share of responses at or under `le` ms, for an edge's quantiles: piecewise linear
+/// through (0, 0), (p50, .5), (p95, .95), (p99, .99), (1.5 * p99, 1).
+fn latency_cdf(e: &EdgeSpec, le: f64) -> f64 {
+    let l = e.latency_ms;
+    let pts = [
+        (0.0, 0.0),
+        (l.p50, 0.5),
+        (l.p95, 0.95),
+        (l.p99, 0.99),
+        (l.p99 * 1.5, 1.0),
+    ];
+    for w in pts.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if le < x1 {
+            return if x1 > x0 {
+                y0 + (y1 - y0) * (le - x0) / (x1 - x0)
+            } else {
+                y1
+            };
+        }
+    }
+    1.0
+}
+
+fn latency_mean(e: &EdgeSpec) -> f64 {
+    let l = e.latency_ms;
+    0.5 * l.p50 * 0.5
+        + 0.45 * (l.p50 + l.p95) / 2.0
+        + 0.04 * (l.p95 + l.p99) / 2.0
+        + 0.01 * (l.p99 + l.p99 * 1.5) / 2.0
+}
+
+/// Per-second rates of one pod pair.
+#[derive(Clone, Debug, Default)]
+struct Rates {
+    success: f64,
+    failure: f64,
+    cdf: Vec<f64>,
+    mean_ms: f64,
+    opened: f64,
+    read: f64,
+    write: f64,
+    open_connections: f64,
+}
+
+/// Accumulated counters of one pod pair.
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    success: f64,
+    failure: f64,
+    buckets_success: Vec<f64>,
+    buckets_failure: Vec<f64>,
+    sum_success: f64,
+    sum_failure: f64,
+    opened: f64,
+    read: f64,
+    write: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PairKey {
+    from: String,
+    to: String,
+    protocol: String,
+    src_pod: usize,
+    dst_pod: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Pair {
+    edge: usize,
+    rates: Rates,
+    counters: Counters,
+}
+
+/// A running simulation.
+#[derive(Debug)]
+pub struct Sim {
+    topology: Topology,
+    pods: BTreeMap<String, Vec<Pod>>,
+    workloads: BTreeMap<String, usize>,
+    pairs: BTreeMap<PairKey, Pair>,
+    last: Instant,
+}
+
+// === impl Sim ===
+
+impl Sim {
+    /// Starts simulating `topology` at `now`; every counter starts at zero.
+    pub fn new(topology: Topology, now: Instant) -> Self {
+        let mut sim = Self {
+            topology: Topology::default(),
+            pods: BTreeMap::new(),
+            workloads: BTreeMap::new(),
+            pairs: BTreeMap::new(),
+            last: now,
+        };
+        sim.set_topology(topology, now);
+        sim
+    }
+
+    /// The topology being simulated.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Advances every counter to `now` at the current rates.
+    pub fn advance(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        if dt == 0.0 {
+            return;
+        }
+        for p in self.pairs.values_mut() {
+            let (r, c) = (&p.rates, &mut p.counters);
+            c.success += r.success * dt;
+            c.failure += r.failure * dt;
+            for (i, share) in r.cdf.iter().enumerate() {
+                c.buckets_success[i] += r.success * share * dt;
+                c.buckets_failure[i] += r.failure * share * dt;
+            }
+            c.sum_success += r.success * r.mean_ms * dt;
+            c.sum_failure += r.failure * r.mean_ms * dt;
+            c.opened += r.opened * dt;
+            c.read += r.read * dt;
+            c.write += r.write * dt;
+        }
+    }
+
+    /// Switches to a new topology at `now`. Counters of pod pairs that exist in both keep
+    /// their values (so they stay monotonic); pairs that vanish stop being reported.
+    pub fn set_topology(&mut self, topology: Topology, now: Instant) {
+        self.advance(now);
+        let pods: BTreeMap<String, Vec<Pod>> = topology
+            .workloads
+            .iter()
+            .map(|w| (format!("{}/{}", w.namespace, w.name), pods_of(w)))
+            .collect();
+        let mut pairs = BTreeMap::new();
+        for (edge, e) in topology.edges.iter().enumerate() {
+            let (ns, nd) = (pods[&e.from].len(), pods[&e.to].len());
+            let n = ns * nd;
+            for j in 0..n {
+                let key = PairKey {
+                    from: e.from.clone(),
+                    to: e.to.clone(),
+                    protocol: e.protocol.clone(),
+                    src_pod: j / nd,
+                    dst_pod: j % nd,
+                };
+                let rates = pair_rates(e, n, j);
+                let counters = self.pairs.remove(&key).map_or_else(
+                    || Counters {
+                        buckets_success: vec![0.0; LATENCY_BUCKETS_MS.len()],
+                        buckets_failure: vec![0.0; LATENCY_BUCKETS_MS.len()],
+                        // A pair's open connections were opened at some point.
+                        opened: rates.open_connections,
+                        ..Counters::default()
+                    },
+                    |p| p.counters,
+                );
+                pairs.insert(
+                    key,
+                    Pair {
+                        edge,
+                        rates,
+                        counters,
+                    },
+                );
+            }
+        }
+        self.workloads = topology
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("{}/{}", w.namespace, w.name), i))
+            .collect();
+        self.topology = topology;
+        self.pods = pods;
+        self.pairs = pairs;
+    }
+
+    /// The exposition text of every simulated proxy, as one scrape target.
+    pub fn render(&self) -> String {
+        let mut f = Families::default();
+        let ws = &self.topology.workloads;
+        for (k, p) in &self.pairs {
+            let e = &self.topology.edges[p.edge];
+            let (src, dst) = (&ws[self.workloads[&k.from]], &ws[self.workloads[&k.to]]);
+            let ctx = PairCtx {
+                edge: e,
+                src,
+                dst,
+                sp: &self.pods[&k.from][k.src_pod],
+                dp: &self.pods[&k.to][k.dst_pod],
+            };
+            if src.meshed {
+                ctx.outbound(&mut f, p);
+            }
+            if dst.meshed {
+                ctx.inbound(&mut f, p);
+            }
+        }
+        f.render()
+    }
+}
+
+fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize) -> Rates {
+    let share = 1.0 / pairs as f64;
+    let rps = e.rps * share;
+    let c = u64::from(e.tcp_connections);
+    let conns = (c / pairs as u64 + u64::from((j as u64) < c % pairs as u64)) as f64;
+    if e.protocol == "tcp" {
+        return Rates {
+            opened: rps,
+            read: rps * BYTES_PER_TCP_CONN.0,
+            write: rps * BYTES_PER_TCP_CONN.1,
+            open_connections: conns,
+            cdf: vec![0.0; LATENCY_BUCKETS_MS.len()],
+            ..Rates::default()
+        };
+    }
+    Rates {
+        success: rps * e.success_rate,
+        failure: rps * (1.0 - e.success_rate),
+        cdf: LATENCY_BUCKETS_MS
+            .iter()
+            .map(|&le| latency_cdf(e, le))
+            .collect(),
+        mean_ms: latency_mean(e),
+        opened: conns * CONN_CHURN_PER_SEC,
+        read: rps * BYTES_PER_REQUEST.0,
+        write: rps * BYTES_PER_REQUEST.1,
+        open_connections: conns,
+    }
+}
+
+// === Rendering ===
+
+type Labels = Vec<(&'static str, String)>;
+
+fn fmt_labels(labels: &[(&'static str, String)]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(s, "{k}=\"{v}\"");
+    }
+    s
+}
+
+#[derive(Default)]
+struct Hist {
+    buckets: Vec<f64>,
+    sum: f64,
+    count: f64,
+}
+
+/// Metric families, each a map from rendered label set to value, summed on collision.
+#[derive(Default)]
+struct Families {
+    scalars: BTreeMap<&'static str, BTreeMap<String, f64>>,
+    latency: BTreeMap<String, Hist>,
+}
+
+/// (name, type, help) of every family meshsim emits, in output order.
+const FAMILIES: [(&str, &str, &str); 9] = [
+    ("request_total", "counter", "Total count of HTTP requests."),
+    (
+        "response_total",
+        "counter",
+        "Total count of HTTP responses.",
+    ),
+    (
+        "response_latency_ms",
+        "histogram",
+        "Elapsed times between a request's headers being received and its response stream completing",
+    ),
+    (
+        "tcp_open_total",
+        "counter",
+        "Total count of opened connections",
+    ),
+    (
+        "tcp_open_connections",
+        "gauge",
+        "Number of currently-open connections",
+    ),
+    (
+        "tcp_read_bytes_total",
+        "counter",
+        "Total count of bytes read from peers",
+    ),
+    (
+        "tcp_write_bytes_total",
+        "counter",
+        "Total count of bytes written to peers",
+    ),
+    (
+        "inbound_http_authz_allow_total",
+        "counter",
+        "The total number of inbound HTTP requests that were authorized",
+    ),
+    (
+        "inbound_tcp_authz_allow_total",
+        "counter",
+        "The total number of inbound TCP connections that were authorized",
+    ),
+];
+
+impl Families {
+    fn add(&mut self, family: &'static str, labels: &[(&'static str, String)], v: f64) {
+        *self
+            .scalars
+            .entry(family)
+            .or_default()
+            .entry(fmt_labels(labels))
+            .or_default() += v;
+    }
+
+    fn add_hist(
+        &mut self,
+        labels: &[(&'static str, String)],
+        buckets: &[f64],
+        sum: f64,
+        count: f64,
+    ) {
+        let h = self
+            .latency
+            .entry(fmt_labels(labels))
+            .or_insert_with(|| Hist {
+                buckets: vec![0.0; buckets.len()],
+                ..Hist::default()
+            });
+        for (a, b) in h.buckets.iter_mut().zip(buckets) {
+            *a += b;
+        }
+        h.sum += sum;
+        h.count += count;
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        for (name, kind, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if name == "response_latency_ms" {
+                for (labels, h) in &self.latency {
+                    for (le, v) in LATENCY_BUCKETS_MS.iter().zip(&h.buckets) {
+                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {}", num(*v));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                        num(h.count)
+                    );
+                    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", num(h.sum));
+                    let _ = writeln!(out, "{name}_count{{{labels}}} {}", num(h.count));
+                }
+                continue;
+            }
+            for (labels, v) in self.scalars.get(name).into_iter().flatten() {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", num(*v));
+            }
+        }
+        out
+    }
+}
+
+fn num(v: f64) -> String {
+    // Millisecond-level precision keeps slow series moving between 1 s scrapes.
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+struct PairCtx<'a> {
+    edge: &'a EdgeSpec,
+    src: &'a WorkloadSpec,
+    dst: &'a WorkloadSpec,
+    sp: &'a Pod,
+    dp: &'a Pod,
+}
+
+impl PairCtx<'_> {
+    fn mtls(&self) -> bool {
+        self.edge.tls.unwrap_or(self.src.meshed && self.dst.meshed)
+    }
+
+    fn target(&self) -> Labels {
+        let port = self.edge.port;
+        vec![
+            ("target_addr", format!("{}:{port}", self.dp.ip)),
+            ("target_ip", self.dp.ip.clone()),
+            ("target_port", port.to_string()),
+        ]
+    }
+
+    /// The labels linkerd-viz's scrape config adds for the pod the series came from.
+    fn scrape(w: &WorkloadSpec, pod: &Pod) -> Labels {
+        let mut l = vec![
+            ("namespace", w.namespace.clone()),
+            ("pod", pod.name.clone()),
+            (owner_label(&w.kind), w.name.clone()),
+            ("control_plane_ns", CONTROL_PLANE_NS.to_owned()),
+            ("workload_ns", w.namespace.clone()),
+        ];
+        if let Some(h) = &pod.template_hash {
+            l.push(("pod_template_hash", h.clone()));
+        }
+        l
+    }
+
+    fn tls_outbound(&self) -> Labels {
+        if self.mtls() {
+            return vec![("tls", "true".into()), ("server_id", self.dst.identity())];
+        }
+        match self.edge.no_tls_reason.as_deref() {
+            Some("disabled") => vec![("tls", "disabled".into())],
+            Some(r) => vec![("tls", "no_identity".into()), ("no_tls_reason", r.into())],
+            None => vec![
+                ("tls", "no_identity".into()),
+                ("no_tls_reason", "not_provided_by_service_discovery".into()),
+            ],
+        }
+    }
+
+    fn tls_inbound(&self) -> Labels {
+        if self.mtls() {
+            vec![("tls", "true".into()), ("client_id", self.src.identity())]
+        } else {
+            vec![
+                ("tls", "no_identity".into()),
+                ("no_tls_reason", "no_tls_from_remote".into()),
+            ]
+        }
+    }
+
+    fn dst_labels(&self) -> Labels {
+        let d = self.dst;
+        let mut l = Vec::new();
+        if d.meshed {
+            l.push(("dst_control_plane_ns", CONTROL_PLANE_NS.to_owned()));
+        }
+        l.push((dst_owner_label(&d.kind), d.name.clone()));
+        l.push(("dst_namespace", d.namespace.clone()));
+        l.push(("dst_pod", self.dp.name.clone()));
+        if let Some(h) = &self.dp.template_hash {
+            l.push(("dst_pod_template_hash", h.clone()));
+        }
+        l.push(("dst_service", d.service().to_owned()));
+        l.push(("dst_serviceaccount", d.service_account().to_owned()));
+        l
+    }
+
+    fn server_labels(&self) -> Labels {
+        vec![
+            ("srv_group", String::new()),
+            ("srv_kind", "default".into()),
+            ("srv_name", "all-unauthenticated".into()),
+            ("srv_port", self.edge.port.to_string()),
+        ]
+    }
+
+    fn route_labels() -> Labels {
+        vec![
+            ("route_group", String::new()),
+            ("route_kind", "default".into()),
+            ("route_name", "default".into()),
+        ]
+    }
+
+    fn authz_labels() -> Labels {
+        vec![
+            ("authz_group", String::new()),
+            ("authz_kind", "default".into()),
+            ("authz_name", "all-unauthenticated".into()),
+        ]
+    }
+
+    /// Series reported by the source pod's proxy.
+    fn outbound(&self, f: &mut Families, p: &Pair) {
+        let c = &p.counters;
+        let mut base: Labels = vec![("direction", "outbound".into())];
+        let http = self.edge.protocol != "tcp";
+        let authority = format!(
+            "{}.{}.svc.cluster.local:{}",
+            self.dst.service(),
+            self.dst.namespace,
+            self.edge.port
+        );
+        let scrape = Self::scrape(self.src, self.sp);
+        let tail: Labels = [self.tls_outbound(), self.dst_labels(), scrape].concat();
+
+        let mut tcp = base.clone();
+        tcp.push(("peer", "dst".into()));
+        tcp.extend(self.target());
+        tcp.extend(tail.iter().cloned());
+        self.transport(f, &tcp, p);
+
+        if http {
+            base.push(("authority", authority));
+            base.extend(self.target());
+            base.extend(tail);
+            self.http(f, &base, c);
+        }
+    }
+
+    /// Series reported by the destination pod's proxy.
+    fn inbound(&self, f: &mut Families, p: &Pair) {
+        let c = &p.counters;
+        let scrape = Self::scrape(self.dst, self.dp);
+        let tls = self.tls_inbound();
+        let srv = self.server_labels();
+
+        let tcp: Labels = [
+            vec![("direction", "inbound".into()), ("peer", "src".into())],
+            self.target(),
+            tls.clone(),
+            srv.clone(),
+            scrape.clone(),
+        ]
+        .concat();
+        self.transport(f, &tcp, p);
+
+        if self.edge.protocol == "tcp" {
+            let authz: Labels = [self.target(), tls, srv, Self::authz_labels(), scrape].concat();
+            f.add("inbound_tcp_authz_allow_total", &authz, c.opened);
+            return;
+        }
+        let http: Labels = [
+            vec![("direction", "inbound".into())],
+            self.target(),
+            tls.clone(),
+            srv.clone(),
+            Self::route_labels(),
+            Self::authz_labels(),
+            scrape.clone(),
+        ]
+        .concat();
+        self.http(f, &http, c);
+        let authz: Labels = [
+            self.target(),
+            tls,
+            srv,
+            Self::route_labels(),
+            Self::authz_labels(),
+            scrape,
+        ]
+        .concat();
+        f.add(
+            "inbound_http_authz_allow_total",
+            &authz,
+            c.success + c.failure,
+        );
+    }
+
+    fn transport(&self, f: &mut Families, labels: &[(&'static str, String)], p: &Pair) {
+        f.add("tcp_open_total", labels, p.counters.opened);
+        f.add("tcp_open_connections", labels, p.rates.open_connections);
+        f.add("tcp_read_bytes_total", labels, p.counters.read);
+        f.add("tcp_write_bytes_total", labels, p.counters.write);
+    }
+
+    /// `request_total`, `response_total` and `response_latency_ms` on a base label set.
+    fn http(&self, f: &mut Families, base: &[(&'static str, String)], c: &Counters) {
+        f.add("request_total", base, c.success + c.failure);
+        let grpc = self.edge.protocol == "grpc";
+        let rows = [
+            (true, c.success, &c.buckets_success, c.sum_success),
+            (false, c.failure, &c.buckets_failure, c.sum_failure),
+        ];
+        for (ok, count, buckets, sum) in rows {
+            // gRPC failures still answer HTTP 200; the status is in grpc-status (2, UNKNOWN).
+            let status = if ok || grpc { "200" } else { "500" };
+            let mut l = base.to_vec();
+            l.push(("status_code", status.into()));
+            f.add_hist(&l, buckets, sum, count);
+            l.push((
+                "classification",
+                if ok { "success" } else { "failure" }.into(),
+            ));
+            if grpc {
+                l.push(("grpc_status", if ok { "0" } else { "2" }.into()));
+            }
+            f.add("response_total", &l, count);
+        }
+    }
+}
+
+fn dst_owner_label(kind: &str) -> &'static str {
+    match kind {
+        "StatefulSet" => "dst_statefulset",
+        "DaemonSet" => "dst_daemonset",
+        _ => "dst_deployment",
+    }
+}
+
+#[cfg(test)]
+mod tests;

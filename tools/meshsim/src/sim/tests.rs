@@ -1,0 +1,354 @@
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mesh_testkit::{Sample, parse_exposition, require_tool};
+
+use super::*;
+use crate::{builtin, generate};
+
+const SCRAPE: &[&str] = &[
+    "namespace",
+    "pod",
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "replicaset",
+    "replicationcontroller",
+    "cronjob",
+    "k8s_job",
+    "control_plane_ns",
+    "workload_ns",
+    "pod_template_hash",
+];
+const TARGET: &[&str] = &["target_addr", "target_ip", "target_port"];
+const TLS_IN: &[&str] = &["tls", "client_id", "no_tls_reason", "sni"];
+const TLS_OUT: &[&str] = &["tls", "server_id", "no_tls_reason"];
+const SRV: &[&str] = &["srv_group", "srv_kind", "srv_name", "srv_port"];
+const ROUTE: &[&str] = &["route_group", "route_kind", "route_name"];
+const AUTHZ: &[&str] = &["authz_group", "authz_kind", "authz_name"];
+const DST: &[&str] = &[
+    "dst_namespace",
+    "dst_service",
+    "dst_pod",
+    "dst_deployment",
+    "dst_statefulset",
+    "dst_daemonset",
+    "dst_replicaset",
+    "dst_replicationcontroller",
+    "dst_cronjob",
+    "dst_k8s_job",
+    "dst_serviceaccount",
+    "dst_control_plane_ns",
+    "dst_pod_template_hash",
+    "dst_zone",
+    "dst_zone_locality",
+    "dst_target_cluster",
+    "dst_external_workload",
+];
+
+/// The labels the real proxy (reference section 1) and linkerd-viz's scrape config (1.5) put on
+/// a series of `name` in `direction` ("" for families without one).
+fn allowed(name: &str, direction: &str) -> BTreeSet<&'static str> {
+    let mut a: BTreeSet<&str> = SCRAPE.iter().chain(TARGET).copied().collect();
+    let family = name
+        .trim_end_matches("_bucket")
+        .trim_end_matches("_sum")
+        .trim_end_matches("_count");
+    let base_in = |a: &mut BTreeSet<&'static str>| {
+        a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE).chain(AUTHZ))
+    };
+    let base_out = |a: &mut BTreeSet<&'static str>| {
+        a.extend(TLS_OUT.iter().chain(DST).chain(["authority"].iter()))
+    };
+    match family {
+        "request_total" | "response_total" | "response_latency_ms" => {
+            a.insert("direction");
+            match direction {
+                "inbound" => {
+                    base_in(&mut a);
+                    a.insert("authority"); // only with an opt-in proxy env, but real
+                }
+                "outbound" => base_out(&mut a),
+                d => panic!("{name} with direction {d:?}"),
+            }
+            if family == "response_total" {
+                a.extend(["status_code", "classification", "grpc_status", "error"]);
+            }
+            if family == "response_latency_ms" {
+                a.insert("status_code");
+                if name.ends_with("_bucket") {
+                    a.insert("le");
+                }
+            }
+        }
+        "tcp_open_total"
+        | "tcp_open_connections"
+        | "tcp_read_bytes_total"
+        | "tcp_write_bytes_total" => {
+            a.extend(["direction", "peer"]);
+            match direction {
+                "inbound" => a.extend(TLS_IN.iter().chain(SRV)),
+                "outbound" => base_out(&mut a),
+                d => panic!("{name} with direction {d:?}"),
+            }
+        }
+        "inbound_http_authz_allow_total" => {
+            a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE).chain(AUTHZ))
+        }
+        "inbound_tcp_authz_allow_total" => a.extend(TLS_IN.iter().chain(SRV).chain(AUTHZ)),
+        other => panic!("meshsim emits {other}, which is not in the reference tables"),
+    }
+    a
+}
+
+fn render_after(t: crate::Topology, secs: u64) -> Vec<Sample> {
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t, t0);
+    sim.advance(t0 + Duration::from_secs(secs));
+    parse_exposition(&sim.render())
+}
+
+#[test]
+fn every_label_is_one_the_real_proxy_emits() {
+    for t in [
+        builtin("emojivoto").unwrap(),
+        builtin("booksapp").unwrap(),
+        generate(120, 7).unwrap(),
+    ] {
+        for s in render_after(t, 10) {
+            let direction = s.labels.get("direction").map_or("", String::as_str);
+            let allowed = allowed(&s.name, direction);
+            for k in s.labels.keys() {
+                assert!(
+                    allowed.contains(k.as_str()),
+                    "{} carries {k}, which the proxy never emits: {:?}",
+                    s.name,
+                    s.labels
+                );
+            }
+            if direction == "outbound" {
+                assert!(s.labels.contains_key("dst_namespace"), "{s:?}");
+            }
+            if s.labels.get("tls").is_some_and(|t| t == "true") {
+                assert!(
+                    s.labels.contains_key("server_id") || s.labels.contains_key("client_id"),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn exposition_parses_with_promtool() {
+    let promtool = require_tool("promtool");
+    for t in [builtin("emojivoto").unwrap(), generate(200, 3).unwrap()] {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(t, t0);
+        sim.advance(t0 + Duration::from_secs(5));
+        let text = sim.render();
+        let mut child = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Exit 3 means lint findings only; 1 means the text did not parse.
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "promtool failed ({:?}): {said}",
+            out.status
+        );
+        assert!(!said.contains("error while linting"), "{said}");
+        for line in said.lines() {
+            // The proxy's own metric name: expected and allowed.
+            assert!(
+                line.starts_with("response_latency_ms") && line.contains("abbreviated units"),
+                "unexpected lint: {line}"
+            );
+        }
+    }
+}
+
+fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && filter
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+#[test]
+fn counters_grow_at_the_configured_rate() {
+    let samples = render_after(builtin("emojivoto").unwrap(), 100);
+    // web -> voting: 2 rps, 85% success, over 100 s.
+    let out = [
+        ("direction", "outbound"),
+        ("deployment", "web"),
+        ("dst_deployment", "voting"),
+    ];
+    let total = sum(&samples, "request_total", &out);
+    assert!((total - 200.0).abs() < 0.01, "{total}");
+    let ok = sum(
+        &samples,
+        "response_total",
+        &[out[0], out[1], out[2], ("classification", "success")],
+    );
+    assert!((ok - 170.0).abs() < 0.01, "{ok}");
+    // The inbound side counts the same requests, with the caller's identity.
+    let inbound = sum(
+        &samples,
+        "request_total",
+        &[
+            ("direction", "inbound"),
+            ("deployment", "voting"),
+            (
+                "client_id",
+                "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            ),
+        ],
+    );
+    assert!((inbound - 200.0).abs() < 0.01, "{inbound}");
+    // Bucket counts are cumulative and end at the count.
+    let inf = sum(
+        &samples,
+        "response_latency_ms_bucket",
+        &[out[0], out[1], out[2], ("le", "+Inf")],
+    );
+    let le10 = sum(
+        &samples,
+        "response_latency_ms_bucket",
+        &[out[0], out[1], out[2], ("le", "10")],
+    );
+    assert!(
+        (inf - 200.0).abs() < 0.01 && le10 < inf && le10 > 0.9 * inf,
+        "{le10} {inf}"
+    );
+}
+
+#[test]
+fn replicas_split_traffic_across_pods() {
+    let samples = render_after(builtin("booksapp").unwrap(), 10);
+    let pods: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "request_total"
+                && s.labels.get("deployment").is_some_and(|d| d == "webapp")
+                && s.labels["direction"] == "outbound"
+        })
+        .map(|s| s.labels["pod"].as_str())
+        .collect();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let total = sum(
+        &samples,
+        "request_total",
+        &[
+            ("direction", "outbound"),
+            ("deployment", "webapp"),
+            ("dst_deployment", "books"),
+        ],
+    );
+    assert!((total - 60.0).abs() < 0.01, "{total}");
+}
+
+#[test]
+fn counters_stay_monotonic_across_a_topology_change() {
+    let t = builtin("emojivoto").unwrap();
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t.clone(), t0);
+    sim.advance(t0 + Duration::from_secs(10));
+    let before = parse_exposition(&sim.render());
+    let mut slower = t;
+    for e in &mut slower.edges {
+        e.rps /= 10.0;
+        e.success_rate = 0.5;
+    }
+    sim.set_topology(slower, t0 + Duration::from_secs(10));
+    sim.advance(t0 + Duration::from_secs(20));
+    let after = parse_exposition(&sim.render());
+    for a in &after {
+        if let Some(b) = before
+            .iter()
+            .find(|b| b.name == a.name && b.labels == a.labels)
+        {
+            if a.name.ends_with("_total") || a.name.ends_with("_bucket") {
+                assert!(
+                    a.value >= b.value,
+                    "{} went down: {} -> {}",
+                    a.name,
+                    b.value,
+                    a.value
+                );
+            }
+        }
+    }
+    let voting = sum(
+        &after,
+        "request_total",
+        &[("direction", "outbound"), ("dst_deployment", "voting")],
+    );
+    assert!((voting - 22.0).abs() < 0.01, "{voting}");
+}
+
+#[test]
+fn plaintext_and_unmeshed_edges_say_so() {
+    let t = crate::Topology::from_yaml(
+        "workloads:\n  - {namespace: a, name: client}\n  - {namespace: a, name: server}\n  - {namespace: a, name: legacy, meshed: false}\n\
+         edges:\n  - {from: a/client, to: a/server, rps: 1, tls: false, no_tls_reason: disabled}\n  - {from: a/client, to: a/legacy, rps: 1}\n",
+    )
+    .unwrap();
+    let samples = render_after(t, 10);
+    let to_server: Vec<_> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "request_total"
+                && s.labels
+                    .get("dst_deployment")
+                    .is_some_and(|d| d == "server")
+        })
+        .collect();
+    assert_eq!(to_server[0].labels["tls"], "disabled");
+    assert!(!to_server[0].labels.contains_key("no_tls_reason"));
+    let to_legacy: Vec<_> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "request_total"
+                && s.labels
+                    .get("dst_deployment")
+                    .is_some_and(|d| d == "legacy")
+        })
+        .collect();
+    assert_eq!(
+        to_legacy[0].labels["no_tls_reason"],
+        "not_provided_by_service_discovery"
+    );
+    assert!(!to_legacy[0].labels.contains_key("dst_control_plane_ns"));
+    // An unmeshed workload has no proxy, so nothing is reported from its pods.
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.labels.get("deployment").is_some_and(|d| d == "legacy"))
+    );
+}

@@ -1,0 +1,304 @@
+//! The topology file: which workloads exist and how they call each other.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A simulated mesh.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// The workloads.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Who calls whom.
+    #[serde(default)]
+    pub edges: Vec<EdgeSpec>,
+}
+
+/// One workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `Deployment` (default), `StatefulSet` or `DaemonSet`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Service account; defaults to the workload's name.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Whether pods run a Linkerd proxy (default true).
+    #[serde(default = "yes")]
+    pub meshed: bool,
+    /// Pods (default 1).
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// The Service in front of it (default: the workload's name).
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// Latency quantiles in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            p50: 2.0,
+            p95: 8.0,
+            p99: 15.0,
+        }
+    }
+}
+
+/// One edge: `from` calls `to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    /// Caller, `namespace/name`.
+    pub from: String,
+    /// Callee, `namespace/name`.
+    pub to: String,
+    /// `http` (default), `grpc` or `tcp`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Requests per second (connections per second for `tcp`).
+    pub rps: f64,
+    /// Share of successful responses, 0..1 (default 1).
+    #[serde(default = "one_f")]
+    pub success_rate: f64,
+    /// Response latency quantiles.
+    #[serde(default)]
+    pub latency_ms: Latency,
+    /// mTLS (default: true when both ends are meshed).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Why there is no TLS when `tls` is false (default `not_provided_by_service_discovery`;
+    /// `disabled` emits `tls="disabled"`).
+    #[serde(default)]
+    pub no_tls_reason: Option<String>,
+    /// Open TCP connections (default 1).
+    #[serde(default = "one")]
+    pub tcp_connections: u32,
+    /// Destination port (default 8080).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_kind() -> String {
+    "Deployment".into()
+}
+
+fn default_protocol() -> String {
+    "http".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// Why a topology was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// Not YAML, or not the topology's shape (the message names the line and column).
+    #[error("topology is not valid YAML for a topology: {0}")]
+    Syntax(#[from] serde_yaml_ng::Error),
+    /// A field has a value that makes no sense.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the field, e.g. `edges[2].rps`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: String, reason: impl Into<String>) -> TopologyError {
+    TopologyError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// Parses and validates a YAML topology.
+    pub fn from_yaml(text: &str) -> Result<Self, TopologyError> {
+        let t: Self = serde_yaml_ng::from_str(text)?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// The YAML form.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a topology always serializes")
+    }
+
+    /// Finds a workload by `namespace/name`.
+    pub fn workload(&self, id: &str) -> Option<&WorkloadSpec> {
+        let (ns, name) = id.split_once('/')?;
+        self.workloads
+            .iter()
+            .find(|w| w.namespace == ns && w.name == name)
+    }
+
+    /// Checks every rule, naming the first offending field.
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        let mut seen = BTreeSet::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            let at = |f: &str| format!("workloads[{i}].{f}");
+            for (f, v) in [("namespace", &w.namespace), ("name", &w.name)] {
+                if !is_dns_label(v) {
+                    return Err(invalid(
+                        at(f),
+                        format!("{v:?} is not a DNS label (lower case letters, digits, '-')"),
+                    ));
+                }
+            }
+            if !matches!(w.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
+                return Err(invalid(
+                    at("kind"),
+                    format!(
+                        "{:?} is not one of Deployment, StatefulSet, DaemonSet",
+                        w.kind
+                    ),
+                ));
+            }
+            if w.replicas == 0 {
+                return Err(invalid(at("replicas"), "must be at least 1"));
+            }
+            if !seen.insert((w.namespace.as_str(), w.name.as_str())) {
+                return Err(invalid(
+                    format!("workloads[{i}]"),
+                    format!("duplicate workload {}/{}", w.namespace, w.name),
+                ));
+            }
+        }
+        let mut edges = BTreeSet::new();
+        for (i, e) in self.edges.iter().enumerate() {
+            let at = |f: &str| format!("edges[{i}].{f}");
+            for (f, v) in [("from", &e.from), ("to", &e.to)] {
+                if self.workload(v).is_none() {
+                    return Err(invalid(
+                        at(f),
+                        format!(
+                            "unknown workload {v:?} (expected namespace/name of a listed workload)"
+                        ),
+                    ));
+                }
+            }
+            if !matches!(e.protocol.as_str(), "http" | "grpc" | "tcp") {
+                return Err(invalid(
+                    at("protocol"),
+                    format!("{:?} is not one of http, grpc, tcp", e.protocol),
+                ));
+            }
+            if !(e.rps.is_finite() && e.rps >= 0.0) {
+                return Err(invalid(
+                    at("rps"),
+                    format!("{} is not a rate (must be 0 or more)", e.rps),
+                ));
+            }
+            if !(0.0..=1.0).contains(&e.success_rate) {
+                return Err(invalid(
+                    at("success_rate"),
+                    format!("{} is outside 0..1", e.success_rate),
+                ));
+            }
+            let l = e.latency_ms;
+            if !(l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99.is_finite()) {
+                return Err(invalid(
+                    at("latency_ms"),
+                    format!(
+                        "need 0 < p50 <= p95 <= p99, got {} / {} / {}",
+                        l.p50, l.p95, l.p99
+                    ),
+                ));
+            }
+            if e.port == 0 {
+                return Err(invalid(at("port"), "must be 1..65535"));
+            }
+            if e.tls == Some(true) && !self.both_meshed(e) {
+                return Err(invalid(at("tls"), "mTLS needs both ends meshed"));
+            }
+            if !edges.insert((e.from.as_str(), e.to.as_str(), e.protocol.as_str())) {
+                return Err(invalid(
+                    format!("edges[{i}]"),
+                    format!("duplicate edge {} -> {} ({})", e.from, e.to, e.protocol),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn both_meshed(&self, e: &EdgeSpec) -> bool {
+        [&e.from, &e.to]
+            .iter()
+            .all(|id| self.workload(id).is_some_and(|w| w.meshed))
+    }
+
+    /// Whether an edge is mTLS, after defaults.
+    pub fn edge_tls(&self, e: &EdgeSpec) -> bool {
+        e.tls.unwrap_or_else(|| self.both_meshed(e))
+    }
+}
+
+// === impl WorkloadSpec ===
+
+impl WorkloadSpec {
+    /// The service account, after defaults.
+    pub fn service_account(&self) -> &str {
+        self.service_account.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The Service name, after defaults.
+    pub fn service(&self) -> &str {
+        self.service.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The Linkerd identity of its proxies.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}.{}.serviceaccount.identity.linkerd.cluster.local",
+            self.service_account(),
+            self.namespace
+        )
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests;
