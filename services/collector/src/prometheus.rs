@@ -1,0 +1,390 @@
+//! The Prometheus source: runs [`GraphQueries`] against linkerd-viz's Prometheus and turns the
+//! result vectors into `mesh-model` samples.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime},
+};
+
+use mesh_model::{
+    Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, MeshGraph,
+    Protocol, ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
+};
+use serde::Deserialize;
+
+use crate::promql::{GraphQueries, OWNER_LABELS};
+
+/// Why Prometheus could not give us a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum PromError {
+    /// The base URL is not a usable http(s) URL.
+    #[error("invalid Prometheus URL {url:?}: {reason}")]
+    BadUrl {
+        /// What was given.
+        url: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// Nothing answered (refused, DNS, TLS).
+    #[error("cannot reach Prometheus at {url}: {reason}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+    /// It did not answer in time.
+    #[error("Prometheus at {url} did not answer within {timeout:?}")]
+    Timeout {
+        /// The base URL.
+        url: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// It answered with an error.
+    #[error("Prometheus refused a query ({status}, {error_type}): {error}\n  query: {query}")]
+    Query {
+        /// HTTP status.
+        status: u16,
+        /// Prometheus `errorType`.
+        error_type: String,
+        /// Prometheus `error`.
+        error: String,
+        /// The query sent.
+        query: String,
+    },
+    /// It answered something that is not the query API's JSON.
+    #[error("Prometheus at {url} answered {status} with a body that is not a query result: {snippet}")]
+    NotPrometheus {
+        /// The base URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The start of the body.
+        snippet: String,
+    },
+    /// The queries worked but found no Linkerd proxy traffic.
+    #[error(
+        "Prometheus at {url} has no linkerd-proxy traffic metrics in the last {window}: \
+         is it linkerd-viz's Prometheus, and is meshed traffic flowing?"
+    )]
+    NoData {
+        /// The base URL.
+        url: String,
+        /// The window, as sent.
+        window: String,
+    },
+}
+
+/// Reads the mesh graph from Prometheus.
+#[derive(Clone, Debug)]
+pub struct PrometheusSource {
+    client: reqwest::Client,
+    base: String,
+    window: Duration,
+    timeout: Duration,
+    queries: GraphQueries,
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: String,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct ApiData {
+    #[serde(default)]
+    result: Vec<Series>,
+}
+
+/// One series of an instant vector: its labels and value.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Series {
+    /// Labels.
+    pub metric: HashMap<String, String>,
+    /// `[timestamp, "value"]`.
+    pub value: (f64, String),
+}
+
+impl Series {
+    fn label(&self, k: &str) -> &str {
+        self.metric.get(k).map_or("", String::as_str)
+    }
+
+    fn number(&self) -> Option<f64> {
+        self.value.1.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+}
+
+// === impl PrometheusSource ===
+
+impl PrometheusSource {
+    /// A source for `base_url` (e.g. `http://prometheus.linkerd-viz.svc:9090`) over `window`,
+    /// with `timeout` for each query.
+    pub fn new(base_url: &str, window: Duration, timeout: Duration) -> Result<Self, PromError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&base).map_err(|e| PromError::BadUrl {
+            url: base_url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(PromError::BadUrl {
+                url: base_url.to_owned(),
+                reason: format!("scheme {:?} is not http or https", url.scheme()),
+            });
+        }
+        if window < Duration::from_secs(1) {
+            return Err(PromError::BadUrl {
+                url: base_url.to_owned(),
+                reason: "the window must be at least 1s".into(),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| PromError::BadUrl {
+                url: base_url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            client,
+            base,
+            window,
+            timeout,
+            queries: GraphQueries::new(window),
+        })
+    }
+
+    /// The metrics window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The queries it sends.
+    pub fn queries(&self) -> &GraphQueries {
+        &self.queries
+    }
+
+    /// Runs one instant query.
+    pub async fn query(&self, query: &str) -> Result<Vec<Series>, PromError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let resp = self
+            .client
+            .post(&url)
+            .form(&[("query", query)])
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| self.transport_error(&e))?;
+        let parsed: ApiResponse =
+            serde_json::from_str(&body).map_err(|_| PromError::NotPrometheus {
+                url: self.base.clone(),
+                status,
+                snippet: body.chars().take(120).collect(),
+            })?;
+        if parsed.status != "success" {
+            return Err(PromError::Query {
+                status,
+                error_type: parsed.error_type,
+                error: parsed.error,
+                query: query.to_owned(),
+            });
+        }
+        Ok(parsed.data.map(|d| d.result).unwrap_or_default())
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> PromError {
+        if e.is_timeout() {
+            return PromError::Timeout {
+                url: self.base.clone(),
+                timeout: self.timeout,
+            };
+        }
+        // The innermost cause says what really happened (refused, DNS, ...).
+        let mut reason = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            reason = s.to_string();
+            src = s.source();
+        }
+        PromError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+
+    /// Runs every query and feeds the samples to `builder`.
+    pub async fn collect(&self, builder: &mut GraphBuilder) -> Result<(), PromError> {
+        let q = &self.queries;
+        let (responses, p50, p95, p99, open, opened, read, write, id_http, id_tcp, pods) = tokio::try_join!(
+            self.query(&q.responses),
+            self.query(&q.latency[0]),
+            self.query(&q.latency[1]),
+            self.query(&q.latency[2]),
+            self.query(&q.tcp_open),
+            self.query(&q.tcp_opened),
+            self.query(&q.tcp_read),
+            self.query(&q.tcp_write),
+            self.query(&q.identities_http),
+            self.query(&q.identities_tcp),
+            self.query(&q.pods),
+        )?;
+        if responses.is_empty() && opened.is_empty() && open.is_empty() {
+            return Err(PromError::NoData {
+                url: self.base.clone(),
+                window: crate::promql::window(self.window),
+            });
+        }
+
+        for s in &responses {
+            let (Some(src), Some(dst), Some(v)) = (src_of(s), dst_of(s), s.number()) else {
+                continue;
+            };
+            let ok = s.label("classification") == "success";
+            builder.add_responses(ResponseSample {
+                src,
+                dst,
+                dst_meshed: !s.label("dst_control_plane_ns").is_empty(),
+                protocol: if s.label("grpc_status").is_empty() {
+                    Protocol::Http
+                } else {
+                    Protocol::Grpc
+                },
+                tls: tls_of(s),
+                success: if ok { v } else { 0.0 },
+                failure: if ok { 0.0 } else { v },
+            });
+        }
+
+        for (quantile, rows) in LatencyQuantile::ALL.into_iter().zip([p50, p95, p99]) {
+            for s in &rows {
+                if let (Some(src), Some(dst), Some(v)) = (src_of(s), dst_of(s), s.number()) {
+                    builder.add_latency(LatencySample {
+                        src,
+                        dst,
+                        quantile,
+                        value_ms: v,
+                    });
+                }
+            }
+        }
+
+        // Join the four transport queries on their labels (they share the same grouping).
+        type TcpKey = (WorkloadRef, Destination, bool, TlsObservation);
+        let mut tcp: BTreeMap<TcpKey, [f64; 4]> = BTreeMap::new();
+        for (i, rows) in [open, opened, read, write].iter().enumerate() {
+            for s in rows {
+                if let (Some(src), Some(dst), Some(v)) = (src_of(s), dst_of(s), s.number()) {
+                    let meshed = !s.label("dst_control_plane_ns").is_empty();
+                    tcp.entry((src, dst, meshed, tls_of(s))).or_default()[i] += v;
+                }
+            }
+        }
+        for ((src, dst, dst_meshed, tls), [open, opened, read, write]) in tcp {
+            builder.add_tcp(TcpSample {
+                src,
+                dst,
+                dst_meshed,
+                tls,
+                open_connections: open,
+                opened,
+                read_bytes: read,
+                write_bytes: write,
+            });
+        }
+
+        for s in id_http.iter().chain(&id_tcp) {
+            if let (Some(dst), Some(v)) = (src_of(s), s.number()) {
+                builder.add_identity(IdentitySample {
+                    dst,
+                    client_id: s.label("client_id").to_owned(),
+                    count: v,
+                });
+            }
+        }
+
+        let mut pod_counts: BTreeMap<WorkloadRef, u32> = BTreeMap::new();
+        for s in &pods {
+            if let Some(w) = src_of(s) {
+                *pod_counts.entry(w).or_default() += 1;
+            }
+        }
+        for (id, pods) in pod_counts {
+            builder.add_workload(WorkloadSample {
+                id,
+                meshed: true,
+                pods,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds a graph (version 0) from the current window.
+    pub async fn graph(&self, now: SystemTime) -> Result<MeshGraph, PromError> {
+        let mut b = GraphBuilder::new(self.window);
+        self.collect(&mut b).await?;
+        Ok(b.finish(now))
+    }
+}
+
+/// The workload a series was reported from (or, for inbound series, received by).
+fn src_of(s: &Series) -> Option<WorkloadRef> {
+    owner(s, "namespace", "")
+}
+
+fn owner(s: &Series, ns_label: &str, prefix: &str) -> Option<WorkloadRef> {
+    let namespace = s.label(ns_label);
+    if namespace.is_empty() {
+        return None;
+    }
+    OWNER_LABELS.iter().find_map(|(label, kind)| {
+        let name = s
+            .metric
+            .get(&format!("{prefix}{label}"))
+            .filter(|n| !n.is_empty())?;
+        Some(WorkloadRef {
+            namespace: namespace.to_owned(),
+            kind: (*kind).to_owned(),
+            name: name.clone(),
+        })
+    })
+}
+
+/// Where an outbound series went: a workload, else a Service, else the raw authority.
+fn dst_of(s: &Series) -> Option<Destination> {
+    if let Some(w) = owner(s, "dst_namespace", "dst_") {
+        return Some(Destination::Workload(w));
+    }
+    let (svc, ns) = (s.label("dst_service"), s.label("dst_namespace"));
+    if !svc.is_empty() && !ns.is_empty() {
+        return Some(Destination::Authority(format!("{svc}.{ns}.svc")));
+    }
+    let authority = s.label("authority");
+    (!authority.is_empty()).then(|| Destination::Authority(authority.to_owned()))
+}
+
+fn tls_of(s: &Series) -> TlsObservation {
+    match s.label("tls") {
+        "true" => TlsObservation::Mtls {
+            server_id: s.label("server_id").to_owned(),
+        },
+        "disabled" => TlsObservation::Disabled,
+        "" => TlsObservation::NoIdentity {
+            reason: "no tls label".into(),
+        },
+        _ => TlsObservation::NoIdentity {
+            reason: s.label("no_tls_reason").to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

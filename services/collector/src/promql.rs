@@ -1,0 +1,188 @@
+//! Every PromQL string the collector sends, built from the templates `linkerd viz` uses
+//! (reference section 2), in one place so tests can hold them against the reference.
+//!
+//! Where we differ from viz, on purpose:
+//! - Edges come from `increase(...[window])` of counters, so an edge that carried traffic at any
+//!   time in the window appears; `viz edges` reads the instant `tcp_open_connections` gauge and
+//!   misses edges with no connection open at that moment.
+//! - TLS comes from the `tls` label (`tls="true"` with `server_id`); `viz edges` treats a missing
+//!   `no_tls_reason` as secured, which reports `tls="disabled"` traffic as mTLS.
+//! - One query covers every workload kind: we group by all owner labels at once instead of
+//!   issuing one query per resource type.
+
+use std::{fmt::Write as _, time::Duration};
+
+/// Owner labels the linkerd-viz scrape config sets, and the Kubernetes kind each names.
+pub const OWNER_LABELS: [(&str, &str); 6] = [
+    ("deployment", "Deployment"),
+    ("statefulset", "StatefulSet"),
+    ("daemonset", "DaemonSet"),
+    ("replicationcontroller", "ReplicationController"),
+    ("cronjob", "CronJob"),
+    ("k8s_job", "Job"),
+];
+
+/// The latency quantiles viz asks for.
+pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// A label matcher: `name op "value"`.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    name: &'static str,
+    op: &'static str,
+    value: String,
+}
+
+/// `name="value"`.
+pub fn eq(name: &'static str, value: &str) -> Matcher {
+    Matcher {
+        name,
+        op: "=",
+        value: value.to_owned(),
+    }
+}
+
+/// `name!="value"`.
+pub fn ne(name: &'static str, value: &str) -> Matcher {
+    Matcher {
+        name,
+        op: "!=",
+        value: value.to_owned(),
+    }
+}
+
+/// `{a="1", b!=""}` with matchers sorted by label name, as viz renders them.
+pub fn selector(matchers: &[Matcher]) -> String {
+    let mut m = matchers.to_vec();
+    m.sort_by(|a, b| a.name.cmp(b.name));
+    let mut out = String::from("{");
+    for (i, x) in m.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let v = x.value.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = write!(out, "{}{}\"{v}\"", x.name, x.op);
+    }
+    out.push('}');
+    out
+}
+
+/// A Prometheus duration for a window: `1m`, `30s`, `1h`, `1500ms`.
+pub fn window(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// viz's `sum(increase(<metric><selector>[<window>])) by (<by>)`.
+pub fn sum_increase(metric: &str, sel: &str, w: &str, by: &[&str]) -> String {
+    format!("sum(increase({metric}{sel}[{w}])) by ({})", by.join(", "))
+}
+
+/// viz's `histogram_quantile(<q>, sum(irate(<metric>_bucket<selector>[<window>])) by (le, <by>))`.
+pub fn quantile(q: f64, metric: &str, sel: &str, w: &str, by: &[&str]) -> String {
+    format!(
+        "histogram_quantile({q}, sum(irate({metric}_bucket{sel}[{w}])) by (le, {}))",
+        by.join(", ")
+    )
+}
+
+/// viz's `sum(<metric><selector>) by (<by>)` for gauges.
+pub fn sum_gauge(metric: &str, sel: &str, by: &[&str]) -> String {
+    format!("sum({metric}{sel}) by ({})", by.join(", "))
+}
+
+/// Labels naming the source workload of an outbound series.
+pub fn src_labels() -> Vec<&'static str> {
+    let mut v = vec!["namespace"];
+    v.extend(OWNER_LABELS.iter().map(|(l, _)| *l));
+    v
+}
+
+/// Labels naming the destination of an outbound series.
+pub fn dst_labels() -> Vec<&'static str> {
+    vec![
+        "dst_namespace",
+        "dst_deployment",
+        "dst_statefulset",
+        "dst_daemonset",
+        "dst_replicationcontroller",
+        "dst_cronjob",
+        "dst_k8s_job",
+        "dst_service",
+        "dst_control_plane_ns",
+    ]
+}
+
+/// The queries one graph build sends.
+#[derive(Clone, Debug)]
+pub struct GraphQueries {
+    /// Outbound responses by edge, classification and TLS.
+    pub responses: String,
+    /// Outbound latency quantiles by edge, in [`QUANTILES`] order.
+    pub latency: [String; 3],
+    /// Open outbound connections by edge and TLS.
+    pub tcp_open: String,
+    /// Outbound connections opened in the window.
+    pub tcp_opened: String,
+    /// Outbound bytes read in the window.
+    pub tcp_read: String,
+    /// Outbound bytes written in the window.
+    pub tcp_write: String,
+    /// Inbound HTTP/gRPC client identities by destination.
+    pub identities_http: String,
+    /// Inbound TCP client identities by destination.
+    pub identities_tcp: String,
+    /// Series per pod, to count pods per workload.
+    pub pods: String,
+}
+
+impl GraphQueries {
+    /// The queries for a metrics window.
+    pub fn new(win: Duration) -> Self {
+        let w = window(win);
+        let out = selector(&[eq("direction", "outbound")]);
+        let out_dst = selector(&[eq("direction", "outbound"), eq("peer", "dst")]);
+        let edge: Vec<&str> = [src_labels(), dst_labels()].concat();
+        let with = |extra: &[&'static str]| [edge.clone(), extra.to_vec()].concat();
+        let tls = ["tls", "server_id", "no_tls_reason"];
+        let ident: Vec<&str> = [src_labels(), vec!["client_id"]].concat();
+        let mut pods = src_labels();
+        pods.push("pod");
+        Self {
+            responses: sum_increase(
+                "response_total",
+                &out,
+                &w,
+                &with(&["authority", "classification", "tls", "server_id", "no_tls_reason", "grpc_status"]),
+            ),
+            latency: QUANTILES.map(|q| {
+                quantile(q, "response_latency_ms", &out, &w, &with(&["authority"]))
+            }),
+            tcp_open: sum_gauge("tcp_open_connections", &out_dst, &with(&tls)),
+            tcp_opened: sum_increase("tcp_open_total", &out_dst, &w, &with(&tls)),
+            tcp_read: sum_increase("tcp_read_bytes_total", &out_dst, &w, &with(&tls)),
+            tcp_write: sum_increase("tcp_write_bytes_total", &out_dst, &w, &with(&tls)),
+            identities_http: sum_increase(
+                "response_total",
+                &selector(&[eq("direction", "inbound"), eq("tls", "true")]),
+                &w,
+                &ident,
+            ),
+            identities_tcp: sum_increase(
+                "tcp_open_total",
+                &selector(&[eq("direction", "inbound"), eq("peer", "src"), eq("tls", "true")]),
+                &w,
+                &ident,
+            ),
+            pods: format!("count(tcp_open_total) by ({})", pods.join(", ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
