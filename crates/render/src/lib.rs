@@ -1,0 +1,495 @@
+//! Pictures of the mesh graph: DOT text for Graphviz users (namespaces as clusters), SVG laid
+//! out by layout-rs (pure Rust; it has no clusters, so namespaces are told apart by colour and a
+//! legend), and PNG rasterised by resvg.
+//!
+//! mTLS edges are solid green, plaintext edges dashed red, unknown dotted grey; edge labels carry
+//! RPS, success rate and p99. Past [`COLLAPSE_THRESHOLD`] workloads a picture is unreadable, so
+//! the view collapses to one node per namespace and says so.
+//!
+//! Text: layout-rs asks for the Times font, which minimal systems lack; resvg silently drops text
+//! it has no font for. We rewrite the font to DejaVu Sans (Debian `fonts-dejavu-core`) and
+//! refuse to rasterise when it is missing instead of producing a picture without words.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+};
+
+use layout::{
+    backends::svg::SVGWriter,
+    core::{base::Orientation, color::Color, style::{LineStyleKind, StyleAttr}},
+    std_shapes::{
+        render::get_shape_size,
+        shapes::{Arrow, Element, LineEndKind, ShapeKind},
+    },
+    topo::layout::VisualGraph,
+};
+use mesh_model::{Destination, MeshGraph, TlsStatus};
+use resvg::{tiny_skia, usvg};
+
+/// Above this many workloads the picture shows one node per namespace.
+pub const COLLAPSE_THRESHOLD: usize = 300;
+
+/// The font every picture uses.
+pub const FONT_FAMILY: &str = "DejaVu Sans";
+
+const PALETTE: [&str; 10] = [
+    "#cfe2ff", "#ffe5b4", "#d1f2d9", "#f8d7da", "#e2d9f3", "#fff3bf", "#d0f0f5", "#f3d9e9",
+    "#e9ecef", "#dfe8c4",
+];
+const MTLS: &str = "#2e7d32";
+const PLAINTEXT: &str = "#c62828";
+const UNKNOWN: &str = "#757575";
+
+/// Why a picture could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// No usable font: text would vanish from the PNG.
+    #[error("no '{FONT_FAMILY}' font found; install Debian's fonts-dejavu-core")]
+    NoFont,
+    /// The SVG did not parse (a bug in this crate).
+    #[error("internal SVG error: {0}")]
+    Svg(#[from] usvg::Error),
+    /// The picture has no area or is too large to allocate.
+    #[error("cannot allocate a {0}x{1} picture")]
+    Size(u32, u32),
+    /// PNG encoding failed.
+    #[error("PNG encoding failed: {0}")]
+    Png(String),
+}
+
+/// A node of the drawn view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Stable id (`ns/name`, a namespace, or an authority).
+    pub id: String,
+    /// Text shown in the box.
+    pub label: String,
+    /// Namespace, for colour and clustering (empty for authorities).
+    pub namespace: String,
+    /// Whether it runs a proxy.
+    pub meshed: bool,
+}
+
+/// An edge of the drawn view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewEdge {
+    /// Source node id.
+    pub from: String,
+    /// Destination node id.
+    pub to: String,
+    /// TLS status.
+    pub tls: TlsStatus,
+    /// Text shown on the edge.
+    pub label: String,
+}
+
+/// What a picture shows: the graph itself, or its namespace-level summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    /// Nodes, sorted by id.
+    pub nodes: Vec<Node>,
+    /// Edges.
+    pub edges: Vec<ViewEdge>,
+    /// A note for the reader (e.g. that the view was collapsed).
+    pub note: Option<String>,
+}
+
+fn edge_label(rps: f64, sr: Option<f64>, p99: Option<f64>) -> String {
+    let mut s = format!("{} rps", fmt_num(rps));
+    if let Some(sr) = sr {
+        let _ = write!(s, " | {}%", fmt_num(sr * 100.0));
+    }
+    if let Some(p) = p99 {
+        let _ = write!(s, " | p99 {}ms", fmt_num(p));
+    }
+    s
+}
+
+/// A compact number: `12`, `3.4`, `0.25`.
+pub fn fmt_num(v: f64) -> String {
+    if v >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn dst_node(d: &Destination) -> (String, String) {
+    match d {
+        Destination::Workload(w) => (w.to_string(), w.namespace.clone()),
+        Destination::Authority(a) => (a.clone(), String::new()),
+    }
+}
+
+// === impl View ===
+
+impl View {
+    /// The view of `graph`: every workload, or one node per namespace past the threshold.
+    pub fn of(graph: &MeshGraph) -> Self {
+        if graph.workloads.len() > COLLAPSE_THRESHOLD {
+            Self::collapsed(graph)
+        } else {
+            Self::full(graph)
+        }
+    }
+
+    /// Every workload and edge.
+    pub fn full(graph: &MeshGraph) -> Self {
+        let mut nodes: BTreeMap<String, Node> = graph
+            .workloads
+            .values()
+            .map(|w| {
+                let id = w.id.to_string();
+                let mut label = format!("{}\n{}", w.id.name, w.id.namespace);
+                if !w.meshed {
+                    label.push_str("\n(unmeshed)");
+                }
+                let node = Node {
+                    id: id.clone(),
+                    label,
+                    namespace: w.id.namespace.clone(),
+                    meshed: w.meshed,
+                };
+                (id, node)
+            })
+            .collect();
+        let mut edges = Vec::new();
+        for e in graph.edges.values() {
+            let (to, ns) = dst_node(&e.key.dst);
+            nodes.entry(to.clone()).or_insert_with(|| Node {
+                id: to.clone(),
+                label: to.clone(),
+                namespace: ns,
+                meshed: false,
+            });
+            let m = &e.metrics;
+            let mut label = edge_label(m.rps, m.success_rate, m.latency_p99_ms);
+            if e.tls == TlsStatus::Plaintext {
+                label.push_str("\nPLAINTEXT");
+            }
+            edges.push(ViewEdge {
+                from: e.key.src.to_string(),
+                to,
+                tls: e.tls,
+                label,
+            });
+        }
+        Self {
+            nodes: nodes.into_values().collect(),
+            edges,
+            note: None,
+        }
+    }
+
+    /// One node per namespace; edges summed between namespaces.
+    pub fn collapsed(graph: &MeshGraph) -> Self {
+        #[derive(Default)]
+        struct Agg {
+            rps: f64,
+            ok: f64,
+            answered: f64,
+            p99: Option<f64>,
+            plaintext: bool,
+            mtls: bool,
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for w in graph.workloads.keys() {
+            *counts.entry(&w.namespace).or_default() += 1;
+        }
+        let mut agg: BTreeMap<(String, String), Agg> = BTreeMap::new();
+        let mut extra: BTreeSet<String> = BTreeSet::new();
+        for e in graph.edges.values() {
+            let to = match &e.key.dst {
+                Destination::Workload(w) => w.namespace.clone(),
+                Destination::Authority(a) => {
+                    extra.insert(a.clone());
+                    a.clone()
+                }
+            };
+            let a = agg.entry((e.key.src.namespace.clone(), to)).or_default();
+            let m = &e.metrics;
+            a.rps += m.rps;
+            if let Some(sr) = m.success_rate {
+                a.ok += sr * m.rps;
+                a.answered += m.rps;
+            }
+            a.p99 = match (a.p99, m.latency_p99_ms) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            };
+            a.plaintext |= e.tls == TlsStatus::Plaintext;
+            a.mtls |= e.tls == TlsStatus::Mtls;
+        }
+        let mut nodes: Vec<Node> = counts
+            .iter()
+            .map(|(ns, n)| Node {
+                id: (*ns).to_owned(),
+                label: format!("{ns}\n{n} workloads"),
+                namespace: (*ns).to_owned(),
+                meshed: true,
+            })
+            .collect();
+        nodes.extend(extra.into_iter().map(|a| Node {
+            id: a.clone(),
+            label: a,
+            namespace: String::new(),
+            meshed: false,
+        }));
+        let edges = agg
+            .into_iter()
+            .map(|((from, to), a)| {
+                let sr = (a.answered > 0.0).then(|| a.ok / a.answered);
+                let tls = match (a.plaintext, a.mtls) {
+                    (true, _) => TlsStatus::Plaintext,
+                    (false, true) => TlsStatus::Mtls,
+                    _ => TlsStatus::Unknown,
+                };
+                let mut label = edge_label(a.rps, sr, a.p99);
+                if a.plaintext {
+                    label.push_str("\nsome PLAINTEXT");
+                }
+                ViewEdge { from, to, tls, label }
+            })
+            .collect();
+        Self {
+            nodes,
+            edges,
+            note: Some(format!(
+                "{} workloads: collapsed to one node per namespace; filter by namespace to see workloads",
+                graph.workloads.len()
+            )),
+        }
+    }
+
+    fn colours(&self) -> BTreeMap<&str, &'static str> {
+        let namespaces: BTreeSet<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.namespace.as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
+        namespaces
+            .into_iter()
+            .enumerate()
+            .map(|(i, ns)| (ns, PALETTE[i % PALETTE.len()]))
+            .collect()
+    }
+}
+
+fn tls_style(t: TlsStatus) -> (&'static str, &'static str) {
+    match t {
+        TlsStatus::Mtls => (MTLS, "solid"),
+        TlsStatus::Plaintext => (PLAINTEXT, "dashed"),
+        TlsStatus::Unknown => (UNKNOWN, "dotted"),
+    }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// DOT text for Graphviz, with one cluster per namespace.
+pub fn dot(graph: &MeshGraph) -> String {
+    let view = View::of(graph);
+    let colours = view.colours();
+    let mut out = String::from("digraph mesh {\n  rankdir=LR;\n");
+    let _ = writeln!(
+        out,
+        "  node [shape=box, style=\"rounded,filled\", fontname=\"{FONT_FAMILY}\"];\n  edge [fontname=\"{FONT_FAMILY}\", fontsize=10];"
+    );
+    if let Some(note) = &view.note {
+        let _ = writeln!(out, "  label=\"{}\";\n  labelloc=t;", dot_escape(note));
+    }
+    let mut by_ns: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
+    for n in &view.nodes {
+        by_ns.entry(n.namespace.as_str()).or_default().push(n);
+    }
+    let clustered = view.note.is_none();
+    for (ns, nodes) in by_ns {
+        let fill = colours.get(ns).copied().unwrap_or("#ffffff");
+        let indent = if clustered && !ns.is_empty() {
+            let _ = writeln!(
+                out,
+                "  subgraph \"cluster_{0}\" {{\n    label=\"{0}\";\n    style=rounded;\n    color=\"#9e9e9e\";",
+                dot_escape(ns)
+            );
+            "    "
+        } else {
+            "  "
+        };
+        for n in nodes {
+            let style = if n.meshed { "rounded,filled" } else { "rounded,filled,dashed" };
+            let _ = writeln!(
+                out,
+                "{indent}\"{}\" [label=\"{}\", fillcolor=\"{fill}\", style=\"{style}\"];",
+                dot_escape(&n.id),
+                dot_escape(&n.label)
+            );
+        }
+        if indent.len() == 4 {
+            out.push_str("  }\n");
+        }
+    }
+    for e in &view.edges {
+        let (colour, style) = tls_style(e.tls);
+        let _ = writeln!(
+            out,
+            "  \"{}\" -> \"{}\" [label=\"{}\", color=\"{colour}\", fontcolor=\"{colour}\", style={style}, penwidth=2];",
+            dot_escape(&e.from),
+            dot_escape(&e.to),
+            dot_escape(&e.label)
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// SVG laid out by layout-rs, with a legend of namespaces and TLS styles.
+pub fn svg(graph: &MeshGraph) -> String {
+    let view = View::of(graph);
+    let colours = view.colours();
+    let mut vg = VisualGraph::new(Orientation::LeftToRight);
+    let mut handles = BTreeMap::new();
+    for n in &view.nodes {
+        let fill = colours.get(n.namespace.as_str()).copied().unwrap_or("#ffffff");
+        let look = StyleAttr::new(
+            Color::fast(if n.meshed { "#37474f" } else { "#9e9e9e" }),
+            if n.meshed { 2 } else { 1 },
+            Color::from_name(fill),
+            6,
+            14,
+        );
+        let shape = ShapeKind::new_box(&n.label);
+        let size = get_shape_size(Orientation::LeftToRight, &shape, look.font_size, false);
+        let h = vg.add_node(Element::create(shape, look, Orientation::LeftToRight, size));
+        handles.insert(n.id.as_str(), h);
+    }
+    for e in &view.edges {
+        let (colour, style) = tls_style(e.tls);
+        let line = match style {
+            "solid" => LineStyleKind::Normal,
+            "dashed" => LineStyleKind::Dashed,
+            _ => LineStyleKind::Dotted,
+        };
+        let look = StyleAttr::new(Color::fast(colour), 2, None, 0, 11);
+        let arrow = Arrow::new(LineEndKind::None, LineEndKind::Arrow, line, &e.label, &look, &None, &None);
+        if let (Some(a), Some(b)) = (handles.get(e.from.as_str()), handles.get(e.to.as_str())) {
+            vg.add_edge(arrow, *a, *b);
+        }
+    }
+    let mut writer = SVGWriter::new();
+    if !view.nodes.is_empty() {
+        vg.do_it(false, false, false, &mut writer);
+    }
+    let svg = writer
+        .finalize()
+        .replace("font-family: Times, serif;", &format!("font-family: '{FONT_FAMILY}', sans-serif;"));
+    add_legend(&svg, &view, &colours)
+}
+
+/// Appends the legend (and the view's note) below the drawing.
+fn add_legend(svg: &str, view: &View, colours: &BTreeMap<&str, &'static str>) -> String {
+    let Some((w, h)) = svg_size(svg) else {
+        return svg.to_owned();
+    };
+    let mut legend = String::new();
+    let mut y = h + 24.0;
+    let text = |x: f64, y: f64, s: &str, colour: &str| {
+        format!(
+            "<text x=\"{x}\" y=\"{y}\" font-family=\"{FONT_FAMILY}\" font-size=\"13\" fill=\"{colour}\">{}</text>\n",
+            xml_escape(s)
+        )
+    };
+    if let Some(note) = &view.note {
+        legend.push_str(&text(10.0, y, note, "#000000"));
+        y += 22.0;
+    }
+    let mut x = 10.0;
+    for (ns, fill) in colours {
+        let _ = writeln!(
+            legend,
+            "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{fill}\" stroke=\"#37474f\"/>",
+            y - 11.0
+        );
+        legend.push_str(&text(x + 20.0, y, ns, "#000000"));
+        x += 40.0 + 8.0 * ns.chars().count() as f64;
+    }
+    y += 22.0;
+    legend.push_str(&text(10.0, y, "solid green: mTLS", MTLS));
+    legend.push_str(&text(170.0, y, "dashed red: plaintext", PLAINTEXT));
+    legend.push_str(&text(350.0, y, "dotted grey: unknown", UNKNOWN));
+    let new_w = w.max(x).max(540.0);
+    let new_h = y + 12.0;
+    let head = format!("<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\"");
+    let new_head = format!("<svg width=\"{new_w}\" height=\"{new_h}\" viewBox=\"0 0 {new_w} {new_h}\"");
+    let body = svg.replacen(&head, &new_head, 1);
+    match body.rfind("</svg>") {
+        Some(i) => {
+            let bg = format!("<rect x=\"0\" y=\"{h}\" width=\"{new_w}\" height=\"{}\" fill=\"white\"/>\n", new_h - h);
+            format!("{}{bg}{legend}{}", &body[..i], &body[i..])
+        }
+        None => body,
+    }
+}
+
+fn svg_size(svg: &str) -> Option<(f64, f64)> {
+    let start = svg.find("<svg width=\"")? + "<svg width=\"".len();
+    let rest = &svg[start..];
+    let (w, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(" height=\"")?;
+    let (h, _) = rest.split_once('"')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn fonts() -> Option<Arc<usvg::fontdb::Database>> {
+    static DB: OnceLock<Option<Arc<usvg::fontdb::Database>>> = OnceLock::new();
+    DB.get_or_init(|| {
+        let mut db = usvg::fontdb::Database::new();
+        db.load_system_fonts();
+        db.set_sans_serif_family(FONT_FAMILY);
+        db.set_serif_family(FONT_FAMILY);
+        let found = db
+            .faces()
+            .any(|f| f.families.iter().any(|(name, _)| name == FONT_FAMILY));
+        found.then(|| Arc::new(db))
+    })
+    .clone()
+}
+
+/// Parsing options that resolve every font to DejaVu; `None` when it is not installed.
+pub fn svg_options() -> Result<usvg::Options<'static>, RenderError> {
+    let fontdb = fonts().ok_or(RenderError::NoFont)?;
+    Ok(usvg::Options {
+        fontdb,
+        font_family: FONT_FAMILY.to_owned(),
+        ..usvg::Options::default()
+    })
+}
+
+/// Rasterises an SVG to PNG on a white background.
+pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, RenderError> {
+    let tree = usvg::Tree::from_str(svg, &svg_options()?)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or(RenderError::Size(size.width(), size.height()))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| RenderError::Png(e.to_string()))
+}
+
+/// The graph as a PNG.
+pub fn png(graph: &MeshGraph) -> Result<Vec<u8>, RenderError> {
+    svg_to_png(&svg(graph))
+}
+
+#[cfg(test)]
+mod tests;

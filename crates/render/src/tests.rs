@@ -1,0 +1,120 @@
+use std::time::{Duration, SystemTime};
+
+use mesh_model::{Edge, EdgeKey, Protocol, Workload, WorkloadRef};
+use resvg::usvg;
+
+use super::*;
+
+fn w(ns: &str, name: &str) -> WorkloadRef {
+    WorkloadRef { namespace: ns.into(), kind: "Deployment".into(), name: name.into() }
+}
+
+fn graph(edges: &[(WorkloadRef, WorkloadRef, TlsStatus)]) -> MeshGraph {
+    let mut g = MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH);
+    for (a, b, tls) in edges {
+        for x in [a, b] {
+            g.workloads.insert(x.clone(), Workload { id: x.clone(), meshed: true, ..Workload::default() });
+        }
+        let mut e = Edge::new(EdgeKey { src: a.clone(), dst: Destination::Workload(b.clone()), protocol: Protocol::Http });
+        e.tls = *tls;
+        e.metrics.rps = 12.5;
+        e.metrics.success_rate = Some(0.985);
+        e.metrics.latency_p99_ms = Some(15.0);
+        g.edges.insert(e.key.clone(), e);
+    }
+    g
+}
+
+fn emojivoto() -> MeshGraph {
+    let ns = "emojivoto";
+    graph(&[
+        (w(ns, "vote-bot"), w(ns, "web"), TlsStatus::Mtls),
+        (w(ns, "web"), w(ns, "emoji"), TlsStatus::Mtls),
+        (w(ns, "web"), w(ns, "voting"), TlsStatus::Plaintext),
+        (w("other", "batch"), w(ns, "web"), TlsStatus::Unknown),
+    ])
+}
+
+#[test]
+fn dot_has_namespace_clusters_and_styled_edges() {
+    let d = dot(&emojivoto());
+    assert!(d.starts_with("digraph mesh {"));
+    assert!(d.contains("subgraph \"cluster_emojivoto\" {"), "{d}");
+    assert!(d.contains("subgraph \"cluster_other\" {"), "{d}");
+    assert!(d.contains(r##""emojivoto/web" -> "emojivoto/emoji" [label="12.5 rps | 98.5% | p99 15ms", color="#2e7d32", fontcolor="#2e7d32", style=solid"##), "{d}");
+    assert!(d.contains(r##""emojivoto/web" -> "emojivoto/voting" [label="12.5 rps | 98.5% | p99 15ms\nPLAINTEXT", color="#c62828", fontcolor="#c62828", style=dashed"##), "{d}");
+    assert!(d.contains("style=dotted"));
+    assert_eq!(d.matches('{').count(), d.matches('}').count());
+}
+
+#[test]
+fn svg_carries_names_labels_and_a_legend_in_dejavu() {
+    let s = svg(&emojivoto());
+    for text in ["vote-bot", "voting", "12.5 rps | 98.5% | p99 15ms", "PLAINTEXT", "emojivoto", "solid green: mTLS", "dashed red: plaintext"] {
+        assert!(s.contains(text), "{text} missing");
+    }
+    assert!(!s.contains("Times"), "layout-rs's Times must be replaced");
+    assert!(s.contains(FONT_FAMILY));
+    assert!(s.contains(MTLS) && s.contains(PLAINTEXT));
+}
+
+fn count_text(g: &usvg::Group, rendered: &mut usize, empty: &mut usize) {
+    for n in g.children() {
+        match n {
+            usvg::Node::Group(g) => count_text(g, rendered, empty),
+            usvg::Node::Text(t) => {
+                if t.flattened().has_children() { *rendered += 1 } else { *empty += 1 }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn png_is_produced_and_its_text_survives() {
+    let g = emojivoto();
+    let png = png(&g).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 5_000, "{} bytes", png.len());
+    // Every text element must have been turned into glyph outlines, i.e. a font was found.
+    let tree = usvg::Tree::from_str(&svg(&g), &svg_options().unwrap()).unwrap();
+    let (mut rendered, mut empty) = (0, 0);
+    count_text(tree.root(), &mut rendered, &mut empty);
+    assert!(rendered >= 10, "{rendered} text elements rendered");
+    assert_eq!(empty, 0, "text without glyphs");
+}
+
+#[test]
+fn large_graphs_collapse_to_namespaces_with_a_note() {
+    let edges: Vec<_> = (0..200)
+        .map(|i| (w(&format!("ns{}", i % 4), &format!("a{i}")), w(&format!("ns{}", (i + 1) % 4), &format!("b{i}")), TlsStatus::Mtls))
+        .collect();
+    let g = graph(&edges);
+    assert_eq!(g.workloads.len(), 400);
+    let v = View::of(&g);
+    assert_eq!(v.nodes.len(), 4);
+    assert_eq!(v.edges.len(), 4);
+    assert!(v.note.as_deref().unwrap().starts_with("400 workloads: collapsed to one node per namespace"));
+    assert_eq!(v.edges[0].label, "625 rps | 98.5% | p99 15ms");
+    let s = svg(&g);
+    assert!(s.contains("400 workloads: collapsed"));
+    // A namespace filter narrows it back to workloads.
+    let narrowed = g.filter_namespaces(&["ns0".into()]);
+    assert!(View::of(&narrowed).note.is_none());
+}
+
+#[test]
+fn empty_graph_still_renders() {
+    let g = MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH);
+    assert!(dot(&g).contains("digraph"));
+    assert!(!png(&g).unwrap().is_empty());
+}
+
+#[test]
+fn numbers_are_compact() {
+    assert_eq!(fmt_num(12.0), "12");
+    assert_eq!(fmt_num(12.34), "12.3");
+    assert_eq!(fmt_num(0.25), "0.25");
+    assert_eq!(fmt_num(0.5), "0.5");
+    assert_eq!(fmt_num(1234.5), "1234");
+}
