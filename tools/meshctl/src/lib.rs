@@ -1,0 +1,201 @@
+//! meshctl: the mesh graph on the command line. Today `meshctl graph --prometheus-url URL`
+//! builds the graph straight from linkerd-viz's Prometheus and prints it as a table (like
+//! `linkerd viz edges`, with RPS, success rate and p99), proto3 JSON, DOT, SVG or PNG.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mesh_collector::{PrometheusSource, parse_window};
+use mesh_model::{Destination, MeshGraph, TlsStatus};
+
+/// Exit code for bad configuration (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+/// Command line of `meshctl`.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about = "Ask linkerd-mcp about the mesh")]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the mesh graph: who calls whom, how fast, over mTLS or not.
+    Graph(GraphArgs),
+}
+
+/// Output formats of `meshctl graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table like `linkerd viz edges`, with RPS, success rate and p99.
+    Table,
+    /// The table plus client and server identities.
+    Wide,
+    /// proto3 JSON of `linkerd.mcp.v1.MeshGraph`.
+    Json,
+    /// Graphviz DOT, namespaces as clusters.
+    Dot,
+    /// SVG picture.
+    Svg,
+    /// PNG picture.
+    Png,
+}
+
+/// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// linkerd-viz Prometheus base URL.
+    #[arg(long, env = "MESH_PROMETHEUS_URL")]
+    pub prometheus_url: String,
+    /// Output format.
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Only edges with an end in this namespace (repeatable).
+    #[arg(short = 'n', long = "namespace", env = "MESH_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Metrics window, e.g. 30s, 1m, 5m.
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = parse_window)]
+    pub window: Duration,
+    /// Time limit for each Prometheus query.
+    #[arg(long, env = "MESH_TIMEOUT", default_value = "10s", value_parser = parse_window)]
+    pub timeout: Duration,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, env = "MESH_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+/// A failure, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for the user.
+    pub message: String,
+    /// Process exit code.
+    pub code: i32,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(args: Args) -> Result<(), Failure> {
+    match args.command {
+        Command::Graph(g) => graph(g).await,
+    }
+}
+
+async fn graph(args: GraphArgs) -> Result<(), Failure> {
+    let binary = matches!(args.output, Output::Png);
+    if binary && args.out.is_none() && std::io::stdout().is_terminal() {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "-o png writes binary data: pass --out FILE or redirect standard output",
+        ));
+    }
+    let source = PrometheusSource::new(&args.prometheus_url, args.window, args.timeout)
+        .map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    let graph = source
+        .graph(SystemTime::now())
+        .await
+        .map_err(|e| Failure::new(1, e))?
+        .filter_namespaces(&args.namespaces);
+    let bytes = render(&graph, args.output).map_err(|e| Failure::new(1, e))?;
+    match &args.out {
+        Some(path) => std::fs::write(path, &bytes)
+            .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", path.display()))),
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| Failure::new(1, format!("cannot write output: {e}"))),
+    }
+}
+
+/// The graph in an output format.
+pub fn render(graph: &MeshGraph, output: Output) -> Result<Vec<u8>, mesh_render::RenderError> {
+    Ok(match output {
+        Output::Table => table(graph, false).into_bytes(),
+        Output::Wide => table(graph, true).into_bytes(),
+        Output::Json => {
+            let wire = mesh_proto::pb::MeshGraph::from(graph);
+            let mut s = serde_json::to_string_pretty(&wire).expect("proto JSON always serializes");
+            s.push('\n');
+            s.into_bytes()
+        }
+        Output::Dot => mesh_render::dot(graph).into_bytes(),
+        Output::Svg => mesh_render::svg(graph).into_bytes(),
+        Output::Png => mesh_render::png(graph)?,
+    })
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_owned(), f)
+}
+
+/// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics.
+pub fn table(graph: &MeshGraph, wide: bool) -> String {
+    let mut header = vec!["SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99"];
+    if wide {
+        header.extend(["CLIENT_ID", "SERVER_ID"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+    for e in graph.edges.values() {
+        let (dst, dst_ns) = match &e.key.dst {
+            Destination::Workload(w) => (w.name.clone(), w.namespace.clone()),
+            Destination::Authority(a) => (a.clone(), "-".to_owned()),
+        };
+        let secured = match e.tls {
+            TlsStatus::Mtls => "√ mTLS".to_owned(),
+            TlsStatus::Plaintext => format!("× plaintext ({})", e.no_tls_reason),
+            TlsStatus::Unknown => "? unknown".to_owned(),
+        };
+        let m = &e.metrics;
+        let mut row = vec![
+            e.key.src.name.clone(),
+            dst,
+            e.key.src.namespace.clone(),
+            dst_ns,
+            e.key.protocol.to_string(),
+            secured,
+            format!("{:.2}", m.rps),
+            opt(m.success_rate, |s| format!("{:.2}%", s * 100.0)),
+            opt(m.latency_p99_ms, |p| format!("{p:.0}ms")),
+        ];
+        if wide {
+            for id in [&e.client_identity, &e.server_identity] {
+                row.push(if id.is_empty() { "-".to_owned() } else { id.clone() });
+            }
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if graph.edges.is_empty() {
+        out.push_str("(no edges in the window)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+use std::time::Duration;
+
+use clap::Parser;
+use mesh_model::GraphBuilder;
+
+use super::*;
+
+fn emojivoto() -> MeshGraph {
+    let mut b = GraphBuilder::new(Duration::from_secs(60));
+    meshsim::feed(&meshsim::builtin("emojivoto").unwrap(), Duration::from_secs(60), &mut b);
+    b.finish(SystemTime::UNIX_EPOCH)
+}
+
+#[test]
+fn table_reads_like_viz_edges_with_metrics() {
+    let t = table(&emojivoto(), false);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99"]);
+    assert_eq!(lines.len(), 4);
+    let voting = lines.iter().find(|l| l.contains(" voting ")).unwrap();
+    assert_eq!(voting.split_whitespace().collect::<Vec<_>>(), ["web", "voting", "emojivoto", "emojivoto", "grpc", "√", "mTLS", "2.00", "85.00%", "12ms"]);
+}
+
+#[test]
+fn wide_table_shows_identities() {
+    let t = table(&emojivoto(), true);
+    assert!(t.contains("default.emojivoto.serviceaccount.identity.linkerd.cluster.local  web.emojivoto.serviceaccount.identity.linkerd.cluster.local"), "{t}");
+}
+
+#[test]
+fn json_output_is_proto3_json() {
+    let out = render(&emojivoto(), Output::Json).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(v["edges"][0]["tls"], "MTLS");
+    assert!(v["edges"][0]["metrics"]["latencyP99Ms"].is_number());
+}
+
+#[test]
+fn every_flag_reads_its_environment_variable_name() {
+    let cmd = <Args as clap::CommandFactory>::command();
+    let graph = cmd.find_subcommand("graph").unwrap();
+    for a in graph.get_arguments().filter(|a| a.get_long().is_some()) {
+        let long = a.get_long().unwrap();
+        if long == "help" {
+            continue;
+        }
+        let want = format!("MESH_{}", long.to_uppercase().replace('-', "_"));
+        assert_eq!(a.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "--{long}");
+    }
+}
+
+#[test]
+fn bad_window_is_a_usage_error() {
+    let e = Args::try_parse_from(["meshctl", "graph", "--prometheus-url", "http://x", "--window", "soon"]).unwrap_err();
+    assert!(e.to_string().contains("invalid window \"soon\""), "{e}");
+}

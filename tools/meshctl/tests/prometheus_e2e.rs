@@ -1,0 +1,233 @@
+//! End to end: meshsim (emojivoto and booksapp) -> real Prometheus (1 s scrapes) ->
+//! `meshctl graph -o json`, checked against the topologies. Prometheus is killed when the test
+//! ends, also on failure (its guard kills it by PID on drop).
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use mesh_testkit::{Prometheus, poll};
+use meshsim::{LATENCY_BUCKETS_MS, Topology};
+use serde_json::Value;
+
+const WINDOW: &str = "10s";
+
+struct Sim {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start_sim(t: Topology) -> Sim {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(meshsim::serve(l, t, async {
+        let _ = rx.await;
+    }));
+    Sim { addr, stop: Some(tx) }
+}
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl")).args(args).output().expect("run meshctl")
+}
+
+fn graph_json(prom: &Prometheus, extra: &[&str]) -> Option<Value> {
+    let mut args = vec!["graph", "--prometheus-url", &prom.url, "-o", "json", "--window", WINDOW];
+    args.extend(extra);
+    let out = meshctl(&args);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("meshctl prints JSON"))
+}
+
+/// The bucket `(lo, hi]` of the proxy's histogram that holds `v`.
+fn bucket_of(v: f64) -> (f64, f64) {
+    let mut lo = 0.0;
+    for &hi in &LATENCY_BUCKETS_MS {
+        if v <= hi {
+            return (lo, hi);
+        }
+        lo = hi;
+    }
+    (lo, f64::INFINITY)
+}
+
+fn key(e: &Value) -> String {
+    let r = |v: &Value| format!("{}/{}", v["namespace"].as_str().unwrap_or(""), v["name"].as_str().unwrap_or(""));
+    format!("{}->{}:{}", r(&e["src"]), r(&e["dst"]), e["protocol"].as_str().unwrap())
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// Every mismatch between the graph and the topologies; empty when they agree.
+fn mismatches(graph: &Value, topologies: &[&Topology]) -> Vec<String> {
+    let edges: BTreeMap<String, &Value> = graph["edges"]
+        .as_array()
+        .map(|a| a.iter().map(|e| (key(e), e)).collect())
+        .unwrap_or_default();
+    let mut want = Vec::new();
+    let mut problems = Vec::new();
+    for t in topologies {
+        for e in &t.edges {
+            let k = format!("{}->{}:{}", e.from, e.to, e.protocol);
+            want.push(k.clone());
+            let Some(got) = edges.get(&k) else {
+                problems.push(format!("missing edge {k}"));
+                continue;
+            };
+            let (src, dst) = (t.workload(&e.from).unwrap(), t.workload(&e.to).unwrap());
+            let m = &got["metrics"];
+            let rps = num(&m["rps"]);
+            if (rps - e.rps).abs() > 0.1 * e.rps {
+                problems.push(format!("{k}: rps {rps} vs {}", e.rps));
+            }
+            let sr = num(&m["successRate"]);
+            if (sr - e.success_rate).abs() > 0.02 {
+                problems.push(format!("{k}: success rate {sr} vs {}", e.success_rate));
+            }
+            let p99 = num(&m["latencyP99Ms"]);
+            let (lo, hi) = bucket_of(e.latency_ms.p99);
+            if !(lo..=hi).contains(&p99) {
+                problems.push(format!("{k}: p99 {p99} outside ({lo}, {hi}] holding {}", e.latency_ms.p99));
+            }
+            if got["tls"] != "MTLS" {
+                problems.push(format!("{k}: tls {}", got["tls"]));
+            }
+            if got["serverIdentity"] != dst.identity().as_str() {
+                problems.push(format!("{k}: server identity {}", got["serverIdentity"]));
+            }
+            if got["clientIdentity"] != src.identity().as_str() {
+                problems.push(format!("{k}: client identity {}", got["clientIdentity"]));
+            }
+        }
+    }
+    for k in edges.keys() {
+        if !want.contains(k) {
+            problems.push(format!("unexpected edge {k}"));
+        }
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_graph_matches_the_simulated_meshes() {
+    let emojivoto = meshsim::builtin("emojivoto").unwrap();
+    let booksapp = meshsim::builtin("booksapp").unwrap();
+    let (s1, s2) = (start_sim(emojivoto.clone()).await, start_sim(booksapp.clone()).await);
+    let prom = Prometheus::start(&[s1.addr, s2.addr]).await;
+    eprintln!("prometheus pid {} at {}", prom.pid(), prom.url);
+
+    // The window must fill with scrapes before rates settle; poll with a bound.
+    let mut last = Vec::new();
+    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        let g = graph_json(&prom, &[]);
+        last = g.as_ref().map_or_else(|| vec!["no graph yet".into()], |g| mismatches(g, &[&emojivoto, &booksapp]));
+        let done = last.is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(ok.is_some(), "graph never matched the topologies: {last:#?}");
+
+    let g = graph_json(&prom, &[]).unwrap();
+    let workloads = g["workloads"].as_array().unwrap();
+    let webapp = workloads.iter().find(|w| w["ref"]["name"] == "webapp").unwrap();
+    assert_eq!(webapp["readyReplicas"], 3);
+    assert_eq!(webapp["serviceAccount"], "webapp");
+    let bot = workloads.iter().find(|w| w["ref"]["name"] == "vote-bot").unwrap();
+    assert_eq!(bot["identity"], "default.emojivoto.serviceaccount.identity.linkerd.cluster.local");
+
+    // A namespace filter keeps only that namespace.
+    let only = graph_json(&prom, &["--namespace", "booksapp"]).unwrap();
+    assert!(mismatches(&only, &[&booksapp]).is_empty(), "{:#?}", mismatches(&only, &[&booksapp]));
+
+    // The other formats work against the same data.
+    let table = meshctl(&["graph", "--prometheus-url", &prom.url, "--window", WINDOW]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success() && text.starts_with("SRC ") && text.contains("vote-bot"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("mesh.png");
+    let out = meshctl(&["graph", "--prometheus-url", &prom.url, "--window", WINDOW, "-o", "png", "--out", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_change_shows_up_in_the_next_graph() {
+    let t = meshsim::builtin("emojivoto").unwrap();
+    let sim = start_sim(t.clone()).await;
+    let prom = Prometheus::start(&[sim.addr]).await;
+    let ready = poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        let done = graph_json(&prom, &[]).is_some_and(|g| mismatches(&g, &[&t]).is_empty());
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(ready.is_some(), "initial graph never matched");
+
+    // Voting gets ten times the traffic and emoji is no longer called.
+    let mut changed = t.clone();
+    changed.edges.retain(|e| e.to != "emojivoto/emoji");
+    for e in &mut changed.edges {
+        if e.to == "emojivoto/voting" {
+            e.rps = 20.0;
+        }
+    }
+    let resp = reqwest::Client::new()
+        .put(format!("http://{}/topology", sim.addr))
+        .body(changed.to_yaml())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+
+    let mut last = Vec::new();
+    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        last = graph_json(&prom, &[]).map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&changed]));
+        let done = last.is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(ok.is_some(), "changed topology never showed: {last:#?}");
+
+    // Bad topologies are refused with the field named, and change nothing.
+    let bad = reqwest::Client::new()
+        .put(format!("http://{}/topology", sim.addr))
+        .body("workloads: [{namespace: a, name: x}]\nedges: [{from: a/x, to: a/y, rps: 1}]\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().starts_with("edges[0].to: unknown workload \"a/y\""));
+    let current: String = reqwest::get(format!("http://{}/topology", sim.addr)).await.unwrap().text().await.unwrap();
+    assert_eq!(Topology::from_yaml(&current).unwrap(), changed);
+}
+
+#[test]
+fn unreachable_prometheus_is_one_line_and_non_zero() {
+    let port = mesh_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = meshctl(&["graph", "--prometheus-url", &url, "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("meshctl: cannot reach Prometheus at {url}: ")), "{err}");
+}
+
+#[test]
+fn bad_flags_exit_64_with_one_line() {
+    let out = meshctl(&["graph", "--prometheus-url", "http://x", "-o", "gif"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("'gif'"), "{err}");
+}
