@@ -87,7 +87,10 @@ impl TryFrom<pb::Workload> for model::Workload {
     type Error = InvalidMessage;
     fn try_from(w: pb::Workload) -> Result<Self, InvalidMessage> {
         Ok(Self {
-            id: w.r#ref.ok_or(InvalidMessage::Missing("workload.ref"))?.into(),
+            id: w
+                .r#ref
+                .ok_or(InvalidMessage::Missing("workload.ref"))?
+                .into(),
             service_account: w.service_account,
             identity: w.identity,
             meshed: w.meshed,
@@ -384,10 +387,8 @@ impl TryFrom<pb::MeshGraph> for model::MeshGraph {
             })?,
             u32::try_from(window.nanos).unwrap_or(0),
         );
-        let mut out = model::MeshGraph::empty(
-            window,
-            system_time(&g.generated_at.unwrap_or_default())?,
-        );
+        let mut out =
+            model::MeshGraph::empty(window, system_time(&g.generated_at.unwrap_or_default())?);
         out.version = g.version;
         out.epoch = g.epoch;
         for w in g.workloads {

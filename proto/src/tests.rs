@@ -5,7 +5,11 @@ use proptest::prelude::*;
 use super::*;
 
 fn arb_ref() -> impl Strategy<Value = model::WorkloadRef> {
-    ("[a-z]{1,6}", prop::sample::select(vec!["Deployment", "StatefulSet"]), "[a-z]{1,6}")
+    (
+        "[a-z]{1,6}",
+        prop::sample::select(vec!["Deployment", "StatefulSet"]),
+        "[a-z]{1,6}",
+    )
         .prop_map(|(namespace, kind, name)| model::WorkloadRef {
             namespace,
             kind: kind.to_owned(),
@@ -17,8 +21,16 @@ fn arb_edge() -> impl Strategy<Value = model::Edge> {
     (
         arb_ref(),
         prop::option::of(arb_ref()),
-        prop::sample::select(vec![model::Protocol::Http, model::Protocol::Grpc, model::Protocol::Tcp]),
-        prop::sample::select(vec![model::TlsStatus::Mtls, model::TlsStatus::Plaintext, model::TlsStatus::Unknown]),
+        prop::sample::select(vec![
+            model::Protocol::Http,
+            model::Protocol::Grpc,
+            model::Protocol::Tcp,
+        ]),
+        prop::sample::select(vec![
+            model::TlsStatus::Mtls,
+            model::TlsStatus::Plaintext,
+            model::TlsStatus::Unknown,
+        ]),
         0.0..1e6f64,
         prop::option::of(0.0..1.0f64),
         prop::option::of(0.0..1e4f64),
@@ -40,9 +52,17 @@ fn arb_edge() -> impl Strategy<Value = model::Edge> {
 }
 
 fn arb_graph() -> impl Strategy<Value = model::MeshGraph> {
-    (prop::collection::vec(arb_edge(), 0..10), 0u64..1000, 0u64..10, 0u64..2_000_000_000).prop_map(
-        |(edges, version, epoch, secs)| {
-            let mut g = model::MeshGraph::empty(Duration::from_secs(60), UNIX_EPOCH + Duration::from_secs(secs));
+    (
+        prop::collection::vec(arb_edge(), 0..10),
+        0u64..1000,
+        0u64..10,
+        0u64..2_000_000_000,
+    )
+        .prop_map(|(edges, version, epoch, secs)| {
+            let mut g = model::MeshGraph::empty(
+                Duration::from_secs(60),
+                UNIX_EPOCH + Duration::from_secs(secs),
+            );
             g.version = version;
             g.epoch = epoch;
             for e in edges {
@@ -64,8 +84,7 @@ fn arb_graph() -> impl Strategy<Value = model::MeshGraph> {
                 error: String::new(),
             });
             g
-        },
-    )
+        })
 }
 
 proptest! {
@@ -91,7 +110,11 @@ proptest! {
 #[test]
 fn json_uses_proto3_lower_camel_case_names() {
     let mut g = model::MeshGraph::empty(Duration::from_secs(60), UNIX_EPOCH);
-    let src = model::WorkloadRef { namespace: "ns".into(), kind: "Deployment".into(), name: "a".into() };
+    let src = model::WorkloadRef {
+        namespace: "ns".into(),
+        kind: "Deployment".into(),
+        name: "a".into(),
+    };
     let mut e = model::Edge::new(model::EdgeKey {
         src: src.clone(),
         dst: model::Destination::Workload(src),
@@ -106,7 +129,12 @@ fn json_uses_proto3_lower_camel_case_names() {
     assert_eq!(edge["metrics"]["latencyP99Ms"], 12.5);
     assert_eq!(json["window"], "60s");
     // RFC 3339; pbjson-types writes the offset as `+00:00` where protobuf's own printer writes `Z`.
-    assert!(json["generatedAt"].as_str().unwrap().starts_with("1970-01-01T00:00:00"));
+    assert!(
+        json["generatedAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("1970-01-01T00:00:00")
+    );
 }
 
 #[test]
@@ -118,5 +146,8 @@ fn invalid_protocol_is_refused_with_the_field() {
         ..Default::default()
     };
     let err = model::Edge::try_from(e).unwrap_err();
-    assert_eq!(err.to_string(), "field `edge.protocol`: \"udp\" is not one of http, grpc, tcp");
+    assert_eq!(
+        err.to_string(),
+        "field `edge.protocol`: \"udp\" is not one of http, grpc, tcp"
+    );
 }

@@ -283,7 +283,11 @@ impl MeshGraph {
 
     /// Namespaces that hold at least one workload, sorted.
     pub fn namespaces(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = self.workloads.keys().map(|w| w.namespace.as_str()).collect();
+        let mut out: Vec<&str> = self
+            .workloads
+            .keys()
+            .map(|w| w.namespace.as_str())
+            .collect();
         out.dedup();
         out
     }
@@ -294,7 +298,7 @@ impl MeshGraph {
         if namespaces.is_empty() {
             return self.clone();
         }
-        let in_ns = |w: &WorkloadRef| namespaces.iter().any(|n| *n == w.namespace);
+        let in_ns = |w: &WorkloadRef| namespaces.contains(&w.namespace);
         let edges: BTreeMap<_, _> = self
             .edges
             .iter()

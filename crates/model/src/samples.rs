@@ -264,16 +264,23 @@ impl GraphBuilder {
 
     /// Adds a workload seen reporting.
     pub fn add_workload(&mut self, s: WorkloadSample) {
-        self.note_workload(&s.id, s.meshed);
-        let w = self.workloads.get_mut(&s.id).expect("just inserted");
-        w.ready_replicas = w.ready_replicas.max(s.pods);
-    }
-
-    fn note_workload(&mut self, id: &WorkloadRef, meshed: bool) {
-        let w = self.workloads.entry(id.clone()).or_insert_with(|| Workload {
+        let WorkloadSample { id, meshed, pods } = s;
+        let w = self.workloads.entry(id).or_insert_with_key(|id| Workload {
             id: id.clone(),
             ..Workload::default()
         });
+        w.meshed |= meshed;
+        w.ready_replicas = w.ready_replicas.max(pods);
+    }
+
+    fn note_workload(&mut self, id: &WorkloadRef, meshed: bool) {
+        let w = self
+            .workloads
+            .entry(id.clone())
+            .or_insert_with(|| Workload {
+                id: id.clone(),
+                ..Workload::default()
+            });
         w.meshed |= meshed;
     }
 
@@ -380,13 +387,16 @@ impl GraphBuilder {
         }
 
         // Per destination: match its inbound client ids to the edges that reach it over mTLS.
+        let mut callers_of: BTreeMap<&WorkloadRef, Vec<EdgeKey>> = BTreeMap::new();
+        for (k, e) in edges.iter() {
+            if let (Destination::Workload(d), TlsStatus::Mtls) = (&k.dst, e.tls)
+                && let Some((d, _)) = self.identities.get_key_value(d)
+            {
+                callers_of.entry(d).or_default().push(k.clone());
+            }
+        }
         for (dst, seen) in &self.identities {
-            let target = Destination::Workload(dst.clone());
-            let callers: Vec<EdgeKey> = edges
-                .iter()
-                .filter(|(k, e)| k.dst == target && e.tls == TlsStatus::Mtls)
-                .map(|(k, _)| k.clone())
-                .collect();
+            let callers = callers_of.remove(dst).unwrap_or_default();
             let mut free_ids: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
             let mut unresolved: Vec<&EdgeKey> = Vec::new();
             for k in &callers {
@@ -405,7 +415,10 @@ impl GraphBuilder {
             // Several protocols from one source are one caller.
             let mut by_ns: BTreeMap<&str, BTreeSet<&WorkloadRef>> = BTreeMap::new();
             for k in &unresolved {
-                by_ns.entry(k.src.namespace.as_str()).or_default().insert(&k.src);
+                by_ns
+                    .entry(k.src.namespace.as_str())
+                    .or_default()
+                    .insert(&k.src);
             }
             for (ns, srcs) in by_ns {
                 let ids: Vec<&str> = free_ids
@@ -420,19 +433,19 @@ impl GraphBuilder {
                 for k in unresolved.iter().filter(|k| k.src == **src) {
                     edges.get_mut(*k).expect("caller").client_identity = (*id).to_owned();
                 }
-                if let Some(w) = self.workloads.get_mut(src) {
-                    if w.identity.is_empty() {
-                        w.identity = (*id).to_owned();
-                    }
+                if let Some(w) = self.workloads.get_mut(src)
+                    && w.identity.is_empty()
+                {
+                    w.identity = (*id).to_owned();
                 }
             }
         }
 
         for w in self.workloads.values_mut() {
-            if w.service_account.is_empty() {
-                if let Some((sa, _)) = service_account_of(&w.identity) {
-                    w.service_account = sa.to_owned();
-                }
+            if w.service_account.is_empty()
+                && let Some((sa, _)) = service_account_of(&w.identity)
+            {
+                w.service_account = sa.to_owned();
             }
         }
     }

@@ -18,7 +18,11 @@ use std::{
 
 use layout::{
     backends::svg::SVGWriter,
-    core::{base::Orientation, color::Color, style::{LineStyleKind, StyleAttr}},
+    core::{
+        base::Orientation,
+        color::Color,
+        style::{LineStyleKind, StyleAttr},
+    },
     std_shapes::{
         render::get_shape_size,
         shapes::{Arrow, Element, LineEndKind, ShapeKind},
@@ -30,6 +34,12 @@ use resvg::{tiny_skia, usvg};
 
 /// Above this many workloads the picture shows one node per namespace.
 pub const COLLAPSE_THRESHOLD: usize = 300;
+
+/// Largest PNG we produce, in pixels; bigger drawings are scaled down to fit.
+const MAX_PIXELS: f64 = 8_000_000.0;
+
+/// Nodes up to which layout-rs minimises edge crossings.
+const OPTIMISE_UP_TO: usize = 60;
 
 /// The font every picture uses.
 pub const FONT_FAMILY: &str = "DejaVu Sans";
@@ -253,7 +263,12 @@ impl View {
                 if a.plaintext {
                     label.push_str("\nsome PLAINTEXT");
                 }
-                ViewEdge { from, to, tls, label }
+                ViewEdge {
+                    from,
+                    to,
+                    tls,
+                    label,
+                }
             })
             .collect();
         Self {
@@ -290,7 +305,9 @@ fn tls_style(t: TlsStatus) -> (&'static str, &'static str) {
 }
 
 fn dot_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// DOT text for Graphviz, with one cluster per namespace.
@@ -323,7 +340,11 @@ pub fn dot(graph: &MeshGraph) -> String {
             "  "
         };
         for n in nodes {
-            let style = if n.meshed { "rounded,filled" } else { "rounded,filled,dashed" };
+            let style = if n.meshed {
+                "rounded,filled"
+            } else {
+                "rounded,filled,dashed"
+            };
             let _ = writeln!(
                 out,
                 "{indent}\"{}\" [label=\"{}\", fillcolor=\"{fill}\", style=\"{style}\"];",
@@ -356,7 +377,10 @@ pub fn svg(graph: &MeshGraph) -> String {
     let mut vg = VisualGraph::new(Orientation::LeftToRight);
     let mut handles = BTreeMap::new();
     for n in &view.nodes {
-        let fill = colours.get(n.namespace.as_str()).copied().unwrap_or("#ffffff");
+        let fill = colours
+            .get(n.namespace.as_str())
+            .copied()
+            .unwrap_or("#ffffff");
         let look = StyleAttr::new(
             Color::fast(if n.meshed { "#37474f" } else { "#9e9e9e" }),
             if n.meshed { 2 } else { 1 },
@@ -377,18 +401,30 @@ pub fn svg(graph: &MeshGraph) -> String {
             _ => LineStyleKind::Dotted,
         };
         let look = StyleAttr::new(Color::fast(colour), 2, None, 0, 11);
-        let arrow = Arrow::new(LineEndKind::None, LineEndKind::Arrow, line, &e.label, &look, &None, &None);
+        let arrow = Arrow::new(
+            LineEndKind::None,
+            LineEndKind::Arrow,
+            line,
+            &e.label,
+            &look,
+            &None,
+            &None,
+        );
         if let (Some(a), Some(b)) = (handles.get(e.from.as_str()), handles.get(e.to.as_str())) {
             vg.add_edge(arrow, *a, *b);
         }
     }
     let mut writer = SVGWriter::new();
     if !view.nodes.is_empty() {
-        vg.do_it(false, false, false, &mut writer);
+        // Crossing minimisation is superlinear; past a few dozen nodes it costs seconds for
+        // little gain in readability.
+        let disable_opt = view.nodes.len() > OPTIMISE_UP_TO;
+        vg.do_it(false, disable_opt, false, &mut writer);
     }
-    let svg = writer
-        .finalize()
-        .replace("font-family: Times, serif;", &format!("font-family: '{FONT_FAMILY}', sans-serif;"));
+    let svg = writer.finalize().replace(
+        "font-family: Times, serif;",
+        &format!("font-family: '{FONT_FAMILY}', sans-serif;"),
+    );
     add_legend(&svg, &view, &colours)
 }
 
@@ -426,11 +462,15 @@ fn add_legend(svg: &str, view: &View, colours: &BTreeMap<&str, &'static str>) ->
     let new_w = w.max(x).max(540.0);
     let new_h = y + 12.0;
     let head = format!("<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\"");
-    let new_head = format!("<svg width=\"{new_w}\" height=\"{new_h}\" viewBox=\"0 0 {new_w} {new_h}\"");
+    let new_head =
+        format!("<svg width=\"{new_w}\" height=\"{new_h}\" viewBox=\"0 0 {new_w} {new_h}\"");
     let body = svg.replacen(&head, &new_head, 1);
     match body.rfind("</svg>") {
         Some(i) => {
-            let bg = format!("<rect x=\"0\" y=\"{h}\" width=\"{new_w}\" height=\"{}\" fill=\"white\"/>\n", new_h - h);
+            let bg = format!(
+                "<rect x=\"0\" y=\"{h}\" width=\"{new_w}\" height=\"{}\" fill=\"white\"/>\n",
+                new_h - h
+            );
             format!("{}{bg}{legend}{}", &body[..i], &body[i..])
         }
         None => body,
@@ -447,7 +487,9 @@ fn svg_size(svg: &str) -> Option<(f64, f64)> {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn fonts() -> Option<Arc<usvg::fontdb::Database>> {
@@ -478,12 +520,29 @@ pub fn svg_options() -> Result<usvg::Options<'static>, RenderError> {
 /// Rasterises an SVG to PNG on a white background.
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, RenderError> {
     let tree = usvg::Tree::from_str(svg, &svg_options()?)?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or(RenderError::Size(size.width(), size.height()))?;
+    let size = tree.size();
+    let area = f64::from(size.width()) * f64::from(size.height());
+    // Scale very large drawings down: past this many pixels a PNG costs seconds to encode and
+    // megabytes to send, and chat platforms shrink it anyway.
+    let scale = if area > MAX_PIXELS {
+        (MAX_PIXELS / area).sqrt() as f32
+    } else {
+        1.0
+    };
+    let (w, h) = (
+        (size.width() * scale).ceil() as u32,
+        (size.height() * scale).ceil() as u32,
+    );
+    let mut pixmap = tiny_skia::Pixmap::new(w, h).ok_or(RenderError::Size(w, h))?;
     pixmap.fill(tiny_skia::Color::WHITE);
-    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap.encode_png().map_err(|e| RenderError::Png(e.to_string()))
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
+    );
+    pixmap
+        .encode_png()
+        .map_err(|e| RenderError::Png(e.to_string()))
 }
 
 /// The graph as a PNG.

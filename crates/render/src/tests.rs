@@ -6,16 +6,31 @@ use resvg::usvg;
 use super::*;
 
 fn w(ns: &str, name: &str) -> WorkloadRef {
-    WorkloadRef { namespace: ns.into(), kind: "Deployment".into(), name: name.into() }
+    WorkloadRef {
+        namespace: ns.into(),
+        kind: "Deployment".into(),
+        name: name.into(),
+    }
 }
 
 fn graph(edges: &[(WorkloadRef, WorkloadRef, TlsStatus)]) -> MeshGraph {
     let mut g = MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH);
     for (a, b, tls) in edges {
         for x in [a, b] {
-            g.workloads.insert(x.clone(), Workload { id: x.clone(), meshed: true, ..Workload::default() });
+            g.workloads.insert(
+                x.clone(),
+                Workload {
+                    id: x.clone(),
+                    meshed: true,
+                    ..Workload::default()
+                },
+            );
         }
-        let mut e = Edge::new(EdgeKey { src: a.clone(), dst: Destination::Workload(b.clone()), protocol: Protocol::Http });
+        let mut e = Edge::new(EdgeKey {
+            src: a.clone(),
+            dst: Destination::Workload(b.clone()),
+            protocol: Protocol::Http,
+        });
         e.tls = *tls;
         e.metrics.rps = 12.5;
         e.metrics.success_rate = Some(0.985);
@@ -50,7 +65,15 @@ fn dot_has_namespace_clusters_and_styled_edges() {
 #[test]
 fn svg_carries_names_labels_and_a_legend_in_dejavu() {
     let s = svg(&emojivoto());
-    for text in ["vote-bot", "voting", "12.5 rps | 98.5% | p99 15ms", "PLAINTEXT", "emojivoto", "solid green: mTLS", "dashed red: plaintext"] {
+    for text in [
+        "vote-bot",
+        "voting",
+        "12.5 rps | 98.5% | p99 15ms",
+        "PLAINTEXT",
+        "emojivoto",
+        "solid green: mTLS",
+        "dashed red: plaintext",
+    ] {
         assert!(s.contains(text), "{text} missing");
     }
     assert!(!s.contains("Times"), "layout-rs's Times must be replaced");
@@ -63,7 +86,11 @@ fn count_text(g: &usvg::Group, rendered: &mut usize, empty: &mut usize) {
         match n {
             usvg::Node::Group(g) => count_text(g, rendered, empty),
             usvg::Node::Text(t) => {
-                if t.flattened().has_children() { *rendered += 1 } else { *empty += 1 }
+                if t.flattened().has_children() {
+                    *rendered += 1
+                } else {
+                    *empty += 1
+                }
             }
             _ => {}
         }
@@ -87,14 +114,25 @@ fn png_is_produced_and_its_text_survives() {
 #[test]
 fn large_graphs_collapse_to_namespaces_with_a_note() {
     let edges: Vec<_> = (0..200)
-        .map(|i| (w(&format!("ns{}", i % 4), &format!("a{i}")), w(&format!("ns{}", (i + 1) % 4), &format!("b{i}")), TlsStatus::Mtls))
+        .map(|i| {
+            (
+                w(&format!("ns{}", i % 4), &format!("a{i}")),
+                w(&format!("ns{}", (i + 1) % 4), &format!("b{i}")),
+                TlsStatus::Mtls,
+            )
+        })
         .collect();
     let g = graph(&edges);
     assert_eq!(g.workloads.len(), 400);
     let v = View::of(&g);
     assert_eq!(v.nodes.len(), 4);
     assert_eq!(v.edges.len(), 4);
-    assert!(v.note.as_deref().unwrap().starts_with("400 workloads: collapsed to one node per namespace"));
+    assert!(
+        v.note
+            .as_deref()
+            .unwrap()
+            .starts_with("400 workloads: collapsed to one node per namespace")
+    );
     assert_eq!(v.edges[0].label, "625 rps | 98.5% | p99 15ms");
     let s = svg(&g);
     assert!(s.contains("400 workloads: collapsed"));

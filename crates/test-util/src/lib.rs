@@ -129,7 +129,10 @@ impl Prometheus {
             "prometheus",
             Command::new(bin)
                 .arg(format!("--config.file={}", config_path.display()))
-                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .arg("--log.level=warn"),
             &dir.path().join("prometheus.log"),
@@ -140,13 +143,20 @@ impl Prometheus {
         let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
             let (client, ready) = (client.clone(), ready.clone());
             async move {
-                let r = client.get(&ready).timeout(Duration::from_secs(2)).send().await;
+                let r = client
+                    .get(&ready)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
                 r.ok().filter(|r| r.status().is_success()).map(|_| ())
             }
         })
         .await;
         let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-        assert!(ok.is_some(), "prometheus did not become ready in 60 s:\n{log}");
+        assert!(
+            ok.is_some(),
+            "prometheus did not become ready in 60 s:\n{log}"
+        );
         Self { url, dir, guard }
     }
 
@@ -184,7 +194,10 @@ pub struct Sample {
 /// for tests of our own output.
 pub fn parse_exposition(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (head, value) = line.rsplit_once(' ').expect("sample has a value");
         let value: f64 = value.parse().expect("sample value is a number");
         let (name, labels) = match head.split_once('{') {

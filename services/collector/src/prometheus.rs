@@ -7,8 +7,8 @@ use std::{
 };
 
 use mesh_model::{
-    Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, MeshGraph,
-    Protocol, ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
+    Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, MeshGraph, Protocol,
+    ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
 };
 use serde::Deserialize;
 
@@ -54,7 +54,9 @@ pub enum PromError {
         query: String,
     },
     /// It answered something that is not the query API's JSON.
-    #[error("Prometheus at {url} answered {status} with a body that is not a query result: {snippet}")]
+    #[error(
+        "Prometheus at {url} answered {status} with a body that is not a query result: {snippet}"
+    )]
     NotPrometheus {
         /// The base URL.
         url: String,

@@ -71,9 +71,9 @@ pub fn selector(matchers: &[Matcher]) -> String {
 pub fn window(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
-        _ if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ if ms.is_multiple_of(3_600_000) && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) && ms > 0 => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
         _ => format!("{ms}ms"),
     }
 }
@@ -158,11 +158,17 @@ impl GraphQueries {
                 "response_total",
                 &out,
                 &w,
-                &with(&["authority", "classification", "tls", "server_id", "no_tls_reason", "grpc_status"]),
+                &with(&[
+                    "authority",
+                    "classification",
+                    "tls",
+                    "server_id",
+                    "no_tls_reason",
+                    "grpc_status",
+                ]),
             ),
-            latency: QUANTILES.map(|q| {
-                quantile(q, "response_latency_ms", &out, &w, &with(&["authority"]))
-            }),
+            latency: QUANTILES
+                .map(|q| quantile(q, "response_latency_ms", &out, &w, &with(&["authority"]))),
             tcp_open: sum_gauge("tcp_open_connections", &out_dst, &with(&tls)),
             tcp_opened: sum_increase("tcp_open_total", &out_dst, &w, &with(&tls)),
             tcp_read: sum_increase("tcp_read_bytes_total", &out_dst, &w, &with(&tls)),
@@ -175,7 +181,11 @@ impl GraphQueries {
             ),
             identities_tcp: sum_increase(
                 "tcp_open_total",
-                &selector(&[eq("direction", "inbound"), eq("peer", "src"), eq("tls", "true")]),
+                &selector(&[
+                    eq("direction", "inbound"),
+                    eq("peer", "src"),
+                    eq("tls", "true"),
+                ]),
                 &w,
                 &ident,
             ),

@@ -58,7 +58,12 @@ pub struct GraphArgs {
     #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Only edges with an end in this namespace (repeatable).
-    #[arg(short = 'n', long = "namespace", env = "MESH_NAMESPACE", value_delimiter = ',')]
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        env = "MESH_NAMESPACE",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
     /// Metrics window, e.g. 30s, 1m, 5m.
     #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = parse_window)]
@@ -144,7 +149,9 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 /// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics.
 pub fn table(graph: &MeshGraph, wide: bool) -> String {
-    let mut header = vec!["SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99"];
+    let mut header = vec![
+        "SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99",
+    ];
     if wide {
         header.extend(["CLIENT_ID", "SERVER_ID"]);
     }
@@ -173,7 +180,11 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
         ];
         if wide {
             for id in [&e.client_identity, &e.server_identity] {
-                row.push(if id.is_empty() { "-".to_owned() } else { id.clone() });
+                row.push(if id.is_empty() {
+                    "-".to_owned()
+                } else {
+                    id.clone()
+                });
             }
         }
         rows.push(row);

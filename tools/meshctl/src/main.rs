@@ -6,7 +6,9 @@ use clap::{Parser, error::ErrorKind};
 async fn main() {
     let args = match meshctl::Args::try_parse() {
         Ok(a) => a,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) => {
             // One clear line, as for every linkerd-mcp command.
             let text = e.to_string();

@@ -7,7 +7,11 @@ use super::*;
 
 fn emojivoto() -> MeshGraph {
     let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(&meshsim::builtin("emojivoto").unwrap(), Duration::from_secs(60), &mut b);
+    meshsim::feed(
+        &meshsim::builtin("emojivoto").unwrap(),
+        Duration::from_secs(60),
+        &mut b,
+    );
     b.finish(SystemTime::UNIX_EPOCH)
 }
 
@@ -15,10 +19,29 @@ fn emojivoto() -> MeshGraph {
 fn table_reads_like_viz_edges_with_metrics() {
     let t = table(&emojivoto(), false);
     let lines: Vec<&str> = t.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99"
+        ]
+    );
     assert_eq!(lines.len(), 4);
     let voting = lines.iter().find(|l| l.contains(" voting ")).unwrap();
-    assert_eq!(voting.split_whitespace().collect::<Vec<_>>(), ["web", "voting", "emojivoto", "emojivoto", "grpc", "√", "mTLS", "2.00", "85.00%", "12ms"]);
+    assert_eq!(
+        voting.split_whitespace().collect::<Vec<_>>(),
+        [
+            "web",
+            "voting",
+            "emojivoto",
+            "emojivoto",
+            "grpc",
+            "√",
+            "mTLS",
+            "2.00",
+            "85.00%",
+            "12ms"
+        ]
+    );
 }
 
 #[test]
@@ -46,12 +69,24 @@ fn every_flag_reads_its_environment_variable_name() {
             continue;
         }
         let want = format!("MESH_{}", long.to_uppercase().replace('-', "_"));
-        assert_eq!(a.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "--{long}");
+        assert_eq!(
+            a.get_env().and_then(|e| e.to_str()),
+            Some(want.as_str()),
+            "--{long}"
+        );
     }
 }
 
 #[test]
 fn bad_window_is_a_usage_error() {
-    let e = Args::try_parse_from(["meshctl", "graph", "--prometheus-url", "http://x", "--window", "soon"]).unwrap_err();
+    let e = Args::try_parse_from([
+        "meshctl",
+        "graph",
+        "--prometheus-url",
+        "http://x",
+        "--window",
+        "soon",
+    ])
+    .unwrap_err();
     assert!(e.to_string().contains("invalid window \"soon\""), "{e}");
 }

@@ -2,6 +2,8 @@
 //! `meshctl graph -o json`, checked against the topologies. Prometheus is killed when the test
 //! ends, also on failure (its guard kills it by PID on drop).
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -35,18 +37,34 @@ async fn start_sim(t: Topology) -> Sim {
     tokio::spawn(meshsim::serve(l, t, async {
         let _ = rx.await;
     }));
-    Sim { addr, stop: Some(tx) }
+    Sim {
+        addr,
+        stop: Some(tx),
+    }
 }
 
 fn meshctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshctl")).args(args).output().expect("run meshctl")
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .expect("run meshctl")
 }
 
 fn graph_json(prom: &Prometheus, extra: &[&str]) -> Option<Value> {
-    let mut args = vec!["graph", "--prometheus-url", &prom.url, "-o", "json", "--window", WINDOW];
+    let mut args = vec![
+        "graph",
+        "--prometheus-url",
+        &prom.url,
+        "-o",
+        "json",
+        "--window",
+        WINDOW,
+    ];
     args.extend(extra);
     let out = meshctl(&args);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("meshctl prints JSON"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("meshctl prints JSON"))
 }
 
 /// The bucket `(lo, hi]` of the proxy's histogram that holds `v`.
@@ -62,8 +80,19 @@ fn bucket_of(v: f64) -> (f64, f64) {
 }
 
 fn key(e: &Value) -> String {
-    let r = |v: &Value| format!("{}/{}", v["namespace"].as_str().unwrap_or(""), v["name"].as_str().unwrap_or(""));
-    format!("{}->{}:{}", r(&e["src"]), r(&e["dst"]), e["protocol"].as_str().unwrap())
+    let r = |v: &Value| {
+        format!(
+            "{}/{}",
+            v["namespace"].as_str().unwrap_or(""),
+            v["name"].as_str().unwrap_or("")
+        )
+    };
+    format!(
+        "{}->{}:{}",
+        r(&e["src"]),
+        r(&e["dst"]),
+        e["protocol"].as_str().unwrap()
+    )
 }
 
 fn num(v: &Value) -> f64 {
@@ -99,7 +128,10 @@ fn mismatches(graph: &Value, topologies: &[&Topology]) -> Vec<String> {
             let p99 = num(&m["latencyP99Ms"]);
             let (lo, hi) = bucket_of(e.latency_ms.p99);
             if !(lo..=hi).contains(&p99) {
-                problems.push(format!("{k}: p99 {p99} outside ({lo}, {hi}] holding {}", e.latency_ms.p99));
+                problems.push(format!(
+                    "{k}: p99 {p99} outside ({lo}, {hi}] holding {}",
+                    e.latency_ms.p99
+                ));
             }
             if got["tls"] != "MTLS" {
                 problems.push(format!("{k}: tls {}", got["tls"]));
@@ -124,7 +156,10 @@ fn mismatches(graph: &Value, topologies: &[&Topology]) -> Vec<String> {
 async fn prometheus_graph_matches_the_simulated_meshes() {
     let emojivoto = meshsim::builtin("emojivoto").unwrap();
     let booksapp = meshsim::builtin("booksapp").unwrap();
-    let (s1, s2) = (start_sim(emojivoto.clone()).await, start_sim(booksapp.clone()).await);
+    let (s1, s2) = (
+        start_sim(emojivoto.clone()).await,
+        start_sim(booksapp.clone()).await,
+    );
     let prom = Prometheus::start(&[s1.addr, s2.addr]).await;
     eprintln!("prometheus pid {} at {}", prom.pid(), prom.url);
 
@@ -132,33 +167,69 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
     let mut last = Vec::new();
     let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
         let g = graph_json(&prom, &[]);
-        last = g.as_ref().map_or_else(|| vec!["no graph yet".into()], |g| mismatches(g, &[&emojivoto, &booksapp]));
+        last = g.as_ref().map_or_else(
+            || vec!["no graph yet".into()],
+            |g| mismatches(g, &[&emojivoto, &booksapp]),
+        );
         let done = last.is_empty();
         async move { done.then_some(()) }
     })
     .await;
-    assert!(ok.is_some(), "graph never matched the topologies: {last:#?}");
+    assert!(
+        ok.is_some(),
+        "graph never matched the topologies: {last:#?}"
+    );
 
     let g = graph_json(&prom, &[]).unwrap();
     let workloads = g["workloads"].as_array().unwrap();
-    let webapp = workloads.iter().find(|w| w["ref"]["name"] == "webapp").unwrap();
+    let webapp = workloads
+        .iter()
+        .find(|w| w["ref"]["name"] == "webapp")
+        .unwrap();
     assert_eq!(webapp["readyReplicas"], 3);
     assert_eq!(webapp["serviceAccount"], "webapp");
-    let bot = workloads.iter().find(|w| w["ref"]["name"] == "vote-bot").unwrap();
-    assert_eq!(bot["identity"], "default.emojivoto.serviceaccount.identity.linkerd.cluster.local");
+    let bot = workloads
+        .iter()
+        .find(|w| w["ref"]["name"] == "vote-bot")
+        .unwrap();
+    assert_eq!(
+        bot["identity"],
+        "default.emojivoto.serviceaccount.identity.linkerd.cluster.local"
+    );
 
     // A namespace filter keeps only that namespace.
     let only = graph_json(&prom, &["--namespace", "booksapp"]).unwrap();
-    assert!(mismatches(&only, &[&booksapp]).is_empty(), "{:#?}", mismatches(&only, &[&booksapp]));
+    assert!(
+        mismatches(&only, &[&booksapp]).is_empty(),
+        "{:#?}",
+        mismatches(&only, &[&booksapp])
+    );
 
     // The other formats work against the same data.
     let table = meshctl(&["graph", "--prometheus-url", &prom.url, "--window", WINDOW]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(table.status.success() && text.starts_with("SRC ") && text.contains("vote-bot"), "{text}");
+    assert!(
+        table.status.success() && text.starts_with("SRC ") && text.contains("vote-bot"),
+        "{text}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("mesh.png");
-    let out = meshctl(&["graph", "--prometheus-url", &prom.url, "--window", WINDOW, "-o", "png", "--out", png.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = meshctl(&[
+        "graph",
+        "--prometheus-url",
+        &prom.url,
+        "--window",
+        WINDOW,
+        "-o",
+        "png",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
 
@@ -192,7 +263,8 @@ async fn a_topology_change_shows_up_in_the_next_graph() {
 
     let mut last = Vec::new();
     let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        last = graph_json(&prom, &[]).map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&changed]));
+        last = graph_json(&prom, &[])
+            .map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&changed]));
         let done = last.is_empty();
         async move { done.then_some(()) }
     })
@@ -207,8 +279,18 @@ async fn a_topology_change_shows_up_in_the_next_graph() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    assert!(bad.text().await.unwrap().starts_with("edges[0].to: unknown workload \"a/y\""));
-    let current: String = reqwest::get(format!("http://{}/topology", sim.addr)).await.unwrap().text().await.unwrap();
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .starts_with("edges[0].to: unknown workload \"a/y\"")
+    );
+    let current: String = reqwest::get(format!("http://{}/topology", sim.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(Topology::from_yaml(&current).unwrap(), changed);
 }
 
@@ -220,7 +302,10 @@ fn unreachable_prometheus_is_one_line_and_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with(&format!("meshctl: cannot reach Prometheus at {url}: ")), "{err}");
+    assert!(
+        err.starts_with(&format!("meshctl: cannot reach Prometheus at {url}: ")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -32,7 +32,19 @@ async fn main() {
         "serving /metrics and /topology"
     );
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Stop on Ctrl-C or SIGTERM (what `kill` and process supervisors send).
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
     };
     if let Err(e) = meshsim::serve(listener, topology, shutdown).await {
         eprintln!("meshsim: {e}");

@@ -62,7 +62,9 @@ fn metric_only_change_under_threshold_emits_nothing() {
 fn metric_change_over_threshold_upserts_the_edge() {
     let (a, b) = (wref("ns", "a"), wref("ns", "b"));
     let mut view = PublishedView::new(graph(vec![edge(&a, &b, 100.0)]), MetricTolerance::default());
-    let d = view.advance(graph(vec![edge(&a, &b, 110.0)])).expect("delta");
+    let d = view
+        .advance(graph(vec![edge(&a, &b, 110.0)]))
+        .expect("delta");
     assert_eq!((d.from_version, d.to_version), (0, 1));
     assert_eq!(d.upserted_edges.len(), 1);
     assert!(d.upserted_workloads.is_empty());
@@ -85,7 +87,12 @@ fn small_steps_cannot_add_up_past_the_threshold() {
         }
         let held = &view.graph().edges.values().next().unwrap().metrics;
         let newest = &build.edges.values().next().unwrap().metrics;
-        assert!(tol.metrics_within(held, newest), "{} vs {}", held.rps, newest.rps);
+        assert!(
+            tol.metrics_within(held, newest),
+            "{} vs {}",
+            held.rps,
+            newest.rps
+        );
     }
     assert!(sent >= 5, "sent {sent}");
 }
@@ -122,7 +129,10 @@ fn apply_refuses_a_version_gap_and_leaves_the_graph_alone() {
     let d = GraphDelta::between(&old, &new, &MetricTolerance::EXACT);
     let mut other = old.clone();
     other.version = 3;
-    assert_eq!(d.apply(&mut other), Err(DeltaError::VersionGap { from: 0, have: 3 }));
+    assert_eq!(
+        d.apply(&mut other),
+        Err(DeltaError::VersionGap { from: 0, have: 3 })
+    );
     assert_eq!(other.edges.len(), 1);
 }
 
@@ -181,12 +191,19 @@ fn arb_graph() -> impl Strategy<Value = MeshGraph> {
 
 /// `b` is `a` with some edges' metrics nudged (often under the threshold) plus random changes.
 fn arb_pair() -> impl Strategy<Value = (MeshGraph, MeshGraph)> {
-    (arb_graph(), arb_graph(), prop::collection::vec(-0.08..0.08f64, 20)).prop_map(
-        |(a, extra, nudges)| {
+    (
+        arb_graph(),
+        arb_graph(),
+        prop::collection::vec(-0.08..0.08f64, 20),
+    )
+        .prop_map(|(a, extra, nudges)| {
             let mut b = a.clone();
             for (e, n) in b.edges.values_mut().zip(nudges) {
                 e.metrics.rps *= 1.0 + n;
-                e.metrics.success_rate = e.metrics.success_rate.map(|s| (s + n / 10.0).clamp(0.0, 1.0));
+                e.metrics.success_rate = e
+                    .metrics
+                    .success_rate
+                    .map(|s| (s + n / 10.0).clamp(0.0, 1.0));
             }
             for (k, e) in extra.edges.into_iter().take(3) {
                 b.edges.insert(k, e);
@@ -196,8 +213,7 @@ fn arb_pair() -> impl Strategy<Value = (MeshGraph, MeshGraph)> {
                 b.edges.remove(&k);
             }
             (a, b)
-        },
-    )
+        })
 }
 
 fn topology(g: &MeshGraph) -> (Vec<&WorkloadRef>, Vec<(&EdgeKey, TlsStatus)>) {

@@ -14,7 +14,13 @@ fn id(sa: &str, ns: &str) -> String {
     format!("{sa}.{ns}.serviceaccount.identity.linkerd.cluster.local")
 }
 
-fn resp(src: &WorkloadRef, dst: &WorkloadRef, tls: TlsObservation, s: f64, f: f64) -> ResponseSample {
+fn resp(
+    src: &WorkloadRef,
+    dst: &WorkloadRef,
+    tls: TlsObservation,
+    s: f64,
+    f: f64,
+) -> ResponseSample {
     ResponseSample {
         src: src.clone(),
         dst: Destination::Workload(dst.clone()),
@@ -27,7 +33,9 @@ fn resp(src: &WorkloadRef, dst: &WorkloadRef, tls: TlsObservation, s: f64, f: f6
 }
 
 fn mtls(sa: &str, ns: &str) -> TlsObservation {
-    TlsObservation::Mtls { server_id: id(sa, ns) }
+    TlsObservation::Mtls {
+        server_id: id(sa, ns),
+    }
 }
 
 fn key(src: &WorkloadRef, dst: &WorkloadRef, p: Protocol) -> EdgeKey {
@@ -72,7 +80,10 @@ fn disabled_tls_is_never_reported_as_secure() {
     let mut g = GraphBuilder::new(Duration::from_secs(10));
     g.add_responses(resp(&a, &b, TlsObservation::Disabled, 10.0, 0.0));
     let e = &g.finish(SystemTime::UNIX_EPOCH).edges[&key(&a, &b, Protocol::Http)];
-    assert_eq!((e.tls, e.no_tls_reason.as_str()), (TlsStatus::Plaintext, "disabled"));
+    assert_eq!(
+        (e.tls, e.no_tls_reason.as_str()),
+        (TlsStatus::Plaintext, "disabled")
+    );
 }
 
 #[test]
@@ -107,7 +118,10 @@ fn latency_attaches_and_nan_is_ignored() {
     let (a, b) = (w("ns", "a"), w("ns", "b"));
     let mut g = GraphBuilder::new(Duration::from_secs(10));
     g.add_responses(resp(&a, &b, mtls("b", "ns"), 10.0, 0.0));
-    for (q, v) in [(LatencyQuantile::P50, 2.0), (LatencyQuantile::P99, f64::NAN)] {
+    for (q, v) in [
+        (LatencyQuantile::P50, 2.0),
+        (LatencyQuantile::P99, f64::NAN),
+    ] {
         g.add_latency(LatencySample {
             src: a.clone(),
             dst: Destination::Workload(b.clone()),
@@ -123,7 +137,12 @@ fn latency_attaches_and_nan_is_ignored() {
 fn client_identity_is_matched_by_known_identity_then_by_unique_namespace() {
     // emojivoto: vote-bot (sa default) -> web -> emoji, voting.
     let ns = "emojivoto";
-    let (bot, web, emoji, voting) = (w(ns, "vote-bot"), w(ns, "web"), w(ns, "emoji"), w(ns, "voting"));
+    let (bot, web, emoji, voting) = (
+        w(ns, "vote-bot"),
+        w(ns, "web"),
+        w(ns, "emoji"),
+        w(ns, "voting"),
+    );
     let mut g = GraphBuilder::new(Duration::from_secs(10));
     g.add_responses(resp(&bot, &web, mtls("web", ns), 10.0, 0.0));
     g.add_responses(resp(&web, &emoji, mtls("emoji", ns), 10.0, 0.0));
@@ -136,8 +155,14 @@ fn client_identity_is_matched_by_known_identity_then_by_unique_namespace() {
         });
     }
     let graph = g.finish(SystemTime::UNIX_EPOCH);
-    assert_eq!(graph.edges[&key(&web, &emoji, Protocol::Http)].client_identity, id("web", ns));
-    assert_eq!(graph.edges[&key(&bot, &web, Protocol::Http)].client_identity, id("default", ns));
+    assert_eq!(
+        graph.edges[&key(&web, &emoji, Protocol::Http)].client_identity,
+        id("web", ns)
+    );
+    assert_eq!(
+        graph.edges[&key(&bot, &web, Protocol::Http)].client_identity,
+        id("default", ns)
+    );
     assert_eq!(graph.workloads[&bot].service_account, "default");
 }
 
@@ -156,8 +181,14 @@ fn ambiguous_client_identity_is_left_empty() {
         });
     }
     let graph = g.finish(SystemTime::UNIX_EPOCH);
-    assert_eq!(graph.edges[&key(&a, &d, Protocol::Http)].client_identity, "");
-    assert_eq!(graph.edges[&key(&b, &d, Protocol::Http)].client_identity, "");
+    assert_eq!(
+        graph.edges[&key(&a, &d, Protocol::Http)].client_identity,
+        ""
+    );
+    assert_eq!(
+        graph.edges[&key(&b, &d, Protocol::Http)].client_identity,
+        ""
+    );
     assert_eq!(graph.workloads[&a].identity, "");
 }
 
@@ -165,7 +196,15 @@ fn ambiguous_client_identity_is_left_empty() {
 fn unmeshed_destinations_are_workloads_without_a_proxy() {
     let (a, b) = (w("ns", "a"), w("ns", "legacy"));
     let mut g = GraphBuilder::new(Duration::from_secs(10));
-    let mut s = resp(&a, &b, TlsObservation::NoIdentity { reason: "not_provided_by_service_discovery".into() }, 1.0, 0.0);
+    let mut s = resp(
+        &a,
+        &b,
+        TlsObservation::NoIdentity {
+            reason: "not_provided_by_service_discovery".into(),
+        },
+        1.0,
+        0.0,
+    );
     s.dst_meshed = false;
     g.add_responses(s);
     let graph = g.finish(SystemTime::UNIX_EPOCH);
@@ -175,7 +214,14 @@ fn unmeshed_destinations_are_workloads_without_a_proxy() {
 
 #[test]
 fn service_account_parsing() {
-    assert_eq!(service_account_of(&id("web", "emojivoto")), Some(("web", "emojivoto")));
+    assert_eq!(
+        service_account_of(&id("web", "emojivoto")),
+        Some(("web", "emojivoto"))
+    );
     assert_eq!(service_account_of("spiffe://td/ns/x"), None);
-    assert_eq!(service_account_of("*.emojivoto.serviceaccount.identity.linkerd.cluster.local").map(|x| x.1), Some("emojivoto"));
+    assert_eq!(
+        service_account_of("*.emojivoto.serviceaccount.identity.linkerd.cluster.local")
+            .map(|x| x.1),
+        Some("emojivoto")
+    );
 }

@@ -6,25 +6,52 @@ use super::*;
 
 #[test]
 fn stat_summary_templates_match_viz() {
-    let sel = selector(&[eq("pod", "emojivoto-1"), eq("direction", "inbound"), eq("namespace", "emojivoto")]);
+    let sel = selector(&[
+        eq("pod", "emojivoto-1"),
+        eq("direction", "inbound"),
+        eq("namespace", "emojivoto"),
+    ]);
     assert_eq!(
-        sum_increase("response_total", &sel, "1m", &["namespace", "pod", "classification", "tls"]),
+        sum_increase(
+            "response_total",
+            &sel,
+            "1m",
+            &["namespace", "pod", "classification", "tls"]
+        ),
         r#"sum(increase(response_total{direction="inbound", namespace="emojivoto", pod="emojivoto-1"}[1m])) by (namespace, pod, classification, tls)"#
     );
     assert_eq!(
-        quantile(0.95, "response_latency_ms", &sel, "1m", &["namespace", "pod"]),
+        quantile(
+            0.95,
+            "response_latency_ms",
+            &sel,
+            "1m",
+            &["namespace", "pod"]
+        ),
         r#"histogram_quantile(0.95, sum(irate(response_latency_ms_bucket{direction="inbound", namespace="emojivoto", pod="emojivoto-1"}[1m])) by (le, namespace, pod))"#
     );
 }
 
 #[test]
 fn edges_template_matches_viz() {
-    let sel = selector(&[ne("dst_deployment", ""), eq("direction", "outbound"), ne("deployment", "")]);
+    let sel = selector(&[
+        ne("dst_deployment", ""),
+        eq("direction", "outbound"),
+        ne("deployment", ""),
+    ]);
     assert_eq!(
         sum_gauge(
             "tcp_open_connections",
             &sel,
-            &["deployment", "dst_deployment", "pod", "server_id", "namespace", "dst_namespace", "no_tls_reason"]
+            &[
+                "deployment",
+                "dst_deployment",
+                "pod",
+                "server_id",
+                "namespace",
+                "dst_namespace",
+                "no_tls_reason"
+            ]
         ),
         r#"sum(tcp_open_connections{deployment!="", direction="outbound", dst_deployment!=""}) by (deployment, dst_deployment, pod, server_id, namespace, dst_namespace, no_tls_reason)"#
     );
@@ -38,19 +65,27 @@ fn graph_queries_use_the_viz_shapes() {
                    dst_cronjob, dst_k8s_job, dst_service, dst_control_plane_ns";
     assert_eq!(
         q.responses,
-        format!(r#"sum(increase(response_total{{direction="outbound"}}[1m])) by ({by_edge}, authority, classification, tls, server_id, no_tls_reason, grpc_status)"#)
+        format!(
+            r#"sum(increase(response_total{{direction="outbound"}}[1m])) by ({by_edge}, authority, classification, tls, server_id, no_tls_reason, grpc_status)"#
+        )
     );
     assert_eq!(
         q.latency[2],
-        format!(r#"histogram_quantile(0.99, sum(irate(response_latency_ms_bucket{{direction="outbound"}}[1m])) by (le, {by_edge}, authority))"#)
+        format!(
+            r#"histogram_quantile(0.99, sum(irate(response_latency_ms_bucket{{direction="outbound"}}[1m])) by (le, {by_edge}, authority))"#
+        )
     );
     assert_eq!(
         q.tcp_open,
-        format!(r#"sum(tcp_open_connections{{direction="outbound", peer="dst"}}) by ({by_edge}, tls, server_id, no_tls_reason)"#)
+        format!(
+            r#"sum(tcp_open_connections{{direction="outbound", peer="dst"}}) by ({by_edge}, tls, server_id, no_tls_reason)"#
+        )
     );
     assert_eq!(
         q.tcp_read,
-        format!(r#"sum(increase(tcp_read_bytes_total{{direction="outbound", peer="dst"}}[1m])) by ({by_edge}, tls, server_id, no_tls_reason)"#)
+        format!(
+            r#"sum(increase(tcp_read_bytes_total{{direction="outbound", peer="dst"}}[1m])) by ({by_edge}, tls, server_id, no_tls_reason)"#
+        )
     );
     assert!(q.identities_http.starts_with(r#"sum(increase(response_total{direction="inbound", tls="true"}[1m])) by (namespace, deployment"#));
     assert!(q.identities_http.ends_with(", client_id)"));

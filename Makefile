@@ -1,0 +1,47 @@
+# linkerd-mcp. `make demo` runs the product on its embedded defaults; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build demo test check-fmt fmt clippy lint doc bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(CARGO) build --workspace --locked
+
+demo: deps
+	$(CARGO) build --locked -p meshsim -p meshctl
+	scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+check-fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+lint: check-fmt clippy
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+# Every test, against real Prometheus (and later Redis) started by the tests on loopback ports.
+test: deps lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+# Benchmarks print figures and ratios; never part of `make test`.
+bench:
+	$(CARGO) run --release --locked -p mesh-bench
+
+clean:
+	$(CARGO) clean

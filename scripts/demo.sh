@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus, read back by
+# meshctl as a table and a picture. Everything listens on 127.0.0.1 and is stopped on exit.
+# DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=target/debug
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sim_port=$(free_port)
+prom_port=$(free_port)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+"$bin/meshsim" --builtin emojivoto --listen "127.0.0.1:$sim_port" >"$work/meshsim.log" 2>&1 &
+pids+=($!)
+cat >"$work/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: linkerd-proxy
+    honor_labels: true
+    static_configs: [{targets: ['127.0.0.1:$sim_port']}]
+YAML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+prom="http://127.0.0.1:$prom_port"
+window=15s
+
+echo "demo: meshsim (emojivoto) on 127.0.0.1:$sim_port, Prometheus on $prom"
+echo -n "demo: waiting for Prometheus to scrape a full ${window} window "
+first=""
+for _ in $(seq 1 90); do
+  if "$bin/meshctl" graph --prometheus-url "$prom" --window "$window" >/dev/null 2>&1; then
+    first=${first:-$(date +%s)}
+    # Rates are exact once the window is full of scrapes.
+    [ $(( $(date +%s) - first )) -ge 16 ] && break
+  fi
+  echo -n "."
+  sleep 1
+done
+echo
+if [ -z "$first" ]; then
+  echo "demo: no data after 90 s; logs:" >&2
+  cat "$work/meshsim.log" "$work/prometheus.log" >&2
+  exit 1
+fi
+
+"$bin/meshctl" graph --prometheus-url "$prom" --window "$window"
+"$bin/meshctl" graph --prometheus-url "$prom" --window "$window" -o png --out mesh.png
+echo
+echo "demo: wrote mesh.png. Try next, while this runs:"
+echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o wide"
+echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o json"
+echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o dot | dot -Tsvg > mesh.svg"
+echo "  curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"
+if [ "${DEMO_ONCE:-}" = 1 ]; then
+  exit 0
+fi
+echo "demo: press Ctrl-C to stop meshsim and Prometheus."
+wait

@@ -1,0 +1,173 @@
+//! `mesh-bench`: times graph build + delta for generated meshes of 100, 1,000 and 10,000
+//! workloads (fed in-process, as Prometheus would answer), and rendering for 100 and 300, with
+//! each case's peak memory. Each case runs in a child process of its own so that its peak
+//! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use mesh_model::{GraphBuilder, MeshGraph, MetricTolerance, PublishedView};
+use meshsim::Topology;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+fn build(t: &Topology) -> MeshGraph {
+    let mut b = GraphBuilder::new(WINDOW);
+    meshsim::feed(t, WINDOW, &mut b);
+    b.finish(SystemTime::UNIX_EPOCH)
+}
+
+/// The next minute of the same mesh: a fifth of the edges change rate by 10%, one in fifty
+/// disappears, and success rates wobble under the threshold.
+fn next_minute(t: &Topology) -> Topology {
+    let mut n = t.clone();
+    for (i, e) in n.edges.iter_mut().enumerate() {
+        if i % 5 == 0 {
+            e.rps *= 1.1;
+        }
+        if i % 7 == 0 {
+            e.success_rate = (e.success_rate - 0.001).max(0.0);
+        }
+    }
+    let mut i = 0;
+    n.edges.retain(|_| {
+        i += 1;
+        i % 50 != 0
+    });
+    n
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Runs one case in this process and prints `key=value` figures.
+fn run_case(case: &str, n: usize) {
+    let t = meshsim::generate(n, 1).expect("generated topology is valid");
+    let runs = if n >= 10_000 { 5 } else { 15 };
+    match case {
+        "graph" => {
+            let next = next_minute(&t);
+            let (mut builds, mut deltas) = (Vec::new(), Vec::new());
+            let mut sizes = (0, 0, 0);
+            for _ in 0..runs {
+                let start = Instant::now();
+                let a = build(&t);
+                builds.push(start.elapsed());
+                let b = build(&next);
+                let mut view = PublishedView::new(a, MetricTolerance::default());
+                let start = Instant::now();
+                let d = view.advance(b).expect("the mesh changed");
+                deltas.push(start.elapsed());
+                sizes = (
+                    view.graph().edges.len(),
+                    d.upserted_edges.len(),
+                    d.removed_edges.len(),
+                );
+            }
+            let (b, d) = (median(builds), median(deltas));
+            println!(
+                "edges={} upserted={} removed={} build_ms={:.2} delta_ms={:.2} total_ms={:.2} peak_mib={:.1}",
+                sizes.0,
+                sizes.1,
+                sizes.2,
+                ms(b),
+                ms(d),
+                ms(b + d),
+                peak_rss_kib() as f64 / 1024.0
+            );
+        }
+        "render" => {
+            let g = build(&t);
+            let (mut svgs, mut pngs) = (Vec::new(), Vec::new());
+            let mut bytes = 0;
+            for _ in 0..runs.min(5) {
+                let start = Instant::now();
+                let svg = mesh_render::svg(&g);
+                svgs.push(start.elapsed());
+                let start = Instant::now();
+                bytes = mesh_render::svg_to_png(&svg).expect("png").len();
+                pngs.push(start.elapsed());
+            }
+            println!(
+                "edges={} svg_ms={:.1} png_ms={:.1} png_kib={} peak_mib={:.1}",
+                g.edges.len(),
+                ms(median(svgs)),
+                ms(median(pngs)),
+                bytes / 1024,
+                peak_rss_kib() as f64 / 1024.0
+            );
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--case" {
+        run_case(&args[2], args[3].parse().expect("size"));
+        return;
+    }
+    let me = std::env::current_exe().expect("own path");
+    println!("mesh-bench: medians; peak memory is each case's own process (VmHWM)");
+    let mut totals = Vec::new();
+    for (case, sizes) in [
+        ("graph", &[100, 1_000, 10_000][..]),
+        ("render", &[100, 300][..]),
+    ] {
+        for &n in sizes {
+            let out = Command::new(&me)
+                .args(["--case", case, &n.to_string()])
+                .output()
+                .expect("run case");
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert!(
+                out.status.success(),
+                "{case} {n}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!("{case:<6} workloads={n:<6} {line}");
+            if case == "graph" {
+                let total: f64 = line
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("total_ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                totals.push((n, total));
+            }
+        }
+    }
+    for w in totals.windows(2) {
+        let ((n0, t0), (n1, t1)) = (w[0], w[1]);
+        println!(
+            "ratio  build+delta {n1} / {n0} workloads: {:.1}x time for {}x size",
+            t1 / t0,
+            n1 / n0
+        );
+    }
+    if let Some((_, t)) = totals.iter().find(|(n, _)| *n == 10_000) {
+        println!(
+            "goal   build+delta for 10,000 workloads under 1000 ms: {:.0} ms ({})",
+            t,
+            if *t < 1000.0 { "met" } else { "NOT met" }
+        );
+    }
+}
