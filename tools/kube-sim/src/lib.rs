@@ -1,0 +1,175 @@
+//! kube-sim: a small, honest Kubernetes API server over HTTP on loopback, for linkerd-mcp's tests
+//! and demo. A real `kube::Client` (or `kubectl --server`) talks to it exactly as to a cluster,
+//! so product code never knows. It is test infrastructure, never a production component.
+//!
+//! What it implements, and how faithfully, is listed in the README's kube-sim section: discovery,
+//! list/watch with replay, bookmarks, timeouts and 410, create/update/delete, merge, JSON and
+//! server-side apply patches with managed fields, `dryRun=All`, CRD schema validation,
+//! token-file authentication, RBAC with impersonation, access and token reviews, and a request
+//! log tests can read.
+
+mod api;
+mod auth;
+mod fields;
+mod rbac;
+mod resources;
+mod schema;
+mod seed;
+mod status;
+mod store;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::oneshot;
+
+pub use self::{
+    auth::{Tokens, UserInfo},
+    rbac::Attributes,
+    resources::{Registry, Resource},
+    status::ApiError,
+};
+
+/// How to run a kube-sim.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (use port 0 for a free one).
+    pub listen: SocketAddr,
+    /// Token file text (kube-apiserver `--token-auth-file` CSV).
+    pub tokens: String,
+    /// Directories of YAML manifests loaded at start (CRDs first, then Namespaces).
+    pub seed_dirs: Vec<PathBuf>,
+    /// Watch events kept for replay; older resume points get 410 Gone.
+    pub history_limit: usize,
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: String::new(),
+            seed_dirs: Vec::new(),
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a client sent, for tests to prove it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Impersonate-User`, if sent.
+    pub impersonate_user: String,
+    /// `Impersonate-Group` values.
+    pub impersonate_groups: Vec<String>,
+    /// The authenticated caller (empty when authentication failed).
+    pub user: String,
+    /// Who the request acted as (the impersonated user, or the caller).
+    pub effective_user: String,
+    /// HTTP status of the answer.
+    pub code: u16,
+}
+
+/// Why kube-sim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The token file did not parse.
+    #[error("{0}")]
+    Tokens(String),
+    /// A seed manifest was unreadable or refused.
+    #[error("seed {file}: {reason}")]
+    Seed {
+        /// The file.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running kube-sim; stopped when dropped.
+#[derive(Debug)]
+pub struct KubeSim {
+    addr: SocketAddr,
+    app: Arc<api::App>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl KubeSim {
+    /// Starts serving; returns once the listener is bound and seeds are loaded.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let tokens = Tokens::parse(&config.tokens).map_err(StartError::Tokens)?;
+        let app = Arc::new(api::App::new(tokens, &config));
+        for dir in &config.seed_dirs {
+            seed::load_dir(&app, dir).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let (tx, rx) = oneshot::channel();
+        let router = api::router(app.clone());
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%e, "kube-sim server stopped");
+            }
+        });
+        Ok(Self { addr, app, stop: Some(tx) })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:43121`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request served so far.
+    pub async fn requests(&self) -> Vec<RequestRecord> {
+        self.app.state.lock().await.log.clone()
+    }
+
+    /// Loads multi-document YAML as the seed loader does (bypassing authorization).
+    pub async fn load_yaml(&self, text: &str) -> Result<(), String> {
+        seed::load_text(&self.app, text).await
+    }
+
+    /// The current resourceVersion.
+    pub async fn resource_version(&self) -> u64 {
+        self.app.state.lock().await.store.rv()
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+

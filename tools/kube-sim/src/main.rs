@@ -1,0 +1,70 @@
+//! `kube-sim`: a Kubernetes API server for linkerd-mcp's tests and demo. Never for production.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// Command line; every flag also reads `MESH_<FLAG>`.
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version, about = "A Kubernetes API server for tests and demos (not for production)")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Bearer tokens, in kube-apiserver --token-auth-file CSV format.
+    #[arg(long, env = "MESH_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Directory of YAML manifests to load at start (repeatable).
+    #[arg(long, env = "MESH_SEED")]
+    seed: Vec<PathBuf>,
+    /// Watch events kept for resuming; older resume points get 410 Gone.
+    #[arg(long, env = "MESH_HISTORY", default_value_t = 10_000)]
+    history: usize,
+    /// Seconds between watch bookmarks.
+    #[arg(long, env = "MESH_BOOKMARK_INTERVAL", default_value_t = 10)]
+    bookmark_interval: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("kube-sim: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+            std::process::exit(64);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let tokens = match std::fs::read_to_string(&args.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kube-sim: cannot read --token-file {}: {e}", args.token_file.display());
+            std::process::exit(64);
+        }
+    };
+    let config = kube_sim::Config {
+        listen: args.listen,
+        tokens,
+        seed_dirs: args.seed,
+        history_limit: args.history,
+        bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+    };
+    let sim = match kube_sim::KubeSim::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            std::process::exit(64);
+        }
+    };
+    tracing::info!(url = %sim.url(), "serving the Kubernetes API (test server, not for production)");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    drop(sim);
+}
