@@ -39,14 +39,44 @@ pub(crate) struct App {
     bookmark_interval: Duration,
 }
 
+/// The RBAC objects every cluster bootstraps: any authenticated user may read discovery and
+/// review its own access (`system:discovery`, `system:basic-user`).
+const BOOTSTRAP_RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:discovery"}
+rules: [{nonResourceURLs: [/api, /api/*, /apis, /apis/*, /version, /openapi, /openapi/*], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:basic-user"}
+rules: [{apiGroups: [authorization.k8s.io], resources: [selfsubjectaccessreviews, selfsubjectrulesreviews], verbs: [create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:discovery"}
+subjects: [{kind: Group, name: "system:authenticated", apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: "system:discovery", apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:basic-user"}
+subjects: [{kind: Group, name: "system:authenticated", apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: "system:basic-user", apiGroup: rbac.authorization.k8s.io}
+"#;
+
 impl App {
     pub(crate) fn new(tokens: Tokens, config: &Config) -> Self {
+        let mut state = State {
+            store: Store::new(config.history_limit),
+            registry: Registry::default(),
+            log: Vec::new(),
+        };
+        for doc in crate::seed::documents(BOOTSTRAP_RBAC).expect("bootstrap RBAC parses") {
+            seed_create(&mut state, doc).expect("bootstrap RBAC is valid");
+        }
         Self {
-            state: Mutex::new(State {
-                store: Store::new(config.history_limit),
-                registry: Registry::default(),
-                log: Vec::new(),
-            }),
+            state: Mutex::new(state),
             tokens: Arc::new(tokens),
             bookmark_interval: config.bookmark_interval,
         }
@@ -153,6 +183,8 @@ async fn serve(
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if let Some(r) = discovery(&st.registry, &segs, headers) {
+        let attrs = Attributes { verb: "get".into(), path: uri.path().to_owned(), ..Attributes::default() };
+        authorize(&st.store, &user, &attrs)?;
         return Ok(r);
     }
     let target = route(&st.registry, &segs).ok_or_else(|| ApiError::no_route(path))?;
@@ -662,6 +694,12 @@ fn is_dns_subdomain(s: &str) -> bool {
 
 /// Checks and normalises an object about to be stored; returns warnings.
 fn prepare(st: &State, t: &Target, ctx: &Ctx, obj: &mut Value, url_name: Option<&str>) -> ApiResult<Vec<String>> {
+    identify(st, t, obj, url_name)?;
+    validate(t, ctx, obj)
+}
+
+/// Checks and fills what names an object: apiVersion, kind, namespace and name.
+fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> ApiResult<()> {
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
@@ -719,7 +757,13 @@ fn prepare(st: &State, t: &Target, ctx: &Ctx, obj: &mut Value, url_name: Option<
             "Required value: name or generateName is required".into(),
         )]));
     }
-    if !is_dns_subdomain(&name) {
+    // RBAC objects take path-segment names (`system:basic-user`); everything else here a
+    // DNS subdomain.
+    let rbac_name = t.resource.group == "rbac.authorization.k8s.io"
+        && !name.contains(['/', '%'])
+        && name != "."
+        && name != "..";
+    if !rbac_name && !is_dns_subdomain(&name) {
         return Err(ApiError::invalid(&kind, &t.resource.group, &name, &[(
             "FieldValueInvalid".into(),
             "metadata.name".into(),
@@ -735,6 +779,13 @@ fn prepare(st: &State, t: &Target, ctx: &Ctx, obj: &mut Value, url_name: Option<
             return Err(ApiError::not_found(st.registry.find("", "v1", "namespaces").expect("built in"), &t.namespace));
         }
     }
+    Ok(())
+}
+
+/// Validates a whole object against its schema (custom resources) or CRD rules; returns warnings.
+fn validate(t: &Target, ctx: &Ctx, obj: &mut Value) -> ApiResult<Vec<String>> {
+    let kind = t.resource.kind.clone();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     let mut warnings = Vec::new();
     if let Some(schema) = t.resource.schemas.get(&t.version) {
         let prune = ctx.field_validation != "Strict";
@@ -954,8 +1005,9 @@ fn patch(st: &mut State, t: &Target, ctx: &Ctx, content_type: &str, q: &Query, b
             };
             meta.remove("managedFields");
             meta.remove("resourceVersion");
-            // The applied configuration must itself be valid (field ownership is computed on it).
-            prepare(st, t, ctx, &mut applied, Some(&t.name))?;
+            // An applied configuration may be partial (others may own required fields): only
+            // its identity is checked here; the merged object is validated below.
+            identify(st, t, &mut applied, Some(&t.name))?;
             if old.is_none() {
                 authorize(&st.store, &ctx.user, &Attributes {
                     verb: "create".into(),

@@ -361,7 +361,8 @@ pub(crate) fn apply(
     if let Some(live) = live {
         for e in entries.iter().filter(|e| !mine(e)) {
             for p in applied_set.intersection(&e.fields) {
-                if p.last().is_some_and(|s| s == ".") {
+                // Item markers and (empty) maps are structure, not values: they never conflict.
+                if p.last().is_some_and(|s| s == ".") || value_at(applied, p).is_some_and(Value::is_object) {
                     continue;
                 }
                 if value_at(live, p) != value_at(applied, p) {

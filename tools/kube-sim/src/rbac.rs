@@ -109,6 +109,9 @@ pub(crate) fn allowed(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
 
 /// The real server's 403 message.
 pub(crate) fn forbidden_message(user: &str, a: &Attributes) -> String {
+    if a.resource.is_empty() {
+        return format!("forbidden: User \"{user}\" cannot {} path \"{}\"", a.verb, a.path);
+    }
     let qualified = if a.group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.group) };
     let what = if a.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", a.name) };
     let resource = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
