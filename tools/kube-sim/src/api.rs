@@ -218,6 +218,11 @@ async fn serve(
     }
 
     let ctx = Ctx {
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
         dry_run: query.get("dryRun") == Some("All"),
         manager: query
             .get("fieldManager")
@@ -670,11 +675,23 @@ fn stream_response(first: Vec<Bytes>, rest: Option<mpsc::Receiver<Bytes>>) -> Re
 // === Writes ===
 
 struct Ctx {
+    content_type: String,
     dry_run: bool,
     manager: String,
     field_validation: String,
     user: UserInfo,
     tokens: Arc<Tokens>,
+}
+
+/// A create or update body: JSON, YAML, or the protobuf that kubectl's typed clients send.
+fn parse_body(ctx: &Ctx, body: &[u8]) -> ApiResult<Value> {
+    let ct = ctx.content_type.split(';').next().unwrap_or_default().trim();
+    match ct {
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body).map_err(ApiError::unsupported_media),
+        "application/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}"))),
+        _ => parse_json(body),
+    }
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
@@ -941,7 +958,7 @@ fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<Api
 }
 
 fn create(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
-    let mut obj = parse_json(body)?;
+    let mut obj = parse_body(ctx, body)?;
     if let Some(r) = special_create(st, t, ctx, &obj) {
         return r.map(|v| json_response(StatusCode::CREATED, &v, &[]));
     }
@@ -962,7 +979,7 @@ fn create(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
 }
 
 fn update(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
-    let mut obj = parse_json(body)?;
+    let mut obj = parse_body(ctx, body)?;
     let old = st.store.get(&key(t, &t.name)).cloned().ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
     if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
         && !rv.is_empty()
@@ -1150,6 +1167,7 @@ pub(crate) fn seed_create(st: &mut State, mut obj: Value) -> Result<(), String> 
     };
     let t = Target { resource, version, namespace, name: String::new(), subresource: String::new() };
     let ctx = Ctx {
+        content_type: "application/json".into(),
         dry_run: false,
         manager: "kube-sim-seed".into(),
         field_validation: "Strict".into(),

@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod fields;
+mod protobuf;
 mod rbac;
 mod resources;
 mod schema;
@@ -42,6 +43,9 @@ pub struct Config {
     pub history_limit: usize,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1 and localhost. kubectl (client-go)
+    /// only sends bearer tokens over TLS, so kubectl needs this; kube-rs works either way.
+    pub tls: bool,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             seed_dirs: Vec::new(),
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(10),
+            tls: false,
         }
     }
 }
@@ -93,6 +98,9 @@ pub enum StartError {
         /// What went wrong.
         reason: String,
     },
+    /// The TLS certificate could not be made or loaded.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -109,7 +117,9 @@ pub enum StartError {
 pub struct KubeSim {
     addr: SocketAddr,
     app: Arc<api::App>,
+    ca_pem: Option<String>,
     stop: Option<oneshot::Sender<()>>,
+    tls_handle: Option<axum_server::Handle<SocketAddr>>,
 }
 
 impl KubeSim {
@@ -120,14 +130,31 @@ impl KubeSim {
         for dir in &config.seed_dirs {
             seed::load_dir(&app, dir).await?;
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let (tx, rx) = oneshot::channel();
+        let listen_err = |source| StartError::Listen { addr: config.listen, source };
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
         let router = api::router(app.clone());
+        if config.tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let ca_pem = cert.cert.pem();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+                ca_pem.clone().into_bytes(),
+                cert.signing_key.serialize_pem().into_bytes(),
+            )
+            .await
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+            let std = listener.into_std().map_err(listen_err)?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(std, tls).map_err(listen_err)?.handle(handle.clone());
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(router.into_make_service()).await {
+                    tracing::error!(%e, "kube-sim TLS server stopped");
+                }
+            });
+            return Ok(Self { addr, app, ca_pem: Some(ca_pem), stop: None, tls_handle: Some(handle) });
+        }
+        let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -136,7 +163,12 @@ impl KubeSim {
                 tracing::error!(%e, "kube-sim server stopped");
             }
         });
-        Ok(Self { addr, app, stop: Some(tx) })
+        Ok(Self { addr, app, ca_pem: None, stop: Some(tx), tls_handle: None })
+    }
+
+    /// The self-signed certificate (PEM) clients should trust, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The address it listens on.
@@ -144,9 +176,10 @@ impl KubeSim {
         self.addr
     }
 
-    /// Its base URL, e.g. `http://127.0.0.1:43121`.
+    /// Its base URL, e.g. `http://127.0.0.1:43121` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every request served so far.
@@ -169,6 +202,9 @@ impl Drop for KubeSim {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        if let Some(h) = self.tls_handle.take() {
+            h.shutdown();
         }
     }
 }

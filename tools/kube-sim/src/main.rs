@@ -20,6 +20,12 @@ struct Args {
     /// Watch events kept for resuming; older resume points get 410 Gone.
     #[arg(long, env = "MESH_HISTORY", default_value_t = 10_000)]
     history: usize,
+    /// Serve HTTPS with a self-signed certificate (kubectl sends tokens only over TLS).
+    #[arg(long, env = "MESH_TLS")]
+    tls: bool,
+    /// With --tls, write the certificate clients should trust to this file.
+    #[arg(long, env = "MESH_TLS_CA_OUT", requires = "tls")]
+    tls_ca_out: Option<PathBuf>,
     /// Seconds between watch bookmarks.
     #[arg(long, env = "MESH_BOOKMARK_INTERVAL", default_value_t = 10)]
     bookmark_interval: u64,
@@ -52,6 +58,7 @@ async fn main() {
         seed_dirs: args.seed,
         history_limit: args.history,
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+        tls: args.tls,
     };
     let sim = match kube_sim::KubeSim::start(config).await {
         Ok(s) => s,
@@ -60,6 +67,12 @@ async fn main() {
             std::process::exit(64);
         }
     };
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, sim.ca_pem())
+        && let Err(e) = std::fs::write(path, pem)
+    {
+        eprintln!("kube-sim: cannot write --tls-ca-out {}: {e}", path.display());
+        std::process::exit(64);
+    }
     tracing::info!(url = %sim.url(), "serving the Kubernetes API (test server, not for production)");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {

@@ -28,47 +28,7 @@ alice-token,alice,uid-alice,\"devs\"\n\
 bob-token,bob,uid-bob\n\
 chatbot-token,system:serviceaccount:linkerd-mcp:chatbot,uid-bot\n";
 
-const WIDGET_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.example.com}
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec:
-              type: object
-              required: [port]
-              oneOf:
-                - required: [podSelector]
-                - required: [externalSelector]
-              properties:
-                port: {type: integer, minimum: 1, maximum: 65535}
-                protocol: {type: string, enum: [HTTP/1, HTTP/2, gRPC]}
-                name: {type: string, pattern: '^[a-z][-a-z0-9]*$'}
-                replicas: {type: integer}
-                podSelector: {type: object, x-kubernetes-preserve-unknown-fields: true}
-                externalSelector: {type: object, x-kubernetes-preserve-unknown-fields: true}
-                tags: {type: array, items: {type: string}}
-                rules:
-                  type: array
-                  x-kubernetes-list-type: map
-                  x-kubernetes-list-map-keys: [name]
-                  items:
-                    type: object
-                    required: [name]
-                    properties:
-                      name: {type: string}
-                      value: {type: string}
-"#;
+const WIDGET_CRD: &str = include_str!("fixtures/widgets-crd.yaml");
 
 async fn start(history: usize) -> KubeSim {
     let sim = KubeSim::start(Config {
