@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages linkerd-mcp's tests and demo need, when missing:
-# redis-server, prometheus (with promtool) and DejaVu fonts (text in PNG pictures).
+# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures) and kubectl.
 # Runs `apt-get update` at most once. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
@@ -10,6 +10,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -100,7 +100,11 @@ impl Query {
         Self(serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default())
     }
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v.as_str())
     }
     fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
@@ -114,7 +118,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let mut record = RequestRecord {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -173,7 +183,10 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let caller = token.and_then(|t| app.tokens.user(t)).cloned().ok_or_else(ApiError::unauthorized)?;
+    let caller = token
+        .and_then(|t| app.tokens.user(t))
+        .cloned()
+        .ok_or_else(ApiError::unauthorized)?;
     record.user = caller.name.clone();
     let query = Query::parse(uri.query());
     let mut st = app.state.lock().await;
@@ -183,7 +196,11 @@ async fn serve(
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if let Some(r) = discovery(&st.registry, &segs, headers) {
-        let attrs = Attributes { verb: "get".into(), path: uri.path().to_owned(), ..Attributes::default() };
+        let attrs = Attributes {
+            verb: "get".into(),
+            path: uri.path().to_owned(),
+            ..Attributes::default()
+        };
         authorize(&st.store, &user, &attrs)?;
         return Ok(r);
     }
@@ -198,7 +215,11 @@ async fn serve(
         ("PATCH", false) => "patch",
         ("DELETE", false) => "delete",
         ("DELETE", true) => "deletecollection",
-        (m, _) => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({m})"))),
+        (m, _) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({m})"
+            )));
+        }
     };
     let attrs = Attributes {
         verb: verb.into(),
@@ -246,7 +267,10 @@ async fn serve(
         "create" => create(&mut st, &target, &ctx, &body),
         "update" => update(&mut st, &target, &ctx, &body),
         "patch" => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             patch(&mut st, &target, &ctx, ct, &query, &body)
         }
         "delete" => delete(&mut st, &target, &ctx),
@@ -268,13 +292,20 @@ fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> ApiResult<()> {
     if rbac::allowed(store, user, a) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(rbac::forbidden_message(&user.name, a), &a.name, &a.group, &a.resource))
+        Err(ApiError::forbidden(
+            rbac::forbidden_message(&user.name, a),
+            &a.name,
+            &a.group,
+            &a.resource,
+        ))
     }
 }
 
 /// Applies `Impersonate-*` headers after checking the caller may impersonate each of them.
 fn impersonate(store: &Store, caller: &UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
-    let user = headers.get("impersonate-user").and_then(|v| v.to_str().ok());
+    let user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok());
     let groups: Vec<String> = headers
         .get_all("impersonate-group")
         .iter()
@@ -284,7 +315,9 @@ fn impersonate(store: &Store, caller: &UserInfo, headers: &HeaderMap) -> ApiResu
         if groups.is_empty() {
             return Ok(caller.clone());
         }
-        return Err(ApiError::internal(format!("requested {groups:?} without impersonating a user")));
+        return Err(ApiError::internal(format!(
+            "requested {groups:?} without impersonating a user"
+        )));
     };
     let check = |resource: &str, name: &str, namespace: &str| {
         let a = Attributes {
@@ -296,7 +329,10 @@ fn impersonate(store: &Store, caller: &UserInfo, headers: &HeaderMap) -> ApiResu
         };
         authorize(store, caller, &a)
     };
-    match user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+    match user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
         Some((ns, name)) => check("serviceaccounts", name, ns)?,
         None => check("users", user, "")?,
     }
@@ -335,7 +371,11 @@ fn discovery(reg: &Registry, segs: &[&str], _headers: &HeaderMap) -> Option<Resp
             .filter(|r| r.group == group && r.versions.iter().any(|v| v == version))
             .map(Resource::discovery)
             .collect();
-        let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+        let gv = if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        };
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
     };
     let group_json = |name: &str, versions: &[&str]| {
@@ -351,13 +391,17 @@ fn discovery(reg: &Registry, segs: &[&str], _headers: &HeaderMap) -> Option<Resp
             "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
             "compiler": "gc", "platform": "linux/amd64",
         })),
-        ["api"] => ok(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        ["api"] => {
+            ok(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
+        }
         ["api", "v1"] => ok(resources("", "v1")),
         ["apis"] => ok(json!({
             "kind": "APIGroupList", "apiVersion": "v1",
             "groups": groups.iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_json(g, vs)).collect::<Vec<_>>(),
         })),
-        ["apis", g] => groups.get(g).map(|vs| json_response(StatusCode::OK, &group_json(g, vs), &[])),
+        ["apis", g] => groups
+            .get(g)
+            .map(|vs| json_response(StatusCode::OK, &group_json(g, vs), &[])),
         ["apis", g, v] if groups.get(g).is_some_and(|vs| vs.contains(v)) => ok(resources(g, v)),
         _ => None,
     }
@@ -388,8 +432,12 @@ fn route(reg: &Registry, segs: &[&str]) -> Option<Target> {
             }
         }
         [plural] => Some(target(find(plural)?, "", "", "")),
-        [plural, name] => find(plural).filter(|r| !r.namespaced).map(|r| target(r, "", name, "")),
-        [plural, name, sub] => find(plural).filter(|r| !r.namespaced).map(|r| target(r, "", name, sub)),
+        [plural, name] => find(plural)
+            .filter(|r| !r.namespaced)
+            .map(|r| target(r, "", name, "")),
+        [plural, name, sub] => find(plural)
+            .filter(|r| !r.namespaced)
+            .map(|r| target(r, "", name, sub)),
         _ => None,
     }
 }
@@ -435,11 +483,25 @@ impl Selector {
                 continue;
             }
             let parsed = if let Some((k, v)) = req.split_once("!=") {
-                (k.trim().to_owned(), "!=".to_owned(), vec![v.trim().to_owned()])
+                (
+                    k.trim().to_owned(),
+                    "!=".to_owned(),
+                    vec![v.trim().to_owned()],
+                )
             } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
-                (k.trim().to_owned(), "=".to_owned(), vec![v.trim().to_owned()])
-            } else if let Some((k, rest)) = req.split_once(" notin ").or_else(|| req.split_once(" in ")) {
-                let op = if req.contains(" notin ") { "notin" } else { "in" };
+                (
+                    k.trim().to_owned(),
+                    "=".to_owned(),
+                    vec![v.trim().to_owned()],
+                )
+            } else if let Some((k, rest)) =
+                req.split_once(" notin ").or_else(|| req.split_once(" in "))
+            {
+                let op = if req.contains(" notin ") {
+                    "notin"
+                } else {
+                    "in"
+                };
                 let values = rest
                     .trim()
                     .trim_start_matches('(')
@@ -456,16 +518,25 @@ impl Selector {
             labels.push(parsed);
         }
         let mut fields = Vec::new();
-        for req in q.get("fieldSelector").unwrap_or_default().split(',').filter(|r| !r.is_empty()) {
+        for req in q
+            .get("fieldSelector")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|r| !r.is_empty())
+        {
             let (k, eq, v) = if let Some((k, v)) = req.split_once("!=") {
                 (k, false, v)
             } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {req}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {req}"
+                )));
             };
             if !matches!(k, "metadata.name" | "metadata.namespace") {
-                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {k}"
+                )));
             }
             fields.push((k.to_owned(), eq, v.to_owned()));
         }
@@ -483,7 +554,9 @@ impl Selector {
             "!" => label(k).is_none(),
             _ => label(k).is_some(),
         }) && self.fields.iter().all(|(k, eq, v)| {
-            let actual = meta[k.trim_start_matches("metadata.")].as_str().unwrap_or_default();
+            let actual = meta[k.trim_start_matches("metadata.")]
+                .as_str()
+                .unwrap_or_default();
             (actual == v) == *eq
         })
     }
@@ -593,7 +666,10 @@ fn watch(app: &Arc<App>, st: &mut State, t: &Target, q: &Query) -> ApiResult<Res
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
         if from < st.store.compacted() {
-            let e = ApiError::expired(format!("too old resource version: {from} ({})", st.store.compacted() + 1));
+            let e = ApiError::expired(format!(
+                "too old resource version: {from} ({})",
+                st.store.compacted() + 1
+            ));
             first.push(line("ERROR", &e.body()));
             return Ok(stream_response(first, None));
         }
@@ -685,17 +761,31 @@ struct Ctx {
 
 /// A create or update body: JSON, YAML, or the protobuf that kubectl's typed clients send.
 fn parse_body(ctx: &Ctx, body: &[u8]) -> ApiResult<Value> {
-    let ct = ctx.content_type.split(';').next().unwrap_or_default().trim();
+    let ct = ctx
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     match ct {
-        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body).map_err(ApiError::unsupported_media),
-        "application/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}"))),
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(body).map_err(ApiError::unsupported_media)
+        }
+        "application/yaml" => serde_yaml_ng::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as YAML: {e}"
+            ))
+        }),
         _ => parse_json(body),
     }
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -703,14 +793,21 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
 }
 
 /// Checks and normalises an object about to be stored; returns warnings.
-fn prepare(st: &State, t: &Target, ctx: &Ctx, obj: &mut Value, url_name: Option<&str>) -> ApiResult<Vec<String>> {
+fn prepare(
+    st: &State,
+    t: &Target,
+    ctx: &Ctx,
+    obj: &mut Value,
+    url_name: Option<&str>,
+) -> ApiResult<Vec<String>> {
     identify(st, t, obj, url_name)?;
     validate(t, ctx, obj)
 }
@@ -743,7 +840,9 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
-    let meta = obj["metadata"].as_object_mut().expect("just made an object");
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("just made an object");
     if t.resource.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
             Some(ns) if !ns.is_empty() && ns != t.namespace => {
@@ -758,7 +857,11 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
     } else {
         meta.remove("namespace");
     }
-    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if let Some(u) = url_name
         && u != name
     {
@@ -768,11 +871,16 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
     }
     let kind = t.resource.kind.clone();
     if name.is_empty() {
-        return Err(ApiError::invalid(&kind, &t.resource.group, "", &[(
-            "FieldValueRequired".into(),
-            "metadata.name".into(),
-            "Required value: name or generateName is required".into(),
-        )]));
+        return Err(ApiError::invalid(
+            &kind,
+            &t.resource.group,
+            "",
+            &[(
+                "FieldValueRequired".into(),
+                "metadata.name".into(),
+                "Required value: name or generateName is required".into(),
+            )],
+        ));
     }
     // RBAC objects take path-segment names (`system:basic-user`); everything else here a
     // DNS subdomain.
@@ -781,19 +889,32 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
         && name != "."
         && name != "..";
     if !rbac_name && !is_dns_subdomain(&name) {
-        return Err(ApiError::invalid(&kind, &t.resource.group, &name, &[(
-            "FieldValueInvalid".into(),
-            "metadata.name".into(),
-            format!(
-                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case \
+        return Err(ApiError::invalid(
+            &kind,
+            &t.resource.group,
+            &name,
+            &[(
+                "FieldValueInvalid".into(),
+                "metadata.name".into(),
+                format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case \
                  alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-            ),
-        )]));
+                ),
+            )],
+        ));
     }
     if t.resource.namespaced && !t.namespace.is_empty() {
-        let ns_key = Key { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: t.namespace.clone() };
+        let ns_key = Key {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: t.namespace.clone(),
+        };
         if st.store.get(&ns_key).is_none() {
-            return Err(ApiError::not_found(st.registry.find("", "v1", "namespaces").expect("built in"), &t.namespace));
+            return Err(ApiError::not_found(
+                st.registry.find("", "v1", "namespaces").expect("built in"),
+                &t.namespace,
+            ));
         }
     }
     Ok(())
@@ -802,33 +923,60 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
 /// Validates a whole object against its schema (custom resources) or CRD rules; returns warnings.
 fn validate(t: &Target, ctx: &Ctx, obj: &mut Value) -> ApiResult<Vec<String>> {
     let kind = t.resource.kind.clone();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut warnings = Vec::new();
     if let Some(schema) = t.resource.schemas.get(&t.version) {
         let prune = ctx.field_validation != "Strict";
         let f = schema::validate_object(schema, obj, prune);
         if ctx.field_validation == "Strict" && !f.unknown.is_empty() {
-            let list: Vec<String> = f.unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
-            return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+            let list: Vec<String> = f
+                .unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
         }
         if ctx.field_validation == "Warn" {
             warnings.extend(f.unknown.iter().map(|u| format!("unknown field \"{u}\"")));
         }
         if !f.causes.is_empty() {
-            return Err(ApiError::invalid(&kind, &t.resource.group, &name, &f.causes));
+            return Err(ApiError::invalid(
+                &kind,
+                &t.resource.group,
+                &name,
+                &f.causes,
+            ));
         }
     }
     if t.resource.plural == "customresourcedefinitions" {
         let r = crd_resource(obj).map_err(|e| {
-            ApiError::invalid(&kind, &t.resource.group, &name, &[("FieldValueInvalid".into(), "spec".into(), e)])
+            ApiError::invalid(
+                &kind,
+                &t.resource.group,
+                &name,
+                &[("FieldValueInvalid".into(), "spec".into(), e)],
+            )
         })?;
         let want = format!("{}.{}", r.plural, r.group);
         if name != want {
-            return Err(ApiError::invalid(&kind, &t.resource.group, &name, &[(
-                "FieldValueInvalid".into(),
-                "metadata.name".into(),
-                format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
-            )]));
+            return Err(ApiError::invalid(
+                &kind,
+                &t.resource.group,
+                &name,
+                &[(
+                    "FieldValueInvalid".into(),
+                    "metadata.name".into(),
+                    format!(
+                        "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+                    ),
+                )],
+            ));
         }
         obj["status"] = json!({
             "conditions": [
@@ -891,14 +1039,29 @@ fn uid() -> String {
     let b: [u8; 16] = rand::random();
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:x}{:02x}-{:x}{:x}{:02x}-{}",
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6] & 0xf, b[7], 8 | (b[8] & 3), b[8] >> 4, b[9],
-        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6] & 0xf,
+        b[7],
+        8 | (b[8] & 3),
+        b[8] >> 4,
+        b[9],
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
     )
 }
 
 fn random_suffix() -> String {
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHA[rand::random_range(0..ALPHA.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHA[rand::random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<ApiResult<Value>> {
@@ -917,7 +1080,11 @@ fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<Api
                     .collect();
                 let name = spec["user"].as_str().unwrap_or_default().to_owned();
                 groups.extend(service_account_groups(&name));
-                UserInfo { name, uid: spec["uid"].as_str().unwrap_or_default().to_owned(), groups }
+                UserInfo {
+                    name,
+                    uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
+                    groups,
+                }
             } else {
                 ctx.user.clone()
             };
@@ -935,7 +1102,11 @@ fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<Api
                 }
             } else {
                 let nra = &spec["nonResourceAttributes"];
-                Attributes { verb: s(&nra["verb"]), path: s(&nra["path"]), ..Attributes::default() }
+                Attributes {
+                    verb: s(&nra["verb"]),
+                    path: s(&nra["path"]),
+                    ..Attributes::default()
+                }
             };
             let allowed = rbac::allowed(&st.store, &who, &attrs);
             out["status"] = if allowed {
@@ -948,7 +1119,9 @@ fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<Api
         "tokenreviews" => {
             let token = body["spec"]["token"].as_str().unwrap_or_default();
             out["status"] = match ctx.tokens.user(token) {
-                Some(u) => json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}}),
+                Some(u) => {
+                    json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}})
+                }
                 None => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
             Some(Ok(out))
@@ -968,19 +1141,33 @@ fn create(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
         obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
     }
     let warnings = prepare(st, t, ctx, &mut obj, None)?;
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if st.store.get(&key(t, &name)).is_some() {
         return Err(ApiError::already_exists(&t.resource, &name));
     }
     stamp(None, &mut obj);
-    fields::record_update(None, &mut obj, &ctx.manager, &t.resource, &t.version, &now());
+    fields::record_update(
+        None,
+        &mut obj,
+        &ctx.manager,
+        &t.resource,
+        &t.version,
+        &now(),
+    );
     let out = commit(st, t, ctx, &name, obj);
     Ok(json_response(StatusCode::CREATED, &out, &warnings))
 }
 
 fn update(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let mut obj = parse_body(ctx, body)?;
-    let old = st.store.get(&key(t, &t.name)).cloned().ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
+    let old = st
+        .store
+        .get(&key(t, &t.name))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
     if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
         && !rv.is_empty()
         && Some(rv) != old["metadata"]["resourceVersion"].as_str()
@@ -994,27 +1181,48 @@ fn update(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
     }
     let warnings = prepare(st, t, ctx, &mut obj, Some(&t.name))?;
     stamp(Some(&old), &mut obj);
-    fields::record_update(Some(&old), &mut obj, &ctx.manager, &t.resource, &t.version, &now());
+    fields::record_update(
+        Some(&old),
+        &mut obj,
+        &ctx.manager,
+        &t.resource,
+        &t.version,
+        &now(),
+    );
     let out = commit(st, t, ctx, &t.name, obj);
     Ok(json_response(StatusCode::OK, &out, &warnings))
 }
 
-const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+const PATCH_TYPES: &str =
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
 
-fn patch(st: &mut State, t: &Target, ctx: &Ctx, content_type: &str, q: &Query, body: &[u8]) -> ApiResult<Response> {
+fn patch(
+    st: &mut State,
+    t: &Target,
+    ctx: &Ctx,
+    content_type: &str,
+    q: &Query,
+    body: &[u8],
+) -> ApiResult<Response> {
     let ct = content_type.split(';').next().unwrap_or_default().trim();
     let old = st.store.get(&key(t, &t.name)).cloned();
     let now = now();
     let mut obj = match ct {
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
-                return Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", &[(
-                    "FieldValueRequired".into(),
-                    "fieldManager".into(),
-                    "Required value: is required for apply patch".into(),
-                )]));
+                return Err(ApiError::invalid(
+                    "PatchOptions",
+                    "meta.k8s.io",
+                    "",
+                    &[(
+                        "FieldValueRequired".into(),
+                        "fieldManager".into(),
+                        "Required value: is required for apply patch".into(),
+                    )],
+                ));
             };
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("apply patch is not UTF-8"))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("apply patch is not UTF-8"))?;
             let mut applied: Value = serde_yaml_ng::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             let Some(meta) = applied.get_mut("metadata").and_then(Value::as_object_mut) else {
@@ -1026,25 +1234,41 @@ fn patch(st: &mut State, t: &Target, ctx: &Ctx, content_type: &str, q: &Query, b
             // its identity is checked here; the merged object is validated below.
             identify(st, t, &mut applied, Some(&t.name))?;
             if old.is_none() {
-                authorize(&st.store, &ctx.user, &Attributes {
-                    verb: "create".into(),
-                    group: t.resource.group.clone(),
-                    resource: t.resource.plural.clone(),
-                    namespace: t.namespace.clone(),
-                    name: t.name.clone(),
-                    ..Attributes::default()
-                })?;
+                authorize(
+                    &st.store,
+                    &ctx.user,
+                    &Attributes {
+                        verb: "create".into(),
+                        group: t.resource.group.clone(),
+                        resource: t.resource.plural.clone(),
+                        namespace: t.namespace.clone(),
+                        name: t.name.clone(),
+                        ..Attributes::default()
+                    },
+                )?;
             }
             let force = q.flag("force");
-            let done = fields::apply(old.as_ref(), &applied, manager, force, &t.resource, &t.version, &now);
+            let done = fields::apply(
+                old.as_ref(),
+                &applied,
+                manager,
+                force,
+                &t.resource,
+                &t.version,
+                &now,
+            );
             if !done.conflicts.is_empty() {
                 let (message, causes) = fields::conflict_message(&done.conflicts);
                 return Err(ApiError::apply_conflict(causes, message));
             }
             done.object
         }
-        "application/merge-patch+json" | "application/json-patch+json" | "application/strategic-merge-patch+json" => {
-            let mut doc = old.clone().ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
+        "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => {
+            let mut doc = old
+                .clone()
+                .ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
             let p = parse_json(body)?;
             if ct == "application/json-patch+json" {
                 let ops: json_patch::Patch = serde_json::from_value(p)
@@ -1081,9 +1305,20 @@ fn patch(st: &mut State, t: &Target, ctx: &Ctx, content_type: &str, q: &Query, b
     let warnings = prepare(st, t, ctx, &mut obj, Some(&t.name))?;
     stamp(old.as_ref(), &mut obj);
     if !ct.starts_with("application/apply-patch") {
-        fields::record_update(old.as_ref(), &mut obj, &ctx.manager, &t.resource, &t.version, &now);
+        fields::record_update(
+            old.as_ref(),
+            &mut obj,
+            &ctx.manager,
+            &t.resource,
+            &t.version,
+            &now,
+        );
     }
-    let code = if old.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let code = if old.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let out = commit(st, t, ctx, &t.name, obj);
     Ok(json_response(code, &out, &warnings))
 }
@@ -1094,7 +1329,11 @@ fn remove(st: &mut State, t: &Target, name: &str) -> Option<Value> {
     if t.resource.plural == "customresourcedefinitions"
         && let Ok(r) = crd_resource(&removed)
     {
-        let keys: Vec<Key> = st.store.list(&r.group, &r.plural, None).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = st
+            .store
+            .list(&r.group, &r.plural, None)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             st.store.delete(&k);
         }
@@ -1115,7 +1354,11 @@ fn remove(st: &mut State, t: &Target, name: &str) -> Option<Value> {
 }
 
 fn delete(st: &mut State, t: &Target, ctx: &Ctx) -> ApiResult<Response> {
-    let existing = st.store.get(&key(t, &t.name)).cloned().ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
+    let existing = st
+        .store
+        .get(&key(t, &t.name))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
     if ctx.dry_run {
         return Ok(json_response(StatusCode::OK, &served(t, &existing), &[]));
     }
@@ -1159,28 +1402,56 @@ pub(crate) fn seed_create(st: &mut State, mut obj: Value) -> Result<(), String> 
         .by_kind(&api_version, &kind)
         .cloned()
         .ok_or_else(|| format!("no resource serves {kind} in {api_version}"))?;
-    let version = api_version.rsplit('/').next().unwrap_or_default().to_owned();
+    let version = api_version
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let namespace = if resource.namespaced {
-        obj["metadata"]["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or("default").to_owned()
+        obj["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_owned()
     } else {
         String::new()
     };
-    let t = Target { resource, version, namespace, name: String::new(), subresource: String::new() };
+    let t = Target {
+        resource,
+        version,
+        namespace,
+        name: String::new(),
+        subresource: String::new(),
+    };
     let ctx = Ctx {
         content_type: "application/json".into(),
         dry_run: false,
         manager: "kube-sim-seed".into(),
         field_validation: "Strict".into(),
-        user: UserInfo { name: "system:kube-sim".into(), uid: String::new(), groups: vec!["system:masters".into()] },
+        user: UserInfo {
+            name: "system:kube-sim".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+        },
         tokens: Arc::new(Tokens::default()),
     };
     prepare(st, &t, &ctx, &mut obj, None).map_err(|e| e.message)?;
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if st.store.get(&key(&t, &name)).is_some() {
         return Err(ApiError::already_exists(&t.resource, &name).message);
     }
     stamp(None, &mut obj);
-    fields::record_update(None, &mut obj, &ctx.manager, &t.resource, &t.version, &now());
+    fields::record_update(
+        None,
+        &mut obj,
+        &ctx.manager,
+        &t.resource,
+        &t.version,
+        &now(),
+    );
     commit(st, &t, &ctx, &name, obj);
     Ok(())
 }

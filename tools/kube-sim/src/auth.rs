@@ -48,14 +48,30 @@ impl Tokens {
             }
             let f = csv_fields(line);
             if f.len() < 3 || f[0].is_empty() || f[1].is_empty() {
-                return Err(format!("token file line {}: want token,user,uid[,\"groups\"]", i + 1));
+                return Err(format!(
+                    "token file line {}: want token,user,uid[,\"groups\"]",
+                    i + 1
+                ));
             }
             let mut groups: Vec<String> = f
                 .get(3)
-                .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect())
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             groups.push("system:authenticated".into());
-            users.push((f[0].clone(), UserInfo { name: f[1].clone(), uid: f[2].clone(), groups }));
+            users.push((
+                f[0].clone(),
+                UserInfo {
+                    name: f[1].clone(),
+                    uid: f[2].clone(),
+                    groups,
+                },
+            ));
         }
         Ok(Self { users })
     }
@@ -68,8 +84,14 @@ impl Tokens {
 
 /// Groups Kubernetes gives a service account user `system:serviceaccount:<ns>:<name>`.
 pub(crate) fn service_account_groups(user: &str) -> Vec<String> {
-    match user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
-        Some((ns, _)) => vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")],
+    match user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, _)) => vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+        ],
         None => Vec::new(),
     }
 }
@@ -81,9 +103,15 @@ mod tests {
     #[test]
     fn token_file_lines_parse_like_kube_apiserver() {
         let t = Tokens::parse("# comment\nt1,alice,u1,\"devs,ops\"\nt2,bob,u2\n").unwrap();
-        assert_eq!(t.user("t1").unwrap().groups, ["devs", "ops", "system:authenticated"]);
+        assert_eq!(
+            t.user("t1").unwrap().groups,
+            ["devs", "ops", "system:authenticated"]
+        );
         assert_eq!(t.user("t2").unwrap().name, "bob");
         assert!(t.user("nope").is_none());
-        assert_eq!(Tokens::parse("onlytoken\n").unwrap_err(), "token file line 1: want token,user,uid[,\"groups\"]");
+        assert_eq!(
+            Tokens::parse("onlytoken\n").unwrap_err(),
+            "token file line 1: want token,user,uid[,\"groups\"]"
+        );
     }
 }

@@ -39,7 +39,9 @@ pub(crate) struct Entry {
 /// What the object's fields are, as FieldsV1 paths (identity metadata excluded).
 pub(crate) fn fields_of(obj: &Value, r: &Resource, version: &str) -> FieldSet {
     let mut out = FieldSet::new();
-    let Some(map) = obj.as_object() else { return out };
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
     for (k, v) in map {
         match k.as_str() {
             "apiVersion" | "kind" => {}
@@ -158,12 +160,16 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[String]) {
         Some(".") => &path[..path.len() - 1],
         _ => path,
     };
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for seg in parent {
         let next = match seg.as_str() {
             s if s.starts_with("f:") => cur.get_mut(&s[2..]),
-            s if s.starts_with("k:") => cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| matches_key(i, s))),
+            s if s.starts_with("k:") => cur
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| matches_key(i, s))),
             _ => None,
         };
         let Some(n) = next else { return };
@@ -181,7 +187,9 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[String]) {
             }
         }
         s if s.starts_with("v:") => {
-            if let (Some(a), Ok(want)) = (cur.as_array_mut(), serde_json::from_str::<Value>(&s[2..])) {
+            if let (Some(a), Ok(want)) =
+                (cur.as_array_mut(), serde_json::from_str::<Value>(&s[2..]))
+            {
                 a.retain(|i| *i != want);
             }
         }
@@ -191,7 +199,13 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[String]) {
 
 /// Deep-merges `applied` into `live`: maps key by key, keyed lists item by item, sets as a
 /// union, everything else replaced.
-pub(crate) fn merge(live: &mut Value, applied: &Value, r: &Resource, version: &str, names: &mut Vec<String>) {
+pub(crate) fn merge(
+    live: &mut Value,
+    applied: &Value,
+    r: &Resource,
+    version: &str,
+    names: &mut Vec<String>,
+) {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) => {
             for (k, av) in a {
@@ -362,7 +376,9 @@ pub(crate) fn apply(
         for e in entries.iter().filter(|e| !mine(e)) {
             for p in applied_set.intersection(&e.fields) {
                 // Item markers and (empty) maps are structure, not values: they never conflict.
-                if p.last().is_some_and(|s| s == ".") || value_at(applied, p).is_some_and(Value::is_object) {
+                if p.last().is_some_and(|s| s == ".")
+                    || value_at(applied, p).is_some_and(Value::is_object)
+                {
                     continue;
                 }
                 if value_at(live, p) != value_at(applied, p) {
@@ -392,8 +408,16 @@ pub(crate) fn apply(
     }
 
     let mut object = live.cloned().unwrap_or_else(|| json!({}));
-    let previous: FieldSet = entries.iter().find(|e| mine(e)).map(|e| e.fields.clone()).unwrap_or_default();
-    let others: FieldSet = entries.iter().filter(|e| !mine(e)).flat_map(|e| e.fields.iter().cloned()).collect();
+    let previous: FieldSet = entries
+        .iter()
+        .find(|e| mine(e))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
+    let others: FieldSet = entries
+        .iter()
+        .filter(|e| !mine(e))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
     for p in previous.difference(&applied_set) {
         if !others.contains(p) {
             remove_at(&mut object, p);
@@ -424,7 +448,14 @@ pub(crate) fn apply(
 
 /// Records an update by `manager`: it takes ownership of every field it changed; fields that
 /// disappeared are owned by nobody.
-pub(crate) fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, r: &Resource, version: &str, now: &str) {
+pub(crate) fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    r: &Resource,
+    version: &str,
+    now: &str,
+) {
     let new_set = fields_of(new, r, version);
     let old_set = old.map(|o| fields_of(o, r, version)).unwrap_or_default();
     let changed: FieldSet = new_set
@@ -434,9 +465,13 @@ pub(crate) fn record_update(old: Option<&Value>, new: &mut Value, manager: &str,
         .collect();
     let mut entries = entries(old);
     for e in &mut entries {
-        e.fields.retain(|p| new_set.contains(p) && !changed.contains(p));
+        e.fields
+            .retain(|p| new_set.contains(p) && !changed.contains(p));
     }
-    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update") {
+    match entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Update")
+    {
         Some(e) => {
             e.fields.extend(changed);
             e.time = now.to_owned();
@@ -466,14 +501,23 @@ pub(crate) fn conflict_message(conflicts: &Conflicts) -> (String, Vec<Value>) {
             }));
         }
         if let [only] = paths.as_slice() {
-            parts.push(format!("conflict with \"{manager}\" using {api_version}: {}", display(only)));
+            parts.push(format!(
+                "conflict with \"{manager}\" using {api_version}: {}",
+                display(only)
+            ));
         } else {
             let list: Vec<String> = paths.iter().map(|p| format!("- {}", display(p))).collect();
-            parts.push(format!("conflicts with \"{manager}\" using {api_version}:\n{}", list.join("\n")));
+            parts.push(format!(
+                "conflicts with \"{manager}\" using {api_version}:\n{}",
+                list.join("\n")
+            ));
         }
     }
     let plural = if n == 1 { "conflict" } else { "conflicts" };
-    (format!("Apply failed with {n} {plural}: {}", parts.join("\n")), causes)
+    (
+        format!("Apply failed with {n} {plural}: {}", parts.join("\n")),
+        causes,
+    )
 }
 
 #[cfg(test)]

@@ -130,13 +130,21 @@ impl KubeSim {
         for dir in &config.seed_dirs {
             seed::load_dir(&app, dir).await?;
         }
-        let listen_err = |source| StartError::Listen { addr: config.listen, source };
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_err)?;
+        let listen_err = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
         let router = api::router(app.clone());
         if config.tls {
-            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let cert = rcgen::generate_simple_self_signed(vec![
+                "127.0.0.1".to_owned(),
+                "localhost".to_owned(),
+            ])
+            .map_err(|e| StartError::Tls(e.to_string()))?;
             let ca_pem = cert.cert.pem();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
                 ca_pem.clone().into_bytes(),
@@ -146,24 +154,41 @@ impl KubeSim {
             .map_err(|e| StartError::Tls(e.to_string()))?;
             let std = listener.into_std().map_err(listen_err)?;
             let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(std, tls).map_err(listen_err)?.handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(std, tls)
+                .map_err(listen_err)?
+                .handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(router.into_make_service()).await {
                     tracing::error!(%e, "kube-sim TLS server stopped");
                 }
             });
-            return Ok(Self { addr, app, ca_pem: Some(ca_pem), stop: None, tls_handle: Some(handle) });
+            return Ok(Self {
+                addr,
+                app,
+                ca_pem: Some(ca_pem),
+                stop: None,
+                tls_handle: Some(handle),
+            });
         }
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(%e, "kube-sim server stopped");
             }
         });
-        Ok(Self { addr, app, ca_pem: None, stop: Some(tx), tls_handle: None })
+        Ok(Self {
+            addr,
+            app,
+            ca_pem: None,
+            stop: Some(tx),
+            tls_handle: None,
+        })
     }
 
     /// The self-signed certificate (PEM) clients should trust, when serving TLS.
@@ -178,7 +203,11 @@ impl KubeSim {
 
     /// Its base URL, e.g. `http://127.0.0.1:43121` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -208,4 +237,3 @@ impl Drop for KubeSim {
         }
     }
 }
-

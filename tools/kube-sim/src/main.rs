@@ -6,7 +6,11 @@ use clap::Parser;
 
 /// Command line; every flag also reads `MESH_<FLAG>`.
 #[derive(Debug, Parser)]
-#[command(name = "kube-sim", version, about = "A Kubernetes API server for tests and demos (not for production)")]
+#[command(
+    name = "kube-sim",
+    version,
+    about = "A Kubernetes API server for tests and demos (not for production)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:6443")]
@@ -35,20 +39,39 @@ struct Args {
 async fn main() {
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let text = e.to_string();
-            eprintln!("kube-sim: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+            eprintln!(
+                "kube-sim: {}",
+                text.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+            );
             std::process::exit(64);
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let tokens = match std::fs::read_to_string(&args.token_file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("kube-sim: cannot read --token-file {}: {e}", args.token_file.display());
+            eprintln!(
+                "kube-sim: cannot read --token-file {}: {e}",
+                args.token_file.display()
+            );
             std::process::exit(64);
         }
     };
@@ -70,7 +93,10 @@ async fn main() {
     if let (Some(path), Some(pem)) = (&args.tls_ca_out, sim.ca_pem())
         && let Err(e) = std::fs::write(path, pem)
     {
-        eprintln!("kube-sim: cannot write --tls-ca-out {}: {e}", path.display());
+        eprintln!(
+            "kube-sim: cannot write --tls-ca-out {}: {e}",
+            path.display()
+        );
         std::process::exit(64);
     }
     tracing::info!(url = %sim.url(), "serving the Kubernetes API (test server, not for production)");

@@ -101,7 +101,11 @@ struct SelfSubjectAccessReview {
 fn meta(m: Option<ObjectMeta>) -> Value {
     let m = m.unwrap_or_default();
     let mut v = json!({});
-    for (k, s) in [("name", &m.name), ("generateName", &m.generate_name), ("namespace", &m.namespace)] {
+    for (k, s) in [
+        ("name", &m.name),
+        ("generateName", &m.generate_name),
+        ("namespace", &m.namespace),
+    ] {
         if !s.is_empty() {
             v[k] = json!(s);
         }
@@ -167,7 +171,10 @@ mod tests {
     fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         let u = Unknown {
-            type_meta: Some(TypeMeta { api_version: api_version.into(), kind: kind.into() }),
+            type_meta: Some(TypeMeta {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            }),
             raw,
         };
         out.extend(u.encode_to_vec());
@@ -177,18 +184,35 @@ mod tests {
     #[test]
     fn decodes_what_kubectl_sends() {
         let ns = Namespace {
-            metadata: Some(ObjectMeta { name: "demo".into(), labels: [("a".into(), "b".into())].into(), ..ObjectMeta::default() }),
+            metadata: Some(ObjectMeta {
+                name: "demo".into(),
+                labels: [("a".into(), "b".into())].into(),
+                ..ObjectMeta::default()
+            }),
         };
         let v = decode(&envelope("v1", "Namespace", ns.encode_to_vec())).unwrap();
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo", "labels": {"a": "b"}}}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo", "labels": {"a": "b"}}})
+        );
         let r = SelfSubjectAccessReview {
             metadata: None,
             spec: Some(SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes { verb: "list".into(), resource: "pods".into(), namespace: "x".into(), ..ResourceAttributes::default() }),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: "list".into(),
+                    resource: "pods".into(),
+                    namespace: "x".into(),
+                    ..ResourceAttributes::default()
+                }),
                 non_resource_attributes: None,
             }),
         };
-        let v = decode(&envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", r.encode_to_vec())).unwrap();
+        let v = decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            r.encode_to_vec(),
+        ))
+        .unwrap();
         assert_eq!(v["spec"]["resourceAttributes"]["verb"], "list");
         let e = decode(&envelope("apps/v1", "Deployment", vec![])).unwrap_err();
         assert!(e.contains("not Deployment in apps/v1: send JSON"), "{e}");

@@ -29,8 +29,10 @@ pub struct Attributes {
 }
 
 fn has(list: &Value, want: &str) -> bool {
-    list.as_array()
-        .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x == "*" || x == want)))
+    list.as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x.as_str().is_some_and(|x| x == "*" || x == want))
+    })
 }
 
 fn rule_allows(rule: &Value, a: &Attributes) -> bool {
@@ -39,9 +41,9 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
     }
     if a.resource.is_empty() {
         return rule["nonResourceURLs"].as_array().is_some_and(|urls| {
-            urls.iter().filter_map(Value::as_str).any(|u| {
-                u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p))
-            })
+            urls.iter()
+                .filter_map(Value::as_str)
+                .any(|u| u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p)))
         });
     }
     let resource = if a.subresource.is_empty() {
@@ -51,14 +53,18 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
     };
     let resource_ok = rule["resources"].as_array().is_some_and(|rs| {
         rs.iter().filter_map(Value::as_str).any(|r| {
-            r == "*" || r == resource || (r.starts_with("*/") && !a.subresource.is_empty() && r[2..] == a.subresource)
+            r == "*"
+                || r == resource
+                || (r.starts_with("*/") && !a.subresource.is_empty() && r[2..] == a.subresource)
         })
     });
     if !resource_ok || !has(&rule["apiGroups"], &a.group) {
         return false;
     }
     match rule["resourceNames"].as_array() {
-        Some(names) if !names.is_empty() => names.iter().any(|n| n.as_str() == Some(a.name.as_str())),
+        Some(names) if !names.is_empty() => {
+            names.iter().any(|n| n.as_str() == Some(a.name.as_str()))
+        }
         _ => true,
     }
 }
@@ -69,7 +75,10 @@ fn subject_matches(s: &Value, user: &UserInfo, binding_ns: &str) -> bool {
         Some("User") => name == user.name,
         Some("Group") => user.groups.iter().any(|g| g == name),
         Some("ServiceAccount") => {
-            let ns = s["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+            let ns = s["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
             user.name == format!("system:serviceaccount:{ns}:{name}")
         }
         _ => false,
@@ -79,8 +88,12 @@ fn subject_matches(s: &Value, user: &UserInfo, binding_ns: &str) -> bool {
 fn role_allows(store: &Store, role_ref: &Value, binding_ns: &str, a: &Attributes) -> bool {
     let name = role_ref["name"].as_str().unwrap_or_default();
     let role = match role_ref["kind"].as_str() {
-        Some("ClusterRole") => store.list(RBAC, "clusterroles", None).find(|(k, _)| k.name == name),
-        Some("Role") => store.list(RBAC, "roles", Some(binding_ns)).find(|(k, _)| k.name == name),
+        Some("ClusterRole") => store
+            .list(RBAC, "clusterroles", None)
+            .find(|(k, _)| k.name == name),
+        Some("Role") => store
+            .list(RBAC, "roles", Some(binding_ns))
+            .find(|(k, _)| k.name == name),
         _ => None,
     };
     role.and_then(|(_, r)| r["rules"].as_array())
@@ -93,7 +106,9 @@ pub(crate) fn allowed(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
         return true;
     }
     let bound = |b: &Value, ns: &str| {
-        b["subjects"].as_array().is_some_and(|subjects| subjects.iter().any(|s| subject_matches(s, user, ns)))
+        b["subjects"]
+            .as_array()
+            .is_some_and(|subjects| subjects.iter().any(|s| subject_matches(s, user, ns)))
     };
     if store
         .list(RBAC, "clusterrolebindings", None)
@@ -104,17 +119,34 @@ pub(crate) fn allowed(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
     !a.namespace.is_empty()
         && store
             .list(RBAC, "rolebindings", Some(&a.namespace))
-            .any(|(_, b)| bound(b, &a.namespace) && role_allows(store, &b["roleRef"], &a.namespace, a))
+            .any(|(_, b)| {
+                bound(b, &a.namespace) && role_allows(store, &b["roleRef"], &a.namespace, a)
+            })
 }
 
 /// The real server's 403 message.
 pub(crate) fn forbidden_message(user: &str, a: &Attributes) -> String {
     if a.resource.is_empty() {
-        return format!("forbidden: User \"{user}\" cannot {} path \"{}\"", a.verb, a.path);
+        return format!(
+            "forbidden: User \"{user}\" cannot {} path \"{}\"",
+            a.verb, a.path
+        );
     }
-    let qualified = if a.group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.group) };
-    let what = if a.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", a.name) };
-    let resource = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let qualified = if a.group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.group)
+    };
+    let what = if a.name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} \"{}\"", a.name)
+    };
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
     let scope = if a.namespace.is_empty() {
         "at the cluster scope".to_owned()
     } else {

@@ -41,10 +41,26 @@ pub struct Resource {
     pub status_subresource: bool,
 }
 
-const CRUD: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const CRUD: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl Resource {
-    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
+    fn builtin(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+    ) -> Self {
         Self {
             group: group.to_owned(),
             versions: vec![version.to_owned()],
@@ -112,7 +128,11 @@ impl Resource {
                 Some("map") => ListType::Map(
                     s.get("x-kubernetes-list-map-keys")
                         .and_then(Value::as_array)
-                        .map(|k| k.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                        .map(|k| {
+                            k.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 Some("set") => ListType::Set,
@@ -122,7 +142,9 @@ impl Resource {
         // Built-in kinds carry no schema here; these are the keyed lists of the kinds our
         // tests and seeds use (from the Kubernetes API's patch-merge-key markers).
         match path.last().copied() {
-            Some("containers" | "initContainers" | "env" | "volumes") => ListType::Map(vec!["name".into()]),
+            Some("containers" | "initContainers" | "env" | "volumes") => {
+                ListType::Map(vec!["name".into()])
+            }
             Some("volumeMounts") => ListType::Map(vec!["mountPath".into()]),
             Some("ports") if path.contains(&"containers") => {
                 ListType::Map(vec!["containerPort".into(), "protocol".into()])
@@ -175,14 +197,67 @@ impl Default for Registry {
                 b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"]),
                 b("events.k8s.io", "v1", "events", "Event", true, &["ev"]),
                 b("coordination.k8s.io", "v1", "leases", "Lease", true, &[]),
-                b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[]),
-                b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[]),
-                b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[]),
-                b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[]),
-                b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"]),
-                Resource::create_only("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", false),
-                Resource::create_only("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
-                Resource::create_only("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", false),
+                b(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    "roles",
+                    "Role",
+                    true,
+                    &[],
+                ),
+                b(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    "rolebindings",
+                    "RoleBinding",
+                    true,
+                    &[],
+                ),
+                b(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    "clusterroles",
+                    "ClusterRole",
+                    false,
+                    &[],
+                ),
+                b(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    "clusterrolebindings",
+                    "ClusterRoleBinding",
+                    false,
+                    &[],
+                ),
+                b(
+                    "apiextensions.k8s.io",
+                    "v1",
+                    "customresourcedefinitions",
+                    "CustomResourceDefinition",
+                    false,
+                    &["crd", "crds"],
+                ),
+                Resource::create_only(
+                    "authorization.k8s.io",
+                    "v1",
+                    "subjectaccessreviews",
+                    "SubjectAccessReview",
+                    false,
+                ),
+                Resource::create_only(
+                    "authorization.k8s.io",
+                    "v1",
+                    "selfsubjectaccessreviews",
+                    "SelfSubjectAccessReview",
+                    false,
+                ),
+                Resource::create_only(
+                    "authentication.k8s.io",
+                    "v1",
+                    "tokenreviews",
+                    "TokenReview",
+                    false,
+                ),
             ],
         }
     }
@@ -196,9 +271,9 @@ impl Registry {
 
     /// The resource at `/…/{group}/{version}/{plural}`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&Resource> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.plural == plural && r.versions.iter().any(|v| v == version))
+        self.resources.iter().find(|r| {
+            r.group == group && r.plural == plural && r.versions.iter().any(|v| v == version)
+        })
     }
 
     /// The resource serving `kind` in `apiVersion` (`v1`, `apps/v1`).
@@ -227,7 +302,8 @@ impl Registry {
     /// unusable.
     pub fn register_crd(&mut self, crd: &Value) -> Result<(), String> {
         let r = crd_resource(crd)?;
-        self.resources.retain(|x| !(x.group == r.group && x.plural == r.plural));
+        self.resources
+            .retain(|x| !(x.group == r.group && x.plural == r.plural));
         self.resources.push(r);
         Ok(())
     }
@@ -235,7 +311,8 @@ impl Registry {
     /// Forgets the resource a CRD defined.
     pub fn unregister_crd(&mut self, crd: &Value) {
         if let Ok(r) = crd_resource(crd) {
-            self.resources.retain(|x| !(x.group == r.group && x.plural == r.plural));
+            self.resources
+                .retain(|x| !(x.group == r.group && x.plural == r.plural));
         }
     }
 }
@@ -251,13 +328,23 @@ pub(crate) fn crd_resource(crd: &Value) -> Result<Resource, String> {
     let mut versions = Vec::new();
     let mut schemas = BTreeMap::new();
     let mut status_subresource = false;
-    for v in spec["versions"].as_array().ok_or("spec.versions: Required value")? {
+    for v in spec["versions"]
+        .as_array()
+        .ok_or("spec.versions: Required value")?
+    {
         let name = s(&v["name"]).ok_or("spec.versions[].name: Required value")?;
         if v["served"] == json!(false) {
             continue;
         }
         let schema = v["schema"]["openAPIV3Schema"].clone();
-        schemas.insert(name.clone(), if schema.is_null() { json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}) } else { schema });
+        schemas.insert(
+            name.clone(),
+            if schema.is_null() {
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+            } else {
+                schema
+            },
+        );
         status_subresource |= !v["subresources"]["status"].is_null();
         if v["storage"] == json!(true) {
             versions.insert(0, name);
@@ -277,7 +364,11 @@ pub(crate) fn crd_resource(crd: &Value) -> Result<Resource, String> {
         namespaced: spec["scope"] != json!("Cluster"),
         short_names: names["shortNames"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
         verbs: CRUD.to_vec(),
         schemas,

@@ -34,7 +34,11 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn child(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn invalid(f: &mut Findings, path: &str, value: &str, detail: &str) {
@@ -80,7 +84,11 @@ fn required(schema: &Value, map: &serde_json::Map<String, Value>, path: &str, f:
         if let Some(r) = r.as_str()
             && !map.contains_key(r)
         {
-            f.causes.push(("FieldValueRequired".into(), child(path, r), "Required value".into()));
+            f.causes.push((
+                "FieldValueRequired".into(),
+                child(path, r),
+                "Required value".into(),
+            ));
         }
     }
 }
@@ -94,7 +102,12 @@ fn check(s: &Value, v: &mut Value, path: &str, f: &mut Findings, prune: bool) {
     let int_or_string = s["x-kubernetes-int-or-string"] == Value::Bool(true);
     if int_or_string {
         if !matches!(actual, "integer" | "string") {
-            invalid(f, path, &format!("\"{actual}\""), &format!("{path} in body must be of type integer-or-string: \"{actual}\""));
+            invalid(
+                f,
+                path,
+                &format!("\"{actual}\""),
+                &format!("{path} in body must be of type integer-or-string: \"{actual}\""),
+            );
             return;
         }
     } else if let Some(want) = s["type"].as_str() {
@@ -119,7 +132,10 @@ fn check(s: &Value, v: &mut Value, path: &str, f: &mut Findings, prune: bool) {
         f.causes.push((
             "FieldValueNotSupported".into(),
             path.to_owned(),
-            format!("Unsupported value: {v}: supported values: {}", list.join(", ")),
+            format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
         ));
     }
     match v {
@@ -130,12 +146,21 @@ fn check(s: &Value, v: &mut Value, path: &str, f: &mut Findings, prune: bool) {
             if let Some(min) = s["minItems"].as_u64()
                 && (n as u64) < min
             {
-                invalid(f, path, &n.to_string(), &format!("{path} in body should have at least {min} items"));
+                invalid(
+                    f,
+                    path,
+                    &n.to_string(),
+                    &format!("{path} in body should have at least {min} items"),
+                );
             }
             if let Some(max) = s["maxItems"].as_u64()
                 && (n as u64) > max
             {
-                f.causes.push(("FieldValueTooMany".into(), path.to_owned(), format!("Too many: {n}: must have at most {max} items")));
+                f.causes.push((
+                    "FieldValueTooMany".into(),
+                    path.to_owned(),
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
             if let Some(item_schema) = s.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -152,7 +177,9 @@ fn check(s: &Value, v: &mut Value, path: &str, f: &mut Findings, prune: bool) {
             for k in keys {
                 let p = child(path, &k);
                 match (props.and_then(|x| x.get(&k)), additional) {
-                    (Some(ps), _) | (None, Some(ps)) => check(ps, map.get_mut(&k).expect("key listed"), &p, f, prune),
+                    (Some(ps), _) | (None, Some(ps)) => {
+                        check(ps, map.get_mut(&k).expect("key listed"), &p, f, prune)
+                    }
                     (None, None) if preserve || (props.is_none() && s.get("type").is_none()) => {}
                     (None, None) => {
                         f.unknown.push(p);
@@ -166,12 +193,22 @@ fn check(s: &Value, v: &mut Value, path: &str, f: &mut Findings, prune: bool) {
             if let Some(min) = s["minProperties"].as_u64()
                 && n < min
             {
-                invalid(f, path, &n.to_string(), &format!("{path} in body should have at least {min} properties"));
+                invalid(
+                    f,
+                    path,
+                    &n.to_string(),
+                    &format!("{path} in body should have at least {min} properties"),
+                );
             }
             if let Some(max) = s["maxProperties"].as_u64()
                 && n > max
             {
-                invalid(f, path, &n.to_string(), &format!("{path} in body should have at most {max} properties"));
+                invalid(
+                    f,
+                    path,
+                    &n.to_string(),
+                    &format!("{path} in body should have at most {max} properties"),
+                );
             }
             required(s, map, path, f);
         }
@@ -186,20 +223,39 @@ fn check_string(s: &Value, text: &str, path: &str, f: &mut Findings) {
     if let Some(min) = s["minLength"].as_u64()
         && len < min
     {
-        invalid(f, path, &shown, &format!("{path} in body should be at least {min} chars long"));
+        invalid(
+            f,
+            path,
+            &shown,
+            &format!("{path} in body should be at least {min} chars long"),
+        );
     }
     if let Some(max) = s["maxLength"].as_u64()
         && len > max
     {
-        f.causes.push(("FieldValueTooLong".into(), path.to_owned(), format!("Too long: may not be more than {max} bytes")));
+        f.causes.push((
+            "FieldValueTooLong".into(),
+            path.to_owned(),
+            format!("Too long: may not be more than {max} bytes"),
+        ));
     }
     if let Some(p) = s["pattern"].as_str() {
         match regex::Regex::new(p) {
             Ok(re) if !re.is_match(text) => {
-                invalid(f, path, &shown, &format!("{path} in body should match '{p}'"));
+                invalid(
+                    f,
+                    path,
+                    &shown,
+                    &format!("{path} in body should match '{p}'"),
+                );
             }
             Ok(_) => {}
-            Err(_) => invalid(f, path, &shown, &format!("the schema's pattern '{p}' does not compile")),
+            Err(_) => invalid(
+                f,
+                path,
+                &shown,
+                &format!("the schema's pattern '{p}' does not compile"),
+            ),
         }
     }
 }
@@ -208,16 +264,36 @@ fn check_number(s: &Value, x: f64, shown: &str, path: &str, f: &mut Findings) {
     let exclusive = |k: &str| s[k] == Value::Bool(true);
     if let Some(min) = s["minimum"].as_f64() {
         if exclusive("exclusiveMinimum") && x <= min {
-            invalid(f, path, shown, &format!("{path} in body should be greater than {min}"));
+            invalid(
+                f,
+                path,
+                shown,
+                &format!("{path} in body should be greater than {min}"),
+            );
         } else if x < min {
-            invalid(f, path, shown, &format!("{path} in body should be greater than or equal to {min}"));
+            invalid(
+                f,
+                path,
+                shown,
+                &format!("{path} in body should be greater than or equal to {min}"),
+            );
         }
     }
     if let Some(max) = s["maximum"].as_f64() {
         if exclusive("exclusiveMaximum") && x >= max {
-            invalid(f, path, shown, &format!("{path} in body should be less than {max}"));
+            invalid(
+                f,
+                path,
+                shown,
+                &format!("{path} in body should be less than {max}"),
+            );
         } else if x > max {
-            invalid(f, path, shown, &format!("{path} in body should be less than or equal to {max}"));
+            invalid(
+                f,
+                path,
+                shown,
+                &format!("{path} in body should be less than or equal to {max}"),
+            );
         }
     }
 }
@@ -236,8 +312,17 @@ fn combinators(s: &Value, v: &Value, path: &str, f: &mut Findings) {
     if let Some(options) = s["oneOf"].as_array() {
         let n = options.iter().filter(|o| passes(o, v)).count();
         if n != 1 {
-            let found = if n == 0 { "Found none valid".to_owned() } else { format!("Found {n} valid alternatives") };
-            invalid(f, path, &shown, &format!("must validate one and only one schema (oneOf). {found}"));
+            let found = if n == 0 {
+                "Found none valid".to_owned()
+            } else {
+                format!("Found {n} valid alternatives")
+            };
+            invalid(
+                f,
+                path,
+                &shown,
+                &format!("must validate one and only one schema (oneOf). {found}"),
+            );
         }
     }
     if let Some(options) = s["anyOf"].as_array()

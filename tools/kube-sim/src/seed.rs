@@ -46,7 +46,10 @@ pub(crate) async fn load_text(app: &App, text: &str) -> Result<(), String> {
 
 /// Loads every `*.yaml`/`*.yml` file below `dir`, all files' documents sorted together.
 pub(crate) async fn load_dir(app: &App, dir: &Path) -> Result<(), StartError> {
-    let err = |reason: String| StartError::Seed { file: dir.display().to_string(), reason };
+    let err = |reason: String| StartError::Seed {
+        file: dir.display().to_string(),
+        reason,
+    };
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -62,8 +65,14 @@ pub(crate) async fn load_dir(app: &App, dir: &Path) -> Result<(), StartError> {
     files.sort();
     let mut all = String::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| StartError::Seed { file: f.display().to_string(), reason: e.to_string() })?;
-        documents(&text).map_err(|e| StartError::Seed { file: f.display().to_string(), reason: e })?;
+        let text = std::fs::read_to_string(f).map_err(|e| StartError::Seed {
+            file: f.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        documents(&text).map_err(|e| StartError::Seed {
+            file: f.display().to_string(),
+            reason: e,
+        })?;
         all.push_str("\n---\n");
         all.push_str(&text);
     }

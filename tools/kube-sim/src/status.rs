@@ -57,19 +57,31 @@ impl ApiError {
 
     /// 404 NotFound for an object.
     pub fn not_found(r: &Resource, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", r.qualified()))
-            .with_details(details(name, &r.group, &r.plural))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", r.qualified()),
+        )
+        .with_details(details(name, &r.group, &r.plural))
     }
 
     /// 404 for a path that names no resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(r: &Resource, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified()))
-            .with_details(details(name, &r.group, &r.plural))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", r.qualified()),
+        )
+        .with_details(details(name, &r.group, &r.plural))
     }
 
     /// 409 Conflict on a stale `resourceVersion`.
@@ -88,7 +100,7 @@ impl ApiError {
 
     /// 409 Conflict from server-side apply, with one cause per field.
     pub fn apply_conflict(causes: Vec<Value>, message: String) -> Self {
-        Self::new(409, "Conflict", message).with_details(json!({ "causes": causes }))
+        Self::new(409, "Conflict", message).with_details(json!({ "causes": Value::Array(causes) }))
     }
 
     /// 405 MethodNotAllowed.
@@ -107,14 +119,28 @@ impl ApiError {
     }
 
     /// 422 Invalid with `details.causes`; `causes` are `(reason, field, message)`.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: &[(String, String, String)]) -> Self {
-        let qualified = if group.is_empty() { kind.to_owned() } else { format!("{kind}.{group}") };
+    pub fn invalid(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: &[(String, String, String)],
+    ) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let each: Vec<String> = causes.iter().map(|(_, f, m)| format!("{f}: {m}")).collect();
         let joined = match each.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
         };
-        Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {joined}")).with_details(json!({
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(json!({
             "name": name,
             "group": group,
             "kind": kind,

@@ -79,10 +79,15 @@ impl Store {
     }
 
     /// Objects of a resource, in one namespace or all.
-    pub(crate) fn list<'a>(&'a self, group: &'a str, plural: &'a str, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
-        self.objects
-            .iter()
-            .filter(move |(k, _)| k.group == group && k.plural == plural && namespace.is_none_or(|n| k.namespace == n))
+    pub(crate) fn list<'a>(
+        &'a self,
+        group: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+        self.objects.iter().filter(move |(k, _)| {
+            k.group == group && k.plural == plural && namespace.is_none_or(|n| k.namespace == n)
+        })
     }
 
     /// Every stored key.
@@ -95,8 +100,18 @@ impl Store {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let previous = self.objects.insert(key.clone(), object.clone());
-        let kind = if previous.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(Event { rv: self.rv, kind, key, object: object.clone(), previous });
+        let kind = if previous.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(Event {
+            rv: self.rv,
+            kind,
+            key,
+            object: object.clone(),
+            previous,
+        });
         object
     }
 
@@ -105,7 +120,13 @@ impl Store {
         let mut object = self.objects.remove(key)?;
         self.rv += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
-        self.record(Event { rv: self.rv, kind: "DELETED", key: key.clone(), object: object.clone(), previous: None });
+        self.record(Event {
+            rv: self.rv,
+            kind: "DELETED",
+            key: key.clone(),
+            object: object.clone(),
+            previous: None,
+        });
         Some(object)
     }
 

@@ -10,7 +10,8 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use kube_sim::{Config, KubeSim};
 use mesh_testkit::require_tool;
 
-const TOKENS: &str = "admin-token,admin,uid-admin,\"system:masters\"\nalice-token,alice,uid-alice,\"devs\"\n";
+const TOKENS: &str =
+    "admin-token,admin,uid-admin,\"system:masters\"\nalice-token,alice,uid-alice,\"devs\"\n";
 
 struct Cluster {
     sim: KubeSim,
@@ -29,8 +30,14 @@ impl Cluster {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), sim.ca_pem().unwrap()).unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\nkind: Config\n").unwrap();
-        sim.load_yaml(include_str!("fixtures/widgets-crd.yaml")).await.unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            "apiVersion: v1\nkind: Config\n",
+        )
+        .unwrap();
+        sim.load_yaml(include_str!("fixtures/widgets-crd.yaml"))
+            .await
+            .unwrap();
         sim.load_yaml(
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n\
              apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: cm-read, namespace: demo}\n\
@@ -55,8 +62,14 @@ impl Cluster {
             .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
             .env("HOME", self.dir.path())
             .args(["--server", &self.sim.url(), "--token", token])
-            .arg(format!("--certificate-authority={}", self.dir.path().join("ca.crt").display()))
-            .arg(format!("--cache-dir={}", self.dir.path().join("cache").display()))
+            .arg(format!(
+                "--certificate-authority={}",
+                self.dir.path().join("ca.crt").display()
+            ))
+            .arg(format!(
+                "--cache-dir={}",
+                self.dir.path().join("cache").display()
+            ))
             .args(["--request-timeout", "20s"])
             .args(args)
             .output()
@@ -74,7 +87,9 @@ impl Cluster {
 }
 
 fn cm(data: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: demo}}\ndata: {{{data}}}\n")
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: demo}}\ndata: {{{data}}}\n"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +100,10 @@ async fn kubectl_gets_creates_and_discovers() {
     assert_eq!(out.trim(), "namespace/made-by-kubectl created");
     let (code, out, _) = c.admin(&["get", "namespaces", "-o", "name"]);
     assert_eq!(code, 0);
-    assert!(out.contains("namespace/demo") && out.contains("namespace/made-by-kubectl"), "{out}");
+    assert!(
+        out.contains("namespace/demo") && out.contains("namespace/made-by-kubectl"),
+        "{out}"
+    );
     let (code, out, err) = c.admin(&["api-resources", "--api-group=example.com", "-o", "name"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "widgets.example.com");
@@ -97,7 +115,13 @@ async fn kubectl_gets_creates_and_discovers() {
 async fn kubectl_server_side_apply_conflicts_removal_and_sharing() {
     let c = Cluster::start().await;
     let apply = |file: &PathBuf, extra: &[&str]| {
-        let mut args = vec!["apply", "--server-side", "--validate=false", "-f", file.to_str().unwrap()];
+        let mut args = vec![
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            file.to_str().unwrap(),
+        ];
         args.extend(extra);
         c.admin(&args)
     };
@@ -110,13 +134,27 @@ async fn kubectl_server_side_apply_conflicts_removal_and_sharing() {
     let other = c.file("b.yaml", &cm("a: \"2\""));
     let (code, _, err) = apply(&other, &["--field-manager=other"]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("error: Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.a"), "{err}");
+    assert!(
+        err.starts_with(
+            "error: Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.a"
+        ),
+        "{err}"
+    );
 
     // The same value is shared: both managers own .data.b.
     let share = c.file("s.yaml", &cm("b: \"1\""));
     let (code, _, err) = apply(&share, &["--field-manager=other"]);
     assert_eq!(code, 0, "{err}");
-    let (_, mf, _) = c.admin(&["get", "cm", "c", "-n", "demo", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    let (_, mf, _) = c.admin(&[
+        "get",
+        "cm",
+        "c",
+        "-n",
+        "demo",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
     assert_eq!(mf, "kubectl other");
 
     // kubectl re-applies without b: other still owns b, so it stays; without a, a goes.
@@ -126,7 +164,10 @@ async fn kubectl_server_side_apply_conflicts_removal_and_sharing() {
     assert_eq!(data, r#"{"b":"1"}"#);
 
     // Forced, other takes a field from kubectl.
-    let (code, _, err) = apply(&c.file("d.yaml", &cm("b: \"2\"")), &["--field-manager=other", "--force-conflicts"]);
+    let (code, _, err) = apply(
+        &c.file("d.yaml", &cm("b: \"2\"")),
+        &["--field-manager=other", "--force-conflicts"],
+    );
     assert_eq!(code, 0, "{err}");
     let (_, data, _) = c.admin(&["get", "cm", "c", "-n", "demo", "-o", "jsonpath={.data}"]);
     assert_eq!(data, r#"{"b":"2"}"#);
@@ -137,14 +178,27 @@ async fn kubectl_server_dry_run_stores_nothing() {
     let c = Cluster::start().await;
     let before = c.sim.resource_version().await;
     let f = c.file("a.yaml", &cm("a: \"1\""));
-    let (code, out, err) = c.admin(&["apply", "--server-side", "--validate=false", "--dry-run=server", "-f", f.to_str().unwrap()]);
+    let (code, out, err) = c.admin(&[
+        "apply",
+        "--server-side",
+        "--validate=false",
+        "--dry-run=server",
+        "-f",
+        f.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("serverside-applied (server dry run)"), "{out}");
     let (code, _, err) = c.admin(&["get", "cm", "c", "-n", "demo"]);
     assert_eq!(code, 1);
     assert!(err.contains("configmaps \"c\" not found"), "{err}");
     assert_eq!(c.sim.resource_version().await, before);
-    assert!(c.sim.requests().await.iter().any(|r| r.method == "PATCH" && r.query.contains("dryRun=All")));
+    assert!(
+        c.sim
+            .requests()
+            .await
+            .iter()
+            .any(|r| r.method == "PATCH" && r.query.contains("dryRun=All"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +208,13 @@ async fn kubectl_sees_schema_violations_with_the_field() {
         "w.yaml",
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: demo}\nspec: {port: 70000, podSelector: {}}\n",
     );
-    let (code, _, err) = c.admin(&["apply", "--server-side", "--validate=false", "-f", f.to_str().unwrap()]);
+    let (code, _, err) = c.admin(&[
+        "apply",
+        "--server-side",
+        "--validate=false",
+        "-f",
+        f.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(
         // kubectl rebuilds the message from the Status details.
@@ -172,15 +232,57 @@ async fn kubectl_auth_can_i_and_impersonation() {
         let (code, out, _) = c.kubectl(token, &a);
         (code, out.trim().to_owned())
     };
-    assert_eq!(can("admin-token", &["list", "configmaps", "-n", "demo", "--as", "alice", "--as-group", "devs"]), (0, "yes".into()));
-    assert_eq!(can("admin-token", &["list", "configmaps", "-n", "demo", "--as", "alice"]), (1, "no".into()));
-    assert_eq!(can("admin-token", &["create", "configmaps", "-n", "demo", "--as", "alice", "--as-group", "devs"]), (1, "no".into()));
-    assert_eq!(can("alice-token", &["get", "configmaps", "-n", "demo"]), (0, "yes".into()));
+    assert_eq!(
+        can(
+            "admin-token",
+            &[
+                "list",
+                "configmaps",
+                "-n",
+                "demo",
+                "--as",
+                "alice",
+                "--as-group",
+                "devs"
+            ]
+        ),
+        (0, "yes".into())
+    );
+    assert_eq!(
+        can(
+            "admin-token",
+            &["list", "configmaps", "-n", "demo", "--as", "alice"]
+        ),
+        (1, "no".into())
+    );
+    assert_eq!(
+        can(
+            "admin-token",
+            &[
+                "create",
+                "configmaps",
+                "-n",
+                "demo",
+                "--as",
+                "alice",
+                "--as-group",
+                "devs"
+            ]
+        ),
+        (1, "no".into())
+    );
+    assert_eq!(
+        can("alice-token", &["get", "configmaps", "-n", "demo"]),
+        (0, "yes".into())
+    );
     // RBAC denial and refused impersonation, in the real server's words.
     let (code, _, err) = c.kubectl("alice-token", &["get", "configmaps", "-n", "default"]);
     assert_eq!(code, 1);
     assert!(err.contains("configmaps is forbidden: User \"alice\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""), "{err}");
-    let (code, _, err) = c.kubectl("alice-token", &["get", "configmaps", "-n", "demo", "--as", "admin"]);
+    let (code, _, err) = c.kubectl(
+        "alice-token",
+        &["get", "configmaps", "-n", "demo", "--as", "admin"],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"), "{err}");
 }
