@@ -73,7 +73,8 @@ fn widgets(c: &Client, ns: &str) -> Api<DynamicObject> {
 }
 
 fn widget(name: &str, spec: Value) -> DynamicObject {
-    let mut v = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}});
+    let mut v =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}});
     v["spec"] = spec;
     serde_json::from_value(v).unwrap()
 }

@@ -286,3 +286,69 @@ async fn kubectl_auth_can_i_and_impersonation() {
     assert_eq!(code, 1);
     assert!(err.contains("users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_its_seeds_to_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        "apiVersion: v1\nkind: Config\n",
+    )
+    .unwrap();
+    let ca = dir.path().join("ca.crt");
+    let port = mesh_testkit::free_port();
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seed/demo");
+    let mut child = mesh_testkit::ChildGuard::spawn(
+        "kube-sim",
+        Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--tls"])
+            .arg("--token-file")
+            .arg(&tokens)
+            .arg("--tls-ca-out")
+            .arg(&ca)
+            .arg("--seed")
+            .arg(&seed),
+        &dir.path().join("kube-sim.log"),
+    );
+    let ready = mesh_testkit::poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        let up = ca.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+    assert!(
+        ready.is_some() && child.is_running(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("kube-sim.log")).unwrap_or_default()
+    );
+    let out = Command::new(require_tool("kubectl"))
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env("HOME", dir.path())
+        .args([
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+            "--token",
+            "admin-token",
+        ])
+        .arg(format!("--certificate-authority={}", ca.display()))
+        .args(["get", "deployments", "-n", "booksapp", "-o", "name"])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        names.lines().count(),
+        4,
+        "{names}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(names.contains("deployment.apps/webapp"));
+
+    // Bad configuration: one line, exit 64.
+    let bad = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--token-file", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+}
