@@ -1,6 +1,9 @@
 //! Explain-access tables. Each case names the rule it pins down.
 
-#![allow(clippy::field_reassign_with_default, reason = "fixtures read as edits of a default cluster")]
+#![allow(
+    clippy::field_reassign_with_default,
+    reason = "fixtures read as edits of a default cluster"
+)]
 
 use std::collections::BTreeMap;
 
