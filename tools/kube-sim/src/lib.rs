@@ -43,6 +43,8 @@ pub struct Config {
     pub history_limit: usize,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Load the Linkerd policy CRDs (and the Gateway API routes Linkerd uses) at start.
+    pub with_linkerd_crds: bool,
     /// Serve HTTPS with a self-signed certificate for 127.0.0.1 and localhost. kubectl (client-go)
     /// only sends bearer tokens over TLS, so kubectl needs this; kube-rs works either way.
     pub tls: bool,
@@ -57,6 +59,7 @@ impl Default for Config {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(10),
             tls: false,
+            with_linkerd_crds: false,
         }
     }
 }
@@ -127,6 +130,14 @@ impl KubeSim {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tokens = Tokens::parse(&config.tokens).map_err(StartError::Tokens)?;
         let app = Arc::new(api::App::new(tokens, &config));
+        if config.with_linkerd_crds {
+            seed::load_text(&app, &mesh_k8s::crds::yaml())
+                .await
+                .map_err(|reason| StartError::Seed {
+                    file: "built-in Linkerd CRDs".into(),
+                    reason,
+                })?;
+        }
         for dir in &config.seed_dirs {
             seed::load_dir(&app, dir).await?;
         }

@@ -24,6 +24,9 @@ struct Args {
     /// Watch events kept for resuming; older resume points get 410 Gone.
     #[arg(long, env = "MESH_HISTORY", default_value_t = 10_000)]
     history: usize,
+    /// Load the Linkerd policy CRDs (and Gateway API HTTPRoute/GRPCRoute) at start.
+    #[arg(long, env = "MESH_WITH_LINKERD_CRDS")]
+    with_linkerd_crds: bool,
     /// Serve HTTPS with a self-signed certificate (kubectl sends tokens only over TLS).
     #[arg(long, env = "MESH_TLS")]
     tls: bool,
@@ -82,6 +85,7 @@ async fn main() {
         history_limit: args.history,
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
         tls: args.tls,
+        with_linkerd_crds: args.with_linkerd_crds,
     };
     let sim = match kube_sim::KubeSim::start(config).await {
         Ok(s) => s,

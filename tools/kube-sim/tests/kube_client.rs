@@ -947,6 +947,7 @@ async fn demo_seeds_load_in_dependency_order() {
     let sim = KubeSim::start(Config {
         tokens: TOKENS.into(),
         seed_dirs: vec![seed],
+        with_linkerd_crds: true,
         ..Config::default()
     })
     .await
@@ -968,6 +969,24 @@ async fn demo_seeds_load_in_dependency_order() {
         .await
         .unwrap();
     assert_eq!(webapp.spec.replicas, Some(3));
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.linkerd.io", "v1beta3", "HTTPRoute"),
+        "httproutes",
+    );
+    let routes = Api::<DynamicObject>::namespaced_with(c.clone(), "booksapp", &ar)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(routes.items.len(), 2);
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.linkerd.io", "v1beta3", "HTTPRoute"),
+        "httproutes",
+    );
+    let routes = Api::<DynamicObject>::namespaced_with(c.clone(), "booksapp", &ar)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(routes.items.len(), 2);
     let ns = Api::<Namespace>::all(c).get("booksapp").await.unwrap();
     assert_eq!(
         ns.metadata.annotations.unwrap()["config.linkerd.io/default-inbound-policy"],
@@ -995,4 +1014,67 @@ async fn demo_seeds_load_in_dependency_order() {
             dir.path().display()
         )
     );
+}
+
+#[tokio::test]
+async fn linkerd_crds_load_and_refuse_invalid_policy() {
+    let sim = KubeSim::start(Config {
+        tokens: TOKENS.into(),
+        with_linkerd_crds: true,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    sim.load_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n")
+        .await
+        .unwrap();
+    let d = kube::discovery::Discovery::new(admin(&sim))
+        .run()
+        .await
+        .unwrap();
+    for (g, v, k) in [
+        ("policy.linkerd.io", "v1beta3", "Server"),
+        ("policy.linkerd.io", "v1alpha1", "AuthorizationPolicy"),
+        ("policy.linkerd.io", "v1alpha1", "MeshTLSAuthentication"),
+        ("policy.linkerd.io", "v1alpha1", "NetworkAuthentication"),
+        ("policy.linkerd.io", "v1beta1", "ServerAuthorization"),
+        ("policy.linkerd.io", "v1beta3", "HTTPRoute"),
+        ("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        ("gateway.networking.k8s.io", "v1", "GRPCRoute"),
+    ] {
+        assert!(
+            d.resolve_gvk(&GroupVersionKind::gvk(g, v, k)).is_some(),
+            "{g}/{v} {k} not served"
+        );
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.linkerd.io", "v1beta3", "Server"),
+        "servers",
+    );
+    let servers: Api<DynamicObject> = Api::namespaced_with(admin(&sim), "emojivoto", &ar);
+    let server = |spec: Value| -> DynamicObject {
+        let mut v = json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server", "metadata": {"name": "voting-grpc"}});
+        v["spec"] = spec;
+        serde_json::from_value(v).unwrap()
+    };
+    servers
+        .create(&PostParams::default(), &server(json!({"podSelector": {"matchLabels": {"app": "voting-svc"}}, "port": "grpc", "proxyProtocol": "gRPC"})))
+        .await
+        .unwrap();
+    let e = status_of(
+        servers
+            .create(&PostParams::default(), &server(json!({"podSelector": {}, "externalWorkloadSelector": {}, "port": 8080, "proxyProtocol": "HTTP/3"})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let mut fields: Vec<String> = e
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["spec", "spec.proxyProtocol"], "{}", e.message);
 }

@@ -303,7 +303,12 @@ async fn the_binary_serves_its_seeds_to_kubectl() {
     let mut child = mesh_testkit::ChildGuard::spawn(
         "kube-sim",
         Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--tls"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tls",
+                "--with-linkerd-crds",
+            ])
             .arg("--token-file")
             .arg(&tokens)
             .arg("--tls-ca-out")
