@@ -13,7 +13,7 @@ const KIND_PATTERN: &str = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
 const GROUP_PATTERN: &str = "^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
-fn reference(extra: Value) -> Value {
+fn reference(extra: &Value) -> Value {
     let mut props = json!({
         "group": {"type": "string", "maxLength": 253, "pattern": GROUP_PATTERN},
         "kind": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": KIND_PATTERN},
@@ -56,15 +56,19 @@ fn networks() -> Value {
 }
 
 fn root(spec: Value) -> Value {
-    json!({"type": "object", "required": ["spec"], "properties": {"spec": spec}})
+    let mut r = json!({"type": "object", "required": ["spec"], "properties": {}});
+    r["properties"]["spec"] = spec;
+    r
 }
 
 fn version(name: &str, storage: bool, spec: Value) -> Value {
-    json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": root(spec)}})
+    let mut v = json!({"name": name, "served": true, "storage": storage, "schema": {}});
+    v["schema"]["openAPIV3Schema"] = root(spec);
+    v
 }
 
 fn crd(group: &str, kind: &str, plural: &str, short: &[&str], versions: Vec<Value>) -> Value {
-    json!({
+    let mut c = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{plural}.{group}"), "labels": {"linkerd.io/control-plane-ns": "linkerd"}},
@@ -72,9 +76,10 @@ fn crd(group: &str, kind: &str, plural: &str, short: &[&str], versions: Vec<Valu
             "group": group,
             "scope": "Namespaced",
             "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "shortNames": short},
-            "versions": versions,
         },
-    })
+    });
+    c["spec"]["versions"] = Value::Array(versions);
+    c
 }
 
 fn server_spec(external: bool, access_policy: bool) -> Value {
@@ -129,7 +134,7 @@ fn route_spec(linkerd: bool, grpc: bool) -> Value {
         }}})
     };
     let backend = reference(
-        json!({"port": {"type": "integer", "minimum": 0, "maximum": 65535}, "weight": {"type": "integer", "minimum": 0, "maximum": 1000000}}),
+        &json!({"port": {"type": "integer", "minimum": 0, "maximum": 65535}, "weight": {"type": "integer", "minimum": 0, "maximum": 1000000}}),
     );
     let mut backend = backend;
     backend["required"] = json!(["name"]);
@@ -145,7 +150,7 @@ fn route_spec(linkerd: bool, grpc: bool) -> Value {
         }});
     }
     let mut parent = reference(
-        json!({"sectionName": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
+        &json!({"sectionName": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
     );
     if linkerd {
         // In the Linkerd CRD, group defaults to policy.linkerd.io and kind to Gateway.
@@ -163,7 +168,7 @@ fn route_spec(linkerd: bool, grpc: bool) -> Value {
 /// Every CRD, in a stable order.
 pub fn all() -> Vec<Value> {
     let g = "policy.linkerd.io";
-    let authn_ref = reference(json!({}));
+    let authn_ref = reference(&json!({}));
     vec![
         crd(g, "Server", "servers", &["srv"], vec![
             version("v1alpha1", false, server_spec(false, false)),
@@ -197,7 +202,7 @@ pub fn all() -> Vec<Value> {
             "type": "object",
             "required": ["targetRef", "requiredAuthenticationRefs"],
             "properties": {
-                "targetRef": reference(json!({})),
+                "targetRef": reference(&json!({})),
                 "requiredAuthenticationRefs": {"type": "array", "items": authn_ref},
             },
         }))]),
@@ -206,7 +211,7 @@ pub fn all() -> Vec<Value> {
             "oneOf": [{"required": ["identities"]}, {"required": ["identityRefs"]}],
             "properties": {
                 "identities": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "identityRefs": {"type": "array", "minItems": 1, "items": reference(json!({}))},
+                "identityRefs": {"type": "array", "minItems": 1, "items": reference(&json!({}))},
             },
         }))]),
         crd(g, "NetworkAuthentication", "networkauthentications", &["netauthn", "networkauthn"], vec![version("v1alpha1", true, json!({

@@ -223,7 +223,7 @@ pub enum Resource {
     /// GRPCRoute.
     GrpcRoute(Object<RouteSpec>),
     /// A workload or pod, as its pod template.
-    Workload(Workload),
+    Workload(Box<Workload>),
     /// A Namespace.
     Namespace(Meta),
     /// The `linkerd-config` ConfigMap (or any ConfigMap).
@@ -353,7 +353,7 @@ pub fn classify(doc: &Document) -> Result<Resource, Problem> {
         (_, "HTTPRoute") if known.is_some() => wrap(obj(doc).map(Resource::HttpRoute)),
         (_, "GRPCRoute") if known.is_some() => wrap(obj(doc).map(Resource::GrpcRoute)),
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Pod") => {
-            wrap(workload(doc, kind).map(Resource::Workload))
+            wrap(workload(doc, kind).map(|w| Resource::Workload(Box::new(w))))
         }
         ("", "Namespace") => wrap(
             serde_json::from_value(doc.value["metadata"].clone())

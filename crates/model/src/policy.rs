@@ -988,7 +988,18 @@ fn route_matches(r: &Route, req: &AccessRequest) -> bool {
                     }
                     (Some(PathMatch::Regex(_)), Some(_)) => false,
                 };
-                method_ok && path_ok
+                // gRPC requests are POSTs to /<service>/<method>.
+                let grpc_ok = m.grpc.as_ref().is_none_or(|(service, method)| {
+                    let got = req
+                        .path
+                        .as_deref()
+                        .unwrap_or_default()
+                        .trim_start_matches('/');
+                    let (s, mth) = got.split_once('/').unwrap_or((got, ""));
+                    service.as_ref().is_none_or(|x| x == s)
+                        && method.as_ref().is_none_or(|x| x == mth)
+                });
+                method_ok && path_ok && grpc_ok
             })
     })
 }

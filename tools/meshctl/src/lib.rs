@@ -29,6 +29,61 @@ pub struct Args {
 pub enum Command {
     /// Print the mesh graph: who calls whom, how fast, over mTLS or not.
     Graph(GraphArgs),
+    /// Check Linkerd policy manifests offline, as Linkerd's admission webhook would.
+    Validate(ValidateArgs),
+    /// Explain, offline, whether Linkerd's policy lets one workload call another, and why.
+    Explain(ExplainArgs),
+}
+
+/// `meshctl validate` flags.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Manifest file or folder (repeatable).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "MESH_FILENAME",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Output formats of `meshctl explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExplainOutput {
+    /// The verdict and numbered steps.
+    Text,
+    /// JSON: decision, server, defaultPolicy, authorizations, route, chain.
+    Json,
+}
+
+/// `meshctl explain` flags.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Folder (or file) of manifests: workloads, Namespaces, the linkerd-config ConfigMap and
+    /// policy objects.
+    #[arg(long, env = "MESH_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// The client: NAMESPACE/WORKLOAD (meshed, with its service account's identity), or an IP
+    /// address (an unmeshed client).
+    #[arg(long, env = "MESH_FROM")]
+    pub from: String,
+    /// The destination: NAMESPACE/WORKLOAD.
+    #[arg(long, env = "MESH_TO")]
+    pub to: String,
+    /// Destination port (default: the workload's first container port).
+    #[arg(long, env = "MESH_PORT")]
+    pub port: Option<u16>,
+    /// HTTP path of the request, for route matching.
+    #[arg(long, env = "MESH_PATH")]
+    pub path: Option<String>,
+    /// HTTP method of the request, for route matching.
+    #[arg(long, env = "MESH_METHOD")]
+    pub method: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
 }
 
 /// Output formats of `meshctl graph`.
@@ -98,6 +153,8 @@ impl Failure {
 pub async fn run(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Graph(g) => graph(g).await,
+        Command::Validate(v) => validate(&v),
+        Command::Explain(e) => explain(&e),
     }
 }
 
@@ -123,6 +180,145 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
         None => std::io::stdout()
             .write_all(&bytes)
             .map_err(|e| Failure::new(1, format!("cannot write output: {e}"))),
+    }
+}
+
+fn validate(args: &ValidateArgs) -> Result<(), Failure> {
+    let mut problems = Vec::new();
+    let (mut objects, mut policies) = (0, 0);
+    for p in &args.paths {
+        if !p.exists() {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("{}: no such file or folder", p.display()),
+            ));
+        }
+        let m = mesh_k8s::Manifests::read(p);
+        objects += m.resources.len();
+        policies += m.policy_count();
+        problems.extend(m.validate());
+    }
+    if problems.is_empty() {
+        println!("{objects} objects read, {policies} Linkerd policy objects: all valid");
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    Err(Failure::new(
+        1,
+        format!("{} problem(s) in {objects} objects", problems.len()),
+    ))
+}
+
+fn split_id(s: &str) -> Option<(&str, &str)> {
+    s.split_once('/')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
+}
+
+fn explain(args: &ExplainArgs) -> Result<(), Failure> {
+    use mesh_model::policy::{AccessRequest, ClientInfo};
+    if !args.manifests.exists() {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("{}: no such file or folder", args.manifests.display()),
+        ));
+    }
+    let m = mesh_k8s::Manifests::read(&args.manifests);
+    let set = m.policy_set();
+    let (dst_ns, dst_name) = split_id(&args.to).ok_or_else(|| {
+        Failure::new(
+            EXIT_USAGE,
+            format!("--to {:?}: want NAMESPACE/WORKLOAD", args.to),
+        )
+    })?;
+    let missing = |what: &str| {
+        Failure::new(
+            2,
+            format!(
+                "no Deployment, StatefulSet, DaemonSet or Pod {what} in {}",
+                args.manifests.display()
+            ),
+        )
+    };
+    let (pod, _) = m.pod(dst_ns, dst_name).ok_or_else(|| missing(&args.to))?;
+    let client = match args.from.parse::<std::net::IpAddr>() {
+        Ok(ip) => ClientInfo {
+            identity: None,
+            ip: Some(ip),
+            in_cluster: false,
+        },
+        Err(_) => {
+            let (ns, name) = split_id(&args.from).ok_or_else(|| {
+                Failure::new(
+                    EXIT_USAGE,
+                    format!(
+                        "--from {:?}: want NAMESPACE/WORKLOAD or an IP address",
+                        args.from
+                    ),
+                )
+            })?;
+            let (_, sa) = m.pod(ns, name).ok_or_else(|| missing(&args.from))?;
+            ClientInfo {
+                identity: Some(set.sa_identity(&sa, ns)),
+                ip: None,
+                in_cluster: true,
+            }
+        }
+    };
+    let port = args
+        .port
+        .or_else(|| pod.ports.first().map(|(_, p)| *p))
+        .ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("{} declares no container port: pass --port", args.to),
+            )
+        })?;
+    let req = AccessRequest {
+        client,
+        pod,
+        port,
+        method: args.method.clone(),
+        path: args.path.clone(),
+    };
+    let x = set.explain(&req);
+    let decision = match x.decision {
+        mesh_model::Decision::Allowed => "ALLOWED",
+        mesh_model::Decision::Denied => "DENIED",
+        mesh_model::Decision::Audit => "AUDIT",
+        mesh_model::Decision::Unknown => "UNKNOWN",
+    };
+    match args.output {
+        ExplainOutput::Json => {
+            let v = serde_json::json!({
+                "decision": decision,
+                "server": x.server,
+                "defaultPolicy": x.default_policy,
+                "authorizations": x.authorizations,
+                "route": x.route,
+                "chain": x.chain,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        }
+        ExplainOutput::Text => {
+            let request = match (&args.method, &args.path) {
+                (Some(mth), Some(p)) => format!(" {mth} {p}"),
+                (None, Some(p)) => format!(" {p}"),
+                _ => String::new(),
+            };
+            println!("{decision}: {} -> {}:{port}{request}", args.from, args.to);
+            for (i, step) in x.chain.iter().enumerate() {
+                println!("  {}. {step}", i + 1);
+            }
+        }
+    }
+    match x.decision {
+        mesh_model::Decision::Allowed | mesh_model::Decision::Audit => Ok(()),
+        _ => Err(Failure::new(
+            1,
+            format!("{decision}: {} -> {}:{port}", args.from, args.to),
+        )),
     }
 }
 

@@ -709,3 +709,42 @@ fn selectors_and_networks() {
         "\"10.0.0.0/40\" has an invalid prefix length"
     );
 }
+
+#[test]
+fn grpc_routes_match_service_and_method() {
+    let mut s = emojivoto_modern();
+    s.authorization_policies[0].target = ObjectRef {
+        group: GATEWAY_GROUP.into(),
+        kind: "GRPCRoute".into(),
+        name: "results".into(),
+        namespace: None,
+    };
+    s.routes = vec![Route {
+        kind: "GRPCRoute".into(),
+        group: GATEWAY_GROUP.into(),
+        namespace: "emojivoto".into(),
+        name: "results".into(),
+        parents: vec![policy_ref("Server", "voting-grpc")],
+        rules: vec![vec![RouteMatch {
+            path: None,
+            method: None,
+            grpc: Some((
+                Some("emojivoto.v1.VotingService".into()),
+                Some("Results".into()),
+            )),
+        }]],
+    }];
+    let call = |method: &str| AccessRequest {
+        method: Some("POST".into()),
+        path: Some(format!("/emojivoto.v1.VotingService/{method}")),
+        ..req(meshed("web", "emojivoto"), &voting_pod(), 8080)
+    };
+    let v = s.explain(&call("Results"));
+    assert_eq!(
+        (v.decision, v.route.as_str()),
+        (Decision::Allowed, "emojivoto/results"),
+        "{:#?}",
+        v.chain
+    );
+    assert_eq!(s.explain(&call("VoteDoughnut")).decision, Decision::Denied);
+}
