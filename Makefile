@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test check-fmt fmt clippy lint doc bench clean
+.PHONY: all deps build demo test check-fmt fmt clippy lint doc bench fuzz clean
 
 all: build
 
@@ -42,6 +42,12 @@ test: deps lint
 # Benchmarks print figures and ratios; never part of `make test`.
 bench:
 	$(CARGO) run --release --locked -p mesh-bench
+
+# Fuzzes the manifest reader (cargo-fuzz; the one stable toolchain runs it with RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 180
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd crates/k8s && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run manifest --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 clean:
 	$(CARGO) clean
