@@ -395,3 +395,6 @@ pub fn workload_names(m: &Manifests) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
