@@ -800,6 +800,16 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+/// 422 for one invalid field of an object of `t`'s kind.
+fn invalid_field(t: &Target, name: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        &t.resource.kind,
+        &t.resource.group,
+        name,
+        &[("FieldValueInvalid".into(), field.into(), message)],
+    )
+}
+
 /// Checks and normalises an object about to be stored; returns warnings.
 fn prepare(
     st: &State,
@@ -889,18 +899,14 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
         && name != "."
         && name != "..";
     if !rbac_name && !is_dns_subdomain(&name) {
-        return Err(ApiError::invalid(
-            &kind,
-            &t.resource.group,
+        return Err(invalid_field(
+            t,
             &name,
-            &[(
-                "FieldValueInvalid".into(),
-                "metadata.name".into(),
-                format!(
-                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case \
+            "metadata.name",
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case \
                  alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
-            )],
+            ),
         ));
     }
     if t.resource.namespaced && !t.namespace.is_empty() {
@@ -955,27 +961,14 @@ fn validate(t: &Target, ctx: &Ctx, obj: &mut Value) -> ApiResult<Vec<String>> {
         }
     }
     if t.resource.plural == "customresourcedefinitions" {
-        let r = crd_resource(obj).map_err(|e| {
-            ApiError::invalid(
-                &kind,
-                &t.resource.group,
-                &name,
-                &[("FieldValueInvalid".into(), "spec".into(), e)],
-            )
-        })?;
+        let r = crd_resource(obj).map_err(|e| invalid_field(t, &name, "spec", e))?;
         let want = format!("{}.{}", r.plural, r.group);
         if name != want {
-            return Err(ApiError::invalid(
-                &kind,
-                &t.resource.group,
+            return Err(invalid_field(
+                t,
                 &name,
-                &[(
-                    "FieldValueInvalid".into(),
-                    "metadata.name".into(),
-                    format!(
-                        "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
-                    ),
-                )],
+                "metadata.name",
+                format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
             ));
         }
         obj["status"] = json!({

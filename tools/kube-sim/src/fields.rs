@@ -74,15 +74,7 @@ fn collect<'a>(
     out: &mut FieldSet,
 ) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                names.push(k);
-                path.push(format!("f:{k}"));
-                collect(x, r, version, names, path, out);
-                path.pop();
-                names.pop();
-            }
-        }
+        Value::Object(m) if !m.is_empty() => collect_map(m, r, version, names, path, out),
         Value::Array(items) => match r.list_type(version, names) {
             ListType::Map(keys) => {
                 for item in items {
@@ -91,13 +83,7 @@ fn collect<'a>(
                     dot.push(".".into());
                     out.insert(dot);
                     if let Some(m) = item.as_object() {
-                        for (k, x) in m {
-                            names.push(k);
-                            path.push(format!("f:{k}"));
-                            collect(x, r, version, names, path, out);
-                            path.pop();
-                            names.pop();
-                        }
+                        collect_map(m, r, version, names, path, out);
                     }
                     path.pop();
                 }
@@ -116,6 +102,23 @@ fn collect<'a>(
         _ => {
             out.insert(path.clone());
         }
+    }
+}
+
+fn collect_map<'a>(
+    m: &'a Map<String, Value>,
+    r: &Resource,
+    version: &str,
+    names: &mut Vec<&'a str>,
+    path: &mut FieldPath,
+    out: &mut FieldSet,
+) {
+    for (k, x) in m {
+        names.push(k);
+        path.push(format!("f:{k}"));
+        collect(x, r, version, names, path, out);
+        path.pop();
+        names.pop();
     }
 }
 
