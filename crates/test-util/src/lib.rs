@@ -179,6 +179,71 @@ impl Prometheus {
     }
 }
 
+/// A real `redis-server` on a free loopback port (no persistence), killed when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+    /// Its working folder and log.
+    pub dir: tempfile::TempDir,
+    guard: ChildGuard,
+}
+
+impl Redis {
+    /// Starts redis-server and waits (at most 20 s) until it accepts connections.
+    pub async fn start() -> Self {
+        let bin = require_tool("redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let guard = ChildGuard::spawn(
+            "redis-server",
+            Command::new(bin)
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path()),
+            &dir.path().join("redis.log"),
+        );
+        let up = poll(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        assert!(
+            up.is_some(),
+            "redis-server did not start: {}",
+            std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
+        );
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir,
+            guard,
+        }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+}
+
 /// One sample of a text exposition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {

@@ -1,0 +1,149 @@
+//! mesh-store: where the published mesh graph lives. A snapshot (the encoded graph, its version
+//! and epoch, and the id of the last stream entry it includes) plus a stream of encoded deltas,
+//! on Redis/Valkey ([`RedisStore`]) or in process ([`MemoryStore`]). Payloads are opaque bytes
+//! (the collector encodes `linkerd.mcp.v1` protobuf), so this crate knows nothing of the graph.
+//!
+//! ```text
+//!  writer: publish(snapshot, delta) ──one script──> XADD mesh:deltas + HSET mesh:snapshot{.., stream_id}
+//!  reader: load() ──one round trip──> snapshot + stream_id ──tail(stream_id)──> later deltas
+//! ```
+//!
+//! Because the snapshot names the last delta it includes and both are written atomically, a
+//! reader that loads the snapshot and tails from its stream id misses nothing and sees nothing
+//! twice. Deltas carry `from_version`/`to_version`: a reader that sees a gap (the stream was
+//! trimmed past it) reloads the snapshot. Writes are fenced by epoch: a writer whose epoch is
+//! older than the store's current one is refused.
+
+mod memory;
+mod redis_store;
+
+use std::time::Duration;
+
+pub use self::{memory::MemoryStore, redis_store::RedisStore};
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write came from an epoch older than the store's: another writer leads now.
+    #[error("write fenced: epoch {writer} is older than the current epoch {current}")]
+    Fenced {
+        /// The writer's epoch.
+        writer: u64,
+        /// The store's epoch.
+        current: u64,
+    },
+    /// The backend failed or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something this crate did not write.
+    #[error("store holds malformed data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A published snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The encoded graph.
+    pub graph: Vec<u8>,
+    /// Its version.
+    pub version: u64,
+    /// The writer's epoch.
+    pub epoch: u64,
+    /// The id of the last stream entry the snapshot includes (`0-0` when none).
+    pub stream_id: String,
+}
+
+/// One delta in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Stream id (Redis `ms-seq` form); tail after it to continue.
+    pub id: String,
+    /// The writer's epoch.
+    pub epoch: u64,
+    /// Version the delta applies to.
+    pub from_version: u64,
+    /// Version it produces.
+    pub to_version: u64,
+    /// The encoded delta.
+    pub delta: Vec<u8>,
+}
+
+/// What a writer publishes: always the new snapshot, and the delta from the previous version
+/// (none for a first or full republication).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    /// The writer's epoch.
+    pub epoch: u64,
+    /// The version before.
+    pub from_version: u64,
+    /// The version after.
+    pub to_version: u64,
+    /// The encoded graph at `to_version`.
+    pub snapshot: Vec<u8>,
+    /// The encoded delta `from_version -> to_version`.
+    pub delta: Option<Vec<u8>>,
+}
+
+/// The stream id before any entry.
+pub const STREAM_START: &str = "0-0";
+
+/// A snapshot + delta stream store.
+pub trait GraphStore: Send + Sync + 'static {
+    /// Publishes atomically: appends the delta (if any) and replaces the snapshot, which then
+    /// records that entry's id. Refused when `p.epoch` is older than the store's epoch.
+    fn publish(&self, p: Publication) -> impl Future<Output = Result<String>> + Send;
+
+    /// The current snapshot, if any, in one round trip.
+    fn load(&self) -> impl Future<Output = Result<Option<Snapshot>>> + Send;
+
+    /// Entries after `after`, waiting up to `block` for the first one; at most `max`.
+    fn tail(
+        &self,
+        after: &str,
+        block: Duration,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// Starts a new epoch (a new writer takes over) and returns it.
+    fn next_epoch(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The current epoch (0 before any).
+    fn epoch(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Key names under a prefix (default `mesh:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// The snapshot hash.
+    pub snapshot: String,
+    /// The delta stream.
+    pub deltas: String,
+    /// The epoch counter.
+    pub epoch: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            snapshot: format!("{prefix}snapshot"),
+            deltas: format!("{prefix}deltas"),
+            epoch: format!("{prefix}epoch"),
+        }
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new("mesh:")
+    }
+}
+
+/// Orders stream ids (`ms-seq`) numerically.
+pub fn id_key(id: &str) -> (u64, u64) {
+    let (a, b) = id.split_once('-').unwrap_or((id, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}

@@ -1,0 +1,115 @@
+//! The in-process store, for the all-in-one mode and for tests: same contract as Redis.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use tokio::sync::{Mutex, Notify};
+
+use crate::{Entry, GraphStore, Publication, Result, STREAM_START, Snapshot, StoreError, id_key};
+
+#[derive(Debug, Default)]
+struct State {
+    snapshot: Option<Snapshot>,
+    entries: VecDeque<Entry>,
+    next_seq: u64,
+    epoch: u64,
+}
+
+/// A store in this process's memory, keeping the newest `max_len` deltas.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+    max_len: usize,
+}
+
+impl MemoryStore {
+    /// An empty store keeping `max_len` deltas.
+    pub fn new(max_len: usize) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            changed: Arc::new(Notify::new()),
+            max_len: max_len.max(1),
+        }
+    }
+}
+
+impl GraphStore for MemoryStore {
+    async fn publish(&self, p: Publication) -> Result<String> {
+        let mut st = self.state.lock().await;
+        if p.epoch < st.epoch {
+            return Err(StoreError::Fenced {
+                writer: p.epoch,
+                current: st.epoch,
+            });
+        }
+        let id = match p.delta {
+            Some(delta) => {
+                st.next_seq += 1;
+                let id = format!("{}-0", st.next_seq);
+                st.entries.push_back(Entry {
+                    id: id.clone(),
+                    epoch: p.epoch,
+                    from_version: p.from_version,
+                    to_version: p.to_version,
+                    delta,
+                });
+                while st.entries.len() > self.max_len {
+                    st.entries.pop_front();
+                }
+                id
+            }
+            None => st
+                .entries
+                .back()
+                .map_or_else(|| STREAM_START.to_owned(), |e| e.id.clone()),
+        };
+        st.snapshot = Some(Snapshot {
+            graph: p.snapshot,
+            version: p.to_version,
+            epoch: p.epoch,
+            stream_id: id.clone(),
+        });
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(id)
+    }
+
+    async fn load(&self) -> Result<Option<Snapshot>> {
+        Ok(self.state.lock().await.snapshot.clone())
+    }
+
+    async fn tail(&self, after: &str, block: Duration, max: usize) -> Result<Vec<Entry>> {
+        let after = id_key(after);
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            // Register interest before looking, so a publish in between is not missed.
+            let notified = self.changed.notified();
+            {
+                let st = self.state.lock().await;
+                let out: Vec<Entry> = st
+                    .entries
+                    .iter()
+                    .filter(|e| id_key(&e.id) > after)
+                    .take(max)
+                    .cloned()
+                    .collect();
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn next_epoch(&self) -> Result<u64> {
+        let mut st = self.state.lock().await;
+        st.epoch += 1;
+        Ok(st.epoch)
+    }
+
+    async fn epoch(&self) -> Result<u64> {
+        Ok(self.state.lock().await.epoch)
+    }
+}

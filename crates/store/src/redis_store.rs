@@ -1,0 +1,278 @@
+//! The Redis/Valkey store: `<prefix>snapshot` (a hash), `<prefix>deltas` (a stream trimmed with
+//! `MAXLEN ~`), `<prefix>epoch` (a counter). Every network call has a timeout; a failed
+//! connection is dropped and made again on the next call, so an outage heals by itself.
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::{
+    AsyncCommands, Script, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{StreamReadOptions, StreamReadReply},
+};
+use tokio::sync::Mutex;
+
+use crate::{Entry, GraphStore, Keys, Publication, Result, STREAM_START, Snapshot, StoreError};
+
+/// Appends the delta and replaces the snapshot in one step, refusing stale epochs.
+const PUBLISH: &str = r"
+local current = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[1]) < current then
+  return redis.error_reply('FENCED ' .. current)
+end
+local id = '0-0'
+if ARGV[5] ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
+    'epoch', ARGV[1], 'from', ARGV[2], 'to', ARGV[3], 'delta', ARGV[5])
+else
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last > 0 then id = last[1][1] end
+end
+redis.call('HSET', KEYS[1], 'graph', ARGV[4], 'version', ARGV[3], 'epoch', ARGV[1], 'stream_id', id)
+return id
+";
+
+/// A store on Redis or Valkey.
+pub struct RedisStore {
+    client: redis::Client,
+    keys: Keys,
+    max_len: usize,
+    timeout: Duration,
+    conn: Mutex<Option<ConnectionManager>>,
+    // Blocking XREADs get their own connection so they never delay other commands.
+    tail_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    publish: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: &redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://` or `rediss://`) under `prefix`, keeping about `max_len`
+    /// deltas, with `timeout` on every call. Connects lazily.
+    pub fn new(url: &str, prefix: &str, max_len: usize, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL {url:?}: {e}")))?;
+        Ok(Self {
+            client,
+            keys: Keys::new(prefix),
+            max_len: max_len.max(1),
+            timeout,
+            conn: Mutex::new(None),
+            tail_conn: Mutex::new(None),
+            publish: Script::new(PUBLISH),
+        })
+    }
+
+    /// The key names used.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let c = tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!("no answer from Redis within {:?}", self.timeout))
+        })?
+        .map_err(|e| unavailable(&e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on a connection with the store's timeout; a failure drops the connection.
+    async fn with<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let c = self.conn().await?;
+        match tokio::time::timeout(self.timeout, f(c)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.code() == Some("FENCED") => {
+                let current = e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
+                Err(StoreError::Fenced { writer: 0, current })
+            }
+            Ok(Err(e)) => {
+                *self.conn.lock().await = None;
+                Err(unavailable(&e))
+            }
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err(StoreError::Unavailable(format!(
+                    "no answer from Redis within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+}
+
+fn field<'a>(m: &'a HashMap<String, Value>, k: &str) -> Result<&'a Value> {
+    m.get(k)
+        .ok_or_else(|| StoreError::Corrupt(format!("stream entry without {k}")))
+}
+
+fn num(v: &Value) -> Result<u64> {
+    redis::from_redis_value::<String>(v.clone())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("not a number: {v:?}")))
+}
+
+impl GraphStore for RedisStore {
+    async fn publish(&self, p: Publication) -> Result<String> {
+        let keys = [&self.keys.snapshot, &self.keys.deltas, &self.keys.epoch];
+        let script = &self.publish;
+        let max_len = self.max_len;
+        let epoch = p.epoch;
+        let r = self
+            .with(|mut c| async move {
+                let mut inv = script.prepare_invoke();
+                for k in keys {
+                    inv.key(k);
+                }
+                inv.arg(p.epoch)
+                    .arg(p.from_version)
+                    .arg(p.to_version)
+                    .arg(p.snapshot)
+                    .arg(p.delta.unwrap_or_default())
+                    .arg(max_len);
+                inv.invoke_async::<String>(&mut c).await
+            })
+            .await;
+        r.map_err(|e| match e {
+            StoreError::Fenced { current, .. } => StoreError::Fenced {
+                writer: epoch,
+                current,
+            },
+            other => other,
+        })
+    }
+
+    async fn load(&self) -> Result<Option<Snapshot>> {
+        let key = self.keys.snapshot.clone();
+        let m: HashMap<String, Vec<u8>> = self
+            .with(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        if m.is_empty() {
+            return Ok(None);
+        }
+        let text = |k: &str| {
+            m.get(k)
+                .and_then(|v| String::from_utf8(v.clone()).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("snapshot without {k}")))
+        };
+        let parse = |k: &str| {
+            text(k).and_then(|t| {
+                t.parse::<u64>()
+                    .map_err(|_| StoreError::Corrupt(format!("snapshot {k} is not a number")))
+            })
+        };
+        Ok(Some(Snapshot {
+            graph: m
+                .get("graph")
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt("snapshot without graph".into()))?,
+            version: parse("version")?,
+            epoch: parse("epoch")?,
+            stream_id: text("stream_id")?,
+        }))
+    }
+
+    async fn tail(&self, after: &str, block: Duration, max: usize) -> Result<Vec<Entry>> {
+        let mut slot = self.tail_conn.lock().await;
+        let mut c = match slot.as_ref() {
+            Some(c) => c.clone(),
+            None => {
+                let c = tokio::time::timeout(
+                    self.timeout,
+                    self.client.get_multiplexed_async_connection(),
+                )
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "no answer from Redis within {:?}",
+                        self.timeout
+                    ))
+                })?
+                .map_err(|e| unavailable(&e))?;
+                *slot = Some(c.clone());
+                c
+            }
+        };
+        let block_ms = usize::try_from(block.as_millis())
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let opts = StreamReadOptions::default()
+            .block(block_ms)
+            .count(max.max(1));
+        let after = if after.is_empty() {
+            STREAM_START
+        } else {
+            after
+        };
+        let (keys, ids) = ([&self.keys.deltas], [after]);
+        let call = c.xread_options::<_, _, Option<StreamReadReply>>(&keys, &ids, &opts);
+        let reply = match tokio::time::timeout(block + self.timeout, call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                *slot = None;
+                return Err(unavailable(&e));
+            }
+            Err(_) => {
+                *slot = None;
+                return Err(StoreError::Unavailable(format!(
+                    "no answer from Redis within {:?}",
+                    block + self.timeout
+                )));
+            }
+        };
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for id in key.ids {
+                out.push(Entry {
+                    epoch: num(field(&id.map, "epoch")?)?,
+                    from_version: num(field(&id.map, "from")?)?,
+                    to_version: num(field(&id.map, "to")?)?,
+                    delta: redis::from_redis_value(field(&id.map, "delta")?.clone())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    id: id.id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn next_epoch(&self) -> Result<u64> {
+        let key = self.keys.epoch.clone();
+        self.with(|mut c| async move { c.incr(key, 1u64).await })
+            .await
+    }
+
+    async fn epoch(&self) -> Result<u64> {
+        let key = self.keys.epoch.clone();
+        let v: Option<u64> = self.with(|mut c| async move { c.get(key).await }).await?;
+        Ok(v.unwrap_or(0))
+    }
+}

@@ -1,0 +1,210 @@
+//! One contract, two stores: the in-process one and Redis (a real redis-server started here).
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::time::{Duration, Instant};
+
+use mesh_store::{GraphStore, MemoryStore, Publication, RedisStore, STREAM_START, StoreError};
+use mesh_testkit::Redis;
+
+fn publication(epoch: u64, from: u64, to: u64, delta: bool) -> Publication {
+    Publication {
+        epoch,
+        from_version: from,
+        to_version: to,
+        snapshot: format!("graph@{to}").into_bytes(),
+        delta: delta.then(|| format!("delta {from}->{to}").into_bytes()),
+    }
+}
+
+async fn snapshot_then_tail_misses_nothing<S: GraphStore>(s: &S) {
+    assert!(s.load().await.unwrap().is_none());
+    let epoch = s.next_epoch().await.unwrap();
+    assert_eq!(s.epoch().await.unwrap(), epoch);
+    // A first full publication has no delta; its snapshot points before any entry.
+    let id0 = s.publish(publication(epoch, 0, 1, false)).await.unwrap();
+    assert_eq!(id0, STREAM_START);
+    let snap = s.load().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            snap.version,
+            snap.epoch,
+            snap.stream_id.as_str(),
+            snap.graph.as_slice()
+        ),
+        (1, epoch, STREAM_START, &b"graph@1"[..])
+    );
+    let id2 = s.publish(publication(epoch, 1, 2, true)).await.unwrap();
+    let snap = s.load().await.unwrap().unwrap();
+    assert_eq!((snap.version, snap.stream_id.clone()), (2, id2.clone()));
+    // Tail from the snapshot's id: only what came after it.
+    s.publish(publication(epoch, 2, 3, true)).await.unwrap();
+    s.publish(publication(epoch, 3, 4, true)).await.unwrap();
+    let entries = s
+        .tail(&snap.stream_id, Duration::from_millis(10), 100)
+        .await
+        .unwrap();
+    let versions: Vec<(u64, u64)> = entries
+        .iter()
+        .map(|e| (e.from_version, e.to_version))
+        .collect();
+    assert_eq!(versions, [(2, 3), (3, 4)]);
+    assert_eq!(entries[0].delta, b"delta 2->3");
+    // From the start: every entry, in order, limited by max.
+    let all = s
+        .tail(STREAM_START, Duration::from_millis(10), 2)
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|e| e.to_version).collect::<Vec<_>>(), [2, 3]);
+    // Nothing new: returns empty after the block time.
+    let last = entries.last().unwrap().id.clone();
+    assert!(
+        s.tail(&last, Duration::from_millis(50), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn tail_wakes_on_publish<S: GraphStore + Clone>(s: &S) {
+    let epoch = s.next_epoch().await.unwrap();
+    s.publish(publication(epoch, 0, 1, false)).await.unwrap();
+    let from = s.load().await.unwrap().unwrap().stream_id;
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = s.tail(&from, Duration::from_secs(10), 10).await.unwrap();
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.publish(publication(epoch, 1, 2, true)).await.unwrap();
+    let (got, waited) = reader.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        waited < Duration::from_secs(5),
+        "tail did not wake: {waited:?}"
+    );
+}
+
+async fn stale_epochs_are_fenced<S: GraphStore>(s: &S) {
+    let old = s.next_epoch().await.unwrap();
+    let new = s.next_epoch().await.unwrap();
+    s.publish(publication(new, 0, 1, false)).await.unwrap();
+    match s.publish(publication(old, 1, 2, true)).await {
+        Err(StoreError::Fenced { writer, current }) => assert_eq!((writer, current), (old, new)),
+        other => panic!("expected fencing, got {other:?}"),
+    }
+    let snap = s.load().await.unwrap().unwrap();
+    assert_eq!(
+        (snap.version, snap.epoch),
+        (1, new),
+        "a fenced write changed the snapshot"
+    );
+    assert!(
+        s.tail(STREAM_START, Duration::from_millis(10), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a fenced write reached the stream"
+    );
+}
+
+async fn the_stream_is_trimmed_and_readers_see_the_gap<S: GraphStore>(s: &S, max_len: usize) {
+    let epoch = s.next_epoch().await.unwrap();
+    s.publish(publication(epoch, 0, 1, false)).await.unwrap();
+    for v in 1..(max_len as u64 * 3) {
+        s.publish(publication(epoch, v, v + 1, true)).await.unwrap();
+    }
+    let kept = s
+        .tail(STREAM_START, Duration::from_millis(10), 100_000)
+        .await
+        .unwrap();
+    assert!(kept.len() < max_len * 3 - 1, "{} entries kept", kept.len());
+    // A reader at version 1 sees the first kept entry does not start at 1: it must reload.
+    assert!(kept[0].from_version > 1);
+    assert_eq!(kept.last().unwrap().to_version, max_len as u64 * 3);
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    snapshot_then_tail_misses_nothing(&MemoryStore::new(1000)).await;
+    tail_wakes_on_publish(&MemoryStore::new(1000)).await;
+    stale_epochs_are_fenced(&MemoryStore::new(1000)).await;
+    the_stream_is_trimmed_and_readers_see_the_gap(&MemoryStore::new(10), 10).await;
+}
+
+#[derive(Clone)]
+struct Shared(std::sync::Arc<RedisStore>);
+
+impl GraphStore for Shared {
+    async fn publish(&self, p: Publication) -> mesh_store::Result<String> {
+        self.0.publish(p).await
+    }
+    async fn load(&self) -> mesh_store::Result<Option<mesh_store::Snapshot>> {
+        self.0.load().await
+    }
+    async fn tail(
+        &self,
+        after: &str,
+        block: Duration,
+        max: usize,
+    ) -> mesh_store::Result<Vec<mesh_store::Entry>> {
+        self.0.tail(after, block, max).await
+    }
+    async fn next_epoch(&self) -> mesh_store::Result<u64> {
+        self.0.next_epoch().await
+    }
+    async fn epoch(&self) -> mesh_store::Result<u64> {
+        self.0.epoch().await
+    }
+}
+
+fn redis_store(url: &str, prefix: &str, max_len: usize) -> Shared {
+    Shared(std::sync::Arc::new(
+        RedisStore::new(url, prefix, max_len, Duration::from_secs(2)).unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_meets_the_contract() {
+    let redis = Redis::start().await;
+    snapshot_then_tail_misses_nothing(&redis_store(&redis.url, "a:", 1000)).await;
+    tail_wakes_on_publish(&redis_store(&redis.url, "b:", 1000)).await;
+    stale_epochs_are_fenced(&redis_store(&redis.url, "c:", 1000)).await;
+    // MAXLEN ~ trims whole macro nodes (100 entries by default), so ask for little and write lots.
+    the_stream_is_trimmed_and_readers_see_the_gap(&redis_store(&redis.url, "d:", 50), 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_clusters_apart_and_outages_are_errors_not_hangs() {
+    let redis = Redis::start().await;
+    let (one, two) = (
+        redis_store(&redis.url, "one:", 100),
+        redis_store(&redis.url, "two:", 100),
+    );
+    let e = one.next_epoch().await.unwrap();
+    one.publish(publication(e, 0, 1, false)).await.unwrap();
+    assert!(two.load().await.unwrap().is_none());
+    assert_eq!(one.0.keys().snapshot, "one:snapshot");
+    drop(redis);
+    let started = Instant::now();
+    let err = one.load().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(
+        one.tail(STREAM_START, Duration::from_millis(100), 1).await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+#[test]
+fn bad_urls_are_refused() {
+    let e = RedisStore::new("http://x", "mesh:", 10, Duration::from_secs(1)).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("store unavailable: invalid Redis URL \"http://x\""),
+        "{e}"
+    );
+}
