@@ -114,6 +114,30 @@ pub trait GraphStore: Send + Sync + 'static {
     fn epoch(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
+/// A shared store is a store: readers and writers in one process hold `Arc`s of one.
+impl<S: GraphStore> GraphStore for std::sync::Arc<S> {
+    fn publish(&self, p: Publication) -> impl Future<Output = Result<String>> + Send {
+        (**self).publish(p)
+    }
+    fn load(&self) -> impl Future<Output = Result<Option<Snapshot>>> + Send {
+        (**self).load()
+    }
+    fn tail(
+        &self,
+        after: &str,
+        block: Duration,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send {
+        (**self).tail(after, block, max)
+    }
+    fn next_epoch(&self) -> impl Future<Output = Result<u64>> + Send {
+        (**self).next_epoch()
+    }
+    fn epoch(&self) -> impl Future<Output = Result<u64>> + Send {
+        (**self).epoch()
+    }
+}
+
 /// Key names under a prefix (default `mesh:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {

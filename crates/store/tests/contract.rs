@@ -135,36 +135,8 @@ async fn memory_store_meets_the_contract() {
     the_stream_is_trimmed_and_readers_see_the_gap(&MemoryStore::new(10), 10).await;
 }
 
-#[derive(Clone)]
-struct Shared(std::sync::Arc<RedisStore>);
-
-impl GraphStore for Shared {
-    async fn publish(&self, p: Publication) -> mesh_store::Result<String> {
-        self.0.publish(p).await
-    }
-    async fn load(&self) -> mesh_store::Result<Option<mesh_store::Snapshot>> {
-        self.0.load().await
-    }
-    async fn tail(
-        &self,
-        after: &str,
-        block: Duration,
-        max: usize,
-    ) -> mesh_store::Result<Vec<mesh_store::Entry>> {
-        self.0.tail(after, block, max).await
-    }
-    async fn next_epoch(&self) -> mesh_store::Result<u64> {
-        self.0.next_epoch().await
-    }
-    async fn epoch(&self) -> mesh_store::Result<u64> {
-        self.0.epoch().await
-    }
-}
-
-fn redis_store(url: &str, prefix: &str, max_len: usize) -> Shared {
-    Shared(std::sync::Arc::new(
-        RedisStore::new(url, prefix, max_len, Duration::from_secs(2)).unwrap(),
-    ))
+fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
+    std::sync::Arc::new(RedisStore::new(url, prefix, max_len, Duration::from_secs(2)).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +159,7 @@ async fn prefixes_keep_clusters_apart_and_outages_are_errors_not_hangs() {
     let e = one.next_epoch().await.unwrap();
     one.publish(publication(e, 0, 1, false)).await.unwrap();
     assert!(two.load().await.unwrap().is_none());
-    assert_eq!(one.0.keys().snapshot, "one:snapshot");
+    assert_eq!(one.keys().snapshot, "one:snapshot");
     drop(redis);
     let started = Instant::now();
     let err = one.load().await.unwrap_err();

@@ -4,8 +4,12 @@
 
 pub mod prometheus;
 pub mod promql;
+pub mod publish;
 
-pub use self::prometheus::{PromError, PrometheusSource};
+pub use self::{
+    prometheus::{PromError, PrometheusSource},
+    publish::Publisher,
+};
 
 /// Parses a metrics window such as `30s`, `1m` or `1h30m`.
 pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {
