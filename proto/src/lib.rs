@@ -16,6 +16,10 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/linkerd.mcp.v1.serde.rs"));
 }
 
+/// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));
+
 /// Ways a wire message can fail to map onto the domain.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidMessage {

@@ -347,3 +347,86 @@ impl MeshGraph {
         }
     }
 }
+
+/// A view of the graph: which edges (and the workloads they touch) a reader asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphFilter {
+    /// Keep edges with an end in one of these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Keep edges touching this workload (namespace, name).
+    pub workload: Option<(String, String)>,
+    /// Keep edges with this TLS status.
+    pub tls: Option<TlsStatus>,
+    /// Keep edges with at least this many requests per second.
+    pub min_rps: f64,
+    /// Include policy objects.
+    pub include_policies: bool,
+}
+
+impl GraphFilter {
+    fn keeps(&self, e: &Edge) -> bool {
+        let dst = match &e.key.dst {
+            Destination::Workload(w) => Some(w),
+            Destination::Authority(_) => None,
+        };
+        let in_ns = |w: &WorkloadRef| self.namespaces.contains(&w.namespace);
+        let is =
+            |w: &WorkloadRef, (ns, name): &(String, String)| w.namespace == *ns && w.name == *name;
+        (self.namespaces.is_empty() || in_ns(&e.key.src) || dst.is_some_and(in_ns))
+            && self
+                .workload
+                .as_ref()
+                .is_none_or(|id| is(&e.key.src, id) || dst.is_some_and(|d| is(d, id)))
+            && self.tls.is_none_or(|t| e.tls == t)
+            && e.metrics.rps >= self.min_rps
+    }
+
+    /// The filtered view, keeping the graph's version, epoch and sources.
+    pub fn apply(&self, g: &MeshGraph) -> MeshGraph {
+        let edges: BTreeMap<EdgeKey, Edge> = g
+            .edges
+            .iter()
+            .filter(|(_, e)| self.keeps(e))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut touched: BTreeSet<&WorkloadRef> = BTreeSet::new();
+        for k in edges.keys() {
+            touched.insert(&k.src);
+            if let Destination::Workload(d) = &k.dst {
+                touched.insert(d);
+            }
+        }
+        let edge_filter_only = self.tls.is_some() || self.min_rps > 0.0;
+        let workloads = g
+            .workloads
+            .iter()
+            .filter(|(id, _)| {
+                touched.contains(id)
+                    || (!edge_filter_only
+                        && (self.namespaces.is_empty() || self.namespaces.contains(&id.namespace))
+                        && self
+                            .workload
+                            .as_ref()
+                            .is_none_or(|(ns, n)| id.namespace == *ns && id.name == *n))
+            })
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        let policies = if self.include_policies {
+            g.policies
+                .iter()
+                .filter(|(k, _)| {
+                    self.namespaces.is_empty() || self.namespaces.contains(&k.namespace)
+                })
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        MeshGraph {
+            workloads,
+            edges,
+            policies,
+            ..g.clone_meta()
+        }
+    }
+}

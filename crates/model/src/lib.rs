@@ -19,8 +19,8 @@ mod samples;
 pub use self::{
     delta::{DeltaError, GraphDelta, MetricTolerance, PublishedView},
     graph::{
-        Decision, Destination, Edge, EdgeKey, EdgeMetrics, MeshGraph, PolicyKey, PolicyObject,
-        PolicyVerdict, Protocol, SourceHealth, TlsStatus, Workload, WorkloadRef,
+        Decision, Destination, Edge, EdgeKey, EdgeMetrics, GraphFilter, MeshGraph, PolicyKey,
+        PolicyObject, PolicyVerdict, Protocol, SourceHealth, TlsStatus, Workload, WorkloadRef,
     },
     samples::{
         GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, ResponseSample, TcpSample,

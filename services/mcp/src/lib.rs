@@ -2,6 +2,69 @@
 //! published graph, kept current by [`Follower`] from the store, so any replica answers reads
 //! without a store round trip per request.
 
+mod auth;
 mod follower;
+mod service;
 
-pub use self::follower::{Follower, FollowerError, Step};
+use std::{sync::Arc, time::Duration};
+
+use mesh_model::MeshGraph;
+use mesh_store::GraphStore;
+use tokio::sync::watch;
+
+pub use self::{
+    auth::{Caller, TokenAuth},
+    follower::{Follower, FollowerError, Step},
+    service::{GraphService, GraphWatch},
+};
+
+/// Follows the store forever, publishing each new copy of the graph on `tx`. Store errors are
+/// logged and retried with backoff (capped at 5 s); the last good graph keeps being served.
+pub async fn follow<S: GraphStore>(store: S, tx: watch::Sender<Option<Arc<MeshGraph>>>) {
+    let mut follower = Follower::new(store);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follower.step(Duration::from_secs(1)).await {
+            Ok(Step::Idle) => {}
+            Ok(_) => {
+                backoff = Duration::from_millis(100);
+                if let Some(g) = follower.graph() {
+                    tx.send_replace(Some(Arc::new(g.clone())));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "following the store failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if tx.is_closed() {
+            break;
+        }
+    }
+}
+
+/// The gRPC routes: `MeshService` (behind `auth`, when given), health and reflection.
+pub async fn grpc_routes(service: GraphService, auth: Option<TokenAuth>) -> tonic::service::Routes {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the API's descriptor set is valid");
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reporter = health_reporter.clone();
+    tokio::spawn(async move {
+        reporter
+            .set_serving::<mesh_proto::pb::mesh_service_server::MeshServiceServer<GraphService>>()
+            .await;
+    });
+    let mesh = mesh_proto::pb::mesh_service_server::MeshServiceServer::new(service);
+    let mut routes = tonic::service::Routes::new(health).add_service(reflection);
+    routes = match auth {
+        Some(a) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            mesh,
+            move |r| a.check(r),
+        )),
+        None => routes.add_service(mesh),
+    };
+    routes
+}

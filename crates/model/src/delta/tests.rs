@@ -266,3 +266,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn filters_keep_matching_edges_and_the_workloads_they_touch() {
+    let (a, b, c) = (wref("ns", "a"), wref("ns", "b"), wref("other", "c"));
+    let mut plain = edge(&a, &c, 0.5);
+    plain.tls = TlsStatus::Plaintext;
+    let g = graph(vec![edge(&a, &b, 10.0), plain]);
+    let f = crate::GraphFilter {
+        namespaces: vec!["other".into()],
+        ..Default::default()
+    };
+    let v = f.apply(&g);
+    assert_eq!(v.edges.len(), 1);
+    assert_eq!(
+        v.workloads.keys().cloned().collect::<Vec<_>>(),
+        vec![a.clone(), c.clone()]
+    );
+    let f = crate::GraphFilter {
+        tls: Some(TlsStatus::Mtls),
+        min_rps: 1.0,
+        ..Default::default()
+    };
+    assert_eq!(f.apply(&g).edges.len(), 1);
+    let f = crate::GraphFilter {
+        workload: Some(("ns".into(), "b".into())),
+        ..Default::default()
+    };
+    let v = f.apply(&g);
+    assert_eq!((v.edges.len(), v.workloads.len()), (1, 2));
+    // A filtered view's diff reports an edge leaving the filter as a removal.
+    let mut next = g.clone();
+    next.version = 1;
+    next.edges
+        .values_mut()
+        .for_each(|e| e.tls = TlsStatus::Plaintext);
+    let only_mtls = crate::GraphFilter {
+        tls: Some(TlsStatus::Mtls),
+        ..Default::default()
+    };
+    let d = GraphDelta::between(
+        &only_mtls.apply(&g),
+        &only_mtls.apply(&next),
+        &MetricTolerance::EXACT,
+    );
+    assert_eq!(d.removed_edges.len(), 1);
+    assert!(d.upserted_edges.is_empty());
+}

@@ -1,0 +1,198 @@
+//! The gRPC `MeshService`: reads from the in-memory graph, never from the store per request.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::Stream;
+use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance};
+use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_server::MeshService};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+/// The latest published graph, shared by every handler.
+pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
+
+/// Serves the graph.
+#[derive(Clone, Debug)]
+pub struct GraphService {
+    graph: GraphWatch,
+    heartbeat: Duration,
+}
+
+impl GraphService {
+    /// A service over `graph`, sending watch heartbeats every `heartbeat`.
+    pub fn new(graph: GraphWatch, heartbeat: Duration) -> Self {
+        Self { graph, heartbeat }
+    }
+}
+
+fn filter(
+    namespaces: Vec<String>,
+    workload: &str,
+    tls: i32,
+    min_rps: f64,
+    include_policies: bool,
+) -> Result<GraphFilter, Status> {
+    let workload = if workload.is_empty() {
+        None
+    } else {
+        let (ns, name) = workload
+            .split_once('/')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("workload {workload:?}: want namespace/name"))
+            })?;
+        Some((ns.to_owned(), name.to_owned()))
+    };
+    let tls = pb::TlsStatus::try_from(tls)
+        .map_err(|_| Status::invalid_argument(format!("tls: {tls} is not a TlsStatus")))?;
+    if !(min_rps.is_finite() && min_rps >= 0.0) {
+        return Err(Status::invalid_argument(format!(
+            "min_rps: {min_rps} must be 0 or more"
+        )));
+    }
+    if let Some(bad) = namespaces.iter().find(|n| n.is_empty() || n.contains('/')) {
+        return Err(Status::invalid_argument(format!(
+            "namespaces: {bad:?} is not a namespace name"
+        )));
+    }
+    Ok(GraphFilter {
+        namespaces,
+        workload,
+        tls: mesh_proto::tls_status(tls),
+        min_rps,
+        include_policies,
+    })
+}
+
+fn current(graph: &GraphWatch) -> Result<Arc<MeshGraph>, Status> {
+    graph.borrow().clone().ok_or_else(|| {
+        Status::unavailable(
+            "no graph published yet: is a collector running and writing to this store?",
+        )
+    })
+}
+
+fn event(e: Event) -> pb::MeshGraphEvent {
+    pb::MeshGraphEvent { event: Some(e) }
+}
+
+fn heartbeat(g: &MeshGraph) -> pb::MeshGraphEvent {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    event(Event::Heartbeat(pb::Heartbeat {
+        position: Some(pb::GraphPosition {
+            epoch: g.epoch,
+            version: g.version,
+        }),
+        sent_at: Some(pbjson_types::Timestamp {
+            seconds: i64::try_from(now.as_secs()).unwrap_or(0),
+            nanos: 0,
+        }),
+        sources: g.sources.iter().map(Into::into).collect(),
+    }))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MeshGraphEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MeshService for GraphService {
+    async fn get_mesh_graph(
+        &self,
+        req: Request<pb::GetMeshGraphRequest>,
+    ) -> Result<Response<pb::MeshGraph>, Status> {
+        let r = req.into_inner();
+        let f = filter(
+            r.namespaces,
+            &r.workload,
+            r.tls,
+            r.min_rps,
+            r.include_policies,
+        )?;
+        let g = current(&self.graph)?;
+        Ok(Response::new(pb::MeshGraph::from(&f.apply(&g))))
+    }
+
+    type WatchMeshGraphStream = EventStream;
+
+    async fn watch_mesh_graph(
+        &self,
+        req: Request<pb::WatchMeshGraphRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let f = filter(
+            r.namespaces,
+            &r.workload,
+            r.tls,
+            r.min_rps,
+            r.include_policies,
+        )?;
+        let g = current(&self.graph)?;
+        let resume = r.resume_from.unwrap_or_default();
+        if resume.epoch == g.epoch && resume.version > g.version {
+            return Err(Status::invalid_argument(format!(
+                "resume_from version {} is ahead of the current version {} in epoch {}",
+                resume.version, g.version, g.epoch
+            )));
+        }
+        // A small buffer: a slow consumer holds the sender back, and the graph watch coalesces
+        // versions meanwhile, so the next send is one delta covering everything it missed.
+        let (tx, rx) = mpsc::channel(8);
+        let mut graph = self.graph.clone();
+        let every = self.heartbeat;
+        tokio::spawn(async move {
+            let mut last = f.apply(&g);
+            // Without history we can prove continuity only for a client already at the present.
+            let first = if (resume.epoch, resume.version) == (g.epoch, g.version) {
+                heartbeat(&g)
+            } else {
+                event(Event::Snapshot(pb::MeshGraph::from(&last)))
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    changed = graph.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let Some(g) = graph.borrow_and_update().clone() else { continue };
+                        let view = f.apply(&g);
+                        let msg = if view.epoch != last.epoch {
+                            event(Event::Snapshot(pb::MeshGraph::from(&view)))
+                        } else {
+                            let d = GraphDelta::between(&last, &view, &MetricTolerance::EXACT);
+                            if d.is_topology_empty() && d.sources == last.sources {
+                                last = view;
+                                continue;
+                            }
+                            event(Event::Delta(pb::GraphDelta::from(&d)))
+                        };
+                        last = view;
+                        if tx.send(Ok(msg)).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let g = graph.borrow().clone();
+                        if let Some(g) = g
+                            && tx.send(Ok(heartbeat(&g))).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    () = tx.closed() => break,
+                }
+            }
+        });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,273 @@
+//! The gRPC face over loopback: authentication, filters, watch deltas of the filtered view.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{sync::Arc, time::Duration};
+
+use mesh_collector::Publisher;
+use mesh_mcp::{GraphService, TokenAuth};
+use mesh_model::{GraphBuilder, MeshGraph, MetricTolerance};
+use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
+use mesh_store::MemoryStore;
+use tokio::sync::watch;
+use tonic::{Code, Request, transport::Channel};
+
+fn build(t: &meshsim::Topology) -> MeshGraph {
+    let mut b = GraphBuilder::new(Duration::from_secs(60));
+    meshsim::feed(t, Duration::from_secs(60), &mut b);
+    b.finish(std::time::SystemTime::UNIX_EPOCH)
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    publisher: Publisher<Arc<MemoryStore>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(t: &meshsim::Topology) -> Server {
+    let store = Arc::new(MemoryStore::new(100));
+    let mut publisher = Publisher::start(store.clone(), MetricTolerance::default())
+        .await
+        .unwrap();
+    publisher.publish(build(t)).await.unwrap();
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(mesh_mcp::follow(store, tx));
+    let auth = TokenAuth::parse("good-token,alice,uid-1,\"devs\"\n").unwrap();
+    let routes = mesh_mcp::grpc_routes(
+        GraphService::new(rx, Duration::from_millis(200)),
+        Some(auth),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+    });
+    Server {
+        addr,
+        publisher,
+        stop: Some(stop),
+    }
+}
+
+async fn client(addr: std::net::SocketAddr) -> MeshServiceClient<Channel> {
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    MeshServiceClient::new(ch)
+}
+
+fn authed<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", "Bearer good-token".parse().unwrap());
+    r.set_timeout(Duration::from_secs(5));
+    r
+}
+
+async fn wait_for_graph(c: &mut MeshServiceClient<Channel>) -> pb::MeshGraph {
+    for _ in 0..100 {
+        match c
+            .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+            .await
+        {
+            Ok(g) => return g.into_inner(),
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("{s}"),
+        }
+    }
+    panic!("no graph within 2 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_mesh_graph_needs_a_token_and_honours_filters() {
+    let emojivoto = meshsim::builtin("emojivoto").unwrap();
+    let s = start(&emojivoto).await;
+    let mut c = client(s.addr).await;
+    let g = wait_for_graph(&mut c).await;
+    assert_eq!(g.edges.len(), 3);
+    assert_eq!(g.epoch, s.publisher.epoch());
+    let err = c
+        .get_mesh_graph(pb::GetMeshGraphRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut bad = Request::new(pb::GetMeshGraphRequest::default());
+    bad.metadata_mut()
+        .insert("authorization", "Bearer stolen".parse().unwrap());
+    assert_eq!(
+        c.get_mesh_graph(bad).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    let only_voting = pb::GetMeshGraphRequest {
+        workload: "emojivoto/voting".into(),
+        ..Default::default()
+    };
+    let g = c
+        .get_mesh_graph(authed(only_voting))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.edges.len(), 1);
+    let busy = pb::GetMeshGraphRequest {
+        min_rps: 3.0,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.get_mesh_graph(authed(busy))
+            .await
+            .unwrap()
+            .into_inner()
+            .edges
+            .len(),
+        2
+    );
+    let elsewhere = pb::GetMeshGraphRequest {
+        namespaces: vec!["booksapp".into()],
+        ..Default::default()
+    };
+    assert!(
+        c.get_mesh_graph(authed(elsewhere))
+            .await
+            .unwrap()
+            .into_inner()
+            .edges
+            .is_empty()
+    );
+    for bad in [
+        pb::GetMeshGraphRequest {
+            workload: "voting".into(),
+            ..Default::default()
+        },
+        pb::GetMeshGraphRequest {
+            min_rps: -1.0,
+            ..Default::default()
+        },
+        pb::GetMeshGraphRequest {
+            tls: 42,
+            ..Default::default()
+        },
+    ] {
+        let e = c.get_mesh_graph(authed(bad)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    }
+    let e = c
+        .get_mesh_graph(authed(pb::GetMeshGraphRequest {
+            workload: "voting".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "workload \"voting\": want namespace/name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sends_the_filtered_view_and_an_edge_leaving_it_as_a_removal() {
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    let mut s = start(&t).await;
+    let mut c = client(s.addr).await;
+    wait_for_graph(&mut c).await;
+    let req = pb::WatchMeshGraphRequest {
+        tls: pb::TlsStatus::Mtls as i32,
+        ..Default::default()
+    };
+    let mut stream = c.watch_mesh_graph(authed(req)).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let Some(Event::Snapshot(snap)) = first.event else {
+        panic!("expected a snapshot, got {first:?}")
+    };
+    assert_eq!(snap.edges.len(), 3);
+
+    // web -> voting turns plaintext: under tls=MTLS it leaves the view.
+    for e in &mut t.edges {
+        if e.to == "emojivoto/voting" {
+            e.tls = Some(false);
+        }
+    }
+    s.publisher.publish(build(&t)).await.unwrap();
+    let delta = loop {
+        match stream.message().await.unwrap().unwrap().event {
+            Some(Event::Delta(d)) => break d,
+            Some(Event::Heartbeat(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(delta.removed_edges.len(), 1);
+    assert_eq!(delta.removed_edges[0].dst.as_ref().unwrap().name, "voting");
+    assert!(delta.upserted_edges.is_empty());
+
+    // Resuming at the current position starts with a heartbeat, not a snapshot.
+    let now = wait_for_graph(&mut c).await;
+    let resume = pb::GraphPosition {
+        epoch: now.epoch,
+        version: now.version,
+    };
+    let req = pb::WatchMeshGraphRequest {
+        resume_from: Some(resume),
+        ..Default::default()
+    };
+    let mut resumed = c.watch_mesh_graph(authed(req)).await.unwrap().into_inner();
+    let first = resumed.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.event, Some(Event::Heartbeat(_))),
+        "{first:?}"
+    );
+    // A resume point from the future is refused.
+    let future = pb::GraphPosition {
+        epoch: now.epoch,
+        version: now.version + 10,
+    };
+    let e = c
+        .watch_mesh_graph(authed(pb::WatchMeshGraphRequest {
+            resume_from: Some(future),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    let s = start(&meshsim::builtin("emojivoto").unwrap()).await;
+    let ch = Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "linkerd.mcp.v1.MeshService".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
