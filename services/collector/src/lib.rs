@@ -5,6 +5,7 @@
 pub mod prometheus;
 pub mod promql;
 pub mod publish;
+pub mod run;
 
 pub use self::{
     prometheus::{PromError, PrometheusSource},

@@ -3,6 +3,7 @@
 //! without a store round trip per request.
 
 mod auth;
+pub mod cli;
 mod follower;
 mod service;
 

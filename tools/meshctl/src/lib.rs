@@ -29,10 +29,34 @@ pub struct Args {
 pub enum Command {
     /// Print the mesh graph: who calls whom, how fast, over mTLS or not.
     Graph(GraphArgs),
+    /// Stream graph changes from mesh-mcp: a snapshot, then deltas and heartbeats.
+    Watch(WatchArgs),
     /// Check Linkerd policy manifests offline, as Linkerd's admission webhook would.
     Validate(ValidateArgs),
     /// Explain, offline, whether Linkerd's policy lets one workload call another, and why.
     Explain(ExplainArgs),
+}
+
+/// `meshctl watch` flags.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// mesh-mcp gRPC address.
+    #[arg(long, env = "MESH_SERVER")]
+    pub server: String,
+    /// Bearer token.
+    #[arg(long, env = "MESH_TOKEN")]
+    pub token: Option<String>,
+    /// Only edges with an end in this namespace (repeatable).
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        env = "MESH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// `text` (one line per event) or `json` (one proto3 JSON event per line).
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
 }
 
 /// `meshctl validate` flags.
@@ -105,10 +129,17 @@ pub enum Output {
 
 /// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["prometheus_url", "server"])))]
 pub struct GraphArgs {
-    /// linkerd-viz Prometheus base URL.
+    /// Build the graph straight from this linkerd-viz Prometheus.
     #[arg(long, env = "MESH_PROMETHEUS_URL")]
-    pub prometheus_url: String,
+    pub prometheus_url: Option<String>,
+    /// Ask this mesh-mcp gRPC address instead (`host:port` or `http://host:port`).
+    #[arg(long, env = "MESH_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, env = "MESH_TOKEN")]
+    pub token: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -153,6 +184,7 @@ impl Failure {
 pub async fn run(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Graph(g) => graph(g).await,
+        Command::Watch(w) => watch(w).await,
         Command::Validate(v) => validate(&v),
         Command::Explain(e) => explain(&e),
     }
@@ -166,13 +198,34 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
             "-o png writes binary data: pass --out FILE or redirect standard output",
         ));
     }
-    let source = PrometheusSource::new(&args.prometheus_url, args.window, args.timeout)
-        .map_err(|e| Failure::new(EXIT_USAGE, e))?;
-    let graph = source
-        .graph(SystemTime::now())
-        .await
-        .map_err(|e| Failure::new(1, e))?
-        .filter_namespaces(&args.namespaces);
+    let graph = match (&args.prometheus_url, &args.server) {
+        (Some(url), _) => {
+            let source = PrometheusSource::new(url, args.window, args.timeout)
+                .map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            source
+                .graph(SystemTime::now())
+                .await
+                .map_err(|e| Failure::new(1, e))?
+                .filter_namespaces(&args.namespaces)
+        }
+        (None, Some(server)) => {
+            let mut c = connect(server, args.timeout).await?;
+            let req = mesh_proto::pb::GetMeshGraphRequest {
+                namespaces: args.namespaces.clone(),
+                ..Default::default()
+            };
+            let g = c
+                .get_mesh_graph(with_token(req, args.token.as_deref(), args.timeout)?)
+                .await
+                .map_err(|s| {
+                    Failure::new(1, format!("{server}: {} ({:?})", s.message(), s.code()))
+                })?
+                .into_inner();
+            mesh_model::MeshGraph::try_from(g)
+                .map_err(|e| Failure::new(1, format!("{server} answered an invalid graph: {e}")))?
+        }
+        (None, None) => unreachable!("clap requires one of --prometheus-url and --server"),
+    };
     let bytes = render(&graph, args.output).map_err(|e| Failure::new(1, e))?;
     match &args.out {
         Some(path) => std::fs::write(path, &bytes)
@@ -320,6 +373,155 @@ fn explain(args: &ExplainArgs) -> Result<(), Failure> {
             format!("{decision}: {} -> {}:{port}", args.from, args.to),
         )),
     }
+}
+
+type Client = mesh_proto::pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>;
+
+async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {server:?}: {e}")))?
+        .connect_timeout(timeout);
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut reason = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            reason = s.to_string();
+            src = s.source();
+        }
+        Failure::new(1, format!("cannot reach mesh-mcp at {url}: {reason}"))
+    })?;
+    Ok(Client::new(channel))
+}
+
+fn with_token<T>(
+    msg: T,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<tonic::Request<T>, Failure> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    if let Some(t) = token {
+        let v = format!("Bearer {t}").parse().map_err(|_| {
+            Failure::new(EXIT_USAGE, "--token has characters a header cannot carry")
+        })?;
+        r.metadata_mut().insert("authorization", v);
+    }
+    Ok(r)
+}
+
+async fn watch(args: WatchArgs) -> Result<(), Failure> {
+    use mesh_proto::pb::mesh_graph_event::Event;
+    let mut c = connect(&args.server, Duration::from_secs(10)).await?;
+    let req = mesh_proto::pb::WatchMeshGraphRequest {
+        namespaces: args.namespaces.clone(),
+        ..Default::default()
+    };
+    let mut r = tonic::Request::new(req);
+    if let Some(t) = &args.token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().map_err(|_| {
+                Failure::new(EXIT_USAGE, "--token has characters a header cannot carry")
+            })?,
+        );
+    }
+    let mut stream = c
+        .watch_mesh_graph(r)
+        .await
+        .map_err(|s| {
+            Failure::new(
+                1,
+                format!("{}: {} ({:?})", args.server, s.message(), s.code()),
+            )
+        })?
+        .into_inner();
+    loop {
+        let msg = stream.message().await.map_err(|s| {
+            Failure::new(1, format!("watch ended: {} ({:?})", s.message(), s.code()))
+        })?;
+        let Some(ev) = msg else { return Ok(()) };
+        if args.output == "json" {
+            println!("{}", serde_json::to_string(&ev).expect("proto JSON"));
+            continue;
+        }
+        match ev.event {
+            Some(Event::Snapshot(g)) => println!(
+                "snapshot epoch {} version {}: {} workloads, {} edges",
+                g.epoch,
+                g.version,
+                g.workloads.len(),
+                g.edges.len()
+            ),
+            Some(Event::Delta(d)) => {
+                println!("delta {} -> {}:", d.from_version, d.to_version);
+                for e in &d.upserted_edges {
+                    println!("  ~ {}", edge_line(e));
+                }
+                for e in &d.removed_edges {
+                    let dst = e.dst.as_ref().map_or_else(
+                        || e.dst_authority.clone(),
+                        |d| format!("{}/{}", d.namespace, d.name),
+                    );
+                    let src = e
+                        .src
+                        .as_ref()
+                        .map(|s| format!("{}/{}", s.namespace, s.name))
+                        .unwrap_or_default();
+                    println!("  - {src} -> {dst} ({})", e.protocol);
+                }
+                for w in &d.upserted_workloads {
+                    if let Some(r) = &w.r#ref {
+                        println!("  ~ workload {}/{}", r.namespace, r.name);
+                    }
+                }
+                for w in &d.removed_workloads {
+                    println!("  - workload {}/{}", w.namespace, w.name);
+                }
+            }
+            Some(Event::Heartbeat(h)) => {
+                let p = h.position.unwrap_or_default();
+                let stale: Vec<String> = h
+                    .sources
+                    .iter()
+                    .filter(|s| !s.ok)
+                    .map(|s| format!("{} stale: {}", s.source, s.error))
+                    .collect();
+                println!(
+                    "heartbeat epoch {} version {}{}",
+                    p.epoch,
+                    p.version,
+                    if stale.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", stale.join("; "))
+                    }
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+fn edge_line(e: &mesh_proto::pb::Edge) -> String {
+    let name = |r: &Option<mesh_proto::pb::WorkloadRef>| {
+        r.as_ref()
+            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .unwrap_or_default()
+    };
+    let m = e.metrics.unwrap_or_default();
+    let tls = mesh_proto::pb::TlsStatus::try_from(e.tls).map_or("?", |t| t.as_str_name());
+    format!(
+        "{} -> {} ({}) {tls} {:.2} rps",
+        name(&e.src),
+        name(&e.dst),
+        e.protocol,
+        m.rps
+    )
 }
 
 /// The graph in an output format.

@@ -1,0 +1,237 @@
+//! End to end over real processes: meshsim -> Prometheus -> collector -> store -> mesh-mcp.
+//! Every process is killed by PID when its guard drops, also when the test fails.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{net::SocketAddr, process::Command, sync::Arc, time::Duration};
+
+use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
+use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
+use tonic::Request;
+
+const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\n";
+
+async fn sim(t: meshsim::Topology) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(meshsim::serve(l, t, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+struct Mcp {
+    grpc: u16,
+    http: u16,
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn start_mcp(source: &[&str]) -> Mcp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
+    let guard = ChildGuard::spawn(
+        "mesh-mcp",
+        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+            .args(source)
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--token-file")
+            .arg(dir.path().join("tokens.csv"))
+            .env("MESH_LOG", "info"),
+        &dir.path().join("mesh-mcp.log"),
+    );
+    Mcp {
+        grpc,
+        http,
+        _guard: guard,
+        _dir: dir,
+    }
+}
+
+fn authed<T>(m: T) -> Request<T> {
+    let mut r = Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    r.set_timeout(Duration::from_secs(5));
+    r
+}
+
+/// Polls GetMeshGraph until the edge set equals the topology's with rates within 10%.
+async fn converges(port: u16, t: &meshsim::Topology) -> pb::MeshGraph {
+    let got = poll(
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async move {
+            let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .ok()?;
+            let g = c
+                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+                .await
+                .ok()?
+                .into_inner();
+            let ok = g.edges.len() == t.edges.len()
+                && t.edges.iter().all(|e| {
+                    g.edges.iter().any(|x| {
+                        let (s, d) = (
+                            x.src.clone().unwrap_or_default(),
+                            x.dst.clone().unwrap_or_default(),
+                        );
+                        format!("{}/{}", s.namespace, s.name) == e.from
+                            && format!("{}/{}", d.namespace, d.name) == e.to
+                            && x.tls == pb::TlsStatus::Mtls as i32
+                            && (x.metrics.unwrap_or_default().rps - e.rps).abs() <= 0.1 * e.rps
+                    })
+                });
+            ok.then_some(g)
+        },
+    )
+    .await;
+    got.expect("the graph never matched the topology")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
+    let t = meshsim::builtin("emojivoto").unwrap();
+    let (addr, _stop) = sim(t.clone()).await;
+    let prom = Prometheus::start(&[addr]).await;
+    let mcp = start_mcp(&[
+        "--embedded-collector",
+        "--prometheus-url",
+        &prom.url,
+        "--window",
+        "10s",
+        "--interval",
+        "1s",
+    ]);
+    let g = converges(mcp.grpc, &t).await;
+    assert_eq!(g.sources[0].source, "prometheus");
+    assert!(g.sources[0].ok);
+
+    // Without a token: UNAUTHENTICATED.
+    let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{}", mcp.grpc))
+        .await
+        .unwrap();
+    let e = c
+        .get_mesh_graph(pb::GetMeshGraphRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+
+    // The same read as proto3 JSON over HTTP.
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/graph?workload=emojivoto/voting",
+        mcp.http
+    );
+    let r = http.get(&url).bearer_auth("t0ken").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(v["edges"][0]["tls"], "MTLS");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let bad = http
+        .get(format!("http://127.0.0.1:{}/v1/graph?tls=maybe", mcp.http))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Prometheus stopped: the graph is still served, marked stale.
+    drop(prom);
+    let stale = poll(Duration::from_secs(30), Duration::from_millis(500), || {
+        let mut c = c.clone();
+        async move {
+            let g = c
+                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+                .await
+                .ok()?
+                .into_inner();
+            (!g.sources[0].ok && g.edges.len() == 3).then_some(g)
+        }
+    })
+    .await;
+    let stale = stale.expect("Prometheus never reported stale");
+    assert!(
+        stale.sources[0].error.contains("cannot reach Prometheus"),
+        "{}",
+        stale.sources[0].error
+    );
+    assert!(stale.sources[0].last_success.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_publishes_through_redis_to_mesh_mcp() {
+    let t = meshsim::builtin("booksapp").unwrap();
+    let (addr, _stop) = sim(t.clone()).await;
+    let prom = Prometheus::start(&[addr]).await;
+    let redis = Redis::start().await;
+    let store = Arc::new(
+        mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(2)).unwrap(),
+    );
+    let source = mesh_collector::PrometheusSource::new(
+        &prom.url,
+        Duration::from_secs(10),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(mesh_collector::run::run(
+        source,
+        store,
+        Duration::from_secs(1),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mcp = start_mcp(&["--redis-url", &redis.url]);
+    let g = converges(mcp.grpc, &t).await;
+    assert!(g.version >= 1 && g.epoch >= 1);
+    // Identities survive the trip: webapp calls authors as webapp.
+    let e = g
+        .edges
+        .iter()
+        .find(|e| {
+            e.dst.as_ref().is_some_and(|d| d.name == "authors")
+                && e.src.as_ref().is_some_and(|s| s.name == "webapp")
+        })
+        .unwrap();
+    assert_eq!(
+        e.client_identity,
+        "webapp.booksapp.serviceaccount.identity.linkerd.cluster.local"
+    );
+    let _ = stop_collector.send(());
+    collector.await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_configuration_is_one_line_and_exit_64() {
+    for (args, want) in [
+        (
+            vec!["--insecure-no-auth"],
+            "set --redis-url, or --embedded-collector",
+        ),
+        (
+            vec!["--redis-url", "redis://127.0.0.1:1"],
+            "set --token-file, or --insecure-no-auth for a demo",
+        ),
+        (
+            vec!["--embedded-collector", "--insecure-no-auth"],
+            "--embedded-collector needs --prometheus-url",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+            .args(&args)
+            .env("MESH_LOG", "error")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim(), format!("mesh-mcp: {want}"), "{args:?}");
+    }
+}
