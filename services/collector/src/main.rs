@@ -1,0 +1,111 @@
+//! `mesh-collector`: reads linkerd-viz's Prometheus and publishes the mesh graph to Redis/Valkey.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use clap::Parser;
+
+/// Command line; every flag also reads `MESH_<FLAG>`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh-collector",
+    version,
+    about = "Publishes the Linkerd mesh graph to Redis/Valkey"
+)]
+struct Args {
+    /// linkerd-viz Prometheus base URL.
+    #[arg(long, env = "MESH_PROMETHEUS_URL")]
+    prometheus_url: String,
+    /// Redis/Valkey URL (`redis://` or `rediss://`).
+    #[arg(long, env = "MESH_REDIS_URL")]
+    redis_url: String,
+    /// Key prefix in Redis.
+    #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
+    key_prefix: String,
+    /// Metrics window.
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_collector::parse_window)]
+    window: Duration,
+    /// How often to rebuild.
+    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_collector::parse_window)]
+    interval: Duration,
+    /// Deltas kept in the stream (about).
+    #[arg(long, env = "MESH_STREAM_LENGTH", default_value_t = 10_000)]
+    stream_length: usize,
+    /// Admin address for `/live` and `/ready`.
+    #[arg(long, env = "MESH_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ! {
+    eprintln!("mesh-collector: {msg}");
+    std::process::exit(64);
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => usage(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: "),
+        ),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let source = mesh_collector::PrometheusSource::new(
+        &args.prometheus_url,
+        args.window,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| usage(e));
+    let store = mesh_store::RedisStore::new(
+        &args.redis_url,
+        &args.key_prefix,
+        args.stream_length,
+        Duration::from_secs(2),
+    )
+    .unwrap_or_else(|e| usage(e));
+    if let Some(addr) = args.admin_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| usage(format!("--admin-listen {addr}: {e}")));
+        let app = axum::Router::new()
+            .route("/live", axum::routing::get(|| async { "ok\n" }))
+            .route("/ready", axum::routing::get(|| async { "ok\n" }));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(%e, "admin server stopped");
+            }
+        });
+    }
+    tracing::info!(prometheus = %args.prometheus_url, interval = ?args.interval, "collecting");
+    let shutdown = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    };
+    mesh_collector::run::run(source, Arc::new(store), args.interval, shutdown).await;
+}

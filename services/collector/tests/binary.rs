@@ -1,0 +1,79 @@
+//! The `mesh-collector` binary: meshsim -> real Prometheus -> mesh-collector -> real Redis.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{process::Command, time::Duration};
+
+use mesh_store::GraphStore;
+use mesh_testkit::{ChildGuard, Prometheus, Redis, poll};
+use prost::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_publishes_the_graph_to_redis() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(meshsim::serve(
+        l,
+        meshsim::builtin("emojivoto").unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let prom = Prometheus::start(&[addr]).await;
+    let redis = Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _collector = ChildGuard::spawn(
+        "mesh-collector",
+        Command::new(env!("CARGO_BIN_EXE_mesh-collector")).args([
+            "--prometheus-url",
+            &prom.url,
+            "--redis-url",
+            &redis.url,
+            "--window",
+            "10s",
+            "--interval",
+            "1s",
+        ]),
+        &dir.path().join("collector.log"),
+    );
+    let store =
+        mesh_store::RedisStore::new(&redis.url, "mesh:", 100, Duration::from_secs(2)).unwrap();
+    let graph = poll(
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let snap = store.load().await.ok()??;
+            let g = mesh_proto::pb::MeshGraph::decode(snap.graph.as_slice()).ok()?;
+            (g.edges.len() == 3).then_some((snap, g))
+        },
+    )
+    .await;
+    let (snap, g) = graph.unwrap_or_else(|| {
+        panic!(
+            "no graph in Redis: {}",
+            std::fs::read_to_string(dir.path().join("collector.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!((snap.epoch, g.epoch), (1, 1));
+    assert!(g.sources[0].ok);
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-collector"))
+        .args([
+            "--prometheus-url",
+            "ftp://x",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "mesh-collector: invalid Prometheus URL \"ftp://x\": scheme \"ftp\" is not http or https"
+    );
+}
