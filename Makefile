@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --workspace --locked
 
 demo: deps
-	$(CARGO) build --locked -p meshsim -p meshctl
+	$(CARGO) build --locked -p meshsim -p meshctl -p mesh-mcp -p kube-sim
 	scripts/demo.sh
 
 fmt:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus, read back by
-# meshctl as a table and a picture. Everything listens on 127.0.0.1 and is stopped on exit.
+# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus; mesh-mcp with its
+# embedded collector serving the graph over gRPC and HTTP; kube-sim seeded with emojivoto,
+# booksapp and their Linkerd policy. Everything listens on 127.0.0.1 and is stopped on exit.
 # DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ bin=target/debug
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sim_port=$(free_port)
 prom_port=$(free_port)
+grpc_port=$(free_port)
+http_port=$(free_port)
+kube_port=$(free_port)
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -32,8 +36,18 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data"
 pids+=($!)
 prom="http://127.0.0.1:$prom_port"
 window=15s
+token=demo-token
+printf '%s,demo,uid-demo,"system:masters"\n' "$token" >"$work/tokens.csv"
+"$bin/mesh-mcp" --embedded-collector --prometheus-url "$prom" --window "$window" --interval 2s \
+  --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
+  --token-file "$work/tokens.csv" >"$work/mesh-mcp.log" 2>&1 &
+pids+=($!)
+"$bin/kube-sim" --listen "127.0.0.1:$kube_port" --tls --tls-ca-out "$work/ca.crt" --token-file "$work/tokens.csv" \
+  --with-linkerd-crds --seed tools/kube-sim/seed/demo >"$work/kube-sim.log" 2>&1 &
+pids+=($!)
 
 echo "demo: meshsim (emojivoto) on 127.0.0.1:$sim_port, Prometheus on $prom"
+echo "demo: mesh-mcp gRPC on 127.0.0.1:$grpc_port, HTTP on 127.0.0.1:$http_port; kube-sim on https://127.0.0.1:$kube_port"
 echo -n "demo: waiting for Prometheus to scrape a full ${window} window "
 first=""
 for _ in $(seq 1 90); do
@@ -55,10 +69,19 @@ fi
 "$bin/meshctl" graph --prometheus-url "$prom" --window "$window"
 "$bin/meshctl" graph --prometheus-url "$prom" --window "$window" -o png --out mesh.png
 echo
+echo "demo: the same graph from mesh-mcp:"
+for _ in $(seq 1 30); do
+  "$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" -o wide 2>/dev/null && break
+  sleep 1
+done
+echo
 echo "demo: wrote mesh.png. Try next, while this runs:"
-echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o wide"
-echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o json"
+echo "  $bin/meshctl watch --server 127.0.0.1:$grpc_port --token $token"
+echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
 echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o dot | dot -Tsvg > mesh.svg"
+echo "  $bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/vote-bot --to emojivoto/voting"
+echo "  $bin/meshctl validate -f tools/kube-sim/seed/demo"
+echo "  kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token get servers.policy.linkerd.io -A"
 echo "  curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"
 if [ "${DEMO_ONCE:-}" = 1 ]; then
   exit 0
