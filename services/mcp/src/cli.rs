@@ -128,7 +128,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     servers.spawn(async move {
         tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))
+            .serve_with_incoming(crate::incoming(grpc))
             .await
             .map_err(|e| e.to_string())
     });

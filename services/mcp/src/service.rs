@@ -1,11 +1,11 @@
 //! The gRPC `MeshService`: reads from the in-memory graph, never from the store per request.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance};
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_server::MeshService};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tonic::{Request, Response, Status};
 
 /// The latest published graph, shared by every handler.
@@ -16,12 +16,65 @@ pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
 pub struct GraphService {
     graph: GraphWatch,
     heartbeat: Duration,
+    views: Arc<Mutex<ViewCache>>,
 }
 
 impl GraphService {
     /// A service over `graph`, sending watch heartbeats every `heartbeat`.
     pub fn new(graph: GraphWatch, heartbeat: Duration) -> Self {
-        Self { graph, heartbeat }
+        Self {
+            graph,
+            heartbeat,
+            views: Arc::default(),
+        }
+    }
+}
+
+/// Filtered views and their deltas, shared by every watch with the same filter: thousands of
+/// watchers of one namespace cost one filtering and one diff per version, and one copy of the
+/// view, instead of one each.
+#[derive(Debug, Default)]
+struct ViewCache {
+    views: HashMap<String, Arc<MeshGraph>>,
+    deltas: HashMap<String, Vec<CachedDelta>>,
+}
+
+/// (epoch, from version, to version, delta) of one filtered view.
+type CachedDelta = (u64, u64, u64, Arc<GraphDelta>);
+
+/// Most filters kept; past it the cache starts afresh (distinct filters are few in practice).
+const MAX_FILTERS: usize = 10_000;
+
+impl ViewCache {
+    fn view(&mut self, key: &str, f: &GraphFilter, g: &MeshGraph) -> Arc<MeshGraph> {
+        if let Some(v) = self.views.get(key)
+            && (v.epoch, v.version) == (g.epoch, g.version)
+        {
+            return v.clone();
+        }
+        if self.views.len() >= MAX_FILTERS {
+            self.views.clear();
+            self.deltas.clear();
+        }
+        let v = Arc::new(f.apply(g));
+        self.views.insert(key.to_owned(), v.clone());
+        v
+    }
+
+    fn delta(&mut self, key: &str, from: &MeshGraph, to: &MeshGraph) -> Arc<GraphDelta> {
+        let list = self.deltas.entry(key.to_owned()).or_default();
+        if let Some((.., d)) = list
+            .iter()
+            .find(|(e, f, t, _)| (*e, *f, *t) == (to.epoch, from.version, to.version))
+        {
+            return d.clone();
+        }
+        let d = Arc::new(GraphDelta::between(from, to, &MetricTolerance::EXACT));
+        list.push((to.epoch, from.version, to.version, d.clone()));
+        if list.len() > 4 {
+            list.remove(0);
+        }
+        d
     }
 }
 
@@ -140,14 +193,17 @@ impl MeshService for GraphService {
         let (tx, rx) = mpsc::channel(8);
         let mut graph = self.graph.clone();
         let every = self.heartbeat;
+        let views = self.views.clone();
+        let key = format!("{f:?}");
         tokio::spawn(async move {
-            let mut last = f.apply(&g);
+            let mut last = views.lock().await.view(&key, &f, &g);
             // Without history we can prove continuity only for a client already at the present.
             let first = if (resume.epoch, resume.version) == (g.epoch, g.version) {
                 heartbeat(&g)
             } else {
-                event(Event::Snapshot(pb::MeshGraph::from(&last)))
+                event(Event::Snapshot(pb::MeshGraph::from(&*last)))
             };
+            drop(g);
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
@@ -160,16 +216,19 @@ impl MeshService for GraphService {
                             break;
                         }
                         let Some(g) = graph.borrow_and_update().clone() else { continue };
-                        let view = f.apply(&g);
-                        let msg = if view.epoch != last.epoch {
-                            event(Event::Snapshot(pb::MeshGraph::from(&view)))
-                        } else {
-                            let d = GraphDelta::between(&last, &view, &MetricTolerance::EXACT);
-                            if d.is_topology_empty() && d.sources == last.sources {
+                        let (view, delta) = {
+                            let mut cache = views.lock().await;
+                            let view = cache.view(&key, &f, &g);
+                            let delta = (view.epoch == last.epoch).then(|| cache.delta(&key, &last, &view));
+                            (view, delta)
+                        };
+                        let msg = match delta {
+                            None => event(Event::Snapshot(pb::MeshGraph::from(&*view))),
+                            Some(d) if d.is_topology_empty() && d.sources == last.sources => {
                                 last = view;
                                 continue;
                             }
-                            event(Event::Delta(pb::GraphDelta::from(&d)))
+                            Some(d) => event(Event::Delta(pb::GraphDelta::from(&*d))),
                         };
                         last = view;
                         if tx.send(Ok(msg)).await.is_err() {

@@ -52,12 +52,9 @@ async fn start(t: &meshsim::Topology) -> Server {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            )
+            .serve_with_incoming_shutdown(mesh_mcp::incoming(listener), async {
+                let _ = stopped.await;
+            })
             .await
             .unwrap();
     });

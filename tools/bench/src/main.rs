@@ -3,6 +3,8 @@
 //! each case's peak memory. Each case runs in a child process of its own so that its peak
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
+mod serve;
+
 use std::{
     process::Command,
     time::{Duration, Instant, SystemTime},
@@ -116,6 +118,20 @@ fn run_case(case: &str, n: usize) {
     }
 }
 
+fn run_async_case(case: &str, n: usize) -> bool {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match case {
+        "serve" => rt.block_on(serve::serve(n)),
+        "grpc-get" => rt.block_on(serve::get(n)),
+        "fanout" => rt.block_on(serve::fanout(n)),
+        _ => return false,
+    }
+    true
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -123,7 +139,10 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "--case" {
-        run_case(&args[2], args[3].parse().expect("size"));
+        let n = args[3].parse().expect("size");
+        if !run_async_case(&args[2], n) {
+            run_case(&args[2], n);
+        }
         return;
     }
     let me = std::env::current_exe().expect("own path");

@@ -50,7 +50,7 @@ async fn graph_and_watch_from_the_server() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+            .serve_with_incoming(mesh_mcp::incoming(l)),
     );
     let meshctl = env!("CARGO_BIN_EXE_meshctl");
 

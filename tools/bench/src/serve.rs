@@ -1,0 +1,226 @@
+//! gRPC benchmarks: a child process serves a generated graph (so its RSS is its own), the
+//! parent measures GetMeshGraph latency and watch fan-out against it over loopback.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use mesh_model::{GraphBuilder, MetricTolerance};
+use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
+use mesh_store::MemoryStore;
+use prost::Message;
+
+fn build(t: &meshsim::Topology) -> mesh_model::MeshGraph {
+    let mut b = GraphBuilder::new(Duration::from_secs(60));
+    meshsim::feed(t, Duration::from_secs(60), &mut b);
+    b.finish(SystemTime::now())
+}
+
+/// Child: serve a generated mesh of `n` workloads; every 2 s flip one edge of `ns-000` between
+/// mTLS and plaintext, stamped with the publish time.
+pub(crate) async fn serve(n: usize) {
+    let mut t = meshsim::generate(n, 1).expect("valid topology");
+    let store = Arc::new(MemoryStore::new(100));
+    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
+        .await
+        .expect("memory store");
+    publisher.publish(build(&t)).await.expect("publish");
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(mesh_mcp::follow(store, tx));
+    // Announce the port only once the graph is loaded, so measurements start on a full server.
+    rx.clone()
+        .wait_for(Option::is_some)
+        .await
+        .expect("follower runs");
+    let routes = mesh_mcp::grpc_routes(
+        mesh_mcp::GraphService::new(rx, Duration::from_secs(60)),
+        None,
+    )
+    .await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("port={}", l.local_addr().expect("addr").port());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(mesh_mcp::incoming(l)),
+    );
+    let flip = t
+        .edges
+        .iter()
+        .position(|e| e.from.starts_with("ns-000/") && e.tls == Some(true))
+        .unwrap_or(0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        t.edges[flip].tls = Some(t.edges[flip].tls != Some(true));
+        let _ = publisher.publish(build(&t)).await;
+    }
+}
+
+fn spawn_server(n: usize) -> (Child, u16) {
+    let me = std::env::current_exe().expect("own path");
+    let mut child = Command::new(me)
+        .args(["--case", "serve", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port line");
+    let port = line
+        .trim()
+        .trim_start_matches("port=")
+        .parse()
+        .expect("port");
+    (child, port)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn cpu_secs() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+/// Parent: GetMeshGraph latency, filtered to one namespace and for the whole graph.
+pub(crate) async fn get(n: usize) {
+    let (child, port) = spawn_server(n);
+    let child = Kill(child);
+    let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    c = c.max_decoding_message_size(512 * 1024 * 1024);
+    let filtered = pb::GetMeshGraphRequest {
+        namespaces: vec!["ns-000".into()],
+        ..Default::default()
+    };
+    let mut size = (0, 0);
+    for _ in 0..50 {
+        if let Ok(g) = c.get_mesh_graph(filtered.clone()).await {
+            size.0 = g.into_inner().encoded_len();
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..2000 {
+        let start = Instant::now();
+        c.get_mesh_graph(filtered.clone()).await.expect("get");
+        times.push(start.elapsed());
+    }
+    let mut whole = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let g = c
+            .get_mesh_graph(pb::GetMeshGraphRequest::default())
+            .await
+            .expect("get all");
+        whole.push(start.elapsed());
+        size.1 = g.into_inner().encoded_len();
+    }
+    println!(
+        "filtered_p50_ms={:.3} filtered_p99_ms={:.3} filtered_bytes={} whole_p50_ms={:.1} whole_p99_ms={:.1} whole_bytes={} server_rss_mib={:.1}",
+        pct(times.clone(), 0.5),
+        pct(times, 0.99),
+        size.0,
+        pct(whole.clone(), 0.5),
+        pct(whole, 0.99),
+        size.1,
+        rss_mib(child.0.id())
+    );
+}
+
+/// Parent: `streams` filtered watches; time for one delta to reach them all.
+pub(crate) async fn fanout(streams: usize) {
+    let (child, port) = spawn_server(1000);
+    let child = Kill(child);
+    let per_conn = 100;
+    let mut channels = Vec::new();
+    for _ in 0..streams.div_ceil(per_conn) {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        channels.push(ch);
+    }
+    let cpu0 = cpu_secs();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Duration>(streams);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    for i in 0..streams {
+        let mut c = MeshServiceClient::new(channels[i / per_conn].clone());
+        let (done, ready) = (done_tx.clone(), ready_tx.clone());
+        tokio::spawn(async move {
+            let req = pb::WatchMeshGraphRequest {
+                namespaces: vec!["ns-000".into()],
+                ..Default::default()
+            };
+            let Ok(resp) = c.watch_mesh_graph(req).await else {
+                return;
+            };
+            let mut s = resp.into_inner();
+            let _ = s.message().await; // the snapshot
+            let _ = ready.send(()).await;
+            while let Ok(Some(ev)) = s.message().await {
+                if let Some(Event::Delta(d)) = ev.event {
+                    let at = d.generated_at.unwrap_or_default();
+                    let sent =
+                        SystemTime::UNIX_EPOCH + Duration::new(at.seconds as u64, at.nanos as u32);
+                    let _ = done
+                        .send(SystemTime::now().duration_since(sent).unwrap_or_default())
+                        .await;
+                    return;
+                }
+            }
+        });
+    }
+    for _ in 0..streams {
+        ready_rx.recv().await;
+    }
+    let rss_ready = rss_mib(child.0.id());
+    let mut worst = Duration::ZERO;
+    for _ in 0..streams {
+        if let Some(d) = done_rx.recv().await {
+            worst = worst.max(d);
+        }
+    }
+    println!(
+        "streams={streams} delta_to_all_ms={:.1} server_rss_mib={:.1} client_cpu_s={:.2}",
+        worst.as_secs_f64() * 1000.0,
+        rss_ready,
+        cpu_secs() - cpu0
+    );
+}
