@@ -151,6 +151,8 @@ fn main() {
     for (case, sizes) in [
         ("graph", &[100, 1_000, 10_000][..]),
         ("render", &[100, 300][..]),
+        ("grpc-get", &[1_000, 10_000][..]),
+        ("fanout", &[1_000, 10_000][..]),
     ] {
         for &n in sizes {
             let out = Command::new(&me)
@@ -163,7 +165,8 @@ fn main() {
                 "{case} {n}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            println!("{case:<6} workloads={n:<6} {line}");
+            // n is workloads, except for fanout, where it is streams (over 1,000 workloads).
+            println!("{case:<8} n={n:<6} {line}");
             if case == "graph" {
                 let total: f64 = line
                     .split_whitespace()
