@@ -36,36 +36,13 @@ struct Args {
 }
 
 fn usage(msg: impl std::fmt::Display) -> ! {
-    eprintln!("mesh-collector: {msg}");
-    std::process::exit(64);
+    mesh_telemetry::usage_exit("mesh-collector", msg)
 }
 
 #[tokio::main]
 async fn main() {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            e.exit()
-        }
-        Err(e) => usage(
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: "),
-        ),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let args: Args = mesh_telemetry::parse_args("mesh-collector");
+    mesh_telemetry::init_logging();
     let source = mesh_collector::PrometheusSource::new(
         &args.prometheus_url,
         args.window,
@@ -93,19 +70,11 @@ async fn main() {
         });
     }
     tracing::info!(prometheus = %args.prometheus_url, interval = ?args.interval, "collecting");
-    let shutdown = async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-    };
-    mesh_collector::run::run(source, Arc::new(store), args.interval, shutdown).await;
+    mesh_collector::run::run(
+        source,
+        Arc::new(store),
+        args.interval,
+        mesh_telemetry::shutdown_signal(),
+    )
+    .await;
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::{GraphService, GraphWatch, TokenAuth};
 
 /// Exit code for bad configuration.
-pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
 
 /// Command line; every flag also reads `MESH_<FLAG>`.
 #[derive(Debug, clap::Parser)]
@@ -152,17 +152,8 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .with_state(rx.clone());
         servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
     }
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        () = term => Ok(()),
+        () = mesh_telemetry::shutdown_signal() => Ok(()),
         Some(r) = servers.join_next() => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err((1, format!("server stopped: {e}"))),

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use mesh_telemetry::{init_logging, parse_args, shutdown_signal, usage_exit};
 
 /// Command line; every flag also reads `MESH_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -40,44 +41,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            e.exit()
-        }
-        Err(e) => {
-            let text = e.to_string();
-            eprintln!(
-                "kube-sim: {}",
-                text.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: ")
-            );
-            std::process::exit(64);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let tokens = match std::fs::read_to_string(&args.token_file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "kube-sim: cannot read --token-file {}: {e}",
+    let args: Args = parse_args("kube-sim");
+    init_logging();
+    let tokens = std::fs::read_to_string(&args.token_file).unwrap_or_else(|e| {
+        usage_exit(
+            "kube-sim",
+            format!(
+                "cannot read --token-file {}: {e}",
                 args.token_file.display()
-            );
-            std::process::exit(64);
-        }
-    };
+            ),
+        )
+    });
     let config = kube_sim::Config {
         listen: args.listen,
         tokens,
@@ -87,27 +61,18 @@ async fn main() {
         tls: args.tls,
         with_linkerd_crds: args.with_linkerd_crds,
     };
-    let sim = match kube_sim::KubeSim::start(config).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kube-sim: {e}");
-            std::process::exit(64);
-        }
-    };
+    let sim = kube_sim::KubeSim::start(config)
+        .await
+        .unwrap_or_else(|e| usage_exit("kube-sim", e));
     if let (Some(path), Some(pem)) = (&args.tls_ca_out, sim.ca_pem())
         && let Err(e) = std::fs::write(path, pem)
     {
-        eprintln!(
-            "kube-sim: cannot write --tls-ca-out {}: {e}",
-            path.display()
+        usage_exit(
+            "kube-sim",
+            format!("cannot write --tls-ca-out {}: {e}", path.display()),
         );
-        std::process::exit(64);
     }
     tracing::info!(url = %sim.url(), "serving the Kubernetes API (test server, not for production)");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
+    shutdown_signal().await;
     drop(sim);
 }

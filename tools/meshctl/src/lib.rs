@@ -13,7 +13,7 @@ use mesh_collector::{PrometheusSource, parse_window};
 use mesh_model::{Destination, MeshGraph, TlsStatus};
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
-pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
 
 /// Command line of `meshctl`.
 #[derive(Debug, Parser)]
