@@ -295,43 +295,12 @@ impl MeshGraph {
     /// The subgraph of edges with an end in one of `namespaces`, and the workloads they touch
     /// plus every workload in those namespaces. An empty filter keeps everything.
     pub fn filter_namespaces(&self, namespaces: &[String]) -> Self {
-        if namespaces.is_empty() {
-            return self.clone();
+        GraphFilter {
+            namespaces: namespaces.to_vec(),
+            include_policies: true,
+            ..GraphFilter::default()
         }
-        let in_ns = |w: &WorkloadRef| namespaces.contains(&w.namespace);
-        let edges: BTreeMap<_, _> = self
-            .edges
-            .iter()
-            .filter(|(k, _)| {
-                in_ns(&k.src) || matches!(&k.dst, Destination::Workload(d) if in_ns(d))
-            })
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        let mut touched: BTreeSet<&WorkloadRef> = BTreeSet::new();
-        for k in edges.keys() {
-            touched.insert(&k.src);
-            if let Destination::Workload(d) = &k.dst {
-                touched.insert(d);
-            }
-        }
-        let workloads = self
-            .workloads
-            .iter()
-            .filter(|(id, _)| in_ns(id) || touched.contains(id))
-            .map(|(k, w)| (k.clone(), w.clone()))
-            .collect();
-        let policies = self
-            .policies
-            .iter()
-            .filter(|(k, _)| namespaces.contains(&k.namespace))
-            .map(|(k, p)| (k.clone(), p.clone()))
-            .collect();
-        Self {
-            workloads,
-            edges,
-            policies,
-            ..self.clone_meta()
-        }
+        .apply(self)
     }
 
     fn clone_meta(&self) -> Self {
