@@ -1133,6 +1133,17 @@ fn create(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
     {
         obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
     }
+    let (out, warnings) = insert_new(st, t, ctx, obj)?;
+    Ok(json_response(StatusCode::CREATED, &out, &warnings))
+}
+
+/// Validates, stamps and stores a new object (the shared end of POST and of seeding).
+fn insert_new(
+    st: &mut State,
+    t: &Target,
+    ctx: &Ctx,
+    mut obj: Value,
+) -> ApiResult<(Value, Vec<String>)> {
     let warnings = prepare(st, t, ctx, &mut obj, None)?;
     let name = obj["metadata"]["name"]
         .as_str()
@@ -1150,8 +1161,7 @@ fn create(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Respo
         &t.version,
         &now(),
     );
-    let out = commit(st, t, ctx, &name, obj);
-    Ok(json_response(StatusCode::CREATED, &out, &warnings))
+    Ok((commit(st, t, ctx, &name, obj), warnings))
 }
 
 fn update(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
@@ -1387,7 +1397,7 @@ fn delete_collection(st: &mut State, t: &Target, ctx: &Ctx, q: &Query) -> ApiRes
 }
 
 /// Creates an object as the seed loader does: no authentication or authorization.
-pub(crate) fn seed_create(st: &mut State, mut obj: Value) -> Result<(), String> {
+pub(crate) fn seed_create(st: &mut State, obj: Value) -> Result<(), String> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
     let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
     let resource = st
@@ -1428,23 +1438,7 @@ pub(crate) fn seed_create(st: &mut State, mut obj: Value) -> Result<(), String> 
         },
         tokens: Arc::new(Tokens::default()),
     };
-    prepare(st, &t, &ctx, &mut obj, None).map_err(|e| e.message)?;
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    if st.store.get(&key(&t, &name)).is_some() {
-        return Err(ApiError::already_exists(&t.resource, &name).message);
-    }
-    stamp(None, &mut obj);
-    fields::record_update(
-        None,
-        &mut obj,
-        &ctx.manager,
-        &t.resource,
-        &t.version,
-        &now(),
-    );
-    commit(st, &t, &ctx, &name, obj);
-    Ok(())
+    insert_new(st, &t, &ctx, obj)
+        .map(drop)
+        .map_err(|e| e.message)
 }
