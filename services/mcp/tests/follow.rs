@@ -7,14 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use mesh_collector::Publisher;
 use mesh_mcp::{Follower, Step};
-use mesh_model::{GraphBuilder, MeshGraph, MetricTolerance};
+use mesh_model::{MeshGraph, MetricTolerance};
 use mesh_store::{GraphStore, MemoryStore, RedisStore};
 use meshsim::Topology;
 
 fn build(t: &Topology) -> MeshGraph {
-    let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(t, Duration::from_secs(60), &mut b);
-    b.finish(SystemTime::UNIX_EPOCH)
+    meshsim::graph(t, Duration::from_secs(60), SystemTime::UNIX_EPOCH)
 }
 
 async fn follow_through<S: GraphStore + Clone>(store: S) {

@@ -6,16 +6,18 @@ use std::{sync::Arc, time::Duration};
 
 use mesh_collector::Publisher;
 use mesh_mcp::{GraphService, TokenAuth};
-use mesh_model::{GraphBuilder, MeshGraph, MetricTolerance};
+use mesh_model::{MeshGraph, MetricTolerance};
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
 use mesh_store::MemoryStore;
 use tokio::sync::watch;
 use tonic::{Code, Request, transport::Channel};
 
 fn build(t: &meshsim::Topology) -> MeshGraph {
-    let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(t, Duration::from_secs(60), &mut b);
-    b.finish(std::time::SystemTime::UNIX_EPOCH)
+    meshsim::graph(
+        t,
+        Duration::from_secs(60),
+        std::time::SystemTime::UNIX_EPOCH,
+    )
 }
 
 struct Server {

@@ -10,15 +10,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mesh_model::{GraphBuilder, MeshGraph, MetricTolerance, PublishedView};
+use mesh_model::{MeshGraph, MetricTolerance, PublishedView};
 use meshsim::Topology;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
 fn build(t: &Topology) -> MeshGraph {
-    let mut b = GraphBuilder::new(WINDOW);
-    meshsim::feed(t, WINDOW, &mut b);
-    b.finish(SystemTime::UNIX_EPOCH)
+    meshsim::graph(t, WINDOW, SystemTime::UNIX_EPOCH)
 }
 
 /// The next minute of the same mesh: a fifth of the edges change rate by 10%, one in fifty

@@ -8,15 +8,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mesh_model::{GraphBuilder, MetricTolerance};
+use mesh_model::MetricTolerance;
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
 use mesh_store::MemoryStore;
 use prost::Message;
 
 fn build(t: &meshsim::Topology) -> mesh_model::MeshGraph {
-    let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(t, Duration::from_secs(60), &mut b);
-    b.finish(SystemTime::now())
+    meshsim::graph(t, Duration::from_secs(60), SystemTime::now())
 }
 
 /// Child: serve a generated mesh of `n` workloads; every 2 s flip one edge of `ns-000` between

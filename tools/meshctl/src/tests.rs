@@ -1,18 +1,15 @@
 use std::time::Duration;
 
 use clap::Parser;
-use mesh_model::GraphBuilder;
 
 use super::*;
 
 fn emojivoto() -> MeshGraph {
-    let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(
+    meshsim::graph(
         &meshsim::builtin("emojivoto").unwrap(),
         Duration::from_secs(60),
-        &mut b,
-    );
-    b.finish(SystemTime::UNIX_EPOCH)
+        SystemTime::UNIX_EPOCH,
+    )
 }
 
 #[test]

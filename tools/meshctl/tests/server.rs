@@ -10,13 +10,15 @@ use std::{
 };
 
 use mesh_collector::Publisher;
-use mesh_model::{GraphBuilder, MetricTolerance};
+use mesh_model::MetricTolerance;
 use mesh_store::MemoryStore;
 
 fn build(t: &meshsim::Topology) -> mesh_model::MeshGraph {
-    let mut b = GraphBuilder::new(Duration::from_secs(60));
-    meshsim::feed(t, Duration::from_secs(60), &mut b);
-    b.finish(std::time::SystemTime::UNIX_EPOCH)
+    meshsim::graph(
+        t,
+        Duration::from_secs(60),
+        std::time::SystemTime::UNIX_EPOCH,
+    )
 }
 
 /// Kills the child by PID when dropped, also when an assertion fails first.

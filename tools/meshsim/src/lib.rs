@@ -32,6 +32,17 @@ pub fn workload_ref(w: &WorkloadSpec) -> WorkloadRef {
     }
 }
 
+/// The graph Prometheus would give for `topology` over `window`, built in process.
+pub fn graph(
+    topology: &Topology,
+    window: Duration,
+    generated_at: std::time::SystemTime,
+) -> mesh_model::MeshGraph {
+    let mut b = GraphBuilder::new(window);
+    feed(topology, window, &mut b);
+    b.finish(generated_at)
+}
+
 /// Feeds `builder` the samples that Prometheus would yield for `topology` over `window`
 /// (what a source proxy can see: nothing from unmeshed callers). Benchmarks and tests use it to
 /// build graphs without running Prometheus.
