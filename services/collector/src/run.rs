@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use mesh_model::{MeshGraph, MetricTolerance, SourceHealth};
+use mesh_model::{MetricTolerance, SourceHealth};
 use mesh_store::GraphStore;
 
 use crate::{PrometheusSource, Publisher};
@@ -32,7 +32,6 @@ pub async fn run<S: GraphStore + Clone>(
         }
     };
     let mut last_success: Option<SystemTime> = None;
-    let mut last_build: Option<MeshGraph> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,32 +40,26 @@ pub async fn run<S: GraphStore + Clone>(
             () = &mut shutdown => return,
         }
         let now = SystemTime::now();
-        let build = match source.graph(now).await {
-            Ok(mut g) => {
+        let (mut build, error) = match source.graph(now).await {
+            Ok(g) => {
                 last_success = Some(now);
-                g.sources = vec![SourceHealth {
-                    source: "prometheus".into(),
-                    ok: true,
-                    last_success,
-                    error: String::new(),
-                }];
-                last_build = Some(g.clone());
-                g
+                (g, String::new())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Prometheus read failed; publishing the last known graph as stale");
-                let Some(mut g) = last_build.clone() else {
+                // What readers hold already, so only the source health changes.
+                let Some(g) = publisher.published().cloned() else {
                     continue;
                 };
-                g.sources = vec![SourceHealth {
-                    source: "prometheus".into(),
-                    ok: false,
-                    last_success,
-                    error: e.to_string(),
-                }];
-                g
+                (g, e.to_string())
             }
         };
+        build.sources = vec![SourceHealth {
+            source: "prometheus".into(),
+            ok: error.is_empty(),
+            last_success,
+            error,
+        }];
         match publisher.publish(build).await {
             Ok(Some(v)) => tracing::debug!(version = v, "published"),
             Ok(None) => {}

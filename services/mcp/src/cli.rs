@@ -118,8 +118,9 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         tokio::spawn(crate::follow(Arc::new(store), tx));
     }
 
-    let routes =
-        crate::grpc_routes(GraphService::new(rx.clone(), args.heartbeat), auth.clone()).await;
+    // One service for gRPC and HTTP, so both share its filtered-view cache.
+    let service = GraphService::new(rx.clone(), args.heartbeat);
+    let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .map_err(|e| usage(format!("--grpc-listen {}: {e}", args.grpc_listen)))?;
@@ -138,7 +139,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .map_err(|e| usage(format!("--http-listen {addr}: {e}")))?;
         let app = Router::new()
             .route("/v1/graph", get(http_graph))
-            .with_state((rx.clone(), auth.clone()));
+            .with_state((service.clone(), auth.clone()));
         servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
     }
     if let Some(addr) = args.admin_listen {
@@ -172,7 +173,7 @@ struct GraphQuery {
 }
 
 async fn http_graph(
-    State((graph, auth)): State<(GraphWatch, Option<TokenAuth>)>,
+    State((svc, auth)): State<(GraphService, Option<TokenAuth>)>,
     headers: HeaderMap,
     Query(q): Query<GraphQuery>,
 ) -> axum::response::Response {
@@ -212,7 +213,6 @@ async fn http_graph(
         min_rps: q.min_rps.unwrap_or(0.0),
         include_policies: q.include_policies.unwrap_or(false),
     };
-    let svc = GraphService::new(graph, Duration::from_secs(15));
     match mesh_proto::pb::mesh_service_server::MeshService::get_mesh_graph(
         &svc,
         tonic::Request::new(req),

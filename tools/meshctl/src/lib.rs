@@ -215,7 +215,7 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
                 ..Default::default()
             };
             let g = c
-                .get_mesh_graph(with_token(req, args.token.as_deref(), args.timeout)?)
+                .get_mesh_graph(with_token(req, args.token.as_deref(), Some(args.timeout))?)
                 .await
                 .map_err(|s| {
                     Failure::new(1, format!("{server}: {} ({:?})", s.message(), s.code()))
@@ -398,13 +398,16 @@ async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
     Ok(Client::new(channel))
 }
 
+/// A request carrying the bearer token, with a deadline unless it is a stream.
 fn with_token<T>(
     msg: T,
     token: Option<&str>,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<tonic::Request<T>, Failure> {
     let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
     if let Some(t) = token {
         let v = format!("Bearer {t}").parse().map_err(|_| {
             Failure::new(EXIT_USAGE, "--token has characters a header cannot carry")
@@ -421,15 +424,7 @@ async fn watch(args: WatchArgs) -> Result<(), Failure> {
         namespaces: args.namespaces.clone(),
         ..Default::default()
     };
-    let mut r = tonic::Request::new(req);
-    if let Some(t) = &args.token {
-        r.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {t}").parse().map_err(|_| {
-                Failure::new(EXIT_USAGE, "--token has characters a header cannot carry")
-            })?,
-        );
-    }
+    let r = with_token(req, args.token.as_deref(), None)?;
     let mut stream = c
         .watch_mesh_graph(r)
         .await
