@@ -271,56 +271,66 @@ impl Manifests {
             if w.meta.name != name || ns(&w.meta.namespace) != namespace {
                 return None;
             }
-            let meta = w.pod.metadata.clone().unwrap_or_default();
-            let annotations = meta.annotations.unwrap_or_default();
-            let spec = w.pod.spec.clone().unwrap_or_default();
-            let mut ports = Vec::new();
-            let mut probes = Vec::new();
-            for c in &spec.containers {
-                for p in c.ports.iter().flatten() {
-                    if let (Some(n), Ok(num)) = (&p.name, u16::try_from(p.container_port)) {
-                        ports.push((n.clone(), num));
-                    }
-                }
-                for probe in [&c.liveness_probe, &c.readiness_probe]
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(get) = &probe.http_get {
-                        let port = match &get.port {
-                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => {
-                                u16::try_from(*n).ok()
-                            }
-                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
-                                s,
-                            ) => ports.iter().find(|(n, _)| n == s).map(|(_, p)| *p),
-                        };
-                        if let Some(port) = port {
-                            probes.push((port, get.path.clone().unwrap_or_else(|| "/".into())));
-                        }
-                    }
-                }
-            }
-            let pod = PodInfo {
-                namespace: namespace.to_owned(),
-                workload: format!("{}/{}", w.kind, name),
-                labels: meta.labels.unwrap_or_default(),
-                ports,
-                pod_default_policy: annotations.get(DEFAULT_POLICY_ANNOTATION).cloned(),
-                namespace_default_policy: ns_annotation.clone(),
-                require_identity_ports: annotations
-                    .get(REQUIRE_IDENTITY_ANNOTATION)
-                    .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-                    .unwrap_or_default(),
-                probes,
-            };
-            let sa = spec
-                .service_account_name
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            Some((pod, sa))
+            Some(pod_info(w, ns_annotation.clone()))
         })
     }
+}
+
+/// The pod a workload's template (or a pod) describes, as policy sees it, and its service
+/// account. `namespace_default_policy` is the namespace's default-inbound-policy annotation.
+pub fn pod_info(
+    w: &resources::Workload,
+    namespace_default_policy: Option<String>,
+) -> (PodInfo, String) {
+    let namespace = ns(&w.meta.namespace);
+    let meta = w.pod.metadata.clone().unwrap_or_default();
+    let annotations = meta.annotations.unwrap_or_default();
+    let spec = w.pod.spec.clone().unwrap_or_default();
+    let mut ports = Vec::new();
+    let mut probes = Vec::new();
+    for c in &spec.containers {
+        for p in c.ports.iter().flatten() {
+            if let (Some(n), Ok(num)) = (&p.name, u16::try_from(p.container_port)) {
+                ports.push((n.clone(), num));
+            }
+        }
+        for probe in [&c.liveness_probe, &c.readiness_probe]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(get) = &probe.http_get {
+                let port = match &get.port {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => {
+                        u16::try_from(*n).ok()
+                    }
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
+                        ports.iter().find(|(n, _)| n == s).map(|(_, p)| *p)
+                    }
+                };
+                if let Some(port) = port {
+                    probes.push((port, get.path.clone().unwrap_or_else(|| "/".into())));
+                }
+            }
+        }
+    }
+    let pod = PodInfo {
+        namespace,
+        workload: format!("{}/{}", w.kind, w.meta.name),
+        labels: meta.labels.unwrap_or_default(),
+        ports,
+        pod_default_policy: annotations.get(DEFAULT_POLICY_ANNOTATION).cloned(),
+        namespace_default_policy,
+        require_identity_ports: annotations
+            .get(REQUIRE_IDENTITY_ANNOTATION)
+            .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+            .unwrap_or_default(),
+        probes,
+    };
+    let sa = spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    (pod, sa)
 }
 
 fn ns(n: &Option<String>) -> String {

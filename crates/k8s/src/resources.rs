@@ -25,6 +25,20 @@ pub struct Meta {
     /// Annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Owner references (the ReplicaSet of a Deployment's pod, ...).
+    #[serde(default)]
+    pub owner_references: Vec<OwnerRef>,
+}
+
+/// An owner reference, as far as the mesh graph needs it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct OwnerRef {
+    /// Kind of the owner.
+    #[serde(default)]
+    pub kind: String,
+    /// Name of the owner.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// A label selector as written.

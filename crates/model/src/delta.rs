@@ -13,11 +13,14 @@
 //! against what readers hold (the published view, [`PublishedView`]), never against the previous
 //! build: otherwise many small changes could each slip under the threshold and add up.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::SystemTime,
+};
 
 use crate::graph::{
-    Edge, EdgeKey, EdgeMetrics, MeshGraph, PolicyKey, PolicyObject, SourceHealth, Workload,
-    WorkloadRef,
+    Edge, EdgeKey, EdgeMetrics, MeshGraph, PolicyKey, PolicyObject, PolicyVerdict, SourceHealth,
+    Workload, WorkloadRef,
 };
 
 /// How far a metric may drift before an edge is re-sent.
@@ -77,6 +80,19 @@ impl MetricTolerance {
             && self.close(a.write_bytes_per_sec, b.write_bytes_per_sec)
     }
 
+    /// Whether two verdicts are the same up to observed rates within the tolerance.
+    pub fn policy_within(&self, a: &PolicyVerdict, b: &PolicyVerdict) -> bool {
+        a.decision == b.decision
+            && a.server == b.server
+            && a.default_policy == b.default_policy
+            && a.authorization_policies == b.authorization_policies
+            && a.http_route == b.http_route
+            && a.chain == b.chain
+            && a.disagreement == b.disagreement
+            && self.close_opt(a.observed_allow_rps, b.observed_allow_rps)
+            && self.close_opt(a.observed_deny_rps, b.observed_deny_rps)
+    }
+
     /// Whether `a` and `b` differ only by metrics within the tolerance.
     pub fn edge_unchanged(&self, a: &Edge, b: &Edge) -> bool {
         a.key == b.key
@@ -84,7 +100,7 @@ impl MetricTolerance {
             && a.no_tls_reason == b.no_tls_reason
             && a.client_identity == b.client_identity
             && a.server_identity == b.server_identity
-            && a.policy == b.policy
+            && self.policy_within(&a.policy, &b.policy)
             && self.metrics_within(&a.metrics, &b.metrics)
     }
 }
@@ -182,6 +198,67 @@ impl GraphDelta {
             && self.removed_edges.is_empty()
             && self.upserted_policies.is_empty()
             && self.removed_policies.is_empty()
+    }
+
+    /// One delta that takes a reader of a filtered view from `from_version` to `view` (the
+    /// same filter applied at `view.version`), given every whole-graph delta in between. Each
+    /// key those deltas touched (and the workloads at both ends of touched edges, whose place in
+    /// a filtered view follows their edges) is upserted from `view`, or removed when `view`
+    /// lacks it; nothing else can have changed. Removing what the reader never had is harmless.
+    pub fn catch_up<'a>(
+        from_version: u64,
+        deltas: impl IntoIterator<Item = &'a GraphDelta>,
+        view: &MeshGraph,
+    ) -> Self {
+        let mut workloads: BTreeSet<&WorkloadRef> = BTreeSet::new();
+        let mut edges: BTreeSet<&EdgeKey> = BTreeSet::new();
+        let mut policies: BTreeSet<&PolicyKey> = BTreeSet::new();
+        for d in deltas {
+            workloads.extend(d.upserted_workloads.iter().map(|w| &w.id));
+            workloads.extend(&d.removed_workloads);
+            edges.extend(d.upserted_edges.iter().map(|e| &e.key));
+            edges.extend(&d.removed_edges);
+            policies.extend(d.upserted_policies.iter().map(|p| &p.key));
+            policies.extend(&d.removed_policies);
+        }
+        for k in &edges {
+            workloads.insert(&k.src);
+            if let crate::Destination::Workload(w) = &k.dst {
+                workloads.insert(w);
+            }
+        }
+        let mut out = Self {
+            from_version,
+            to_version: view.version,
+            epoch: view.epoch,
+            generated_at: view.generated_at,
+            upserted_workloads: Vec::new(),
+            removed_workloads: Vec::new(),
+            upserted_edges: Vec::new(),
+            removed_edges: Vec::new(),
+            upserted_policies: Vec::new(),
+            removed_policies: Vec::new(),
+            sources: view.sources.clone(),
+        };
+        for k in workloads {
+            match view.workloads.get(k) {
+                Some(w) => out.upserted_workloads.push(w.clone()),
+                None => out.removed_workloads.push(k.clone()),
+            }
+        }
+        for k in edges {
+            match view.edges.get(k) {
+                Some(e) => out.upserted_edges.push(e.clone()),
+                None => out.removed_edges.push(k.clone()),
+            }
+        }
+        for k in policies {
+            match view.policies.get(k) {
+                Some(p) => out.upserted_policies.push(p.clone()),
+                None => out.removed_policies.push(k.clone()),
+            }
+        }
+        out
     }
 
     /// Applies it to `graph`, which must be at `from_version`. On error `graph` is untouched.

@@ -172,6 +172,8 @@ pub struct PolicyVerdict {
     pub observed_allow_rps: Option<f64>,
     /// Observed denied requests per second (`inbound_http_authz_deny_total`).
     pub observed_deny_rps: Option<f64>,
+    /// Why what the proxies report disagrees with the computed decision; empty when it agrees.
+    pub disagreement: String,
 }
 
 /// A directed edge of the mesh graph.

@@ -63,3 +63,61 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// Readiness as the admin port reports it: `Ok` when ready, else why not.
+pub type Readiness = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The admin port every service serves: `/live` (the process answers), `/ready` (200 when
+/// `ready` says so, else 503 with the reason) and `/metrics` (the registry, Prometheus text).
+pub fn admin_router(
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    ready: Readiness,
+) -> axum::Router {
+    use axum::{http::StatusCode, http::header, response::IntoResponse, routing::get};
+    axum::Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let r = ready();
+                async move {
+                    match r {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                let mut out = String::new();
+                match prometheus_client::encoding::text::encode(&mut out, &registry) {
+                    Ok(()) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        out,
+                    )
+                        .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }),
+        )
+}
+
+/// Binds `addr` and serves `router` on it in the background; the error names the address.
+pub async fn serve_admin(
+    addr: std::net::SocketAddr,
+    router: axum::Router,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--admin-listen {addr}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(l, router).await {
+            tracing::error!(%e, "admin server stopped");
+        }
+    }))
+}

@@ -1,14 +1,17 @@
-//! mesh-collector: builds the mesh graph. Today it holds the Prometheus source, which queries
-//! linkerd-viz's Prometheus the way `linkerd viz stat`/`edges` do and turns the answers into
-//! `mesh-model` samples; `meshctl graph --prometheus-url` uses it as a library.
+//! mesh-collector: builds the mesh graph. The Prometheus source queries linkerd-viz's
+//! Prometheus the way `linkerd viz stat`/`edges` do (`meshctl graph --prometheus-url` uses it as
+//! a library); the cluster watchers index Kubernetes; the overlay joins them with policy
+//! verdicts; the build loop publishes the result through `mesh-store`.
 
+pub mod cluster;
+pub mod overlay;
 pub mod prometheus;
 pub mod promql;
 pub mod publish;
 pub mod run;
 
 pub use self::{
-    prometheus::{PromError, PrometheusSource},
+    prometheus::{Observation, PromError, PrometheusSource},
     publish::Publisher,
 };
 
@@ -19,4 +22,18 @@ pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("invalid window {s:?}: must be at least 1s"));
     }
     Ok(d)
+}
+
+/// The cluster index from the standard kube configuration (`KUBECONFIG`, else in-cluster), as
+/// `kube::Client::try_default` finds it. Without one the graph's `kubernetes` source says so,
+/// and the collector still publishes what Prometheus shows.
+pub async fn kubernetes() -> tokio::sync::watch::Receiver<std::sync::Arc<cluster::Cluster>> {
+    match kube::Client::try_default().await {
+        Ok(client) => cluster::spawn(&client),
+        Err(e) => {
+            let why = format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}");
+            tracing::warn!("{why}; policy verdicts will be unknown");
+            tokio::sync::watch::channel(std::sync::Arc::new(cluster::Cluster::unsynced(why))).1
+        }
+    }
 }

@@ -30,7 +30,7 @@ struct Args {
     /// Deltas kept in the stream (about).
     #[arg(long, env = "MESH_STREAM_LENGTH", default_value_t = 10_000)]
     stream_length: usize,
-    /// Admin address for `/live` and `/ready`.
+    /// Admin address for `/live`, `/ready` and `/metrics`.
     #[arg(long, env = "MESH_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
 }
@@ -56,24 +56,35 @@ async fn main() {
         Duration::from_secs(2),
     )
     .unwrap_or_else(|e| usage(e));
+    let metrics = mesh_collector::run::Metrics::default();
     if let Some(addr) = args.admin_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| usage(format!("--admin-listen {addr}: {e}")));
-        let app = axum::Router::new()
-            .route("/live", axum::routing::get(|| async { "ok\n" }))
-            .route("/ready", axum::routing::get(|| async { "ok\n" }));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(%e, "admin server stopped");
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let m = metrics.clone();
+        let ready: mesh_telemetry::Readiness = Arc::new(move || {
+            if m.has_published() {
+                Ok(())
+            } else {
+                Err("no graph published yet".into())
             }
         });
+        mesh_telemetry::serve_admin(
+            addr,
+            mesh_telemetry::admin_router(Arc::new(registry), ready),
+        )
+        .await
+        .unwrap_or_else(|e| usage(e));
     }
     tracing::info!(prometheus = %args.prometheus_url, interval = ?args.interval, "collecting");
+    let sources = mesh_collector::run::Sources {
+        prometheus: source,
+        kubernetes: mesh_collector::kubernetes().await,
+    };
     mesh_collector::run::run(
-        source,
+        sources,
         Arc::new(store),
         args.interval,
+        metrics,
         mesh_telemetry::shutdown_signal(),
     )
     .await;

@@ -12,7 +12,10 @@ use mesh_model::{
 };
 use serde::Deserialize;
 
-use crate::promql::{GraphQueries, OWNER_LABELS};
+use crate::{
+    overlay::AuthzSample,
+    promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS},
+};
 
 /// Why Prometheus could not give us a graph.
 #[derive(Debug, thiserror::Error)]
@@ -223,27 +226,66 @@ impl PrometheusSource {
         }
     }
 
-    /// Runs every query and feeds the samples to `builder`.
-    pub async fn collect(&self, builder: &mut GraphBuilder) -> Result<(), PromError> {
+    /// Runs every query, feeds the samples to `builder` and returns the authorization samples.
+    pub async fn collect(&self, builder: &mut GraphBuilder) -> Result<Vec<AuthzSample>, PromError> {
         let q = &self.queries;
-        let (responses, p50, p95, p99, open, opened, read, write, id_http, id_tcp, pods) = tokio::try_join!(
-            self.query(&q.responses),
-            self.query(&q.latency[0]),
-            self.query(&q.latency[1]),
-            self.query(&q.latency[2]),
-            self.query(&q.tcp_open),
-            self.query(&q.tcp_opened),
-            self.query(&q.tcp_read),
-            self.query(&q.tcp_write),
-            self.query(&q.identities_http),
-            self.query(&q.identities_tcp),
-            self.query(&q.pods),
-        )?;
+        let queries = [
+            &q.responses,
+            &q.latency[0],
+            &q.latency[1],
+            &q.latency[2],
+            &q.tcp_open,
+            &q.tcp_opened,
+            &q.tcp_read,
+            &q.tcp_write,
+            &q.identities_http,
+            &q.identities_tcp,
+            &q.pods,
+        ]
+        .into_iter()
+        .chain(&q.authz);
+        let rows = futures_util::future::try_join_all(queries.map(|x| self.query(x))).await?;
+        let Ok(
+            [
+                responses,
+                p50,
+                p95,
+                p99,
+                open,
+                opened,
+                read,
+                write,
+                id_http,
+                id_tcp,
+                pods,
+                a0,
+                a1,
+                a2,
+                a3,
+            ],
+        ) = <[Vec<Series>; 15]>::try_from(rows)
+        else {
+            unreachable!("fifteen queries give fifteen answers");
+        };
         if responses.is_empty() && opened.is_empty() && open.is_empty() {
             return Err(PromError::NoData {
                 url: self.base.clone(),
                 window: crate::promql::window(self.window),
             });
+        }
+        let mut samples = Vec::new();
+        for ((_, tcp, allowed), rows) in AUTHZ_METRICS.iter().zip([a0, a1, a2, a3]) {
+            for s in &rows {
+                if let (Some(dst), Some(count)) = (src_of(s), s.number()) {
+                    samples.push(AuthzSample {
+                        dst,
+                        client_id: s.label("client_id").to_owned(),
+                        tcp: *tcp,
+                        allowed: *allowed,
+                        count,
+                    });
+                }
+            }
         }
 
         for s in &responses {
@@ -326,15 +368,35 @@ impl PrometheusSource {
                 pods,
             });
         }
-        Ok(())
+        Ok(samples)
     }
 
-    /// Builds a graph (version 0) from the current window.
-    pub async fn graph(&self, now: SystemTime) -> Result<MeshGraph, PromError> {
+    /// Reads the current window: the graph (version 0) and the authorization samples, which
+    /// are attached to edges once Kubernetes has named the edges' client identities.
+    pub async fn observe(&self, now: SystemTime) -> Result<Observation, PromError> {
         let mut b = GraphBuilder::new(self.window);
-        self.collect(&mut b).await?;
-        Ok(b.finish(now))
+        let authz = self.collect(&mut b).await?;
+        Ok(Observation {
+            graph: b.finish(now),
+            authz,
+        })
     }
+
+    /// Builds a graph (version 0) from the current window, with observed authorization rates.
+    pub async fn graph(&self, now: SystemTime) -> Result<MeshGraph, PromError> {
+        let Observation { mut graph, authz } = self.observe(now).await?;
+        crate::overlay::attach_observed(&mut graph, &authz);
+        Ok(graph)
+    }
+}
+
+/// One read of Prometheus.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The graph as Prometheus shows it.
+    pub graph: MeshGraph,
+    /// Inbound authorization decisions, not yet attributed to edges.
+    pub authz: Vec<AuthzSample>,
 }
 
 /// The workload a series was reported from (or, for inbound series, received by).

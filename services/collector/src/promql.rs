@@ -139,7 +139,18 @@ pub struct GraphQueries {
     pub identities_tcp: String,
     /// Series per pod, to count pods per workload.
     pub pods: String,
+    /// Inbound authorization decisions by destination and client identity:
+    /// `inbound_http_authz_allow_total`, `..._deny_total`, then the `tcp` pair.
+    pub authz: [String; 4],
 }
+
+/// The authorization counters, in [`GraphQueries::authz`] order: (metric, tcp, allowed).
+pub const AUTHZ_METRICS: [(&str, bool, bool); 4] = [
+    ("inbound_http_authz_allow_total", false, true),
+    ("inbound_http_authz_deny_total", false, false),
+    ("inbound_tcp_authz_allow_total", true, true),
+    ("inbound_tcp_authz_deny_total", true, false),
+];
 
 impl GraphQueries {
     /// The queries for a metrics window.
@@ -190,6 +201,8 @@ impl GraphQueries {
                 &ident,
             ),
             pods: format!("count(tcp_open_total) by ({})", pods.join(", ")),
+            // No `direction` label on these (reference 1.3); like viz, no selector at all.
+            authz: AUTHZ_METRICS.map(|(m, _, _)| sum_increase(m, "", &w, &ident)),
         }
     }
 }

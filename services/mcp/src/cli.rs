@@ -91,6 +91,9 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         }
     };
     let (tx, rx) = watch::channel::<Option<Arc<MeshGraph>>>(None);
+    let history = crate::History::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let collector_metrics = mesh_collector::run::Metrics::default();
     if args.embedded_collector {
         let url = args
             .prometheus_url
@@ -100,13 +103,19 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             mesh_collector::PrometheusSource::new(&url, args.window, Duration::from_secs(10))
                 .map_err(|e| usage(e.to_string()))?;
         let store = mesh_store::MemoryStore::new(1000);
+        let sources = mesh_collector::run::Sources {
+            prometheus: source,
+            kubernetes: mesh_collector::kubernetes().await,
+        };
+        collector_metrics.register(&mut registry);
         tokio::spawn(mesh_collector::run::run(
-            source,
+            sources,
             store.clone(),
             args.interval,
+            collector_metrics,
             std::future::pending(),
         ));
-        tokio::spawn(crate::follow(store, tx));
+        tokio::spawn(crate::follow(store, tx, history.clone()));
     } else {
         let url = args
             .redis_url
@@ -115,11 +124,11 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         let store =
             mesh_store::RedisStore::new(&url, &args.key_prefix, 10_000, Duration::from_secs(2))
                 .map_err(|e| usage(e.to_string()))?;
-        tokio::spawn(crate::follow(Arc::new(store), tx));
+        tokio::spawn(crate::follow(Arc::new(store), tx, history.clone()));
     }
 
     // One service for gRPC and HTTP, so both share its filtered-view cache.
-    let service = GraphService::new(rx.clone(), args.heartbeat);
+    let service = GraphService::new(rx.clone(), history, args.heartbeat);
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
@@ -143,15 +152,20 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
     }
     if let Some(addr) = args.admin_listen {
-        let l = tokio::net::TcpListener::bind(addr)
+        register_graph_metrics(&mut registry, rx.clone());
+        let graph = rx.clone();
+        let ready: mesh_telemetry::Readiness = Arc::new(move || {
+            if graph.borrow().is_some() {
+                Ok(())
+            } else {
+                Err("no graph yet".into())
+            }
+        });
+        let router = mesh_telemetry::admin_router(Arc::new(registry), ready);
+        let admin = mesh_telemetry::serve_admin(addr, router)
             .await
-            .map_err(|e| usage(format!("--admin-listen {addr}: {e}")))?;
-        let app = Router::new()
-            .route("/live", get(|| async { "ok\n" }))
-            .route("/ready", get(ready))
-            .route("/metrics", get(metrics))
-            .with_state(rx.clone());
-        servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
+            .map_err(usage)?;
+        servers.spawn(async move { admin.await.map_err(|e| e.to_string()) });
     }
     tokio::select! {
         () = mesh_telemetry::shutdown_signal() => Ok(()),
@@ -235,21 +249,41 @@ async fn http_graph(
     }
 }
 
-async fn ready(State(graph): State<GraphWatch>) -> impl IntoResponse {
-    if graph.borrow().is_some() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n")
-    }
-}
-
-async fn metrics(State(graph): State<GraphWatch>) -> impl IntoResponse {
-    let g = graph.borrow().clone();
-    let (version, edges, workloads) =
-        g.map_or((0, 0, 0), |g| (g.version, g.edges.len(), g.workloads.len()));
-    format!(
-        "# HELP mesh_mcp_graph_version Version of the graph being served.\n# TYPE mesh_mcp_graph_version gauge\nmesh_mcp_graph_version {version}\n\
-         # HELP mesh_mcp_graph_edges Edges in the graph being served.\n# TYPE mesh_mcp_graph_edges gauge\nmesh_mcp_graph_edges {edges}\n\
-         # HELP mesh_mcp_graph_workloads Workloads in the graph being served.\n# TYPE mesh_mcp_graph_workloads gauge\nmesh_mcp_graph_workloads {workloads}\n"
-    )
+/// Gauges of the graph being served, read when scraped.
+fn register_graph_metrics(r: &mut prometheus_client::registry::Registry, graph: GraphWatch) {
+    use prometheus_client::metrics::gauge::Gauge;
+    let (version, edges, workloads) = (
+        Gauge::<i64>::default(),
+        Gauge::<i64>::default(),
+        Gauge::<i64>::default(),
+    );
+    let r = r.sub_registry_with_prefix("mesh_mcp");
+    r.register(
+        "graph_version",
+        "Version of the graph being served",
+        version.clone(),
+    );
+    r.register(
+        "graph_edges",
+        "Edges in the graph being served",
+        edges.clone(),
+    );
+    r.register(
+        "graph_workloads",
+        "Workloads in the graph being served",
+        workloads.clone(),
+    );
+    let mut graph = graph;
+    tokio::spawn(async move {
+        loop {
+            if let Some(g) = graph.borrow_and_update().clone() {
+                version.set(i64::try_from(g.version).unwrap_or(i64::MAX));
+                edges.set(i64::try_from(g.edges.len()).unwrap_or(i64::MAX));
+                workloads.set(i64::try_from(g.workloads.len()).unwrap_or(i64::MAX));
+            }
+            if graph.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

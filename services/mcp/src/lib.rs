@@ -16,18 +16,28 @@ use tokio::sync::watch;
 pub use self::{
     auth::{Caller, TokenAuth},
     follower::{Follower, FollowerError, Step},
-    service::{GraphService, GraphWatch},
+    service::{GraphService, GraphWatch, History},
 };
 
-/// Follows the store forever, publishing each new copy of the graph on `tx`. Store errors are
-/// logged and retried with backoff (capped at 5 s); the last good graph keeps being served.
-pub async fn follow<S: GraphStore>(store: S, tx: watch::Sender<Option<Arc<MeshGraph>>>) {
+/// Follows the store forever, publishing each new copy of the graph on `tx` and the deltas
+/// that led to it in `history`. Store errors are logged and retried with backoff (capped at
+/// 5 s); the last good graph keeps being served.
+pub async fn follow<S: GraphStore>(
+    store: S,
+    tx: watch::Sender<Option<Arc<MeshGraph>>>,
+    history: History,
+) {
     let mut follower = Follower::new(store);
     let mut backoff = Duration::from_millis(100);
     loop {
         match follower.step(Duration::from_secs(1)).await {
             Ok(Step::Idle) => {}
-            Ok(_) => {
+            Ok(step) => {
+                // Recorded before the graph is sent, so history always reaches the served version.
+                match step {
+                    Step::Applied(deltas) => history.record(deltas).await,
+                    _ => history.reset().await,
+                }
                 backoff = Duration::from_millis(100);
                 if let Some(g) = follower.graph() {
                     tx.send_replace(Some(Arc::new(g.clone())));

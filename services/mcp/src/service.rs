@@ -1,6 +1,11 @@
 //! The gRPC `MeshService`: reads from the in-memory graph, never from the store per request.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures_util::Stream;
 use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance};
@@ -15,18 +20,66 @@ pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
 #[derive(Clone, Debug)]
 pub struct GraphService {
     graph: GraphWatch,
+    history: History,
     heartbeat: Duration,
     views: Arc<Mutex<ViewCache>>,
 }
 
 impl GraphService {
-    /// A service over `graph`, sending watch heartbeats every `heartbeat`.
-    pub fn new(graph: GraphWatch, heartbeat: Duration) -> Self {
+    /// A service over `graph` (and the deltas that led to it, for resumed watches), sending
+    /// watch heartbeats every `heartbeat`.
+    pub fn new(graph: GraphWatch, history: History, heartbeat: Duration) -> Self {
         Self {
             graph,
+            history,
             heartbeat,
             views: Arc::default(),
         }
+    }
+}
+
+/// Whole-graph deltas most recently applied (at most [`History::KEPT`]), so a watch that resumes
+/// from a recent version gets one catch-up delta instead of a whole snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct History(Arc<Mutex<VecDeque<Arc<GraphDelta>>>>);
+
+impl History {
+    /// Deltas kept.
+    pub const KEPT: usize = 1024;
+
+    /// Appends applied deltas, dropping the oldest past [`Self::KEPT`].
+    pub async fn record(&self, deltas: Vec<GraphDelta>) {
+        let mut h = self.0.lock().await;
+        h.extend(deltas.into_iter().map(Arc::new));
+        while h.len() > Self::KEPT {
+            h.pop_front();
+        }
+    }
+
+    /// Forgets everything: continuity was broken (a snapshot reload).
+    pub async fn reset(&self) {
+        self.0.lock().await.clear();
+    }
+
+    /// The unbroken chain of deltas from `from` to `to` in `epoch`, if all of it is kept.
+    async fn between(&self, epoch: u64, from: u64, to: u64) -> Option<Vec<Arc<GraphDelta>>> {
+        let h = self.0.lock().await;
+        let start = h
+            .iter()
+            .position(|d| d.epoch == epoch && d.from_version == from)?;
+        let mut out = Vec::new();
+        let mut at = from;
+        for d in h.iter().skip(start) {
+            if at == to {
+                break;
+            }
+            if d.epoch != epoch || d.from_version != at {
+                return None;
+            }
+            at = d.to_version;
+            out.push(d.clone());
+        }
+        (at == to).then_some(out)
     }
 }
 
@@ -194,15 +247,25 @@ impl MeshService for GraphService {
         let mut graph = self.graph.clone();
         let every = self.heartbeat;
         let views = self.views.clone();
+        let history = self.history.clone();
         let key = format!("{f:?}");
         tokio::spawn(async move {
             let mut last = views.lock().await.view(&key, &f, &g);
-            // Without history we can prove continuity only for a client already at the present.
-            let first = if (resume.epoch, resume.version) == (g.epoch, g.version) {
-                heartbeat(&g)
+            let kept = if resume.epoch == g.epoch && resume.version > 0 {
+                history.between(g.epoch, resume.version, g.version).await
             } else {
-                event(Event::Snapshot(pb::MeshGraph::from(&*last)))
+                None
             };
+            let first =
+                match kept {
+                    _ if (resume.epoch, resume.version) == (g.epoch, g.version) => heartbeat(&g),
+                    // One delta from the resume point, computed on this stream's filtered view.
+                    Some(deltas) => event(Event::Delta(pb::GraphDelta::from(
+                        &GraphDelta::catch_up(resume.version, deltas.iter().map(|d| &**d), &last),
+                    ))),
+                    // Another epoch, or older than what is kept: continuity cannot be proven.
+                    None => event(Event::Snapshot(pb::MeshGraph::from(&*last))),
+                };
             drop(g);
             if tx.send(Ok(first)).await.is_err() {
                 return;

@@ -41,6 +41,8 @@ fn start_mcp(source: &[&str]) -> Mcp {
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .arg("--token-file")
             .arg(dir.path().join("tokens.csv"))
+            // No ambient cluster: the embedded collector runs on Prometheus alone.
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
             .env("MESH_LOG", "info"),
         &dir.path().join("mesh-mcp.log"),
     );
@@ -111,6 +113,13 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
     let g = converges(mcp.grpc, &t).await;
     assert_eq!(g.sources[0].source, "prometheus");
     assert!(g.sources[0].ok);
+    assert_eq!(g.sources[1].source, "kubernetes");
+    assert!(!g.sources[1].ok);
+    assert!(
+        g.sources[1].error.contains("no Kubernetes configuration"),
+        "{}",
+        g.sources[1].error
+    );
 
     // Without a token: UNAUTHENTICATED.
     let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{}", mcp.grpc))
@@ -165,12 +174,62 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
     assert!(stale.sources[0].last_success.is_some());
 }
 
+async fn kube() -> kube_sim::KubeSim {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 admin-token,admin,uid-a,\"system:masters\"\n"
+            .into(),
+        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn kube_client(sim: &kube_sim::KubeSim, token: &str) -> kube::Client {
+    let mut cfg = kube::Config::new(sim.url().parse().unwrap());
+    cfg.auth_info.token = Some(token.to_owned().into());
+    kube::Client::try_from(cfg).unwrap()
+}
+
+fn find<'a>(edges: &'a [pb::Edge], from: &str, to: &str) -> Option<&'a pb::Edge> {
+    edges.iter().find(|e| {
+        e.src.as_ref().is_some_and(|s| s.name == from)
+            && e.dst.as_ref().is_some_and(|d| d.name == to)
+    })
+}
+
+/// Reads the watch until an event satisfies `check`, within a bound.
+async fn until_event(
+    stream: &mut tonic::Streaming<pb::MeshGraphEvent>,
+    what: &str,
+    check: impl Fn(&pb::mesh_graph_event::Event) -> bool,
+) -> pb::mesh_graph_event::Event {
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let ev = stream.message().await.unwrap().unwrap().event.unwrap();
+            if check(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await;
+    got.unwrap_or_else(|_| panic!("no event: {what}"))
+}
+
+fn decision(e: &pb::Edge) -> pb::policy_verdict::Decision {
+    e.policy.clone().unwrap_or_default().decision()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_publishes_through_redis_to_mesh_mcp() {
     let t = meshsim::builtin("booksapp").unwrap();
     let (addr, _stop) = sim(t.clone()).await;
     let prom = Prometheus::start(&[addr]).await;
     let redis = Redis::start().await;
+    let cluster = kube().await;
     let store = Arc::new(
         mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(2)).unwrap(),
     );
@@ -180,11 +239,16 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         Duration::from_secs(5),
     )
     .unwrap();
+    let sources = mesh_collector::run::Sources {
+        prometheus: source,
+        kubernetes: mesh_collector::cluster::spawn(&kube_client(&cluster, "collector-token")),
+    };
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = tokio::spawn(mesh_collector::run::run(
-        source,
+        sources,
         store,
         Duration::from_secs(1),
+        mesh_collector::run::Metrics::default(),
         async {
             let _ = stopped.await;
         },
@@ -192,19 +256,139 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     let mcp = start_mcp(&["--redis-url", &redis.url]);
     let g = converges(mcp.grpc, &t).await;
     assert!(g.version >= 1 && g.epoch >= 1);
+    assert_eq!(g.sources[1].source, "kubernetes");
+    assert!(g.sources[1].ok, "{}", g.sources[1].error);
     // Identities survive the trip: webapp calls authors as webapp.
-    let e = g
-        .edges
-        .iter()
-        .find(|e| {
-            e.dst.as_ref().is_some_and(|d| d.name == "authors")
-                && e.src.as_ref().is_some_and(|s| s.name == "webapp")
-        })
-        .unwrap();
+    let e = find(&g.edges, "webapp", "authors").unwrap();
     assert_eq!(
         e.client_identity,
         "webapp.booksapp.serviceaccount.identity.linkerd.cluster.local"
     );
+    // Verdicts for the seeded policy: authors has per-route policy, so an edge (no path) cannot
+    // be decided and says why; books has no Server, so the default policy admits everyone.
+    let p = e.policy.clone().unwrap();
+    assert_eq!(decision(e), pb::policy_verdict::Decision::Unknown);
+    assert!(
+        p.chain.iter().any(|c| c.contains("authors-get-route")),
+        "{:?}",
+        p.chain
+    );
+    let books = find(&g.edges, "webapp", "books").unwrap();
+    assert_eq!(decision(books), pb::policy_verdict::Decision::Allowed);
+    let bp = books.policy.clone().unwrap();
+    assert!(bp.default_policy.contains("all-authenticated"), "{bp:?}");
+    assert!(books.policy.clone().unwrap().observed_allow_rps.unwrap() > 0.0);
+
+    let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{}", mcp.grpc))
+        .await
+        .unwrap();
+    let watch = |c: &mut MeshServiceClient<tonic::transport::Channel>, resume| {
+        let mut c = c.clone();
+        async move {
+            c.watch_mesh_graph(authed(pb::WatchMeshGraphRequest {
+                namespaces: vec!["booksapp".into()],
+                include_policies: true,
+                resume_from: resume,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let mut stream = watch(&mut c, None).await;
+    let first = until_event(&mut stream, "the first snapshot", |_| true).await;
+    let pb::mesh_graph_event::Event::Snapshot(snap) = first else {
+        panic!("a watch without a resume point starts with a snapshot: {first:?}");
+    };
+
+    // A policy change in the cluster: a Server on books with no authorization denies it.
+    let servers = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        kube_client(&cluster, "admin-token"),
+        "booksapp",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "policy.linkerd.io",
+            "v1beta3",
+            "Server",
+        )),
+    );
+    let server: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+        "metadata": {"name": "books-server", "namespace": "booksapp"},
+        "spec": {"podSelector": {"matchLabels": {"app": "books"}}, "port": "service"}
+    }))
+    .unwrap();
+    servers
+        .create(&kube::api::PostParams::default(), &server)
+        .await
+        .unwrap();
+    let ev = until_event(&mut stream, "the verdict delta", |ev| {
+        matches!(ev, pb::mesh_graph_event::Event::Delta(d)
+            if find(&d.upserted_edges, "webapp", "books")
+                .is_some_and(|e| decision(e) == pb::policy_verdict::Decision::Denied))
+    })
+    .await;
+    let pb::mesh_graph_event::Event::Delta(d) = ev else {
+        unreachable!()
+    };
+    let denied = find(&d.upserted_edges, "webapp", "books").unwrap();
+    let p = denied.policy.clone().unwrap();
+    assert_eq!(p.server, "booksapp/books-server");
+    assert!(
+        p.disagreement.contains("policy denies"),
+        "{}",
+        p.disagreement
+    );
+    assert!(d.upserted_policies.iter().any(|p| p.name == "books-server"));
+
+    // Traffic changes: webapp -> books turns plaintext; the delta says exactly that.
+    let mut t2 = t.clone();
+    let i = t2
+        .edges
+        .iter()
+        .position(|e| e.from == "booksapp/webapp" && e.to == "booksapp/books")
+        .unwrap();
+    t2.edges[i].tls = Some(false);
+    let r = reqwest::Client::new()
+        .put(format!("http://{addr}/topology"))
+        .body(t2.to_yaml())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    until_event(&mut stream, "the plaintext delta", |ev| {
+        matches!(ev, pb::mesh_graph_event::Event::Delta(d)
+            if find(&d.upserted_edges, "webapp", "books")
+                .is_some_and(|e| e.tls == pb::TlsStatus::Plaintext as i32))
+    })
+    .await;
+
+    // Resuming from the first snapshot's version catches up with one delta; resuming from
+    // another writer's epoch (continuity unprovable) gets a snapshot.
+    let at = pb::GraphPosition {
+        epoch: snap.epoch,
+        version: snap.version,
+    };
+    let mut resumed = watch(&mut c, Some(at)).await;
+    let ev = until_event(&mut resumed, "the catch-up", |_| true).await;
+    let pb::mesh_graph_event::Event::Delta(d) = ev else {
+        panic!("resume from a kept version starts with a delta: {ev:?}");
+    };
+    assert_eq!(d.from_version, snap.version);
+    let e = find(&d.upserted_edges, "webapp", "books").unwrap();
+    assert_eq!(e.tls, pb::TlsStatus::Plaintext as i32);
+    assert_eq!(decision(e), pb::policy_verdict::Decision::Denied);
+    let old = pb::GraphPosition {
+        epoch: snap.epoch + 1,
+        version: snap.version,
+    };
+    let mut from_scratch = watch(&mut c, Some(old)).await;
+    let ev = until_event(&mut from_scratch, "the snapshot", |_| true).await;
+    assert!(
+        matches!(ev, pb::mesh_graph_event::Event::Snapshot(_)),
+        "{ev:?}"
+    );
+
     let _ = stop_collector.send(());
     collector.await.unwrap();
 }

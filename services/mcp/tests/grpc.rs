@@ -41,10 +41,11 @@ async fn start(t: &meshsim::Topology) -> Server {
         .unwrap();
     publisher.publish(build(t)).await.unwrap();
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(mesh_mcp::follow(store, tx));
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
     let auth = TokenAuth::parse("good-token,alice,uid-1,\"devs\"\n").unwrap();
     let routes = mesh_mcp::grpc_routes(
-        GraphService::new(rx, Duration::from_millis(200)),
+        GraphService::new(rx, history, Duration::from_millis(200)),
         Some(auth),
     )
     .await;

@@ -27,14 +27,15 @@ pub(crate) async fn serve(n: usize) {
         .expect("memory store");
     publisher.publish(build(&t)).await.expect("publish");
     let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(mesh_mcp::follow(store, tx));
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
     // Announce the port only once the graph is loaded, so measurements start on a full server.
     rx.clone()
         .wait_for(Option::is_some)
         .await
         .expect("follower runs");
     let routes = mesh_mcp::grpc_routes(
-        mesh_mcp::GraphService::new(rx, Duration::from_secs(60)),
+        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
         None,
     )
     .await;

@@ -40,10 +40,11 @@ async fn graph_and_watch_from_the_server() {
         .unwrap();
     publisher.publish(build(&t)).await.unwrap();
     let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(mesh_mcp::follow(store, tx));
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
     let auth = mesh_mcp::TokenAuth::parse("tok,alice,u,\"\"\n").unwrap();
     let routes = mesh_mcp::grpc_routes(
-        mesh_mcp::GraphService::new(rx, Duration::from_secs(30)),
+        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(30)),
         Some(auth),
     )
     .await;

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use proptest::prelude::*;
 
 use super::*;
-use crate::graph::{Destination, Protocol, TlsStatus};
+use crate::graph::{Destination, GraphFilter, Protocol, TlsStatus};
 
 fn wref(ns: &str, name: &str) -> WorkloadRef {
     WorkloadRef {
@@ -248,6 +248,35 @@ proptest! {
         let mut c = a.clone();
         d.apply(&mut c).unwrap();
         prop_assert_eq!(c, b);
+    }
+
+    #[test]
+    fn catch_up_takes_a_filtered_reader_from_any_kept_version_to_now(
+        builds in prop::collection::vec(arb_pair(), 2..6),
+        start in 0usize..4,
+        tls_only in any::<bool>(),
+    ) {
+        let filter = GraphFilter {
+            namespaces: vec!["ns2".into()],
+            tls: tls_only.then_some(TlsStatus::Mtls),
+            ..GraphFilter::default()
+        };
+        // The whole graph's history, as the follower keeps it.
+        let mut g = builds[0].0.clone();
+        let mut history = vec![(g.clone(), None)];
+        for (_, b) in &builds {
+            let mut b = b.clone();
+            b.version = g.version + 1;
+            let d = GraphDelta::between(&g, &b, &MetricTolerance::EXACT);
+            d.apply(&mut g).unwrap();
+            history.push((g.clone(), Some(d)));
+        }
+        let start = start.min(history.len() - 1);
+        let mut reader = filter.apply(&history[start].0);
+        let deltas: Vec<&GraphDelta> = history[start + 1..].iter().filter_map(|(_, d)| d.as_ref()).collect();
+        let now = filter.apply(&g);
+        GraphDelta::catch_up(reader.version, deltas, &now).apply(&mut reader).unwrap();
+        prop_assert_eq!(reader, now);
     }
 
     #[test]

@@ -1,0 +1,659 @@
+//! The Kubernetes side of the graph. One kube-rs watcher per kind (with kube's backoff) sends
+//! its events to a single index task, which owns every object and, after each burst of changes,
+//! publishes a typed [`Cluster`]: the policy set, workloads as policy sees their pods, Services,
+//! the policy objects themselves, and the health of the watches.
+//!
+//! Objects are stored slimmed (no `managedFields`; Pods keep only what policy and topology read),
+//! and a malformed object is logged once and skipped, never fatal: Linkerd's policy controller
+//! does the same.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures_util::StreamExt;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{WatchStreamExt, watcher},
+};
+use mesh_k8s::{
+    DEFAULT_POLICY_ANNOTATION, Manifests,
+    manifest::Document,
+    resources::{Resource, Workload as K8sWorkload},
+};
+use mesh_model::{
+    PolicyKey, PolicyObject, SourceHealth, WorkloadRef,
+    policy::{LabelSelector, PodInfo, PolicySet},
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+/// A kind the collector watches.
+#[derive(Clone, Copy, Debug)]
+pub struct Kind {
+    /// API group (empty for core).
+    pub group: &'static str,
+    /// Version watched.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Resource (plural).
+    pub plural: &'static str,
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+) -> Kind {
+    Kind {
+        group,
+        version,
+        kind,
+        plural,
+    }
+}
+
+/// Everything the collector watches: what its RBAC role must allow to `list` and `watch`.
+pub const WATCHED: [Kind; 15] = [
+    kind("apps", "v1", "Deployment", "deployments"),
+    kind("apps", "v1", "StatefulSet", "statefulsets"),
+    kind("apps", "v1", "DaemonSet", "daemonsets"),
+    kind("", "v1", "Pod", "pods"),
+    kind("", "v1", "Service", "services"),
+    kind("", "v1", "Namespace", "namespaces"),
+    kind("", "v1", "ConfigMap", "configmaps"),
+    kind("policy.linkerd.io", "v1beta3", "Server", "servers"),
+    kind(
+        "policy.linkerd.io",
+        "v1beta1",
+        "ServerAuthorization",
+        "serverauthorizations",
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "MeshTLSAuthentication",
+        "meshtlsauthentications",
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "NetworkAuthentication",
+        "networkauthentications",
+    ),
+    kind("policy.linkerd.io", "v1beta3", "HTTPRoute", "httproutes"),
+    kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+    kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
+];
+
+impl Kind {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+
+    /// `servers.policy.linkerd.io`, as kubectl names it.
+    fn describe(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// A workload as the cluster describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterWorkload {
+    /// Its pods as policy sees them (a running pod's labels when one exists, else the template's).
+    pub pod: PodInfo,
+    /// Service account its pods run as.
+    pub service_account: String,
+    /// Whether its pods get (or have) a Linkerd proxy.
+    pub meshed: bool,
+    /// Running pods, when Pods are visible.
+    pub running_pods: u32,
+}
+
+/// A Service: which pods it selects and the ports it forwards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Pod selector (a Service without one selects nothing).
+    pub selector: BTreeMap<String, String>,
+    /// `(port, targetPort)`; targetPort is a number or a container port name.
+    pub ports: Vec<(u16, Value)>,
+}
+
+/// What Kubernetes says, typed, at one moment.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// The policy set (with cluster settings from `linkerd-config`).
+    pub policy: PolicySet,
+    /// Deployments, StatefulSets and DaemonSets.
+    pub workloads: BTreeMap<WorkloadRef, ClusterWorkload>,
+    /// Services.
+    pub services: Vec<ServiceInfo>,
+    /// Linkerd policy objects, as the graph carries them.
+    pub policies: BTreeMap<PolicyKey, PolicyObject>,
+    /// Health of the watches.
+    pub health: SourceHealth,
+}
+
+impl Cluster {
+    /// The cluster before anything was listed.
+    pub fn unsynced(error: impl Into<String>) -> Self {
+        Self {
+            policy: PolicySet::default(),
+            workloads: BTreeMap::new(),
+            services: Vec::new(),
+            policies: BTreeMap::new(),
+            health: SourceHealth {
+                source: "kubernetes".into(),
+                ok: false,
+                last_success: None,
+                error: error.into(),
+            },
+        }
+    }
+
+    /// Types a set of objects (as the API server returns them). Returns the cluster and the
+    /// objects that could not be read, each `Kind ns/name: why`.
+    pub fn from_objects(objects: Vec<Value>, health: SourceHealth) -> (Self, Vec<String>) {
+        let docs = objects
+            .into_iter()
+            .map(|value| Document {
+                file: "kubernetes".into(),
+                line: 0,
+                value,
+            })
+            .collect();
+        let m = Manifests::from_documents(docs, Vec::new());
+        let problems = m
+            .problems
+            .iter()
+            .map(|p| format!("{}: {} {}", p.object, p.field, p.message))
+            .collect();
+        let mut ns_default = BTreeMap::new();
+        let mut ns_inject = BTreeSet::new();
+        for (_, r) in &m.resources {
+            if let Resource::Namespace(meta) = r {
+                if let Some(p) = meta.annotations.get(DEFAULT_POLICY_ANNOTATION) {
+                    ns_default.insert(meta.name.clone(), p.clone());
+                }
+                if meta.annotations.get(INJECT).map(String::as_str) == Some("enabled") {
+                    ns_inject.insert(meta.name.clone());
+                }
+            }
+        }
+        let mut workloads = BTreeMap::new();
+        let mut pods = Vec::new();
+        let mut services = Vec::new();
+        let mut policies = BTreeMap::new();
+        for (doc, r) in &m.resources {
+            match r {
+                Resource::Workload(w) if w.kind == "Pod" => pods.push(w),
+                Resource::Workload(w) => {
+                    let namespace = w.meta.namespace.clone().unwrap_or_default();
+                    let (pod, service_account) =
+                        mesh_k8s::pod_info(w, ns_default.get(&namespace).cloned());
+                    let inject = template_annotation(w, INJECT);
+                    let meshed = match inject.as_deref() {
+                        Some("enabled") => true,
+                        Some(_) => false,
+                        None => ns_inject.contains(&namespace),
+                    };
+                    let id = WorkloadRef {
+                        namespace,
+                        kind: w.kind.clone(),
+                        name: w.meta.name.clone(),
+                    };
+                    workloads.insert(
+                        id,
+                        ClusterWorkload {
+                            pod,
+                            service_account,
+                            meshed,
+                            running_pods: 0,
+                        },
+                    );
+                }
+                Resource::Other if doc.value["kind"] == "Service" => {
+                    services.extend(service(&doc.value));
+                }
+                Resource::Server(_)
+                | Resource::AuthorizationPolicy(_)
+                | Resource::MeshTlsAuthentication(_)
+                | Resource::NetworkAuthentication(_)
+                | Resource::ServerAuthorization(_)
+                | Resource::HttpRoute(_)
+                | Resource::GrpcRoute(_) => {
+                    let o = policy_object(&doc.value);
+                    policies.insert(o.key.clone(), o);
+                }
+                _ => {}
+            }
+        }
+        // Pods: running ones count, and the first running pod's labels and ports are what the
+        // policy controller matches Servers against (templates can lag a rollout).
+        let mut seen = BTreeSet::new();
+        for p in pods {
+            let Some(owner) = owner_of(p) else { continue };
+            let Some(w) = workloads.get_mut(&owner) else {
+                continue;
+            };
+            if !p.meta.annotations.contains_key(RUNNING_MARK) {
+                continue;
+            }
+            w.running_pods += 1;
+            if p.pod
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.containers.iter().any(|c| c.name == "linkerd-proxy"))
+            {
+                w.meshed = true;
+            }
+            if seen.insert(owner) {
+                let namespace = w.pod.namespace.clone();
+                let (pod, _) = mesh_k8s::pod_info(p, ns_default.get(&namespace).cloned());
+                w.pod.labels = pod.labels;
+                if !pod.ports.is_empty() {
+                    w.pod.ports = pod.ports;
+                }
+            }
+        }
+        (
+            Self {
+                policy: m.policy_set(),
+                workloads,
+                services,
+                policies,
+                health,
+            },
+            problems,
+        )
+    }
+
+    /// The port traffic to `w` arrives on: the first port of the first Service that selects its
+    /// pods (a named targetPort resolved against the pod's ports), else the pod's first named
+    /// port. Edges carry no port, so this is the best the cluster can say.
+    pub fn port_of(&self, id: &WorkloadRef, w: &ClusterWorkload) -> Option<u16> {
+        let selects = |s: &&ServiceInfo| {
+            s.namespace == id.namespace
+                && !s.selector.is_empty()
+                && LabelSelector {
+                    match_labels: s.selector.clone(),
+                    match_expressions: Vec::new(),
+                }
+                .matches(&w.pod.labels)
+        };
+        let from_service = self.services.iter().find(selects).and_then(|s| {
+            let (port, target) = s.ports.first()?;
+            match target {
+                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                Value::String(name) => w.pod.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
+                _ => Some(*port),
+            }
+        });
+        from_service.or_else(|| w.pod.ports.first().map(|(_, p)| *p))
+    }
+}
+
+const INJECT: &str = "linkerd.io/inject";
+/// Set on slimmed pods whose phase is Running (the phase itself is dropped with the status).
+const RUNNING_MARK: &str = "linkerd-mcp.io/running";
+
+fn template_annotation(w: &K8sWorkload, key: &str) -> Option<String> {
+    w.pod
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(key)
+        .cloned()
+}
+
+/// The Deployment, StatefulSet or DaemonSet that owns a pod (via its ReplicaSet for Deployments).
+fn owner_of(p: &K8sWorkload) -> Option<WorkloadRef> {
+    let namespace = p.meta.namespace.clone()?;
+    let o = p.meta.owner_references.first()?;
+    let (kind, name) = match o.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = p.meta.labels.get("pod-template-hash")?;
+            let name = o.name.strip_suffix(&format!("-{hash}"))?;
+            ("Deployment", name.to_owned())
+        }
+        "StatefulSet" | "DaemonSet" => (o.kind.as_str(), o.name.clone()),
+        _ => return None,
+    };
+    Some(WorkloadRef {
+        namespace,
+        kind: kind.to_owned(),
+        name,
+    })
+}
+
+fn service(v: &Value) -> Option<ServiceInfo> {
+    let meta = &v["metadata"];
+    let selector = v["spec"]["selector"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ports = v["spec"]["ports"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| {
+                    let port = u16::try_from(p["port"].as_u64()?).ok()?;
+                    let target = match &p["targetPort"] {
+                        Value::Null => Value::from(port),
+                        t => t.clone(),
+                    };
+                    Some((port, target))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(ServiceInfo {
+        namespace: meta["namespace"].as_str()?.to_owned(),
+        name: meta["name"].as_str()?.to_owned(),
+        selector,
+        ports,
+    })
+}
+
+fn policy_object(v: &Value) -> PolicyObject {
+    let meta = &v["metadata"];
+    let s = |x: &Value| x.as_str().unwrap_or_default().to_owned();
+    PolicyObject {
+        api_version: s(&v["apiVersion"]),
+        key: PolicyKey {
+            kind: s(&v["kind"]),
+            namespace: s(&meta["namespace"]),
+            name: s(&meta["name"]),
+        },
+        resource_version: s(&meta["resourceVersion"]),
+        spec_json: v["spec"].to_string(),
+    }
+}
+
+/// Keeps what the index reads. Pods shrink to what policy and topology need (a 10,000-pod
+/// cluster's full pod specs would dominate the collector's memory); everything loses
+/// `managedFields`.
+fn slim(k: &Kind, mut v: Value) -> Value {
+    v["apiVersion"] = Value::from(k.api_version());
+    v["kind"] = Value::from(k.kind);
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    if k.kind != "Pod" {
+        return v;
+    }
+    let m = &v["metadata"];
+    let mut meta = serde_json::Map::new();
+    for f in [
+        "name",
+        "namespace",
+        "labels",
+        "annotations",
+        "ownerReferences",
+    ] {
+        if !m[f].is_null() {
+            meta.insert(f.into(), m[f].clone());
+        }
+    }
+    if v["status"]["phase"] == "Running" {
+        let a = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        a[RUNNING_MARK] = Value::from("true");
+    }
+    let containers: Vec<Value> = v["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut out = serde_json::json!({"name": c["name"]});
+            if c["ports"].is_array() {
+                out["ports"] = c["ports"].clone();
+            }
+            out
+        })
+        .collect();
+    let mut spec = serde_json::json!({"containers": containers});
+    if let Some(sa) = v["spec"]["serviceAccountName"].as_str() {
+        spec["serviceAccountName"] = Value::from(sa);
+    }
+    serde_json::json!({
+        "apiVersion": v["apiVersion"],
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": spec,
+    })
+}
+
+type Key = (usize, String, String);
+
+enum Msg {
+    Event(usize, watcher::Event<Value>),
+    Error(usize, String),
+}
+
+/// Starts the watchers and the index; the receiver sees a new [`Cluster`] after each burst of
+/// changes. Everything stops when the receiver (and its clones) are dropped.
+pub fn spawn(client: &Client) -> watch::Receiver<Arc<Cluster>> {
+    let (tx, rx) = watch::channel(Arc::new(Cluster::unsynced(
+        "waiting for the first list of every watched kind",
+    )));
+    let (events, inbox) = mpsc::channel(1024);
+    let mut watchers = tokio::task::JoinSet::new();
+    for (i, k) in WATCHED.iter().enumerate() {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &k.api_resource());
+        let config = if k.kind == "ConfigMap" {
+            watcher::Config::default().fields("metadata.name=linkerd-config")
+        } else {
+            watcher::Config::default()
+        };
+        let events = events.clone();
+        let k = *k;
+        watchers.spawn(async move {
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(item) = stream.next().await {
+                let msg = match item {
+                    Ok(ev) => {
+                        let v = |o: DynamicObject| {
+                            slim(&k, serde_json::to_value(o).unwrap_or_default())
+                        };
+                        Msg::Event(
+                            i,
+                            match ev {
+                                watcher::Event::Apply(o) => watcher::Event::Apply(v(o)),
+                                watcher::Event::Delete(o) => watcher::Event::Delete(v(o)),
+                                watcher::Event::Init => watcher::Event::Init,
+                                watcher::Event::InitApply(o) => watcher::Event::InitApply(v(o)),
+                                watcher::Event::InitDone => watcher::Event::InitDone,
+                            },
+                        )
+                    }
+                    Err(e) => Msg::Error(i, e.to_string()),
+                };
+                if events.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(events);
+    tokio::spawn(index(inbox, tx, watchers));
+    rx
+}
+
+#[derive(Default)]
+struct Index {
+    objects: BTreeMap<Key, Value>,
+    /// Objects listed since the last `Init`, per kind, swapped in at `InitDone`.
+    relisting: BTreeMap<usize, BTreeMap<Key, Value>>,
+    synced: BTreeSet<usize>,
+    errors: BTreeMap<usize, String>,
+    last_success: Option<SystemTime>,
+    logged: BTreeSet<String>,
+}
+
+fn key(i: usize, v: &Value) -> Key {
+    let m = &v["metadata"];
+    (
+        i,
+        m["namespace"].as_str().unwrap_or_default().to_owned(),
+        m["name"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+impl Index {
+    /// Applies one message; whether the objects changed.
+    fn apply(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Error(i, e) => {
+                let what = WATCHED[i].describe();
+                if self.errors.insert(i, e.clone()).is_none() {
+                    tracing::warn!(kind = %what, error = %e, "Kubernetes watch failed; retrying with backoff");
+                }
+                false
+            }
+            Msg::Event(i, ev) => {
+                if self.errors.remove(&i).is_some() {
+                    tracing::info!(kind = %WATCHED[i].describe(), "Kubernetes watch recovered");
+                }
+                match ev {
+                    watcher::Event::Init => {
+                        self.relisting.insert(i, BTreeMap::new());
+                        false
+                    }
+                    watcher::Event::InitApply(v) => {
+                        self.relisting.entry(i).or_default().insert(key(i, &v), v);
+                        false
+                    }
+                    watcher::Event::InitDone => {
+                        let listed = self.relisting.remove(&i).unwrap_or_default();
+                        self.objects.retain(|k, _| k.0 != i);
+                        self.objects.extend(listed);
+                        self.synced.insert(i);
+                        true
+                    }
+                    watcher::Event::Apply(v) => {
+                        let k = key(i, &v);
+                        self.objects.get(&k) != Some(&v) && {
+                            self.objects.insert(k, v);
+                            true
+                        }
+                    }
+                    watcher::Event::Delete(v) => self.objects.remove(&key(i, &v)).is_some(),
+                }
+            }
+        }
+    }
+
+    fn health(&mut self) -> SourceHealth {
+        let now = SystemTime::now();
+        let unsynced: Vec<String> = (0..WATCHED.len())
+            .filter(|i| !self.synced.contains(i) && !self.errors.contains_key(i))
+            .map(|i| WATCHED[i].describe())
+            .collect();
+        let mut error: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(i, e)| format!("{}: {e}", WATCHED[*i].describe()))
+            .collect();
+        if !unsynced.is_empty() {
+            error.push(format!("not listed yet: {}", unsynced.join(", ")));
+        }
+        if error.is_empty() {
+            self.last_success = Some(now);
+        }
+        SourceHealth {
+            source: "kubernetes".into(),
+            ok: error.is_empty(),
+            last_success: self.last_success,
+            error: error.join("; "),
+        }
+    }
+
+    fn cluster(&mut self) -> Cluster {
+        let health = self.health();
+        let (cluster, problems) =
+            Cluster::from_objects(self.objects.values().cloned().collect(), health);
+        for p in problems {
+            if self.logged.insert(p.clone()) {
+                tracing::warn!(problem = %p, "skipping a Kubernetes object that cannot be read");
+            }
+        }
+        cluster
+    }
+}
+
+async fn index(
+    mut inbox: mpsc::Receiver<Msg>,
+    out: watch::Sender<Arc<Cluster>>,
+    _watchers: tokio::task::JoinSet<()>,
+) {
+    let mut idx = Index::default();
+    loop {
+        let msg = tokio::select! {
+            m = inbox.recv() => match m { Some(m) => m, None => return },
+            () = out.closed() => return,
+        };
+        let mut changed = idx.apply(msg);
+        // Coalesce a burst (a relist, a rollout) into one rebuild.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
+            changed |= idx.apply(m);
+        }
+        if !changed {
+            let h = idx.health();
+            let same = {
+                let before = out.borrow();
+                h.ok == before.health.ok && h.error == before.health.error
+            };
+            if same {
+                continue;
+            }
+        }
+        // Publish once every kind was listed or has failed (missing CRDs must not hide
+        // workloads), so readers never see a half-listed cluster as healthy.
+        let ready =
+            (0..WATCHED.len()).all(|i| idx.synced.contains(&i) || idx.errors.contains_key(&i));
+        if !ready {
+            continue;
+        }
+        let cluster = idx.cluster();
+        out.send_replace(Arc::new(cluster));
+    }
+}

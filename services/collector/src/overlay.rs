@@ -1,0 +1,204 @@
+//! Joins Kubernetes into a Prometheus-built graph: workloads the cluster knows (also those with
+//! no traffic), service accounts and identities, the policy objects, and on every edge the
+//! [`PolicyVerdict`] Linkerd's policy would reach, next to what the proxies reported.
+
+use std::collections::BTreeMap;
+
+use mesh_model::{
+    Decision, Destination, EdgeKey, MeshGraph, PolicyVerdict, Protocol, TlsStatus, Workload,
+    WorkloadRef,
+    policy::{AccessRequest, ClientInfo},
+};
+
+use crate::cluster::Cluster;
+
+/// Requests (HTTP) or connections (TCP) a destination's proxy authorized or refused, from one
+/// client identity, over the window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthzSample {
+    /// The receiving workload.
+    pub dst: WorkloadRef,
+    /// The client's mTLS identity; empty for clients without one.
+    pub client_id: String,
+    /// `inbound_tcp_authz_*` rather than `inbound_http_authz_*`.
+    pub tcp: bool,
+    /// Allowed (`*_allow_total`) or denied (`*_deny_total`).
+    pub allowed: bool,
+    /// How many in the window.
+    pub count: f64,
+}
+
+/// Puts observed authorization rates on the edges they can be attributed to: into `dst`, of the
+/// matching protocol family, from the one edge whose client identity is `client_id` (for
+/// clients without identity: the one edge into `dst` without mTLS). Ambiguous samples (two
+/// workloads sharing a service account call the same destination) are left out rather than
+/// guessed.
+pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
+    let secs = graph.window.as_secs_f64().max(1.0);
+    let mut sums: BTreeMap<(&WorkloadRef, &str, bool), (f64, f64)> = BTreeMap::new();
+    for s in samples {
+        let e = sums
+            .entry((&s.dst, s.client_id.as_str(), s.tcp))
+            .or_default();
+        if s.allowed {
+            e.0 += s.count;
+        } else {
+            e.1 += s.count;
+        }
+    }
+    let mut into: BTreeMap<&WorkloadRef, Vec<&EdgeKey>> = BTreeMap::new();
+    for k in graph.edges.keys() {
+        if let Destination::Workload(d) = &k.dst {
+            into.entry(d).or_default().push(k);
+        }
+    }
+    let mut found: Vec<(EdgeKey, f64, f64)> = Vec::new();
+    for ((dst, client, tcp), (allow, deny)) in sums {
+        let candidates: Vec<&&EdgeKey> = into
+            .get(dst)
+            .into_iter()
+            .flatten()
+            .filter(|k| {
+                let e = &graph.edges[**k];
+                (k.protocol == Protocol::Tcp) == tcp
+                    && if client.is_empty() {
+                        e.tls != TlsStatus::Mtls
+                    } else {
+                        e.client_identity == client
+                    }
+            })
+            .collect();
+        if let [k] = candidates.as_slice() {
+            found.push(((**k).clone(), allow / secs, deny / secs));
+        }
+    }
+    for (k, allow, deny) in found {
+        if let Some(e) = graph.edges.get_mut(&k) {
+            let p = &mut e.policy;
+            p.observed_allow_rps = Some(p.observed_allow_rps.unwrap_or(0.0) + allow);
+            p.observed_deny_rps = Some(p.observed_deny_rps.unwrap_or(0.0) + deny);
+        }
+    }
+}
+
+/// Joins `cluster` into `graph` (built from Prometheus, observed rates not attached yet) and
+/// attaches `authz`.
+pub fn apply(graph: &mut MeshGraph, cluster: &Cluster, authz: &[AuthzSample]) {
+    let set = &cluster.policy;
+    for (id, cw) in &cluster.workloads {
+        let identity = || {
+            if cw.meshed {
+                set.sa_identity(&cw.service_account, &id.namespace)
+            } else {
+                String::new()
+            }
+        };
+        let w = graph
+            .workloads
+            .entry(id.clone())
+            .or_insert_with(|| Workload {
+                id: id.clone(),
+                service_account: String::new(),
+                identity: String::new(),
+                meshed: cw.meshed,
+                ready_replicas: cw.running_pods,
+            });
+        if w.service_account.is_empty() {
+            w.service_account = cw.service_account.clone();
+        }
+        if w.identity.is_empty() {
+            w.identity = identity();
+        }
+    }
+    for e in graph.edges.values_mut() {
+        // The client identity of an edge is the source pods' service account.
+        if e.tls == TlsStatus::Mtls
+            && e.client_identity.is_empty()
+            && let Some(src) = cluster.workloads.get(&e.key.src)
+            && src.meshed
+        {
+            e.client_identity = set.sa_identity(&src.service_account, &e.key.src.namespace);
+        }
+    }
+    attach_observed(graph, authz);
+    for e in graph.edges.values_mut() {
+        let observed = (e.policy.observed_allow_rps, e.policy.observed_deny_rps);
+        e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity);
+        (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
+        e.policy.disagreement = disagreement(&e.policy);
+    }
+    graph.policies = cluster.policies.clone();
+}
+
+fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) -> PolicyVerdict {
+    let unknown = |why: String| PolicyVerdict {
+        chain: vec![why],
+        ..PolicyVerdict::default()
+    };
+    let Destination::Workload(dst) = &key.dst else {
+        return PolicyVerdict::default();
+    };
+    let Some(cw) = cluster.workloads.get(dst) else {
+        return unknown(format!(
+            "{} {dst} is not in the Kubernetes view, so no policy can be evaluated",
+            dst.kind
+        ));
+    };
+    if !cw.meshed {
+        return unknown(format!(
+            "{dst} has no Linkerd proxy, so Linkerd policy does not apply"
+        ));
+    }
+    let Some(port) = cluster.port_of(dst, cw) else {
+        return unknown(format!(
+            "no Service port or named container port is known for {dst}"
+        ));
+    };
+    let identity = (tls == TlsStatus::Mtls && !client_id.is_empty()).then(|| client_id.to_owned());
+    let mut chain = Vec::new();
+    if tls == TlsStatus::Mtls && identity.is_none() {
+        chain.push(format!(
+            "the client identity of {} is unknown, so it is evaluated as unauthenticated",
+            key.src
+        ));
+    }
+    let x = cluster.policy.explain(&AccessRequest {
+        client: ClientInfo {
+            identity,
+            ip: None,
+            in_cluster: true,
+        },
+        pod: cw.pod.clone(),
+        port,
+        method: None,
+        path: None,
+    });
+    chain.extend(x.chain);
+    PolicyVerdict {
+        decision: x.decision,
+        server: x.server,
+        default_policy: x.default_policy,
+        authorization_policies: x.authorizations,
+        http_route: x.route,
+        chain,
+        observed_allow_rps: None,
+        observed_deny_rps: None,
+        disagreement: String::new(),
+    }
+}
+
+fn disagreement(p: &PolicyVerdict) -> String {
+    let allow = p.observed_allow_rps.unwrap_or(0.0);
+    let deny = p.observed_deny_rps.unwrap_or(0.0);
+    match p.decision {
+        Decision::Denied if allow > 0.0 => format!(
+            "the policy denies this edge, but its proxies allowed {allow:.2}/s: \
+             the cluster's policy may have changed since, or the proxy's view is stale"
+        ),
+        Decision::Allowed | Decision::Audit if deny > 0.0 => format!(
+            "the policy allows this edge, but its proxies denied {deny:.2}/s: \
+             requests may match a route or port this evaluation does not see"
+        ),
+        _ => String::new(),
+    }
+}
