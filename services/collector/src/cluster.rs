@@ -657,3 +657,95 @@ async fn index(
         out.send_replace(Arc::new(cluster));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn health() -> SourceHealth {
+        Cluster::unsynced("").health
+    }
+
+    fn kind_of(name: &str) -> Kind {
+        *WATCHED.iter().find(|k| k.kind == name).expect("watched")
+    }
+
+    #[test]
+    fn pods_count_for_their_owner_and_lend_it_their_labels() {
+        let deploy = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "managedFields": [{"manager": "x"}]},
+            "spec": {"template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {"linkerd.io/inject": "enabled"}},
+                "spec": {"serviceAccountName": "web", "containers": [{"name": "web", "ports": [{"name": "http", "containerPort": 8080}]}]}}}
+        });
+        let pod = |name: &str, phase: &str| {
+            json!({
+                "metadata": {"name": name, "namespace": "shop",
+                             "labels": {"app": "web", "pod-template-hash": "5d8f", "track": "canary"},
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f", "uid": "u"}]},
+                "spec": {"serviceAccountName": "web", "nodeName": "n1",
+                         "containers": [{"name": "web", "image": "big", "env": [{"name": "A", "value": "b"}],
+                                         "ports": [{"name": "http", "containerPort": 8080}]},
+                                        {"name": "linkerd-proxy", "image": "proxy"}]},
+                "status": {"phase": phase, "podIP": "10.0.0.1"}
+            })
+        };
+        let slim_pod = slim(&kind_of("Pod"), pod("web-5d8f-a", "Running"));
+        // Only what policy and topology read is kept.
+        assert!(slim_pod.get("status").is_none());
+        assert!(slim_pod["spec"]["containers"][0].get("env").is_none());
+        assert!(
+            slim(&kind_of("Deployment"), deploy.clone())["metadata"]
+                .get("managedFields")
+                .is_none()
+        );
+        let objects = vec![
+            slim(&kind_of("Deployment"), deploy),
+            slim_pod,
+            slim(&kind_of("Pod"), pod("web-5d8f-b", "Pending")),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
+        ];
+        let (c, problems) = Cluster::from_objects(objects, health());
+        assert!(problems.is_empty(), "{problems:?}");
+        let id = WorkloadRef {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        };
+        let w = &c.workloads[&id];
+        assert_eq!(w.running_pods, 1, "the Pending pod does not count");
+        assert!(w.meshed);
+        assert_eq!(
+            w.pod.labels["track"], "canary",
+            "a running pod's labels win"
+        );
+        assert_eq!(c.port_of(&id, w), Some(8080), "named targetPort resolved");
+    }
+
+    #[test]
+    fn a_malformed_policy_object_is_skipped_and_named() {
+        let objects = vec![
+            json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+                   "metadata": {"name": "broken", "namespace": "shop"},
+                   "spec": {"podSelector": "everything", "port": 80}}),
+            json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+                   "metadata": {"name": "fine", "namespace": "shop", "resourceVersion": "7"},
+                   "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "port": 80}}),
+        ];
+        let (c, problems) = Cluster::from_objects(objects, health());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("Server shop/broken"), "{problems:?}");
+        assert_eq!(c.policy.servers.len(), 1);
+        assert_eq!(c.policy.servers[0].name, "fine");
+        let p = c.policies.values().next().expect("one object");
+        assert_eq!(
+            (p.key.name.as_str(), p.resource_version.as_str()),
+            ("fine", "7")
+        );
+    }
+}

@@ -202,3 +202,77 @@ fn disagreement(p: &PolicyVerdict) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use mesh_model::{Edge, EdgeKey};
+
+    use super::*;
+
+    fn wref(name: &str) -> WorkloadRef {
+        WorkloadRef {
+            namespace: "ns".into(),
+            kind: "Deployment".into(),
+            name: name.into(),
+        }
+    }
+
+    fn edge(g: &mut MeshGraph, src: &str, dst: &str, id: &str) -> EdgeKey {
+        let key = EdgeKey {
+            src: wref(src),
+            dst: Destination::Workload(wref(dst)),
+            protocol: Protocol::Http,
+        };
+        let mut e = Edge::new(key.clone());
+        e.tls = TlsStatus::Mtls;
+        e.client_identity = id.into();
+        g.edges.insert(key.clone(), e);
+        key
+    }
+
+    #[test]
+    fn observed_rates_go_only_where_they_can_be_attributed() {
+        let mut g = MeshGraph::empty(Duration::from_secs(10), SystemTime::now());
+        let a = edge(&mut g, "a", "db", "a-id");
+        // Two callers share one identity: their samples cannot be split.
+        let b = edge(&mut g, "b", "db", "shared");
+        let c = edge(&mut g, "c", "db", "shared");
+        let sample = |client: &str, allowed: bool, count: f64| AuthzSample {
+            dst: wref("db"),
+            client_id: client.into(),
+            tcp: false,
+            allowed,
+            count,
+        };
+        attach_observed(
+            &mut g,
+            &[
+                sample("a-id", true, 50.0),
+                sample("a-id", false, 10.0),
+                sample("shared", true, 30.0),
+            ],
+        );
+        assert_eq!(g.edges[&a].policy.observed_allow_rps, Some(5.0));
+        assert_eq!(g.edges[&a].policy.observed_deny_rps, Some(1.0));
+        for k in [b, c] {
+            assert_eq!(g.edges[&k].policy.observed_allow_rps, None);
+        }
+    }
+
+    #[test]
+    fn disagreement_is_named_both_ways() {
+        let mut p = PolicyVerdict {
+            decision: Decision::Allowed,
+            observed_allow_rps: Some(3.0),
+            observed_deny_rps: Some(0.5),
+            ..PolicyVerdict::default()
+        };
+        assert!(disagreement(&p).contains("denied 0.50/s"));
+        p.decision = Decision::Denied;
+        assert!(disagreement(&p).contains("allowed 3.00/s"));
+        p.observed_allow_rps = Some(0.0);
+        assert_eq!(disagreement(&p), "");
+    }
+}

@@ -1,9 +1,17 @@
-//! Bearer-token authentication on every RPC, from a static token file in kube-apiserver's
-//! `--token-auth-file` CSV format (`token,user,uid,"group1,group2"`).
+//! Bearer-token authentication on every RPC: a static token file in kube-apiserver's
+//! `--token-auth-file` CSV format (`token,user,uid,"group1,group2"`), and, when configured,
+//! Kubernetes `TokenReview` for service account (or any cluster-issued) tokens, as the API
+//! server's own webhook authenticator does: answers are cached briefly, failures for less.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tonic::{Request, Status};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use tokio::sync::Mutex;
+use tonic::Status;
 
 /// Who made a request (put in the request's extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,26 +76,148 @@ impl TokenAuth {
             tokens: Arc::new(tokens),
         })
     }
+}
 
-    /// The tonic interceptor: `UNAUTHENTICATED` unless a known bearer token is sent.
-    pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
+/// How long a TokenReview answer is trusted: accepted tokens, refused tokens.
+const REVIEW_TTL: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(10));
+/// Most cached answers; past it the cache starts afresh.
+const REVIEW_CACHE: usize = 10_000;
+/// Bound on one TokenReview round trip.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
+type ReviewCache = HashMap<String, (Result<Caller, String>, Instant)>;
+
+/// Authenticates requests: the static tokens first, then TokenReview when configured.
+#[derive(Clone)]
+pub struct Authenticator {
+    tokens: TokenAuth,
+    review: Option<(kube::Client, Arc<Mutex<ReviewCache>>)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("static_tokens", &self.tokens.tokens.len())
+            .field("token_review", &self.review.is_some())
+            .finish()
+    }
+}
+
+impl From<TokenAuth> for Authenticator {
+    fn from(tokens: TokenAuth) -> Self {
+        Self {
+            tokens,
+            review: None,
+        }
+    }
+}
+
+impl Authenticator {
+    /// Static tokens, plus TokenReview through `review` when given.
+    pub fn new(tokens: TokenAuth, review: Option<kube::Client>) -> Self {
+        Self {
+            tokens,
+            review: review.map(|c| (c, Arc::default())),
+        }
+    }
+
+    /// Who sent `authorization` (the header's value), or `UNAUTHENTICATED` saying why.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Status> {
+        let Some(token) = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = token else {
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
             return Err(Status::unauthenticated(
                 "no bearer token: send `authorization: Bearer <token>`",
             ));
         };
-        let caller = self
-            .tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
-        req.extensions_mut().insert(caller);
-        Ok(req)
+        if let Some(c) = self.tokens.tokens.get(token) {
+            return Ok(c.clone());
+        }
+        let Some((client, cache)) = &self.review else {
+            return Err(Status::unauthenticated("unknown bearer token"));
+        };
+        if let Some((answer, at)) = cache.lock().await.get(token) {
+            let ttl = if answer.is_ok() {
+                REVIEW_TTL.0
+            } else {
+                REVIEW_TTL.1
+            };
+            if at.elapsed() < ttl {
+                return answer.clone().map_err(Status::unauthenticated);
+            }
+        }
+        let answer = review(client, token).await?;
+        let mut c = cache.lock().await;
+        if c.len() >= REVIEW_CACHE {
+            c.clear();
+        }
+        c.insert(token.to_owned(), (answer.clone(), Instant::now()));
+        answer.map_err(Status::unauthenticated)
+    }
+}
+
+/// One TokenReview: `Ok(Ok(caller))` accepted, `Ok(Err(why))` refused, `Err` when Kubernetes
+/// could not answer (`UNAVAILABLE`: the token may be fine).
+async fn review(client: &kube::Client, token: &str) -> Result<Result<Caller, String>, Status> {
+    let api = kube::Api::<TokenReview>::all(client.clone());
+    let req = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            audiences: None,
+        },
+        ..TokenReview::default()
+    };
+    let sent = tokio::time::timeout(
+        REVIEW_TIMEOUT,
+        api.create(&kube::api::PostParams::default(), &req),
+    )
+    .await
+    .map_err(|_| Status::unavailable("TokenReview timed out: cannot check the token now"))?
+    .map_err(|e| Status::unavailable(format!("TokenReview failed: {e}")))?;
+    let status = sent.status.unwrap_or_default();
+    if status.authenticated != Some(true) {
+        let why = status.error.filter(|e| !e.is_empty());
+        return Ok(Err(match why {
+            Some(e) => format!("the token was refused by Kubernetes TokenReview: {e}"),
+            None => "unknown bearer token (not in the token file; TokenReview refused it)".into(),
+        }));
+    }
+    let user = status.user.unwrap_or_default();
+    Ok(Ok(Caller {
+        user: user.username.unwrap_or_default(),
+        groups: user.groups.unwrap_or_default(),
+    }))
+}
+
+/// The gRPC middleware: authenticates, then hands the [`Caller`] to the handler in the
+/// request's extensions; refusals are gRPC `UNAUTHENTICATED` (or `UNAVAILABLE`) responses.
+pub(crate) async fn middleware(
+    axum::extract::State(auth): axum::extract::State<Authenticator>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tonic::server::NamedService;
+    type Mesh = mesh_proto::pb::mesh_service_server::MeshServiceServer<crate::GraphService>;
+    let guarded = req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(Mesh::NAME))
+        .is_some_and(|rest| rest.starts_with('/'));
+    if !guarded {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.authenticate(header).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(status) => status.into_http(),
     }
 }

@@ -13,7 +13,7 @@ use axum::{
 use mesh_model::MeshGraph;
 use tokio::sync::watch;
 
-use crate::{GraphService, GraphWatch, TokenAuth};
+use crate::{Authenticator, GraphService, GraphWatch, TokenAuth};
 
 /// Exit code for bad configuration.
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
@@ -59,6 +59,10 @@ pub struct Args {
     /// Accept unauthenticated requests (demos only).
     #[arg(long, env = "MESH_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Also accept Kubernetes tokens (service accounts'), checked with `TokenReview` through
+    /// the standard kube configuration.
+    #[arg(long, env = "MESH_TOKEN_REVIEW")]
+    pub token_review: bool,
     /// Seconds between watch heartbeats.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
     pub heartbeat: Duration,
@@ -67,23 +71,39 @@ pub struct Args {
 /// Checks the configuration and runs until Ctrl-C or SIGTERM. Errors are `(exit code, line)`.
 pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let usage = |m: String| (EXIT_USAGE, m);
-    let auth = match (&args.token_file, args.insecure_no_auth) {
-        (Some(_), true) => {
+    let configured = args.token_file.is_some() || args.token_review;
+    let auth = match (configured, args.insecure_no_auth) {
+        (true, true) => {
             return Err(usage(
-                "--token-file and --insecure-no-auth exclude each other".into(),
+                "--token-file/--token-review and --insecure-no-auth exclude each other".into(),
             ));
         }
-        (None, false) => {
+        (false, false) => {
             return Err(usage(
-                "set --token-file, or --insecure-no-auth for a demo".into(),
+                "set --token-file or --token-review, or --insecure-no-auth for a demo".into(),
             ));
         }
-        (Some(f), false) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| usage(format!("--token-file {}: {e}", f.display())))?;
-            Some(TokenAuth::parse(&text).map_err(usage)?)
+        (true, false) => {
+            let tokens = match &args.token_file {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .map_err(|e| usage(format!("--token-file {}: {e}", f.display())))?;
+                    TokenAuth::parse(&text).map_err(usage)?
+                }
+                None => TokenAuth::default(),
+            };
+            let review = if args.token_review {
+                Some(kube::Client::try_default().await.map_err(|e| {
+                    usage(format!(
+                        "--token-review needs a Kubernetes configuration (KUBECONFIG or in-cluster): {e}"
+                    ))
+                })?)
+            } else {
+                None
+            };
+            Some(Authenticator::new(tokens, review))
         }
-        (None, true) => {
+        (false, true) => {
             tracing::warn!(
                 "--insecure-no-auth: every request is accepted without a token; never do this outside a demo"
             );
@@ -187,21 +207,21 @@ struct GraphQuery {
 }
 
 async fn http_graph(
-    State((svc, auth)): State<(GraphService, Option<TokenAuth>)>,
+    State((svc, auth)): State<(GraphService, Option<Authenticator>)>,
     headers: HeaderMap,
     Query(q): Query<GraphQuery>,
 ) -> axum::response::Response {
     if let Some(a) = auth {
-        let mut req = tonic::Request::new(());
-        if let Some(v) = headers
+        let header = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            && let Ok(m) = v.parse()
-        {
-            req.metadata_mut().insert("authorization", m);
-        }
-        if let Err(s) = a.check(req) {
-            return (StatusCode::UNAUTHORIZED, format!("{}\n", s.message())).into_response();
+            .and_then(|v| v.to_str().ok());
+        if let Err(s) = a.authenticate(header).await {
+            let code = if s.code() == tonic::Code::Unavailable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return (code, format!("{}\n", s.message())).into_response();
         }
     }
     let tls = match q.tls.as_deref() {

@@ -14,7 +14,7 @@ use mesh_store::GraphStore;
 use tokio::sync::watch;
 
 pub use self::{
-    auth::{Caller, TokenAuth},
+    auth::{Authenticator, Caller, TokenAuth},
     follower::{Follower, FollowerError, Step},
     service::{GraphService, GraphWatch, History},
 };
@@ -63,8 +63,12 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
         .with_keepalive(Some(Duration::from_secs(60)))
 }
 
-/// The gRPC routes: `MeshService` (behind `auth`, when given), health and reflection.
-pub async fn grpc_routes(service: GraphService, auth: Option<TokenAuth>) -> tonic::service::Routes {
+/// The gRPC routes: `MeshService` (behind `auth`, when given), health and reflection (open, as
+/// probes and tooling expect).
+pub async fn grpc_routes(
+    service: GraphService,
+    auth: Option<Authenticator>,
+) -> tonic::service::Routes {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -76,14 +80,19 @@ pub async fn grpc_routes(service: GraphService, auth: Option<TokenAuth>) -> toni
             .set_serving::<mesh_proto::pb::mesh_service_server::MeshServiceServer<GraphService>>()
             .await;
     });
-    let mesh = mesh_proto::pb::mesh_service_server::MeshServiceServer::new(service);
-    let mut routes = tonic::service::Routes::new(health).add_service(reflection);
-    routes = match auth {
-        Some(a) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
-            mesh,
-            move |r| a.check(r),
-        )),
-        None => routes.add_service(mesh),
-    };
-    routes
+    let routes = tonic::service::Routes::new(health)
+        .add_service(reflection)
+        .add_service(mesh_proto::pb::mesh_service_server::MeshServiceServer::new(
+            service,
+        ));
+    match auth {
+        // An axum middleware, not a tonic interceptor: TokenReview is async. It guards
+        // MeshService only; health and reflection stay open.
+        Some(a) => tonic::service::Routes::from(
+            routes
+                .into_axum_router()
+                .layer(axum::middleware::from_fn_with_state(a, auth::middleware)),
+        ),
+        None => routes,
+    }
 }

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use mesh_collector::Publisher;
-use mesh_mcp::{GraphService, TokenAuth};
+use mesh_mcp::{Authenticator, GraphService, TokenAuth};
 use mesh_model::{MeshGraph, MetricTolerance};
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
 use mesh_store::MemoryStore;
@@ -35,6 +35,11 @@ impl Drop for Server {
 }
 
 async fn start(t: &meshsim::Topology) -> Server {
+    let auth = TokenAuth::parse("good-token,alice,uid-1,\"devs\"\n").unwrap();
+    start_with(t, auth.into()).await
+}
+
+async fn start_with(t: &meshsim::Topology, auth: Authenticator) -> Server {
     let store = Arc::new(MemoryStore::new(100));
     let mut publisher = Publisher::start(store.clone(), MetricTolerance::default())
         .await
@@ -43,7 +48,6 @@ async fn start(t: &meshsim::Topology) -> Server {
     let (tx, rx) = watch::channel(None);
     let history = mesh_mcp::History::default();
     tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-    let auth = TokenAuth::parse("good-token,alice,uid-1,\"devs\"\n").unwrap();
     let routes = mesh_mcp::grpc_routes(
         GraphService::new(rx, history, Duration::from_millis(200)),
         Some(auth),
@@ -270,4 +274,63 @@ async fn health_and_reflection_are_served() {
         r.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.set_timeout(Duration::from_secs(10));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_review_accepts_cluster_tokens_and_says_when_it_cannot_ask() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let kube = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+                 agent-token,system:serviceaccount:shop:agent,uid-a,\"system:serviceaccounts\"\n"
+            .into(),
+        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
+    cfg.auth_info.token = Some("mcp-token".to_owned().into());
+    let reviewer = kube::Client::try_from(cfg).unwrap();
+    let auth = Authenticator::new(
+        TokenAuth::parse("good-token,alice,uid-1\n").unwrap(),
+        Some(reviewer),
+    );
+    let t = meshsim::builtin("emojivoto").unwrap();
+    let s = start_with(&t, auth).await;
+    let mut c = client(s.addr).await;
+    wait_for_graph(&mut c).await;
+    let get = |token: &str| {
+        let mut c = c.clone();
+        let r = with_token(pb::GetMeshGraphRequest::default(), token);
+        async move { c.get_mesh_graph(r).await }
+    };
+    // A service account token, reviewed by Kubernetes; a static token, without a round trip.
+    get("agent-token").await.unwrap();
+    get("good-token").await.unwrap();
+    let e = get("forged").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("TokenReview"), "{}", e.message());
+    let reviews = kube
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.path.ends_with("/tokenreviews"))
+        .count();
+    assert_eq!(reviews, 2, "one review per unknown token");
+
+    // Kubernetes gone: a cached answer still holds; a new token cannot be checked, and says so.
+    drop(kube);
+    get("agent-token").await.unwrap();
+    let e = get("another").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains("TokenReview"), "{}", e.message());
 }

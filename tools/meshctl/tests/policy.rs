@@ -60,7 +60,7 @@ fn validate_passes_the_demo_policies_with_a_summary() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out.trim(),
-        "38 objects read, 12 Linkerd policy objects: all valid"
+        "40 objects read, 12 Linkerd policy objects: all valid"
     );
 }
 

@@ -45,7 +45,7 @@ async fn graph_and_watch_from_the_server() {
     let auth = mesh_mcp::TokenAuth::parse("tok,alice,u,\"\"\n").unwrap();
     let routes = mesh_mcp::grpc_routes(
         mesh_mcp::GraphService::new(rx, history, Duration::from_secs(30)),
-        Some(auth),
+        Some(auth.into()),
     )
     .await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -89,6 +89,12 @@ fn graph_queries_use_the_viz_shapes() {
     );
     assert!(q.identities_http.starts_with(r#"sum(increase(response_total{direction="inbound", tls="true"}[1m])) by (namespace, deployment"#));
     assert!(q.identities_http.ends_with(", client_id)"));
+    // viz's authz shape (no selector: these counters carry no `direction`), by client identity.
+    assert_eq!(
+        q.authz[1],
+        "sum(increase(inbound_http_authz_deny_total[1m])) by (namespace, deployment, statefulset, \
+         daemonset, replicationcontroller, cronjob, k8s_job, client_id)"
+    );
 }
 
 #[test]
