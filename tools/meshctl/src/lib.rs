@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mesh_collector::{PrometheusSource, parse_window};
-use mesh_model::{Destination, MeshGraph, TlsStatus};
+use mesh_model::{self as model, Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
@@ -477,6 +477,12 @@ async fn watch(args: WatchArgs) -> Result<(), Failure> {
                 for w in &d.removed_workloads {
                     println!("  - workload {}/{}", w.namespace, w.name);
                 }
+                for p in &d.upserted_policies {
+                    println!("  ~ {} {}/{}", p.kind, p.namespace, p.name);
+                }
+                for p in &d.removed_policies {
+                    println!("  - {} {}/{}", p.kind, p.namespace, p.name);
+                }
             }
             Some(Event::Heartbeat(h)) => {
                 let p = h.position.unwrap_or_default();
@@ -510,13 +516,30 @@ fn edge_line(e: &mesh_proto::pb::Edge) -> String {
     };
     let m = e.metrics.unwrap_or_default();
     let tls = mesh_proto::pb::TlsStatus::try_from(e.tls).map_or("?", |t| t.as_str_name());
-    format!(
-        "{} -> {} ({}) {tls} {:.2} rps",
+    let policy = e
+        .policy
+        .clone()
+        .map(model::PolicyVerdict::from)
+        .unwrap_or_default();
+    let verdict = match policy.decision {
+        Decision::Unknown if policy.chain.is_empty() => String::new(),
+        _ => format!(" policy {}", policy_cell(&policy)),
+    };
+    let dst = if e.dst.is_some() {
+        name(&e.dst)
+    } else {
+        e.dst_authority.clone()
+    };
+    let mut line = format!(
+        "{} -> {dst} ({}) {tls} {:.2} rps{verdict}",
         name(&e.src),
-        name(&e.dst),
         e.protocol,
         m.rps
-    )
+    );
+    if !policy.disagreement.is_empty() {
+        line.push_str(&format!(" ({})", policy.disagreement));
+    }
+    line
 }
 
 /// The graph in an output format.
@@ -540,13 +563,52 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".to_owned(), f)
 }
 
-/// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics.
+/// The POLICY cell: the decision, `!` when the proxies' counters disagree with it.
+fn policy_cell(p: &PolicyVerdict) -> String {
+    let d = match p.decision {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+        Decision::Audit => "audit",
+        Decision::Unknown => "unknown",
+    };
+    if p.disagreement.is_empty() {
+        d.to_owned()
+    } else {
+        format!("{d}!")
+    }
+}
+
+/// The AUTHZ cell: what admitted the edge (its authorizations, else the default policy).
+fn authz_cell(p: &PolicyVerdict) -> String {
+    if !p.authorization_policies.is_empty() {
+        p.authorization_policies.join(",")
+    } else if let Some(d) = p.default_policy.split_whitespace().next() {
+        format!("default:{d}")
+    } else if !p.server.is_empty() {
+        format!("server:{}", p.server)
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics; with a
+/// POLICY column once the graph has known the cluster (a `kubernetes` source that succeeded).
 pub fn table(graph: &MeshGraph, wide: bool) -> String {
+    let policy = graph
+        .sources
+        .iter()
+        .any(|s| s.source == "kubernetes" && s.last_success.is_some());
     let mut header = vec![
         "SRC", "DST", "SRC_NS", "DST_NS", "PROTO", "SECURED", "RPS", "SUCCESS", "P99",
     ];
+    if policy {
+        header.push("POLICY");
+    }
     if wide {
         header.extend(["CLIENT_ID", "SERVER_ID"]);
+        if policy {
+            header.push("AUTHZ");
+        }
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
     for e in graph.edges.values() {
@@ -571,6 +633,9 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
             opt(m.success_rate, |s| format!("{:.2}%", s * 100.0)),
             opt(m.latency_p99_ms, |p| format!("{p:.0}ms")),
         ];
+        if policy {
+            row.push(policy_cell(&e.policy));
+        }
         if wide {
             for id in [&e.client_identity, &e.server_identity] {
                 row.push(if id.is_empty() {
@@ -578,6 +643,9 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
                 } else {
                     id.clone()
                 });
+            }
+            if policy {
+                row.push(authz_cell(&e.policy));
             }
         }
         rows.push(row);
@@ -597,6 +665,17 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
     }
     if graph.edges.is_empty() {
         out.push_str("(no edges in the window)\n");
+    }
+    for e in graph.edges.values() {
+        if !e.policy.disagreement.is_empty() {
+            out.push_str(&format!(
+                "! {} -> {}: {}\n",
+                e.key.src, e.key.dst, e.policy.disagreement
+            ));
+        }
+    }
+    for s in graph.sources.iter().filter(|s| !s.ok) {
+        out.push_str(&format!("stale: {}: {}\n", s.source, s.error));
     }
     out
 }

@@ -42,6 +42,41 @@ fn table_reads_like_viz_edges_with_metrics() {
 }
 
 #[test]
+fn a_graph_that_knows_the_cluster_shows_policy() {
+    let mut g = emojivoto();
+    g.sources.push(mesh_model::SourceHealth {
+        source: "kubernetes".into(),
+        ok: true,
+        last_success: Some(SystemTime::UNIX_EPOCH),
+        error: String::new(),
+    });
+    for e in g.edges.values_mut() {
+        e.policy.decision = Decision::Allowed;
+        e.policy.default_policy = "all-unauthenticated (the install default)".into();
+        if e.key.src.name == "vote-bot" {
+            e.policy.decision = Decision::Denied;
+            e.policy.disagreement =
+                "the policy denies this edge, but its proxies allowed 4.00/s".into();
+        }
+    }
+    let t = table(&g, true);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines[0].contains(" POLICY ") && lines[0].ends_with("AUTHZ"),
+        "{t}"
+    );
+    let bot = lines.iter().find(|l| l.starts_with("vote-bot")).unwrap();
+    assert!(bot.contains(" denied! "), "{t}");
+    assert!(bot.ends_with("default:all-unauthenticated"), "{t}");
+    assert!(
+        t.contains("! emojivoto/vote-bot -> emojivoto/web: the policy denies"),
+        "{t}"
+    );
+    // Prometheus alone says nothing about policy: no column.
+    assert!(!table(&emojivoto(), false).contains("POLICY"));
+}
+
+#[test]
 fn wide_table_shows_identities() {
     let t = table(&emojivoto(), true);
     assert!(t.contains("default.emojivoto.serviceaccount.identity.linkerd.cluster.local  web.emojivoto.serviceaccount.identity.linkerd.cluster.local"), "{t}");
