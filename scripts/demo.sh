@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus; mesh-mcp with its
-# embedded collector serving the graph over gRPC and HTTP; kube-sim seeded with emojivoto,
-# booksapp and their Linkerd policy. Everything listens on 127.0.0.1 and is stopped on exit.
+# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus; kube-sim seeded
+# with emojivoto, booksapp and their Linkerd policy; mesh-mcp with its embedded collector joining
+# the two (policy verdicts per edge) and serving the graph over gRPC and HTTP. Everything listens
+# on 127.0.0.1 and is stopped on exit.
 # DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,13 +38,26 @@ pids+=($!)
 prom="http://127.0.0.1:$prom_port"
 window=15s
 token=demo-token
-printf '%s,demo,uid-demo,"system:masters"\n' "$token" >"$work/tokens.csv"
-"$bin/mesh-mcp" --embedded-collector --prometheus-url "$prom" --window "$window" --interval 2s \
-  --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
-  --token-file "$work/tokens.csv" >"$work/mesh-mcp.log" 2>&1 &
-pids+=($!)
+# demo: an admin for kubectl and meshctl; collector: the service account the seeded RBAC lets
+# list and watch what the collector indexes, and nothing else.
+printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\n' \
+  "$token" >"$work/tokens.csv"
 "$bin/kube-sim" --listen "127.0.0.1:$kube_port" --tls --tls-ca-out "$work/ca.crt" --token-file "$work/tokens.csv" \
   --with-linkerd-crds --seed tools/kube-sim/seed/demo >"$work/kube-sim.log" 2>&1 &
+pids+=($!)
+cat >"$work/kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters: [{name: kube-sim, cluster: {server: "https://127.0.0.1:$kube_port", certificate-authority: "$work/ca.crt"}}]
+users: [{name: collector, user: {token: collector-token}}]
+contexts: [{name: demo, context: {cluster: kube-sim, user: collector}}]
+current-context: demo
+YAML
+for _ in $(seq 1 50); do [ -s "$work/ca.crt" ] && break; sleep 0.1; done
+KUBECONFIG="$work/kubeconfig" "$bin/mesh-mcp" --embedded-collector --prometheus-url "$prom" \
+  --window "$window" --interval 2s \
+  --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
+  --token-file "$work/tokens.csv" >"$work/mesh-mcp.log" 2>&1 &
 pids+=($!)
 
 echo "demo: meshsim (emojivoto) on 127.0.0.1:$sim_port, Prometheus on $prom"
@@ -69,22 +83,28 @@ fi
 "$bin/meshctl" graph --prometheus-url "$prom" --window "$window"
 "$bin/meshctl" graph --prometheus-url "$prom" --window "$window" -o png --out mesh.png
 echo
-echo "demo: the same graph from mesh-mcp:"
+echo "demo: the same graph from mesh-mcp, joined with Kubernetes (kube-sim) and its Linkerd policy:"
 for _ in $(seq 1 30); do
-  "$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" -o wide 2>/dev/null && break
+  out=$("$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" -o wide 2>/dev/null) \
+    && grep -q POLICY <<<"$out" && break
   sleep 1
 done
+echo "${out:-mesh-mcp gave no graph; see $work/mesh-mcp.log}"
 echo
 echo "demo: wrote mesh.png. Try next, while this runs:"
 echo "  $bin/meshctl watch --server 127.0.0.1:$grpc_port --token $token"
 echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
+echo "  grpcurl -plaintext -H 'authorization: Bearer $token' -d '{\"namespaces\":[\"emojivoto\"]}' \\"
+echo "    127.0.0.1:$grpc_port linkerd.mcp.v1.MeshService/GetMeshGraph    # reflection is on"
 echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o dot | dot -Tsvg > mesh.svg"
 echo "  $bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/vote-bot --to emojivoto/voting"
 echo "  $bin/meshctl validate -f tools/kube-sim/seed/demo"
 echo "  kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token get servers.policy.linkerd.io -A"
+echo "  kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token --validate=false \\"
+echo "    -n emojivoto delete serverauthorizations.policy.linkerd.io internal-grpc   # then watch the verdicts turn"
 echo "  curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"
 if [ "${DEMO_ONCE:-}" = 1 ]; then
   exit 0
 fi
-echo "demo: press Ctrl-C to stop meshsim and Prometheus."
+echo "demo: press Ctrl-C to stop everything it started."
 wait
