@@ -110,6 +110,12 @@ impl Prometheus {
     /// target's labels as linkerd-viz's relabelling would produce them), and waits until it is
     /// ready to answer queries (at most 60 s).
     pub async fn start(targets: &[SocketAddr]) -> Self {
+        Self::start_every(targets, Duration::from_secs(1)).await
+    }
+
+    /// As [`Prometheus::start`], scraping every `interval` (benchmarks use linkerd-viz's 15 s
+    /// against big simulated meshes).
+    pub async fn start_every(targets: &[SocketAddr], interval: Duration) -> Self {
         let bin = require_tool("prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -118,10 +124,12 @@ impl Prometheus {
             .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(", ");
+        let every = interval.as_millis();
+        let timeout = every * 9 / 10;
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+            "global:\n  scrape_interval: {every}ms\n  evaluation_interval: {every}ms\n\
              scrape_configs:\n  - job_name: linkerd-proxy\n    honor_labels: true\n    \
-             scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [{list}]\n"
+             scrape_interval: {every}ms\n    scrape_timeout: {timeout}ms\n    static_configs:\n      - targets: [{list}]\n"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");

@@ -2,7 +2,10 @@
 //! no traffic), service accounts and identities, the policy objects, and on every edge the
 //! [`PolicyVerdict`] Linkerd's policy would reach, next to what the proxies reported.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use mesh_model::{
     Decision, Destination, EdgeKey, MeshGraph, PolicyVerdict, Protocol, TlsStatus, Workload,
@@ -10,7 +13,7 @@ use mesh_model::{
     policy::{AccessRequest, ClientInfo},
 };
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterWorkload};
 
 /// Requests (HTTP) or connections (TCP) a destination's proxy authorized or refused, from one
 /// client identity, over the window.
@@ -81,9 +84,44 @@ pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
     }
 }
 
+/// What decides an edge's verdict: the destination, how the client connects and who it is
+/// (the source only matters when it is mTLS with an unknown identity: the chain names it).
+type VerdictKey = (WorkloadRef, TlsStatus, String, Option<WorkloadRef>);
+
+/// Verdicts already computed. An entry holds while the policy set and its destination's
+/// workload are what they were: Prometheus builds come every few seconds, and most Kubernetes
+/// changes (pods coming and going) touch neither, so most builds explain nothing anew.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    cluster: Option<Arc<Cluster>>,
+    map: HashMap<VerdictKey, (ClusterWorkload, PolicyVerdict)>,
+}
+
+impl Verdicts {
+    fn for_cluster(
+        &mut self,
+        cluster: &Arc<Cluster>,
+    ) -> &mut HashMap<VerdictKey, (ClusterWorkload, PolicyVerdict)> {
+        let same = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, cluster) || c.policy == cluster.policy);
+        if !same {
+            self.map.clear();
+        }
+        self.cluster = Some(cluster.clone());
+        &mut self.map
+    }
+}
+
 /// Joins `cluster` into `graph` (built from Prometheus, observed rates not attached yet) and
-/// attaches `authz`.
-pub fn apply(graph: &mut MeshGraph, cluster: &Cluster, authz: &[AuthzSample]) {
+/// attaches `authz`, reusing `verdicts` computed against the same cluster snapshot.
+pub fn apply(
+    graph: &mut MeshGraph,
+    cluster: &Arc<Cluster>,
+    authz: &[AuthzSample],
+    verdicts: &mut Verdicts,
+) {
     let set = &cluster.policy;
     for (id, cw) in &cluster.workloads {
         let identity = || {
@@ -121,9 +159,31 @@ pub fn apply(graph: &mut MeshGraph, cluster: &Cluster, authz: &[AuthzSample]) {
         }
     }
     attach_observed(graph, authz);
+    let cache = verdicts.for_cluster(cluster);
     for e in graph.edges.values_mut() {
         let observed = (e.policy.observed_allow_rps, e.policy.observed_deny_rps);
-        e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity);
+        let unknown_id =
+            (e.tls == TlsStatus::Mtls && e.client_identity.is_empty()).then(|| e.key.src.clone());
+        let dst = match &e.key.dst {
+            Destination::Workload(w) => w.clone(),
+            Destination::Authority(_) => {
+                e.policy = PolicyVerdict::default();
+                (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
+                continue;
+            }
+        };
+        let cw = cluster.workloads.get(&dst);
+        let key = (dst, e.tls, e.client_identity.clone(), unknown_id);
+        e.policy = match (cache.get(&key), cw) {
+            (Some((was, v)), Some(cw)) if was == cw => v.clone(),
+            _ => {
+                let v = verdict(cluster, &e.key, e.tls, &e.client_identity);
+                if let Some(cw) = cw {
+                    cache.insert(key, (cw.clone(), v.clone()));
+                }
+                v
+            }
+        };
         (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
         e.policy.disagreement = disagreement(&e.policy);
     }
@@ -149,7 +209,7 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
             "{dst} has no Linkerd proxy, so Linkerd policy does not apply"
         ));
     }
-    let Some(port) = cluster.port_of(dst, cw) else {
+    let Some(port) = cw.port else {
         return unknown(format!(
             "no Service port or named container port is known for {dst}"
         ));
@@ -162,7 +222,7 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
             key.src
         ));
     }
-    let x = cluster.policy.explain(&AccessRequest {
+    let x = cluster.policy_for(&dst.namespace).explain(&AccessRequest {
         client: ClientInfo {
             identity,
             ip: None,

@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 use tokio::sync::watch;
 
-use crate::{Observation, PrometheusSource, Publisher, cluster::Cluster};
+use crate::{Observation, PrometheusSource, Publisher, cluster::Cluster, overlay::Verdicts};
 
 /// The collector's own metrics (served on its admin port).
 #[derive(Clone, Debug)]
@@ -141,6 +141,7 @@ pub async fn run<S: GraphStore + Clone>(
         error: "not read yet".into(),
     };
     let mut kube_open = true;
+    let mut verdicts = Verdicts::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,12 +173,13 @@ pub async fn run<S: GraphStore + Clone>(
         }
         let cluster = kubernetes.borrow_and_update().clone();
         let build = match &last {
-            Some(o) => join(&o.graph, &o.authz, &cluster, now),
+            Some(o) => join(&o.graph, &o.authz, &cluster, &mut verdicts, now),
             // Nothing from Prometheus yet: the cluster alone still tells who is in the mesh.
             None if cluster.health.last_success.is_some() => join(
                 &MeshGraph::empty(prometheus.window(), now),
                 &[],
                 &cluster,
+                &mut verdicts,
                 now,
             ),
             None => continue,
@@ -215,11 +217,12 @@ pub async fn run<S: GraphStore + Clone>(
 pub fn join(
     graph: &MeshGraph,
     authz: &[crate::overlay::AuthzSample],
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
+    verdicts: &mut Verdicts,
     now: SystemTime,
 ) -> MeshGraph {
     let mut g = graph.clone();
     g.generated_at = now;
-    crate::overlay::apply(&mut g, cluster, authz);
+    crate::overlay::apply(&mut g, cluster, authz, verdicts);
     g
 }

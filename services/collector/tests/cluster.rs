@@ -16,7 +16,7 @@ use kube::{
 use kube_sim::{Config, KubeSim};
 use mesh_collector::{
     cluster::{self, Cluster},
-    overlay::AuthzSample,
+    overlay::{AuthzSample, Verdicts},
 };
 use mesh_model::{Decision, Destination, MeshGraph, WorkloadRef};
 use tokio::sync::watch;
@@ -92,7 +92,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
     assert_eq!(web.service_account, "web");
     assert!(web.meshed);
     assert_eq!(web.pod.labels["app"], "web-svc");
-    assert_eq!(c.port_of(&wl("emojivoto", "web"), web), Some(8080));
+    assert_eq!(web.port, Some(8080));
     assert_eq!(
         c.policy.servers.len(),
         3 + 1,
@@ -117,7 +117,13 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         allowed: true,
         count: 40.0,
     }];
-    let g = mesh_collector::run::join(&base, &authz, &c, SystemTime::now());
+    let g = mesh_collector::run::join(
+        &base,
+        &authz,
+        &c,
+        &mut Verdicts::default(),
+        SystemTime::now(),
+    );
     let e = edge(&g, "web", "emoji");
     assert_eq!(e.policy.decision, Decision::Allowed, "{:?}", e.policy.chain);
     assert_eq!(e.policy.server, "emojivoto/emoji-grpc");
@@ -152,7 +158,13 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         !c.policies.keys().any(|k| k.name == "internal-grpc")
     })
     .await;
-    let g = mesh_collector::run::join(&base, &authz, &c, SystemTime::now());
+    let g = mesh_collector::run::join(
+        &base,
+        &authz,
+        &c,
+        &mut Verdicts::default(),
+        SystemTime::now(),
+    );
     let e = edge(&g, "web", "emoji");
     assert_eq!(e.policy.decision, Decision::Denied, "{:?}", e.policy.chain);
     assert!(
@@ -181,7 +193,13 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         c.workloads.contains_key(&wl("emojivoto", "canary"))
     })
     .await;
-    let g = mesh_collector::run::join(&base, &authz, &c, SystemTime::now());
+    let g = mesh_collector::run::join(
+        &base,
+        &authz,
+        &c,
+        &mut Verdicts::default(),
+        SystemTime::now(),
+    );
     let canary = &g.workloads[&wl("emojivoto", "canary")];
     assert!(canary.meshed, "emojivoto injects every pod");
     assert_eq!(

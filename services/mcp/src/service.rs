@@ -216,7 +216,10 @@ impl MeshService for GraphService {
             r.include_policies,
         )?;
         let g = current(&self.graph)?;
-        Ok(Response::new(pb::MeshGraph::from(&f.apply(&g))))
+        // Repeated questions (dashboards, agents polling one namespace) share one filtering
+        // per version with the watches.
+        let view = self.views.lock().await.view(&format!("{f:?}"), &f, &g);
+        Ok(Response::new(pb::MeshGraph::from(&*view)))
     }
 
     type WatchMeshGraphStream = EventStream;

@@ -3,6 +3,7 @@
 //! each case's peak memory. Each case runs in a child process of its own so that its peak
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
+mod collector;
 mod serve;
 
 use std::{
@@ -21,7 +22,7 @@ fn build(t: &Topology) -> MeshGraph {
 
 /// The next minute of the same mesh: a fifth of the edges change rate by 10%, one in fifty
 /// disappears, and success rates wobble under the threshold.
-fn next_minute(t: &Topology) -> Topology {
+pub(crate) fn next_minute(t: &Topology) -> Topology {
     let mut n = t.clone();
     for (i, e) in n.edges.iter_mut().enumerate() {
         if i % 5 == 0 {
@@ -44,7 +45,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -125,6 +126,9 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "serve" => rt.block_on(serve::serve(n)),
         "grpc-get" => rt.block_on(serve::get(n)),
         "fanout" => rt.block_on(serve::fanout(n)),
+        "serve-prom" => rt.block_on(serve::serve_prom()),
+        "prom-get" => rt.block_on(serve::prom_get(n)),
+        "collector" => rt.block_on(collector::cycle(n)),
         _ => return false,
     }
     true
@@ -149,7 +153,9 @@ fn main() {
     for (case, sizes) in [
         ("graph", &[100, 1_000, 10_000][..]),
         ("render", &[100, 300][..]),
+        ("collector", &[1_000, 10_000][..]),
         ("grpc-get", &[1_000, 10_000][..]),
+        ("prom-get", &[1_000][..]),
         ("fanout", &[1_000, 10_000][..]),
     ] {
         for &n in sizes {

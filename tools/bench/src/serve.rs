@@ -223,3 +223,176 @@ pub(crate) async fn fanout(streams: usize) {
         cpu_secs() - cpu0
     );
 }
+
+/// Child: the read path on a real Prometheus (`MESH_BENCH_PROMETHEUS`): the collector's build
+/// loop on the in-process store, the follower, and the gRPC service.
+pub(crate) async fn serve_prom() {
+    let url = std::env::var("MESH_BENCH_PROMETHEUS").expect("MESH_BENCH_PROMETHEUS");
+    let source = mesh_collector::PrometheusSource::new(
+        &url,
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    )
+    .expect("Prometheus URL");
+    let store = Arc::new(MemoryStore::new(100));
+    // No cluster: this measures the Prometheus path.
+    let (_keep, kubernetes) = tokio::sync::watch::channel(Arc::new(
+        mesh_collector::cluster::Cluster::unsynced("not part of this benchmark"),
+    ));
+    tokio::spawn(mesh_collector::run::run(
+        mesh_collector::run::Sources {
+            prometheus: source,
+            kubernetes,
+        },
+        store.clone(),
+        Duration::from_secs(15),
+        mesh_collector::run::Metrics::default(),
+        std::future::pending(),
+    ));
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+    let routes = mesh_mcp::grpc_routes(
+        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
+        None,
+    )
+    .await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("port={}", l.local_addr().expect("addr").port());
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming(mesh_mcp::incoming(l))
+        .await
+        .expect("serve");
+}
+
+/// Parent: `n` simulated workloads scraped by a real Prometheus every 15 s; GetMeshGraph from
+/// mesh-mcp against the same answer straight from Prometheus (the PromQL of
+/// `meshctl graph --prometheus-url`).
+pub(crate) async fn prom_get(n: usize) {
+    let t = meshsim::generate(n, 1).expect("valid topology");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim = l.local_addr().expect("addr");
+    tokio::spawn(meshsim::serve(l, t.clone(), std::future::pending()));
+    let prom = mesh_testkit::Prometheus::start_every(&[sim], Duration::from_secs(15)).await;
+    let me = std::env::current_exe().expect("own path");
+    let mut child = Command::new(me)
+        .args(["--case", "serve-prom", &n.to_string()])
+        .env("MESH_BENCH_PROMETHEUS", &prom.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port line");
+    let child = Kill(child);
+    let port: u16 = line
+        .trim()
+        .trim_start_matches("port=")
+        .parse()
+        .expect("port");
+    let mut c = MeshServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(512 * 1024 * 1024);
+    // Wait for a full window: every edge of the topology in the served graph (bounded).
+    let started = Instant::now();
+    loop {
+        let edges = c
+            .get_mesh_graph(pb::GetMeshGraphRequest::default())
+            .await
+            .map_or(0, |g| g.into_inner().edges.len());
+        if edges >= t.edges.len() * 95 / 100 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {edges} of {} edges after 10 minutes",
+            t.edges.len()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let warm = started.elapsed();
+    let filtered = pb::GetMeshGraphRequest {
+        namespaces: vec!["ns-000".into()],
+        ..Default::default()
+    };
+    let mut size = (0, 0);
+    let mut times = Vec::new();
+    for _ in 0..2000 {
+        let start = Instant::now();
+        let g = c.get_mesh_graph(filtered.clone()).await.expect("get");
+        times.push(start.elapsed());
+        size.0 = g.into_inner().encoded_len();
+    }
+    let mut whole = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let g = c
+            .get_mesh_graph(pb::GetMeshGraphRequest::default())
+            .await
+            .expect("get all");
+        whole.push(start.elapsed());
+        size.1 = g.into_inner().encoded_len();
+    }
+    let direct_source = mesh_collector::PrometheusSource::new(
+        &prom.url,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .expect("url");
+    let mut direct = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let g = direct_source
+            .graph(SystemTime::now())
+            .await
+            .expect("direct");
+        let _ = mesh_model::GraphFilter {
+            namespaces: vec!["ns-000".into()],
+            ..Default::default()
+        }
+        .apply(&g);
+        direct.push(start.elapsed());
+    }
+    let (fp50, dp50, wp50) = (
+        pct(times.clone(), 0.5),
+        pct(direct.clone(), 0.5),
+        pct(whole.clone(), 0.5),
+    );
+    println!(
+        "series={} warm_s={:.0} filtered_p50_ms={fp50:.3} filtered_p99_ms={:.3} filtered_bytes={} whole_p50_ms={wp50:.1} whole_p99_ms={:.1} whole_bytes={} prometheus_p50_ms={dp50:.0} prometheus_p99_ms={:.0} ratio_filtered={:.0}x ratio_whole={:.0}x server_rss_mib={:.1}",
+        series(&prom.url).await,
+        warm.as_secs_f64(),
+        pct(times, 0.99),
+        size.0,
+        pct(whole, 0.99),
+        size.1,
+        pct(direct, 0.99),
+        dp50 / fp50,
+        dp50 / wp50,
+        rss_mib(child.0.id())
+    );
+}
+
+/// Series in Prometheus's head block.
+async fn series(url: &str) -> u64 {
+    let v: Option<serde_json::Value> = async {
+        reqwest::Client::new()
+            .get(format!("{url}/api/v1/status/tsdb"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+    .await;
+    v.and_then(|v| v["data"]["headStats"]["numSeries"].as_u64())
+        .unwrap_or(0)
+}
