@@ -102,7 +102,8 @@ pub struct Prometheus {
     pub url: String,
     /// Where its config, data and log live.
     pub dir: tempfile::TempDir,
-    guard: ChildGuard,
+    port: u16,
+    guard: Option<ChildGuard>,
 }
 
 impl Prometheus {
@@ -116,7 +117,6 @@ impl Prometheus {
     /// As [`Prometheus::start`], scraping every `interval` (benchmarks use linkerd-viz's 15 s
     /// against big simulated meshes).
     pub async fn start_every(targets: &[SocketAddr], interval: Duration) -> Self {
-        let bin = require_tool("prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let list = targets
@@ -131,22 +131,43 @@ impl Prometheus {
              scrape_configs:\n  - job_name: linkerd-proxy\n    honor_labels: true\n    \
              scrape_interval: {every}ms\n    scrape_timeout: {timeout}ms\n    static_configs:\n      - targets: [{list}]\n"
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let guard = ChildGuard::spawn(
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
+        let mut p = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            port,
+            guard: None,
+        };
+        p.restart().await;
+        p
+    }
+
+    /// Kills it (the data stays), as an outage would.
+    pub fn stop(&mut self) {
+        self.guard = None;
+    }
+
+    /// Starts it again on the same port and data (or the first time), and waits until ready.
+    pub async fn restart(&mut self) {
+        self.guard = None;
+        let bin = require_tool("prometheus");
+        let dir = self.dir.path();
+        self.guard = Some(ChildGuard::spawn(
             "prometheus",
             Command::new(bin)
-                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
                 .arg(format!(
                     "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
+                    dir.join("data").display()
                 ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
                 .arg("--log.level=warn"),
-            &dir.path().join("prometheus.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let ready = format!("{url}/-/ready");
+            &dir.join("prometheus.log"),
+        ));
+        let ready = format!("{}/-/ready", self.url);
         let client = reqwest::Client::new();
         let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
             let (client, ready) = (client.clone(), ready.clone());
@@ -160,17 +181,16 @@ impl Prometheus {
             }
         })
         .await;
-        let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
         assert!(
             ok.is_some(),
             "prometheus did not become ready in 60 s:\n{log}"
         );
-        Self { url, dir, guard }
     }
 
-    /// Its PID.
+    /// Its PID (0 while stopped).
     pub fn pid(&self) -> u32 {
-        self.guard.pid()
+        self.guard.as_ref().map_or(0, ChildGuard::pid)
     }
 
     /// Runs an instant query and returns the number of series in the result.

@@ -22,19 +22,47 @@ async fn the_binary_publishes_the_graph_to_redis() {
     ));
     let prom = Prometheus::start(&[addr]).await;
     let redis = Redis::start().await;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let kube = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n".into(),
+        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The standard kube configuration, as `kube::Client::try_default` reads it.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: sim, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: collector, user: {{token: collector-token}}}}]\n\
+             contexts: [{{name: sim, context: {{cluster: sim, user: collector}}}}]\n\
+             current-context: sim\n",
+            kube.url()
+        ),
+    )
+    .unwrap();
+    let admin = mesh_testkit::free_port();
     let _collector = ChildGuard::spawn(
         "mesh-collector",
-        Command::new(env!("CARGO_BIN_EXE_mesh-collector")).args([
-            "--prometheus-url",
-            &prom.url,
-            "--redis-url",
-            &redis.url,
-            "--window",
-            "10s",
-            "--interval",
-            "1s",
-        ]),
+        Command::new(env!("CARGO_BIN_EXE_mesh-collector"))
+            .args([
+                "--prometheus-url",
+                &prom.url,
+                "--redis-url",
+                &redis.url,
+                "--window",
+                "10s",
+                "--interval",
+                "1s",
+                "--admin-listen",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .env("KUBECONFIG", &kubeconfig),
         &dir.path().join("collector.log"),
     );
     let store =
@@ -45,7 +73,12 @@ async fn the_binary_publishes_the_graph_to_redis() {
         || async {
             let snap = store.load().await.ok()??;
             let g = mesh_proto::pb::MeshGraph::decode(snap.graph.as_slice()).ok()?;
-            (g.edges.len() == 3).then_some((snap, g))
+            let verdicts = g.edges.iter().all(|e| {
+                e.policy.as_ref().is_some_and(|p| {
+                    p.decision == mesh_proto::pb::policy_verdict::Decision::Allowed as i32
+                })
+            });
+            (g.edges.len() == 3 && verdicts).then_some((snap, g))
         },
     )
     .await;
@@ -57,6 +90,29 @@ async fn the_binary_publishes_the_graph_to_redis() {
     });
     assert_eq!((snap.epoch, g.epoch), (1, 1));
     assert!(g.sources[0].ok);
+    assert_eq!(g.sources[1].source, "kubernetes");
+    assert!(g.sources[1].ok, "{}", g.sources[1].error);
+
+    // Its own metrics and readiness on the admin port.
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let r = http
+            .get(format!("http://127.0.0.1:{admin}{path}"))
+            .timeout(Duration::from_secs(5))
+            .send();
+        async move { r.await.unwrap() }
+    };
+    assert_eq!(get("/ready").await.status(), 200);
+    let metrics = get("/metrics").await.text().await.unwrap();
+    for want in [
+        "mesh_collector_builds_total ",
+        "mesh_collector_build_duration_seconds_count ",
+        "mesh_collector_publish_errors_total 0",
+        "mesh_collector_graph_edges 3",
+        "mesh_collector_healthy 1",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in:\n{metrics}");
+    }
 }
 
 #[test]

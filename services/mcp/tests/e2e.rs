@@ -152,7 +152,8 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
     assert_eq!(bad.status(), 400);
 
     // Prometheus stopped: the graph is still served, marked stale.
-    drop(prom);
+    let mut prom = prom;
+    prom.stop();
     let stale = poll(Duration::from_secs(30), Duration::from_millis(500), || {
         let mut c = c.clone();
         async move {
@@ -172,6 +173,24 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
         stale.sources[0].error
     );
     assert!(stale.sources[0].last_success.is_some());
+
+    // Restarted: fresh again.
+    prom.restart().await;
+    let fresh = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+        let mut c = c.clone();
+        async move {
+            let g = c
+                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+                .await
+                .ok()?
+                .into_inner();
+            g.sources[0].ok.then_some(g)
+        }
+    })
+    .await;
+    let fresh = fresh.expect("Prometheus never reported fresh after its restart");
+    assert!(fresh.sources[0].error.is_empty());
+    assert_eq!(fresh.edges.len(), 3);
 }
 
 async fn kube() -> kube_sim::KubeSim {
