@@ -265,8 +265,8 @@ impl Cluster {
                 _ => {}
             }
         }
-        // Pods: running ones count, and the first running pod's labels and ports are what the
-        // policy controller matches Servers against (templates can lag a rollout).
+        // Pods: running ones count, and a running pod's labels and ports (the first by name)
+        // are what the proxies enforce now; during a rollout the template is ahead of them.
         let mut seen = BTreeSet::new();
         for p in pods {
             let Some(owner) = owner_of(p) else { continue };
@@ -484,13 +484,23 @@ fn service(v: &Value) -> Option<ServiceInfo> {
     })
 }
 
+/// The object as the graph carries it. Gateway API kinds are qualified with their group
+/// (`HTTPRoute.gateway.networking.k8s.io`, as kubectl names them): Linkerd's own HTTPRoute of the
+/// same namespace and name is a different object.
 fn policy_object(v: &Value) -> PolicyObject {
     let meta = &v["metadata"];
     let s = |x: &Value| x.as_str().unwrap_or_default().to_owned();
+    let api_version = s(&v["apiVersion"]);
+    let kind = match api_version.split_once('/') {
+        Some(("gateway.networking.k8s.io", _)) => {
+            format!("{}.gateway.networking.k8s.io", s(&v["kind"]))
+        }
+        _ => s(&v["kind"]),
+    };
     PolicyObject {
-        api_version: s(&v["apiVersion"]),
+        api_version,
         key: PolicyKey {
-            kind: s(&v["kind"]),
+            kind,
             namespace: s(&meta["namespace"]),
             name: s(&meta["name"]),
         },
@@ -556,15 +566,17 @@ fn slim(k: &Kind, mut v: Value) -> Value {
 
 type Key = (usize, String, String);
 
-/// How long a burst of changes is gathered before the index is rebuilt.
-const COALESCE: Duration = Duration::from_millis(100);
-/// Least time between two rebuilds.
-const REBUILD_EVERY: Duration = Duration::from_secs(1);
-
 enum Msg {
     Event(usize, watcher::Event<Value>),
     Error(usize, String),
+    /// The API server does not serve the kind (its CRD is not installed).
+    Missing(usize),
 }
+
+/// How long a watch error counts after it happened. kube's backoff retries at most every 30 s
+/// and a successful restart of a watch says nothing, so a kind with no new error for longer
+/// than two retries is taken as recovered.
+const ERROR_HOLD: Duration = Duration::from_secs(65);
 
 /// Starts the watchers and the index; the receiver sees a new [`Cluster`] after each burst of
 /// changes. Everything stops when the receiver (and its clones) are dropped.
@@ -602,6 +614,11 @@ pub fn spawn(client: &Client) -> watch::Receiver<Arc<Cluster>> {
                             },
                         )
                     }
+                    Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                        if status.is_not_found() =>
+                    {
+                        Msg::Missing(i)
+                    }
                     Err(e) => Msg::Error(i, e.to_string()),
                 };
                 if events.send(msg).await.is_err() {
@@ -621,7 +638,10 @@ struct Index {
     /// Objects listed since the last `Init`, per kind, swapped in at `InitDone`.
     relisting: BTreeMap<usize, BTreeMap<Key, Value>>,
     synced: BTreeSet<usize>,
-    errors: BTreeMap<usize, String>,
+    /// The last error of each kind, and when.
+    errors: BTreeMap<usize, (String, std::time::Instant)>,
+    /// Kinds the API server does not serve: empty, not failing.
+    missing: BTreeSet<usize>,
     last_success: Option<SystemTime>,
     logged: BTreeSet<String>,
 }
@@ -641,14 +661,28 @@ impl Index {
         match msg {
             Msg::Error(i, e) => {
                 let what = WATCHED[i].describe();
-                if self.errors.insert(i, e.clone()).is_none() {
+                if !self.failing(i) {
                     tracing::warn!(kind = %what, error = %e, "Kubernetes watch failed; retrying with backoff");
                 }
+                self.errors.insert(i, (e, std::time::Instant::now()));
                 false
             }
+            Msg::Missing(i) => {
+                if self.missing.insert(i) {
+                    tracing::info!(kind = %WATCHED[i].describe(), "not served by this cluster (CRD not installed); indexed as empty");
+                }
+                self.errors.remove(&i);
+                let before = self.objects.len();
+                self.objects.retain(|k, _| k.0 != i);
+                before != self.objects.len()
+            }
             Msg::Event(i, ev) => {
-                if self.errors.remove(&i).is_some() {
-                    tracing::info!(kind = %WATCHED[i].describe(), "Kubernetes watch recovered");
+                // `Init` comes before the list is even asked for: only data proves recovery.
+                if !matches!(ev, watcher::Event::Init) {
+                    self.missing.remove(&i);
+                    if self.errors.remove(&i).is_some() {
+                        tracing::info!(kind = %WATCHED[i].describe(), "Kubernetes watch recovered");
+                    }
                 }
                 match ev {
                     watcher::Event::Init => {
@@ -679,16 +713,31 @@ impl Index {
         }
     }
 
+    fn failing(&self, i: usize) -> bool {
+        self.errors
+            .get(&i)
+            .is_some_and(|(_, at)| at.elapsed() < ERROR_HOLD)
+    }
+
+    /// Every kind was listed, is not served, or has failed: publishing is honest (missing CRDs
+    /// or a forbidden kind must not hide everything else).
+    fn settled(&self) -> bool {
+        (0..WATCHED.len()).all(|i| {
+            self.synced.contains(&i) || self.missing.contains(&i) || self.errors.contains_key(&i)
+        })
+    }
+
     fn health(&mut self) -> SourceHealth {
         let now = SystemTime::now();
         let unsynced: Vec<String> = (0..WATCHED.len())
-            .filter(|i| !self.synced.contains(i) && !self.errors.contains_key(i))
+            .filter(|i| !self.synced.contains(i) && !self.missing.contains(i) && !self.failing(*i))
             .map(|i| WATCHED[i].describe())
             .collect();
         let mut error: Vec<String> = self
             .errors
             .iter()
-            .map(|(i, e)| format!("{}: {e}", WATCHED[*i].describe()))
+            .filter(|(i, _)| self.failing(**i))
+            .map(|(i, (e, _))| format!("{}: {e}", WATCHED[*i].describe()))
             .collect();
         if !unsynced.is_empty() {
             error.push(format!("not listed yet: {}", unsynced.join(", ")));
@@ -703,19 +752,14 @@ impl Index {
             error: error.join("; "),
         }
     }
-
-    fn cluster(&mut self) -> Cluster {
-        let health = self.health();
-        let (cluster, problems) =
-            Cluster::from_objects(self.objects.values().cloned().collect(), health);
-        for p in problems {
-            if self.logged.insert(p.clone()) {
-                tracing::warn!(problem = %p, "skipping a Kubernetes object that cannot be read");
-            }
-        }
-        cluster
-    }
 }
+
+/// How long a burst of changes is gathered before the index is rebuilt.
+const COALESCE: Duration = Duration::from_millis(100);
+/// Least time between two rebuilds.
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+/// How often health is looked at when nothing arrives (errors age out).
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
 async fn index(
     mut inbox: mpsc::Receiver<Msg>,
@@ -725,36 +769,48 @@ async fn index(
     let mut idx = Index::default();
     let now = tokio::time::Instant::now();
     let mut last_rebuild = now.checked_sub(REBUILD_EVERY).unwrap_or(now);
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let msg = tokio::select! {
-            m = inbox.recv() => match m { Some(m) => m, None => return },
+        let mut changed = tokio::select! {
+            m = inbox.recv() => match m { Some(m) => idx.apply(m), None => return },
+            _ = tick.tick() => false,
             () = out.closed() => return,
         };
-        let mut changed = idx.apply(msg);
         // Coalesce a burst (a relist, a rollout) into one rebuild, and rebuild at most once per
         // REBUILD_EVERY: typing a 10,000-workload cluster costs about a second of CPU.
         let deadline = (tokio::time::Instant::now() + COALESCE).max(last_rebuild + REBUILD_EVERY);
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
-            changed |= idx.apply(m);
+        if changed {
+            while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
+                changed |= idx.apply(m);
+            }
         }
+        if !idx.settled() {
+            continue;
+        }
+        let health = idx.health();
         if !changed {
-            let h = idx.health();
             let same = {
                 let before = out.borrow();
-                h.ok == before.health.ok && h.error == before.health.error
+                health.ok == before.health.ok && health.error == before.health.error
             };
             if same {
                 continue;
             }
         }
-        // Publish once every kind was listed or has failed (missing CRDs must not hide
-        // workloads), so readers never see a half-listed cluster as healthy.
-        let ready =
-            (0..WATCHED.len()).all(|i| idx.synced.contains(&i) || idx.errors.contains_key(&i));
-        if !ready {
+        let objects: Vec<Value> = idx.objects.values().cloned().collect();
+        // Off the async workers: with an embedded collector they also serve gRPC.
+        let built =
+            tokio::task::spawn_blocking(move || Cluster::from_objects(objects, health)).await;
+        let Ok((cluster, problems)) = built else {
+            tracing::error!("typing the cluster failed; keeping the previous index");
             continue;
+        };
+        for p in problems {
+            if idx.logged.insert(p.clone()) {
+                tracing::warn!(problem = %p, "skipping a Kubernetes object that cannot be read");
+            }
         }
-        let cluster = idx.cluster();
         last_rebuild = tokio::time::Instant::now();
         out.send_replace(Arc::new(cluster));
     }

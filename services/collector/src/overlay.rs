@@ -10,7 +10,7 @@ use std::{
 use mesh_model::{
     Decision, Destination, EdgeKey, MeshGraph, PolicyVerdict, Protocol, TlsStatus, Workload,
     WorkloadRef,
-    policy::{AccessRequest, ClientInfo},
+    policy::{AccessRequest, ClientInfo, PodInfo},
 };
 
 use crate::cluster::{Cluster, ClusterWorkload};
@@ -88,29 +88,33 @@ pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
 /// (the source only matters when it is mTLS with an unknown identity: the chain names it).
 type VerdictKey = (WorkloadRef, TlsStatus, String, Option<WorkloadRef>);
 
-/// Verdicts already computed. An entry holds while the policy set and its destination's
-/// workload are what they were: Prometheus builds come every few seconds, and most Kubernetes
-/// changes (pods coming and going) touch neither, so most builds explain nothing anew.
+/// Verdicts already computed. An entry holds while the policy set and what policy reads of its
+/// destination (pod labels and ports, meshed, port) are what they were: Prometheus builds come
+/// every few seconds, and most Kubernetes changes (pods coming and going, scaling) touch
+/// neither, so most builds explain nothing anew. Only entries the last build used are kept.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    cluster: Option<Arc<Cluster>>,
-    map: HashMap<VerdictKey, (ClusterWorkload, PolicyVerdict)>,
+    policy: Option<Arc<Cluster>>,
+    map: HashMap<VerdictKey, (Seen, PolicyVerdict)>,
+}
+
+/// What a verdict read of its destination.
+type Seen = (PodInfo, bool, Option<u16>);
+
+fn seen(cw: &ClusterWorkload) -> Seen {
+    (cw.pod.clone(), cw.meshed, cw.port)
 }
 
 impl Verdicts {
-    fn for_cluster(
-        &mut self,
-        cluster: &Arc<Cluster>,
-    ) -> &mut HashMap<VerdictKey, (ClusterWorkload, PolicyVerdict)> {
+    /// Starts a build against `cluster`: the entries of the last build, unless policy changed.
+    fn start(&mut self, cluster: &Arc<Cluster>) -> HashMap<VerdictKey, (Seen, PolicyVerdict)> {
         let same = self
-            .cluster
+            .policy
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(c, cluster) || c.policy == cluster.policy);
-        if !same {
-            self.map.clear();
-        }
-        self.cluster = Some(cluster.clone());
-        &mut self.map
+        self.policy = Some(cluster.clone());
+        let old = std::mem::take(&mut self.map);
+        if same { old } else { HashMap::new() }
     }
 }
 
@@ -159,7 +163,7 @@ pub fn apply(
         }
     }
     attach_observed(graph, authz);
-    let cache = verdicts.for_cluster(cluster);
+    let mut old = verdicts.start(cluster);
     for e in graph.edges.values_mut() {
         let observed = (e.policy.observed_allow_rps, e.policy.observed_deny_rps);
         let unknown_id =
@@ -174,16 +178,28 @@ pub fn apply(
         };
         let cw = cluster.workloads.get(&dst);
         let key = (dst, e.tls, e.client_identity.clone(), unknown_id);
-        e.policy = match (cache.get(&key), cw) {
-            (Some((was, v)), Some(cw)) if was == cw => v.clone(),
-            _ => {
-                let v = verdict(cluster, &e.key, e.tls, &e.client_identity);
-                if let Some(cw) = cw {
-                    cache.insert(key, (cw.clone(), v.clone()));
+        if let Some(hit) = verdicts.map.get(&key) {
+            e.policy = hit.1.clone();
+        } else {
+            let kept = old.remove(&key).filter(|(was, _)| {
+                cw.is_some_and(|cw| was.0 == cw.pod && was.1 == cw.meshed && was.2 == cw.port)
+            });
+            let entry = match (kept, cw) {
+                (Some(entry), _) => Some(entry),
+                (None, Some(cw)) => Some((
+                    seen(cw),
+                    verdict(cluster, &e.key, e.tls, &e.client_identity),
+                )),
+                (None, None) => None,
+            };
+            match entry {
+                Some(entry) => {
+                    e.policy = entry.1.clone();
+                    verdicts.map.insert(key, entry);
                 }
-                v
+                None => e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity),
             }
-        };
+        }
         (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
         e.policy.disagreement = disagreement(&e.policy);
     }
@@ -251,14 +267,16 @@ fn disagreement(p: &PolicyVerdict) -> String {
     let allow = p.observed_allow_rps.unwrap_or(0.0);
     let deny = p.observed_deny_rps.unwrap_or(0.0);
     match p.decision {
-        Decision::Denied if allow > 0.0 => format!(
-            "the policy denies this edge, but its proxies allowed {allow:.2}/s: \
-             the cluster's policy may have changed since, or the proxy's view is stale"
-        ),
-        Decision::Allowed | Decision::Audit if deny > 0.0 => format!(
-            "the policy allows this edge, but its proxies denied {deny:.2}/s: \
-             requests may match a route or port this evaluation does not see"
-        ),
+        // No figures in the text: the rates are in observed_*_rps, compared with the metric
+        // tolerance; a sentence with numbers would make every build a change.
+        Decision::Denied if allow > 0.0 => "the policy denies this edge, but its proxies \
+             allowed some of its traffic in the window (observed_allow_rps): the policy may \
+             have changed since, or the proxies' view is behind"
+            .into(),
+        Decision::Allowed | Decision::Audit if deny > 0.0 => "the policy allows this edge, but \
+             its proxies denied some of its traffic in the window (observed_deny_rps): requests \
+             may match a route or port this evaluation does not see"
+            .into(),
         _ => String::new(),
     }
 }
@@ -329,9 +347,9 @@ mod tests {
             observed_deny_rps: Some(0.5),
             ..PolicyVerdict::default()
         };
-        assert!(disagreement(&p).contains("denied 0.50/s"));
+        assert!(disagreement(&p).contains("proxies denied some"));
         p.decision = Decision::Denied;
-        assert!(disagreement(&p).contains("allowed 3.00/s"));
+        assert!(disagreement(&p).contains("proxies allowed some"));
         p.observed_allow_rps = Some(0.0);
         assert_eq!(disagreement(&p), "");
     }

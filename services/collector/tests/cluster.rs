@@ -168,7 +168,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
     let e = edge(&g, "web", "emoji");
     assert_eq!(e.policy.decision, Decision::Denied, "{:?}", e.policy.chain);
     assert!(
-        e.policy.disagreement.contains("allowed 4.00/s"),
+        e.policy.disagreement.contains("proxies allowed some"),
         "{}",
         e.policy.disagreement
     );
@@ -228,5 +228,44 @@ async fn a_watch_the_collector_may_not_make_is_reported_not_fatal() {
         c.health.error.contains("forbidden") || c.health.error.contains("403"),
         "{}",
         c.health.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_linkerd_crds_is_healthy_and_has_no_policy() {
+    let sim = KubeSim::start(Config {
+        tokens: TOKENS.into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let seed = root().join("tools/kube-sim/seed/demo");
+    for f in ["linkerd-mcp-rbac.yaml", "emojivoto.yaml"] {
+        sim.load_yaml(&std::fs::read_to_string(seed.join(f)).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut rx = cluster::spawn(&client(&sim, "collector-token"));
+    let c = until(&mut rx, "a healthy cluster", |c| c.health.ok).await;
+    assert!(c.workloads.contains_key(&wl("emojivoto", "web")));
+    assert!(c.policies.is_empty());
+    let g = mesh_collector::run::join(
+        &meshsim::graph(
+            &meshsim::builtin("emojivoto").unwrap(),
+            Duration::from_secs(10),
+            SystemTime::now(),
+        ),
+        &[],
+        &c,
+        &mut Verdicts::default(),
+        SystemTime::now(),
+    );
+    // No Server anywhere: the namespace's default policy decides.
+    let e = edge(&g, "web", "emoji");
+    assert_eq!(e.policy.decision, Decision::Allowed, "{:?}", e.policy.chain);
+    assert!(
+        e.policy.default_policy.contains("all-unauthenticated"),
+        "{:?}",
+        e.policy
     );
 }

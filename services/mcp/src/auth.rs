@@ -85,13 +85,27 @@ const REVIEW_CACHE: usize = 10_000;
 /// Bound on one TokenReview round trip.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 
-type ReviewCache = HashMap<String, (Result<Caller, String>, Instant)>;
+/// Most TokenReviews in flight: unknown tokens cannot make mesh-mcp flood the API server.
+const REVIEWS_IN_FLIGHT: usize = 16;
+
+/// Answers by a keyed hash of the token: the cache holds no bearer tokens.
+type ReviewCache = HashMap<u64, (Result<Caller, String>, Instant)>;
+
+/// TokenReview through the standard kube client.
+#[derive(Clone)]
+struct Reviewer {
+    client: kube::Client,
+    audience: Option<String>,
+    cache: Arc<Mutex<ReviewCache>>,
+    hasher: std::hash::RandomState,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
 
 /// Authenticates requests: the static tokens first, then TokenReview when configured.
 #[derive(Clone)]
 pub struct Authenticator {
     tokens: TokenAuth,
-    review: Option<(kube::Client, Arc<Mutex<ReviewCache>>)>,
+    review: Option<Reviewer>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -113,11 +127,18 @@ impl From<TokenAuth> for Authenticator {
 }
 
 impl Authenticator {
-    /// Static tokens, plus TokenReview through `review` when given.
-    pub fn new(tokens: TokenAuth, review: Option<kube::Client>) -> Self {
+    /// Static tokens, plus TokenReview through `review` when given. With an `audience`, only
+    /// tokens minted for it are accepted (a token meant for the API server is not).
+    pub fn new(tokens: TokenAuth, review: Option<kube::Client>, audience: Option<String>) -> Self {
         Self {
             tokens,
-            review: review.map(|c| (c, Arc::default())),
+            review: review.map(|client| Reviewer {
+                client,
+                audience,
+                cache: Arc::default(),
+                hasher: std::hash::RandomState::new(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT)),
+            }),
         }
     }
 
@@ -135,10 +156,11 @@ impl Authenticator {
         if let Some(c) = self.tokens.tokens.get(token) {
             return Ok(c.clone());
         }
-        let Some((client, cache)) = &self.review else {
+        let Some(r) = &self.review else {
             return Err(Status::unauthenticated("unknown bearer token"));
         };
-        if let Some((answer, at)) = cache.lock().await.get(token) {
+        let key = std::hash::BuildHasher::hash_one(&r.hasher, token);
+        if let Some((answer, at)) = r.cache.lock().await.get(&key) {
             let ttl = if answer.is_ok() {
                 REVIEW_TTL.0
             } else {
@@ -148,35 +170,67 @@ impl Authenticator {
                 return answer.clone().map_err(Status::unauthenticated);
             }
         }
-        let answer = review(client, token).await?;
-        let mut c = cache.lock().await;
+        let answer = tokio::time::timeout(REVIEW_TIMEOUT, async {
+            let _permit = r
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Status::unavailable("TokenReview is shutting down"))?;
+            review(&r.client, token, r.audience.as_deref()).await
+        })
+        .await
+        .map_err(|_| Status::unavailable("TokenReview timed out: cannot check the token now"))??;
+        let mut c = r.cache.lock().await;
         if c.len() >= REVIEW_CACHE {
-            c.clear();
+            // Expired answers first, then refusals; only then everything.
+            c.retain(|_, (a, at)| {
+                at.elapsed()
+                    < if a.is_ok() {
+                        REVIEW_TTL.0
+                    } else {
+                        REVIEW_TTL.1
+                    }
+            });
+            if c.len() >= REVIEW_CACHE {
+                c.retain(|_, (a, _)| a.is_ok());
+            }
+            if c.len() >= REVIEW_CACHE {
+                c.clear();
+            }
         }
-        c.insert(token.to_owned(), (answer.clone(), Instant::now()));
+        c.insert(key, (answer.clone(), Instant::now()));
         answer.map_err(Status::unauthenticated)
     }
 }
 
 /// One TokenReview: `Ok(Ok(caller))` accepted, `Ok(Err(why))` refused, `Err` when Kubernetes
 /// could not answer (`UNAVAILABLE`: the token may be fine).
-async fn review(client: &kube::Client, token: &str) -> Result<Result<Caller, String>, Status> {
+async fn review(
+    client: &kube::Client,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<Result<Caller, String>, Status> {
     let api = kube::Api::<TokenReview>::all(client.clone());
     let req = TokenReview {
         spec: TokenReviewSpec {
             token: token.to_owned(),
-            audiences: None,
+            audiences: audience.map(|a| vec![a.to_owned()]),
         },
         ..TokenReview::default()
     };
-    let sent = tokio::time::timeout(
-        REVIEW_TIMEOUT,
-        api.create(&kube::api::PostParams::default(), &req),
-    )
-    .await
-    .map_err(|_| Status::unavailable("TokenReview timed out: cannot check the token now"))?
-    .map_err(|e| Status::unavailable(format!("TokenReview failed: {e}")))?;
+    let sent = api
+        .create(&kube::api::PostParams::default(), &req)
+        .await
+        .map_err(|e| Status::unavailable(format!("TokenReview failed: {e}")))?;
     let status = sent.status.unwrap_or_default();
+    if let Some(a) = audience
+        && status.authenticated == Some(true)
+        && !status.audiences.iter().flatten().any(|x| x == a)
+    {
+        return Ok(Err(format!(
+            "the token is valid in Kubernetes but not for audience {a:?}"
+        )));
+    }
     if status.authenticated != Some(true) {
         let why = status.error.filter(|e| !e.is_empty());
         return Ok(Err(match why {

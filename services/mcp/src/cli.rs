@@ -63,6 +63,10 @@ pub struct Args {
     /// the standard kube configuration.
     #[arg(long, env = "MESH_TOKEN_REVIEW")]
     pub token_review: bool,
+    /// With --token-review, accept only tokens minted for this audience (projected service
+    /// account tokens with `audience: AUD`), not tokens meant for the API server.
+    #[arg(long, env = "MESH_TOKEN_AUDIENCE", requires = "token_review")]
+    pub token_audience: Option<String>,
     /// Seconds between watch heartbeats.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
     pub heartbeat: Duration,
@@ -101,7 +105,11 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             } else {
                 None
             };
-            Some(Authenticator::new(tokens, review))
+            Some(Authenticator::new(
+                tokens,
+                review,
+                args.token_audience.clone(),
+            ))
         }
         (false, true) => {
             tracing::warn!(

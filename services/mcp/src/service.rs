@@ -86,17 +86,24 @@ impl History {
 /// Filtered views and their deltas, shared by every watch with the same filter: thousands of
 /// watchers of one namespace cost one filtering and one diff per version, and one copy of the
 /// view, instead of one each.
+///
+/// Only views of the current version are kept, and together they hold at most twice the
+/// graph's edges: a caller varying its filter (any `min_rps`) cannot make the cache grow past
+/// that; views beyond it are computed and not kept.
 #[derive(Debug, Default)]
 struct ViewCache {
+    /// (epoch, version) of the cached views.
+    at: (u64, u64),
     views: HashMap<String, Arc<MeshGraph>>,
+    cached_edges: usize,
     deltas: HashMap<String, Vec<CachedDelta>>,
 }
 
 /// (epoch, from version, to version, delta) of one filtered view.
 type CachedDelta = (u64, u64, u64, Arc<GraphDelta>);
 
-/// Most filters kept; past it the cache starts afresh (distinct filters are few in practice).
-const MAX_FILTERS: usize = 10_000;
+/// Most filters kept per version (distinct filters are few in practice).
+const MAX_FILTERS: usize = 1_000;
 
 impl ViewCache {
     fn view(&mut self, key: &str, f: &GraphFilter, g: &MeshGraph) -> Arc<MeshGraph> {
@@ -105,12 +112,18 @@ impl ViewCache {
         {
             return v.clone();
         }
-        if self.views.len() >= MAX_FILTERS {
+        if (g.epoch, g.version) != self.at {
+            self.at = (g.epoch, g.version);
             self.views.clear();
             self.deltas.clear();
+            self.cached_edges = 0;
         }
         let v = Arc::new(f.apply(g));
-        self.views.insert(key.to_owned(), v.clone());
+        let budget = 2 * g.edges.len().max(1024);
+        if self.views.len() < MAX_FILTERS && self.cached_edges + v.edges.len() <= budget {
+            self.cached_edges += v.edges.len();
+            self.views.insert(key.to_owned(), v.clone());
+        }
         v
     }
 
@@ -302,10 +315,9 @@ impl MeshService for GraphService {
                         }
                     }
                     _ = tick.tick() => {
-                        let g = graph.borrow().clone();
-                        if let Some(g) = g
-                            && tx.send(Ok(heartbeat(&g))).await.is_err()
-                        {
+                        // The position this stream has delivered, not the newest graph: a
+                        // client resuming from it must not skip a delta still on its way.
+                        if tx.send(Ok(heartbeat(&last))).await.is_err() {
                             break;
                         }
                     }

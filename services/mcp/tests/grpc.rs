@@ -303,6 +303,7 @@ async fn token_review_accepts_cluster_tokens_and_says_when_it_cannot_ask() {
     let auth = Authenticator::new(
         TokenAuth::parse("good-token,alice,uid-1\n").unwrap(),
         Some(reviewer),
+        None,
     );
     let t = meshsim::builtin("emojivoto").unwrap();
     let s = start_with(&t, auth).await;
@@ -333,4 +334,52 @@ async fn token_review_accepts_cluster_tokens_and_says_when_it_cannot_ask() {
     let e = get("another").await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     assert!(e.message().contains("TokenReview"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_audience_only_tokens_minted_for_it_pass() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let kube = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+                 api-token,system:serviceaccount:shop:agent,uid-a\n\
+                 bound-token,system:serviceaccount:shop:agent,uid-a\n"
+            .into(),
+        token_audiences: vec![("bound-token".into(), "linkerd-mcp".into())],
+        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
+    cfg.auth_info.token = Some("mcp-token".to_owned().into());
+    let auth = Authenticator::new(
+        TokenAuth::default(),
+        Some(kube::Client::try_from(cfg).unwrap()),
+        Some("linkerd-mcp".into()),
+    );
+    let s = start_with(&meshsim::builtin("emojivoto").unwrap(), auth).await;
+    let c = client(s.addr).await;
+    let get = |token: &str| {
+        let mut c = c.clone();
+        let r = with_token(pb::GetMeshGraphRequest::default(), token);
+        async move { c.get_mesh_graph(r).await }
+    };
+    let mut ok = None;
+    for _ in 0..100 {
+        match get("bound-token").await {
+            Err(e) if e.code() == Code::Unavailable && e.message().contains("no graph") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => {
+                ok = Some(other);
+                break;
+            }
+        }
+    }
+    ok.expect("a graph within 2 s").unwrap();
+    // A token for the API server, replayable there, is not one for mesh-mcp.
+    let e = get("api-token").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("audience"), "{}", e.message());
 }

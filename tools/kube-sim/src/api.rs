@@ -184,7 +184,7 @@ async fn serve(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let caller = token
-        .and_then(|t| app.tokens.user(t))
+        .and_then(|t| app.tokens.api_user(t))
         .cloned()
         .ok_or_else(ApiError::unauthorized)?;
     record.user = caller.name.clone();
@@ -1111,10 +1111,27 @@ fn special_create(st: &State, t: &Target, ctx: &Ctx, body: &Value) -> Option<Api
         }
         "tokenreviews" => {
             let token = body["spec"]["token"].as_str().unwrap_or_default();
+            // As the API server: the answer's audiences are the wanted ones the token is valid
+            // for (its own when none are asked); none in common is a refusal.
+            let own = ctx.tokens.audiences(token);
+            let wanted: Vec<String> = body["spec"]["audiences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            let audiences: Vec<String> = if wanted.is_empty() {
+                own.clone()
+            } else {
+                wanted.iter().filter(|a| own.contains(a)).cloned().collect()
+            };
             out["status"] = match ctx.tokens.user(token) {
-                Some(u) => {
-                    json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}})
-                }
+                Some(u) if !audiences.is_empty() => json!({
+                    "authenticated": true, "audiences": audiences,
+                    "user": {"username": u.name, "uid": u.uid, "groups": u.groups}
+                }),
+                Some(_) => json!({"authenticated": false,
+                    "error": format!("token audiences {own:?} is invalid for the target audiences {wanted:?}")}),
                 None => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
             Some(Ok(out))

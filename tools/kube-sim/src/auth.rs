@@ -12,10 +12,15 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
+/// The audience of tokens that are not bound to another (the API server's own).
+pub(crate) const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
 /// The token file's users.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
     users: Vec<(String, UserInfo)>,
+    /// Tokens bound to another audience, as projected service account tokens are.
+    bound: Vec<(String, String)>,
 }
 
 /// Splits one CSV line, honouring double quotes.
@@ -73,10 +78,37 @@ impl Tokens {
                 },
             ));
         }
-        Ok(Self { users })
+        Ok(Self {
+            users,
+            bound: Vec::new(),
+        })
     }
 
     /// The user a token belongs to.
+    /// Binds tokens to audiences other than the API server's: `(token, audience)`.
+    pub fn bind(mut self, bound: Vec<(String, String)>) -> Self {
+        self.bound = bound;
+        self
+    }
+
+    /// The audiences a token is valid for.
+    pub fn audiences(&self, token: &str) -> Vec<String> {
+        match self.bound.iter().find(|(t, _)| t == token) {
+            Some((_, aud)) => vec![aud.clone()],
+            None => vec![API_AUDIENCE.to_owned()],
+        }
+    }
+
+    /// The user of a token presented to the API server itself (tokens bound to another
+    /// audience are not accepted there).
+    pub fn api_user(&self, token: &str) -> Option<&UserInfo> {
+        if self.bound.iter().any(|(t, _)| t == token) {
+            return None;
+        }
+        self.user(token)
+    }
+
+    /// The user of a token, whatever its audience.
     pub fn user(&self, token: &str) -> Option<&UserInfo> {
         self.users.iter().find(|(t, _)| t == token).map(|(_, u)| u)
     }

@@ -45,6 +45,10 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Load the Linkerd policy CRDs (and the Gateway API routes Linkerd uses) at start.
     pub with_linkerd_crds: bool,
+    /// Tokens (of the token file) bound to an audience other than the API server's, as
+    /// projected service account tokens are: `(token, audience)`. TokenReview honours them; the
+    /// API itself refuses them.
+    pub token_audiences: Vec<(String, String)>,
     /// Serve HTTPS with a self-signed certificate for 127.0.0.1 and localhost. kubectl (client-go)
     /// only sends bearer tokens over TLS, so kubectl needs this; kube-rs works either way.
     pub tls: bool,
@@ -60,6 +64,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(10),
             tls: false,
             with_linkerd_crds: false,
+            token_audiences: Vec::new(),
         }
     }
 }
@@ -128,7 +133,9 @@ pub struct KubeSim {
 impl KubeSim {
     /// Starts serving; returns once the listener is bound and seeds are loaded.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        let tokens = Tokens::parse(&config.tokens).map_err(StartError::Tokens)?;
+        let tokens = Tokens::parse(&config.tokens)
+            .map_err(StartError::Tokens)?
+            .bind(config.token_audiences.clone());
         let app = Arc::new(api::App::new(tokens, &config));
         if config.with_linkerd_crds {
             seed::load_text(&app, &mesh_k8s::crds::yaml())

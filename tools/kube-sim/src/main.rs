@@ -60,6 +60,7 @@ async fn main() {
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
         tls: args.tls,
         with_linkerd_crds: args.with_linkerd_crds,
+        token_audiences: Vec::new(),
     };
     let sim = kube_sim::KubeSim::start(config)
         .await
