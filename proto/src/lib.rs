@@ -125,7 +125,8 @@ pub fn tls_status(t: pb::TlsStatus) -> Option<model::TlsStatus> {
     }
 }
 
-fn decision_to_pb(d: model::Decision) -> pb::policy_verdict::Decision {
+/// The wire form of a decision.
+pub fn decision_to_pb(d: model::Decision) -> pb::policy_verdict::Decision {
     use pb::policy_verdict::Decision as D;
     match d {
         model::Decision::Unknown => D::Unknown,

@@ -319,6 +319,56 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The cluster as it would be with `proposed` applied: each proposed policy object replaces
+    /// the one of the same kind, namespace and name, or is added. For what-if questions.
+    pub fn with_proposed(&self, proposed: &PolicySet) -> Self {
+        fn merge<T: Clone>(old: &[T], new: &[T], key: impl Fn(&T) -> (String, String)) -> Vec<T> {
+            let mut out: Vec<T> = old
+                .iter()
+                .filter(|o| !new.iter().any(|n| key(n) == key(o)))
+                .cloned()
+                .collect();
+            out.extend(new.iter().cloned());
+            out
+        }
+        let (a, b) = (&self.policy, proposed);
+        let policy = PolicySet {
+            servers: merge(&a.servers, &b.servers, |x| {
+                (x.namespace.clone(), x.name.clone())
+            }),
+            authorization_policies: merge(
+                &a.authorization_policies,
+                &b.authorization_policies,
+                |x| (x.namespace.clone(), x.name.clone()),
+            ),
+            mesh_tls_authentications: merge(
+                &a.mesh_tls_authentications,
+                &b.mesh_tls_authentications,
+                |x| (x.namespace.clone(), x.name.clone()),
+            ),
+            network_authentications: merge(
+                &a.network_authentications,
+                &b.network_authentications,
+                |x| (x.namespace.clone(), x.name.clone()),
+            ),
+            server_authorizations: merge(&a.server_authorizations, &b.server_authorizations, |x| {
+                (x.namespace.clone(), x.name.clone())
+            }),
+            routes: merge(&a.routes, &b.routes, |x| {
+                (
+                    x.namespace.clone(),
+                    format!("{}/{}/{}", x.group, x.kind, x.name),
+                )
+            }),
+            ..a.clone()
+        };
+        Self {
+            by_namespace: split(&policy),
+            policy,
+            ..self.clone()
+        }
+    }
+
     /// The policy that governs pods of `namespace`.
     pub fn policy_for(&self, namespace: &str) -> &PolicySet {
         self.by_namespace.get(namespace).unwrap_or(&self.policy)

@@ -206,6 +206,11 @@ pub fn apply(
     graph.policies = cluster.policies.clone();
 }
 
+/// The verdict `cluster`'s policy reaches on `e` (no observed rates): for what-if questions.
+pub fn verdict_of(cluster: &Cluster, e: &mesh_model::Edge) -> PolicyVerdict {
+    verdict(cluster, &e.key, e.tls, &e.client_identity)
+}
+
 fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) -> PolicyVerdict {
     let unknown = |why: String| PolicyVerdict {
         chain: vec![why],

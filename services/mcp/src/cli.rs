@@ -67,6 +67,13 @@ pub struct Args {
     /// account tokens with `audience: AUD`), not tokens meant for the API server.
     #[arg(long, env = "MESH_TOKEN_AUDIENCE", requires = "token_review")]
     pub token_audience: Option<String>,
+    /// A user that may act on behalf of others (`on_behalf_of`, `meshctl apply --as`), e.g. the
+    /// chatbot's service account `system:serviceaccount:linkerd-mcp:chatbot`. Repeatable.
+    #[arg(long, env = "MESH_DELEGATOR", value_delimiter = ',')]
+    pub delegator: Vec<String>,
+    /// A group a delegated identity may carry (never `system:*`). Repeatable.
+    #[arg(long, env = "MESH_DELEGATE_GROUP", value_delimiter = ',')]
+    pub delegate_group: Vec<String>,
     /// Seconds between watch heartbeats.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
     pub heartbeat: Duration,
@@ -120,6 +127,20 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     };
     let (tx, rx) = watch::channel::<Option<Arc<MeshGraph>>>(None);
     let history = crate::History::default();
+    // One Kubernetes view for the embedded collector and for what-if answers.
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"));
+    let cluster = match &kube_config {
+        Ok(c) => match kube::Client::try_from(c.clone()) {
+            Ok(client) => mesh_collector::cluster::spawn(&client),
+            Err(e) => unsynced(format!("Kubernetes client: {e}")),
+        },
+        Err(why) => {
+            tracing::warn!("{why}; policy verdicts and changes are unavailable");
+            unsynced(why.clone())
+        }
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();
     if args.embedded_collector {
@@ -133,7 +154,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         let store = mesh_store::MemoryStore::new(1000);
         let sources = mesh_collector::run::Sources {
             prometheus: source,
-            kubernetes: mesh_collector::kubernetes().await,
+            kubernetes: cluster.clone(),
         };
         collector_metrics.register(&mut registry);
         tokio::spawn(mesh_collector::run::run(
@@ -156,7 +177,22 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     }
 
     // One service for gRPC and HTTP, so both share its filtered-view cache.
-    let service = GraphService::new(rx.clone(), history, args.heartbeat);
+    let delegation = crate::apply::Delegation {
+        delegators: args.delegator.clone(),
+        allowed_groups: args.delegate_group.clone(),
+    };
+    if let Some(bad) = delegation
+        .allowed_groups
+        .iter()
+        .find(|g| g.starts_with("system:"))
+    {
+        return Err(usage(format!(
+            "--delegate-group {bad}: system groups can never be delegated"
+        )));
+    }
+    let applier = kube_config
+        .and_then(|c| crate::apply::Applier::new(c, delegation, cluster.clone(), rx.clone()));
+    let service = GraphService::new(rx.clone(), history, args.heartbeat).with_applier(applier);
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
@@ -314,4 +350,8 @@ fn register_graph_metrics(r: &mut prometheus_client::registry::Registry, graph: 
             }
         }
     });
+}
+
+fn unsynced(why: String) -> watch::Receiver<Arc<mesh_collector::cluster::Cluster>> {
+    watch::channel(Arc::new(mesh_collector::cluster::Cluster::unsynced(why))).1
 }

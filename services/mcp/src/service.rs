@@ -13,16 +13,22 @@ use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_server::MeshSer
 use tokio::sync::{Mutex, mpsc, watch};
 use tonic::{Request, Response, Status};
 
+use crate::{
+    Caller,
+    apply::{Applier, Rpc},
+};
+
 /// The latest published graph, shared by every handler.
 pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
 
-/// Serves the graph.
+/// Serves the graph, and policy changes when an [`Applier`] is configured.
 #[derive(Clone, Debug)]
 pub struct GraphService {
     graph: GraphWatch,
     history: History,
     heartbeat: Duration,
     views: Arc<Mutex<ViewCache>>,
+    applier: Result<Applier, String>,
 }
 
 impl GraphService {
@@ -34,7 +40,30 @@ impl GraphService {
             history,
             heartbeat,
             views: Arc::default(),
+            applier: Err("this server was started without a Kubernetes configuration".into()),
         }
+    }
+
+    /// Serves `ApplyAuthorizationPolicy` and `ApplyHTTPRoute` through `applier`, or answers
+    /// them `UNAVAILABLE` with the reason it could not be made.
+    pub fn with_applier(mut self, applier: Result<Applier, String>) -> Self {
+        self.applier = applier;
+        self
+    }
+
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+        rpc: Rpc,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let applier = self.applier.as_ref().map_err(|why| {
+            Status::unavailable(format!("policy changes are not available: {why}"))
+        })?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        applier
+            .apply(caller, rpc, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -233,6 +262,20 @@ impl MeshService for GraphService {
         // per version with the watches.
         let view = self.views.lock().await.view(&format!("{f:?}"), &f, &g);
         Ok(Response::new(pb::MeshGraph::from(&*view)))
+    }
+
+    async fn apply_authorization_policy(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.apply(req, Rpc::AuthorizationPolicy).await
+    }
+
+    async fn apply_http_route(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.apply(req, Rpc::HttpRoute).await
     }
 
     type WatchMeshGraphStream = EventStream;

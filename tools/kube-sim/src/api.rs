@@ -1249,7 +1249,16 @@ fn patch(
                 return Err(ApiError::bad_request("apply patch needs metadata.name"));
             };
             meta.remove("managedFields");
-            meta.remove("resourceVersion");
+            // A resourceVersion in an applied configuration is a precondition, as for updates.
+            if let Some(rv) = meta.remove("resourceVersion")
+                && rv.as_str().is_some_and(|rv| !rv.is_empty())
+                && old
+                    .as_ref()
+                    .and_then(|o| o["metadata"]["resourceVersion"].as_str())
+                    != rv.as_str()
+            {
+                return Err(ApiError::stale(&t.resource, &t.name));
+            }
             // An applied configuration may be partial (others may own required fields): only
             // its identity is checked here; the merged object is validated below.
             identify(st, t, &mut applied, Some(&t.name))?;

@@ -1,0 +1,764 @@
+//! The mutation pipeline: `ApplyAuthorizationPolicy` and `ApplyHTTPRoute`.
+//!
+//! ```text
+//!  caller ─> identity (self, or on_behalf_of for delegators) ─> validate (model's admission rules)
+//!    ─> SubjectAccessReview per object (patch, + create when new) ─> server-side dry-run as the
+//!    identity (impersonation, fieldManager linkerd-mcp) ─> diff + what-if on the live graph
+//!    ─> unless dry_run or nothing changes: apply in dependency order as the identity (rolling
+//!    back what was applied when a later object fails) ─> audit (annotations, Event, log line)
+//! ```
+//!
+//! mesh-mcp's own identity only reviews access, reads, impersonates and records Events; every
+//! write is made as the requester, so the API server enforces RBAC and admission itself.
+
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+
+use kube::{
+    Api, Client,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    },
+};
+use mesh_collector::cluster::Cluster;
+use mesh_k8s::{Manifests, resources::Resource};
+use mesh_model::{Decision, MeshGraph};
+use mesh_proto::pb;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::Caller;
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "linkerd-mcp";
+/// Annotation prefix of the audit trail on applied objects.
+pub const AUDIT_PREFIX: &str = "linkerd-mcp.io/";
+
+/// Who may act for others, and as which groups.
+#[derive(Clone, Debug, Default)]
+pub struct Delegation {
+    /// Users (e.g. `system:serviceaccount:linkerd-mcp:chatbot`) that may set `on_behalf_of`.
+    pub delegators: Vec<String>,
+    /// Groups a delegated identity may carry; `system:*` never.
+    pub allowed_groups: Vec<String>,
+}
+
+/// Which RPC: decides the one main kind a request must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    /// `ApplyAuthorizationPolicy`.
+    AuthorizationPolicy,
+    /// `ApplyHTTPRoute`.
+    HttpRoute,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Self::AuthorizationPolicy => "ApplyAuthorizationPolicy",
+            Self::HttpRoute => "ApplyHTTPRoute",
+        }
+    }
+
+    fn main_kind(self) -> &'static str {
+        match self {
+            Self::AuthorizationPolicy => "AuthorizationPolicy",
+            Self::HttpRoute => "HTTPRoute",
+        }
+    }
+}
+
+/// Objects applied before the main one, in this order: authentications, then Servers.
+const SUPPORTING: [&str; 3] = ["MeshTLSAuthentication", "NetworkAuthentication", "Server"];
+
+fn plural(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "AuthorizationPolicy" => "authorizationpolicies",
+        "HTTPRoute" => "httproutes",
+        "MeshTLSAuthentication" => "meshtlsauthentications",
+        "NetworkAuthentication" => "networkauthentications",
+        "Server" => "servers",
+        _ => return None,
+    })
+}
+
+/// One object of a request, as it will be sent.
+#[derive(Clone, Debug)]
+struct Obj {
+    group: String,
+    version: String,
+    kind: String,
+    plural: &'static str,
+    namespace: String,
+    name: String,
+    body: Value,
+}
+
+impl Obj {
+    fn api(&self, client: Client) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(&self.group, &self.version, &self.kind);
+        Api::namespaced_with(
+            client,
+            &self.namespace,
+            &ApiResource::from_gvk_with_plural(&gvk, self.plural),
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    fn resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// Runs the pipeline.
+#[derive(Clone)]
+pub struct Applier {
+    config: kube::Config,
+    client: Client,
+    delegation: Arc<Delegation>,
+    cluster: watch::Receiver<Arc<Cluster>>,
+    graph: crate::GraphWatch,
+    test: TestHooks,
+}
+
+/// Faults tests inject to reach paths a healthy cluster never takes.
+#[derive(Clone, Debug, Default)]
+struct TestHooks {
+    skip_access_review: bool,
+    break_writes_of: Option<String>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("delegation", &self.delegation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(m: impl Into<String>) -> Status {
+    Status::invalid_argument(m.into())
+}
+
+/// Maps an API server refusal to the status a caller can act on.
+fn api_error(what: &str, acting: &str, e: &kube::Error) -> Status {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            403 => Status::permission_denied(format!(
+                "the API server refused {what} as {acting}: {}",
+                s.message
+            )),
+            409 => Status::failed_precondition(format!("{what}: {}", s.message)),
+            400 | 422 => invalid(format!("{what}: {}", s.message)),
+            404 => Status::failed_precondition(format!(
+                "{what}: {} (are the Linkerd CRDs installed?)",
+                s.message
+            )),
+            _ => Status::unavailable(format!("{what}: {}", s.message)),
+        },
+        other => Status::unavailable(format!("{what}: {other}")),
+    }
+}
+
+/// The object as a reader reviews it: no server bookkeeping, no audit annotations.
+fn reviewable(v: &Value) -> String {
+    let mut v = v.clone();
+    if let Some(m) = v["metadata"].as_object_mut() {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+        ] {
+            m.remove(k);
+        }
+        if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.retain(|k, _| !k.starts_with(AUDIT_PREFIX));
+            if a.is_empty() {
+                m.remove("annotations");
+            }
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    serde_yaml_ng::to_string(&v).unwrap_or_default()
+}
+
+fn unified(before: &str, after: &str, name: &str) -> String {
+    if before == after {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{name} (before)"), &format!("{name} (after)"))
+        .to_string()
+}
+
+fn audit_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let salt = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), nanos);
+    format!("{:016x}", salt)
+}
+
+impl Applier {
+    /// A pipeline writing through `config` (mesh-mcp's own kube configuration, from which
+    /// impersonating clients are made), answering what-if on `graph` with `cluster`.
+    pub fn new(
+        config: kube::Config,
+        delegation: Delegation,
+        cluster: watch::Receiver<Arc<Cluster>>,
+        graph: crate::GraphWatch,
+    ) -> Result<Self, String> {
+        let client = Client::try_from(config.clone()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            config,
+            client,
+            delegation: Arc::new(delegation),
+            cluster,
+            graph,
+            test: TestHooks::default(),
+        })
+    }
+
+    /// Test hook: skip the SubjectAccessReview step, to prove the impersonated writes are
+    /// refused by the API server on their own.
+    #[doc(hidden)]
+    pub fn without_access_review_for_tests(mut self) -> Self {
+        self.test.skip_access_review = true;
+        self
+    }
+
+    /// Test hook: make the real write (not the dry-run) of objects of `kind` fail, to prove
+    /// earlier objects of the request are rolled back.
+    #[doc(hidden)]
+    pub fn break_writes_of_for_tests(mut self, kind: &str) -> Self {
+        self.test.break_writes_of = Some(kind.to_owned());
+        self
+    }
+
+    fn as_identity(&self, id: &pb::Identity) -> Result<Client, Status> {
+        let mut c = self.config.clone();
+        c.auth_info.impersonate = Some(id.user.clone());
+        c.auth_info.impersonate_groups = (!id.groups.is_empty()).then(|| id.groups.clone());
+        Client::try_from(c).map_err(|e| Status::internal(format!("impersonating client: {e}")))
+    }
+
+    /// Step 1: whom the change is made as.
+    fn identity(
+        &self,
+        caller: &Caller,
+        on_behalf_of: Option<pb::Identity>,
+    ) -> Result<pb::Identity, Status> {
+        let Some(id) = on_behalf_of.filter(|i| !i.user.is_empty() || !i.groups.is_empty()) else {
+            return Ok(pb::Identity {
+                user: caller.user.clone(),
+                groups: caller.groups.clone(),
+            });
+        };
+        if !self.delegation.delegators.contains(&caller.user) {
+            return Err(Status::permission_denied(format!(
+                "{} may not act on behalf of another identity: only configured delegators (--delegator) may",
+                caller.user
+            )));
+        }
+        if id.user.is_empty() {
+            return Err(invalid(
+                "on_behalf_of.user: required when acting for someone",
+            ));
+        }
+        if id.user.starts_with("system:") {
+            return Err(Status::permission_denied(format!(
+                "on_behalf_of.user {:?}: system identities cannot be delegated",
+                id.user
+            )));
+        }
+        for g in &id.groups {
+            if g.starts_with("system:") || !self.delegation.allowed_groups.contains(g) {
+                return Err(Status::permission_denied(format!(
+                    "on_behalf_of.groups: {g:?} may not be delegated (allowed: {})",
+                    self.delegation.allowed_groups.join(", ")
+                )));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Step 2: the request's objects, validated, in apply order (the main object last).
+    fn objects(rpc: Rpc, manifest: &str) -> Result<Vec<Obj>, Status> {
+        if manifest.trim().is_empty() {
+            return Err(invalid("manifest: empty"));
+        }
+        let (docs, problems) = mesh_k8s::manifest::parse_text("manifest", manifest);
+        let m = Manifests::from_documents(docs, problems);
+        let problems = m.validate();
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| {
+                    let field = if p.field.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", p.field)
+                    };
+                    let what = if p.object.is_empty() {
+                        &p.location
+                    } else {
+                        &p.object
+                    };
+                    format!("{what}{field}: {}", p.message)
+                })
+                .collect();
+            return Err(invalid(lines.join("; ")));
+        }
+        let mut out = Vec::new();
+        for (doc, r) in &m.resources {
+            let v = &doc.value;
+            let kind = v["kind"].as_str().unwrap_or_default();
+            let api_version = v["apiVersion"].as_str().unwrap_or_default();
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let main = kind == rpc.main_kind();
+            let allowed = main || SUPPORTING.contains(&kind);
+            let Some(plural) = plural(kind).filter(|_| allowed && !matches!(r, Resource::Other))
+            else {
+                return Err(invalid(format!(
+                    "{}: {} cannot be applied through {} (it takes one {} and the \
+                     MeshTLSAuthentication, NetworkAuthentication and Server objects it needs)",
+                    doc.describe(),
+                    kind,
+                    rpc.name(),
+                    rpc.main_kind()
+                )));
+            };
+            let namespace = v["metadata"]["namespace"].as_str().unwrap_or_default();
+            if namespace.is_empty() {
+                return Err(invalid(format!(
+                    "{}: metadata.namespace is required",
+                    doc.describe()
+                )));
+            }
+            out.push(Obj {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                kind: kind.to_owned(),
+                plural,
+                namespace: namespace.to_owned(),
+                name: v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: v.clone(),
+            });
+        }
+        let mains = out.iter().filter(|o| o.kind == rpc.main_kind()).count();
+        if mains != 1 {
+            return Err(invalid(format!(
+                "manifest: {} takes exactly one {}, found {mains}",
+                rpc.name(),
+                rpc.main_kind()
+            )));
+        }
+        out.sort_by_key(|o| {
+            SUPPORTING
+                .iter()
+                .position(|k| *k == o.kind)
+                .unwrap_or(SUPPORTING.len())
+        });
+        Ok(out)
+    }
+
+    /// Step 3: may the identity make this change? (`patch`, and `create` for a new object.)
+    async fn review(&self, id: &pb::Identity, o: &Obj, exists: bool) -> Result<(), Status> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        let verbs: &[&str] = if exists {
+            &["patch"]
+        } else {
+            &["patch", "create"]
+        };
+        for verb in verbs {
+            let sar = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(id.user.clone()),
+                    groups: Some(id.groups.clone()),
+                    resource_attributes: Some(ResourceAttributes {
+                        group: Some(o.group.clone()),
+                        resource: Some(o.plural.to_owned()),
+                        namespace: Some(o.namespace.clone()),
+                        name: Some(o.name.clone()),
+                        verb: Some((*verb).to_owned()),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SubjectAccessReviewSpec::default()
+                },
+                ..SubjectAccessReview::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+                .create(&PostParams::default(), &sar)
+                .await
+                .map_err(|e| api_error("SubjectAccessReview", "mesh-mcp", &e))?;
+            if !answer.status.is_some_and(|s| s.allowed) {
+                return Err(Status::permission_denied(format!(
+                    "{} may not {verb} {} in namespace {} (needed to apply {})",
+                    id.user,
+                    o.resource(),
+                    o.namespace,
+                    o.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the pipeline for `caller` (None: the server has no authentication).
+    pub async fn apply(
+        &self,
+        caller: Option<Caller>,
+        rpc: Rpc,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, Status> {
+        let caller = caller.ok_or_else(|| {
+            Status::unauthenticated(
+                "changes need an authenticated caller; this server runs with --insecure-no-auth",
+            )
+        })?;
+        let id = self.identity(&caller, req.on_behalf_of.clone())?;
+        let objects = Self::objects(rpc, &req.manifest)?;
+
+        // What is there now (mesh-mcp's own read access), and may the identity change it?
+        let mut before: Vec<Option<DynamicObject>> = Vec::new();
+        for o in &objects {
+            let current = o
+                .api(self.client.clone())
+                .get_opt(&o.name)
+                .await
+                .map_err(|e| api_error(&format!("reading {}", o.describe()), "mesh-mcp", &e))?;
+            if !self.test.skip_access_review {
+                self.review(&id, o, current.is_some()).await?;
+            }
+            before.push(current);
+        }
+
+        // Server-side dry-run of every object, as the identity.
+        let as_id = self.as_identity(&id)?;
+        let main = objects.len() - 1;
+        let mut results = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            let mut body = o.body.clone();
+            if i == main && !req.expected_resource_version.is_empty() {
+                body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+            }
+            let mut pp = PatchParams::apply(FIELD_MANAGER)
+                .dry_run()
+                .validation_strict();
+            if req.force {
+                pp = pp.force();
+            }
+            let after = o
+                .api(as_id.clone())
+                .patch(&o.name, &pp, &Patch::Apply(&body))
+                .await
+                .map_err(|e| api_error(&format!("dry-run of {}", o.describe()), &id.user, &e))?;
+            let after = serde_json::to_value(&after).unwrap_or_default();
+            let old = before[i]
+                .as_ref()
+                .map(|b| reviewable(&serde_json::to_value(b).unwrap_or_default()))
+                .unwrap_or_default();
+            let diff = unified(&old, &reviewable(&after), &o.describe());
+            results.push((diff, after));
+        }
+
+        let (affected, mut warnings) = self.what_if(&req.manifest);
+        let audit = audit_id();
+        let changed = results.iter().any(|(d, _)| !d.is_empty());
+        let mut applied: Vec<pb::AppliedObject> = Vec::new();
+        let dry = req.dry_run;
+        for (o, (diff, after)) in objects.iter().zip(&results) {
+            let i = applied.len();
+            applied.push(pb::AppliedObject {
+                kind: o.kind.clone(),
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+                action: match (diff.is_empty(), before[i].is_some(), dry) {
+                    (true, _, _) => "unchanged",
+                    (false, false, true) => "would create",
+                    (false, true, true) => "would update",
+                    (false, false, false) => "created",
+                    (false, true, false) => "updated",
+                }
+                .into(),
+                diff: diff.clone(),
+                object: after.to_string(),
+            });
+        }
+        if !dry && !changed {
+            warnings.push("nothing to change: the cluster already holds this".into());
+        }
+        if !dry && changed {
+            self.write(&id, &caller, &req, &objects, &before, &audit, &mut applied)
+                .await?;
+        }
+        let diff: String = applied.iter().map(|a| a.diff.clone()).collect();
+        tracing::info!(
+            target: "audit",
+            audit_id = %audit,
+            requested_by = %caller.user,
+            acted_as = %id.user,
+            groups = ?id.groups,
+            approved_by = %req.approved_by,
+            reason = %req.reason,
+            dry_run = dry,
+            objects = ?applied.iter().map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action)).collect::<Vec<_>>(),
+            diff = %diff,
+            "policy change"
+        );
+        Ok(pb::ApplyResponse {
+            dry_run: dry,
+            object: applied.last().map(|a| a.object.clone()).unwrap_or_default(),
+            diff,
+            warnings,
+            audit_id: audit,
+            affected_edges: affected,
+            objects: applied,
+            acted_as: Some(id),
+        })
+    }
+
+    /// Step 6 and 7: apply in order as the identity, rolling back on failure; then audit.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one pipeline step's whole context"
+    )]
+    async fn write(
+        &self,
+        id: &pb::Identity,
+        caller: &Caller,
+        req: &pb::ApplyRequest,
+        objects: &[Obj],
+        before: &[Option<DynamicObject>],
+        audit: &str,
+        report: &mut [pb::AppliedObject],
+    ) -> Result<(), Status> {
+        let as_id = self.as_identity(id)?;
+        let main = objects.len() - 1;
+        let mut annotations = BTreeMap::from([
+            (format!("{AUDIT_PREFIX}requested-by"), caller.user.clone()),
+            (format!("{AUDIT_PREFIX}acted-as"), id.user.clone()),
+            (format!("{AUDIT_PREFIX}audit-id"), audit.to_owned()),
+        ]);
+        if !req.approved_by.is_empty() {
+            annotations.insert(
+                format!("{AUDIT_PREFIX}approved-by"),
+                req.approved_by.clone(),
+            );
+        }
+        if !req.reason.is_empty() {
+            annotations.insert(format!("{AUDIT_PREFIX}reason"), req.reason.clone());
+        }
+        let mut done: Vec<usize> = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            if report[i].action == "unchanged" {
+                continue;
+            }
+            let mut body = o.body.clone();
+            for (k, v) in &annotations {
+                body["metadata"]["annotations"][k] = json!(v);
+            }
+            if i == main && !req.expected_resource_version.is_empty() {
+                body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+            }
+            if self.test.break_writes_of.as_deref() == Some(o.kind.as_str()) {
+                body["spec"]["brokenByTest"] = json!(true);
+            }
+            let mut pp = PatchParams::apply(FIELD_MANAGER).validation_strict();
+            if req.force {
+                pp = pp.force();
+            }
+            match o
+                .api(as_id.clone())
+                .patch(&o.name, &pp, &Patch::Apply(&body))
+                .await
+            {
+                Ok(after) => {
+                    report[i].object = serde_json::to_value(&after).unwrap_or_default().to_string();
+                    self.event(o, &after, caller, id, req, audit).await;
+                    done.push(i);
+                }
+                Err(e) => {
+                    let status = api_error(&format!("applying {}", o.describe()), &id.user, &e);
+                    report[i].action = "not applied".into();
+                    let mut undone = Vec::new();
+                    for &j in done.iter().rev() {
+                        let (o, api) = (&objects[j], objects[j].api(as_id.clone()));
+                        let r = match &before[j] {
+                            None => api
+                                .delete(&o.name, &DeleteParams::default())
+                                .await
+                                .map(|_| "deleted by rollback"),
+                            Some(prev) => {
+                                let mut prev = prev.clone();
+                                prev.metadata.managed_fields = None;
+                                match api.get(&o.name).await {
+                                    Ok(now) => {
+                                        prev.metadata.resource_version =
+                                            now.metadata.resource_version;
+                                        api.replace(&o.name, &PostParams::default(), &prev)
+                                            .await
+                                            .map(|_| "rolled back")
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                        };
+                        let what = match r {
+                            Ok(a) => a.to_owned(),
+                            Err(e) => format!("rollback FAILED: {e}"),
+                        };
+                        report[j].action = what.clone();
+                        undone.push(format!("{}: {what}", o.describe()));
+                    }
+                    let msg = if undone.is_empty() {
+                        status.message().to_owned()
+                    } else {
+                        format!(
+                            "{}; earlier objects of this request: {}",
+                            status.message(),
+                            undone.join(", ")
+                        )
+                    };
+                    tracing::warn!(target: "audit", audit_id = %audit, acted_as = %id.user, error = %msg, "policy change failed");
+                    return Err(Status::new(status.code(), msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A Kubernetes Event on the applied object (mesh-mcp's own identity; best effort).
+    async fn event(
+        &self,
+        o: &Obj,
+        after: &DynamicObject,
+        caller: &Caller,
+        id: &pb::Identity,
+        req: &pb::ApplyRequest,
+        audit: &str,
+    ) {
+        use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let approved = if req.approved_by.is_empty() {
+            String::new()
+        } else {
+            format!(", approved by {}", req.approved_by)
+        };
+        let ev = Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{audit}", o.name)),
+                namespace: Some(o.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some(if o.group.is_empty() {
+                    o.version.clone()
+                } else {
+                    format!("{}/{}", o.group, o.version)
+                }),
+                kind: Some(o.kind.clone()),
+                name: Some(o.name.clone()),
+                namespace: Some(o.namespace.clone()),
+                uid: after.metadata.uid.clone(),
+                resource_version: after.metadata.resource_version.clone(),
+                ..Default::default()
+            },
+            reason: Some("PolicyApplied".into()),
+            message: Some(format!(
+                "applied by linkerd-mcp as {} for {}{approved} (audit id {audit}){}",
+                id.user,
+                caller.user,
+                if req.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", req.reason)
+                }
+            )),
+            type_: Some("Normal".into()),
+            source: Some(EventSource {
+                component: Some("linkerd-mcp".into()),
+                ..Default::default()
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), &o.namespace)
+            .create(&PostParams::default(), &ev)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the Kubernetes Event for an applied change");
+        }
+    }
+
+    /// Step 5: which observed edges the change would allow or deny.
+    fn what_if(&self, manifest: &str) -> (Vec<pb::AffectedEdge>, Vec<String>) {
+        let cluster = self.cluster.borrow().clone();
+        let Some(graph): Option<Arc<MeshGraph>> = self.graph.borrow().clone() else {
+            return (
+                Vec::new(),
+                vec!["no graph yet: the what-if could not be computed".into()],
+            );
+        };
+        let mut warnings = Vec::new();
+        if !cluster.health.ok {
+            warnings.push(format!(
+                "the Kubernetes view is stale ({}): the what-if may be off",
+                cluster.health.error
+            ));
+        }
+        let (docs, problems) = mesh_k8s::manifest::parse_text("manifest", manifest);
+        let proposed = Manifests::from_documents(docs, problems).policy_set();
+        let next = cluster.with_proposed(&proposed);
+        let mut out = Vec::new();
+        for e in graph.edges.values() {
+            let was = mesh_collector::overlay::verdict_of(&cluster, e).decision;
+            let will = mesh_collector::overlay::verdict_of(&next, e).decision;
+            if was == will {
+                continue;
+            }
+            if will == Decision::Denied && e.metrics.rps > 0.0 {
+                warnings.push(format!(
+                    "would deny {} -> {}: {:.2} rps observed in the window",
+                    e.key.src, e.key.dst, e.metrics.rps
+                ));
+            }
+            let wire = pb::Edge::from(e);
+            out.push(pb::AffectedEdge {
+                edge: Some(pb::EdgeRef {
+                    src: wire.src,
+                    dst: wire.dst,
+                    dst_authority: wire.dst_authority,
+                    protocol: wire.protocol,
+                }),
+                before: mesh_proto::decision_to_pb(was).into(),
+                after: mesh_proto::decision_to_pb(will).into(),
+                rps: e.metrics.rps,
+            });
+        }
+        (out, warnings)
+    }
+}

@@ -1,0 +1,596 @@
+//! Policy changes end to end against kube-sim with real RBAC objects: identity and delegation,
+//! validation, SubjectAccessReview, server-side dry-run and apply as the requester
+//! (impersonation), no-ops, conflicts, preconditions, rollback, what-if and audit.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube_sim::{Config, KubeSim};
+use mesh_mcp::{Authenticator, GraphService, TokenAuth, apply::Applier, apply::Delegation};
+use mesh_model::MetricTolerance;
+use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
+use mesh_store::MemoryStore;
+use tonic::{Code, Request, transport::Channel};
+
+const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+admin-token,admin,uid-a,\"system:masters\"\n";
+
+const MCP_TOKENS: &str = "alice-t,alice,u1,\"devs\"\n\
+bob-t,bob,u2,\"mesh-admins\"\n\
+bot-t,system:serviceaccount:linkerd-mcp:chatbot,u3\n";
+
+const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
+
+/// mesh-admins may edit Linkerd policy; authors-only may edit MeshTLSAuthentications only.
+const EDITORS: &str = r"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: policy-editor}
+rules:
+  - apiGroups: [policy.linkerd.io]
+    resources: ['*']
+    verbs: [get, list, watch, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: policy-editors}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}
+subjects: [{kind: Group, name: mesh-admins}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: authn-editor}
+rules:
+  - apiGroups: [policy.linkerd.io]
+    resources: [meshtlsauthentications]
+    verbs: [get, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: authn-editors}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: authn-editor}
+subjects: [{kind: Group, name: authn-only}]
+";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Env {
+    kube: KubeSim,
+    client: MeshServiceClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn kube_config(sim: &KubeSim, token: &str) -> kube::Config {
+    let mut cfg = kube::Config::new(sim.url().parse().unwrap());
+    cfg.auth_info.token = Some(token.to_owned().into());
+    cfg
+}
+
+/// kube-sim with the demo seed (booksapp and emojivoto with their policy) and the editors; the
+/// booksapp graph published with its verdicts; mesh-mcp serving it (its applier `tweak`ed).
+async fn start(tweak: impl FnOnce(Applier) -> Applier) -> Env {
+    let kube = KubeSim::start(Config {
+        tokens: KUBE_TOKENS.into(),
+        seed_dirs: vec![root().join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    kube.load_yaml(EDITORS).await.unwrap();
+    let mcp_config = kube_config(&kube, "mcp-token");
+    let mut cluster =
+        mesh_collector::cluster::spawn(&kube::Client::try_from(mcp_config.clone()).unwrap());
+    let c = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let c = cluster.borrow_and_update().clone();
+            if c.health.ok {
+                return c;
+            }
+            cluster.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let t = meshsim::builtin("booksapp").unwrap();
+    let base = meshsim::graph(&t, Duration::from_secs(60), std::time::SystemTime::now());
+    let graph = mesh_collector::run::join(
+        &base,
+        &[],
+        &c,
+        &mut mesh_collector::overlay::Verdicts::default(),
+        std::time::SystemTime::now(),
+    );
+    let store = Arc::new(MemoryStore::new(100));
+    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
+        .await
+        .unwrap();
+    publisher.publish(graph).await.unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+    rx.clone().wait_for(Option::is_some).await.unwrap();
+    let applier = Applier::new(
+        mcp_config,
+        Delegation {
+            delegators: vec![BOT.into()],
+            allowed_groups: vec!["mesh-admins".into(), "devs".into(), "authn-only".into()],
+        },
+        cluster,
+        rx.clone(),
+    )
+    .map(tweak);
+    let service = GraphService::new(rx, history, Duration::from_secs(30)).with_applier(applier);
+    let auth = Authenticator::from(TokenAuth::parse(MCP_TOKENS).unwrap());
+    let routes = mesh_mcp::grpc_routes(service, Some(auth)).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(mesh_mcp::incoming(l), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let client = MeshServiceClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    Env {
+        kube,
+        client,
+        stop: Some(stop),
+    }
+}
+
+fn req(token: &str, manifest: &str, dry_run: bool) -> Request<pb::ApplyRequest> {
+    with(
+        token,
+        pb::ApplyRequest {
+            manifest: manifest.into(),
+            dry_run,
+            ..Default::default()
+        },
+    )
+}
+
+fn with(token: &str, r: pb::ApplyRequest) -> Request<pb::ApplyRequest> {
+    let mut r = Request::new(r);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.set_timeout(Duration::from_secs(20));
+    r
+}
+
+/// Only webapp may call books: a new Server on books and a policy with its authentication.
+const BOOKS_POLICY: &str = r"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: books-server, namespace: booksapp}
+spec: {podSelector: {matchLabels: {app: books}}, port: service, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: books-clients, namespace: booksapp}
+spec:
+  identities: [webapp.booksapp.serviceaccount.identity.linkerd.cluster.local]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: books-policy, namespace: booksapp}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}
+  requiredAuthenticationRefs:
+    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}
+";
+
+fn api(env: &Env, kind: &str, version: &str) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(
+        kube::Client::try_from(kube_config(&env.kube, "admin-token")).unwrap(),
+        "booksapp",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("policy.linkerd.io", version, kind)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
+    let mut env = start(|a| a).await;
+    let rv = env.kube.resource_version().await;
+    let main = "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+                metadata: {name: p, namespace: booksapp}\n\
+                spec: {targetRef: {group: policy.linkerd.io, kind: Server, name: authors-server}, requiredAuthenticationRefs: []}\n";
+    let mut cases: Vec<(String, bool, String)> = vec![
+        ("kind: [".into(), false, "manifest".into()),
+        (String::new(), false, "manifest: empty".into()),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: booksapp}\n".into(),
+            false,
+            "cannot be applied through ApplyAuthorizationPolicy".into(),
+        ),
+        (
+            format!("{main}---\n{}", main.replace("name: p,", "name: q,")),
+            false,
+            "exactly one AuthorizationPolicy, found 2".into(),
+        ),
+        (
+            main.replace(", namespace: booksapp", ""),
+            false,
+            "metadata.namespace is required".into(),
+        ),
+        (
+            main.into(),
+            true,
+            "AuthorizationPolicy cannot be applied through ApplyHTTPRoute".into(),
+        ),
+        (
+            main.replace(
+                "requiredAuthenticationRefs: []",
+                "requiredAuthenticationRefs: [], colour: blue",
+            ),
+            false,
+            "colour".into(),
+        ),
+    ];
+    // Every invalid example of Linkerd's admission rules for the kinds these RPCs take.
+    let dir = root().join("crates/k8s/tests/fixtures/admission");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("# expect: ");
+        if expect == "valid" {
+            continue;
+        }
+        let field = expect.split(':').next().unwrap().to_owned();
+        let (route, manifest) = match name.split('-').next().unwrap() {
+            "authz" => (false, text.clone()),
+            "httproute" => (true, text.clone()),
+            "meshtls" | "network" | "server" => (false, format!("{text}\n---\n{main}")),
+            _ => continue,
+        };
+        cases.push((manifest, route, field));
+    }
+    assert!(cases.len() >= 25, "{} cases", cases.len());
+    for (manifest, route, want) in &cases {
+        let r = req("bob-t", manifest, false);
+        let e = if *route {
+            env.client.apply_http_route(r).await
+        } else {
+            env.client.apply_authorization_policy(r).await
+        }
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{manifest}\n{e:?}");
+        assert!(
+            e.message().contains(want.as_str()),
+            "want {want:?} in {:?}",
+            e.message()
+        );
+    }
+    assert_eq!(env.kube.resource_version().await, rv, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
+    let mut env = start(|a| a).await;
+    let rv = env.kube.resource_version().await;
+
+    // No rights: refused by the SubjectAccessReview, naming verb, resource and namespace.
+    let e = env
+        .client
+        .apply_authorization_policy(req("alice-t", BOOKS_POLICY, true))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains(
+            "alice may not patch meshtlsauthentications.policy.linkerd.io in namespace booksapp"
+        ),
+        "{}",
+        e.message()
+    );
+    // Delegation: only the chatbot may act for others, and never as system:*.
+    let mut as_bob = pb::ApplyRequest {
+        manifest: BOOKS_POLICY.into(),
+        dry_run: true,
+        on_behalf_of: Some(pb::Identity {
+            user: "bob".into(),
+            groups: vec!["mesh-admins".into()],
+        }),
+        ..Default::default()
+    };
+    let e = env
+        .client
+        .apply_authorization_policy(with("alice-t", as_bob.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("only configured delegators"),
+        "{}",
+        e.message()
+    );
+    for groups in [
+        vec!["system:masters".to_owned()],
+        vec!["cluster-admins".to_owned()],
+    ] {
+        let mut r = as_bob.clone();
+        r.on_behalf_of.as_mut().unwrap().groups = groups;
+        let e = env
+            .client
+            .apply_authorization_policy(with("bot-t", r))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+        assert!(
+            e.message().contains("may not be delegated"),
+            "{}",
+            e.message()
+        );
+    }
+    assert_eq!(env.kube.resource_version().await, rv);
+
+    // The chatbot for bob: a dry-run with the diff and the what-if; nothing changes.
+    let dry = env
+        .client
+        .apply_authorization_policy(with("bot-t", as_bob.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dry.dry_run);
+    assert_eq!(dry.acted_as.as_ref().unwrap().user, "bob");
+    assert!(dry.diff.contains("+  name: books-policy"), "{}", dry.diff);
+    let actions: Vec<&str> = dry.objects.iter().map(|o| o.action.as_str()).collect();
+    assert_eq!(actions, ["would create"; 3]);
+    assert_eq!(
+        dry.objects[2].kind, "AuthorizationPolicy",
+        "dependencies first"
+    );
+    // authors calls books as authors: newly denied, with its traffic.
+    let denied = dry
+        .affected_edges
+        .iter()
+        .find(|a| a.edge.as_ref().unwrap().src.as_ref().unwrap().name == "authors")
+        .unwrap();
+    assert_eq!(denied.after(), pb::policy_verdict::Decision::Denied);
+    assert_eq!(denied.before(), pb::policy_verdict::Decision::Allowed);
+    assert!(denied.rps > 0.0);
+    assert!(
+        dry.warnings
+            .iter()
+            .any(|w| w.contains("would deny booksapp/authors -> booksapp/books")),
+        "{:?}",
+        dry.warnings
+    );
+    assert!(
+        !dry.affected_edges
+            .iter()
+            .any(|a| a.edge.as_ref().unwrap().src.as_ref().unwrap().name == "webapp")
+    );
+    assert_eq!(
+        env.kube.resource_version().await,
+        rv,
+        "a dry-run changes nothing"
+    );
+
+    // What was sent: dry-runs and then nothing else, as bob, with our field manager.
+    let patches: Vec<_> = env
+        .kube
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 3);
+    for p in &patches {
+        assert!(p.query.contains("dryRun=All"), "{p:?}");
+        assert!(p.query.contains("fieldManager=linkerd-mcp"), "{p:?}");
+        assert_eq!(p.impersonate_user, "bob");
+        assert_eq!(p.impersonate_groups, ["mesh-admins"]);
+        assert_eq!(p.effective_user, "bob");
+    }
+
+    // Apply, approved: the objects exist, carry the audit trail, and an Event says so.
+    as_bob.dry_run = false;
+    as_bob.approved_by = "carol".into();
+    as_bob.reason = "only webapp reads books".into();
+    let done = env
+        .client
+        .apply_authorization_policy(with("bot-t", as_bob.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        done.objects
+            .iter()
+            .map(|o| o.action.as_str())
+            .collect::<Vec<_>>(),
+        ["created"; 3]
+    );
+    let policy = api(&env, "AuthorizationPolicy", "v1alpha1")
+        .get("books-policy")
+        .await
+        .unwrap();
+    let a = policy.metadata.annotations.clone().unwrap();
+    assert_eq!(a["linkerd-mcp.io/requested-by"], BOT);
+    assert_eq!(a["linkerd-mcp.io/acted-as"], "bob");
+    assert_eq!(a["linkerd-mcp.io/approved-by"], "carol");
+    assert_eq!(a["linkerd-mcp.io/audit-id"], done.audit_id);
+    let managers: Vec<String> = policy
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, ["linkerd-mcp"]);
+    let events = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(
+        kube::Client::try_from(kube_config(&env.kube, "admin-token")).unwrap(),
+        "booksapp",
+    )
+    .list(&Default::default())
+    .await
+    .unwrap();
+    let ev = events
+        .items
+        .iter()
+        .find(|e| e.involved_object.name.as_deref() == Some("books-policy"))
+        .unwrap();
+    let msg = ev.message.clone().unwrap();
+    assert!(
+        msg.contains("as bob") && msg.contains("approved by carol") && msg.contains(&done.audit_id),
+        "{msg}"
+    );
+
+    // The same again: nothing to change, nothing written.
+    let rv = env.kube.resource_version().await;
+    let again = env
+        .client
+        .apply_authorization_policy(with("bot-t", as_bob.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again.objects.iter().all(|o| o.action == "unchanged"),
+        "{:?}",
+        again.objects
+    );
+    assert!(
+        again
+            .warnings
+            .iter()
+            .any(|w| w.contains("nothing to change"))
+    );
+    assert_eq!(env.kube.resource_version().await, rv);
+
+    // What the approver reviewed is what gets applied: a stale resourceVersion is refused.
+    let mut changed = as_bob.clone();
+    changed.manifest = BOOKS_POLICY.replace("webapp.booksapp", "traffic.booksapp");
+    changed.expected_resource_version = "1".into();
+    let e = env
+        .client
+        .apply_authorization_policy(with("bot-t", changed.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+
+    // Another field manager owns spec.identities: a conflict names it; force takes over.
+    let authn = api(&env, "MeshTLSAuthentication", "v1alpha1");
+    authn
+        .patch(
+            "books-clients",
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "policy.linkerd.io/v1alpha1", "kind": "MeshTLSAuthentication",
+                "metadata": {"name": "books-clients", "namespace": "booksapp"},
+                "spec": {"identities": ["books.booksapp.serviceaccount.identity.linkerd.cluster.local"]}
+            })),
+        )
+        .await
+        .unwrap();
+    changed.expected_resource_version.clear();
+    let e = env
+        .client
+        .apply_authorization_policy(with("bot-t", changed.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("kubectl"), "{}", e.message());
+    changed.force = true;
+    env.client
+        .apply_authorization_policy(with("bot-t", changed))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_access_review_the_impersonated_write_is_still_refused() {
+    let mut env = start(Applier::without_access_review_for_tests).await;
+    let rv = env.kube.resource_version().await;
+    // dave may write MeshTLSAuthentications only.
+    let r = pb::ApplyRequest {
+        manifest: BOOKS_POLICY.into(),
+        on_behalf_of: Some(pb::Identity {
+            user: "dave".into(),
+            groups: vec!["authn-only".into()],
+        }),
+        ..Default::default()
+    };
+    let e = env
+        .client
+        .apply_authorization_policy(with("bot-t", r))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message()
+            .contains("the API server refused dry-run of Server booksapp/books-server as dave"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(env.kube.resource_version().await, rv, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_object_refused_at_apply_rolls_back_the_earlier_ones() {
+    let mut env = start(|a| a.break_writes_of_for_tests("AuthorizationPolicy")).await;
+    let e = env
+        .client
+        .apply_authorization_policy(req("bob-t", BOOKS_POLICY, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message()
+            .contains("applying AuthorizationPolicy booksapp/books-policy"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message()
+            .contains("MeshTLSAuthentication booksapp/books-clients: deleted by rollback"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message()
+            .contains("Server booksapp/books-server: deleted by rollback"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        api(&env, "Server", "v1beta3")
+            .get_opt("books-server")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        api(&env, "MeshTLSAuthentication", "v1alpha1")
+            .get_opt("books-clients")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

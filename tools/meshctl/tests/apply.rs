@@ -1,0 +1,133 @@
+//! `meshctl apply` against an in-process mesh-mcp writing to kube-sim.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+
+use mesh_model::MetricTolerance;
+use mesh_store::MemoryStore;
+
+const BOOKS_POLICY: &str = r"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: books-server, namespace: booksapp}
+spec: {podSelector: {matchLabels: {app: books}}, port: service, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: books-clients, namespace: booksapp}
+spec: {identities: [webapp.booksapp.serviceaccount.identity.linkerd.cluster.local]}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: books-policy, namespace: booksapp}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}
+  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let kube = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+                 admin-token,admin,uid-a,\"system:masters\"\n"
+            .into(),
+        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
+    cfg.auth_info.token = Some("mcp-token".to_owned().into());
+    let mut cluster = mesh_collector::cluster::spawn(&kube::Client::try_from(cfg.clone()).unwrap());
+    let c = cluster.wait_for(|c| c.health.ok).await.unwrap().clone();
+    let graph = mesh_collector::run::join(
+        &meshsim::graph(
+            &meshsim::builtin("booksapp").unwrap(),
+            Duration::from_secs(60),
+            std::time::SystemTime::now(),
+        ),
+        &[],
+        &c,
+        &mut mesh_collector::overlay::Verdicts::default(),
+        std::time::SystemTime::now(),
+    );
+    let store = Arc::new(MemoryStore::new(100));
+    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
+        .await
+        .unwrap();
+    publisher.publish(graph).await.unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let history = mesh_mcp::History::default();
+    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+    rx.clone().wait_for(Option::is_some).await.unwrap();
+    let applier = mesh_mcp::apply::Applier::new(
+        cfg,
+        mesh_mcp::apply::Delegation::default(),
+        cluster,
+        rx.clone(),
+    );
+    let service =
+        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(30)).with_applier(applier);
+    // admin is in system:masters in kube-sim, so RBAC lets it write.
+    let auth = mesh_mcp::TokenAuth::parse("tok,admin,u,\"system:masters\"\n").unwrap();
+    let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(mesh_mcp::incoming(l)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("books.yaml");
+    std::fs::write(&file, BOOKS_POLICY).unwrap();
+    let meshctl = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .args(["apply", "-f"])
+            .arg(&file)
+            .args(["--server", &addr, "--token", "tok"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = meshctl(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("AuthorizationPolicy booksapp/books-policy: would create"),
+        "{out}"
+    );
+    assert!(out.contains("+  name: books-policy"), "{out}");
+    assert!(
+        out.contains("booksapp/authors -> booksapp/books  1.00  allowed -> denied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: would deny booksapp/authors -> booksapp/books"),
+        "{out}"
+    );
+    assert!(out.contains("dry-run as admin; audit id "), "{out}");
+
+    let (code, out, err) = meshctl(&["--reason", "only webapp reads books"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("AuthorizationPolicy booksapp/books-policy: created"),
+        "{out}"
+    );
+    assert!(out.contains("applied as admin"), "{out}");
+
+    // Acting for someone else needs a delegator's token.
+    let (code, _, err) = meshctl(&["--as", "bob", "--as-group", "devs"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("only configured delegators"), "{err}");
+    tokio::time::timeout(Duration::from_secs(1), async {})
+        .await
+        .unwrap();
+}
