@@ -369,6 +369,53 @@ impl Cluster {
         }
     }
 
+    /// Namespaces whose pods' verdicts `proposed` can change: its own, and those whose
+    /// AuthorizationPolicies name authentications in them. Edges into other namespaces keep
+    /// their verdicts, so a what-if looks at these only.
+    pub fn namespaces_affected_by(&self, proposed: &PolicySet) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        out.extend(proposed.servers.iter().map(|x| x.namespace.clone()));
+        out.extend(
+            proposed
+                .authorization_policies
+                .iter()
+                .map(|x| x.namespace.clone()),
+        );
+        out.extend(
+            proposed
+                .mesh_tls_authentications
+                .iter()
+                .map(|x| x.namespace.clone()),
+        );
+        out.extend(
+            proposed
+                .network_authentications
+                .iter()
+                .map(|x| x.namespace.clone()),
+        );
+        out.extend(
+            proposed
+                .server_authorizations
+                .iter()
+                .map(|x| x.namespace.clone()),
+        );
+        out.extend(proposed.routes.iter().map(|x| x.namespace.clone()));
+        let referring: Vec<String> = self
+            .policy
+            .authorization_policies
+            .iter()
+            .chain(&proposed.authorization_policies)
+            .filter(|ap| {
+                ap.required_authentication_refs
+                    .iter()
+                    .any(|r| r.namespace.as_ref().is_some_and(|n| out.contains(n)))
+            })
+            .map(|ap| ap.namespace.clone())
+            .collect();
+        out.extend(referring);
+        out
+    }
+
     /// The policy that governs pods of `namespace`.
     pub fn policy_for(&self, namespace: &str) -> &PolicySet {
         self.by_namespace.get(namespace).unwrap_or(&self.policy)

@@ -733,8 +733,11 @@ impl Applier {
         let (docs, problems) = mesh_k8s::manifest::parse_text("manifest", manifest);
         let proposed = Manifests::from_documents(docs, problems).policy_set();
         let next = cluster.with_proposed(&proposed);
+        let namespaces = cluster.namespaces_affected_by(&proposed);
         let mut out = Vec::new();
-        for e in graph.edges.values() {
+        for e in graph.edges.values().filter(|e| {
+            matches!(&e.key.dst, mesh_model::Destination::Workload(d) if namespaces.contains(&d.namespace))
+        }) {
             let was = mesh_collector::overlay::verdict_of(&cluster, e).decision;
             let will = mesh_collector::overlay::verdict_of(&next, e).decision;
             if was == will {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 /// What a cluster running `t` holds: per namespace a Namespace, a Server on port 8080 for every
 /// pod, a MeshTLSAuthentication of the namespace's identities and an AuthorizationPolicy; per
 /// workload a Deployment, a Service and a running pod.
-fn objects(t: &meshsim::Topology) -> Vec<Value> {
+pub(crate) fn objects(t: &meshsim::Topology) -> Vec<Value> {
     let mut out = Vec::new();
     let mut namespaces: Vec<&str> = t.workloads.iter().map(|w| w.namespace.as_str()).collect();
     namespaces.dedup();

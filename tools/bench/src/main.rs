@@ -3,6 +3,7 @@
 //! each case's peak memory. Each case runs in a child process of its own so that its peak
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
+mod apply;
 mod collector;
 mod serve;
 
@@ -129,6 +130,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "serve-prom" => rt.block_on(serve::serve_prom()),
         "prom-get" => rt.block_on(serve::prom_get(n)),
         "collector" => rt.block_on(collector::cycle(n)),
+        "apply" => rt.block_on(apply::run(n)),
         _ => return false,
     }
     true
@@ -157,6 +159,7 @@ fn main() {
         ("grpc-get", &[1_000, 10_000][..]),
         ("prom-get", &[1_000][..]),
         ("fanout", &[1_000, 10_000][..]),
+        ("apply", &[1_000][..]),
     ] {
         for &n in sizes {
             let out = Command::new(&me)

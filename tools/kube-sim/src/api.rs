@@ -139,11 +139,14 @@ async fn handle(
         user: String::new(),
         effective_user: String::new(),
         code: 0,
+        handling: std::time::Duration::ZERO,
     };
+    let started = std::time::Instant::now();
     let response = match serve(&app, &method, &uri, &headers, body, &mut record).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    record.handling = started.elapsed();
     record.code = response.status().as_u16();
     tracing::debug!(method = %record.method, path = %record.path, code = record.code, user = %record.effective_user);
     app.state.lock().await.log.push(record);

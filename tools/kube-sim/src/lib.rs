@@ -90,6 +90,8 @@ pub struct RequestRecord {
     pub effective_user: String,
     /// HTTP status of the answer.
     pub code: u16,
+    /// Time kube-sim spent handling it (benchmarks subtract it from round trips).
+    pub handling: Duration,
 }
 
 /// Why kube-sim could not start.
