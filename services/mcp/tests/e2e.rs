@@ -9,7 +9,7 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
 use tonic::Request;
 
-const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\n";
+const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\nadm1n,admin,uid-2,\"system:masters\"\n";
 
 async fn sim(t: meshsim::Topology) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -29,8 +29,27 @@ struct Mcp {
 }
 
 fn start_mcp(source: &[&str]) -> Mcp {
+    start_mcp_with(source, None)
+}
+
+/// mesh-mcp with `kube` (kube-sim's URL and mesh-mcp's token there) as its kube configuration.
+fn start_mcp_with(source: &[&str], kube: Option<(String, &str)>) -> Mcp {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    if let Some((url, token)) = kube {
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: sim, cluster: {{server: \"{url}\"}}}}]\n\
+                 users: [{{name: mcp, user: {{token: {token}}}}}]\n\
+                 contexts: [{{name: sim, context: {{cluster: sim, user: mcp}}}}]\n\
+                 current-context: sim\n"
+            ),
+        )
+        .unwrap();
+    }
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let guard = ChildGuard::spawn(
         "mesh-mcp",
@@ -41,8 +60,8 @@ fn start_mcp(source: &[&str]) -> Mcp {
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .arg("--token-file")
             .arg(dir.path().join("tokens.csv"))
-            // No ambient cluster: the embedded collector runs on Prometheus alone.
-            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            // No ambient cluster: without `kube`, mesh-mcp runs on Prometheus alone.
+            .env("KUBECONFIG", &kubeconfig)
             .env("MESH_LOG", "info"),
         &dir.path().join("mesh-mcp.log"),
     );
@@ -197,6 +216,7 @@ async fn kube() -> kube_sim::KubeSim {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     kube_sim::KubeSim::start(kube_sim::Config {
         tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
                  admin-token,admin,uid-a,\"system:masters\"\n"
             .into(),
         seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
@@ -272,7 +292,10 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
             let _ = stopped.await;
         },
     ));
-    let mcp = start_mcp(&["--redis-url", &redis.url]);
+    let mcp = start_mcp_with(
+        &["--redis-url", &redis.url],
+        Some((cluster.url(), "mcp-token")),
+    );
     let g = converges(mcp.grpc, &t).await;
     assert!(g.version >= 1 && g.epoch >= 1);
     assert_eq!(g.sources[1].source, "kubernetes");
@@ -321,26 +344,52 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         panic!("a watch without a resume point starts with a snapshot: {first:?}");
     };
 
-    // A policy change in the cluster: a Server on books with no authorization denies it.
-    let servers = kube::Api::<kube::api::DynamicObject>::namespaced_with(
-        kube_client(&cluster, "admin-token"),
-        "booksapp",
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "policy.linkerd.io",
-            "v1beta3",
-            "Server",
-        )),
-    );
-    let server: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
-        "metadata": {"name": "books-server", "namespace": "booksapp"},
-        "spec": {"podSelector": {"matchLabels": {"app": "books"}}, "port": "service"}
-    }))
-    .unwrap();
-    servers
-        .create(&kube::api::PostParams::default(), &server)
-        .await
+    // A policy change through mesh-mcp: only authors may call books. The dry-run predicts that
+    // webapp -> books, observed now, would be denied; the apply makes it so, and the collector's
+    // verdict delta arrives on the watch.
+    let books_policy = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+        metadata: {name: books-server, namespace: booksapp}\n\
+        spec: {podSelector: {matchLabels: {app: books}}, port: service, proxyProtocol: HTTP/1}\n---\n\
+        apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+        metadata: {name: books-clients, namespace: booksapp}\n\
+        spec: {identities: [authors.booksapp.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
+        apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+        metadata: {name: books-policy, namespace: booksapp}\n\
+        spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}\n  \
+        requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}]\n";
+    let apply = |dry_run: bool| {
+        let mut c = c.clone();
+        let mut r = Request::new(pb::ApplyRequest {
+            manifest: books_policy.into(),
+            dry_run,
+            reason: "books is internal".into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("authorization", "Bearer adm1n".parse().unwrap());
+        async move { c.apply_authorization_policy(r).await }
+    };
+    let what_if = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            // mesh-mcp's own cluster view may still be listing.
+            let r = apply(true).await.ok()?.into_inner();
+            (!r.affected_edges.is_empty()).then_some(r)
+        },
+    )
+    .await
+    .expect("the dry-run never predicted an affected edge");
+    let predicted = what_if
+        .affected_edges
+        .iter()
+        .find(|a| a.edge.as_ref().unwrap().src.as_ref().unwrap().name == "webapp")
         .unwrap();
+    assert_eq!(predicted.after(), pb::policy_verdict::Decision::Denied);
+    assert!(predicted.rps > 0.0);
+    let applied = apply(false).await.unwrap().into_inner();
+    assert!(!applied.dry_run);
+    assert!(!applied.audit_id.is_empty());
     let ev = until_event(&mut stream, "the verdict delta", |ev| {
         matches!(ev, pb::mesh_graph_event::Event::Delta(d)
             if find(&d.upserted_edges, "webapp", "books")
