@@ -158,13 +158,13 @@ pub struct Cluster {
     pub policy: PolicySet,
     /// The same, split by namespace: what explaining access to a pod of that namespace can
     /// consult (its Servers, authorizations and routes, the authentications they name).
-    by_namespace: HashMap<String, PolicySet>,
+    by_namespace: HashMap<String, Arc<PolicySet>>,
     /// Deployments, StatefulSets and DaemonSets.
-    pub workloads: BTreeMap<WorkloadRef, ClusterWorkload>,
+    pub workloads: Arc<BTreeMap<WorkloadRef, ClusterWorkload>>,
     /// Services.
-    pub services: Vec<ServiceInfo>,
+    pub services: Arc<Vec<ServiceInfo>>,
     /// Linkerd policy objects, as the graph carries them.
-    pub policies: BTreeMap<PolicyKey, PolicyObject>,
+    pub policies: Arc<BTreeMap<PolicyKey, PolicyObject>>,
     /// Health of the watches.
     pub health: SourceHealth,
 }
@@ -175,9 +175,9 @@ impl Cluster {
         Self {
             policy: PolicySet::default(),
             by_namespace: HashMap::new(),
-            workloads: BTreeMap::new(),
-            services: Vec::new(),
-            policies: BTreeMap::new(),
+            workloads: Arc::default(),
+            services: Arc::default(),
+            policies: Arc::default(),
             health: SourceHealth {
                 source: "kubernetes".into(),
                 ok: false,
@@ -308,9 +308,9 @@ impl Cluster {
             Self {
                 by_namespace: split(&policy),
                 policy,
-                workloads,
-                services,
-                policies,
+                workloads: Arc::new(workloads),
+                services: Arc::new(services),
+                policies: Arc::new(policies),
                 health,
             },
             problems,
@@ -362,8 +362,13 @@ impl Cluster {
             }),
             ..a.clone()
         };
+        // Only the namespaces the proposal reaches are split anew; the rest are shared.
+        let mut by_namespace = self.by_namespace.clone();
+        for ns in self.namespaces_affected_by(proposed) {
+            by_namespace.insert(ns.clone(), Arc::new(part_for(&policy, &ns)));
+        }
         Self {
-            by_namespace: split(&policy),
+            by_namespace,
             policy,
             ..self.clone()
         }
@@ -418,14 +423,69 @@ impl Cluster {
 
     /// The policy that governs pods of `namespace`.
     pub fn policy_for(&self, namespace: &str) -> &PolicySet {
-        self.by_namespace.get(namespace).unwrap_or(&self.policy)
+        self.by_namespace
+            .get(namespace)
+            .map_or(&self.policy, |p| p.as_ref())
     }
 }
 
 /// Splits a policy set by namespace. Authorizations only ever apply to Servers, routes and
 /// Namespaces of their own namespace; authentications can be named across namespaces, so each
 /// part also holds those its policies name.
-fn split(all: &PolicySet) -> HashMap<String, PolicySet> {
+/// One namespace's part of a policy set (see [`split`]).
+fn part_for(all: &PolicySet, ns: &str) -> PolicySet {
+    let in_ns = |x: &str| x == ns;
+    let named_from_here = |m_ns: &str, m_name: &str| {
+        all.authorization_policies.iter().any(|ap| {
+            in_ns(&ap.namespace)
+                && ap
+                    .required_authentication_refs
+                    .iter()
+                    .any(|r| r.namespace.as_deref() == Some(m_ns) && r.name == m_name)
+        })
+    };
+    PolicySet {
+        servers: all
+            .servers
+            .iter()
+            .filter(|x| in_ns(&x.namespace))
+            .cloned()
+            .collect(),
+        authorization_policies: all
+            .authorization_policies
+            .iter()
+            .filter(|x| in_ns(&x.namespace))
+            .cloned()
+            .collect(),
+        mesh_tls_authentications: all
+            .mesh_tls_authentications
+            .iter()
+            .filter(|x| in_ns(&x.namespace) || named_from_here(&x.namespace, &x.name))
+            .cloned()
+            .collect(),
+        network_authentications: all
+            .network_authentications
+            .iter()
+            .filter(|x| in_ns(&x.namespace) || named_from_here(&x.namespace, &x.name))
+            .cloned()
+            .collect(),
+        server_authorizations: all
+            .server_authorizations
+            .iter()
+            .filter(|x| in_ns(&x.namespace))
+            .cloned()
+            .collect(),
+        routes: all
+            .routes
+            .iter()
+            .filter(|x| in_ns(&x.namespace))
+            .cloned()
+            .collect(),
+        ..all.clone()
+    }
+}
+
+fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
     let empty = PolicySet {
         servers: Vec::new(),
         authorization_policies: Vec::new(),
@@ -492,7 +552,7 @@ fn split(all: &PolicySet) -> HashMap<String, PolicySet> {
             );
         }
     }
-    out
+    out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
 /// The port traffic to a pod arrives on: the first port of the first Service (of its namespace)

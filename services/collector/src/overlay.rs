@@ -127,7 +127,7 @@ pub fn apply(
     verdicts: &mut Verdicts,
 ) {
     let set = &cluster.policy;
-    for (id, cw) in &cluster.workloads {
+    for (id, cw) in cluster.workloads.iter() {
         let identity = || {
             if cw.meshed {
                 set.sa_identity(&cw.service_account, &id.namespace)
@@ -203,7 +203,7 @@ pub fn apply(
         (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
         e.policy.disagreement = disagreement(&e.policy);
     }
-    graph.policies = cluster.policies.clone();
+    graph.policies = (*cluster.policies).clone();
 }
 
 /// The verdict `cluster`'s policy reaches on `e` (no observed rates): for what-if questions.

@@ -68,6 +68,19 @@ impl Rpc {
     }
 }
 
+/// Most objects one request may carry.
+const MAX_OBJECTS: usize = 16;
+
+/// A DNS-1123 subdomain, as Kubernetes names objects (so it is also safe in a URL path).
+fn dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// Objects applied before the main one, in this order: authentications, then Servers.
 const SUPPORTING: [&str; 3] = ["MeshTLSAuthentication", "NetworkAuthentication", "Server"];
 
@@ -150,6 +163,16 @@ fn invalid(m: impl Into<String>) -> Status {
 /// Maps an API server refusal to the status a caller can act on.
 fn api_error(what: &str, acting: &str, e: &kube::Error) -> Status {
     match e {
+        // mesh-mcp's own reads and reviews: a refusal is its deployment's RBAC, not the caller's.
+        kube::Error::Api(s) if s.code == 403 && acting == "mesh-mcp" => {
+            Status::failed_precondition(format!(
+                "{what}: mesh-mcp's own Kubernetes identity lacks a permission it needs (see the README's RBAC): {}",
+                s.message
+            ))
+        }
+        kube::Error::Api(s) if s.code == 413 || s.code == 429 => {
+            Status::resource_exhausted(format!("{what}: {}", s.message))
+        }
         kube::Error::Api(s) => match s.code {
             403 => Status::permission_denied(format!(
                 "the API server refused {what} as {acting}: {}",
@@ -279,6 +302,14 @@ impl Applier {
                 "on_behalf_of.user: required when acting for someone",
             ));
         }
+        // Kubernetes trims header values: " system:x" would arrive as "system:x".
+        for name in std::iter::once(&id.user).chain(&id.groups) {
+            if name.trim() != name || name.chars().any(char::is_control) || name.is_empty() {
+                return Err(invalid(format!(
+                    "on_behalf_of: {name:?} is not a valid user or group name"
+                )));
+            }
+        }
         if id.user.starts_with("system:") {
             return Err(Status::permission_denied(format!(
                 "on_behalf_of.user {:?}: system identities cannot be delegated",
@@ -349,6 +380,21 @@ impl Applier {
                     doc.describe()
                 )));
             }
+            let name = v["metadata"]["name"].as_str().unwrap_or_default();
+            if !dns_subdomain(name) || !dns_subdomain(namespace) || namespace.len() > 63 {
+                return Err(invalid(format!(
+                    "{}: metadata.name and metadata.namespace must be DNS names (lower case, digits, '-', '.')",
+                    doc.describe()
+                )));
+            }
+            if let Some(a) = v["metadata"]["annotations"].as_object()
+                && let Some(k) = a.keys().find(|k| k.starts_with(AUDIT_PREFIX))
+            {
+                return Err(invalid(format!(
+                    "{}: metadata.annotations.{k}: the audit trail is written by linkerd-mcp, not by requests",
+                    doc.describe()
+                )));
+            }
             out.push(Obj {
                 group: group.to_owned(),
                 version: version.to_owned(),
@@ -361,6 +407,20 @@ impl Applier {
                     .to_owned(),
                 body: v.clone(),
             });
+        }
+        if out.len() > MAX_OBJECTS {
+            return Err(invalid(format!(
+                "manifest: {} objects; one request takes at most {MAX_OBJECTS}",
+                out.len()
+            )));
+        }
+        for (i, o) in out.iter().enumerate() {
+            if out[..i]
+                .iter()
+                .any(|p| (&p.kind, &p.namespace, &p.name) == (&o.kind, &o.namespace, &o.name))
+            {
+                return Err(invalid(format!("manifest: {} appears twice", o.describe())));
+            }
         }
         let mains = out.iter().filter(|o| o.kind == rpc.main_kind()).count();
         if mains != 1 {
@@ -384,10 +444,12 @@ impl Applier {
         use k8s_openapi::api::authorization::v1::{
             ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
         };
+        // What the write needs, and what undoing it would need (rollback must not fail for
+        // want of a right the write did not check).
         let verbs: &[&str] = if exists {
-            &["patch"]
+            &["patch", "update"]
         } else {
-            &["patch", "create"]
+            &["patch", "create", "delete"]
         };
         for verb in verbs {
             let sar = SubjectAccessReview {
@@ -455,6 +517,13 @@ impl Applier {
         // Server-side dry-run of every object, as the identity.
         let as_id = self.as_identity(&id)?;
         let main = objects.len() - 1;
+        if !req.expected_resource_version.is_empty() && before[main].is_none() {
+            return Err(Status::failed_precondition(format!(
+                "{} was reviewed at resourceVersion {}, but it does not exist now",
+                objects[main].describe(),
+                req.expected_resource_version
+            )));
+        }
         let mut results = Vec::new();
         for (i, o) in objects.iter().enumerate() {
             let mut body = o.body.clone();
@@ -481,7 +550,10 @@ impl Applier {
             results.push((diff, after));
         }
 
-        let (affected, mut warnings) = self.what_if(&req.manifest);
+        // The what-if reads the objects as the server would store them (fields other managers
+        // own kept), not the manifest alone.
+        let merged: Vec<Value> = results.iter().map(|(_, after)| after.clone()).collect();
+        let (affected, mut warnings) = self.what_if(merged);
         let audit = audit_id();
         let changed = results.iter().any(|(d, _)| !d.is_empty());
         let mut applied: Vec<pb::AppliedObject> = Vec::new();
@@ -568,7 +640,7 @@ impl Applier {
         if !req.reason.is_empty() {
             annotations.insert(format!("{AUDIT_PREFIX}reason"), req.reason.clone());
         }
-        let mut done: Vec<usize> = Vec::new();
+        let mut written: Vec<(usize, DynamicObject)> = Vec::new();
         for (i, o) in objects.iter().enumerate() {
             if report[i].action == "unchanged" {
                 continue;
@@ -594,40 +666,44 @@ impl Applier {
             {
                 Ok(after) => {
                     report[i].object = serde_json::to_value(&after).unwrap_or_default().to_string();
-                    self.event(o, &after, caller, id, req, audit).await;
-                    done.push(i);
+                    written.push((i, after));
                 }
                 Err(e) => {
                     let status = api_error(&format!("applying {}", o.describe()), &id.user, &e);
                     report[i].action = "not applied".into();
                     let mut undone = Vec::new();
-                    for &j in done.iter().rev() {
-                        let (o, api) = (&objects[j], objects[j].api(as_id.clone()));
-                        let r = match &before[j] {
-                            None => api
-                                .delete(&o.name, &DeleteParams::default())
-                                .await
-                                .map(|_| "deleted by rollback"),
+                    for (j, ours) in written.iter().rev() {
+                        let (o, api) = (&objects[*j], objects[*j].api(as_id.clone()));
+                        // Preconditions on what we wrote: a change someone made since is
+                        // reported, never overwritten.
+                        let r = match &before[*j] {
+                            None => {
+                                let dp = DeleteParams {
+                                    preconditions: Some(kube::api::Preconditions {
+                                        resource_version: ours.metadata.resource_version.clone(),
+                                        uid: ours.metadata.uid.clone(),
+                                    }),
+                                    ..DeleteParams::default()
+                                };
+                                api.delete(&o.name, &dp)
+                                    .await
+                                    .map(|_| "deleted by rollback")
+                            }
                             Some(prev) => {
                                 let mut prev = prev.clone();
                                 prev.metadata.managed_fields = None;
-                                match api.get(&o.name).await {
-                                    Ok(now) => {
-                                        prev.metadata.resource_version =
-                                            now.metadata.resource_version;
-                                        api.replace(&o.name, &PostParams::default(), &prev)
-                                            .await
-                                            .map(|_| "rolled back")
-                                    }
-                                    Err(e) => Err(e),
-                                }
+                                prev.metadata.resource_version =
+                                    ours.metadata.resource_version.clone();
+                                api.replace(&o.name, &PostParams::default(), &prev)
+                                    .await
+                                    .map(|_| "rolled back")
                             }
                         };
                         let what = match r {
                             Ok(a) => a.to_owned(),
                             Err(e) => format!("rollback FAILED: {e}"),
                         };
-                        report[j].action = what.clone();
+                        report[*j].action = what.clone();
                         undone.push(format!("{}: {what}", o.describe()));
                     }
                     let msg = if undone.is_empty() {
@@ -643,6 +719,11 @@ impl Applier {
                     return Err(Status::new(status.code(), msg));
                 }
             }
+        }
+        // Events only once every write stood (a rolled-back change has none).
+        for (i, after) in &written {
+            self.event(&objects[*i], after, caller, id, req, audit)
+                .await;
         }
         Ok(())
     }
@@ -668,7 +749,12 @@ impl Applier {
         };
         let ev = Event {
             metadata: kube::api::ObjectMeta {
-                name: Some(format!("{}.{audit}", o.name)),
+                // Unique per object and change, within the 253 characters a name may have.
+                name: Some(format!(
+                    "{}.{}.{audit}",
+                    o.name.chars().take(200).collect::<String>(),
+                    o.kind.to_ascii_lowercase()
+                )),
                 namespace: Some(o.namespace.clone()),
                 ..Default::default()
             },
@@ -715,7 +801,7 @@ impl Applier {
     }
 
     /// Step 5: which observed edges the change would allow or deny.
-    fn what_if(&self, manifest: &str) -> (Vec<pb::AffectedEdge>, Vec<String>) {
+    fn what_if(&self, objects: Vec<Value>) -> (Vec<pb::AffectedEdge>, Vec<String>) {
         let cluster = self.cluster.borrow().clone();
         let Some(graph): Option<Arc<MeshGraph>> = self.graph.borrow().clone() else {
             return (
@@ -730,8 +816,15 @@ impl Applier {
                 cluster.health.error
             ));
         }
-        let (docs, problems) = mesh_k8s::manifest::parse_text("manifest", manifest);
-        let proposed = Manifests::from_documents(docs, problems).policy_set();
+        let docs = objects
+            .into_iter()
+            .map(|value| mesh_k8s::manifest::Document {
+                file: "dry-run".into(),
+                line: 0,
+                value,
+            })
+            .collect();
+        let proposed = Manifests::from_documents(docs, Vec::new()).policy_set();
         let next = cluster.with_proposed(&proposed);
         let namespaces = cluster.namespaces_affected_by(&proposed);
         let mut out = Vec::new();

@@ -236,6 +236,19 @@ async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
             "metadata.namespace is required".into(),
         ),
         (
+            main.replace(
+                "name: p,",
+                "name: p, annotations: {linkerd-mcp.io/approved-by: security},",
+            ),
+            false,
+            "the audit trail is written by linkerd-mcp".into(),
+        ),
+        (
+            main.replace("name: p,", "name: P_Q,"),
+            false,
+            "must be DNS names".into(),
+        ),
+        (
             main.into(),
             true,
             "AuthorizationPolicy cannot be applied through ApplyHTTPRoute".into(),
@@ -331,6 +344,15 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
         "{}",
         e.message()
     );
+    // Kubernetes trims header values: a padded system identity is refused outright.
+    let mut padded = as_bob.clone();
+    padded.on_behalf_of.as_mut().unwrap().user = " system:kube-controller-manager".into();
+    let e = env
+        .client
+        .apply_authorization_policy(with("bot-t", padded))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     for groups in [
         vec!["system:masters".to_owned()],
         vec!["cluster-admins".to_owned()],
