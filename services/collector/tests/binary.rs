@@ -34,18 +34,7 @@ async fn the_binary_publishes_the_graph_to_redis() {
     let dir = tempfile::tempdir().unwrap();
     // The standard kube configuration, as `kube::Client::try_default` reads it.
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: sim, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: collector, user: {{token: collector-token}}}}]\n\
-             contexts: [{{name: sim, context: {{cluster: sim, user: collector}}}}]\n\
-             current-context: sim\n",
-            kube.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, kube.kubeconfig("collector-token")).unwrap();
     let admin = mesh_testkit::free_port();
     let _collector = ChildGuard::spawn(
         "mesh-collector",

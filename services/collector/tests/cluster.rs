@@ -29,9 +29,7 @@ fn root() -> PathBuf {
 }
 
 fn client(sim: &KubeSim, token: &str) -> Client {
-    let mut cfg = kube::Config::new(sim.url().parse().unwrap());
-    cfg.auth_info.token = Some(token.to_owned().into());
-    Client::try_from(cfg).unwrap()
+    Client::try_from(sim.kube_config(token)).unwrap()
 }
 
 async fn start() -> KubeSim {

@@ -73,9 +73,7 @@ impl Drop for Env {
 }
 
 fn kube_config(sim: &KubeSim, token: &str) -> kube::Config {
-    let mut cfg = kube::Config::new(sim.url().parse().unwrap());
-    cfg.auth_info.token = Some(token.to_owned().into());
-    cfg
+    sim.kube_config(token)
 }
 
 /// kube-sim with the demo seed (booksapp and emojivoto with their policy) and the editors; the

@@ -32,23 +32,13 @@ fn start_mcp(source: &[&str]) -> Mcp {
     start_mcp_with(source, None)
 }
 
-/// mesh-mcp with `kube` (kube-sim's URL and mesh-mcp's token there) as its kube configuration.
-fn start_mcp_with(source: &[&str], kube: Option<(String, &str)>) -> Mcp {
+/// mesh-mcp with `kubeconfig` (text) as its kube configuration.
+fn start_mcp_with(source: &[&str], kubeconfig: Option<String>) -> Mcp {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    if let Some((url, token)) = kube {
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\n\
-                 clusters: [{{name: sim, cluster: {{server: \"{url}\"}}}}]\n\
-                 users: [{{name: mcp, user: {{token: {token}}}}}]\n\
-                 contexts: [{{name: sim, context: {{cluster: sim, user: mcp}}}}]\n\
-                 current-context: sim\n"
-            ),
-        )
-        .unwrap();
+    let kubeconfig_path = dir.path().join("kubeconfig");
+    if let Some(text) = kubeconfig {
+        std::fs::write(&kubeconfig_path, text).unwrap();
     }
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let guard = ChildGuard::spawn(
@@ -61,7 +51,7 @@ fn start_mcp_with(source: &[&str], kube: Option<(String, &str)>) -> Mcp {
             .arg("--token-file")
             .arg(dir.path().join("tokens.csv"))
             // No ambient cluster: without `kube`, mesh-mcp runs on Prometheus alone.
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", &kubeconfig_path)
             .env("MESH_LOG", "info"),
         &dir.path().join("mesh-mcp.log"),
     );
@@ -228,9 +218,7 @@ async fn kube() -> kube_sim::KubeSim {
 }
 
 fn kube_client(sim: &kube_sim::KubeSim, token: &str) -> kube::Client {
-    let mut cfg = kube::Config::new(sim.url().parse().unwrap());
-    cfg.auth_info.token = Some(token.to_owned().into());
-    kube::Client::try_from(cfg).unwrap()
+    kube::Client::try_from(sim.kube_config(token)).unwrap()
 }
 
 fn find<'a>(edges: &'a [pb::Edge], from: &str, to: &str) -> Option<&'a pb::Edge> {
@@ -294,7 +282,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     ));
     let mcp = start_mcp_with(
         &["--redis-url", &redis.url],
-        Some((cluster.url(), "mcp-token")),
+        Some(cluster.kubeconfig("mcp-token")),
     );
     let g = converges(mcp.grpc, &t).await;
     assert!(g.version >= 1 && g.epoch >= 1);

@@ -297,9 +297,7 @@ async fn token_review_accepts_cluster_tokens_and_says_when_it_cannot_ask() {
     })
     .await
     .unwrap();
-    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
-    cfg.auth_info.token = Some("mcp-token".to_owned().into());
-    let reviewer = kube::Client::try_from(cfg).unwrap();
+    let reviewer = kube::Client::try_from(kube.kube_config("mcp-token")).unwrap();
     let auth = Authenticator::new(
         TokenAuth::parse("good-token,alice,uid-1\n").unwrap(),
         Some(reviewer),
@@ -351,11 +349,9 @@ async fn with_an_audience_only_tokens_minted_for_it_pass() {
     })
     .await
     .unwrap();
-    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
-    cfg.auth_info.token = Some("mcp-token".to_owned().into());
     let auth = Authenticator::new(
         TokenAuth::default(),
-        Some(kube::Client::try_from(cfg).unwrap()),
+        Some(kube::Client::try_from(kube.kube_config("mcp-token")).unwrap()),
         Some("linkerd-mcp".into()),
     );
     let s = start_with(&meshsim::builtin("emojivoto").unwrap(), auth).await;

@@ -45,8 +45,7 @@ pub(crate) async fn run(n: usize) {
     })
     .await
     .expect("kube-sim");
-    let mut cfg = kube::Config::new(kube.url().parse().expect("url"));
-    cfg.auth_info.token = Some("mcp-token".to_owned().into());
+    let cfg = kube.kube_config("mcp-token");
     let client = kube::Client::try_from(cfg.clone()).expect("client");
     let mut cluster = mesh_collector::cluster::spawn(&client);
     let c = cluster

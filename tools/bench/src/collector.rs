@@ -71,16 +71,6 @@ fn owner(w: &meshsim::WorkloadSpec) -> Value {
     }
 }
 
-fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
 /// Prints the index rebuild and the build cycle: wall and CPU time per build, peak RSS.
 pub(crate) async fn cycle(n: usize) {
     let t = meshsim::generate(n, 1).expect("valid topology");
@@ -88,13 +78,13 @@ pub(crate) async fn cycle(n: usize) {
     let objs = objects(&t);
     let health = Cluster::unsynced("").health;
     let runs = 5;
-    let (start, cpu) = (Instant::now(), cpu_secs());
+    let (start, cpu) = (Instant::now(), crate::serve::cpu_secs());
     let mut cluster = None;
     for _ in 0..runs {
         cluster = Some(Cluster::from_objects(objs.clone(), health.clone()).0);
     }
     let index_ms = start.elapsed().as_secs_f64() * 1000.0 / runs as f64;
-    let index_cpu = (cpu_secs() - cpu) * 1000.0 / runs as f64;
+    let index_cpu = (crate::serve::cpu_secs() - cpu) * 1000.0 / runs as f64;
     let cluster = Arc::new(cluster.expect("built"));
     let store = Arc::new(MemoryStore::new(100));
     let mut publisher = mesh_collector::Publisher::start(store, MetricTolerance::default())
@@ -110,7 +100,7 @@ pub(crate) async fn cycle(n: usize) {
     let mut verdicts = mesh_collector::overlay::Verdicts::default();
     let mut cold = Duration::ZERO;
     for i in 0..runs * 2 {
-        let (start, cpu) = (Instant::now(), cpu_secs());
+        let (start, cpu) = (Instant::now(), crate::serve::cpu_secs());
         let build = mesh_collector::run::join(
             &graphs[i % 2],
             &[],
@@ -132,7 +122,7 @@ pub(crate) async fn cycle(n: usize) {
         publisher.publish(build).await.expect("publish");
         if i > 0 {
             wall += start.elapsed();
-            cpu_total += cpu_secs() - cpu;
+            cpu_total += crate::serve::cpu_secs() - cpu;
         }
     }
     // A pod restarts elsewhere (new cluster snapshot, same policy): verdicts still hold.

@@ -91,7 +91,7 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn cpu_secs() -> f64 {
+pub(crate) fn cpu_secs() -> f64 {
     // utime + stime of this process, in clock ticks (100 per second on Linux).
     std::fs::read_to_string("/proc/self/stat")
         .ok()

@@ -231,6 +231,27 @@ impl KubeSim {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// A kube-rs configuration for this server as the holder of `token` (plain HTTP servers;
+    /// with TLS, point a kubeconfig at [`KubeSim::ca_pem`] instead).
+    pub fn kube_config(&self, token: &str) -> kube::Config {
+        let url = self.url().parse().expect("kube-sim's own URL parses");
+        let mut cfg = kube::Config::new(url);
+        cfg.auth_info.token = Some(token.to_owned().into());
+        cfg
+    }
+
+    /// A kubeconfig file's text for the same (what `KUBECONFIG` points binaries at).
+    pub fn kubeconfig(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: kube-sim, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: user, user: {{token: \"{token}\"}}}}]\n\
+             contexts: [{{name: kube-sim, context: {{cluster: kube-sim, user: user}}}}]\n\
+             current-context: kube-sim\n",
+            self.url()
+        )
+    }
+
     /// Every request served so far.
     pub async fn requests(&self) -> Vec<RequestRecord> {
         self.app.state.lock().await.log.clone()

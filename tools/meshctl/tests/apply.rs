@@ -39,8 +39,7 @@ async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
     })
     .await
     .unwrap();
-    let mut cfg = kube::Config::new(kube.url().parse().unwrap());
-    cfg.auth_info.token = Some("mcp-token".to_owned().into());
+    let cfg = kube.kube_config("mcp-token");
     let mut cluster = mesh_collector::cluster::spawn(&kube::Client::try_from(cfg.clone()).unwrap());
     let c = cluster.wait_for(|c| c.health.ok).await.unwrap().clone();
     let graph = mesh_collector::run::join(
