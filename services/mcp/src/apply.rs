@@ -501,18 +501,24 @@ impl Applier {
         let objects = Self::objects(rpc, &req.manifest)?;
 
         // What is there now (mesh-mcp's own read access), and may the identity change it?
-        let mut before: Vec<Option<DynamicObject>> = Vec::new();
-        for o in &objects {
+        // Objects are independent here, so they are asked about at once; the first failure in
+        // request order is the one reported.
+        let id_ref = &id;
+        let checks = objects.iter().map(|o| async move {
             let current = o
                 .api(self.client.clone())
                 .get_opt(&o.name)
                 .await
                 .map_err(|e| api_error(&format!("reading {}", o.describe()), "mesh-mcp", &e))?;
             if !self.test.skip_access_review {
-                self.review(&id, o, current.is_some()).await?;
+                self.review(id_ref, o, current.is_some()).await?;
             }
-            before.push(current);
-        }
+            Ok::<_, Status>(current)
+        });
+        let before: Vec<Option<DynamicObject>> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
 
         // Server-side dry-run of every object, as the identity.
         let as_id = self.as_identity(&id)?;
@@ -524,31 +530,41 @@ impl Applier {
                 req.expected_resource_version
             )));
         }
-        let mut results = Vec::new();
-        for (i, o) in objects.iter().enumerate() {
-            let mut body = o.body.clone();
-            if i == main && !req.expected_resource_version.is_empty() {
-                body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+        // Dry-runs check each object on its own (the API server has no references between
+        // them), so they run at once too.
+        let dry_runs = objects.iter().enumerate().map(|(i, o)| {
+            let (as_id, before, id, req) = (as_id.clone(), &before, &id, &req);
+            async move {
+                let mut body = o.body.clone();
+                if i == main && !req.expected_resource_version.is_empty() {
+                    body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+                }
+                let mut pp = PatchParams::apply(FIELD_MANAGER)
+                    .dry_run()
+                    .validation_strict();
+                if req.force {
+                    pp = pp.force();
+                }
+                let after = o
+                    .api(as_id)
+                    .patch(&o.name, &pp, &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| {
+                        api_error(&format!("dry-run of {}", o.describe()), &id.user, &e)
+                    })?;
+                let after = serde_json::to_value(&after).unwrap_or_default();
+                let old = before[i]
+                    .as_ref()
+                    .map(|b| reviewable(&serde_json::to_value(b).unwrap_or_default()))
+                    .unwrap_or_default();
+                let diff = unified(&old, &reviewable(&after), &o.describe());
+                Ok::<_, Status>((diff, after))
             }
-            let mut pp = PatchParams::apply(FIELD_MANAGER)
-                .dry_run()
-                .validation_strict();
-            if req.force {
-                pp = pp.force();
-            }
-            let after = o
-                .api(as_id.clone())
-                .patch(&o.name, &pp, &Patch::Apply(&body))
-                .await
-                .map_err(|e| api_error(&format!("dry-run of {}", o.describe()), &id.user, &e))?;
-            let after = serde_json::to_value(&after).unwrap_or_default();
-            let old = before[i]
-                .as_ref()
-                .map(|b| reviewable(&serde_json::to_value(b).unwrap_or_default()))
-                .unwrap_or_default();
-            let diff = unified(&old, &reviewable(&after), &o.describe());
-            results.push((diff, after));
-        }
+        });
+        let results: Vec<(String, Value)> = futures_util::future::join_all(dry_runs)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
 
         // The what-if reads the objects as the server would store them (fields other managers
         // own kept), not the manifest alone.
