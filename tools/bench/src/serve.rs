@@ -27,27 +27,8 @@ pub(crate) async fn serve(n: usize) {
         .expect("memory store");
     publisher.publish(build(&t)).await.expect("publish");
     let (tx, rx) = tokio::sync::watch::channel(None);
-    let history = mesh_mcp::History::default();
-    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
     // Announce the port only once the graph is loaded, so measurements start on a full server.
-    rx.clone()
-        .wait_for(Option::is_some)
-        .await
-        .expect("follower runs");
-    let routes = mesh_mcp::grpc_routes(
-        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
-        None,
-    )
-    .await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!("port={}", l.local_addr().expect("addr").port());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming(mesh_mcp::incoming(l)),
-    );
+    tokio::spawn(follow_and_serve(store, tx, rx, true).await);
     let flip = t
         .edges
         .iter()
@@ -250,8 +231,25 @@ pub(crate) async fn serve_prom() {
         std::future::pending(),
     ));
     let (tx, rx) = tokio::sync::watch::channel(None);
+    follow_and_serve(store, tx, rx, false).await.await;
+}
+
+/// The child's server: follows `store`, serves gRPC on a free port and prints `port=N` (once
+/// a graph is loaded when `wait` is set); returns the serving future.
+async fn follow_and_serve(
+    store: Arc<MemoryStore>,
+    tx: tokio::sync::watch::Sender<Option<Arc<mesh_model::MeshGraph>>>,
+    rx: mesh_mcp::GraphWatch,
+    wait: bool,
+) -> impl Future<Output = ()> {
     let history = mesh_mcp::History::default();
     tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+    if wait {
+        rx.clone()
+            .wait_for(Option::is_some)
+            .await
+            .expect("follower runs");
+    }
     let routes = mesh_mcp::grpc_routes(
         mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
         None,
@@ -261,11 +259,13 @@ pub(crate) async fn serve_prom() {
         .await
         .expect("bind");
     println!("port={}", l.local_addr().expect("addr").port());
-    tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming(mesh_mcp::incoming(l))
-        .await
-        .expect("serve");
+    async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(mesh_mcp::incoming(l))
+            .await
+            .expect("serve");
+    }
 }
 
 /// Parent: `n` simulated workloads scraped by a real Prometheus every 15 s; GetMeshGraph from
