@@ -119,7 +119,7 @@ impl Verdicts {
 }
 
 /// Joins `cluster` into `graph` (built from Prometheus, observed rates not attached yet) and
-/// attaches `authz`, reusing `verdicts` computed against the same cluster snapshot.
+/// attaches `authz`, reusing `verdicts` that still hold (see [`Verdicts`]).
 pub fn apply(
     graph: &mut MeshGraph,
     cluster: &Arc<Cluster>,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  caller ─> identity (self, or on_behalf_of for delegators) ─> validate (model's admission rules)
-//!    ─> SubjectAccessReview per object (patch, + create when new) ─> server-side dry-run as the
+//!    ─> SubjectAccessReview per object (the write and its undo) ─> server-side dry-run as the
 //!    identity (impersonation, fieldManager linkerd-mcp) ─> diff + what-if on the live graph
 //!    ─> unless dry_run or nothing changes: apply in dependency order as the identity (rolling
 //!    back what was applied when a later object fails) ─> audit (annotations, Event, log line)
@@ -439,7 +439,7 @@ impl Applier {
         Ok(out)
     }
 
-    /// Step 3: may the identity make this change? (`patch`, and `create` for a new object.)
+    /// Step 3: may the identity make this change, and undo it? (See `verbs` below.)
     async fn review(&self, id: &pb::Identity, o: &Obj, exists: bool) -> Result<(), Status> {
         use k8s_openapi::api::authorization::v1::{
             ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
