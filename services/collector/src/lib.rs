@@ -24,16 +24,32 @@ pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// The cluster index from the standard kube configuration (`KUBECONFIG`, else in-cluster), as
-/// `kube::Client::try_default` finds it. Without one the graph's `kubernetes` source says so,
+/// The standard kube configuration (`KUBECONFIG`, else in-cluster), as
+/// `kube::Client::try_default` finds it, or why there is none.
+pub async fn kube_config() -> Result<kube::Config, String> {
+    kube::Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))
+}
+
+/// The cluster index through `config`. Without one the graph's `kubernetes` source says why,
 /// and the collector still publishes what Prometheus shows.
-pub async fn kubernetes() -> tokio::sync::watch::Receiver<std::sync::Arc<cluster::Cluster>> {
-    match kube::Client::try_default().await {
+pub fn cluster_from(
+    config: &Result<kube::Config, String>,
+) -> tokio::sync::watch::Receiver<std::sync::Arc<cluster::Cluster>> {
+    let client = config
+        .clone()
+        .and_then(|c| kube::Client::try_from(c).map_err(|e| format!("Kubernetes client: {e}")));
+    match client {
         Ok(client) => cluster::spawn(&client),
-        Err(e) => {
-            let why = format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}");
+        Err(why) => {
             tracing::warn!("{why}; policy verdicts will be unknown");
             tokio::sync::watch::channel(std::sync::Arc::new(cluster::Cluster::unsynced(why))).1
         }
     }
+}
+
+/// The cluster index from the standard kube configuration ([`kube_config`], [`cluster_from`]).
+pub async fn kubernetes() -> tokio::sync::watch::Receiver<std::sync::Arc<cluster::Cluster>> {
+    cluster_from(&kube_config().await)
 }

@@ -172,7 +172,7 @@ pub async fn run<S: GraphStore + Clone>(
             }
         }
         let cluster = kubernetes.borrow_and_update().clone();
-        let build = match &last {
+        let mut build = match &last {
             Some(o) => join(&o.graph, &o.authz, &cluster, &mut verdicts, now),
             // Nothing from Prometheus yet: the cluster alone still tells who is in the mesh.
             None if cluster.health.last_success.is_some() => join(
@@ -184,7 +184,7 @@ pub async fn run<S: GraphStore + Clone>(
             ),
             None => continue,
         };
-        let mut build = build;
+
         build.sources = vec![prom_health.clone(), cluster.health.clone()];
         let healthy = build.sources.iter().all(|s| s.ok);
         let (edges, workloads) = (build.edges.len(), build.workloads.len());

@@ -128,19 +128,8 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let (tx, rx) = watch::channel::<Option<Arc<MeshGraph>>>(None);
     let history = crate::History::default();
     // One Kubernetes view for the embedded collector and for what-if answers.
-    let kube_config = kube::Config::infer()
-        .await
-        .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"));
-    let cluster = match &kube_config {
-        Ok(c) => match kube::Client::try_from(c.clone()) {
-            Ok(client) => mesh_collector::cluster::spawn(&client),
-            Err(e) => unsynced(format!("Kubernetes client: {e}")),
-        },
-        Err(why) => {
-            tracing::warn!("{why}; policy verdicts and changes are unavailable");
-            unsynced(why.clone())
-        }
-    };
+    let kube_config = mesh_collector::kube_config().await;
+    let cluster = mesh_collector::cluster_from(&kube_config);
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();
     if args.embedded_collector {
@@ -350,8 +339,4 @@ fn register_graph_metrics(r: &mut prometheus_client::registry::Registry, graph: 
             }
         }
     });
-}
-
-fn unsynced(why: String) -> watch::Receiver<Arc<mesh_collector::cluster::Cluster>> {
-    watch::channel(Arc::new(mesh_collector::cluster::Cluster::unsynced(why))).1
 }
