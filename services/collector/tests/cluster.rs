@@ -62,6 +62,11 @@ async fn until(
     got.unwrap_or_else(|_| panic!("never saw {what}; last: {:?}", rx.borrow().health))
 }
 
+/// One build of `base` with the cluster, as the collector's loop makes it (no cached verdicts).
+fn join(base: &MeshGraph, authz: &[AuthzSample], c: &Arc<Cluster>) -> MeshGraph {
+    mesh_collector::run::join(base, authz, c, &mut Verdicts::default(), SystemTime::now())
+}
+
 fn wl(ns: &str, name: &str) -> WorkloadRef {
     WorkloadRef {
         namespace: ns.into(),
@@ -115,13 +120,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         allowed: true,
         count: 40.0,
     }];
-    let g = mesh_collector::run::join(
-        &base,
-        &authz,
-        &c,
-        &mut Verdicts::default(),
-        SystemTime::now(),
-    );
+    let g = join(&base, &authz, &c);
     let e = edge(&g, "web", "emoji");
     assert_eq!(e.policy.decision, Decision::Allowed, "{:?}", e.policy.chain);
     assert_eq!(e.policy.server, "emojivoto/emoji-grpc");
@@ -156,13 +155,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         !c.policies.keys().any(|k| k.name == "internal-grpc")
     })
     .await;
-    let g = mesh_collector::run::join(
-        &base,
-        &authz,
-        &c,
-        &mut Verdicts::default(),
-        SystemTime::now(),
-    );
+    let g = join(&base, &authz, &c);
     let e = edge(&g, "web", "emoji");
     assert_eq!(e.policy.decision, Decision::Denied, "{:?}", e.policy.chain);
     assert!(
@@ -191,13 +184,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
         c.workloads.contains_key(&wl("emojivoto", "canary"))
     })
     .await;
-    let g = mesh_collector::run::join(
-        &base,
-        &authz,
-        &c,
-        &mut Verdicts::default(),
-        SystemTime::now(),
-    );
+    let g = join(&base, &authz, &c);
     let canary = &g.workloads[&wl("emojivoto", "canary")];
     assert!(canary.meshed, "emojivoto injects every pod");
     assert_eq!(
@@ -247,7 +234,7 @@ async fn a_cluster_without_linkerd_crds_is_healthy_and_has_no_policy() {
     let c = until(&mut rx, "a healthy cluster", |c| c.health.ok).await;
     assert!(c.workloads.contains_key(&wl("emojivoto", "web")));
     assert!(c.policies.is_empty());
-    let g = mesh_collector::run::join(
+    let g = join(
         &meshsim::graph(
             &meshsim::builtin("emojivoto").unwrap(),
             Duration::from_secs(10),
@@ -255,8 +242,6 @@ async fn a_cluster_without_linkerd_crds_is_healthy_and_has_no_policy() {
         ),
         &[],
         &c,
-        &mut Verdicts::default(),
-        SystemTime::now(),
     );
     // No Server anywhere: the namespace's default policy decides.
     let e = edge(&g, "web", "emoji");

@@ -159,6 +159,11 @@ async fn start(tweak: impl FnOnce(Applier) -> Applier) -> Env {
     }
 }
 
+/// An ApplyAuthorizationPolicy that must fail: its status.
+async fn refused(env: &mut Env, r: Request<pb::ApplyRequest>) -> tonic::Status {
+    env.client.apply_authorization_policy(r).await.unwrap_err()
+}
+
 fn req(token: &str, manifest: &str, dry_run: bool) -> Request<pb::ApplyRequest> {
     with(
         token,
@@ -308,11 +313,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     let rv = env.kube.resource_version().await;
 
     // No rights: refused by the SubjectAccessReview, naming verb, resource and namespace.
-    let e = env
-        .client
-        .apply_authorization_policy(req("alice-t", BOOKS_POLICY, true))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, req("alice-t", BOOKS_POLICY, true)).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(
         e.message().contains(
@@ -331,11 +332,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
         }),
         ..Default::default()
     };
-    let e = env
-        .client
-        .apply_authorization_policy(with("alice-t", as_bob.clone()))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, with("alice-t", as_bob.clone())).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(
         e.message().contains("only configured delegators"),
@@ -345,11 +342,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     // Kubernetes trims header values: a padded system identity is refused outright.
     let mut padded = as_bob.clone();
     padded.on_behalf_of.as_mut().unwrap().user = " system:kube-controller-manager".into();
-    let e = env
-        .client
-        .apply_authorization_policy(with("bot-t", padded))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, with("bot-t", padded)).await;
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     for groups in [
         vec!["system:masters".to_owned()],
@@ -357,11 +350,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     ] {
         let mut r = as_bob.clone();
         r.on_behalf_of.as_mut().unwrap().groups = groups;
-        let e = env
-            .client
-            .apply_authorization_policy(with("bot-t", r))
-            .await
-            .unwrap_err();
+        let e = refused(&mut env, with("bot-t", r)).await;
         assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
         assert!(
             e.message().contains("may not be delegated"),
@@ -508,11 +497,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     let mut changed = as_bob.clone();
     changed.manifest = BOOKS_POLICY.replace("webapp.booksapp", "traffic.booksapp");
     changed.expected_resource_version = "1".into();
-    let e = env
-        .client
-        .apply_authorization_policy(with("bot-t", changed.clone()))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, with("bot-t", changed.clone())).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
 
     // Another field manager owns spec.identities: a conflict names it; force takes over.
@@ -530,11 +515,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
         .await
         .unwrap();
     changed.expected_resource_version.clear();
-    let e = env
-        .client
-        .apply_authorization_policy(with("bot-t", changed.clone()))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, with("bot-t", changed.clone())).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
     assert!(e.message().contains("kubectl"), "{}", e.message());
     changed.force = true;
@@ -557,11 +538,7 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
         }),
         ..Default::default()
     };
-    let e = env
-        .client
-        .apply_authorization_policy(with("bot-t", r))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, with("bot-t", r)).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(
         e.message()
@@ -575,11 +552,7 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_object_refused_at_apply_rolls_back_the_earlier_ones() {
     let mut env = start(|a| a.break_writes_of_for_tests("AuthorizationPolicy")).await;
-    let e = env
-        .client
-        .apply_authorization_policy(req("bob-t", BOOKS_POLICY, false))
-        .await
-        .unwrap_err();
+    let e = refused(&mut env, req("bob-t", BOOKS_POLICY, false)).await;
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert!(
         e.message()

@@ -63,6 +63,27 @@ fn start_mcp_with(source: &[&str], kubeconfig: Option<String>) -> Mcp {
     }
 }
 
+/// Polls GetMeshGraph (bounded by `limit`) until the whole graph satisfies `check`.
+async fn graph_until(
+    c: &MeshServiceClient<tonic::transport::Channel>,
+    limit: Duration,
+    check: impl Fn(&pb::MeshGraph) -> bool,
+) -> Option<pb::MeshGraph> {
+    let check = &check;
+    poll(limit, Duration::from_millis(500), || {
+        let mut c = c.clone();
+        async move {
+            let g = c
+                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+                .await
+                .ok()?
+                .into_inner();
+            check(&g).then_some(g)
+        }
+    })
+    .await
+}
+
 fn authed<T>(m: T) -> Request<T> {
     let mut r = Request::new(m);
     r.metadata_mut()
@@ -163,16 +184,8 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
     // Prometheus stopped: the graph is still served, marked stale.
     let mut prom = prom;
     prom.stop();
-    let stale = poll(Duration::from_secs(30), Duration::from_millis(500), || {
-        let mut c = c.clone();
-        async move {
-            let g = c
-                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
-                .await
-                .ok()?
-                .into_inner();
-            (!g.sources[0].ok && g.edges.len() == 3).then_some(g)
-        }
+    let stale = graph_until(&c, Duration::from_secs(30), |g| {
+        !g.sources[0].ok && g.edges.len() == 3
     })
     .await;
     let stale = stale.expect("Prometheus never reported stale");
@@ -185,18 +198,7 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
 
     // Restarted: fresh again.
     prom.restart().await;
-    let fresh = poll(Duration::from_secs(60), Duration::from_millis(500), || {
-        let mut c = c.clone();
-        async move {
-            let g = c
-                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
-                .await
-                .ok()?
-                .into_inner();
-            g.sources[0].ok.then_some(g)
-        }
-    })
-    .await;
+    let fresh = graph_until(&c, Duration::from_secs(60), |g| g.sources[0].ok).await;
     let fresh = fresh.expect("Prometheus never reported fresh after its restart");
     assert!(fresh.sources[0].error.is_empty());
     assert_eq!(fresh.edges.len(), 3);
