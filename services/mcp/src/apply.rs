@@ -498,7 +498,17 @@ impl Applier {
             )
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
-        let objects = Self::objects(rpc, &req.manifest)?;
+        let manifest = match &req.source {
+            Some(pb::apply_request::Source::Manifest(m)) => std::borrow::Cow::Borrowed(m),
+            Some(pb::apply_request::Source::Spec(spec)) => {
+                let cluster = self.cluster.borrow().clone();
+                std::borrow::Cow::Owned(crate::spec::manifest(rpc, spec, |sa, ns| {
+                    cluster.policy.sa_identity(sa, ns)
+                })?)
+            }
+            None => return Err(invalid("a manifest or a spec is required")),
+        };
+        let objects = Self::objects(rpc, &manifest)?;
 
         // What is there now (mesh-mcp's own read access), and may the identity change it?
         // Objects are independent here, so they are asked about at once; the first failure in

@@ -7,6 +7,7 @@ mod auth;
 pub mod cli;
 mod follower;
 mod service;
+pub mod spec;
 
 use std::{sync::Arc, time::Duration};
 

@@ -168,7 +168,7 @@ fn req(token: &str, manifest: &str, dry_run: bool) -> Request<pb::ApplyRequest> 
     with(
         token,
         pb::ApplyRequest {
-            manifest: manifest.into(),
+            source: Some(pb::apply_request::Source::Manifest(manifest.into())),
             dry_run,
             ..Default::default()
         },
@@ -324,7 +324,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     );
     // Delegation: only the chatbot may act for others, and never as system:*.
     let mut as_bob = pb::ApplyRequest {
-        manifest: BOOKS_POLICY.into(),
+        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
         dry_run: true,
         on_behalf_of: Some(pb::Identity {
             user: "bob".into(),
@@ -495,7 +495,9 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
 
     // What the approver reviewed is what gets applied: a stale resourceVersion is refused.
     let mut changed = as_bob.clone();
-    changed.manifest = BOOKS_POLICY.replace("webapp.booksapp", "traffic.booksapp");
+    changed.source = Some(pb::apply_request::Source::Manifest(
+        BOOKS_POLICY.replace("webapp.booksapp", "traffic.booksapp"),
+    ));
     changed.expected_resource_version = "1".into();
     let e = refused(&mut env, with("bot-t", changed.clone())).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
@@ -531,7 +533,7 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
     let rv = env.kube.resource_version().await;
     // dave may write MeshTLSAuthentications only.
     let r = pb::ApplyRequest {
-        manifest: BOOKS_POLICY.into(),
+        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
         on_behalf_of: Some(pb::Identity {
             user: "dave".into(),
             groups: vec!["authn-only".into()],
@@ -585,5 +587,92 @@ async fn a_later_object_refused_at_apply_rolls_back_the_earlier_ones() {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// A structured spec goes through the same pipeline as a manifest: the objects it becomes are
+/// dry-run and applied as the requester, and the what-if sees what they would change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_spec_is_written_as_objects_and_applied_like_a_manifest() {
+    let mut env = start(|a| a).await;
+    let spec = pb::AuthorizationSpec {
+        namespace: "booksapp".into(),
+        name: "books-policy".into(),
+        target_name: "books-server".into(),
+        service_accounts: vec!["webapp".into()],
+        server: Some(pb::ServerSpec {
+            pod_selector: [("app".to_owned(), "books".to_owned())].into(),
+            port: "service".into(),
+            proxy_protocol: "HTTP/1".into(),
+        }),
+        ..Default::default()
+    };
+    let request = |dry_run: bool| pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Spec(pb::PolicySpec {
+            kind: Some(pb::policy_spec::Kind::Authorization(spec.clone())),
+        })),
+        dry_run,
+        ..Default::default()
+    };
+    let dry = env
+        .client
+        .apply_authorization_policy(with("bob-t", request(true)))
+        .await
+        .unwrap()
+        .into_inner();
+    let written: Vec<(&str, &str)> = dry
+        .objects
+        .iter()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            ("MeshTLSAuthentication", "books-policy-clients"),
+            ("Server", "books-server"),
+            ("AuthorizationPolicy", "books-policy"),
+        ]
+    );
+    let denied: Vec<&str> = dry
+        .affected_edges
+        .iter()
+        .map(|a| a.edge.as_ref().unwrap().src.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(denied, ["authors"], "only webapp stays admitted");
+
+    let applied = env
+        .client
+        .apply_authorization_policy(with("bob-t", request(false)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!applied.dry_run);
+    let authn = api(&env, "MeshTLSAuthentication", "v1alpha1")
+        .get("books-policy-clients")
+        .await
+        .unwrap();
+    assert_eq!(
+        authn.data["spec"]["identityRefs"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "webapp"}])
+    );
+
+    // A spec for the other RPC, or no source at all, is refused naming what is wrong.
+    let e = env
+        .client
+        .apply_http_route(with("bob-t", request(true)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("ApplyHTTPRoute takes a route spec"),
+        "{}",
+        e.message()
+    );
+    let e = refused(&mut env, with("bob-t", pb::ApplyRequest::default())).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("a manifest or a spec is required"),
+        "{}",
+        e.message()
     );
 }

@@ -350,7 +350,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     let apply = |dry_run: bool| {
         let mut c = c.clone();
         let mut r = Request::new(pb::ApplyRequest {
-            manifest: books_policy.into(),
+            source: Some(pb::apply_request::Source::Manifest(books_policy.into())),
             dry_run,
             reason: "books is internal".into(),
             ..Default::default()

@@ -99,7 +99,7 @@ pub(crate) async fn run(n: usize) {
         .expect("connect");
     let send = |manifest: String, dry_run: bool| {
         let mut r = tonic::Request::new(pb::ApplyRequest {
-            manifest,
+            source: Some(pb::apply_request::Source::Manifest(manifest)),
             dry_run,
             ..Default::default()
         });

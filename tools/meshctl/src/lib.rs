@@ -483,7 +483,7 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
         ));
     };
     let req = pb::ApplyRequest {
-        manifest,
+        source: Some(pb::apply_request::Source::Manifest(manifest)),
         dry_run: args.dry_run,
         force: args.force,
         expected_resource_version: args.expected_resource_version.clone().unwrap_or_default(),
