@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make demo: a simulated emojivoto mesh (meshsim) scraped by a real Prometheus; kube-sim seeded
-# with emojivoto, booksapp and their Linkerd policy; mesh-mcp with its embedded collector joining
-# the two (policy verdicts per edge) and serving the graph over gRPC and HTTP. Everything listens
-# on 127.0.0.1 and is stopped on exit.
+# make demo: kube-sim seeded with emojivoto, booksapp and their Linkerd policy; simulated
+# emojivoto and booksapp meshes (meshsim) that follow that policy as proxies would, scraped by a
+# real Prometheus; mesh-mcp with its embedded collector joining the two (policy verdicts per
+# edge) and serving the graph over gRPC and HTTP. Everything listens on 127.0.0.1 and is
+# stopped on exit.
 # DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 bin=target/debug
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sim_port=$(free_port)
+books_port=$(free_port)
 prom_port=$(free_port)
 grpc_port=$(free_port)
 http_port=$(free_port)
@@ -23,14 +25,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$bin/meshsim" --builtin emojivoto --listen "127.0.0.1:$sim_port" >"$work/meshsim.log" 2>&1 &
-pids+=($!)
 cat >"$work/prometheus.yml" <<YAML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
   - job_name: linkerd-proxy
     honor_labels: true
-    static_configs: [{targets: ['127.0.0.1:$sim_port']}]
+    static_configs: [{targets: ['127.0.0.1:$sim_port', '127.0.0.1:$books_port']}]
 YAML
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
   --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
@@ -39,8 +39,9 @@ prom="http://127.0.0.1:$prom_port"
 window=15s
 token=demo-token
 # demo: an admin for kubectl and meshctl; collector: the service account the seeded RBAC lets
-# list and watch what the collector indexes, and nothing else.
-printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\n' \
+# list and watch what the collector indexes, and nothing else; mcp: mesh-mcp's, which may also
+# review access and impersonate (every change is made as the requester).
+printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\nmcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-mcp\n' \
   "$token" >"$work/tokens.csv"
 "$bin/kube-sim" --listen "127.0.0.1:$kube_port" --tls --tls-ca-out "$work/ca.crt" --token-file "$work/tokens.csv" \
   --with-linkerd-crds --seed tools/kube-sim/seed/demo >"$work/kube-sim.log" 2>&1 &
@@ -49,18 +50,26 @@ cat >"$work/kubeconfig" <<YAML
 apiVersion: v1
 kind: Config
 clusters: [{name: kube-sim, cluster: {server: "https://127.0.0.1:$kube_port", certificate-authority: "$work/ca.crt"}}]
-users: [{name: collector, user: {token: collector-token}}]
-contexts: [{name: demo, context: {cluster: kube-sim, user: collector}}]
+users: [{name: mcp, user: {token: mcp-token}}]
+contexts: [{name: demo, context: {cluster: kube-sim, user: mcp}}]
 current-context: demo
 YAML
 for _ in $(seq 1 50); do [ -s "$work/ca.crt" ] && break; sleep 0.1; done
+# The simulated proxies watch policy as real ones watch the policy controller, and refuse what
+# it denies (the collector's read-only identity is all they need).
+for app in emojivoto:$sim_port booksapp:$books_port; do
+  "$bin/meshsim" --builtin "${app%%:*}" --listen "127.0.0.1:${app##*:}" \
+    --kube-url "https://127.0.0.1:$kube_port" --kube-ca "$work/ca.crt" --kube-token collector-token \
+    >"$work/meshsim-${app%%:*}.log" 2>&1 &
+  pids+=($!)
+done
 KUBECONFIG="$work/kubeconfig" "$bin/mesh-mcp" --embedded-collector --prometheus-url "$prom" \
   --window "$window" --interval 2s \
   --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
   --token-file "$work/tokens.csv" >"$work/mesh-mcp.log" 2>&1 &
 pids+=($!)
 
-echo "demo: meshsim (emojivoto) on 127.0.0.1:$sim_port, Prometheus on $prom"
+echo "demo: meshsim emojivoto on 127.0.0.1:$sim_port, booksapp on 127.0.0.1:$books_port, Prometheus on $prom"
 echo "demo: mesh-mcp gRPC on 127.0.0.1:$grpc_port, HTTP on 127.0.0.1:$http_port; kube-sim on https://127.0.0.1:$kube_port"
 echo -n "demo: waiting for Prometheus to scrape a full ${window} window "
 first=""
@@ -76,7 +85,7 @@ done
 echo
 if [ -z "$first" ]; then
   echo "demo: no data after 90 s; logs:" >&2
-  cat "$work/meshsim.log" "$work/prometheus.log" >&2
+  cat "$work"/meshsim-*.log "$work/prometheus.log" >&2
   exit 1
 fi
 
@@ -93,6 +102,10 @@ echo "${out:-mesh-mcp gave no graph; see $work/mesh-mcp.log}"
 echo
 echo "demo: wrote mesh.png. Try next, while this runs:"
 echo "  $bin/meshctl watch --server 127.0.0.1:$grpc_port --token $token"
+echo "  $bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml --server 127.0.0.1:$grpc_port --token $token --dry-run"
+echo "    # then without --dry-run; 15 s later authors -> books shows its observed deny rate:"
+echo "  $bin/meshctl graph --server 127.0.0.1:$grpc_port --token $token -o wide"
+echo "  curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
 echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
 echo "  grpcurl -plaintext -H 'authorization: Bearer $token' -d '{\"namespaces\":[\"emojivoto\"]}' \\"
 echo "    127.0.0.1:$grpc_port linkerd.mcp.v1.MeshService/GetMeshGraph    # reflection is on"

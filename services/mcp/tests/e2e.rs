@@ -451,6 +451,161 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     collector.await.unwrap();
 }
 
+/// Closing the loop: voting has two observed callers; a dry-run of a policy that admits only
+/// web predicts that vote-bot's calls would be denied, and at what rate. After the apply,
+/// meshsim (watching the same kube-sim, as the proxies watch the policy controller) refuses those
+/// calls, and the deny rate the collector then observes through Prometheus matches the
+/// prediction within 10%, while web's calls stay admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
+    let seed =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
+    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
+            .into(),
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    // emojivoto without its published policy: the install default admits everyone.
+    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
+        let text = std::fs::read_to_string(seed.join(f)).unwrap();
+        cluster.load_yaml(&text).await.unwrap();
+    }
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    let mut second = t
+        .edges
+        .iter()
+        .find(|e| e.to == "emojivoto/voting")
+        .unwrap()
+        .clone();
+    second.from = "emojivoto/vote-bot".into();
+    second.rps = 3.0;
+    second.success_rate = 1.0;
+    t.edges.push(second);
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let sim = Arc::new(tokio::sync::Mutex::new(meshsim::Sim::new(
+        t,
+        std::time::Instant::now(),
+    )));
+    meshsim::authz::follow(
+        sim.clone(),
+        mesh_collector::cluster::spawn(&kube_client(&cluster, "collector-token")),
+    );
+    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(meshsim::serve_shared(l, sim, async {
+        let _ = sim_stopped.await;
+    }));
+    let prom = Prometheus::start(&[addr]).await;
+    let mcp = start_mcp_with(
+        &[
+            "--embedded-collector",
+            "--prometheus-url",
+            &prom.url,
+            "--window",
+            "10s",
+            "--interval",
+            "1s",
+        ],
+        Some(cluster.kubeconfig("mcp-token")),
+    );
+    // Lazy: mesh-mcp may still be starting; every call below is bounded.
+    let c = MeshServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", mcp.grpc))
+            .unwrap()
+            .connect_lazy(),
+    );
+    // Both callers admitted, at their full rates (the window is full of scrapes).
+    let admitted = |g: &pb::MeshGraph, from: &str, rps: f64| {
+        find(&g.edges, from, "voting").is_some_and(|e| {
+            let p = e.policy.clone().unwrap_or_default();
+            decision(e) == pb::policy_verdict::Decision::Allowed
+                && (e.metrics.unwrap_or_default().rps - rps).abs() <= 0.1 * rps
+                && p.observed_allow_rps
+                    .is_some_and(|r| (r - rps).abs() <= 0.1 * rps)
+        })
+    };
+    graph_until(&c, Duration::from_secs(90), |g| {
+        admitted(g, "web", 2.0) && admitted(g, "vote-bot", 3.0)
+    })
+    .await
+    .expect("voting's two callers were never observed, admitted, at their rates");
+
+    let policy = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+        metadata: {name: voting-grpc, namespace: emojivoto}\n\
+        spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
+        apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+        metadata: {name: voting-clients, namespace: emojivoto}\n\
+        spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
+        apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+        metadata: {name: voting-policy, namespace: emojivoto}\n\
+        spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
+        requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
+    let apply = |dry_run: bool| {
+        let mut c = c.clone();
+        let mut r = Request::new(pb::ApplyRequest {
+            source: Some(pb::apply_request::Source::Manifest(policy.into())),
+            dry_run,
+            reason: "only web may vote".into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("authorization", "Bearer adm1n".parse().unwrap());
+        r.set_timeout(Duration::from_secs(20));
+        async move { c.apply_authorization_policy(r).await.unwrap().into_inner() }
+    };
+    let what_if = apply(true).await;
+    let [predicted] = what_if.affected_edges.as_slice() else {
+        panic!(
+            "only vote-bot -> voting should change: {:?}",
+            what_if.affected_edges
+        );
+    };
+    let edge = predicted.edge.clone().unwrap();
+    assert_eq!(edge.src.unwrap().name, "vote-bot");
+    assert_eq!(edge.dst.unwrap().name, "voting");
+    assert_eq!(predicted.before(), pb::policy_verdict::Decision::Allowed);
+    assert_eq!(predicted.after(), pb::policy_verdict::Decision::Denied);
+    assert!((predicted.rps - 3.0).abs() <= 0.3, "{predicted:?}");
+    assert!(
+        what_if.warnings.iter().any(|w| w.contains("vote-bot")),
+        "{:?}",
+        what_if.warnings
+    );
+
+    apply(false).await;
+    let expected = predicted.rps;
+    let within = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 0.1 * expected);
+    graph_until(&c, Duration::from_secs(90), |g| {
+        let (Some(bot), Some(web)) = (
+            find(&g.edges, "vote-bot", "voting"),
+            find(&g.edges, "web", "voting"),
+        ) else {
+            return false;
+        };
+        let (b, w) = (
+            bot.policy.clone().unwrap_or_default(),
+            web.policy.clone().unwrap_or_default(),
+        );
+        decision(bot) == pb::policy_verdict::Decision::Denied
+            && within(b.observed_deny_rps, expected)
+            && within(b.observed_allow_rps, 0.0)
+            && b.disagreement.is_empty()
+            // Refused gRPC calls are PERMISSION_DENIED: failures, as Linkerd classifies them.
+            && bot.metrics.unwrap_or_default().success_rate.is_some_and(|s| s <= 0.1)
+            && decision(web) == pb::policy_verdict::Decision::Allowed
+            && w.observed_allow_rps.is_some_and(|r| r > 0.0)
+            && within(w.observed_deny_rps, 0.0)
+            && w.disagreement.is_empty()
+    })
+    .await
+    .expect("the observed deny rate never matched the prediction within 10%");
+}
+
 #[tokio::test]
 async fn bad_configuration_is_one_line_and_exit_64() {
     for (args, want) in [

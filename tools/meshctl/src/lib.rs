@@ -737,7 +737,7 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
     if wide {
         header.extend(["CLIENT_ID", "SERVER_ID"]);
         if policy {
-            header.push("AUTHZ");
+            header.extend(["DENIED/S", "AUTHZ"]);
         }
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
@@ -775,6 +775,8 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
                 });
             }
             if policy {
+                // What the destination's proxies refused, as they report it.
+                row.push(opt(e.policy.observed_deny_rps, |r| format!("{r:.2}")));
                 row.push(authz_cell(&e.policy));
             }
         }

@@ -57,6 +57,7 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
             e.policy.decision = Decision::Denied;
             e.policy.disagreement =
                 "the policy denies this edge, but its proxies allowed 4.00/s".into();
+            e.policy.observed_deny_rps = Some(0.25);
         }
     }
     let t = table(&g, true);
@@ -67,7 +68,7 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
     );
     let bot = lines.iter().find(|l| l.starts_with("vote-bot")).unwrap();
     assert!(bot.contains(" denied! "), "{t}");
-    assert!(bot.ends_with("default:all-unauthenticated"), "{t}");
+    assert!(bot.ends_with(" 0.25      default:all-unauthenticated"), "{t}");
     assert!(
         t.contains("! emojivoto/vote-bot -> emojivoto/web: the policy denies"),
         "{t}"

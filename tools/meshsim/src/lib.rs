@@ -4,6 +4,7 @@
 //!
 //! It is a test and demo tool: its numbers are what the topology says, advancing in real time.
 
+pub mod authz;
 mod generate;
 mod server;
 mod sim;
@@ -18,7 +19,7 @@ use mesh_model::{
 
 pub use self::{
     generate::{BUILTINS, builtin, generate},
-    server::{Args, SharedSim, router, serve},
+    server::{Args, SharedSim, router, serve, serve_shared},
     sim::{CONTROL_PLANE_NS, LATENCY_BUCKETS_MS, Pod, Sim, owner_label, pods_of},
     topology::{EdgeSpec, Latency, Topology, TopologyError, WorkloadSpec},
 };

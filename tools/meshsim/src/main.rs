@@ -20,7 +20,21 @@ async fn main() {
         edges = topology.edges.len(),
         "serving /metrics and /topology"
     );
-    if let Err(e) = meshsim::serve(listener, topology, shutdown_signal()).await {
+    let sim = std::sync::Arc::new(tokio::sync::Mutex::new(meshsim::Sim::new(
+        topology,
+        std::time::Instant::now(),
+    )));
+    if let Some(url) = &args.kube_url {
+        let config =
+            meshsim::authz::kube_config(url, args.kube_token.as_deref(), args.kube_ca.as_deref())
+                .await
+                .unwrap_or_else(|e| usage_exit("meshsim", e));
+        let client = kube::Client::try_from(config)
+            .unwrap_or_else(|e| usage_exit("meshsim", format!("--kube-url {url}: {e}")));
+        tracing::info!(%url, "refusing what Linkerd policy there denies");
+        meshsim::authz::follow(sim.clone(), mesh_collector::cluster::spawn(&client));
+    }
+    if let Err(e) = meshsim::serve_shared(listener, sim, shutdown_signal()).await {
         eprintln!("meshsim: {e}");
         std::process::exit(1);
     }

@@ -40,6 +40,21 @@ pub struct Args {
     /// Address to serve /metrics and /topology on.
     #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:4191")]
     pub listen: SocketAddr,
+    /// Watch workloads and Linkerd policy on this Kubernetes API server and refuse the traffic
+    /// policy denies, as the proxies would (403, gRPC PERMISSION_DENIED, `*_authz_deny_total`).
+    #[arg(long, env = "MESH_KUBE_URL", value_name = "URL")]
+    pub kube_url: Option<String>,
+    /// Bearer token for --kube-url (it needs list and watch, as the collector's).
+    #[arg(
+        long,
+        env = "MESH_KUBE_TOKEN",
+        requires = "kube_url",
+        hide_env_values = true
+    )]
+    pub kube_token: Option<String>,
+    /// CA certificate (PEM) that signed the --kube-url server's certificate.
+    #[arg(long, env = "MESH_KUBE_CA", requires = "kube_url", value_name = "FILE")]
+    pub kube_ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -64,6 +79,7 @@ pub fn router(sim: SharedSim) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/topology", get(get_topology).put(put_topology))
+        .route("/authz", get(get_authz))
         .with_state(sim)
 }
 
@@ -74,9 +90,33 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sim = Arc::new(Mutex::new(Sim::new(topology, Instant::now())));
+    serve_shared(listener, sim, shutdown).await
+}
+
+/// Serves `sim` (which the caller may also drive, e.g. with [`crate::authz::follow`]).
+pub async fn serve_shared(
+    listener: TcpListener,
+    sim: SharedSim,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// One line per edge: what the destination's proxy does with its traffic.
+async fn get_authz(State(sim): State<SharedSim>) -> impl IntoResponse {
+    let sim = sim.lock().await;
+    let mut out = String::new();
+    for (e, a) in sim.topology().edges.iter().zip(sim.authz()) {
+        let verdict = if a.allowed { "allowed" } else { "denied" };
+        let by = if a.allowed { &a.authz } else { &a.server };
+        out.push_str(&format!(
+            "{} -> {}:{} {} {verdict} ({} {})\n",
+            e.from, e.to, e.port, e.protocol, by[1], by[2]
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out)
 }
 
 async fn metrics(State(sim): State<SharedSim>) -> impl IntoResponse {

@@ -7,9 +7,14 @@
 //! topology changes rates at run time. Series are aggregated by label set before rendering, as
 //! the proxy does: pods of different workloads with one service account share inbound series.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
+use std::{collections::BTreeMap, fmt::Write as _, sync::Arc, time::Instant};
 
-use crate::topology::{EdgeSpec, Topology, WorkloadSpec};
+use mesh_collector::cluster::Cluster;
+
+use crate::{
+    authz::{self, EdgeAuthz},
+    topology::{EdgeSpec, Topology, WorkloadSpec},
+};
 
 /// `response_latency_ms` bucket bounds, in ms (the proxy's, reference section 1.1).
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -22,6 +27,8 @@ pub const CONTROL_PLANE_NS: &str = "linkerd";
 const BYTES_PER_REQUEST: (f64, f64) = (820.0, 310.0); // (response read, request written)
 const BYTES_PER_TCP_CONN: (f64, f64) = (16_384.0, 2_048.0);
 const CONN_CHURN_PER_SEC: f64 = 1.0 / 30.0;
+/// A refused request is answered by the destination's proxy itself, in well under 1 ms.
+const DENIED_LATENCY_MS: f64 = 0.5;
 
 /// A simulated pod.
 #[derive(Clone, Debug)]
@@ -133,6 +140,8 @@ struct Rates {
     read: f64,
     write: f64,
     open_connections: f64,
+    /// Requests (HTTP) or connections (TCP) the destination's proxy refuses.
+    denied: f64,
 }
 
 /// Accumulated counters of one pod pair.
@@ -147,6 +156,7 @@ struct Counters {
     opened: f64,
     read: f64,
     write: f64,
+    denied: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,6 +182,10 @@ pub struct Sim {
     pods: BTreeMap<String, Vec<Pod>>,
     workloads: BTreeMap<String, usize>,
     pairs: BTreeMap<PairKey, Pair>,
+    /// The cluster whose policy decides each edge, once meshsim watches one.
+    cluster: Option<Arc<Cluster>>,
+    /// Per edge, what the destination's proxy does with its traffic.
+    authz: Vec<EdgeAuthz>,
     last: Instant,
 }
 
@@ -185,6 +199,8 @@ impl Sim {
             pods: BTreeMap::new(),
             workloads: BTreeMap::new(),
             pairs: BTreeMap::new(),
+            cluster: None,
+            authz: Vec::new(),
             last: now,
         };
         sim.set_topology(topology, now);
@@ -216,7 +232,20 @@ impl Sim {
             c.opened += r.opened * dt;
             c.read += r.read * dt;
             c.write += r.write * dt;
+            c.denied += r.denied * dt;
         }
+    }
+
+    /// Decides every edge under `cluster`'s policy from `now` on, and on each later topology.
+    pub fn set_cluster(&mut self, cluster: Arc<Cluster>, now: Instant) {
+        self.cluster = Some(cluster);
+        let topology = std::mem::take(&mut self.topology);
+        self.set_topology(topology, now);
+    }
+
+    /// Per edge of the topology, in order, whether its traffic is admitted, and by what.
+    pub fn authz(&self) -> &[EdgeAuthz] {
+        &self.authz
     }
 
     /// Switches to a new topology at `now`. Counters of pod pairs that exist in both keep
@@ -228,6 +257,10 @@ impl Sim {
             .iter()
             .map(|w| (format!("{}/{}", w.namespace, w.name), pods_of(w)))
             .collect();
+        self.authz = match &self.cluster {
+            Some(c) => authz::decide(&topology, c),
+            None => vec![EdgeAuthz::default(); topology.edges.len()],
+        };
         let mut pairs = BTreeMap::new();
         for (edge, e) in topology.edges.iter().enumerate() {
             let (ns, nd) = (pods[&e.from].len(), pods[&e.to].len());
@@ -240,7 +273,7 @@ impl Sim {
                     src_pod: j / nd,
                     dst_pod: j % nd,
                 };
-                let rates = pair_rates(e, n, j);
+                let rates = pair_rates(e, n, j, self.authz[edge].allowed);
                 let counters = self.pairs.remove(&key).map_or_else(
                     || Counters {
                         buckets_success: vec![0.0; LATENCY_BUCKETS_MS.len()],
@@ -281,6 +314,7 @@ impl Sim {
             let (src, dst) = (&ws[self.workloads[&k.from]], &ws[self.workloads[&k.to]]);
             let ctx = PairCtx {
                 edge: e,
+                authz: &self.authz[p.edge],
                 src,
                 dst,
                 sp: &self.pods[&k.from][k.src_pod],
@@ -297,18 +331,40 @@ impl Sim {
     }
 }
 
-fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize) -> Rates {
+fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
     let share = 1.0 / pairs as f64;
     let rps = e.rps * share;
     let c = u64::from(e.tcp_connections);
     let conns = (c / pairs as u64 + u64::from((j as u64) < c % pairs as u64)) as f64;
+    let none = || vec![0.0; LATENCY_BUCKETS_MS.len()];
+    if !allowed && e.protocol == "tcp" {
+        // Each connection is accepted, refused and closed at once: nothing stays open.
+        return Rates {
+            opened: rps,
+            denied: rps,
+            cdf: none(),
+            ..Rates::default()
+        };
+    }
+    if !allowed {
+        // The client keeps its connections; every request is answered by the proxy.
+        return Rates {
+            denied: rps,
+            cdf: none(),
+            opened: conns * CONN_CHURN_PER_SEC,
+            read: rps * 100.0,
+            write: rps * BYTES_PER_REQUEST.1,
+            open_connections: conns,
+            ..Rates::default()
+        };
+    }
     if e.protocol == "tcp" {
         return Rates {
             opened: rps,
             read: rps * BYTES_PER_TCP_CONN.0,
             write: rps * BYTES_PER_TCP_CONN.1,
             open_connections: conns,
-            cdf: vec![0.0; LATENCY_BUCKETS_MS.len()],
+            cdf: none(),
             ..Rates::default()
         };
     }
@@ -324,6 +380,7 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize) -> Rates {
         read: rps * BYTES_PER_REQUEST.0,
         write: rps * BYTES_PER_REQUEST.1,
         open_connections: conns,
+        denied: 0.0,
     }
 }
 
@@ -361,7 +418,7 @@ struct Families {
 }
 
 /// (name, type, help) of every family meshsim emits, in output order.
-const FAMILIES: [(&str, &str, &str); 9] = [
+const FAMILIES: [(&str, &str, &str); 11] = [
     ("request_total", "counter", "Total count of HTTP requests."),
     (
         "response_total",
@@ -399,9 +456,19 @@ const FAMILIES: [(&str, &str, &str); 9] = [
         "The total number of inbound HTTP requests that were authorized",
     ),
     (
+        "inbound_http_authz_deny_total",
+        "counter",
+        "The total number of inbound HTTP requests that were denied",
+    ),
+    (
         "inbound_tcp_authz_allow_total",
         "counter",
         "The total number of inbound TCP connections that were authorized",
+    ),
+    (
+        "inbound_tcp_authz_deny_total",
+        "counter",
+        "The total number of inbound TCP connections that were denied",
     ),
 ];
 
@@ -472,6 +539,7 @@ fn num(v: f64) -> String {
 
 struct PairCtx<'a> {
     edge: &'a EdgeSpec,
+    authz: &'a EdgeAuthz,
     src: &'a WorkloadSpec,
     dst: &'a WorkloadSpec,
     sp: &'a Pod,
@@ -550,27 +618,30 @@ impl PairCtx<'_> {
     }
 
     fn server_labels(&self) -> Labels {
+        let [group, kind, name] = self.authz.server.clone();
         vec![
-            ("srv_group", String::new()),
-            ("srv_kind", "default".into()),
-            ("srv_name", "all-unauthenticated".into()),
+            ("srv_group", group),
+            ("srv_kind", kind),
+            ("srv_name", name),
             ("srv_port", self.edge.port.to_string()),
         ]
     }
 
-    fn route_labels() -> Labels {
+    fn route_labels(&self) -> Labels {
+        let [group, kind, name] = self.authz.route.clone();
         vec![
-            ("route_group", String::new()),
-            ("route_kind", "default".into()),
-            ("route_name", "default".into()),
+            ("route_group", group),
+            ("route_kind", kind),
+            ("route_name", name),
         ]
     }
 
-    fn authz_labels() -> Labels {
+    fn authz_labels(&self) -> Labels {
+        let [group, kind, name] = self.authz.authz.clone();
         vec![
-            ("authz_group", String::new()),
-            ("authz_kind", "default".into()),
-            ("authz_name", "all-unauthenticated".into()),
+            ("authz_group", group),
+            ("authz_kind", kind),
+            ("authz_name", name),
         ]
     }
 
@@ -620,8 +691,15 @@ impl PairCtx<'_> {
         self.transport(f, &tcp, p);
 
         if self.edge.protocol == "tcp" {
-            let authz: Labels = [self.target(), tls, srv, Self::authz_labels(), scrape].concat();
-            f.add("inbound_tcp_authz_allow_total", &authz, c.opened);
+            let denied: Labels = [self.target(), tls, srv, scrape].concat();
+            let allowed = c.opened - c.denied;
+            if self.authz.allowed || allowed > 0.0 {
+                let labels = [denied.clone(), self.authz_labels()].concat();
+                f.add("inbound_tcp_authz_allow_total", &labels, allowed);
+            }
+            if c.denied > 0.0 {
+                f.add("inbound_tcp_authz_deny_total", &denied, c.denied);
+            }
             return;
         }
         let http: Labels = [
@@ -629,26 +707,21 @@ impl PairCtx<'_> {
             self.target(),
             tls.clone(),
             srv.clone(),
-            Self::route_labels(),
-            Self::authz_labels(),
+            self.route_labels(),
+            self.authz_labels(),
             scrape.clone(),
         ]
         .concat();
         self.http(f, &http, c);
-        let authz: Labels = [
-            self.target(),
-            tls,
-            srv,
-            Self::route_labels(),
-            Self::authz_labels(),
-            scrape,
-        ]
-        .concat();
-        f.add(
-            "inbound_http_authz_allow_total",
-            &authz,
-            c.success + c.failure,
-        );
+        let denied: Labels = [self.target(), tls, srv, self.route_labels(), scrape].concat();
+        let allowed = c.success + c.failure;
+        if self.authz.allowed || allowed > 0.0 {
+            let labels = [denied.clone(), self.authz_labels()].concat();
+            f.add("inbound_http_authz_allow_total", &labels, allowed);
+        }
+        if c.denied > 0.0 {
+            f.add("inbound_http_authz_deny_total", &denied, c.denied);
+        }
     }
 
     fn transport(&self, f: &mut Families, labels: &[(&'static str, String)], p: &Pair) {
@@ -660,8 +733,24 @@ impl PairCtx<'_> {
 
     /// `request_total`, `response_total` and `response_latency_ms` on a base label set.
     fn http(&self, f: &mut Families, base: &[(&'static str, String)], c: &Counters) {
-        f.add("request_total", base, c.success + c.failure);
+        f.add("request_total", base, c.success + c.failure + c.denied);
         let grpc = self.edge.protocol == "grpc";
+        if c.denied > 0.0 {
+            // Refused by the destination's proxy: HTTP 403, which Linkerd classifies as a
+            // success (only 5xx fail), or gRPC PERMISSION_DENIED (7), a failure.
+            let mut l = base.to_vec();
+            l.push(("status_code", if grpc { "200" } else { "403" }.into()));
+            let all = vec![c.denied; LATENCY_BUCKETS_MS.len()];
+            f.add_hist(&l, &all, c.denied * DENIED_LATENCY_MS, c.denied);
+            l.push((
+                "classification",
+                if grpc { "failure" } else { "success" }.into(),
+            ));
+            if grpc {
+                l.push(("grpc_status", "7".into()));
+            }
+            f.add("response_total", &l, c.denied);
+        }
         let rows = [
             (true, c.success, &c.buckets_success, c.sum_success),
             (false, c.failure, &c.buckets_failure, c.sum_failure),

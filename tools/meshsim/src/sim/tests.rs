@@ -100,6 +100,8 @@ fn allowed(name: &str, direction: &str) -> BTreeSet<&'static str> {
             a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE).chain(AUTHZ))
         }
         "inbound_tcp_authz_allow_total" => a.extend(TLS_IN.iter().chain(SRV).chain(AUTHZ)),
+        "inbound_http_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE)),
+        "inbound_tcp_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV)),
         other => panic!("meshsim emits {other}, which is not in the reference tables"),
     }
     a
@@ -351,4 +353,169 @@ fn plaintext_and_unmeshed_edges_say_so() {
             .iter()
             .any(|s| s.labels.get("deployment").is_some_and(|d| d == "legacy"))
     );
+}
+
+/// emojivoto's objects as kube-sim serves them, plus `extra` (YAML), typed as the collector does.
+fn cluster_with(extra: &str) -> Arc<Cluster> {
+    let seed = include_str!("../../../kube-sim/seed/demo/emojivoto.yaml");
+    let objects = [seed, extra]
+        .iter()
+        .flat_map(|text| serde_yaml_ng::Deserializer::from_str(text))
+        .map(|d| {
+            let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
+            v
+        })
+        .filter(|v| !v.is_null())
+        .collect();
+    let health = mesh_model::SourceHealth {
+        source: "kubernetes".into(),
+        ok: true,
+        last_success: Some(std::time::SystemTime::now()),
+        error: String::new(),
+    };
+    let (cluster, unreadable) = Cluster::from_objects(objects, health);
+    assert!(unreadable.is_empty(), "{unreadable:?}");
+    Arc::new(cluster)
+}
+
+/// Only web may call voting, and vote-bot calls voting too.
+const ONLY_WEB: &str = r"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: voting-grpc, namespace: emojivoto}
+spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: voting-clients, namespace: emojivoto}
+spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: voting-policy, namespace: emojivoto}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}
+  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]
+";
+
+#[test]
+fn traffic_that_policy_denies_is_refused_and_counted_as_the_proxy_does() {
+    let mut t = builtin("emojivoto").unwrap();
+    let mut second = t.edges[2].clone();
+    assert_eq!(second.to, "emojivoto/voting");
+    second.from = "emojivoto/vote-bot".into();
+    second.rps = 3.0;
+    t.edges.push(second);
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t, t0);
+    sim.advance(t0 + Duration::from_secs(10));
+    // Under the install default everyone is admitted; 10 s later only web is.
+    sim.set_cluster(cluster_with(""), t0 + Duration::from_secs(10));
+    assert!(sim.authz().iter().all(|a| a.allowed), "{:?}", sim.authz());
+    sim.set_cluster(cluster_with(ONLY_WEB), t0 + Duration::from_secs(10));
+    let decided: Vec<bool> = sim.authz().iter().map(|a| a.allowed).collect();
+    assert_eq!(decided, [true, true, true, false]);
+    sim.advance(t0 + Duration::from_secs(20));
+    let samples = parse_exposition(&sim.render());
+
+    let bot = "default.emojivoto.serviceaccount.identity.linkerd.cluster.local";
+    let web = "web.emojivoto.serviceaccount.identity.linkerd.cluster.local";
+    let denied = sum(
+        &samples,
+        "inbound_http_authz_deny_total",
+        &[("client_id", bot)],
+    );
+    assert!((denied - 30.0).abs() < 0.01, "{denied}");
+    let still_allowed = sum(
+        &samples,
+        "inbound_http_authz_allow_total",
+        &[("client_id", bot), ("deployment", "voting")],
+    );
+    assert!(
+        (still_allowed - 30.0).abs() < 0.01,
+        "the first 10 s: {still_allowed}"
+    );
+    // The caller sees PERMISSION_DENIED, a failure.
+    let refused = sum(
+        &samples,
+        "response_total",
+        &[
+            ("direction", "outbound"),
+            ("deployment", "vote-bot"),
+            ("dst_deployment", "voting"),
+            ("grpc_status", "7"),
+            ("classification", "failure"),
+        ],
+    );
+    assert!((refused - 30.0).abs() < 0.01, "{refused}");
+    // web is admitted by the policy, and the labels name it and its Server.
+    let by_policy = sum(
+        &samples,
+        "inbound_http_authz_allow_total",
+        &[
+            ("client_id", web),
+            ("srv_kind", "server"),
+            ("srv_name", "voting-grpc"),
+            ("authz_kind", "authorizationpolicy"),
+            ("authz_name", "voting-policy"),
+        ],
+    );
+    assert!(
+        (by_policy - 40.0).abs() < 0.01,
+        "all 20 s of web's calls: {by_policy}"
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "inbound_http_authz_deny_total",
+            &[("client_id", web)]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn refused_http_requests_are_403s_and_refused_connections_close() {
+    let t = crate::Topology::from_yaml(
+        "workloads:\n  - {namespace: emojivoto, name: vote-bot, service_account: default}\n  - {namespace: emojivoto, name: web, service_account: web}\n  - {namespace: emojivoto, name: voting, service_account: voting}\n\
+         edges:\n  - {from: emojivoto/vote-bot, to: emojivoto/web, rps: 2, port: 8080}\n  - {from: emojivoto/vote-bot, to: emojivoto/voting, rps: 1, protocol: tcp, port: 8080, tcp_connections: 2}\n",
+    )
+    .unwrap();
+    let deny_all = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+        metadata: {name: web-http, namespace: emojivoto}\n\
+        spec: {podSelector: {matchLabels: {app: web-svc}}, port: http, proxyProtocol: HTTP/1}\n---\n\
+        apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+        metadata: {name: voting-tcp, namespace: emojivoto}\n\
+        spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: opaque}\n";
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t, t0);
+    sim.set_cluster(cluster_with(deny_all), t0);
+    assert!(sim.authz().iter().all(|a| !a.allowed), "{:?}", sim.authz());
+    sim.advance(t0 + Duration::from_secs(10));
+    let samples = parse_exposition(&sim.render());
+    let out = [("direction", "outbound"), ("dst_deployment", "web")];
+    let forbidden = sum(
+        &samples,
+        "response_total",
+        &[
+            out[0],
+            out[1],
+            ("status_code", "403"),
+            ("classification", "success"),
+        ],
+    );
+    assert!((forbidden - 20.0).abs() < 0.01, "{forbidden}");
+    assert_eq!(sum(&samples, "inbound_http_authz_allow_total", &[]), 0.0);
+    let conns = sum(
+        &samples,
+        "inbound_tcp_authz_deny_total",
+        &[("srv_name", "voting-tcp")],
+    );
+    assert!((conns - 10.0).abs() < 0.01, "{conns}");
+    let open = sum(
+        &samples,
+        "tcp_open_connections",
+        &[("direction", "outbound"), ("dst_deployment", "voting")],
+    );
+    assert_eq!(open, 0.0);
 }

@@ -1,0 +1,161 @@
+//! Closing the loop with Kubernetes: with `--kube-url`, meshsim watches the cluster's workloads
+//! and Linkerd policy through the collector's own watchers, decides each simulated edge with
+//! the policy model, as the destination's proxy would, and reports what a real proxy reports:
+//! denied HTTP requests answered 403, denied gRPC calls `PERMISSION_DENIED`, denied TCP
+//! connections closed, each counted in `inbound_{http,tcp}_authz_deny_total`, and admitted
+//! traffic labelled with the Server and authorization that admitted it.
+
+use std::{sync::Arc, time::Instant};
+
+use mesh_collector::cluster::Cluster;
+use mesh_model::{Decision, Destination, Edge, EdgeKey, Protocol, TlsStatus};
+
+use crate::{SharedSim, Topology, workload_ref};
+
+/// How the destination's proxy treats one edge's traffic, and the `srv_*` and `authz_*` labels
+/// it reports for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeAuthz {
+    /// Admitted (also in audit mode) rather than refused.
+    pub allowed: bool,
+    /// `srv_group`, `srv_kind`, `srv_name`.
+    pub server: [String; 3],
+    /// `authz_group`, `authz_kind`, `authz_name` (meaningless when refused).
+    pub authz: [String; 3],
+    /// `route_group`, `route_kind`, `route_name`.
+    pub route: [String; 3],
+}
+
+impl Default for EdgeAuthz {
+    /// What a proxy reports under the install default with no Server: everything admitted.
+    fn default() -> Self {
+        Self::by_default("all-unauthenticated", true)
+    }
+}
+
+const POLICY_GROUP: &str = "policy.linkerd.io";
+
+impl EdgeAuthz {
+    fn by_default(policy: &str, allowed: bool) -> Self {
+        let default = |name: &str| [String::new(), "default".to_owned(), name.to_owned()];
+        Self {
+            allowed,
+            server: default(policy),
+            authz: default(policy),
+            route: default("default"),
+        }
+    }
+}
+
+/// The decision for every edge of `topology` under `cluster`'s policy, in edge order. Edges into
+/// workloads the cluster does not know, or that policy cannot decide, are admitted, as they were
+/// before meshsim watched anything.
+pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
+    topology
+        .edges
+        .iter()
+        .map(|e| {
+            let (Some(src), Some(dst)) = (topology.workload(&e.from), topology.workload(&e.to))
+            else {
+                return EdgeAuthz::default();
+            };
+            let mtls = e.tls.unwrap_or(src.meshed && dst.meshed);
+            let mut edge = Edge::new(EdgeKey {
+                src: workload_ref(src),
+                dst: Destination::Workload(workload_ref(dst)),
+                protocol: Protocol::parse(&e.protocol).unwrap_or(Protocol::Http),
+            });
+            edge.tls = if mtls {
+                TlsStatus::Mtls
+            } else {
+                TlsStatus::Plaintext
+            };
+            if mtls {
+                edge.client_identity = src.identity();
+            }
+            let v = mesh_collector::overlay::verdict_of(cluster, &edge);
+            let allowed = match v.decision {
+                Decision::Denied => false,
+                Decision::Allowed | Decision::Audit => true,
+                Decision::Unknown => return EdgeAuthz::default(),
+            };
+            let default_policy = v
+                .default_policy
+                .split_whitespace()
+                .next()
+                .unwrap_or("all-unauthenticated");
+            let mut a = EdgeAuthz::by_default(default_policy, allowed);
+            if let Some((_, name)) = v.server.split_once('/') {
+                a.server = [POLICY_GROUP.into(), "server".into(), name.into()];
+            }
+            if v.decision == Decision::Audit {
+                a.authz = [String::new(), "default".into(), "audit".into()];
+            } else if let Some((ns, name)) = v
+                .authorization_policies
+                .first()
+                .and_then(|p| p.split_once('/'))
+            {
+                let policy = cluster.policy_for(ns);
+                let legacy = policy
+                    .server_authorizations
+                    .iter()
+                    .any(|s| s.namespace == ns && s.name == name);
+                let kind = if legacy {
+                    "serverauthorization"
+                } else {
+                    "authorizationpolicy"
+                };
+                a.authz = [POLICY_GROUP.into(), kind.into(), name.into()];
+            }
+            if let Some((_, name)) = v.http_route.split_once('/') {
+                a.route = [POLICY_GROUP.into(), "HTTPRoute".into(), name.into()];
+            }
+            a
+        })
+        .collect()
+}
+
+/// Follows `cluster` for as long as the simulation lives, re-deciding every edge on each change.
+pub fn follow(sim: SharedSim, mut cluster: tokio::sync::watch::Receiver<Arc<Cluster>>) {
+    tokio::spawn(async move {
+        loop {
+            let c = cluster.borrow_and_update().clone();
+            if c.health.ok {
+                sim.lock().await.set_cluster(c, Instant::now());
+            }
+            if cluster.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The kube configuration for `--kube-url`: that API server, with a bearer token and, for
+/// `https`, the CA that signed its certificate.
+pub async fn kube_config(
+    url: &str,
+    token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<kube::Config, String> {
+    let mut cluster = serde_json::json!({ "server": url });
+    if let Some(ca) = ca_file {
+        cluster["certificate-authority"] = ca.display().to_string().into();
+    }
+    let mut user = serde_json::json!({});
+    if let Some(t) = token {
+        user["token"] = t.into();
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sim", "cluster": cluster}],
+        "users": [{"name": "meshsim", "user": user}],
+        "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "meshsim"}}],
+        "current-context": "sim",
+    });
+    let kc: kube::config::Kubeconfig =
+        serde_json::from_value(doc).map_err(|e| format!("--kube-url {url}: {e}"))?;
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("--kube-url {url}: {e}"))
+}
