@@ -68,7 +68,10 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
     );
     let bot = lines.iter().find(|l| l.starts_with("vote-bot")).unwrap();
     assert!(bot.contains(" denied! "), "{t}");
-    assert!(bot.ends_with(" 0.25      default:all-unauthenticated"), "{t}");
+    assert!(
+        bot.ends_with(" 0.25      default:all-unauthenticated"),
+        "{t}"
+    );
     assert!(
         t.contains("! emojivoto/vote-bot -> emojivoto/web: the policy denies"),
         "{t}"
