@@ -13,6 +13,11 @@
 //! twice. Deltas carry `from_version`/`to_version`: a reader that sees a gap (the stream was
 //! trimmed past it) reloads the snapshot. Writes are fenced by epoch: a writer whose epoch is
 //! older than the store's current one is refused.
+//!
+//! Leadership is a lease (`<prefix>leader`, `SET NX PX`, renewed by compare-and-extend): each
+//! acquisition starts a new epoch, and a write that names a lease is refused unless that lease
+//! is the one held now, so a paused or partitioned former leader cannot write a single entry
+//! once its lease has lapsed, whoever holds it next.
 
 mod memory;
 mod redis_store;
@@ -85,6 +90,26 @@ pub struct Publication {
     pub snapshot: Vec<u8>,
     /// The encoded delta `from_version -> to_version`.
     pub delta: Option<Vec<u8>>,
+    /// The lease the writer holds ([`Lease::token`]); the write is refused unless it is the
+    /// lease held now. `None`: epoch fencing only (a single writer, e.g. tests and tools).
+    pub lease: Option<String>,
+}
+
+/// A held leader lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it (e.g. `pod-name/pid`).
+    pub holder: String,
+    /// The epoch its acquisition started.
+    pub epoch: u64,
+}
+
+impl Lease {
+    /// The value stored under the leader key: holder and epoch, so a renewal or write by an
+    /// earlier holding of the same holder never passes for the current one.
+    pub fn token(&self) -> String {
+        format!("{} {}", self.holder, self.epoch)
+    }
 }
 
 /// The stream id before any entry.
@@ -112,6 +137,21 @@ pub trait GraphStore: Send + Sync + 'static {
 
     /// The current epoch (0 before any).
     fn epoch(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Takes the leader lease for `ttl` when nobody holds it, starting a new epoch (past both
+    /// the epoch counter and the snapshot's, in case a promoted replica lost the last
+    /// increment). `None`: someone else holds it.
+    fn acquire(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Lease>>> + Send;
+
+    /// Extends `lease` to `ttl` from now if it is still the one held; `false` when it is not.
+    fn renew(&self, lease: &Lease, ttl: Duration) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives `lease` up (if still held), so a standby can take over at once.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// A shared store is a store: readers and writers in one process hold `Arc`s of one.
@@ -136,6 +176,19 @@ impl<S: GraphStore> GraphStore for std::sync::Arc<S> {
     fn epoch(&self) -> impl Future<Output = Result<u64>> + Send {
         (**self).epoch()
     }
+    fn acquire(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Lease>>> + Send {
+        (**self).acquire(holder, ttl)
+    }
+    fn renew(&self, lease: &Lease, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
+        (**self).renew(lease, ttl)
+    }
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send {
+        (**self).release(lease)
+    }
 }
 
 /// Key names under a prefix (default `mesh:`).
@@ -147,6 +200,8 @@ pub struct Keys {
     pub deltas: String,
     /// The epoch counter.
     pub epoch: String,
+    /// The leader lease.
+    pub leader: String,
 }
 
 impl Keys {
@@ -156,6 +211,7 @@ impl Keys {
             snapshot: format!("{prefix}snapshot"),
             deltas: format!("{prefix}deltas"),
             epoch: format!("{prefix}epoch"),
+            leader: format!("{prefix}leader"),
         }
     }
 }

@@ -2,9 +2,14 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use tokio::sync::{Mutex, Notify};
+use tokio::{
+    sync::{Mutex, Notify},
+    time::Instant,
+};
 
-use crate::{Entry, GraphStore, Publication, Result, STREAM_START, Snapshot, StoreError, id_key};
+use crate::{
+    Entry, GraphStore, Lease, Publication, Result, STREAM_START, Snapshot, StoreError, id_key,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -12,6 +17,21 @@ struct State {
     entries: VecDeque<Entry>,
     next_seq: u64,
     epoch: u64,
+    /// The lease token and when it lapses.
+    leader: Option<(String, Instant)>,
+}
+
+impl State {
+    fn held(&mut self) -> Option<&str> {
+        if self
+            .leader
+            .as_ref()
+            .is_some_and(|(_, until)| *until <= Instant::now())
+        {
+            self.leader = None;
+        }
+        self.leader.as_ref().map(|(t, _)| t.as_str())
+    }
 }
 
 /// A store in this process's memory, keeping the newest `max_len` deltas.
@@ -36,7 +56,11 @@ impl MemoryStore {
 impl GraphStore for MemoryStore {
     async fn publish(&self, p: Publication) -> Result<String> {
         let mut st = self.state.lock().await;
-        if p.epoch < st.epoch {
+        let lease_lapsed = p
+            .lease
+            .as_deref()
+            .is_some_and(|token| st.held() != Some(token));
+        if p.epoch < st.epoch || lease_lapsed {
             return Err(StoreError::Fenced {
                 writer: p.epoch,
                 current: st.epoch,
@@ -111,5 +135,38 @@ impl GraphStore for MemoryStore {
 
     async fn epoch(&self) -> Result<u64> {
         Ok(self.state.lock().await.epoch)
+    }
+
+    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let mut st = self.state.lock().await;
+        if st.held().is_some() {
+            return Ok(None);
+        }
+        let snapshot_epoch = st.snapshot.as_ref().map_or(0, |s| s.epoch);
+        st.epoch = st.epoch.max(snapshot_epoch) + 1;
+        let lease = Lease {
+            holder: holder.to_owned(),
+            epoch: st.epoch,
+        };
+        st.leader = Some((lease.token(), Instant::now() + ttl));
+        Ok(Some(lease))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let mut st = self.state.lock().await;
+        let token = lease.token();
+        if st.held() != Some(token.as_str()) {
+            return Ok(false);
+        }
+        st.leader = Some((token, Instant::now() + ttl));
+        Ok(true)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if st.held() == Some(lease.token().as_str()) {
+            st.leader = None;
+        }
+        Ok(())
     }
 }

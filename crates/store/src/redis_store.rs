@@ -1,6 +1,8 @@
 //! The Redis/Valkey store: `<prefix>snapshot` (a hash), `<prefix>deltas` (a stream trimmed with
-//! `MAXLEN ~`), `<prefix>epoch` (a counter). Every network call has a timeout; a failed
-//! connection is dropped and made again on the next call, so an outage heals by itself.
+//! `MAXLEN ~`), `<prefix>epoch` (a counter), `<prefix>leader` (the lease). Every network call
+//! has a timeout; a failed connection is dropped and made again on the next call, so an outage
+//! heals by itself. The scripts touch several keys: on Redis/Valkey Cluster, give the prefix a
+//! hash tag (`{mesh}:`) so they share a slot.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -11,12 +13,18 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use crate::{Entry, GraphStore, Keys, Publication, Result, STREAM_START, Snapshot, StoreError};
+use crate::{
+    Entry, GraphStore, Keys, Lease, Publication, Result, STREAM_START, Snapshot, StoreError,
+};
 
-/// Appends the delta and replaces the snapshot in one step, refusing stale epochs.
+/// Appends the delta and replaces the snapshot in one step, refusing stale epochs and, when
+/// the writer names its lease (ARGV[7]), any write whose lease is not the one held now.
 const PUBLISH: &str = r"
 local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 if tonumber(ARGV[1]) < current then
+  return redis.error_reply('FENCED ' .. current)
+end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[7] then
   return redis.error_reply('FENCED ' .. current)
 end
 local id = '0-0'
@@ -28,7 +36,45 @@ else
   if #last > 0 then id = last[1][1] end
 end
 redis.call('HSET', KEYS[1], 'graph', ARGV[4], 'version', ARGV[3], 'epoch', ARGV[1], 'stream_id', id)
+if tonumber(ARGV[8]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
 return id
+";
+
+/// Takes the lease when free; the new epoch is past both the counter and the snapshot's epoch
+/// (an asynchronous replica promoted by Sentinel may have lost the latest increment, but not
+/// necessarily the snapshot written after it).
+const ACQUIRE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+local snap = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0')
+local epoch = math.max(counter, snap) + 1
+redis.call('SET', KEYS[2], epoch)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
+return epoch
+";
+
+/// Extends the lease only if it is still ours, and with it the snapshot's TTL (ARGV[3], 0:
+/// none): a leader with nothing new to publish still vouches for what is there.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Gives the lease up only if it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 ";
 
 /// A store on Redis or Valkey.
@@ -41,6 +87,7 @@ pub struct RedisStore {
     // Blocking XREADs get their own connection so they never delay other commands.
     tail_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     publish: Script,
+    snapshot_ttl: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -70,7 +117,20 @@ impl RedisStore {
             conn: Mutex::new(None),
             tail_conn: Mutex::new(None),
             publish: Script::new(PUBLISH),
+            snapshot_ttl: Duration::ZERO,
         })
+    }
+
+    /// Lets the snapshot expire `ttl` after the last write (zero: never), so a system whose
+    /// writers all died stops serving an ancient graph as if it were current.
+    #[must_use]
+    pub fn with_snapshot_ttl(mut self, ttl: Duration) -> Self {
+        self.snapshot_ttl = ttl;
+        self
+    }
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
     /// The key names used.
@@ -142,9 +202,19 @@ fn num(v: &Value) -> Result<u64> {
 
 impl GraphStore for RedisStore {
     async fn publish(&self, p: Publication) -> Result<String> {
-        let keys = [&self.keys.snapshot, &self.keys.deltas, &self.keys.epoch];
+        let keys = [
+            &self.keys.snapshot,
+            &self.keys.deltas,
+            &self.keys.epoch,
+            &self.keys.leader,
+        ];
         let script = &self.publish;
         let max_len = self.max_len;
+        let ttl_ms = if self.snapshot_ttl.is_zero() {
+            0
+        } else {
+            Self::millis(self.snapshot_ttl)
+        };
         let epoch = p.epoch;
         let r = self
             .with(|mut c| async move {
@@ -157,7 +227,9 @@ impl GraphStore for RedisStore {
                     .arg(p.to_version)
                     .arg(p.snapshot)
                     .arg(p.delta.unwrap_or_default())
-                    .arg(max_len);
+                    .arg(max_len)
+                    .arg(p.lease.unwrap_or_default())
+                    .arg(ttl_ms);
                 inv.invoke_async::<String>(&mut c).await
             })
             .await;
@@ -274,5 +346,62 @@ impl GraphStore for RedisStore {
         let key = self.keys.epoch.clone();
         let v: Option<u64> = self.with(|mut c| async move { c.get(key).await }).await?;
         Ok(v.unwrap_or(0))
+    }
+
+    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let keys = [&self.keys.leader, &self.keys.epoch, &self.keys.snapshot];
+        let epoch: Option<u64> = self
+            .with(|mut c| async move {
+                let script = Script::new(ACQUIRE);
+                let mut inv = script.prepare_invoke();
+                for k in keys {
+                    inv.key(k);
+                }
+                inv.arg(holder).arg(Self::millis(ttl));
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(epoch.map(|epoch| Lease {
+            holder: holder.to_owned(),
+            epoch,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let (key, snapshot) = (&self.keys.leader, &self.keys.snapshot);
+        let token = lease.token();
+        let snapshot_ttl = if self.snapshot_ttl.is_zero() {
+            0
+        } else {
+            Self::millis(self.snapshot_ttl)
+        };
+        let n: i64 = self
+            .with(|mut c| async move {
+                Script::new(RENEW)
+                    .key(key)
+                    .key(snapshot)
+                    .arg(token)
+                    .arg(Self::millis(ttl))
+                    .arg(snapshot_ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let key = &self.keys.leader;
+        let token = lease.token();
+        let _: i64 = self
+            .with(|mut c| async move {
+                Script::new(RELEASE)
+                    .key(key)
+                    .arg(token)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
     }
 }

@@ -14,7 +14,52 @@ fn publication(epoch: u64, from: u64, to: u64, delta: bool) -> Publication {
         to_version: to,
         snapshot: format!("graph@{to}").into_bytes(),
         delta: delta.then(|| format!("delta {from}->{to}").into_bytes()),
+        lease: None,
     }
+}
+
+/// One holder at a time; each acquisition a new epoch; renewals and writes only by the lease
+/// held now; a lapsed lease can be taken by another, and its former holder is fenced.
+async fn the_lease_elects_one_writer_and_fences_the_last<S: GraphStore>(s: &S) {
+    let ttl = Duration::from_millis(300);
+    let a = s.acquire("a", ttl).await.unwrap().expect("a free lease");
+    assert!(s.acquire("b", ttl).await.unwrap().is_none(), "held by a");
+    assert!(s.renew(&a, ttl).await.unwrap());
+    let write = |lease: &mesh_store::Lease, from, to| Publication {
+        lease: Some(lease.token()),
+        ..publication(lease.epoch, from, to, from > 0)
+    };
+    s.publish(write(&a, 0, 1)).await.unwrap();
+    // a stops renewing (paused); the lease lapses and b takes it under a newer epoch.
+    let b = poll_acquire(s, "b", ttl).await;
+    assert!(b.epoch > a.epoch, "{a:?} {b:?}");
+    assert!(!s.renew(&a, ttl).await.unwrap(), "a's lease is gone");
+    assert!(matches!(
+        s.publish(write(&a, 1, 2)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    s.publish(write(&b, 1, 2)).await.unwrap();
+    // Released, it is free at once, and the next epoch is past the snapshot's.
+    s.release(&b).await.unwrap();
+    let c = s.acquire("c", ttl).await.unwrap().expect("released");
+    assert!(c.epoch > b.epoch);
+    // b's late write, after giving the lease up, is refused as well.
+    assert!(matches!(
+        s.publish(write(&b, 2, 3)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let snap = s.load().await.unwrap().unwrap();
+    assert_eq!((snap.version, snap.epoch), (2, b.epoch));
+}
+
+async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
+    for _ in 0..100 {
+        if let Some(l) = s.acquire(holder, ttl).await.unwrap() {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{holder} never got the lease");
 }
 
 async fn snapshot_then_tail_misses_nothing<S: GraphStore>(s: &S) {
@@ -133,6 +178,7 @@ async fn memory_store_meets_the_contract() {
     tail_wakes_on_publish(&MemoryStore::new(1000)).await;
     stale_epochs_are_fenced(&MemoryStore::new(1000)).await;
     the_stream_is_trimmed_and_readers_see_the_gap(&MemoryStore::new(10), 10).await;
+    the_lease_elects_one_writer_and_fences_the_last(&MemoryStore::new(10)).await;
 }
 
 fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
@@ -147,6 +193,27 @@ async fn redis_store_meets_the_contract() {
     stale_epochs_are_fenced(&redis_store(&redis.url, "c:", 1000)).await;
     // MAXLEN ~ trims whole macro nodes (100 entries by default), so ask for little and write lots.
     the_stream_is_trimmed_and_readers_see_the_gap(&redis_store(&redis.url, "d:", 50), 100).await;
+    the_lease_elects_one_writer_and_fences_the_last(&redis_store(&redis.url, "e:", 50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrefreshed_snapshot_expires() {
+    let redis = Redis::start().await;
+    let s = RedisStore::new(&redis.url, "ttl:", 10, Duration::from_secs(2))
+        .unwrap()
+        .with_snapshot_ttl(Duration::from_millis(300));
+    let e = s.next_epoch().await.unwrap();
+    s.publish(publication(e, 0, 1, false)).await.unwrap();
+    assert!(s.load().await.unwrap().is_some());
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.load().await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the snapshot outlived its TTL by seconds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,18 @@ struct Args {
     /// Admin address for `/live`, `/ready` and `/metrics`.
     #[arg(long, env = "MESH_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// This replica's name in the leader lease (default: host name and PID).
+    #[arg(long, env = "MESH_LEASE_HOLDER")]
+    lease_holder: Option<String>,
+    /// How long the leader lease lasts unless renewed (a dead leader is replaced after this).
+    #[arg(long, env = "MESH_LEASE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// How often the leader renews and a standby asks for the lease.
+    #[arg(long, env = "MESH_LEASE_RENEW", default_value = "500ms", value_parser = humantime::parse_duration)]
+    lease_renew: Duration,
+    /// The snapshot expires this long after the last leader vouched for it (0s: never).
+    #[arg(long, env = "MESH_SNAPSHOT_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    snapshot_ttl: Duration,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ! {
@@ -49,25 +61,29 @@ async fn main() {
         Duration::from_secs(10),
     )
     .unwrap_or_else(|e| usage(e));
+    if args.lease_renew.is_zero() || args.lease_renew * 2 > args.lease_ttl {
+        usage(format!(
+            "--lease-renew {:?} must be at most half of --lease-ttl {:?}, or one slow renewal \
+             loses the lease",
+            args.lease_renew, args.lease_ttl
+        ));
+    }
+    // Store calls must give up well before the lease would lapse.
+    let store_timeout = (args.lease_ttl / 2).min(Duration::from_secs(2));
     let store = mesh_store::RedisStore::new(
         &args.redis_url,
         &args.key_prefix,
         args.stream_length,
-        Duration::from_secs(2),
+        store_timeout,
     )
-    .unwrap_or_else(|e| usage(e));
+    .unwrap_or_else(|e| usage(e))
+    .with_snapshot_ttl(args.snapshot_ttl);
     let metrics = mesh_collector::run::Metrics::default();
     if let Some(addr) = args.admin_listen {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
         let m = metrics.clone();
-        let ready: mesh_telemetry::Readiness = Arc::new(move || {
-            if m.has_published() {
-                Ok(())
-            } else {
-                Err("no graph published yet".into())
-            }
-        });
+        let ready: mesh_telemetry::Readiness = Arc::new(move || m.readiness());
         mesh_telemetry::serve_admin(
             addr,
             mesh_telemetry::admin_router(Arc::new(registry), ready),
@@ -80,10 +96,18 @@ async fn main() {
         prometheus: source,
         kubernetes: mesh_collector::kubernetes().await,
     };
-    mesh_collector::run::run(
+    let lease = mesh_collector::run::LeaseConfig {
+        holder: args
+            .lease_holder
+            .unwrap_or_else(mesh_collector::run::default_holder),
+        ttl: args.lease_ttl,
+        renew_every: args.lease_renew,
+    };
+    mesh_collector::run::run_leased(
         sources,
         Arc::new(store),
         args.interval,
+        lease,
         metrics,
         mesh_telemetry::shutdown_signal(),
     )

@@ -2,7 +2,7 @@
 //! and written to the store as the new snapshot plus the delta, in one atomic step.
 
 use mesh_model::{MeshGraph, MetricTolerance, PublishedView};
-use mesh_store::{GraphStore, Publication, StoreError};
+use mesh_store::{GraphStore, Lease, Publication, StoreError};
 use prost::Message;
 
 /// Writes builds to a store under one epoch.
@@ -10,6 +10,7 @@ use prost::Message;
 pub struct Publisher<S> {
     store: S,
     epoch: u64,
+    lease: Option<String>,
     tolerance: MetricTolerance,
     view: Option<PublishedView>,
 }
@@ -26,9 +27,22 @@ impl<S: GraphStore> Publisher<S> {
         Ok(Self {
             store,
             epoch,
+            lease: None,
             tolerance,
             view: None,
         })
+    }
+
+    /// Publishes under a held leader lease: its epoch, and every write refused by the store
+    /// unless the lease is still the one held. The first publication is a full snapshot.
+    pub fn lead(store: S, lease: &Lease, tolerance: MetricTolerance) -> Self {
+        Self {
+            store,
+            epoch: lease.epoch,
+            lease: Some(lease.token()),
+            tolerance,
+            view: None,
+        }
     }
 
     /// The epoch this publisher writes under.
@@ -56,6 +70,7 @@ impl<S: GraphStore> Publisher<S> {
                     to_version: first.version,
                     snapshot: encode(&first),
                     delta: None,
+                    lease: self.lease.clone(),
                 })
                 .await?;
             let version = first.version;
@@ -72,6 +87,7 @@ impl<S: GraphStore> Publisher<S> {
             to_version: delta.to_version,
             snapshot: encode(view.graph()),
             delta: Some(mesh_proto::pb::GraphDelta::from(&delta).encode_to_vec()),
+            lease: self.lease.clone(),
         };
         if let Err(e) = self.store.publish(p).await {
             // Readers never saw it: keep the view where they are.

@@ -2,6 +2,12 @@
 //! last Prometheus read with the cluster; publish what changed. A failing source never stops
 //! publication: what is still known is published with that source marked stale, since when and
 //! why, so readers keep answering and can tell.
+//!
+//! Every replica runs the loop (a warm standby reads Prometheus and watches Kubernetes all the
+//! time); only the holder of the store's leader lease publishes. A replica that gains the lease
+//! publishes a full snapshot under its new epoch at once; one that cannot renew before its
+//! local deadline stops writing before the lease can lapse in the store; shutdown gives the
+//! lease up so a standby takes over within one renew interval.
 
 use std::{
     sync::Arc,
@@ -9,7 +15,7 @@ use std::{
 };
 
 use mesh_model::{MeshGraph, MetricTolerance, SourceHealth};
-use mesh_store::GraphStore;
+use mesh_store::{GraphStore, Lease, StoreError};
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
     registry::Registry,
@@ -30,6 +36,10 @@ pub struct Metrics {
     version: Gauge,
     /// 1 when the last publication succeeded and both sources are healthy.
     healthy: Gauge,
+    leader: Gauge,
+    acquisitions: Counter,
+    fenced: Counter,
+    store_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,6 +55,10 @@ impl Default for Metrics {
             workloads: Gauge::default(),
             version: Gauge::default(),
             healthy: Gauge::default(),
+            leader: Gauge::default(),
+            acquisitions: Counter::default(),
+            fenced: Counter::default(),
+            store_ok: Gauge::default(),
         }
     }
 }
@@ -89,11 +103,151 @@ impl Metrics {
             "1 when the last build was published with every source healthy",
             self.healthy.clone(),
         );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            self.leader.clone(),
+        );
+        r.register(
+            "lease_acquisitions",
+            "Times this replica took the leader lease",
+            self.acquisitions.clone(),
+        );
+        r.register(
+            "fenced_writes",
+            "Writes the store refused because this replica no longer held the lease",
+            self.fenced.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 when the last lease call reached the store",
+            self.store_ok.clone(),
+        );
     }
 
-    /// Whether a graph was published yet (what `/ready` reports).
+    /// Whether a graph was published yet.
     pub fn has_published(&self) -> bool {
         self.version.get() > 0
+    }
+
+    /// What `/ready` reports: the store answers, and the leader has published.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.store_ok.get() == 0 {
+            return Err("the store does not answer".into());
+        }
+        if self.leader.get() == 1 && !self.has_published() {
+            return Err("leading, but no graph published yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// How a collector holds the leader lease.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// This replica's name in the lease.
+    pub holder: String,
+    /// How long the lease lasts unless renewed.
+    pub ttl: Duration,
+    /// How often the holder renews and a standby tries to take over.
+    pub renew_every: Duration,
+}
+
+impl Default for LeaseConfig {
+    /// Tuned for fail-over within 3 s: a dead leader's lease lapses after 2 s, and a standby
+    /// asks every 500 ms.
+    fn default() -> Self {
+        Self {
+            holder: default_holder(),
+            ttl: Duration::from_secs(2),
+            renew_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `<host name>/<pid>`: unique per replica (a pod's host name is its name).
+pub fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "collector".into());
+    format!("{host}/{}", std::process::id())
+}
+
+/// Takes and keeps the lease; publishes who holds it on `lease` (only when that changes) and
+/// the local deadline on `deadline` (after every renewal). Gives it up when `stop` fires.
+async fn keep_lease<S: GraphStore>(
+    store: S,
+    cfg: LeaseConfig,
+    lease: watch::Sender<Option<Lease>>,
+    deadline: watch::Sender<Instant>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut held: Option<(Lease, Instant)> = None;
+    loop {
+        // Taken before asking: the store's expiry is at least this far away.
+        let asked = Instant::now();
+        let (next, reached) = match held.take() {
+            None => match store.acquire(&cfg.holder, cfg.ttl).await {
+                Ok(Some(l)) => {
+                    tracing::info!(epoch = l.epoch, holder = %cfg.holder, "took the leader lease");
+                    metrics.acquisitions.inc();
+                    (Some((l, asked + cfg.ttl)), true)
+                }
+                Ok(None) => (None, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the store for the lease");
+                    (None, false)
+                }
+            },
+            Some((l, until)) => match store.renew(&l, cfg.ttl).await {
+                Ok(true) => (Some((l, asked + cfg.ttl)), true),
+                Ok(false) => {
+                    tracing::warn!(epoch = l.epoch, "lost the leader lease; standing by");
+                    (None, true)
+                }
+                Err(e) if Instant::now() < until => {
+                    tracing::warn!(error = %e, "cannot renew the lease; still held locally");
+                    (Some((l, until)), false)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the lease ran out unrenewed; standing by");
+                    (None, false)
+                }
+            },
+        };
+        held = next;
+        metrics.store_ok.set(i64::from(reached));
+        metrics.leader.set(i64::from(held.is_some()));
+        if let Some((_, until)) = &held {
+            deadline.send_replace(*until);
+        }
+        let current = held.as_ref().map(|(l, _)| l.clone());
+        lease.send_if_modified(|l| {
+            let changed = *l != current;
+            *l = current;
+            changed
+        });
+        tokio::select! {
+            () = tokio::time::sleep(cfg.renew_every) => {}
+            _ = stop.changed() => {
+                if let Some((l, _)) = held {
+                    match tokio::time::timeout(cfg.ttl, store.release(&l)).await {
+                        Ok(Ok(())) => tracing::info!(epoch = l.epoch, "gave the leader lease up"),
+                        _ => tracing::warn!("could not give the lease up; it lapses by itself"),
+                    }
+                }
+                metrics.leader.set(0);
+                lease.send_replace(None);
+                return;
+            }
+        }
     }
 }
 
@@ -106,11 +260,32 @@ pub struct Sources {
     pub kubernetes: watch::Receiver<Arc<Cluster>>,
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs with the default lease until `shutdown` resolves.
 pub async fn run<S: GraphStore + Clone>(
     sources: Sources,
     store: S,
     interval: Duration,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_leased(
+        sources,
+        store,
+        interval,
+        LeaseConfig::default(),
+        metrics,
+        shutdown,
+    )
+    .await;
+}
+
+/// Runs until `shutdown` resolves, publishing only while holding the lease `lease` describes;
+/// on shutdown the lease is given up.
+pub async fn run_leased<S: GraphStore + Clone>(
+    sources: Sources,
+    store: S,
+    interval: Duration,
+    lease: LeaseConfig,
     metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -119,20 +294,19 @@ pub async fn run<S: GraphStore + Clone>(
         mut kubernetes,
     } = sources;
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(200);
-    let mut publisher = loop {
-        match Publisher::start(store.clone(), MetricTolerance::default()).await {
-            Ok(p) => break p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start publishing; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
+    let (lease_tx, mut held) = watch::channel(None);
+    let (deadline_tx, deadline) = watch::channel(Instant::now());
+    let (stop, stopped) = watch::channel(false);
+    let keeper = tokio::spawn(keep_lease(
+        store.clone(),
+        lease,
+        lease_tx,
+        deadline_tx,
+        metrics.clone(),
+        stopped,
+    ));
+    let mut publisher: Option<Publisher<S>> = None;
+    let mut held_open = true;
     let mut last: Option<Observation> = None;
     let mut prom_health = SourceHealth {
         source: "prometheus".into(),
@@ -151,8 +325,30 @@ pub async fn run<S: GraphStore + Clone>(
                 kube_open = r.is_ok();
                 false
             }
-            () = &mut shutdown => return,
+            // Promoted (publish at once) or deposed.
+            r = held.changed(), if held_open => {
+                held_open = r.is_ok();
+                false
+            }
+            () = &mut shutdown => {
+                let _ = stop.send(true);
+                let _ = keeper.await;
+                return;
+            }
         };
+        let lease = held.borrow_and_update().clone();
+        match (&lease, &publisher) {
+            (Some(l), Some(p)) if p.epoch() == l.epoch => {}
+            // A new epoch starts with a full snapshot.
+            (Some(l), _) => {
+                publisher = Some(Publisher::lead(
+                    store.clone(),
+                    l,
+                    MetricTolerance::default(),
+                ));
+            }
+            (None, _) => publisher = None,
+        }
         let started = Instant::now();
         let now = SystemTime::now();
         if read_prometheus {
@@ -172,6 +368,10 @@ pub async fn run<S: GraphStore + Clone>(
             }
         }
         let cluster = kubernetes.borrow_and_update().clone();
+        // A standby keeps its sources warm and builds nothing.
+        let Some(p) = publisher.as_mut() else {
+            continue;
+        };
         let mut build = match &last {
             Some(o) => join(&o.graph, &o.authz, &cluster, &mut verdicts, now),
             // Nothing from Prometheus yet: the cluster alone still tells who is in the mesh.
@@ -189,13 +389,25 @@ pub async fn run<S: GraphStore + Clone>(
         let healthy = build.sources.iter().all(|s| s.ok);
         let (edges, workloads) = (build.edges.len(), build.workloads.len());
         metrics.builds.inc();
-        match publisher.publish(build).await {
+        if Instant::now() >= *deadline.borrow() {
+            // The lease could not be renewed in time: it may lapse any moment, and another
+            // replica may be leading already. Not a single write until it is renewed.
+            tracing::warn!("the lease is past its local deadline; not publishing");
+            continue;
+        }
+        match p.publish(build).await {
             Ok(v) => {
                 if let Some(v) = v {
                     tracing::debug!(version = v, "published");
                     metrics.version.set(i64::try_from(v).unwrap_or(i64::MAX));
                 }
                 metrics.healthy.set(i64::from(healthy));
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                metrics.fenced.inc();
+                metrics.healthy.set(0);
+                tracing::warn!(error = %e, "the store refused the write: another replica leads");
+                publisher = None;
             }
             Err(e) => {
                 metrics.publish_errors.inc();
