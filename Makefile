@@ -41,6 +41,7 @@ test: deps lint
 
 # Benchmarks print figures and ratios; never part of `make test`.
 bench:
+	$(CARGO) build --release --locked -p mesh-collector
 	$(CARGO) run --release --locked -p mesh-bench
 
 # Fuzzes the manifest reader (cargo-fuzz; the one stable toolchain runs it with RUSTC_BOOTSTRAP).

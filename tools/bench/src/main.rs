@@ -5,6 +5,7 @@
 
 mod apply;
 mod collector;
+mod failover;
 mod serve;
 
 use std::{
@@ -131,6 +132,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "prom-get" => rt.block_on(serve::prom_get(n)),
         "collector" => rt.block_on(collector::cycle(n)),
         "apply" => rt.block_on(apply::run(n)),
+        "failover" => rt.block_on(failover::run(n)),
         _ => return false,
     }
     true
@@ -160,6 +162,7 @@ fn main() {
         ("prom-get", &[1_000][..]),
         ("fanout", &[1_000, 10_000][..]),
         ("apply", &[1_000][..]),
+        ("failover", &[20][..]),
     ] {
         for &n in sizes {
             let out = Command::new(&me)
