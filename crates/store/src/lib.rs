@@ -138,13 +138,15 @@ pub trait GraphStore: Send + Sync + 'static {
     /// The current epoch (0 before any).
     fn epoch(&self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Takes the leader lease for `ttl` when nobody holds it, starting a new epoch (past both
-    /// the epoch counter and the snapshot's, in case a promoted replica lost the last
-    /// increment). `None`: someone else holds it.
+    /// Takes the leader lease for `ttl` when nobody holds it, starting a new epoch past the
+    /// epoch counter, the snapshot's epoch (a promoted replica may have lost the last
+    /// increment) and `at_least` (the newest epoch the caller knows of: a store that restarted
+    /// empty counts from zero again). `None`: someone else holds it.
     fn acquire(
         &self,
         holder: &str,
         ttl: Duration,
+        at_least: u64,
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
     /// Extends `lease` to `ttl` from now if it is still the one held; `false` when it is not.
@@ -180,8 +182,9 @@ impl<S: GraphStore> GraphStore for std::sync::Arc<S> {
         &self,
         holder: &str,
         ttl: Duration,
+        at_least: u64,
     ) -> impl Future<Output = Result<Option<Lease>>> + Send {
-        (**self).acquire(holder, ttl)
+        (**self).acquire(holder, ttl, at_least)
     }
     fn renew(&self, lease: &Lease, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
         (**self).renew(lease, ttl)

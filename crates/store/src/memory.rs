@@ -137,13 +137,13 @@ impl GraphStore for MemoryStore {
         Ok(self.state.lock().await.epoch)
     }
 
-    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+    async fn acquire(&self, holder: &str, ttl: Duration, at_least: u64) -> Result<Option<Lease>> {
         let mut st = self.state.lock().await;
         if st.held().is_some() {
             return Ok(None);
         }
         let snapshot_epoch = st.snapshot.as_ref().map_or(0, |s| s.epoch);
-        st.epoch = st.epoch.max(snapshot_epoch) + 1;
+        st.epoch = st.epoch.max(snapshot_epoch).max(at_least) + 1;
         let lease = Lease {
             holder: holder.to_owned(),
             epoch: st.epoch,

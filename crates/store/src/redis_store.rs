@@ -42,16 +42,16 @@ end
 return id
 ";
 
-/// Takes the lease when free; the new epoch is past both the counter and the snapshot's epoch
-/// (an asynchronous replica promoted by Sentinel may have lost the latest increment, but not
-/// necessarily the snapshot written after it).
+/// Takes the lease when free; the new epoch is past the counter, the snapshot's epoch (an
+/// asynchronous replica promoted by Sentinel may have lost the latest increment, but not
+/// necessarily the snapshot written after it) and the caller's newest known epoch (ARGV[3]).
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local snap = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0')
-local epoch = math.max(counter, snap) + 1
+local epoch = math.max(counter, snap, tonumber(ARGV[3])) + 1
 redis.call('SET', KEYS[2], epoch)
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return epoch
@@ -348,7 +348,7 @@ impl GraphStore for RedisStore {
         Ok(v.unwrap_or(0))
     }
 
-    async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+    async fn acquire(&self, holder: &str, ttl: Duration, at_least: u64) -> Result<Option<Lease>> {
         let keys = [&self.keys.leader, &self.keys.epoch, &self.keys.snapshot];
         let epoch: Option<u64> = self
             .with(|mut c| async move {
@@ -357,7 +357,7 @@ impl GraphStore for RedisStore {
                 for k in keys {
                     inv.key(k);
                 }
-                inv.arg(holder).arg(Self::millis(ttl));
+                inv.arg(holder).arg(Self::millis(ttl)).arg(at_least);
                 inv.invoke_async(&mut c).await
             })
             .await?;

@@ -22,8 +22,8 @@ fn publication(epoch: u64, from: u64, to: u64, delta: bool) -> Publication {
 /// held now; a lapsed lease can be taken by another, and its former holder is fenced.
 async fn the_lease_elects_one_writer_and_fences_the_last<S: GraphStore>(s: &S) {
     let ttl = Duration::from_millis(300);
-    let a = s.acquire("a", ttl).await.unwrap().expect("a free lease");
-    assert!(s.acquire("b", ttl).await.unwrap().is_none(), "held by a");
+    let a = s.acquire("a", ttl, 0).await.unwrap().expect("a free lease");
+    assert!(s.acquire("b", ttl, 0).await.unwrap().is_none(), "held by a");
     assert!(s.renew(&a, ttl).await.unwrap());
     let write = |lease: &mesh_store::Lease, from, to| Publication {
         lease: Some(lease.token()),
@@ -41,7 +41,7 @@ async fn the_lease_elects_one_writer_and_fences_the_last<S: GraphStore>(s: &S) {
     s.publish(write(&b, 1, 2)).await.unwrap();
     // Released, it is free at once, and the next epoch is past the snapshot's.
     s.release(&b).await.unwrap();
-    let c = s.acquire("c", ttl).await.unwrap().expect("released");
+    let c = s.acquire("c", ttl, 0).await.unwrap().expect("released");
     assert!(c.epoch > b.epoch);
     // b's late write, after giving the lease up, is refused as well.
     assert!(matches!(
@@ -50,11 +50,15 @@ async fn the_lease_elects_one_writer_and_fences_the_last<S: GraphStore>(s: &S) {
     ));
     let snap = s.load().await.unwrap().unwrap();
     assert_eq!((snap.version, snap.epoch), (2, b.epoch));
+    // A holder that knows of a newer epoch (the store lost its counter) goes past it.
+    s.release(&c).await.unwrap();
+    let d = s.acquire("d", ttl, c.epoch + 10).await.unwrap().unwrap();
+    assert_eq!(d.epoch, c.epoch + 11);
 }
 
 async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
     for _ in 0..100 {
-        if let Some(l) = s.acquire(holder, ttl).await.unwrap() {
+        if let Some(l) = s.acquire(holder, ttl, 0).await.unwrap() {
             return l;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -238,32 +238,47 @@ pub struct Redis {
     pub port: u16,
     /// Its working folder and log.
     pub dir: tempfile::TempDir,
-    guard: ChildGuard,
+    guard: Option<ChildGuard>,
+    spawned: usize,
 }
 
 impl Redis {
     /// Starts redis-server and waits (at most 20 s) until it accepts connections.
     pub async fn start() -> Self {
-        let bin = require_tool("redis-server");
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let guard = ChildGuard::spawn(
+        let mut r = Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            guard: None,
+            spawned: 0,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let bin = require_tool("redis-server");
+        self.spawned += 1;
+        let log = self.dir.path().join(format!("redis-{}.log", self.spawned));
+        self.guard = Some(ChildGuard::spawn(
             "redis-server",
             Command::new(bin)
                 .args([
                     "--bind",
                     "127.0.0.1",
                     "--port",
-                    &port.to_string(),
+                    &self.port.to_string(),
                     "--save",
                     "",
                     "--appendonly",
                     "no",
                 ])
                 .arg("--dir")
-                .arg(dir.path()),
-            &dir.path().join("redis.log"),
-        );
+                .arg(self.dir.path()),
+            &log,
+        ));
+        let port = self.port;
         let up = poll(
             Duration::from_secs(20),
             Duration::from_millis(50),
@@ -278,19 +293,24 @@ impl Redis {
         assert!(
             up.is_some(),
             "redis-server did not start: {}",
-            std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            port,
-            dir,
-            guard,
-        }
+    }
+
+    /// Kills it (SIGKILL): everything it held is gone, as after a crash.
+    pub fn stop(&mut self) {
+        self.guard = None;
+    }
+
+    /// Starts an empty redis-server again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
     }
 
     /// Its PID.
     pub fn pid(&self) -> u32 {
-        self.guard.pid()
+        self.guard.as_ref().map_or(0, ChildGuard::pid)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Publishing builds: each new build is diffed against what readers hold ([`PublishedView`])
 //! and written to the store as the new snapshot plus the delta, in one atomic step.
 
-use mesh_model::{MeshGraph, MetricTolerance, PublishedView};
+use mesh_model::{GraphDelta, MeshGraph, MetricTolerance, PublishedView};
 use mesh_store::{GraphStore, Lease, Publication, StoreError};
 use prost::Message;
 
@@ -58,18 +58,27 @@ impl<S: GraphStore> Publisher<S> {
     /// Publishes a build; returns the new version, or `None` when nothing readers see changed.
     pub async fn publish(&mut self, build: MeshGraph) -> Result<Option<u64>, StoreError> {
         let Some(view) = &mut self.view else {
-            // First publication in this epoch: a full snapshot, no delta.
-            let previous = self.store.load().await?.map_or(0, |s| s.version);
+            // First publication in this epoch: a full snapshot, and the delta from the previous
+            // writer's snapshot, so readers tailing the stream learn of the new epoch at once
+            // (they reload on it) even when nothing else changes for a while.
+            let previous = self.store.load().await?;
+            let from_version = previous.as_ref().map_or(0, |s| s.version);
             let mut first = build;
-            first.version = previous + 1;
+            first.version = from_version + 1;
             first.epoch = self.epoch;
+            let delta = previous.and_then(|s| {
+                let wire = mesh_proto::pb::MeshGraph::decode(s.graph.as_slice()).ok()?;
+                let before = MeshGraph::try_from(wire).ok()?;
+                let d = GraphDelta::between(&before, &first, &MetricTolerance::EXACT);
+                Some(mesh_proto::pb::GraphDelta::from(&d).encode_to_vec())
+            });
             self.store
                 .publish(Publication {
                     epoch: self.epoch,
-                    from_version: previous,
+                    from_version,
                     to_version: first.version,
                     snapshot: encode(&first),
-                    delta: None,
+                    delta,
                     lease: self.lease.clone(),
                 })
                 .await?;

@@ -190,12 +190,16 @@ async fn keep_lease<S: GraphStore>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut held: Option<(Lease, Instant)> = None;
+    // The newest epoch this replica led: a store that restarted empty must not hand out an
+    // older one (readers would take the new leader's writes for a deposed one's).
+    let mut newest = 0;
     loop {
         // Taken before asking: the store's expiry is at least this far away.
         let asked = Instant::now();
         let (next, reached) = match held.take() {
-            None => match store.acquire(&cfg.holder, cfg.ttl).await {
+            None => match store.acquire(&cfg.holder, cfg.ttl, newest).await {
                 Ok(Some(l)) => {
+                    newest = l.epoch;
                     tracing::info!(epoch = l.epoch, holder = %cfg.holder, "took the leader lease");
                     metrics.acquisitions.inc();
                     (Some((l, asked + cfg.ttl)), true)

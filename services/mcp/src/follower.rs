@@ -6,7 +6,8 @@
 //!                 └──────── reload the snapshot ─────┘ or a newer epoch took over
 //! ```
 //!
-//! Deltas from an older epoch (a deposed writer) are ignored; a newer epoch or a version gap
+//! Deltas from an older epoch (a deposed writer) are ignored, unless the snapshot went back to
+//! an older epoch too (the store restarted empty); a newer epoch or a version gap
 //! (the stream was trimmed past us) reloads the snapshot, so the copy never silently diverges.
 
 use std::time::Duration;
@@ -119,7 +120,17 @@ impl<S: GraphStore> Follower<S> {
         for e in entries {
             let graph = self.graph.as_mut().expect("loaded above");
             if e.epoch < graph.epoch {
-                // A deposed writer's late write: not ours to apply.
+                // A deposed writer's late write (skip it), or a store that restarted empty and
+                // counts epochs anew (reload): the snapshot's epoch tells which.
+                let reset = self
+                    .store
+                    .load()
+                    .await?
+                    .is_some_and(|s| s.epoch < graph.epoch);
+                if reset {
+                    self.reload().await?;
+                    return Ok(Step::Reloaded);
+                }
                 self.stream_id = e.id;
                 continue;
             }

@@ -23,7 +23,8 @@ pub use self::{
 
 /// Follows the store forever, publishing each new copy of the graph on `tx` and the deltas
 /// that led to it in `history`. Store errors are logged and retried with backoff (capped at
-/// 5 s); the last good graph keeps being served.
+/// 5 s); the last good graph keeps being served, with a `store` source in `history` saying it
+/// may be stale and since when, until the store answers again.
 pub async fn follow<S: GraphStore>(
     store: S,
     tx: watch::Sender<Option<Arc<MeshGraph>>>,
@@ -31,8 +32,14 @@ pub async fn follow<S: GraphStore>(
 ) {
     let mut follower = Follower::new(store);
     let mut backoff = Duration::from_millis(100);
+    let mut last_success = None;
     loop {
-        match follower.step(Duration::from_secs(1)).await {
+        let result = follower.step(Duration::from_secs(1)).await;
+        if result.is_ok() {
+            last_success = Some(std::time::SystemTime::now());
+            history.store_up();
+        }
+        match result {
             Ok(Step::Idle) => {}
             Ok(step) => {
                 // Recorded before the graph is sent, so history always reaches the served version.
@@ -47,6 +54,12 @@ pub async fn follow<S: GraphStore>(
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "following the store failed");
+                history.store_down(mesh_model::SourceHealth {
+                    source: "store".into(),
+                    ok: false,
+                    last_success,
+                    error: format!("serving the last graph read from the store: {e}"),
+                });
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

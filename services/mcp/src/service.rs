@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures_util::Stream;
-use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance};
+use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance, SourceHealth};
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_server::MeshService};
 use tokio::sync::{Mutex, mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -67,18 +67,48 @@ impl GraphService {
     }
 }
 
-/// Whole-graph deltas most recently applied (at most [`History::KEPT`]), so a watch that resumes
-/// from a recent version gets one catch-up delta instead of a whole snapshot.
-#[derive(Clone, Debug, Default)]
-pub struct History(Arc<Mutex<VecDeque<Arc<GraphDelta>>>>);
+/// What the follower knows beyond the graph itself: the whole-graph deltas most recently
+/// applied (at most [`History::KEPT`]), so a watch that resumes from a recent version gets one
+/// catch-up delta instead of a whole snapshot; and whether the store can be followed now.
+#[derive(Clone, Debug)]
+pub struct History {
+    deltas: Arc<Mutex<VecDeque<Arc<GraphDelta>>>>,
+    /// The `store` source while the store cannot be followed; `None` while it can.
+    store: Arc<watch::Sender<Option<SourceHealth>>>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            deltas: Arc::default(),
+            store: Arc::new(watch::channel(None).0),
+        }
+    }
+}
 
 impl History {
     /// Deltas kept.
     pub const KEPT: usize = 1024;
 
+    /// Records that the store cannot be followed: served graphs and heartbeats carry `health`
+    /// (source `store`), so readers know what they get may be stale, and since when.
+    pub fn store_down(&self, health: SourceHealth) {
+        self.store.send_replace(Some(health));
+    }
+
+    /// Records that the store is followed again.
+    pub fn store_up(&self) {
+        self.store.send_if_modified(|h| h.take().is_some());
+    }
+
+    /// The `store` source while it is down.
+    pub fn store_health(&self) -> Option<SourceHealth> {
+        self.store.borrow().clone()
+    }
+
     /// Appends applied deltas, dropping the oldest past [`Self::KEPT`].
     pub async fn record(&self, deltas: Vec<GraphDelta>) {
-        let mut h = self.0.lock().await;
+        let mut h = self.deltas.lock().await;
         h.extend(deltas.into_iter().map(Arc::new));
         while h.len() > Self::KEPT {
             h.pop_front();
@@ -87,12 +117,12 @@ impl History {
 
     /// Forgets everything: continuity was broken (a snapshot reload).
     pub async fn reset(&self) {
-        self.0.lock().await.clear();
+        self.deltas.lock().await.clear();
     }
 
     /// The unbroken chain of deltas from `from` to `to` in `epoch`, if all of it is kept.
     async fn between(&self, epoch: u64, from: u64, to: u64) -> Option<Vec<Arc<GraphDelta>>> {
-        let h = self.0.lock().await;
+        let h = self.deltas.lock().await;
         let start = h
             .iter()
             .position(|d| d.epoch == epoch && d.from_version == from)?;
@@ -224,7 +254,12 @@ fn event(e: Event) -> pb::MeshGraphEvent {
     pb::MeshGraphEvent { event: Some(e) }
 }
 
-fn heartbeat(g: &MeshGraph) -> pb::MeshGraphEvent {
+/// `sources` plus the `store` source while it is down.
+fn with_store(sources: &[SourceHealth], store: Option<&SourceHealth>) -> Vec<pb::SourceHealth> {
+    sources.iter().chain(store).map(Into::into).collect()
+}
+
+fn heartbeat(g: &MeshGraph, store: Option<&SourceHealth>) -> pb::MeshGraphEvent {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -237,7 +272,7 @@ fn heartbeat(g: &MeshGraph) -> pb::MeshGraphEvent {
             seconds: i64::try_from(now.as_secs()).unwrap_or(0),
             nanos: 0,
         }),
-        sources: g.sources.iter().map(Into::into).collect(),
+        sources: with_store(&g.sources, store),
     }))
 }
 
@@ -261,7 +296,9 @@ impl MeshService for GraphService {
         // Repeated questions (dashboards, agents polling one namespace) share one filtering
         // per version with the watches.
         let view = self.views.lock().await.view(&format!("{f:?}"), &f, &g);
-        Ok(Response::new(pb::MeshGraph::from(&*view)))
+        let mut out = pb::MeshGraph::from(&*view);
+        out.sources = with_store(&view.sources, self.history.store_health().as_ref());
+        Ok(Response::new(out))
     }
 
     async fn apply_authorization_policy(
@@ -317,7 +354,9 @@ impl MeshService for GraphService {
             };
             let first =
                 match kept {
-                    _ if (resume.epoch, resume.version) == (g.epoch, g.version) => heartbeat(&g),
+                    _ if (resume.epoch, resume.version) == (g.epoch, g.version) => {
+                        heartbeat(&g, history.store_health().as_ref())
+                    }
                     // One delta from the resume point, computed on this stream's filtered view.
                     Some(deltas) => event(Event::Delta(pb::GraphDelta::from(
                         &GraphDelta::catch_up(resume.version, deltas.iter().map(|d| &**d), &last),
@@ -331,6 +370,7 @@ impl MeshService for GraphService {
             }
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
+            let mut store = history.store.subscribe();
             loop {
                 tokio::select! {
                     changed = graph.changed() => {
@@ -357,10 +397,21 @@ impl MeshService for GraphService {
                             break;
                         }
                     }
+                    // The store going down or coming back is news: a heartbeat says so at once.
+                    r = store.changed() => {
+                        if r.is_err() {
+                            break;
+                        }
+                        let health = store.borrow_and_update().clone();
+                        if tx.send(Ok(heartbeat(&last, health.as_ref()))).await.is_err() {
+                            break;
+                        }
+                    }
                     _ = tick.tick() => {
                         // The position this stream has delivered, not the newest graph: a
                         // client resuming from it must not skip a delta still on its way.
-                        if tx.send(Ok(heartbeat(&last))).await.is_err() {
+                        let health = history.store_health();
+                        if tx.send(Ok(heartbeat(&last, health.as_ref()))).await.is_err() {
                             break;
                         }
                     }

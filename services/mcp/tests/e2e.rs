@@ -606,6 +606,105 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
     .expect("the observed deny rate never matched the prediction within 10%");
 }
 
+/// Redis is only a cache: while it is down mesh-mcp keeps answering from the graph it holds,
+/// marked stale (a `store` source with its error and last success), and watch streams stay
+/// open with heartbeats that say so; when an empty Redis comes back, the collector takes the
+/// lease under a new epoch and republishes, and readers follow it without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
+    let t = meshsim::builtin("emojivoto").unwrap();
+    let (addr, _stop) = sim(t.clone()).await;
+    let prom = Prometheus::start(&[addr]).await;
+    let mut redis = Redis::start().await;
+    let store = Arc::new(
+        mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(1)).unwrap(),
+    );
+    let source = mesh_collector::PrometheusSource::new(
+        &prom.url,
+        Duration::from_secs(10),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let no_cluster = tokio::sync::watch::channel(Arc::new(
+        mesh_collector::cluster::Cluster::unsynced("no cluster in this test"),
+    ));
+    let sources = mesh_collector::run::Sources {
+        prometheus: source,
+        kubernetes: no_cluster.1.clone(),
+    };
+    let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(mesh_collector::run::run(
+        sources,
+        store,
+        Duration::from_secs(1),
+        mesh_collector::run::Metrics::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mcp = start_mcp(&["--redis-url", &redis.url]);
+    let before = converges(mcp.grpc, &t).await;
+    let c = MeshServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", mcp.grpc))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let mut stream = c
+        .clone()
+        .watch_mesh_graph(authed(pb::WatchMeshGraphRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    until_event(&mut stream, "the first snapshot", |ev| {
+        matches!(ev, pb::mesh_graph_event::Event::Snapshot(_))
+    })
+    .await;
+
+    let down = std::time::Instant::now();
+    redis.stop();
+    let store_down = |sources: &[pb::SourceHealth]| {
+        sources.iter().any(|s| {
+            s.source == "store" && !s.ok && !s.error.is_empty() && s.last_success.is_some()
+        })
+    };
+    let stale = graph_until(&c, Duration::from_secs(30), |g| store_down(&g.sources))
+        .await
+        .expect("the graph was never marked stale while Redis was down");
+    assert_eq!(
+        stale.edges.len(),
+        t.edges.len(),
+        "the held graph is still served"
+    );
+    until_event(
+        &mut stream,
+        "a heartbeat saying the store is down",
+        |ev| matches!(ev, pb::mesh_graph_event::Event::Heartbeat(h) if store_down(&h.sources)),
+    )
+    .await;
+    if let Some(rest) = Duration::from_secs(10).checked_sub(down.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+
+    redis.restart().await;
+    let healed = graph_until(&c, Duration::from_secs(60), |g| {
+        !g.sources.iter().any(|s| s.source == "store")
+            && g.epoch > before.epoch
+            && g.edges.len() == t.edges.len()
+    })
+    .await
+    .expect("after Redis came back the graph never came back fresh under a new epoch");
+    // The same stream carried on: it gets the new epoch as a snapshot.
+    until_event(
+        &mut stream,
+        "the new epoch on the open stream",
+        |ev| matches!(ev, pb::mesh_graph_event::Event::Snapshot(s) if s.epoch >= healed.epoch),
+    )
+    .await;
+
+    let _ = stop_collector.send(());
+    collector.await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_configuration_is_one_line_and_exit_64() {
     for (args, want) in [
