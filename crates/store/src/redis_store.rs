@@ -104,11 +104,45 @@ fn unavailable(e: &redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://` or `rediss://`) under `prefix`, keeping about `max_len`
-    /// deltas, with `timeout` on every call. Connects lazily.
+    /// A store at `url` (`redis://`, or `rediss://` trusting the system's roots; user and
+    /// password in the URL) under `prefix`, keeping about `max_len` deltas, with `timeout` on
+    /// every call. Connects lazily.
     pub fn new(url: &str, prefix: &str, max_len: usize, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL {url:?}: {e}")))?;
+        Self::with_ca(url, None, prefix, max_len, timeout)
+    }
+
+    /// As [`RedisStore::new`], trusting `ca_pem` (PEM) for a `rediss://` server instead of the
+    /// system's roots.
+    pub fn with_ca(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        prefix: &str,
+        max_len: usize,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let invalid = |e: redis::RedisError| {
+            StoreError::Unavailable(format!("invalid Redis URL {url:?}: {e}"))
+        };
+        if url.starts_with("rediss://") {
+            // rustls needs one process-wide provider; a no-op when one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match ca_pem {
+            Some(root_cert) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(invalid)?,
+            Some(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "a CA certificate was given for {url:?}, which is not a rediss:// URL"
+                )));
+            }
+            None => redis::Client::open(url).map_err(invalid)?,
+        };
         Ok(Self {
             client,
             keys: Keys::new(prefix),

@@ -200,6 +200,33 @@ async fn redis_store_meets_the_contract() {
     the_lease_elects_one_writer_and_fences_the_last(&redis_store(&redis.url, "e:", 50)).await;
 }
 
+/// TLS (`rediss://`) with a private CA: the whole contract holds over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_meets_the_contract() {
+    let redis = Redis::start_tls().await;
+    let ca = redis.tls_ca.clone().unwrap().into_bytes();
+    let tls = |prefix: &str| {
+        std::sync::Arc::new(
+            RedisStore::with_ca(
+                &redis.url,
+                Some(ca.clone()),
+                prefix,
+                1000,
+                Duration::from_secs(2),
+            )
+            .unwrap(),
+        )
+    };
+    snapshot_then_tail_misses_nothing(&tls("a:")).await;
+    the_lease_elects_one_writer_and_fences_the_last(&tls("b:")).await;
+    // Without the CA the server's certificate is not trusted: an error, not a hang.
+    let untrusted = RedisStore::new(&redis.url, "c:", 10, Duration::from_secs(2)).unwrap();
+    assert!(matches!(
+        untrusted.load().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrefreshed_snapshot_expires() {
     let redis = Redis::start().await;

@@ -238,11 +238,36 @@ pub struct Redis {
     pub port: u16,
     /// Its working folder and log.
     pub dir: tempfile::TempDir,
+    /// With TLS: the CA (PEM) that signed its certificate; the URL is then `rediss://`.
+    pub tls_ca: Option<String>,
     guard: Option<ChildGuard>,
     spawned: usize,
 }
 
 impl Redis {
+    /// Starts redis-server serving TLS only, with a fresh self-signed certificate for
+    /// 127.0.0.1 (its PEM in [`Redis::tls_ca`]).
+    pub async fn start_tls() -> Self {
+        let port = free_port();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("generate a certificate");
+        let ca = cert.cert.pem();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tls.crt"), &ca).expect("write certificate");
+        std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem())
+            .expect("write key");
+        let mut r = Self {
+            url: format!("rediss://127.0.0.1:{port}"),
+            port,
+            dir,
+            tls_ca: Some(ca),
+            guard: None,
+            spawned: 0,
+        };
+        r.spawn().await;
+        r
+    }
+
     /// Starts redis-server and waits (at most 20 s) until it accepts connections.
     pub async fn start() -> Self {
         let port = free_port();
@@ -250,6 +275,7 @@ impl Redis {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             dir: tempfile::tempdir().expect("tempdir"),
+            tls_ca: None,
             guard: None,
             spawned: 0,
         };
@@ -261,23 +287,27 @@ impl Redis {
         let bin = require_tool("redis-server");
         self.spawned += 1;
         let log = self.dir.path().join(format!("redis-{}.log", self.spawned));
-        self.guard = Some(ChildGuard::spawn(
-            "redis-server",
-            Command::new(bin)
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &self.port.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(self.dir.path()),
-            &log,
-        ));
+        let mut cmd = Command::new(bin);
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if self.tls_ca.is_some() {
+            let (crt, key) = (
+                self.dir.path().join("tls.crt"),
+                self.dir.path().join("tls.key"),
+            );
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&crt)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .arg("--tls-ca-cert-file")
+                .arg(&crt)
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        self.guard = Some(ChildGuard::spawn("redis-server", &mut cmd, &log));
         let port = self.port;
         let up = poll(
             Duration::from_secs(20),

@@ -18,7 +18,10 @@ struct Args {
     /// Redis/Valkey URL (`redis://` or `rediss://`).
     #[arg(long, env = "MESH_REDIS_URL")]
     redis_url: String,
-    /// Key prefix in Redis.
+    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
+    #[arg(long, env = "MESH_REDIS_CA", value_name = "FILE")]
+    redis_ca: Option<std::path::PathBuf>,
+    /// Key prefix in Redis (on Redis Cluster, with a hash tag: `{mesh}:`).
     #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
     key_prefix: String,
     /// Metrics window.
@@ -70,8 +73,12 @@ async fn main() {
     }
     // Store calls must give up well before the lease would lapse.
     let store_timeout = (args.lease_ttl / 2).min(Duration::from_secs(2));
-    let store = mesh_store::RedisStore::new(
+    let ca = args.redis_ca.as_ref().map(|f| {
+        std::fs::read(f).unwrap_or_else(|e| usage(format!("--redis-ca {}: {e}", f.display())))
+    });
+    let store = mesh_store::RedisStore::with_ca(
         &args.redis_url,
+        ca,
         &args.key_prefix,
         args.stream_length,
         store_timeout,

@@ -29,7 +29,15 @@ pub struct Args {
     /// Redis/Valkey URL where collectors publish (`redis://` or `rediss://`).
     #[arg(long, env = "MESH_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Key prefix in Redis.
+    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
+    #[arg(
+        long,
+        env = "MESH_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis_url"
+    )]
+    pub redis_ca: Option<std::path::PathBuf>,
+    /// Key prefix in Redis (on Redis Cluster, with a hash tag: `{mesh}:`).
     #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
     pub key_prefix: String,
     /// Run the collector in this process on the in-process store (no Redis).
@@ -159,9 +167,21 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .redis_url
             .clone()
             .ok_or_else(|| usage("set --redis-url, or --embedded-collector".into()))?;
-        let store =
-            mesh_store::RedisStore::new(&url, &args.key_prefix, 10_000, Duration::from_secs(2))
-                .map_err(|e| usage(e.to_string()))?;
+        let ca = args
+            .redis_ca
+            .as_ref()
+            .map(|f| {
+                std::fs::read(f).map_err(|e| usage(format!("--redis-ca {}: {e}", f.display())))
+            })
+            .transpose()?;
+        let store = mesh_store::RedisStore::with_ca(
+            &url,
+            ca,
+            &args.key_prefix,
+            10_000,
+            Duration::from_secs(2),
+        )
+        .map_err(|e| usage(e.to_string()))?;
         tokio::spawn(crate::follow(Arc::new(store), tx, history.clone()));
     }
 
