@@ -485,6 +485,85 @@ impl Applier {
         Ok(())
     }
 
+    /// Linkerd's inbound authorization for one request from workload `from` to workload `to`
+    /// (`namespace/name`), as the cluster's policy stands now: traffic or not.
+    pub fn explain(&self, req: &pb::ExplainAccessRequest) -> Result<pb::PolicyVerdict, Status> {
+        use mesh_model::policy::{AccessRequest, ClientInfo};
+        let cluster = self.cluster.borrow().clone();
+        if !cluster.health.ok && cluster.health.last_success.is_none() {
+            return Err(Status::unavailable(format!(
+                "the cluster view is not ready: {}",
+                cluster.health.error
+            )));
+        }
+        let find = |field: &str, id: &str| {
+            let (ns, name) = id
+                .split_once('/')
+                .ok_or_else(|| invalid(format!("{field}: {id:?} is not namespace/name")))?;
+            cluster
+                .workloads
+                .iter()
+                .find(|(w, _)| w.namespace == ns && w.name == name)
+                .map(|(w, cw)| (w.clone(), cw.clone()))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "{field}: no Deployment, StatefulSet or DaemonSet {id} in the cluster"
+                    ))
+                })
+        };
+        let (src, client) = find("from", &req.from)?;
+        let (dst, server) = find("to", &req.to)?;
+        let port = match u16::try_from(req.port) {
+            Ok(0) => server
+                .port
+                .ok_or_else(|| invalid(format!("port: {} has no known port; give one", req.to)))?,
+            Ok(p) => p,
+            Err(_) => return Err(invalid(format!("port: {} is not a port", req.port))),
+        };
+        let mut chain = Vec::new();
+        if !server.meshed {
+            chain.push(format!(
+                "{dst} has no Linkerd proxy, so Linkerd policy does not apply"
+            ));
+            return Ok(pb::PolicyVerdict {
+                chain,
+                ..Default::default()
+            });
+        }
+        let identity = client.meshed.then(|| {
+            cluster
+                .policy
+                .sa_identity(&client.service_account, &src.namespace)
+        });
+        if identity.is_none() {
+            chain.push(format!(
+                "{src} has no Linkerd proxy: it connects without an identity"
+            ));
+        }
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let x = cluster.policy_for(&dst.namespace).explain(&AccessRequest {
+            client: ClientInfo {
+                identity,
+                ip: None,
+                in_cluster: true,
+            },
+            pod: server.pod.clone(),
+            port,
+            method: non_empty(&req.method),
+            path: non_empty(&req.path),
+        });
+        chain.extend(x.chain);
+        Ok(pb::PolicyVerdict::from(&mesh_model::PolicyVerdict {
+            decision: x.decision,
+            server: x.server,
+            default_policy: x.default_policy,
+            authorization_policies: x.authorizations,
+            http_route: x.route,
+            chain,
+            ..Default::default()
+        }))
+    }
+
     /// Runs the pipeline for `caller` (None: the server has no authentication).
     pub async fn apply(
         &self,
@@ -600,6 +679,10 @@ impl Applier {
                 .into(),
                 diff: diff.clone(),
                 object: after.to_string(),
+                resource_version_before: before[i]
+                    .as_ref()
+                    .and_then(|b| b.metadata.resource_version.clone())
+                    .unwrap_or_default(),
             });
         }
         if !dry && !changed {

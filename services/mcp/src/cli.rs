@@ -85,6 +85,64 @@ pub struct Args {
     /// Seconds between watch heartbeats.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
     pub heartbeat: Duration,
+    /// Serve MCP without its mutation tools (plan_*, apply_plan).
+    #[arg(long, env = "MESH_READ_ONLY")]
+    pub read_only: bool,
+    /// A `Host` the MCP endpoint answers to (DNS-rebinding protection; default: loopback
+    /// names only). Repeatable; a name without port matches any port.
+    #[arg(long, env = "MESH_MCP_ALLOWED_HOST", value_delimiter = ',')]
+    pub mcp_allowed_host: Vec<String>,
+    /// A browser `Origin` allowed to call the MCP endpoint (e.g. `https://app.example.com`);
+    /// requests from other origins are refused. Repeatable.
+    #[arg(long, env = "MESH_MCP_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub mcp_allowed_origin: Vec<String>,
+}
+
+/// `mesh-mcp stdio`: a local MCP server (for desktop assistants) over a remote mcp service.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mesh-mcp stdio",
+    version,
+    about = "Serves MCP on stdin/stdout, answering from a remote mesh-mcp over gRPC"
+)]
+pub struct StdioArgs {
+    /// The mcp service's gRPC address (`host:port` or `http://host:port`).
+    #[arg(long, env = "MESH_SERVER")]
+    pub server: String,
+    /// Bearer token for it.
+    #[arg(long, env = "MESH_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Without the mutation tools.
+    #[arg(long, env = "MESH_READ_ONLY")]
+    pub read_only: bool,
+}
+
+/// Runs `mesh-mcp stdio` until the client closes stdin.
+pub async fn run_stdio(args: StdioArgs) -> Result<(), (i32, String)> {
+    use rmcp::ServiceExt;
+    let url = if args.server.contains("://") {
+        args.server.clone()
+    } else {
+        format!("http://{}", args.server)
+    };
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .map_err(|e| (EXIT_USAGE, format!("--server {}: {e}", args.server)))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .connect_lazy();
+    let backend = crate::agent::Backend::Remote {
+        client: mesh_proto::pb::mesh_service_client::MeshServiceClient::new(channel),
+        token: args.token,
+    };
+    let server = crate::agent::MeshAgent::new(backend, args.read_only)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| (1, format!("MCP over stdio: {e}")))?;
+    server
+        .waiting()
+        .await
+        .map(|_| ())
+        .map_err(|e| (1, format!("MCP over stdio: {e}")))
 }
 
 /// Checks the configuration and runs until Ctrl-C or SIGTERM. Errors are `(exit code, line)`.
@@ -221,7 +279,8 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .map_err(|e| usage(format!("--http-listen {addr}: {e}")))?;
         let app = Router::new()
             .route("/v1/graph", get(http_graph))
-            .with_state((service.clone(), auth.clone()));
+            .with_state((service.clone(), auth.clone()))
+            .merge(mcp_router(&args, service.clone(), auth.clone()));
         servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
     }
     if let Some(addr) = args.admin_listen {
@@ -247,6 +306,67 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             Ok(Err(e)) => Err((1, format!("server stopped: {e}"))),
             Err(e) => Err((1, format!("server task failed: {e}"))),
         },
+    }
+}
+
+/// `/mcp`: streamable HTTP MCP, behind the same bearer tokens as gRPC.
+fn mcp_router(args: &Args, service: GraphService, auth: Option<Authenticator>) -> Router {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let agent = crate::agent::MeshAgent::new(
+        crate::agent::Backend::Local(Box::new(service)),
+        args.read_only,
+    );
+    let mut config = StreamableHttpServerConfig::default();
+    if !args.mcp_allowed_host.is_empty() {
+        config = config.with_allowed_hosts(args.mcp_allowed_host.clone());
+    }
+    if !args.mcp_allowed_origin.is_empty() {
+        config = config.with_allowed_origins(args.mcp_allowed_origin.clone());
+    }
+    let mcp = StreamableHttpService::new(
+        move || Ok(agent.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth))
+}
+
+/// Authenticates MCP requests as gRPC ones and hands the [`crate::Caller`] to the tools;
+/// refusals are 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
+async fn mcp_auth(
+    State(auth): State<Option<Authenticator>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(auth) = auth else {
+        return next.run(req).await;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.authenticate(header).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(s) => {
+            let code = if s.code() == tonic::Code::Unavailable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (
+                code,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{}\n", s.message()),
+            )
+                .into_response()
+        }
     }
 }
 

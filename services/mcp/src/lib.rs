@@ -2,6 +2,7 @@
 //! published graph, kept current by [`Follower`] from the store, so any replica answers reads
 //! without a store round trip per request.
 
+pub mod agent;
 pub mod apply;
 mod auth;
 pub mod cli;

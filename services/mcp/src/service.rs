@@ -315,6 +315,17 @@ impl MeshService for GraphService {
         self.apply(req, Rpc::HttpRoute).await
     }
 
+    async fn explain_access(
+        &self,
+        req: Request<pb::ExplainAccessRequest>,
+    ) -> Result<Response<pb::PolicyVerdict>, Status> {
+        // The applier holds the cluster view; without Kubernetes there is no policy to read.
+        let applier = self.applier.as_ref().map_err(|why| {
+            Status::unavailable(format!("explaining access needs the cluster: {why}"))
+        })?;
+        applier.explain(req.get_ref()).map(Response::new)
+    }
+
     type WatchMeshGraphStream = EventStream;
 
     async fn watch_mesh_graph(

@@ -1,0 +1,1089 @@
+//! The Model Context Protocol face, for LLM agents: read tools that answer mesh questions in
+//! small structured results, mutation tools that only change the cluster through a reviewed
+//! plan, resources and a prompt. Served over streamable HTTP at `/mcp` (in process, as the
+//! authenticated caller) and over stdio (`mesh-mcp stdio`, talking to a remote mcp service over
+//! gRPC with a token), through one [`Backend`].
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mesh_proto::pb::{
+    self, mesh_service_client::MeshServiceClient, mesh_service_server::MeshService,
+};
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler,
+    handler::server::{
+        router::prompt::PromptRouter, router::tool::ToolRouter, wrapper::Parameters,
+    },
+    model::{
+        CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult,
+        ListResourcesResult, PaginatedRequestParams, PromptMessage, ReadResourceRequestParams,
+        ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+        Role, ServerCapabilities, ServerConfig,
+    },
+    prompt, prompt_handler, prompt_router,
+    service::RequestContext,
+    tool, tool_handler, tool_router,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tonic::{Request, Status, transport::Channel};
+
+use crate::{Caller, GraphService, apply::Rpc};
+
+/// How long a plan may wait for `apply_plan`.
+const PLAN_TTL: Duration = Duration::from_secs(600);
+/// Edges in a full `get_mesh_graph` answer unless the caller asks for fewer.
+const DEFAULT_MAX_EDGES: usize = 200;
+
+/// Where tool calls go: this process's own service (HTTP), or a remote one over gRPC (stdio).
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// In process; the caller comes from the HTTP request.
+    Local(Box<GraphService>),
+    /// A remote mcp service, called with a bearer token.
+    Remote {
+        /// The gRPC client.
+        client: MeshServiceClient<Channel>,
+        /// The token sent with every call.
+        token: String,
+    },
+}
+
+/// Who is calling: the authenticated HTTP caller, or (stdio) the one holder of the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Who {
+    caller: Option<Caller>,
+    key: String,
+}
+
+impl Backend {
+    fn request<T>(&self, who: &Who, msg: T) -> Result<Request<T>, Status> {
+        let mut r = Request::new(msg);
+        r.set_timeout(Duration::from_secs(30));
+        match self {
+            Self::Local(_) => {
+                if let Some(c) = &who.caller {
+                    r.extensions_mut().insert(c.clone());
+                }
+            }
+            Self::Remote { token, .. } => {
+                let v = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("the token is not a valid header"))?;
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(r)
+    }
+
+    async fn graph(
+        &self,
+        who: &Who,
+        req: pb::GetMeshGraphRequest,
+    ) -> Result<pb::MeshGraph, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => s.get_mesh_graph(r).await,
+            Self::Remote { client, .. } => client.clone().get_mesh_graph(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    async fn explain(
+        &self,
+        who: &Who,
+        req: pb::ExplainAccessRequest,
+    ) -> Result<pb::PolicyVerdict, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => s.explain_access(r).await,
+            Self::Remote { client, .. } => client.clone().explain_access(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    async fn apply(
+        &self,
+        who: &Who,
+        rpc: Rpc,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, Status> {
+        let r = self.request(who, req)?;
+        match (self, rpc) {
+            (Self::Local(s), Rpc::AuthorizationPolicy) => s.apply_authorization_policy(r).await,
+            (Self::Local(s), Rpc::HttpRoute) => s.apply_http_route(r).await,
+            (Self::Remote { client, .. }, Rpc::AuthorizationPolicy) => {
+                client.clone().apply_authorization_policy(r).await
+            }
+            (Self::Remote { client, .. }, Rpc::HttpRoute) => {
+                client.clone().apply_http_route(r).await
+            }
+        }
+        .map(tonic::Response::into_inner)
+    }
+}
+
+/// A reviewed change waiting for `apply_plan`.
+#[derive(Clone, Debug)]
+struct Plan {
+    rpc: Rpc,
+    source: pb::apply_request::Source,
+    owner: Who,
+    /// The main object's resourceVersion when planned (empty: it did not exist).
+    reviewed_version: String,
+    expires: Instant,
+}
+
+/// The MCP server: tools, resources and a prompt over a [`Backend`].
+#[derive(Clone)]
+pub struct MeshAgent {
+    backend: Backend,
+    plans: Arc<Mutex<HashMap<String, Plan>>>,
+    tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
+}
+
+impl std::fmt::Debug for MeshAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshAgent")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The mutation tools, hidden by `--read-only`.
+pub const MUTATION_TOOLS: [&str; 3] =
+    ["plan_authorization_policy", "plan_http_route", "apply_plan"];
+
+fn status_error(s: &Status) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "{:?}: {}",
+        s.code(),
+        s.message()
+    ))])
+}
+
+/// Structured content with a short summary as the text a model reads first.
+fn answer(summary: String, value: Value) -> CallToolResult {
+    let mut r = CallToolResult::structured(value);
+    r.content = vec![ContentBlock::text(summary)];
+    r
+}
+
+fn id(w: Option<&pb::WorkloadRef>) -> String {
+    w.map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name))
+}
+
+fn tls_name(tls: i32) -> &'static str {
+    match pb::TlsStatus::try_from(tls).unwrap_or_default() {
+        pb::TlsStatus::Mtls => "mtls",
+        pb::TlsStatus::Plaintext => "plaintext",
+        _ => "unknown",
+    }
+}
+
+fn decision_name(p: Option<&pb::PolicyVerdict>) -> &'static str {
+    match p.map(pb::PolicyVerdict::decision).unwrap_or_default() {
+        pb::policy_verdict::Decision::Allowed => "allowed",
+        pb::policy_verdict::Decision::Denied => "denied",
+        pb::policy_verdict::Decision::Audit => "audit",
+        _ => "unknown",
+    }
+}
+
+/// One edge as a compact row: what an agent needs, nothing else.
+fn edge_row(e: &pb::Edge) -> Value {
+    let m = e.metrics.unwrap_or_default();
+    let to = if e.dst.is_some() {
+        id(e.dst.as_ref())
+    } else {
+        e.dst_authority.clone()
+    };
+    let mut row = json!({
+        "from": id(e.src.as_ref()),
+        "to": to,
+        "protocol": e.protocol,
+        "rps": (m.rps * 100.0).round() / 100.0,
+        "tls": tls_name(e.tls),
+        "policy": decision_name(e.policy.as_ref()),
+    });
+    if let Some(s) = m.success_rate {
+        row["success_rate"] = json!((s * 1000.0).round() / 1000.0);
+    }
+    if let Some(p) = m.latency_p99_ms {
+        row["p99_ms"] = json!(p.round());
+    }
+    if !e.no_tls_reason.is_empty() {
+        row["no_tls_reason"] = json!(e.no_tls_reason);
+    }
+    if let Some(p) = &e.policy {
+        if let Some(d) = p.observed_deny_rps.filter(|d| *d > 0.0) {
+            row["denied_rps"] = json!((d * 100.0).round() / 100.0);
+        }
+        if !p.disagreement.is_empty() {
+            row["disagreement"] = json!(p.disagreement);
+        }
+    }
+    row
+}
+
+fn in_namespace(e: &pb::Edge, ns: Option<&str>) -> bool {
+    ns.is_none_or(|ns| {
+        e.src.as_ref().is_some_and(|s| s.namespace == ns)
+            || e.dst.as_ref().is_some_and(|d| d.namespace == ns)
+    })
+}
+
+/// Filters for `get_mesh_graph`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct GraphArgs {
+    /// Only these namespaces (edges touching them); empty: all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only edges to or from this workload, `namespace/name`.
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// Only edges with this TLS status: `mtls`, `plaintext` or `unknown`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// Only edges with at least this many requests per second.
+    #[serde(default)]
+    pub min_rps: Option<f64>,
+    /// The full edge list (capped at `max_edges`) instead of a summary.
+    #[serde(default)]
+    pub full: bool,
+    /// Cap on edges in a full answer (default 200).
+    #[serde(default)]
+    pub max_edges: Option<usize>,
+}
+
+/// One workload, `namespace/name`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WorkloadArgs {
+    /// The workload, `namespace/name`, e.g. `emojivoto/voting`.
+    pub workload: String,
+}
+
+/// An optional namespace.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct NamespaceArgs {
+    /// Only this namespace; absent: all.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Failing edges.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct FailingArgs {
+    /// Success rate below which an edge is failing (0..1, default 0.95).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Only this namespace; absent: all.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Who may reach whom.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExplainArgs {
+    /// The calling workload, `namespace/name`.
+    pub from: String,
+    /// The called workload, `namespace/name`.
+    pub to: String,
+    /// The port; absent: the destination's own (its Service's) port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// HTTP method, for per-route policy.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// HTTP path, for per-route policy.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A change to plan: a manifest, or a structured spec (see the tool description).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PlanArgs {
+    /// YAML or JSON: one main object and the authentications and Server it needs.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// The change described instead (the fields of linkerd.mcp.v1 AuthorizationSpec or
+    /// RouteSpec, in snake_case).
+    #[serde(default)]
+    pub spec: Option<Value>,
+    /// Why (recorded in the audit trail).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A plan to apply.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ApplyPlanArgs {
+    /// The id `plan_authorization_policy` or `plan_http_route` returned.
+    pub plan_id: String,
+}
+
+fn spec_of(rpc: Rpc, spec: Value) -> Result<pb::PolicySpec, String> {
+    let kind = match rpc {
+        Rpc::AuthorizationPolicy => pb::policy_spec::Kind::Authorization(
+            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
+        ),
+        Rpc::HttpRoute => pb::policy_spec::Kind::Route(
+            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
+        ),
+    };
+    Ok(pb::PolicySpec { kind: Some(kind) })
+}
+
+#[tool_router]
+impl MeshAgent {
+    /// A server over `backend`; without mutation tools when `read_only`.
+    pub fn new(backend: Backend, read_only: bool) -> Self {
+        let mut tool_router = Self::tool_router();
+        if read_only {
+            for t in MUTATION_TOOLS {
+                tool_router.remove_route(t);
+            }
+        }
+        Self {
+            backend,
+            plans: Arc::default(),
+            tool_router,
+            prompt_router: Self::prompt_router(),
+        }
+    }
+
+    fn who(&self, ctx: &RequestContext<RoleServer>) -> Who {
+        match &self.backend {
+            Backend::Local(_) => {
+                let caller = ctx
+                    .extensions
+                    .get::<axum::http::request::Parts>()
+                    .and_then(|p| p.extensions.get::<Caller>().cloned());
+                let key = caller.as_ref().map_or_else(String::new, |c| {
+                    format!("{}|{}", c.user, c.groups.join(","))
+                });
+                Who { caller, key }
+            }
+            Backend::Remote { .. } => Who {
+                caller: None,
+                key: "stdio".into(),
+            },
+        }
+    }
+
+    async fn graph(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        req: pb::GetMeshGraphRequest,
+    ) -> Result<pb::MeshGraph, CallToolResult> {
+        self.backend
+            .graph(&self.who(ctx), req)
+            .await
+            .map_err(|s| status_error(&s))
+    }
+
+    #[tool(
+        description = "The Linkerd mesh as a graph of workloads and the traffic between them \
+            (requests per second, success rate, p99 latency, mTLS or plaintext, and the Linkerd \
+            policy verdict of each edge). By default a summary: counts, plaintext, failing and \
+            denied edges, and the busiest edges. Set full=true for the edge list (capped at \
+            max_edges, with a note when cut). Filter by namespaces, workload (namespace/name), \
+            tls (mtls, plaintext, unknown) or min_rps.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_mesh_graph(
+        &self,
+        Parameters(a): Parameters<GraphArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let tls = match a.tls.as_deref() {
+            None | Some("") => 0,
+            Some(t) => match pb::TlsStatus::from_str_name(&t.to_ascii_uppercase()) {
+                Some(v) => v as i32,
+                None => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "tls: {t:?} is not mtls, plaintext or unknown"
+                    ))]));
+                }
+            },
+        };
+        let g = match self
+            .graph(
+                &ctx,
+                pb::GetMeshGraphRequest {
+                    namespaces: a.namespaces,
+                    workload: a.workload.unwrap_or_default(),
+                    tls,
+                    min_rps: a.min_rps.unwrap_or(0.0),
+                    include_policies: false,
+                },
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let mut edges: Vec<&pb::Edge> = g.edges.iter().collect();
+        edges.sort_by(|a, b| {
+            let r = |e: &pb::Edge| e.metrics.map_or(0.0, |m| m.rps);
+            r(b).total_cmp(&r(a))
+        });
+        let count = |f: &dyn Fn(&pb::Edge) -> bool| edges.iter().filter(|e| f(e)).count();
+        let plaintext = count(&|e| e.tls == pb::TlsStatus::Plaintext as i32);
+        let failing = count(&|e| {
+            e.metrics
+                .and_then(|m| m.success_rate)
+                .is_some_and(|s| s < 0.95)
+        });
+        let denied = count(&|e| decision_name(e.policy.as_ref()) == "denied");
+        let stale: Vec<Value> = g
+            .sources
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| json!({"source": s.source, "error": s.error}))
+            .collect();
+        let summary = format!(
+            "{} workloads, {} edges ({} plaintext, {} failing below 95%, {} denied by policy){}",
+            g.workloads.len(),
+            edges.len(),
+            plaintext,
+            failing,
+            denied,
+            if stale.is_empty() {
+                String::new()
+            } else {
+                format!("; {} source(s) stale", stale.len())
+            }
+        );
+        let mut out = json!({
+            "version": g.version,
+            "workloads": g.workloads.len(),
+            "edges": edges.len(),
+            "plaintext_edges": plaintext,
+            "failing_edges": failing,
+            "denied_edges": denied,
+            "stale_sources": stale,
+        });
+        if a.full {
+            let max = a.max_edges.unwrap_or(DEFAULT_MAX_EDGES).max(1);
+            out["edge_list"] = edges.iter().take(max).map(|e| edge_row(e)).collect();
+            if edges.len() > max {
+                out["note"] = json!(format!(
+                    "truncated to the {max} busiest of {} edges; filter or raise max_edges",
+                    edges.len()
+                ));
+            }
+        } else {
+            out["busiest"] = edges.iter().take(10).map(|e| edge_row(e)).collect();
+        }
+        Ok(answer(summary, out))
+    }
+
+    #[tool(
+        description = "One workload (namespace/name): whether it is meshed, its service account \
+            and mTLS identity, and every inbound and outbound edge with its traffic, TLS and \
+            policy verdict.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_workload(
+        &self,
+        Parameters(a): Parameters<WorkloadArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let g = match self
+            .graph(
+                &ctx,
+                pb::GetMeshGraphRequest {
+                    workload: a.workload.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let Some(w) = g
+            .workloads
+            .iter()
+            .find(|w| id(w.r#ref.as_ref()) == a.workload)
+        else {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "no workload {} in the mesh graph (namespace/name, e.g. emojivoto/web)",
+                a.workload
+            ))]));
+        };
+        let is = |r: Option<&pb::WorkloadRef>| id(r) == a.workload;
+        let inbound: Vec<Value> = g
+            .edges
+            .iter()
+            .filter(|e| is(e.dst.as_ref()))
+            .map(edge_row)
+            .collect();
+        let outbound: Vec<Value> = g
+            .edges
+            .iter()
+            .filter(|e| is(e.src.as_ref()))
+            .map(edge_row)
+            .collect();
+        let summary = format!(
+            "{} ({}, {}): {} inbound and {} outbound edges",
+            a.workload,
+            w.r#ref.as_ref().map_or("", |r| r.kind.as_str()),
+            if w.meshed { "meshed" } else { "not meshed" },
+            inbound.len(),
+            outbound.len()
+        );
+        Ok(answer(
+            summary,
+            json!({
+                "workload": a.workload,
+                "kind": w.r#ref.as_ref().map(|r| r.kind.clone()),
+                "meshed": w.meshed,
+                "service_account": w.service_account,
+                "identity": w.identity,
+                "inbound": inbound,
+                "outbound": outbound,
+            }),
+        ))
+    }
+
+    #[tool(
+        description = "Who calls a workload (namespace/name): each caller with its requests per \
+            second, success rate, TLS status and whether Linkerd policy admits it.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn who_calls(
+        &self,
+        Parameters(a): Parameters<WorkloadArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let g = match self
+            .graph(
+                &ctx,
+                pb::GetMeshGraphRequest {
+                    workload: a.workload.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let callers: Vec<Value> = g
+            .edges
+            .iter()
+            .filter(|e| id(e.dst.as_ref()) == a.workload)
+            .map(edge_row)
+            .collect();
+        let names: Vec<&str> = callers.iter().filter_map(|c| c["from"].as_str()).collect();
+        let summary = if names.is_empty() {
+            format!("nothing calls {} in the window", a.workload)
+        } else {
+            format!("{} is called by {}", a.workload, names.join(", "))
+        };
+        Ok(answer(
+            summary,
+            json!({ "workload": a.workload, "callers": callers }),
+        ))
+    }
+
+    #[tool(
+        description = "Edges whose traffic is not mTLS (plaintext or unmeshed), with the reason \
+            the proxy gave. Optionally one namespace.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn find_plaintext_edges(
+        &self,
+        Parameters(a): Parameters<NamespaceArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let g = match self
+            .graph(
+                &ctx,
+                pb::GetMeshGraphRequest {
+                    tls: pb::TlsStatus::Plaintext as i32,
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let rows: Vec<Value> = g
+            .edges
+            .iter()
+            .filter(|e| in_namespace(e, a.namespace.as_deref()))
+            .map(edge_row)
+            .collect();
+        let summary = format!("{} plaintext edge(s)", rows.len());
+        Ok(answer(summary, json!({ "edges": rows })))
+    }
+
+    #[tool(
+        description = "Edges whose success rate is below a threshold (default 0.95), worst \
+            first. Optionally one namespace.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn find_failing_edges(
+        &self,
+        Parameters(a): Parameters<FailingArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let threshold = a.threshold.unwrap_or(0.95);
+        let g = match self.graph(&ctx, pb::GetMeshGraphRequest::default()).await {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let sr = |e: &pb::Edge| e.metrics.and_then(|m| m.success_rate);
+        let mut failing: Vec<&pb::Edge> = g
+            .edges
+            .iter()
+            .filter(|e| {
+                in_namespace(e, a.namespace.as_deref()) && sr(e).is_some_and(|s| s < threshold)
+            })
+            .collect();
+        failing.sort_by(|a, b| sr(a).unwrap_or(1.0).total_cmp(&sr(b).unwrap_or(1.0)));
+        let rows: Vec<Value> = failing.iter().map(|e| edge_row(e)).collect();
+        let summary = format!(
+            "{} edge(s) below {:.1}% success",
+            rows.len(),
+            threshold * 100.0
+        );
+        Ok(answer(
+            summary,
+            json!({ "threshold": threshold, "edges": rows }),
+        ))
+    }
+
+    #[tool(
+        description = "Can workload `from` reach workload `to` (namespace/name each) on a port, \
+            under Linkerd's policy as it stands now, traffic or not? The verdict (allowed, \
+            denied, audit, unknown) and the chain that decides it: the Server that selects the \
+            port or the default policy, the HTTPRoute, the AuthorizationPolicy or \
+            ServerAuthorization and the authentication that admits the client. Give method and \
+            path for per-route policy.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn explain_access(
+        &self,
+        Parameters(a): Parameters<ExplainArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let req = pb::ExplainAccessRequest {
+            from: a.from.clone(),
+            to: a.to.clone(),
+            port: u32::from(a.port.unwrap_or(0)),
+            method: a.method.unwrap_or_default(),
+            path: a.path.unwrap_or_default(),
+        };
+        match self.backend.explain(&self.who(&ctx), req).await {
+            Ok(v) => {
+                let decision = decision_name(Some(&v));
+                let summary = format!(
+                    "{} -> {}: {}{}",
+                    a.from,
+                    a.to,
+                    decision.to_uppercase(),
+                    v.chain.last().map_or(String::new(), |c| format!(" ({c})"))
+                );
+                Ok(answer(
+                    summary,
+                    json!({
+                        "from": a.from,
+                        "to": a.to,
+                        "decision": decision,
+                        "server": v.server,
+                        "default_policy": v.default_policy,
+                        "authorizations": v.authorization_policies,
+                        "http_route": v.http_route,
+                        "chain": v.chain,
+                    }),
+                ))
+            }
+            Err(s) => Ok(status_error(&s)),
+        }
+    }
+
+    #[tool(
+        description = "The Linkerd policy objects in the cluster (Server, AuthorizationPolicy, \
+            MeshTLSAuthentication, NetworkAuthentication, ServerAuthorization, HTTPRoute, \
+            GRPCRoute) with their specs. Optionally one namespace.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_policies(
+        &self,
+        Parameters(a): Parameters<NamespaceArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let req = pb::GetMeshGraphRequest {
+            namespaces: a.namespace.clone().into_iter().collect(),
+            include_policies: true,
+            ..Default::default()
+        };
+        let g = match self.graph(&ctx, req).await {
+            Ok(g) => g,
+            Err(e) => return Ok(e),
+        };
+        let rows: Vec<Value> = g
+            .policies
+            .iter()
+            .filter(|p| a.namespace.as_deref().is_none_or(|ns| p.namespace == ns))
+            .map(|p| {
+                json!({
+                    "kind": p.kind,
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "spec": serde_json::from_str::<Value>(&p.spec_json).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let summary = format!("{} policy object(s)", rows.len());
+        Ok(answer(summary, json!({ "policies": rows })))
+    }
+
+    async fn plan(
+        &self,
+        rpc: Rpc,
+        a: PlanArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let source = match (a.manifest, a.spec) {
+            (Some(m), None) => pb::apply_request::Source::Manifest(m),
+            (None, Some(s)) => match spec_of(rpc, s) {
+                Ok(s) => pb::apply_request::Source::Spec(s),
+                Err(e) => return CallToolResult::error(vec![ContentBlock::text(e)]),
+            },
+            _ => {
+                return CallToolResult::error(vec![ContentBlock::text(
+                    "give exactly one of manifest or spec",
+                )]);
+            }
+        };
+        let who = self.who(ctx);
+        let req = pb::ApplyRequest {
+            source: Some(source.clone()),
+            dry_run: true,
+            reason: a.reason.unwrap_or_default(),
+            ..Default::default()
+        };
+        let r = match self.backend.apply(&who, rpc, req).await {
+            Ok(r) => r,
+            Err(s) => return status_error(&s),
+        };
+        let reviewed_version = r
+            .objects
+            .last()
+            .map(|o| o.resource_version_before.clone())
+            .unwrap_or_default();
+        let plan_id = format!("plan-{}", r.audit_id);
+        {
+            let mut plans = self.plans.lock().await;
+            let now = Instant::now();
+            plans.retain(|_, p| p.expires > now);
+            plans.insert(
+                plan_id.clone(),
+                Plan {
+                    rpc,
+                    source,
+                    owner: who,
+                    reviewed_version,
+                    expires: now + PLAN_TTL,
+                },
+            );
+        }
+        let affected: Vec<Value> = r
+            .affected_edges
+            .iter()
+            .map(|a| {
+                let e = a.edge.clone().unwrap_or_default();
+                json!({
+                    "from": id(e.src.as_ref()),
+                    "to": id(e.dst.as_ref()),
+                    "rps": (a.rps * 100.0).round() / 100.0,
+                    "before": decision_name(Some(&pb::PolicyVerdict { decision: a.before, ..Default::default() })),
+                    "after": decision_name(Some(&pb::PolicyVerdict { decision: a.after, ..Default::default() })),
+                })
+            })
+            .collect();
+        let objects: Vec<Value> = r
+            .objects
+            .iter()
+            .map(|o| json!({"kind": o.kind, "namespace": o.namespace, "name": o.name, "action": o.action}))
+            .collect();
+        let summary = format!(
+            "plan {plan_id}: {} object(s), {} edge(s) would change verdict{}; apply it with apply_plan within {} minutes",
+            objects.len(),
+            affected.len(),
+            if r.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; warnings: {}", r.warnings.join("; "))
+            },
+            PLAN_TTL.as_secs() / 60
+        );
+        answer(
+            summary,
+            json!({
+                "plan_id": plan_id,
+                "expires_in_seconds": PLAN_TTL.as_secs(),
+                "objects": objects,
+                "diff": r.diff,
+                "affected_edges": affected,
+                "warnings": r.warnings,
+            }),
+        )
+    }
+
+    #[tool(
+        description = "Plan a Linkerd AuthorizationPolicy change without making it: validation, \
+            an RBAC check as you, a server-side dry-run, the diff, and which observed edges \
+            would become allowed or denied and how much traffic that is. Give a manifest (one \
+            AuthorizationPolicy plus the MeshTLSAuthentication, NetworkAuthentication and \
+            Server it needs) or a spec: {namespace, name, target_kind (Server, HTTPRoute, \
+            GRPCRoute, Namespace), target_name, service_accounts, identities, networks, server: \
+            {pod_selector, port, proxy_protocol}}. Returns a plan id for apply_plan.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn plan_authorization_policy(
+        &self,
+        Parameters(a): Parameters<PlanArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(self.plan(Rpc::AuthorizationPolicy, a, &ctx).await)
+    }
+
+    #[tool(
+        description = "Plan a Linkerd HTTPRoute change without making it (as \
+            plan_authorization_policy). Give a manifest or a spec: {namespace, name, \
+            parent_kind (Server or Service), parent_name, port (Service only), matches: \
+            [{path_prefix or path_exact, method}], timeout}. Returns a plan id for apply_plan.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn plan_http_route(
+        &self,
+        Parameters(a): Parameters<PlanArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(self.plan(Rpc::HttpRoute, a, &ctx).await)
+    }
+
+    #[tool(
+        description = "Apply a plan made by plan_authorization_policy or plan_http_route, as you, \
+            exactly as reviewed: refused when the plan expired, was already applied, was made \
+            by someone else, or when its object changed since it was planned. Changes the \
+            cluster: show the plan's diff and affected edges to the user first.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn apply_plan(
+        &self,
+        Parameters(a): Parameters<ApplyPlanArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let who = self.who(&ctx);
+        let plan = {
+            let mut plans = self.plans.lock().await;
+            match plans.get(&a.plan_id) {
+                None => None,
+                Some(p) if p.owner != who => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "{} was planned by another identity; plan it yourself",
+                        a.plan_id
+                    ))]));
+                }
+                // Single use: taken out before it is applied.
+                Some(_) => plans.remove(&a.plan_id),
+            }
+        };
+        let Some(plan) = plan.filter(|p| p.expires > Instant::now()) else {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "no plan {} here: it expired, was applied already, or never existed",
+                a.plan_id
+            ))]));
+        };
+        let req = pb::ApplyRequest {
+            source: Some(plan.source),
+            expected_resource_version: plan.reviewed_version,
+            ..Default::default()
+        };
+        match self.backend.apply(&who, plan.rpc, req).await {
+            Ok(r) => {
+                let objects: Vec<Value> = r
+                    .objects
+                    .iter()
+                    .map(|o| json!({"kind": o.kind, "namespace": o.namespace, "name": o.name, "action": o.action}))
+                    .collect();
+                let summary = format!("applied {}; audit id {}", a.plan_id, r.audit_id);
+                Ok(answer(
+                    summary,
+                    json!({"audit_id": r.audit_id, "objects": objects, "warnings": r.warnings}),
+                ))
+            }
+            Err(s) => Ok(status_error(&s)),
+        }
+    }
+}
+
+/// Arguments of the audit prompt.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AuditArgs {
+    /// Only this namespace; absent: the whole mesh.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[prompt_router]
+#[allow(
+    missing_docs,
+    reason = "rmcp's prompt macro adds an undocumented public accessor"
+)]
+impl MeshAgent {
+    /// Walks an agent through a security and reliability review of the mesh.
+    #[prompt(
+        name = "audit-mesh",
+        description = "Find unencrypted, failing or policy-contradicting traffic and propose \
+            Linkerd policies to fix it (planned, never applied without review)."
+    )]
+    async fn audit_mesh(&self, Parameters(a): Parameters<AuditArgs>) -> Vec<PromptMessage> {
+        let scope = a.namespace.map_or_else(
+            || "the whole mesh".to_owned(),
+            |ns| format!("namespace {ns}"),
+        );
+        vec![PromptMessage::new_text(
+            Role::User,
+            format!(
+                "Audit {scope} of this Linkerd service mesh. 1. Call get_mesh_graph for a summary. \
+                 2. Call find_plaintext_edges and find_failing_edges and report each finding with \
+                 its traffic. 3. For edges whose policy verdict is unknown or that disagree with what \
+                 the proxies report, call explain_access. 4. Where a workload accepts callers it \
+                 should not, propose an AuthorizationPolicy with plan_authorization_policy (a spec \
+                 naming the allowed service accounts) and show its diff and affected edges. Never \
+                 call apply_plan without the user's explicit approval."
+            ),
+        )]
+    }
+}
+
+fn resource_json(uri: &str, v: &Value) -> ReadResourceResponse {
+    ReadResourceResult::new(vec![
+        ResourceContents::text(v.to_string(), uri.to_owned()).with_mime_type("application/json"),
+    ])
+    .into()
+}
+
+#[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
+impl ServerHandler for MeshAgent {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "linkerd-mcp",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Answers questions about a Linkerd service mesh (who calls whom, how fast, over mTLS \
+             or not, and which policy admits it) and plans policy changes. Start with \
+             get_mesh_graph; workloads are namespace/name. Changes are planned first and applied \
+             only with apply_plan after the user reviewed the plan.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new("mesh://graph", "mesh-graph")
+                .with_description("The whole mesh graph: workloads, edges, verdicts (JSON)")
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("mesh://workload/{namespace}/{name}", "workload")
+                .with_description("One workload and its edges (JSON)")
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let who = self.who(&ctx);
+        let (filter, workload) = if req.uri == "mesh://graph" {
+            (pb::GetMeshGraphRequest::default(), None)
+        } else if let Some(w) = req
+            .uri
+            .strip_prefix("mesh://workload/")
+            .filter(|w| w.split('/').count() == 2)
+        {
+            (
+                pb::GetMeshGraphRequest {
+                    workload: w.to_owned(),
+                    ..Default::default()
+                },
+                Some(w.to_owned()),
+            )
+        } else {
+            return Err(McpError::resource_not_found(
+                format!("no resource at {}", req.uri),
+                None,
+            ));
+        };
+        let g = self
+            .backend
+            .graph(&who, filter)
+            .await
+            .map_err(|s| McpError::internal_error(s.message().to_owned(), None))?;
+        let edges: Vec<Value> = g.edges.iter().map(edge_row).collect();
+        let v = json!({
+            "version": g.version,
+            "workload": workload,
+            "workloads": g.workloads.iter().map(|w| json!({
+                "workload": id(w.r#ref.as_ref()),
+                "meshed": w.meshed,
+                "identity": w.identity,
+            })).collect::<Vec<_>>(),
+            "edges": edges,
+        });
+        Ok(resource_json(&req.uri, &v))
+    }
+}
