@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages linkerd-mcp's tests and demo need, when missing:
-# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures) and kubectl.
+# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures), kubectl and
+# Python's venv; and the official MCP Python SDK into .tools/mcp-venv.
 # Runs `apt-get update` at most once. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
@@ -13,14 +14,26 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+# The MCP tests drive mesh-mcp with the official Python SDK, in a virtual environment here.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  # Unique, in order.
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | awk '!seen[$0]++')
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# Unique, in order.
-mapfile -t need < <(printf '%s\n' "${need[@]}" | awk '!seen[$0]++')
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+
+# Pinned: the tests read its result types.
+MCP_SDK=2.3.0
+venv="$(dirname "$0")/../.tools/mcp-venv"
+if ! "$venv/bin/python" -c "import mcp, importlib.metadata as m; assert m.version('mcp') == '$MCP_SDK'" >/dev/null 2>&1; then
+  echo "deps: installing the MCP Python SDK $MCP_SDK into .tools/mcp-venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "mcp==$MCP_SDK"
+fi

@@ -705,6 +705,233 @@ async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
     collector.await.unwrap();
 }
 
+/// The official MCP Python SDK (`make test` installs it in `.tools/mcp-venv`) driving mesh-mcp.
+async fn python_mcp_client(plan: &serde_json::Value) -> serde_json::Value {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("../../.tools/mcp-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make test` (scripts/deps.sh) installs the MCP Python SDK there",
+        python.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python)
+            .arg(root.join("tests/mcp_client.py"))
+            .arg(plan.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the MCP client did not finish within 120 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the MCP client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// A real MCP client nobody here wrote, over streamable HTTP and over stdio: every read tool
+/// on emojivoto checked against the topology and the seeded policy, a plan applied as the
+/// caller and visible in kube-sim, a second apply of the plan refused, `--read-only` without
+/// mutation tools, and no token refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_clients_use_every_tool_over_http_and_stdio() {
+    let t = meshsim::builtin("emojivoto").unwrap();
+    let (addr, _stop) = sim(t.clone()).await;
+    let prom = Prometheus::start(&[addr]).await;
+    let cluster = kube().await;
+    let mcp = start_mcp_with(
+        &[
+            "--embedded-collector",
+            "--prometheus-url",
+            &prom.url,
+            "--window",
+            "10s",
+            "--interval",
+            "1s",
+        ],
+        Some(cluster.kubeconfig("mcp-token")),
+    );
+    converges(mcp.grpc, &t).await;
+    let url = format!("http://127.0.0.1:{}/mcp", mcp.http);
+    let books_spec = serde_json::json!({
+        "namespace": "booksapp", "name": "books-policy", "target_name": "books-server",
+        "service_accounts": ["webapp"],
+        "server": {"pod_selector": {"app": "books"}, "port": "service", "proxy_protocol": "HTTP/1"},
+    });
+    let out = python_mcp_client(&serde_json::json!({
+        "http": url, "token": "adm1n",
+        "calls": [
+            ["get_mesh_graph", {}],
+            ["get_workload", {"workload": "emojivoto/web"}],
+            ["who_calls", {"workload": "emojivoto/voting"}],
+            ["find_plaintext_edges", {}],
+            ["find_failing_edges", {"threshold": 0.95}],
+            ["explain_access", {"from": "emojivoto/vote-bot", "to": "emojivoto/voting"}],
+            ["explain_access", {"from": "emojivoto/web", "to": "emojivoto/voting"}],
+            ["list_policies", {"namespace": "emojivoto"}],
+            ["get_mesh_graph", {"full": true, "max_edges": 2}],
+            ["plan_authorization_policy", {"spec": books_spec, "reason": "books is webapp's"}],
+            ["apply_plan", {"plan_id": "$plan_id"}],
+            ["apply_plan", {"plan_id": "$plan_id"}],
+        ],
+    }))
+    .await;
+    assert_eq!(out["server"], "linkerd-mcp");
+    let tools = out["tools"].as_object().unwrap();
+    let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "apply_plan",
+            "explain_access",
+            "find_failing_edges",
+            "find_plaintext_edges",
+            "get_mesh_graph",
+            "get_workload",
+            "list_policies",
+            "plan_authorization_policy",
+            "plan_http_route",
+            "who_calls"
+        ]
+    );
+    for (name, t) in tools {
+        assert_eq!(t["schema"]["type"], "object", "{name}");
+        let read = !name.starts_with("plan_") && name != "apply_plan";
+        assert_eq!(t["read_only"], read, "{name}");
+    }
+    assert_eq!(tools["apply_plan"]["destructive"], true);
+    assert_eq!(tools["plan_http_route"]["destructive"], false);
+
+    let calls = out["calls"].as_array().unwrap();
+    let call = |i: usize| &calls[i]["structured"];
+    for (i, c) in calls.iter().enumerate().take(11) {
+        assert_eq!(c["is_error"], false, "call {i}: {c}");
+    }
+    // The summary: 8 workloads (the cluster's emojivoto and booksapp), emojivoto's 3 edges, all
+    // mTLS, two below 95%.
+    assert_eq!(
+        (call(0)["workloads"].as_u64(), call(0)["edges"].as_u64()),
+        (Some(8), Some(3))
+    );
+    assert_eq!(call(0)["plaintext_edges"], 0);
+    assert_eq!(call(0)["failing_edges"], 2);
+    assert_eq!(call(0)["busiest"].as_array().unwrap().len(), 3);
+    // web: called by vote-bot, calls emoji and voting.
+    assert_eq!(call(1)["inbound"].as_array().unwrap().len(), 1);
+    assert_eq!(call(1)["outbound"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        call(1)["identity"],
+        "web.emojivoto.serviceaccount.identity.linkerd.cluster.local"
+    );
+    let callers = call(2)["callers"].as_array().unwrap();
+    assert_eq!(callers.len(), 1);
+    assert_eq!(callers[0]["from"], "emojivoto/web");
+    assert!((callers[0]["rps"].as_f64().unwrap() - 2.0).abs() <= 0.2);
+    assert_eq!(call(3)["edges"].as_array().unwrap().len(), 0);
+    let failing: Vec<&str> = call(4)["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failing,
+        ["emojivoto/voting", "emojivoto/web"],
+        "worst first"
+    );
+    // The seeded policy: voting-grpc admits only web's service account.
+    assert_eq!(call(5)["decision"], "denied", "{}", call(5));
+    assert_eq!(call(5)["server"], "emojivoto/voting-grpc");
+    assert_eq!(call(6)["decision"], "allowed", "{}", call(6));
+    assert_eq!(call(6)["authorizations"][0], "emojivoto/internal-grpc");
+    assert!(call(6)["chain"].as_array().unwrap().len() >= 2);
+    let kinds: Vec<&str> = call(7)["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"Server") && kinds.contains(&"ServerAuthorization"),
+        "{kinds:?}"
+    );
+    assert_eq!(call(8)["edge_list"].as_array().unwrap().len(), 2);
+    assert!(
+        call(8)["note"]
+            .as_str()
+            .unwrap()
+            .contains("truncated to the 2 busiest of 3")
+    );
+    // The plan: a dry-run with objects and a diff; applied once, refused the second time.
+    let plan = call(9);
+    assert!(plan["plan_id"].as_str().unwrap().starts_with("plan-"));
+    assert_eq!(plan["objects"].as_array().unwrap().len(), 3);
+    assert!(plan["diff"].as_str().unwrap().contains("books-policy"));
+    assert!(call(10)["audit_id"].as_str().is_some_and(|a| !a.is_empty()));
+    assert_eq!(calls[11]["is_error"], true);
+    assert!(
+        calls[11]["text"]
+            .as_str()
+            .unwrap()
+            .contains("applied already")
+    );
+    let applied = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        kube_client(&cluster, "admin-token"),
+        "booksapp",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "policy.linkerd.io",
+            "v1alpha1",
+            "AuthorizationPolicy",
+        )),
+    )
+    .get("books-policy")
+    .await
+    .unwrap();
+    assert_eq!(
+        applied.metadata.annotations.unwrap()["linkerd-mcp.io/requested-by"],
+        "admin"
+    );
+    assert_eq!(out["resources"][0], "mesh://graph");
+    assert_eq!(out["graph_resource"]["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(out["prompts"][0], "audit-mesh");
+
+    // stdio, read-only, against the gRPC port with a token: no mutation tools, reads work.
+    let out = python_mcp_client(&serde_json::json!({
+        "stdio": [
+            env!("CARGO_BIN_EXE_mesh-mcp"), "stdio",
+            "--server", format!("127.0.0.1:{}", mcp.grpc), "--token", "t0ken", "--read-only",
+        ],
+        "calls": [["who_calls", {"workload": "emojivoto/web"}]],
+    }))
+    .await;
+    let tools = out["tools"].as_object().unwrap();
+    assert_eq!(tools.len(), 7, "{:?}", tools.keys());
+    assert!(!tools.contains_key("apply_plan"));
+    assert_eq!(
+        out["calls"][0]["structured"]["callers"][0]["from"],
+        "emojivoto/vote-bot"
+    );
+
+    // No token: 401 with a Bearer challenge, before any MCP handling.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+}
+
 #[tokio::test]
 async fn bad_configuration_is_one_line_and_exit_64() {
     for (args, want) in [
