@@ -149,6 +149,18 @@ impl Network {
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.cidr.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
     }
+
+    /// Whether every address of `other` is in the network and in none of its exceptions.
+    pub fn covers(&self, other: &IpNet) -> bool {
+        let within = |outer: &IpNet, inner: &IpNet| {
+            outer.prefix <= inner.prefix && outer.contains(inner.addr)
+        };
+        within(&self.cidr, other)
+            && !self
+                .except
+                .iter()
+                .any(|e| within(e, other) || within(other, e))
+    }
 }
 
 // === Policy objects ===
@@ -497,6 +509,49 @@ pub struct Explanation {
 // === impl PolicySet ===
 
 impl PolicySet {
+    /// Why `n` admits `client` although its address is unknown, or why that cannot be said.
+    fn admits_any_address(
+        &self,
+        n: &NetworkAuthentication,
+        client: &ClientInfo,
+    ) -> Result<String, String> {
+        let everything = |v6: bool| IpNet {
+            addr: if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            },
+            prefix: 0,
+        };
+        if [false, true]
+            .iter()
+            .all(|v6| n.networks.iter().any(|net| net.covers(&everything(*v6))))
+        {
+            return Ok(format!(
+                "NetworkAuthentication {}: every address is in its networks",
+                n.name
+            ));
+        }
+        if client.in_cluster
+            && !self.cluster_networks.is_empty()
+            && self
+                .cluster_networks
+                .iter()
+                .all(|c| n.networks.iter().any(|net| net.covers(&c.cidr)))
+        {
+            return Ok(format!(
+                "NetworkAuthentication {}: its networks hold the cluster networks, and the \
+                 client is in the cluster",
+                n.name
+            ));
+        }
+        Err(format!(
+            "NetworkAuthentication {}: the client's address is unknown, and its networks do \
+             not hold every address a client in the cluster may have",
+            n.name
+        ))
+    }
+
     /// The identity of a service account: `<sa>.<ns>.serviceaccount.identity.<cp>.<td>`.
     pub fn sa_identity(&self, sa: &str, ns: &str) -> String {
         format!(
@@ -838,12 +893,13 @@ impl PolicySet {
                     .ok_or_else(|| {
                         format!("NetworkAuthentication {ns}/{} does not exist", r.name)
                     })?;
-                let ip = client.ip.ok_or_else(|| {
-                    format!(
-                        "NetworkAuthentication {}: the client's address is unknown",
-                        n.name
-                    )
-                })?;
+                let Some(ip) = client.ip else {
+                    // A workload-to-workload question has no pod address; a network that
+                    // holds every address, or every cluster network for an in-cluster client,
+                    // admits it whatever the address is.
+                    reasons.push(self.admits_any_address(n, client)?);
+                    continue;
+                };
                 let net = n
                     .networks
                     .iter()

@@ -988,6 +988,32 @@ impl MeshAgent {
     }
 }
 
+/// `/mcp` (streamable HTTP) serving `agent`, answering only `Host` names in `allowed_hosts`
+/// (empty: loopback names) and, when given, browser origins in `allowed_origins`. No
+/// authentication: the caller layers it.
+pub fn router(
+    agent: MeshAgent,
+    allowed_hosts: &[String],
+    allowed_origins: &[String],
+) -> axum::Router {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let mut config = StreamableHttpServerConfig::default();
+    if !allowed_hosts.is_empty() {
+        config = config.with_allowed_hosts(allowed_hosts.to_vec());
+    }
+    if !allowed_origins.is_empty() {
+        config = config.with_allowed_origins(allowed_origins.to_vec());
+    }
+    let mcp = StreamableHttpService::new(
+        move || Ok(agent.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    axum::Router::new().nest_service("/mcp", mcp)
+}
+
 fn resource_json(uri: &str, v: &Value) -> ReadResourceResponse {
     ReadResourceResult::new(vec![
         ResourceContents::text(v.to_string(), uri.to_owned()).with_mime_type("application/json"),

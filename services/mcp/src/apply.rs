@@ -525,10 +525,10 @@ impl Applier {
             chain.push(format!(
                 "{dst} has no Linkerd proxy, so Linkerd policy does not apply"
             ));
-            return Ok(pb::PolicyVerdict {
+            return Ok(pb::PolicyVerdict::from(&mesh_model::PolicyVerdict {
                 chain,
                 ..Default::default()
-            });
+            }));
         }
         let identity = client.meshed.then(|| {
             cluster

@@ -106,6 +106,7 @@ struct Reviewer {
 pub struct Authenticator {
     tokens: TokenAuth,
     review: Option<Reviewer>,
+    oauth: Option<crate::oauth::JwtVerifier>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -113,6 +114,7 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("static_tokens", &self.tokens.tokens.len())
             .field("token_review", &self.review.is_some())
+            .field("oauth", &self.oauth.as_ref().map(|o| &o.config().issuer))
             .finish()
     }
 }
@@ -122,6 +124,7 @@ impl From<TokenAuth> for Authenticator {
         Self {
             tokens,
             review: None,
+            oauth: None,
         }
     }
 }
@@ -139,7 +142,20 @@ impl Authenticator {
                 hasher: std::hash::RandomState::new(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT)),
             }),
+            oauth: None,
         }
+    }
+
+    /// Also accepts JWT access tokens `oauth` verifies (the MCP authorization spec).
+    #[must_use]
+    pub fn with_oauth(mut self, oauth: crate::oauth::JwtVerifier) -> Self {
+        self.oauth = Some(oauth);
+        self
+    }
+
+    /// The OAuth verifier, when configured (its metadata is served to clients).
+    pub fn oauth(&self) -> Option<&crate::oauth::JwtVerifier> {
+        self.oauth.as_ref()
     }
 
     /// Who sent `authorization` (the header's value), or `UNAUTHENTICATED` saying why.
@@ -155,6 +171,18 @@ impl Authenticator {
         };
         if let Some(c) = self.tokens.tokens.get(token) {
             return Ok(c.clone());
+        }
+        // A JWT from the configured issuer; Kubernetes tokens are JWTs too, so a refusal here
+        // still leaves them to TokenReview when that is configured.
+        if let Some(o) = &self.oauth
+            && token.matches('.').count() == 2
+        {
+            match o.verify(token).await {
+                Ok(Ok(caller)) => return Ok(caller),
+                Ok(Err(why)) if self.review.is_none() => return Err(Status::unauthenticated(why)),
+                Err(s) if self.review.is_none() => return Err(s),
+                _ => {}
+            }
         }
         let Some(r) = &self.review else {
             return Err(Status::unauthenticated("unknown bearer token"));

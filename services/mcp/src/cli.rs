@@ -85,6 +85,21 @@ pub struct Args {
     /// Seconds between watch heartbeats.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
     pub heartbeat: Duration,
+    /// Accept OAuth 2.1 access tokens (JWTs) from this issuer (the MCP authorization spec).
+    #[arg(long, env = "MESH_OAUTH_ISSUER", requires = "oauth_audience")]
+    pub oauth_issuer: Option<String>,
+    /// The audience tokens must carry: this server's MCP URL, e.g. `https://mcp.example.com/mcp`.
+    #[arg(long, env = "MESH_OAUTH_AUDIENCE", requires = "oauth_issuer")]
+    pub oauth_audience: Option<String>,
+    /// The issuer's JWKS URL (default: from its `.well-known` metadata).
+    #[arg(long, env = "MESH_OAUTH_JWKS_URL", requires = "oauth_issuer")]
+    pub oauth_jwks_url: Option<String>,
+    /// The token claim naming the user (the Kubernetes user changes are made as).
+    #[arg(long, env = "MESH_OAUTH_USER_CLAIM", default_value = "sub")]
+    pub oauth_user_claim: String,
+    /// The token claim listing the user's groups.
+    #[arg(long, env = "MESH_OAUTH_GROUPS_CLAIM", default_value = "groups")]
+    pub oauth_groups_claim: String,
     /// Serve MCP without its mutation tools (plan_*, apply_plan).
     #[arg(long, env = "MESH_READ_ONLY")]
     pub read_only: bool,
@@ -148,16 +163,18 @@ pub async fn run_stdio(args: StdioArgs) -> Result<(), (i32, String)> {
 /// Checks the configuration and runs until Ctrl-C or SIGTERM. Errors are `(exit code, line)`.
 pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let usage = |m: String| (EXIT_USAGE, m);
-    let configured = args.token_file.is_some() || args.token_review;
+    let configured = args.token_file.is_some() || args.token_review || args.oauth_issuer.is_some();
     let auth = match (configured, args.insecure_no_auth) {
         (true, true) => {
             return Err(usage(
-                "--token-file/--token-review and --insecure-no-auth exclude each other".into(),
+                "--token-file/--token-review/--oauth-issuer and --insecure-no-auth exclude each other"
+                    .into(),
             ));
         }
         (false, false) => {
             return Err(usage(
-                "set --token-file or --token-review, or --insecure-no-auth for a demo".into(),
+                "set --token-file, --token-review or --oauth-issuer, or --insecure-no-auth for a demo"
+                    .into(),
             ));
         }
         (true, false) => {
@@ -178,11 +195,19 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             } else {
                 None
             };
-            Some(Authenticator::new(
-                tokens,
-                review,
-                args.token_audience.clone(),
-            ))
+            let mut a = Authenticator::new(tokens, review, args.token_audience.clone());
+            if let (Some(issuer), Some(audience)) = (&args.oauth_issuer, &args.oauth_audience) {
+                let v = crate::oauth::JwtVerifier::new(crate::oauth::OAuthConfig {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks_url: args.oauth_jwks_url.clone(),
+                    user_claim: args.oauth_user_claim.clone(),
+                    groups_claim: args.oauth_groups_claim.clone(),
+                })
+                .map_err(usage)?;
+                a = a.with_oauth(v);
+            }
+            Some(a)
         }
         (false, true) => {
             tracing::warn!(
@@ -311,28 +336,35 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
 
 /// `/mcp`: streamable HTTP MCP, behind the same bearer tokens as gRPC.
 fn mcp_router(args: &Args, service: GraphService, auth: Option<Authenticator>) -> Router {
-    use rmcp::transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    };
     let agent = crate::agent::MeshAgent::new(
         crate::agent::Backend::Local(Box::new(service)),
         args.read_only,
     );
-    let mut config = StreamableHttpServerConfig::default();
-    if !args.mcp_allowed_host.is_empty() {
-        config = config.with_allowed_hosts(args.mcp_allowed_host.clone());
+    let metadata = auth
+        .as_ref()
+        .and_then(Authenticator::oauth)
+        .map(crate::oauth::JwtVerifier::resource_metadata);
+    let protected = crate::agent::router(agent, &args.mcp_allowed_host, &args.mcp_allowed_origin)
+        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth));
+    match metadata {
+        // RFC 9728: where clients learn which authorization server issues tokens for /mcp.
+        Some(m) => {
+            let doc = axum::Json(m);
+            protected
+                .route(
+                    "/.well-known/oauth-protected-resource",
+                    get({
+                        let doc = doc.clone();
+                        move || async move { doc }
+                    }),
+                )
+                .route(
+                    "/.well-known/oauth-protected-resource/mcp",
+                    get(move || async move { doc }),
+                )
+        }
+        None => protected,
     }
-    if !args.mcp_allowed_origin.is_empty() {
-        config = config.with_allowed_origins(args.mcp_allowed_origin.clone());
-    }
-    let mcp = StreamableHttpService::new(
-        move || Ok(agent.clone()),
-        LocalSessionManager::default().into(),
-        config,
-    );
-    Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth))
 }
 
 /// Authenticates MCP requests as gRPC ones and hands the [`crate::Caller`] to the tools;
@@ -360,9 +392,13 @@ async fn mcp_auth(
             } else {
                 StatusCode::UNAUTHORIZED
             };
+            let challenge = match auth.oauth() {
+                Some(o) => format!("Bearer resource_metadata=\"{}\"", o.metadata_url()),
+                None => "Bearer".to_owned(),
+            };
             (
                 code,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
+                [(header::WWW_AUTHENTICATE, challenge)],
                 format!("{}\n", s.message()),
             )
                 .into_response()

@@ -941,7 +941,7 @@ async fn bad_configuration_is_one_line_and_exit_64() {
         ),
         (
             vec!["--redis-url", "redis://127.0.0.1:1"],
-            "set --token-file or --token-review, or --insecure-no-auth for a demo",
+            "set --token-file, --token-review or --oauth-issuer, or --insecure-no-auth for a demo",
         ),
         (
             vec!["--embedded-collector", "--insecure-no-auth"],

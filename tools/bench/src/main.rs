@@ -3,6 +3,7 @@
 //! each case's peak memory. Each case runs in a child process of its own so that its peak
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
+mod agent;
 mod apply;
 mod collector;
 mod failover;
@@ -133,6 +134,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "collector" => rt.block_on(collector::cycle(n)),
         "apply" => rt.block_on(apply::run(n)),
         "failover" => rt.block_on(failover::run(n)),
+        "mcp" => rt.block_on(agent::run(n)),
         _ => return false,
     }
     true
@@ -162,6 +164,7 @@ fn main() {
         ("prom-get", &[1_000][..]),
         ("fanout", &[1_000, 10_000][..]),
         ("apply", &[1_000][..]),
+        ("mcp", &[1_000][..]),
         ("failover", &[20][..]),
     ] {
         for &n in sizes {

@@ -748,3 +748,60 @@ fn grpc_routes_match_service_and_method() {
     );
     assert_eq!(s.explain(&call("VoteDoughnut")).decision, Decision::Denied);
 }
+
+#[test]
+fn a_client_without_an_address_is_admitted_only_by_networks_that_hold_every_address_it_may_have() {
+    let mut s = emojivoto_modern();
+    let net = |cidrs: &[&str], except: &[&str]| NetworkAuthentication {
+        namespace: "emojivoto".into(),
+        name: "nets".into(),
+        networks: cidrs
+            .iter()
+            .map(|c| Network {
+                cidr: c.parse().unwrap(),
+                except: except.iter().map(|e| e.parse().unwrap()).collect(),
+            })
+            .collect(),
+    };
+    s.authorization_policies[0].required_authentication_refs =
+        vec![policy_ref("NetworkAuthentication", "nets")];
+    // A workload-to-workload question: meshed, in the cluster, no pod address.
+    let client = meshed("web", "emojivoto");
+    let decide = |s: &PolicySet| s.explain(&req(client.clone(), &voting_pod(), 8080));
+
+    s.network_authentications = vec![net(&["0.0.0.0/0", "::/0"], &[])];
+    let v = decide(&s);
+    assert_eq!(v.decision, Decision::Allowed, "{:?}", v.chain);
+    assert!(
+        v.chain.iter().any(|c| c.contains("every address")),
+        "{:?}",
+        v.chain
+    );
+    // An exception makes some addresses fail: without the address, no admission.
+    s.network_authentications = vec![net(&["0.0.0.0/0", "::/0"], &["10.0.0.0/8"])];
+    assert_eq!(decide(&s).decision, Decision::Denied);
+    // Part of the address space: only when it holds every cluster network.
+    s.network_authentications = vec![net(&["10.0.0.0/8"], &[])];
+    s.cluster_networks = vec![Network {
+        cidr: "10.0.0.0/8".parse().unwrap(),
+        except: Vec::new(),
+    }];
+    let v = decide(&s);
+    assert_eq!(v.decision, Decision::Allowed, "{:?}", v.chain);
+    assert!(
+        v.chain.iter().any(|c| c.contains("cluster networks")),
+        "{:?}",
+        v.chain
+    );
+    s.cluster_networks.push(Network {
+        cidr: "172.16.0.0/12".parse().unwrap(),
+        except: Vec::new(),
+    });
+    let v = decide(&s);
+    assert_eq!(v.decision, Decision::Denied);
+    assert!(
+        v.chain.iter().any(|c| c.contains("address is unknown")),
+        "{:?}",
+        v.chain
+    );
+}

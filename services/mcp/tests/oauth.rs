@@ -1,0 +1,213 @@
+//! OAuth 2.1 access tokens (the MCP authorization spec's resource-server side), minted here with
+//! a local key and served from a local issuer: what is accepted, what is refused and why, and
+//! the protected resource metadata and challenge the `mesh-mcp` binary gives MCP clients.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::{process::Command, time::Duration};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+use mesh_mcp::{
+    Authenticator, TokenAuth,
+    oauth::{JwtVerifier, OAuthConfig},
+};
+use mesh_testkit::{ChildGuard, free_port, poll};
+use serde_json::json;
+
+struct Issuer {
+    url: String,
+    key: EncodingKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn ec_key() -> EncodingKey {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
+}
+
+/// An authorization server's metadata and JWKS (key id `k1`) on loopback.
+async fn issuer() -> Issuer {
+    let key = ec_key();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let meta = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+    let jwks = json!({"keys": [jwk]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(move || async move { axum::Json(meta) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Issuer {
+        url,
+        key,
+        stop: Some(stop),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn mint(key: &EncodingKey, kid: &str, claims: &serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_are_checked_against_the_issuers_keys_audience_and_expiry() {
+    let iss = issuer().await;
+    let aud = "https://mcp.example.com/mcp";
+    let verifier = JwtVerifier::new(OAuthConfig {
+        issuer: iss.url.clone(),
+        audience: aud.into(),
+        jwks_url: None,
+        user_claim: "sub".into(),
+        groups_claim: "groups".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        verifier.metadata_url(),
+        "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    );
+    let auth = Authenticator::from(TokenAuth::default()).with_oauth(verifier);
+    let claims = |over: serde_json::Value| {
+        let mut c = json!({
+            "iss": iss.url, "aud": aud, "sub": "alice@example.com",
+            "groups": ["mesh-admins"], "exp": now() + 300,
+        });
+        for (k, v) in over.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let bearer = |t: String| format!("Bearer {t}");
+
+    let ok = auth
+        .authenticate(Some(&bearer(mint(&iss.key, "k1", &claims(json!({}))))))
+        .await
+        .unwrap();
+    assert_eq!(ok.user, "alice@example.com");
+    assert_eq!(ok.groups, ["mesh-admins"]);
+
+    let refused = [
+        (
+            claims(json!({"aud": "https://other.example.com/mcp"})),
+            "k1",
+            "InvalidAudience",
+        ),
+        (
+            claims(json!({"iss": "https://evil.example.com"})),
+            "k1",
+            "InvalidIssuer",
+        ),
+        (
+            claims(json!({"exp": now() - 3600})),
+            "k1",
+            "ExpiredSignature",
+        ),
+        (claims(json!({"sub": ""})), "k1", "no \"sub\" claim"),
+    ];
+    for (c, kid, why) in refused {
+        let e = auth
+            .authenticate(Some(&bearer(mint(&iss.key, kid, &c))))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{c}");
+        assert!(e.message().contains(why), "{why}: {}", e.message());
+    }
+    // Signed by a key the issuer does not publish (also under its key id): refused.
+    let forged = mint(&ec_key(), "k1", &claims(json!({})));
+    let e = auth.authenticate(Some(&bearer(forged))).await.unwrap_err();
+    assert!(e.message().contains("InvalidSignature"), "{}", e.message());
+    let unknown = mint(&ec_key(), "k9", &claims(json!({})));
+    let e = auth.authenticate(Some(&bearer(unknown))).await.unwrap_err();
+    assert!(e.message().contains("no key"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_publishes_its_resource_metadata_and_accepts_the_issuers_tokens() {
+    let iss = issuer().await;
+    let http = free_port();
+    let aud = format!("http://127.0.0.1:{http}/mcp");
+    let dir = tempfile::tempdir().unwrap();
+    let _mcp = ChildGuard::spawn(
+        "mesh-mcp",
+        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+            .args([
+                "--embedded-collector",
+                "--prometheus-url",
+                "http://127.0.0.1:1",
+            ])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
+            .env("KUBECONFIG", dir.path().join("none")),
+        &dir.path().join("mesh-mcp.log"),
+    );
+    let client = reqwest::Client::new();
+    let meta_url = format!("http://127.0.0.1:{http}/.well-known/oauth-protected-resource/mcp");
+    let meta: serde_json::Value = poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        let (client, meta_url) = (client.clone(), meta_url.clone());
+        async move { client.get(&meta_url).send().await.ok()?.json().await.ok() }
+    })
+    .await
+    .expect("no protected resource metadata");
+    assert_eq!(meta["resource"], aud.as_str());
+    assert_eq!(meta["authorization_servers"][0], iss.url.as_str());
+
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
+    let post = |token: Option<String>| {
+        let mut r = client
+            .post(&aud)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(init);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = post(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        format!("Bearer resource_metadata=\"http://127.0.0.1:{http}/.well-known/oauth-protected-resource/mcp\"")
+            .as_str()
+    );
+    let token = mint(
+        &iss.key,
+        "k1",
+        &json!({"iss": iss.url, "aud": aud, "sub": "alice", "exp": now() + 300}),
+    );
+    let r = post(Some(token)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("linkerd-mcp"), "{body}");
+}
