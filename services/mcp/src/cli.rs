@@ -306,7 +306,11 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .route("/v1/graph", get(http_graph))
             .with_state((service.clone(), auth.clone()))
             .merge(mcp_router(&args, service.clone(), auth.clone()));
-        servers.spawn(async move { axum::serve(l, app).await.map_err(|e| e.to_string()) });
+        servers.spawn(async move {
+            axum::serve(crate::http_incoming(l), app)
+                .await
+                .map_err(|e| e.to_string())
+        });
     }
     if let Some(addr) = args.admin_listen {
         register_graph_metrics(&mut registry, rx.clone());

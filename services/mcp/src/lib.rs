@@ -80,6 +80,19 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
         .with_keepalive(Some(Duration::from_secs(60)))
 }
 
+/// An HTTP listener setting `TCP_NODELAY` on every accepted connection, for the same reason
+/// as [`incoming`] (without it every MCP call waits about 40 ms on loopback).
+pub fn http_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|s| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 /// The gRPC routes: `MeshService` (behind `auth`, when given), health and reflection (open, as
 /// probes and tooling expect).
 pub async fn grpc_routes(

@@ -101,7 +101,13 @@ pub(crate) async fn run(n: usize) {
         .await
         .expect("bind");
     let url = format!("http://{}/mcp", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, mesh_mcp::agent::router(agent, &[], &[])).await });
+    tokio::spawn(async move {
+        axum::serve(
+            mesh_mcp::http_incoming(l),
+            mesh_mcp::agent::router(agent, &[], &[]),
+        )
+        .await
+    });
 
     let http = reqwest::Client::new();
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
