@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages linkerd-mcp's tests and demo need, when missing:
 # redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures), kubectl and
-# Python's venv; and the official MCP Python SDK into .tools/mcp-venv.
+# Python's venv and Node.js; and the official MCP Python SDK into .tools/mcp-venv.
 # Runs `apt-get update` at most once. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 
+# The MCP conformance suite runs on Node.js (npm installs it into .tools/conformance).
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The MCP tests drive mesh-mcp with the official Python SDK, in a virtual environment here.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
