@@ -38,7 +38,6 @@ test: deps lint
 	else \
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
-	$(CARGO) build --locked -p mesh-mcp
 	scripts/mcp-conformance.sh
 
 # Benchmarks print figures and ratios; never part of `make test`.

@@ -15,6 +15,8 @@ if [ ! -x "$dir/node_modules/.bin/conformance" ] || \
   npm install --silent --no-audit --no-fund --prefix "$dir" "@modelcontextprotocol/conformance@$VERSION" >/dev/null
 fi
 
+# The integration tests built it; build it only when run alone.
+[ -x target/debug/mesh-mcp ] || cargo build --locked -p mesh-mcp
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http=$(free_port)
 grpc=$(free_port)

@@ -194,6 +194,50 @@ impl<S: GraphStore> GraphStore for std::sync::Arc<S> {
     }
 }
 
+/// What [`PlanStore::take_plan`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// The plan, now removed: it can be taken once.
+    Plan(Vec<u8>),
+    /// No such plan: never made, expired, or taken already.
+    Missing,
+    /// Made by another owner; left in place.
+    NotYours,
+}
+
+/// Reviewed changes waiting to be applied, shared by every replica that uses the store:
+/// single use, expiring, bound to the owner that made them.
+pub trait PlanStore: Send + Sync + 'static {
+    /// Keeps `plan` under `id` for `ttl`, for `owner` only.
+    fn put_plan(
+        &self,
+        id: &str,
+        owner: &str,
+        plan: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes and returns plan `id` if `owner` made it, atomically: of two concurrent takers,
+    /// one gets it.
+    fn take_plan(&self, id: &str, owner: &str) -> impl Future<Output = Result<Taken>> + Send;
+}
+
+/// A shared plan store is a plan store.
+impl<S: PlanStore> PlanStore for std::sync::Arc<S> {
+    fn put_plan(
+        &self,
+        id: &str,
+        owner: &str,
+        plan: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).put_plan(id, owner, plan, ttl)
+    }
+    fn take_plan(&self, id: &str, owner: &str) -> impl Future<Output = Result<Taken>> + Send {
+        (**self).take_plan(id, owner)
+    }
+}
+
 /// Key names under a prefix (default `mesh:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -205,6 +249,8 @@ pub struct Keys {
     pub epoch: String,
     /// The leader lease.
     pub leader: String,
+    /// Prefix of plan keys (`<prefix>plan:<id>`).
+    pub plan: String,
 }
 
 impl Keys {
@@ -215,6 +261,7 @@ impl Keys {
             deltas: format!("{prefix}deltas"),
             epoch: format!("{prefix}epoch"),
             leader: format!("{prefix}leader"),
+            plan: format!("{prefix}plan:"),
         }
     }
 }

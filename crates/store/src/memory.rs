@@ -8,7 +8,8 @@ use tokio::{
 };
 
 use crate::{
-    Entry, GraphStore, Lease, Publication, Result, STREAM_START, Snapshot, StoreError, id_key,
+    Entry, GraphStore, Lease, PlanStore, Publication, Result, STREAM_START, Snapshot, StoreError,
+    Taken, id_key,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +20,8 @@ struct State {
     epoch: u64,
     /// The lease token and when it lapses.
     leader: Option<(String, Instant)>,
+    /// Plans: owner, plan, and when it lapses.
+    plans: std::collections::HashMap<String, (String, Vec<u8>, Instant)>,
 }
 
 impl State {
@@ -168,5 +171,30 @@ impl GraphStore for MemoryStore {
             st.leader = None;
         }
         Ok(())
+    }
+}
+
+impl PlanStore for MemoryStore {
+    async fn put_plan(&self, id: &str, owner: &str, plan: Vec<u8>, ttl: Duration) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.plans.retain(|_, (_, _, until)| *until > now);
+        st.plans
+            .insert(id.to_owned(), (owner.to_owned(), plan, now + ttl));
+        Ok(())
+    }
+
+    async fn take_plan(&self, id: &str, owner: &str) -> Result<Taken> {
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.plans.retain(|_, (_, _, until)| *until > now);
+        match st.plans.get(id) {
+            None => Ok(Taken::Missing),
+            Some((o, _, _)) if o != owner => Ok(Taken::NotYours),
+            Some(_) => Ok(st
+                .plans
+                .remove(id)
+                .map_or(Taken::Missing, |(_, plan, _)| Taken::Plan(plan))),
+        }
     }
 }

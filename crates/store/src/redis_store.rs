@@ -14,7 +14,8 @@ use redis::{
 use tokio::sync::Mutex;
 
 use crate::{
-    Entry, GraphStore, Keys, Lease, Publication, Result, STREAM_START, Snapshot, StoreError,
+    Entry, GraphStore, Keys, Lease, PlanStore, Publication, Result, STREAM_START, Snapshot,
+    StoreError, Taken,
 };
 
 /// Appends the delta and replaces the snapshot in one step, refusing stale epochs and, when
@@ -67,6 +68,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+";
+
+/// Takes a plan if its owner asks: the hash's fields are `owner` and `plan`.
+const TAKE_PLAN: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then
+  return {0}
+end
+if owner ~= ARGV[1] then
+  return {2}
+end
+local plan = redis.call('HGET', KEYS[1], 'plan')
+redis.call('DEL', KEYS[1])
+return {1, plan}
 ";
 
 /// Gives the lease up only if it is still ours.
@@ -437,5 +452,45 @@ impl GraphStore for RedisStore {
             })
             .await?;
         Ok(())
+    }
+}
+
+impl PlanStore for RedisStore {
+    async fn put_plan(&self, id: &str, owner: &str, plan: Vec<u8>, ttl: Duration) -> Result<()> {
+        let key = format!("{}{id}", self.keys.plan);
+        let ms = Self::millis(ttl);
+        self.with(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .hset_multiple(&key, &[("owner", owner.as_bytes()), ("plan", &plan)])
+                .ignore()
+                .pexpire(&key, i64::try_from(ms).unwrap_or(i64::MAX))
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn take_plan(&self, id: &str, owner: &str) -> Result<Taken> {
+        let key = format!("{}{id}", self.keys.plan);
+        let reply: Vec<Value> = self
+            .with(|mut c| async move {
+                Script::new(TAKE_PLAN)
+                    .key(&key)
+                    .arg(owner)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.as_slice() {
+            [code] if num(code)? == 0 => Ok(Taken::Missing),
+            [code] if num(code)? == 2 => Ok(Taken::NotYours),
+            [_, plan] => Ok(Taken::Plan(
+                redis::from_redis_value(plan.clone())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            other => Err(StoreError::Corrupt(format!("take plan answered {other:?}"))),
+        }
     }
 }

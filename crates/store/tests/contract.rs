@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_store::{GraphStore, MemoryStore, Publication, RedisStore, STREAM_START, StoreError};
+use mesh_store::{
+    GraphStore, MemoryStore, PlanStore, Publication, RedisStore, STREAM_START, StoreError, Taken,
+};
 use mesh_testkit::Redis;
 
 fn publication(epoch: u64, from: u64, to: u64, delta: bool) -> Publication {
@@ -54,6 +56,31 @@ async fn the_lease_elects_one_writer_and_fences_the_last<S: GraphStore>(s: &S) {
     s.release(&c).await.unwrap();
     let d = s.acquire("d", ttl, c.epoch + 10).await.unwrap().unwrap();
     assert_eq!(d.epoch, c.epoch + 11);
+}
+
+/// Plans: bound to their owner, taken once, gone after their TTL.
+async fn plans_are_single_use_expiring_and_bound_to_their_owner<S: PlanStore>(s: &S) {
+    let minute = Duration::from_secs(60);
+    s.put_plan("p1", "alice", b"plan one".to_vec(), minute)
+        .await
+        .unwrap();
+    assert_eq!(s.take_plan("p1", "bob").await.unwrap(), Taken::NotYours);
+    assert_eq!(
+        s.take_plan("p1", "alice").await.unwrap(),
+        Taken::Plan(b"plan one".to_vec())
+    );
+    assert_eq!(s.take_plan("p1", "alice").await.unwrap(), Taken::Missing);
+    assert_eq!(s.take_plan("never", "alice").await.unwrap(), Taken::Missing);
+    s.put_plan(
+        "p2",
+        "alice",
+        b"plan two".to_vec(),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.take_plan("p2", "alice").await.unwrap(), Taken::Missing);
 }
 
 async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
@@ -183,6 +210,7 @@ async fn memory_store_meets_the_contract() {
     stale_epochs_are_fenced(&MemoryStore::new(1000)).await;
     the_stream_is_trimmed_and_readers_see_the_gap(&MemoryStore::new(10), 10).await;
     the_lease_elects_one_writer_and_fences_the_last(&MemoryStore::new(10)).await;
+    plans_are_single_use_expiring_and_bound_to_their_owner(&MemoryStore::new(10)).await;
 }
 
 fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
@@ -198,6 +226,8 @@ async fn redis_store_meets_the_contract() {
     // MAXLEN ~ trims whole macro nodes (100 entries by default), so ask for little and write lots.
     the_stream_is_trimmed_and_readers_see_the_gap(&redis_store(&redis.url, "d:", 50), 100).await;
     the_lease_elects_one_writer_and_fences_the_last(&redis_store(&redis.url, "e:", 50)).await;
+    plans_are_single_use_expiring_and_bound_to_their_owner(&redis_store(&redis.url, "f:", 50))
+        .await;
 }
 
 /// TLS (`rediss://`) with a private CA: the whole contract holds over it.

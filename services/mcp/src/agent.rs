@@ -4,11 +4,7 @@
 //! authenticated caller) and over stdio (`mesh-mcp stdio`, talking to a remote mcp service over
 //! gRPC with a token), through one [`Backend`].
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use mesh_proto::pb::{
     self, mesh_service_client::MeshServiceClient, mesh_service_server::MeshService,
@@ -22,16 +18,17 @@ use rmcp::{
         CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult,
         ListResourcesResult, PaginatedRequestParams, PromptMessage, ReadResourceRequestParams,
         ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
-        Role, ServerCapabilities, ServerConfig,
+        ResourceUpdatedNotificationParam, Role, ServerCapabilities, ServerConfig,
+        SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
     },
     prompt, prompt_handler, prompt_router,
-    service::RequestContext,
+    service::{Peer, RequestContext, SubscriptionContext},
     tool, tool_handler, tool_router,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tonic::{Request, Status, transport::Channel};
 
 use crate::{Caller, GraphService, apply::Rpc};
@@ -129,22 +126,140 @@ impl Backend {
     }
 }
 
-/// A reviewed change waiting for `apply_plan`.
+/// Where plans wait for `apply_plan`: this process, or the Redis/Valkey the replicas share
+/// (so a plan made through one replica can be applied through another).
 #[derive(Clone, Debug)]
+pub enum Plans {
+    /// In this process.
+    Memory(mesh_store::MemoryStore),
+    /// In Redis/Valkey.
+    Redis(Arc<mesh_store::RedisStore>),
+}
+
+impl Default for Plans {
+    fn default() -> Self {
+        Self::Memory(mesh_store::MemoryStore::new(1))
+    }
+}
+
+impl Plans {
+    async fn put(&self, id: &str, owner: &str, plan: Vec<u8>) -> Result<(), String> {
+        use mesh_store::PlanStore;
+        match self {
+            Self::Memory(s) => s.put_plan(id, owner, plan, PLAN_TTL).await,
+            Self::Redis(s) => s.put_plan(id, owner, plan, PLAN_TTL).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn take(&self, id: &str, owner: &str) -> Result<mesh_store::Taken, String> {
+        use mesh_store::PlanStore;
+        match self {
+            Self::Memory(s) => s.take_plan(id, owner).await,
+            Self::Redis(s) => s.take_plan(id, owner).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A reviewed change waiting for `apply_plan`, as stored.
+#[derive(Debug, serde::Serialize, Deserialize)]
 struct Plan {
-    rpc: Rpc,
-    source: pb::apply_request::Source,
-    owner: Who,
-    /// The main object's resourceVersion when planned (empty: it did not exist).
-    reviewed_version: String,
-    expires: Instant,
+    /// `ApplyAuthorizationPolicy` or `ApplyHTTPRoute`.
+    http_route: bool,
+    /// The request as reviewed (proto3 JSON), with the reviewed resourceVersion.
+    request: pb::ApplyRequest,
+}
+
+/// Legacy (`resources/subscribe`) subscriptions: session, resource URI, and whom to tell.
+type Subscriptions = Arc<Mutex<Vec<(String, String, Peer<RoleServer>)>>>;
+
+/// A counter that moves each time the served graph changes.
+fn graph_changes(backend: &Backend) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    match backend {
+        Backend::Local(s) => {
+            let mut graph = s.graph_watch();
+            tokio::spawn(async move {
+                while graph.changed().await.is_ok() {
+                    tx.send_modify(|n| *n += 1);
+                }
+            });
+        }
+        Backend::Remote { client, token } => {
+            let (client, token) = (client.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_secs(1);
+                while !tx.is_closed() {
+                    let mut r = Request::new(pb::WatchMeshGraphRequest::default());
+                    if let Ok(v) = format!("Bearer {token}").parse() {
+                        r.metadata_mut().insert("authorization", v);
+                    }
+                    match client.clone().watch_mesh_graph(r).await {
+                        Ok(stream) => {
+                            backoff = Duration::from_secs(1);
+                            let mut stream = stream.into_inner();
+                            while let Ok(Some(ev)) = stream.message().await {
+                                if !matches!(
+                                    ev.event,
+                                    Some(pb::mesh_graph_event::Event::Heartbeat(_))
+                                ) {
+                                    tx.send_modify(|n| *n += 1);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "watching the remote graph"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// Tells every legacy subscriber of every resource when the graph changes; drops the ones
+/// whose session is gone.
+fn notify_subscribers(subs: Subscriptions, mut changes: watch::Receiver<u64>) {
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let current = subs.lock().await.clone();
+            let mut gone = Vec::new();
+            for (i, (_, uri, peer)) in current.iter().enumerate() {
+                let sent = peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
+                    .await;
+                if sent.is_err() {
+                    gone.push(i);
+                }
+            }
+            if !gone.is_empty() {
+                let mut subs = subs.lock().await;
+                subs.retain(|(s, u, _)| {
+                    !gone
+                        .iter()
+                        .any(|&i| current[i].0 == *s && current[i].1 == *u)
+                });
+            }
+        }
+    });
+}
+
+fn known_resource(uri: &str) -> bool {
+    uri == "mesh://graph"
+        || uri
+            .strip_prefix("mesh://workload/")
+            .is_some_and(|w| w.split('/').count() == 2)
 }
 
 /// The MCP server: tools, resources and a prompt over a [`Backend`].
 #[derive(Clone)]
 pub struct MeshAgent {
     backend: Backend,
-    plans: Arc<Mutex<HashMap<String, Plan>>>,
+    plans: Plans,
+    subscriptions: Subscriptions,
+    changes: watch::Receiver<u64>,
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
 }
@@ -343,6 +458,13 @@ fn spec_of(rpc: Rpc, spec: Value) -> Result<pb::PolicySpec, String> {
 
 #[tool_router]
 impl MeshAgent {
+    /// Keeps plans in `plans` (default: this process).
+    #[must_use]
+    pub fn with_plans(mut self, plans: Plans) -> Self {
+        self.plans = plans;
+        self
+    }
+
     /// A server over `backend`; without mutation tools when `read_only`.
     pub fn new(backend: Backend, read_only: bool) -> Self {
         let mut tool_router = Self::tool_router();
@@ -351,9 +473,14 @@ impl MeshAgent {
                 tool_router.remove_route(t);
             }
         }
+        let changes = graph_changes(&backend);
+        let subscriptions = Subscriptions::default();
+        notify_subscribers(subscriptions.clone(), changes.clone());
         Self {
             backend,
-            plans: Arc::default(),
+            plans: Plans::default(),
+            subscriptions,
+            changes,
             tool_router,
             prompt_router: Self::prompt_router(),
         }
@@ -786,20 +913,22 @@ impl MeshAgent {
             .map(|o| o.resource_version_before.clone())
             .unwrap_or_default();
         let plan_id = format!("plan-{}", r.audit_id);
-        {
-            let mut plans = self.plans.lock().await;
-            let now = Instant::now();
-            plans.retain(|_, p| p.expires > now);
-            plans.insert(
-                plan_id.clone(),
-                Plan {
-                    rpc,
-                    source,
-                    owner: who,
-                    reviewed_version,
-                    expires: now + PLAN_TTL,
-                },
-            );
+        let plan = Plan {
+            http_route: rpc == Rpc::HttpRoute,
+            request: pb::ApplyRequest {
+                source: Some(source),
+                expected_resource_version: reviewed_version,
+                ..Default::default()
+            },
+        };
+        let stored = match serde_json::to_vec(&plan) {
+            Ok(bytes) => self.plans.put(&plan_id, &who.key, bytes).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            return CallToolResult::error(vec![ContentBlock::text(format!(
+                "the plan could not be kept for apply_plan: {e}"
+            ))]);
         }
         let affected: Vec<Value> = r
             .affected_edges
@@ -905,32 +1034,34 @@ impl MeshAgent {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let who = self.who(&ctx);
-        let plan = {
-            let mut plans = self.plans.lock().await;
-            match plans.get(&a.plan_id) {
-                None => None,
-                Some(p) if p.owner != who => {
-                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                        "{} was planned by another identity; plan it yourself",
-                        a.plan_id
-                    ))]));
-                }
-                // Single use: taken out before it is applied.
-                Some(_) => plans.remove(&a.plan_id),
+        let refuse = |m: String| Ok(CallToolResult::error(vec![ContentBlock::text(m)]));
+        // Single use: taken out of the store before it is applied.
+        let bytes = match self.plans.take(&a.plan_id, &who.key).await {
+            Ok(mesh_store::Taken::Plan(b)) => b,
+            Ok(mesh_store::Taken::NotYours) => {
+                return refuse(format!(
+                    "{} was planned by another identity; plan it yourself",
+                    a.plan_id
+                ));
             }
+            Ok(mesh_store::Taken::Missing) => {
+                return refuse(format!(
+                    "no plan {}: it expired, was applied already, or never existed",
+                    a.plan_id
+                ));
+            }
+            Err(e) => return refuse(format!("the plan store cannot be read: {e}")),
         };
-        let Some(plan) = plan.filter(|p| p.expires > Instant::now()) else {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "no plan {} here: it expired, was applied already, or never existed",
-                a.plan_id
-            ))]));
+        let plan: Plan = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => return refuse(format!("plan {} is unreadable: {e}", a.plan_id)),
         };
-        let req = pb::ApplyRequest {
-            source: Some(plan.source),
-            expected_resource_version: plan.reviewed_version,
-            ..Default::default()
+        let rpc = if plan.http_route {
+            Rpc::HttpRoute
+        } else {
+            Rpc::AuthorizationPolicy
         };
-        match self.backend.apply(&who, plan.rpc, req).await {
+        match self.backend.apply(&who, rpc, plan.request).await {
             Ok(r) => {
                 let objects: Vec<Value> = r
                     .objects
@@ -1014,6 +1145,16 @@ pub fn router(
     axum::Router::new().nest_service("/mcp", mcp)
 }
 
+/// The MCP session a request belongs to (stdio has one).
+fn session_of(ctx: &RequestContext<RoleServer>) -> String {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("stdio")
+        .to_owned()
+}
+
 fn resource_json(uri: &str, v: &Value) -> ReadResourceResponse {
     ReadResourceResult::new(vec![
         ResourceContents::text(v.to_string(), uri.to_owned()).with_mime_type("application/json"),
@@ -1030,6 +1171,7 @@ impl ServerHandler for MeshAgent {
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -1042,6 +1184,76 @@ impl ServerHandler for MeshAgent {
              get_mesh_graph; workloads are namespace/name. Changes are planned first and applied \
              only with apply_plan after the user reviewed the plan.",
         )
+    }
+
+    #[allow(deprecated, reason = "clients before 2026-07-28 subscribe this way")]
+    async fn subscribe(
+        &self,
+        req: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if !known_resource(&req.uri) {
+            return Err(McpError::resource_not_found(
+                format!("no resource at {}", req.uri),
+                None,
+            ));
+        }
+        let session = session_of(&ctx);
+        let mut subs = self.subscriptions.lock().await;
+        if !subs.iter().any(|(s, u, _)| *s == session && *u == req.uri) {
+            subs.push((session, req.uri, ctx.peer));
+        }
+        Ok(())
+    }
+
+    #[allow(deprecated, reason = "clients before 2026-07-28 unsubscribe this way")]
+    async fn unsubscribe(
+        &self,
+        req: UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let session = session_of(&ctx);
+        self.subscriptions
+            .lock()
+            .await
+            .retain(|(s, u, _)| !(*s == session && *u == req.uri));
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = requested.supported_by(&self.get_info().capabilities);
+        if let Some(uris) = &mut accepted.resource_subscriptions {
+            uris.retain(|u| known_resource(u));
+        }
+        Some(accepted)
+    }
+
+    async fn listen(&self, ctx: SubscriptionContext) -> Result<(), McpError> {
+        let uris = ctx
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let mut changes = self.changes.clone();
+        changes.borrow_and_update();
+        loop {
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    for u in &uris {
+                        if ctx.sink().notify_resource_updated(u.clone()).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                () = ctx.cancelled() => return Ok(()),
+            }
+        }
     }
 
     async fn list_resources(

@@ -223,6 +223,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let cluster = mesh_collector::cluster_from(&kube_config);
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();
+    let mut plans = crate::agent::Plans::default();
     if args.embedded_collector {
         let url = args
             .prometheus_url
@@ -265,7 +266,10 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             Duration::from_secs(2),
         )
         .map_err(|e| usage(e.to_string()))?;
-        tokio::spawn(crate::follow(Arc::new(store), tx, history.clone()));
+        let store = Arc::new(store);
+        // Replicas share MCP plans through the store, so any of them can apply one.
+        plans = crate::agent::Plans::Redis(store.clone());
+        tokio::spawn(crate::follow(store, tx, history.clone()));
     }
 
     // One service for gRPC and HTTP, so both share its filtered-view cache.
@@ -305,7 +309,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         let app = Router::new()
             .route("/v1/graph", get(http_graph))
             .with_state((service.clone(), auth.clone()))
-            .merge(mcp_router(&args, service.clone(), auth.clone()));
+            .merge(mcp_router(&args, service.clone(), auth.clone(), plans));
         servers.spawn(async move {
             axum::serve(crate::http_incoming(l), app)
                 .await
@@ -339,11 +343,17 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
 }
 
 /// `/mcp`: streamable HTTP MCP, behind the same bearer tokens as gRPC.
-fn mcp_router(args: &Args, service: GraphService, auth: Option<Authenticator>) -> Router {
+fn mcp_router(
+    args: &Args,
+    service: GraphService,
+    auth: Option<Authenticator>,
+    plans: crate::agent::Plans,
+) -> Router {
     let agent = crate::agent::MeshAgent::new(
         crate::agent::Backend::Local(Box::new(service)),
         args.read_only,
-    );
+    )
+    .with_plans(plans);
     let metadata = auth
         .as_ref()
         .and_then(Authenticator::oauth)

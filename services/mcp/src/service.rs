@@ -32,6 +32,11 @@ pub struct GraphService {
 }
 
 impl GraphService {
+    /// The graph being served, as it changes.
+    pub fn graph_watch(&self) -> GraphWatch {
+        self.graph.clone()
+    }
+
     /// A service over `graph` (and the deltas that led to it, for resumed watches), sending
     /// watch heartbeats every `heartbeat`.
     pub fn new(graph: GraphWatch, history: History, heartbeat: Duration) -> Self {

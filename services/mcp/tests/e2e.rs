@@ -447,6 +447,57 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         "{ev:?}"
     );
 
+    // MCP plans live in Redis: planned through this replica, applied through a second one,
+    // once.
+    let other = start_mcp_with(
+        &["--redis-url", &redis.url],
+        Some(cluster.kubeconfig("mcp-token")),
+    );
+    let other_client = MeshServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", other.grpc))
+            .unwrap()
+            .connect_lazy(),
+    );
+    graph_until(&other_client, Duration::from_secs(30), |g| {
+        !g.edges.is_empty()
+    })
+    .await
+    .expect("the second replica never served the graph");
+    let spec = serde_json::json!({
+        "namespace": "emojivoto", "name": "voting-from-emoji", "target_name": "voting-grpc",
+        "service_accounts": ["emoji"],
+    });
+    let planned = python_mcp_client(&serde_json::json!({
+        "http": format!("http://127.0.0.1:{}/mcp", mcp.http), "token": "adm1n",
+        "calls": [["plan_authorization_policy", {"spec": spec}]],
+    }))
+    .await;
+    let plan_id = planned["calls"][0]["structured"]["plan_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no plan: {}", planned["calls"][0]))
+        .to_owned();
+    let applied = python_mcp_client(&serde_json::json!({
+        "http": format!("http://127.0.0.1:{}/mcp", other.http), "token": "adm1n",
+        "calls": [["apply_plan", {"plan_id": plan_id}], ["apply_plan", {"plan_id": plan_id}]],
+    }))
+    .await;
+    assert_eq!(
+        applied["calls"][0]["is_error"], false,
+        "{}",
+        applied["calls"][0]
+    );
+    assert_eq!(applied["calls"][1]["is_error"], true, "single use");
+    let policy = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        kube_client(&cluster, "admin-token"),
+        "emojivoto",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "policy.linkerd.io",
+            "v1alpha1",
+            "AuthorizationPolicy",
+        )),
+    );
+    assert!(policy.get_opt("voting-from-emoji").await.unwrap().is_some());
+
     let _ = stop_collector.send(());
     collector.await.unwrap();
 }
@@ -901,6 +952,34 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     assert_eq!(out["resources"][0], "mesh://graph");
     assert_eq!(out["graph_resource"]["edges"].as_array().unwrap().len(), 3);
     assert_eq!(out["prompts"][0], "audit-mesh");
+
+    // A subscription to the graph: a change of the mesh (web -> voting turns plaintext) is
+    // announced as `notifications/resources/updated`.
+    let mut plaintext = t.clone();
+    let i = plaintext
+        .edges
+        .iter()
+        .position(|e| e.to == "emojivoto/voting")
+        .unwrap();
+    plaintext.edges[i].tls = Some(false);
+    let out = python_mcp_client(&serde_json::json!({
+        "http": url, "token": "t0ken", "calls": [],
+        "subscribe": {
+            "uri": "mesh://graph",
+            "put": format!("http://{addr}/topology"),
+            "body": plaintext.to_yaml(),
+        },
+    }))
+    .await;
+    assert!(
+        out["updated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "mesh://graph"),
+        "no update of mesh://graph: {}",
+        out["updated"]
+    );
 
     // stdio, read-only, against the gRPC port with a token: no mutation tools, reads work.
     let out = python_mcp_client(&serde_json::json!({

@@ -2,15 +2,18 @@
 
 Usage: mcp_client.py PLAN_JSON
 PLAN_JSON: {"http": URL, "token": T} or {"stdio": [command, args...]}, plus "calls": a list of
-[tool, arguments]; a string argument "$plan_id" is replaced by the plan id the last call returned.
+[tool, arguments]; a string argument "$plan_id" is replaced by the plan id the last call returned;
+optionally "subscribe": {"uri": U, "put": URL, "body": TEXT}: subscribe to U, PUT TEXT to URL
+(a change of the mesh), and wait up to 30 s for `notifications/resources/updated` of U.
 Prints one JSON document: server info, the tools with their annotations and schemas, each call's
-result (error flag, structured content, text), the resources and the prompts.
+result (error flag, structured content, text), the resources, the prompts and the updates seen.
 """
 
 import asyncio
 import json
 import sys
 
+import anyio
 import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -22,8 +25,16 @@ def substitute(args, plan_id):
 
 
 async def drive(read, write, plan):
-    out = {"calls": []}
-    async with ClientSession(read, write) as s:
+    out = {"calls": [], "updated": []}
+    updated = anyio.Event()
+
+    async def on_message(message):
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if getattr(message, "method", "") == "notifications/resources/updated" and uri:
+            out["updated"].append(str(uri))
+            updated.set()
+
+    async with ClientSession(read, write, message_handler=on_message) as s:
         init = await s.initialize()
         out["server"] = init.server_info.name
         tools = await s.list_tools()
@@ -56,6 +67,14 @@ async def drive(read, write, plan):
         out["graph_resource"] = json.loads(graph.contents[0].text)
         prompts = await s.list_prompts()
         out["prompts"] = [p.name for p in prompts.prompts]
+        sub = plan.get("subscribe")
+        if sub:
+            await s.subscribe_resource(sub["uri"])
+            async with httpx2.AsyncClient(timeout=10) as http:
+                r = await http.put(sub["put"], content=sub["body"])
+                r.raise_for_status()
+            with anyio.move_on_after(30):
+                await updated.wait()
     return out
 
 
