@@ -99,6 +99,21 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A counter or gauge from an admin port's `/metrics` (Prometheus text), if it answers.
+pub async fn admin_metric(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Polls `check` every `every` until it returns `Some`, for at most `limit`.
 pub async fn poll<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Option<T>
 where

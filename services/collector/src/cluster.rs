@@ -187,6 +187,28 @@ impl Cluster {
         }
     }
 
+    /// A healthy cluster typed from manifests (YAML, several documents each), for tests,
+    /// tools and benchmarks that hold objects rather than an API server. Returns the cluster
+    /// and what could not be read.
+    pub fn from_manifests(texts: &[&str]) -> (Self, Vec<String>) {
+        let mut objects = Vec::new();
+        let mut problems = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let (docs, p) = mesh_k8s::manifest::parse_text(&format!("manifest {i}"), text);
+            objects.extend(docs.into_iter().map(|d| d.value));
+            problems.extend(p.iter().map(ToString::to_string));
+        }
+        let health = SourceHealth {
+            source: "kubernetes".into(),
+            ok: true,
+            last_success: Some(std::time::SystemTime::now()),
+            error: String::new(),
+        };
+        let (cluster, unreadable) = Self::from_objects(objects, health);
+        problems.extend(unreadable);
+        (cluster, problems)
+    }
+
     /// Types a set of objects (as the API server returns them). Returns the cluster and the
     /// objects that could not be read, each `Kind ns/name: why`.
     pub fn from_objects(objects: Vec<Value>, health: SourceHealth) -> (Self, Vec<String>) {

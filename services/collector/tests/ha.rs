@@ -49,19 +49,9 @@ impl Cluster {
 
 /// The replica's `mesh_collector_leader` gauge, if its admin port answers.
 async fn leads(r: &Replica) -> Option<bool> {
-    let text = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/metrics", r.admin))
-        .timeout(Duration::from_secs(2))
-        .send()
+    mesh_testkit::admin_metric(r.admin, "mesh_collector_leader")
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("mesh_collector_leader "))?;
-    Some(line.ends_with(" 1"))
+        .map(|v| v == 1.0)
 }
 
 /// Which of the two leads, once exactly one says so.

@@ -276,12 +276,9 @@ impl std::fmt::Debug for MeshAgent {
 pub const MUTATION_TOOLS: [&str; 3] =
     ["plan_authorization_policy", "plan_http_route", "apply_plan"];
 
-fn status_error(s: &Status) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(format!(
-        "{:?}: {}",
-        s.code(),
-        s.message()
-    ))])
+/// A refusal as the tool's error text (a tool error the model reads, not a protocol error).
+fn status_text(s: &Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
 }
 
 /// Structured content with a short summary as the text a model reads first.
@@ -509,11 +506,11 @@ impl MeshAgent {
         &self,
         ctx: &RequestContext<RoleServer>,
         req: pb::GetMeshGraphRequest,
-    ) -> Result<pb::MeshGraph, CallToolResult> {
+    ) -> Result<pb::MeshGraph, String> {
         self.backend
             .graph(&self.who(ctx), req)
             .await
-            .map_err(|s| status_error(&s))
+            .map_err(|s| status_text(&s))
     }
 
     #[tool(
@@ -529,19 +526,17 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<GraphArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResult, String> {
         let tls = match a.tls.as_deref() {
             None | Some("") => 0,
             Some(t) => match pb::TlsStatus::from_str_name(&t.to_ascii_uppercase()) {
                 Some(v) => v as i32,
                 None => {
-                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                        "tls: {t:?} is not mtls, plaintext or unknown"
-                    ))]));
+                    return Err(format!("tls: {t:?} is not mtls, plaintext or unknown"));
                 }
             },
         };
-        let g = match self
+        let g = self
             .graph(
                 &ctx,
                 pb::GetMeshGraphRequest {
@@ -552,11 +547,7 @@ impl MeshAgent {
                     include_policies: false,
                 },
             )
-            .await
-        {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+            .await?;
         let mut edges: Vec<&pb::Edge> = g.edges.iter().collect();
         edges.sort_by(|a, b| {
             let r = |e: &pb::Edge| e.metrics.map_or(0.0, |m| m.rps);
@@ -623,8 +614,8 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<WorkloadArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        let g = match self
+    ) -> Result<CallToolResult, String> {
+        let g = self
             .graph(
                 &ctx,
                 pb::GetMeshGraphRequest {
@@ -632,20 +623,16 @@ impl MeshAgent {
                     ..Default::default()
                 },
             )
-            .await
-        {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+            .await?;
         let Some(w) = g
             .workloads
             .iter()
             .find(|w| id(w.r#ref.as_ref()) == a.workload)
         else {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            return Err(format!(
                 "no workload {} in the mesh graph (namespace/name, e.g. emojivoto/web)",
                 a.workload
-            ))]));
+            ));
         };
         let is = |r: Option<&pb::WorkloadRef>| id(r) == a.workload;
         let inbound: Vec<Value> = g
@@ -691,8 +678,8 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<WorkloadArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        let g = match self
+    ) -> Result<CallToolResult, String> {
+        let g = self
             .graph(
                 &ctx,
                 pb::GetMeshGraphRequest {
@@ -700,11 +687,7 @@ impl MeshAgent {
                     ..Default::default()
                 },
             )
-            .await
-        {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+            .await?;
         let callers: Vec<Value> = g
             .edges
             .iter()
@@ -732,8 +715,8 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<NamespaceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        let g = match self
+    ) -> Result<CallToolResult, String> {
+        let g = self
             .graph(
                 &ctx,
                 pb::GetMeshGraphRequest {
@@ -741,11 +724,7 @@ impl MeshAgent {
                     ..Default::default()
                 },
             )
-            .await
-        {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+            .await?;
         let rows: Vec<Value> = g
             .edges
             .iter()
@@ -765,12 +744,9 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<FailingArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResult, String> {
         let threshold = a.threshold.unwrap_or(0.95);
-        let g = match self.graph(&ctx, pb::GetMeshGraphRequest::default()).await {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+        let g = self.graph(&ctx, pb::GetMeshGraphRequest::default()).await?;
         let sr = |e: &pb::Edge| e.metrics.and_then(|m| m.success_rate);
         let mut failing: Vec<&pb::Edge> = g
             .edges
@@ -805,7 +781,7 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<ExplainArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResult, String> {
         let req = pb::ExplainAccessRequest {
             from: a.from.clone(),
             to: a.to.clone(),
@@ -837,7 +813,7 @@ impl MeshAgent {
                     }),
                 ))
             }
-            Err(s) => Ok(status_error(&s)),
+            Err(s) => Err(status_text(&s)),
         }
     }
 
@@ -851,16 +827,13 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<NamespaceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResult, String> {
         let req = pb::GetMeshGraphRequest {
             namespaces: a.namespace.clone().into_iter().collect(),
             include_policies: true,
             ..Default::default()
         };
-        let g = match self.graph(&ctx, req).await {
-            Ok(g) => g,
-            Err(e) => return Ok(e),
-        };
+        let g = self.graph(&ctx, req).await?;
         let rows: Vec<Value> = g
             .policies
             .iter()
@@ -883,18 +856,11 @@ impl MeshAgent {
         rpc: Rpc,
         a: PlanArgs,
         ctx: &RequestContext<RoleServer>,
-    ) -> CallToolResult {
+    ) -> Result<CallToolResult, String> {
         let source = match (a.manifest, a.spec) {
             (Some(m), None) => pb::apply_request::Source::Manifest(m),
-            (None, Some(s)) => match spec_of(rpc, s) {
-                Ok(s) => pb::apply_request::Source::Spec(s),
-                Err(e) => return CallToolResult::error(vec![ContentBlock::text(e)]),
-            },
-            _ => {
-                return CallToolResult::error(vec![ContentBlock::text(
-                    "give exactly one of manifest or spec",
-                )]);
-            }
+            (None, Some(s)) => pb::apply_request::Source::Spec(spec_of(rpc, s)?),
+            _ => return Err("give exactly one of manifest or spec".into()),
         };
         let who = self.who(ctx);
         let req = pb::ApplyRequest {
@@ -903,10 +869,11 @@ impl MeshAgent {
             reason: a.reason.unwrap_or_default(),
             ..Default::default()
         };
-        let r = match self.backend.apply(&who, rpc, req).await {
-            Ok(r) => r,
-            Err(s) => return status_error(&s),
-        };
+        let r = self
+            .backend
+            .apply(&who, rpc, req)
+            .await
+            .map_err(|s| status_text(&s))?;
         let reviewed_version = r
             .objects
             .last()
@@ -921,15 +888,11 @@ impl MeshAgent {
                 ..Default::default()
             },
         };
-        let stored = match serde_json::to_vec(&plan) {
-            Ok(bytes) => self.plans.put(&plan_id, &who.key, bytes).await,
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
-            return CallToolResult::error(vec![ContentBlock::text(format!(
-                "the plan could not be kept for apply_plan: {e}"
-            ))]);
-        }
+        let bytes = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
+        self.plans
+            .put(&plan_id, &who.key, bytes)
+            .await
+            .map_err(|e| format!("the plan could not be kept for apply_plan: {e}"))?;
         let affected: Vec<Value> = r
             .affected_edges
             .iter()
@@ -960,7 +923,7 @@ impl MeshAgent {
             },
             PLAN_TTL.as_secs() / 60
         );
-        answer(
+        Ok(answer(
             summary,
             json!({
                 "plan_id": plan_id,
@@ -970,7 +933,7 @@ impl MeshAgent {
                 "affected_edges": affected,
                 "warnings": r.warnings,
             }),
-        )
+        ))
     }
 
     #[tool(
@@ -992,8 +955,8 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<PlanArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        Ok(self.plan(Rpc::AuthorizationPolicy, a, &ctx).await)
+    ) -> Result<CallToolResult, String> {
+        self.plan(Rpc::AuthorizationPolicy, a, &ctx).await
     }
 
     #[tool(
@@ -1012,8 +975,8 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<PlanArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        Ok(self.plan(Rpc::HttpRoute, a, &ctx).await)
+    ) -> Result<CallToolResult, String> {
+        self.plan(Rpc::HttpRoute, a, &ctx).await
     }
 
     #[tool(
@@ -1032,9 +995,9 @@ impl MeshAgent {
         &self,
         Parameters(a): Parameters<ApplyPlanArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResult, String> {
         let who = self.who(&ctx);
-        let refuse = |m: String| Ok(CallToolResult::error(vec![ContentBlock::text(m)]));
+        let refuse = |m: String| Err(m);
         // Single use: taken out of the store before it is applied.
         let bytes = match self.plans.take(&a.plan_id, &who.key).await {
             Ok(mesh_store::Taken::Plan(b)) => b,
@@ -1074,7 +1037,7 @@ impl MeshAgent {
                     json!({"audit_id": r.audit_id, "objects": objects, "warnings": r.warnings}),
                 ))
             }
-            Err(s) => Ok(status_error(&s)),
+            Err(s) => Err(status_text(&s)),
         }
     }
 }

@@ -248,6 +248,26 @@ async fn until_event(
     got.unwrap_or_else(|_| panic!("no event: {what}"))
 }
 
+/// `ApplyAuthorizationPolicy` of `manifest` as the token file's admin.
+fn admin_apply(
+    c: &MeshServiceClient<tonic::transport::Channel>,
+    manifest: &str,
+    dry_run: bool,
+    reason: &str,
+) -> impl Future<Output = Result<tonic::Response<pb::ApplyResponse>, tonic::Status>> + use<> {
+    let mut c = c.clone();
+    let mut r = Request::new(pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Manifest(manifest.into())),
+        dry_run,
+        reason: reason.into(),
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("authorization", "Bearer adm1n".parse().unwrap());
+    r.set_timeout(Duration::from_secs(20));
+    async move { c.apply_authorization_policy(r).await }
+}
+
 fn decision(e: &pb::Edge) -> pb::policy_verdict::Decision {
     e.policy.clone().unwrap_or_default().decision()
 }
@@ -347,18 +367,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         metadata: {name: books-policy, namespace: booksapp}\n\
         spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}\n  \
         requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}]\n";
-    let apply = |dry_run: bool| {
-        let mut c = c.clone();
-        let mut r = Request::new(pb::ApplyRequest {
-            source: Some(pb::apply_request::Source::Manifest(books_policy.into())),
-            dry_run,
-            reason: "books is internal".into(),
-            ..Default::default()
-        });
-        r.metadata_mut()
-            .insert("authorization", "Bearer adm1n".parse().unwrap());
-        async move { c.apply_authorization_policy(r).await }
-    };
+    let apply = |dry_run: bool| admin_apply(&c, books_policy, dry_run, "books is internal");
     let what_if = poll(
         Duration::from_secs(30),
         Duration::from_millis(500),
@@ -597,17 +606,8 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
         spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
         requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
     let apply = |dry_run: bool| {
-        let mut c = c.clone();
-        let mut r = Request::new(pb::ApplyRequest {
-            source: Some(pb::apply_request::Source::Manifest(policy.into())),
-            dry_run,
-            reason: "only web may vote".into(),
-            ..Default::default()
-        });
-        r.metadata_mut()
-            .insert("authorization", "Bearer adm1n".parse().unwrap());
-        r.set_timeout(Duration::from_secs(20));
-        async move { c.apply_authorization_policy(r).await.unwrap().into_inner() }
+        let sent = admin_apply(&c, policy, dry_run, "only web may vote");
+        async move { sent.await.unwrap().into_inner() }
     };
     let what_if = apply(true).await;
     let [predicted] = what_if.affected_edges.as_slice() else {

@@ -122,19 +122,8 @@ fn applier() -> Applier {
     .map(|f| std::fs::read_to_string(seed.join(f)).unwrap())
     .collect();
     texts.push(LAB.to_owned());
-    let objects = texts
-        .iter()
-        .flat_map(|t| serde_yaml_ng::Deserializer::from_str(t))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &serde_json::Value| !v.is_null())
-        .collect();
-    let health = mesh_model::SourceHealth {
-        source: "kubernetes".into(),
-        ok: true,
-        last_success: Some(std::time::SystemTime::now()),
-        error: String::new(),
-    };
-    let (cluster, unreadable) = Cluster::from_objects(objects, health);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (cluster, unreadable) = Cluster::from_manifests(&texts);
     assert!(unreadable.is_empty(), "{unreadable:?}");
     let cluster = tokio::sync::watch::channel(Arc::new(cluster)).1;
     // Explaining reads the cluster view only: the API server is never called.

@@ -47,17 +47,7 @@ fn spawn(
 
 /// A counter or gauge from the replica's admin port.
 async fn metric(r: &Replica, name: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/metrics", r.admin))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    mesh_testkit::admin_metric(r.admin, name).await
 }
 
 async fn epoch(store: &RedisStore) -> u64 {

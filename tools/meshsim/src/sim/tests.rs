@@ -358,22 +358,7 @@ fn plaintext_and_unmeshed_edges_say_so() {
 /// emojivoto's objects as kube-sim serves them, plus `extra` (YAML), typed as the collector does.
 fn cluster_with(extra: &str) -> Arc<Cluster> {
     let seed = include_str!("../../../kube-sim/seed/demo/emojivoto.yaml");
-    let objects = [seed, extra]
-        .iter()
-        .flat_map(|text| serde_yaml_ng::Deserializer::from_str(text))
-        .map(|d| {
-            let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
-            v
-        })
-        .filter(|v| !v.is_null())
-        .collect();
-    let health = mesh_model::SourceHealth {
-        source: "kubernetes".into(),
-        ok: true,
-        last_success: Some(std::time::SystemTime::now()),
-        error: String::new(),
-    };
-    let (cluster, unreadable) = Cluster::from_objects(objects, health);
+    let (cluster, unreadable) = Cluster::from_manifests(&[seed, extra]);
     assert!(unreadable.is_empty(), "{unreadable:?}");
     Arc::new(cluster)
 }
