@@ -243,7 +243,7 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
             key.src
         ));
     }
-    let x = cluster.policy_for(&dst.namespace).explain(&AccessRequest {
+    let req = AccessRequest {
         client: ClientInfo {
             identity,
             ip: None,
@@ -253,7 +253,19 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
         port,
         method: None,
         path: None,
-    });
+    };
+    explain_request(cluster, &dst.namespace, &req, chain)
+}
+
+/// The verdict the policy of namespace `ns` reaches on `req`, after the steps in `chain` that
+/// led there (no observed rates).
+pub fn explain_request(
+    cluster: &Cluster,
+    ns: &str,
+    req: &AccessRequest,
+    mut chain: Vec<String>,
+) -> PolicyVerdict {
+    let x = cluster.policy_for(ns).explain(req);
     chain.extend(x.chain);
     PolicyVerdict {
         decision: x.decision,
@@ -262,9 +274,7 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
         authorization_policies: x.authorizations,
         http_route: x.route,
         chain,
-        observed_allow_rps: None,
-        observed_deny_rps: None,
-        disagreement: String::new(),
+        ..PolicyVerdict::default()
     }
 }
 

@@ -541,7 +541,7 @@ impl Applier {
             ));
         }
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        let x = cluster.policy_for(&dst.namespace).explain(&AccessRequest {
+        let request = AccessRequest {
             client: ClientInfo {
                 identity,
                 ip: None,
@@ -551,17 +551,10 @@ impl Applier {
             port,
             method: non_empty(&req.method),
             path: non_empty(&req.path),
-        });
-        chain.extend(x.chain);
-        Ok(pb::PolicyVerdict::from(&mesh_model::PolicyVerdict {
-            decision: x.decision,
-            server: x.server,
-            default_policy: x.default_policy,
-            authorization_policies: x.authorizations,
-            http_route: x.route,
-            chain,
-            ..Default::default()
-        }))
+        };
+        Ok(pb::PolicyVerdict::from(
+            &mesh_collector::overlay::explain_request(&cluster, &dst.namespace, &request, chain),
+        ))
     }
 
     /// Runs the pipeline for `caller` (None: the server has no authentication).

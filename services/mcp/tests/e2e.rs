@@ -248,6 +248,16 @@ async fn until_event(
     got.unwrap_or_else(|_| panic!("no event: {what}"))
 }
 
+/// A client of the gRPC port that connects on first use (the server may still be starting;
+/// every call is bounded).
+fn lazy_client(port: u16) -> MeshServiceClient<tonic::transport::Channel> {
+    MeshServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy(),
+    )
+}
+
 /// `ApplyAuthorizationPolicy` of `manifest` as the token file's admin.
 fn admin_apply(
     c: &MeshServiceClient<tonic::transport::Channel>,
@@ -462,11 +472,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         &["--redis-url", &redis.url],
         Some(cluster.kubeconfig("mcp-token")),
     );
-    let other_client = MeshServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", other.grpc))
-            .unwrap()
-            .connect_lazy(),
-    );
+    let other_client = lazy_client(other.grpc);
     graph_until(&other_client, Duration::from_secs(30), |g| {
         !g.edges.is_empty()
     })
@@ -573,12 +579,7 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
         ],
         Some(cluster.kubeconfig("mcp-token")),
     );
-    // Lazy: mesh-mcp may still be starting; every call below is bounded.
-    let c = MeshServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", mcp.grpc))
-            .unwrap()
-            .connect_lazy(),
-    );
+    let c = lazy_client(mcp.grpc);
     // Both callers admitted, at their full rates (the window is full of scrapes).
     let admitted = |g: &pb::MeshGraph, from: &str, rps: f64| {
         find(&g.edges, from, "voting").is_some_and(|e| {
@@ -695,11 +696,7 @@ async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
     ));
     let mcp = start_mcp(&["--redis-url", &redis.url]);
     let before = converges(mcp.grpc, &t).await;
-    let c = MeshServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", mcp.grpc))
-            .unwrap()
-            .connect_lazy(),
-    );
+    let c = lazy_client(mcp.grpc);
     let mut stream = c
         .clone()
         .watch_mesh_graph(authed(pb::WatchMeshGraphRequest::default()))
