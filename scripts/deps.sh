@@ -30,12 +30,20 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Pinned: the tests read its result types.
-MCP_SDK=2.3.0
-venv="$(dirname "$0")/../.tools/mcp-venv"
-if ! "$venv/bin/python" -c "import mcp, importlib.metadata as m; assert m.version('mcp') == '$MCP_SDK'" >/dev/null 2>&1; then
-  echo "deps: installing the MCP Python SDK $MCP_SDK into .tools/mcp-venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "mcp==$MCP_SDK"
-fi
+# Python tools in virtual environments under .tools, each reinstalled when its pins change:
+# the official MCP SDK (the MCP tests' client), and a real Helm engine plus Kubernetes'
+# schemas (the chart check).
+venv() {
+  local dir pins
+  dir="$(dirname "$0")/../.tools/$1"; shift
+  pins="$*"
+  if [ "$(cat "$dir/.pins" 2>/dev/null)" != "$pins" ]; then
+    echo "deps: installing $pins into .tools/$(basename "$dir")"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+    echo "$pins" >"$dir/.pins"
+  fi
+}
+venv mcp-venv mcp==2.3.0
+venv helm-venv helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3

@@ -1,0 +1,113 @@
+"""Checks the linkerd-mcp chart with a real Helm engine (PyPI helm-python-sdk, Helm v4's Go
+library) and Kubernetes' own schemas (PyPI kubernetes-validate, strict): lint, render with the
+defaults and with every optional part enabled, validate every built-in object, and refuse what
+the values schema and the templates must refuse.
+
+Usage: check.py OUT_DIR. Writes OUT_DIR/default.yaml and OUT_DIR/full.yaml (the rendered
+streams) for the Rust test that loads them into kube-sim (custom resources by server-side
+dry-run, RBAC checked with SubjectAccessReview). Exits non-zero with a line per failure.
+"""
+
+import pathlib
+import sys
+
+import helm_python
+import kubernetes_validate
+import yaml
+
+CHART = pathlib.Path(__file__).parent / "linkerd-mcp"
+NAMESPACE = "linkerd-mcp"
+KUBERNETES = "1.33.0"
+# Custom resources: checked against their CRDs in kube-sim instead.
+CUSTOM_GROUPS = ("policy.linkerd.io/", "monitoring.coreos.com/")
+
+FULL = {
+    "valkey": {"enabled": True, "storage": "1Gi"},
+    "mcp": {
+        "delegators": ["system:serviceaccount:linkerd-mcp:chatbot"],
+        "delegateGroups": ["mesh-admins"],
+        "readOnly": True,
+        "tokenFileSecret": "linkerd-mcp-tokens",
+        "oauth": {"issuer": "https://login.example.com", "audience": "https://mcp.example.com/mcp"},
+        "mcpAllowedHosts": ["mcp.example.com"],
+        "autoscaling": {"enabled": True},
+    },
+    "linkerd": {"clientNamespaces": ["platform", "chatops"]},
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+}
+
+failures = []
+
+
+def render(values):
+    chart = helm_python.Chart.load(str(CHART))
+    files = chart.render(values, name="linkerd-mcp", namespace=NAMESPACE)
+    docs = []
+    for name, text in sorted(files.items()):
+        if not name.endswith((".yaml", ".yml")):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def check(label, values):
+    lint = helm_python.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=KUBERNETES)
+    for e in lint["errors"]:
+        failures.append(f"{label}: helm lint: {e}")
+    for m in lint["messages"]:
+        # Severity 1 is INFO (e.g. "icon is recommended"); anything above fails.
+        if m["severity"] > 1:
+            failures.append(f"{label}: helm lint: {m['path']}: {m['error']}")
+    docs = render(values)
+    for d in docs:
+        what = f"{d.get('kind')} {d.get('metadata', {}).get('name')}"
+        if d.get("apiVersion", "").startswith(CUSTOM_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(d, KUBERNETES, strict=True)
+        except Exception as e:  # its ValidationError or an unknown version/kind
+            failures.append(f"{label}: {what}: {str(e).splitlines()[0]}")
+    return docs
+
+
+def must_refuse(label, values, why):
+    try:
+        lint = helm_python.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+        refused = bool(lint["errors"])
+        text = " ".join(lint["errors"])
+        if not refused:
+            render(values)
+    except helm_python.HelmError as e:
+        refused, text = True, str(e)
+    else:
+        if not refused:
+            text = ""
+    if not refused or why not in text:
+        failures.append(f"{label}: expected a refusal mentioning {why!r}, got {text!r}")
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    default = check("defaults", {})
+    full = check("everything enabled", FULL)
+    kinds = sorted({d["kind"] for d in full})
+    for want in ["Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                 "NetworkPolicy", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Server",
+                 "AuthorizationPolicy", "MeshTLSAuthentication", "ServiceMonitor", "PrometheusRule"]:
+        if want not in kinds:
+            failures.append(f"everything enabled: no {want} rendered ({kinds})")
+    must_refuse("system group", {"mcp": {"delegateGroups": ["system:masters"]}}, "delegateGroups")
+    must_refuse("unknown value", {"colector": {"replicas": 2}}, "colector")
+    must_refuse("external Redis without its Secret", {"valkey": {"enabled": False}}, "externalRedis.urlSecret")
+    (out / "default.yaml").write_text(yaml.safe_dump_all(default))
+    (out / "full.yaml").write_text(yaml.safe_dump_all(full))
+    for f in failures:
+        print(f, file=sys.stderr)
+    print(f"chart: {len(default)} objects by default, {len(full)} with everything enabled; "
+          f"{len(failures)} failure(s)")
+    sys.exit(1 if failures else 0)
+
+
+main()
