@@ -114,6 +114,35 @@ pub async fn admin_metric(port: u16, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Checks that `docs/cli/<doc>.txt` holds what `bin args... --help` prints, so the
+/// configuration reference in the docs cannot drift from the binaries. With `UPDATE_CLI_DOCS=1`
+/// it rewrites the file instead (then review the diff).
+pub fn check_cli_doc(bin: &str, args: &[&str], doc: &str) {
+    let out = Command::new(bin)
+        .args(args)
+        .arg("--help")
+        .env("COLUMNS", "100")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{bin} {args:?} --help failed");
+    let help = String::from_utf8(out.stdout).expect("UTF-8 help");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/cli")
+        .join(format!("{doc}.txt"));
+    if std::env::var_os("UPDATE_CLI_DOCS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("docs/cli")).expect("create docs/cli");
+        std::fs::write(&path, &help).expect("write the reference");
+        return;
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == help,
+        "{} is not what `{doc} --help` prints; run the tests with UPDATE_CLI_DOCS=1 and review \
+         the diff",
+        path.display()
+    );
+}
+
 /// Polls `check` every `every` until it returns `Some`, for at most `limit`.
 pub async fn poll<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Option<T>
 where

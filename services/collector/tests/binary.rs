@@ -122,3 +122,8 @@ fn bad_configuration_is_one_line_and_exit_64() {
         "mesh-collector: invalid Prometheus URL \"ftp://x\": scheme \"ftp\" is not http or https"
     );
 }
+
+#[test]
+fn the_cli_reference_is_current() {
+    mesh_testkit::check_cli_doc(env!("CARGO_BIN_EXE_mesh-collector"), &[], "mesh-collector");
+}

@@ -1034,3 +1034,10 @@ async fn bad_configuration_is_one_line_and_exit_64() {
         assert_eq!(err.trim(), format!("mesh-mcp: {want}"), "{args:?}");
     }
 }
+
+#[test]
+fn the_cli_reference_is_current() {
+    let bin = env!("CARGO_BIN_EXE_mesh-mcp");
+    mesh_testkit::check_cli_doc(bin, &[], "mesh-mcp");
+    mesh_testkit::check_cli_doc(bin, &["stdio"], "mesh-mcp-stdio");
+}
