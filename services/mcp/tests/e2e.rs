@@ -63,6 +63,22 @@ fn start_mcp_with(source: &[&str], kubeconfig: Option<String>) -> Mcp {
     }
 }
 
+/// mesh-mcp with its embedded collector on `prom` (10 s window, 1 s builds) and `kubeconfig`.
+fn embedded_mcp(prom: &str, kubeconfig: Option<String>) -> Mcp {
+    start_mcp_with(
+        &[
+            "--embedded-collector",
+            "--prometheus-url",
+            prom,
+            "--window",
+            "10s",
+            "--interval",
+            "1s",
+        ],
+        kubeconfig,
+    )
+}
+
 /// Polls GetMeshGraph (bounded by `limit`) until the whole graph satisfies `check`.
 async fn graph_until(
     c: &MeshServiceClient<tonic::transport::Channel>,
@@ -131,15 +147,7 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
     let t = meshsim::builtin("emojivoto").unwrap();
     let (addr, _stop) = sim(t.clone()).await;
     let prom = Prometheus::start(&[addr]).await;
-    let mcp = start_mcp(&[
-        "--embedded-collector",
-        "--prometheus-url",
-        &prom.url,
-        "--window",
-        "10s",
-        "--interval",
-        "1s",
-    ]);
+    let mcp = embedded_mcp(&prom.url, None);
     let g = converges(mcp.grpc, &t).await;
     assert_eq!(g.sources[0].source, "prometheus");
     assert!(g.sources[0].ok);
@@ -567,18 +575,7 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
         let _ = sim_stopped.await;
     }));
     let prom = Prometheus::start(&[addr]).await;
-    let mcp = start_mcp_with(
-        &[
-            "--embedded-collector",
-            "--prometheus-url",
-            &prom.url,
-            "--window",
-            "10s",
-            "--interval",
-            "1s",
-        ],
-        Some(cluster.kubeconfig("mcp-token")),
-    );
+    let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
     let c = lazy_client(mcp.grpc);
     // Both callers admitted, at their full rates (the window is full of scrapes).
     let admitted = |g: &pb::MeshGraph, from: &str, rps: f64| {
@@ -793,18 +790,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     let (addr, _stop) = sim(t.clone()).await;
     let prom = Prometheus::start(&[addr]).await;
     let cluster = kube().await;
-    let mcp = start_mcp_with(
-        &[
-            "--embedded-collector",
-            "--prometheus-url",
-            &prom.url,
-            "--window",
-            "10s",
-            "--interval",
-            "1s",
-        ],
-        Some(cluster.kubeconfig("mcp-token")),
-    );
+    let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
     converges(mcp.grpc, &t).await;
     let url = format!("http://127.0.0.1:{}/mcp", mcp.http);
     let books_spec = serde_json::json!({
