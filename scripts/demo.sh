@@ -106,6 +106,8 @@ echo "  $bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml --server
 echo "    # then without --dry-run; 15 s later authors -> books shows its observed deny rate:"
 echo "  $bin/meshctl graph --server 127.0.0.1:$grpc_port --token $token -o wide"
 echo "  curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
+echo "  npx @modelcontextprotocol/inspector --cli --tool-arg workload=emojivoto/voting --tool-name who_calls \\"
+echo "    --method tools/call -- $bin/mesh-mcp stdio --server 127.0.0.1:$grpc_port --token $token   # MCP"
 echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
 echo "  grpcurl -plaintext -H 'authorization: Bearer $token' -d '{\"namespaces\":[\"emojivoto\"]}' \\"
 echo "    127.0.0.1:$grpc_port linkerd.mcp.v1.MeshService/GetMeshGraph    # reflection is on"
