@@ -102,6 +102,11 @@ pub struct RedisStore {
     // Blocking XREADs get their own connection so they never delay other commands.
     tail_conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     publish: Script,
+    // Built once: each holds the script's SHA, computed from its text.
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    take_plan: Script,
     snapshot_ttl: Duration,
 }
 
@@ -166,6 +171,10 @@ impl RedisStore {
             conn: Mutex::new(None),
             tail_conn: Mutex::new(None),
             publish: Script::new(PUBLISH),
+            acquire: Script::new(ACQUIRE),
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+            take_plan: Script::new(TAKE_PLAN),
             snapshot_ttl: Duration::ZERO,
         })
     }
@@ -401,8 +410,7 @@ impl GraphStore for RedisStore {
         let keys = [&self.keys.leader, &self.keys.epoch, &self.keys.snapshot];
         let epoch: Option<u64> = self
             .with(|mut c| async move {
-                let script = Script::new(ACQUIRE);
-                let mut inv = script.prepare_invoke();
+                let mut inv = self.acquire.prepare_invoke();
                 for k in keys {
                     inv.key(k);
                 }
@@ -426,7 +434,7 @@ impl GraphStore for RedisStore {
         };
         let n: i64 = self
             .with(|mut c| async move {
-                Script::new(RENEW)
+                self.renew
                     .key(key)
                     .key(snapshot)
                     .arg(token)
@@ -443,13 +451,9 @@ impl GraphStore for RedisStore {
         let key = &self.keys.leader;
         let token = lease.token();
         let _: i64 = self
-            .with(|mut c| async move {
-                Script::new(RELEASE)
-                    .key(key)
-                    .arg(token)
-                    .invoke_async(&mut c)
-                    .await
-            })
+            .with(
+                |mut c| async move { self.release.key(key).arg(token).invoke_async(&mut c).await },
+            )
             .await?;
         Ok(())
     }
@@ -476,7 +480,7 @@ impl PlanStore for RedisStore {
         let key = format!("{}{id}", self.keys.plan);
         let reply: Vec<Value> = self
             .with(|mut c| async move {
-                Script::new(TAKE_PLAN)
+                self.take_plan
                     .key(&key)
                     .arg(owner)
                     .invoke_async(&mut c)
