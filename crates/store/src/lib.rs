@@ -238,6 +238,131 @@ impl<S: PlanStore> PlanStore for std::sync::Arc<S> {
     }
 }
 
+/// What an [`ApprovalStore`] holds for one approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalEntry {
+    /// Its state (`pending`, `applying`, `applied`, ...; the caller's words).
+    pub state: String,
+    /// Who moved it into that state (empty while pending).
+    pub by: String,
+    /// The request as the caller stored it.
+    pub record: Vec<u8>,
+}
+
+/// What [`ApprovalStore::transition`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Moved: the record as stored.
+    Moved(Vec<u8>),
+    /// Not in the expected state: what it is in, and who put it there.
+    Now {
+        /// Its state.
+        state: String,
+        /// Who moved it there.
+        by: String,
+    },
+    /// No such approval: never made, or expired.
+    Missing,
+}
+
+/// Chat approvals waiting for a click, shared by every bot replica: expiring, and moved
+/// between states atomically so that of two clicks exactly one wins.
+pub trait ApprovalStore: Send + Sync + 'static {
+    /// Keeps `record` under `id` in state `pending` for `ttl`.
+    fn put_approval(
+        &self,
+        id: &str,
+        record: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The approval, if it exists.
+    fn get_approval(&self, id: &str) -> impl Future<Output = Result<Option<ApprovalEntry>>> + Send;
+
+    /// Moves `id` from state `from` to `to` (recording `by`) only if it is in `from`.
+    fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> impl Future<Output = Result<Transition>> + Send;
+}
+
+/// A shared approval store is an approval store.
+impl<S: ApprovalStore> ApprovalStore for std::sync::Arc<S> {
+    fn put_approval(
+        &self,
+        id: &str,
+        record: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).put_approval(id, record, ttl)
+    }
+    fn get_approval(&self, id: &str) -> impl Future<Output = Result<Option<ApprovalEntry>>> + Send {
+        (**self).get_approval(id)
+    }
+    fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> impl Future<Output = Result<Transition>> + Send {
+        (**self).transition(id, from, to, by)
+    }
+}
+
+/// The chat bot's shared alert state: which channels want alerts, and which alerts are
+/// active (so that of several replicas, and across restarts, each alert is sent once).
+pub trait AlertStore: Send + Sync + 'static {
+    /// Sets (`Some`) or removes (`None`) the subscription of `target` (`slack:C123`).
+    fn set_subscription(
+        &self,
+        target: &str,
+        filter: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every subscription: target and filter.
+    fn subscriptions(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send;
+
+    /// Adds (`present`) or removes `member` of set `set`; `true` when that changed the set.
+    fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        present: bool,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The members of set `set`.
+    fn members(&self, set: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// A shared alert store is an alert store.
+impl<S: AlertStore> AlertStore for std::sync::Arc<S> {
+    fn set_subscription(
+        &self,
+        target: &str,
+        filter: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).set_subscription(target, filter)
+    }
+    fn subscriptions(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>>> + Send {
+        (**self).subscriptions()
+    }
+    fn mark(
+        &self,
+        set: &str,
+        member: &str,
+        present: bool,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        (**self).mark(set, member, present)
+    }
+    fn members(&self, set: &str) -> impl Future<Output = Result<Vec<String>>> + Send {
+        (**self).members(set)
+    }
+}
+
 /// Key names under a prefix (default `mesh:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -251,6 +376,12 @@ pub struct Keys {
     pub leader: String,
     /// Prefix of plan keys (`<prefix>plan:<id>`).
     pub plan: String,
+    /// Prefix of chat approval keys (`<prefix>approvals:<id>`).
+    pub approval: String,
+    /// The chat bot's alert subscriptions (a hash).
+    pub alert_subscriptions: String,
+    /// Prefix of the chat bot's alert sets (`<prefix>alerts:<set>`).
+    pub alert_set: String,
 }
 
 impl Keys {
@@ -262,6 +393,9 @@ impl Keys {
             epoch: format!("{prefix}epoch"),
             leader: format!("{prefix}leader"),
             plan: format!("{prefix}plan:"),
+            approval: format!("{prefix}approvals:"),
+            alert_subscriptions: format!("{prefix}alert-subscriptions"),
+            alert_set: format!("{prefix}alerts:"),
         }
     }
 }

@@ -22,6 +22,9 @@ struct State {
     leader: Option<(String, Instant)>,
     /// Plans: owner, plan, and when it lapses.
     plans: std::collections::HashMap<String, (String, Vec<u8>, Instant)>,
+    approvals: std::collections::HashMap<String, (crate::ApprovalEntry, Instant)>,
+    subscriptions: std::collections::BTreeMap<String, Vec<u8>>,
+    sets: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl State {
@@ -196,5 +199,90 @@ impl PlanStore for MemoryStore {
                 .remove(id)
                 .map_or(Taken::Missing, |(_, plan, _)| Taken::Plan(plan))),
         }
+    }
+}
+
+impl crate::ApprovalStore for MemoryStore {
+    async fn put_approval(&self, id: &str, record: Vec<u8>, ttl: Duration) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.approvals.retain(|_, (_, until)| *until > now);
+        let entry = crate::ApprovalEntry {
+            state: "pending".into(),
+            by: String::new(),
+            record,
+        };
+        st.approvals.insert(id.to_owned(), (entry, now + ttl));
+        Ok(())
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<crate::ApprovalEntry>> {
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.approvals.retain(|_, (_, until)| *until > now);
+        Ok(st.approvals.get(id).map(|(e, _)| e.clone()))
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> Result<crate::Transition> {
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.approvals.retain(|_, (_, until)| *until > now);
+        Ok(match st.approvals.get_mut(id) {
+            None => crate::Transition::Missing,
+            Some((e, _)) if e.state != from => crate::Transition::Now {
+                state: e.state.clone(),
+                by: e.by.clone(),
+            },
+            Some((e, _)) => {
+                e.state = to.to_owned();
+                e.by = by.to_owned();
+                crate::Transition::Moved(e.record.clone())
+            }
+        })
+    }
+}
+
+impl crate::AlertStore for MemoryStore {
+    async fn set_subscription(&self, target: &str, filter: Option<Vec<u8>>) -> Result<()> {
+        let mut st = self.state.lock().await;
+        match filter {
+            Some(f) => st.subscriptions.insert(target.to_owned(), f),
+            None => st.subscriptions.remove(target),
+        };
+        Ok(())
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let st = self.state.lock().await;
+        Ok(st
+            .subscriptions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn mark(&self, set: &str, member: &str, present: bool) -> Result<bool> {
+        let mut st = self.state.lock().await;
+        let s = st.sets.entry(set.to_owned()).or_default();
+        Ok(if present {
+            s.insert(member.to_owned())
+        } else {
+            s.remove(member)
+        })
+    }
+
+    async fn members(&self, set: &str) -> Result<Vec<String>> {
+        let st = self.state.lock().await;
+        Ok(st
+            .sets
+            .get(set)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
     }
 }

@@ -84,6 +84,19 @@ redis.call('DEL', KEYS[1])
 return {1, plan}
 ";
 
+/// Moves an approval between states only from the expected one; of two clicks, one wins.
+const TRANSITION: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'state', 'by', 'record')
+if not s[1] then
+  return {0}
+end
+if s[1] ~= ARGV[1] then
+  return {2, s[1], s[2] or ''}
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'by', ARGV[3])
+return {1, s[3]}
+";
+
 /// Gives the lease up only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -107,6 +120,7 @@ pub struct RedisStore {
     renew: Script,
     release: Script,
     take_plan: Script,
+    transition: Script,
     snapshot_ttl: Duration,
 }
 
@@ -175,6 +189,7 @@ impl RedisStore {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             take_plan: Script::new(TAKE_PLAN),
+            transition: Script::new(TRANSITION),
             snapshot_ttl: Duration::ZERO,
         })
     }
@@ -496,5 +511,131 @@ impl PlanStore for RedisStore {
             )),
             other => Err(StoreError::Corrupt(format!("take plan answered {other:?}"))),
         }
+    }
+}
+
+impl crate::ApprovalStore for RedisStore {
+    async fn put_approval(&self, id: &str, record: Vec<u8>, ttl: Duration) -> Result<()> {
+        let key = format!("{}{id}", self.keys.approval);
+        let ms = Self::millis(ttl);
+        self.with(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .del(&key)
+                .ignore()
+                .hset_multiple(
+                    &key,
+                    &[
+                        ("state", b"pending".as_slice()),
+                        ("by", b"".as_slice()),
+                        ("record", &record),
+                    ],
+                )
+                .ignore()
+                .pexpire(&key, i64::try_from(ms).unwrap_or(i64::MAX))
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<crate::ApprovalEntry>> {
+        let key = format!("{}{id}", self.keys.approval);
+        let (state, by, record): (Option<String>, Option<String>, Option<Vec<u8>>) = self
+            .with(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("state")
+                    .arg("by")
+                    .arg("record")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (state, record) {
+            (Some(state), Some(record)) => Some(crate::ApprovalEntry {
+                state,
+                by: by.unwrap_or_default(),
+                record,
+            }),
+            _ => None,
+        })
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> Result<crate::Transition> {
+        let key = format!("{}{id}", self.keys.approval);
+        let reply: Vec<Value> = self
+            .with(|mut c| async move {
+                self.transition
+                    .key(&key)
+                    .arg(from)
+                    .arg(to)
+                    .arg(by)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let text = |v: &Value| -> Result<String> {
+            redis::from_redis_value(v.clone()).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        match reply.as_slice() {
+            [code] if num(code)? == 0 => Ok(crate::Transition::Missing),
+            [code, state, who] if num(code)? == 2 => Ok(crate::Transition::Now {
+                state: text(state)?,
+                by: text(who)?,
+            }),
+            [code, record] if num(code)? == 1 => Ok(crate::Transition::Moved(
+                redis::from_redis_value(record.clone())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            other => Err(StoreError::Corrupt(format!(
+                "transition answered {other:?}"
+            ))),
+        }
+    }
+}
+
+impl crate::AlertStore for RedisStore {
+    async fn set_subscription(&self, target: &str, filter: Option<Vec<u8>>) -> Result<()> {
+        let key = &self.keys.alert_subscriptions;
+        self.with(|mut c| async move {
+            match filter {
+                Some(f) => c.hset::<_, _, _, ()>(key, target, f).await,
+                None => c.hdel::<_, _, ()>(key, target).await,
+            }
+        })
+        .await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let key = &self.keys.alert_subscriptions;
+        self.with(|mut c| async move { c.hgetall(key).await }).await
+    }
+
+    async fn mark(&self, set: &str, member: &str, present: bool) -> Result<bool> {
+        let key = format!("{}{set}", self.keys.alert_set);
+        let n: i64 = self
+            .with(|mut c| async move {
+                if present {
+                    c.sadd(&key, member).await
+                } else {
+                    c.srem(&key, member).await
+                }
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn members(&self, set: &str) -> Result<Vec<String>> {
+        let key = format!("{}{set}", self.keys.alert_set);
+        self.with(|mut c| async move { c.smembers(&key).await })
+            .await
     }
 }

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use mesh_store::{
-    GraphStore, MemoryStore, PlanStore, Publication, RedisStore, STREAM_START, StoreError, Taken,
+    AlertStore, ApprovalStore, GraphStore, MemoryStore, PlanStore, Publication, RedisStore,
+    STREAM_START, StoreError, Taken, Transition,
 };
 use mesh_testkit::Redis;
 
@@ -81,6 +82,90 @@ async fn plans_are_single_use_expiring_and_bound_to_their_owner<S: PlanStore>(s:
     .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(s.take_plan("p2", "alice").await.unwrap(), Taken::Missing);
+}
+
+/// Approvals: one transition wins, the state and who moved it are kept, they expire.
+async fn approvals_move_once_and_expire<S: ApprovalStore>(s: &S) {
+    let minute = Duration::from_secs(60);
+    s.put_approval("a1", b"record".to_vec(), minute)
+        .await
+        .unwrap();
+    let e = s.get_approval("a1").await.unwrap().unwrap();
+    assert_eq!((e.state.as_str(), e.by.as_str()), ("pending", ""));
+    let (one, two) = tokio::join!(
+        s.transition("a1", "pending", "applying", "bob"),
+        s.transition("a1", "pending", "applying", "carol"),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let moved = [&one, &two]
+        .iter()
+        .filter(|t| ***t == Transition::Moved(b"record".to_vec()))
+        .count();
+    assert_eq!(moved, 1, "exactly one click wins: {one:?} {two:?}");
+    let e = s.get_approval("a1").await.unwrap().unwrap();
+    assert_eq!(e.state, "applying");
+    assert_eq!(
+        s.transition("a1", "pending", "rejected", "dave")
+            .await
+            .unwrap(),
+        Transition::Now {
+            state: "applying".into(),
+            by: e.by.clone()
+        }
+    );
+    assert!(matches!(
+        s.transition("a1", "applying", "applied", "bob")
+            .await
+            .unwrap(),
+        Transition::Moved(_)
+    ));
+    assert_eq!(
+        s.transition("never", "pending", "applying", "bob")
+            .await
+            .unwrap(),
+        Transition::Missing
+    );
+    s.put_approval("a2", b"r".to_vec(), Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(s.get_approval("a2").await.unwrap().is_none());
+    assert_eq!(
+        s.transition("a2", "pending", "applying", "bob")
+            .await
+            .unwrap(),
+        Transition::Missing
+    );
+}
+
+/// Alert state: subscriptions set and removed; a mark changes the set once.
+async fn alert_state_is_shared_and_marks_once<S: AlertStore>(s: &S) {
+    s.set_subscription("slack:C1", Some(b"{}".to_vec()))
+        .await
+        .unwrap();
+    s.set_subscription("discord:9", Some(b"{\"kinds\":[]}".to_vec()))
+        .await
+        .unwrap();
+    s.set_subscription("slack:C1", None).await.unwrap();
+    assert_eq!(
+        s.subscriptions().await.unwrap(),
+        vec![("discord:9".to_owned(), b"{\"kinds\":[]}".to_vec())]
+    );
+    assert!(s.mark("active", "plaintext a->b", true).await.unwrap());
+    assert!(
+        !s.mark("active", "plaintext a->b", true).await.unwrap(),
+        "already there"
+    );
+    assert_eq!(
+        s.members("active").await.unwrap(),
+        vec!["plaintext a->b".to_owned()]
+    );
+    assert!(s.mark("active", "plaintext a->b", false).await.unwrap());
+    assert!(
+        !s.mark("active", "plaintext a->b", false).await.unwrap(),
+        "already gone"
+    );
+    assert!(s.members("active").await.unwrap().is_empty());
 }
 
 async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
@@ -211,6 +296,8 @@ async fn memory_store_meets_the_contract() {
     the_stream_is_trimmed_and_readers_see_the_gap(&MemoryStore::new(10), 10).await;
     the_lease_elects_one_writer_and_fences_the_last(&MemoryStore::new(10)).await;
     plans_are_single_use_expiring_and_bound_to_their_owner(&MemoryStore::new(10)).await;
+    approvals_move_once_and_expire(&MemoryStore::new(10)).await;
+    alert_state_is_shared_and_marks_once(&MemoryStore::new(10)).await;
 }
 
 fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
@@ -228,6 +315,8 @@ async fn redis_store_meets_the_contract() {
     the_lease_elects_one_writer_and_fences_the_last(&redis_store(&redis.url, "e:", 50)).await;
     plans_are_single_use_expiring_and_bound_to_their_owner(&redis_store(&redis.url, "f:", 50))
         .await;
+    approvals_move_once_and_expire(&redis_store(&redis.url, "g:", 50)).await;
+    alert_state_is_shared_and_marks_once(&redis_store(&redis.url, "h:", 50)).await;
 }
 
 /// TLS (`rediss://`) with a private CA: the whole contract holds over it.
