@@ -1,0 +1,174 @@
+//! The bot's HTTP front: shared state and the routes of both platforms.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::post};
+use mesh_store::{
+    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, RedisStore, StoreError, Transition,
+};
+
+use crate::{
+    alerts::Deliver,
+    approvals::Approvals,
+    command::{AlertFilter, Usage},
+    core::Mcp,
+    discord::Discord,
+    metrics::Metrics,
+    reply::{Reply, Tone},
+    slack::Slack,
+};
+
+/// Where approvals and alert state live: Redis shared by every replica, or this process.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// In this process (one replica; lost on restart).
+    Memory(Arc<MemoryStore>),
+    /// Redis or Valkey.
+    Redis(Arc<RedisStore>),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+impl ApprovalStore for Store {
+    async fn put_approval(&self, id: &str, record: Vec<u8>, ttl: Duration) -> Result<()> {
+        match self {
+            Self::Memory(s) => s.put_approval(id, record, ttl).await,
+            Self::Redis(s) => s.put_approval(id, record, ttl).await,
+        }
+    }
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalEntry>> {
+        match self {
+            Self::Memory(s) => s.get_approval(id).await,
+            Self::Redis(s) => s.get_approval(id).await,
+        }
+    }
+    async fn transition(&self, id: &str, from: &str, to: &str, by: &str) -> Result<Transition> {
+        match self {
+            Self::Memory(s) => s.transition(id, from, to, by).await,
+            Self::Redis(s) => s.transition(id, from, to, by).await,
+        }
+    }
+}
+
+impl AlertStore for Store {
+    async fn set_subscription(&self, target: &str, filter: Option<Vec<u8>>) -> Result<()> {
+        match self {
+            Self::Memory(s) => s.set_subscription(target, filter).await,
+            Self::Redis(s) => s.set_subscription(target, filter).await,
+        }
+    }
+    async fn subscriptions(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        match self {
+            Self::Memory(s) => s.subscriptions().await,
+            Self::Redis(s) => s.subscriptions().await,
+        }
+    }
+    async fn mark(&self, set: &str, member: &str, present: bool) -> Result<bool> {
+        match self {
+            Self::Memory(s) => s.mark(set, member, present).await,
+            Self::Redis(s) => s.mark(set, member, present).await,
+        }
+    }
+    async fn members(&self, set: &str) -> Result<Vec<String>> {
+        match self {
+            Self::Memory(s) => s.members(set).await,
+            Self::Redis(s) => s.members(set).await,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// Slack, when configured.
+    pub slack: Option<Slack>,
+    /// Discord, when configured.
+    pub discord: Option<Discord>,
+    /// The mcp service.
+    pub mcp: Mcp,
+    /// The approval flow.
+    pub approvals: Approvals<Store>,
+    /// Shared state.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Approvals<Store> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approvals").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// `alerts on|off` in `target` (`slack:C1`, `discord:123`).
+    pub async fn set_alerts(&self, target: &str, on: bool, filter: AlertFilter) -> Reply {
+        let value = on.then(|| serde_json::to_vec(&filter).unwrap_or_default());
+        match self.store.set_subscription(target, value).await {
+            Ok(()) if on => {
+                let mut what = Vec::new();
+                if !filter.kinds.is_empty() {
+                    what.push(format!("kinds {}", filter.kinds.join(", ")));
+                }
+                if !filter.namespaces.is_empty() {
+                    what.push(format!("namespaces {}", filter.namespaces.join(", ")));
+                }
+                let mut r = Reply::new("Alerts are on in this channel").text(if what.is_empty() {
+                    "Every alert: plaintext edges, new callers, failing edges, denials.".to_owned()
+                } else {
+                    format!("Only {}.", what.join(" in "))
+                });
+                r.tone = Tone::Good;
+                r
+            }
+            Ok(()) => Reply::new("Alerts are off in this channel"),
+            Err(e) => Reply::refusal(
+                "Could not change alerts",
+                format!("The store is unavailable ({e}); try again shortly."),
+            ),
+        }
+    }
+}
+
+impl Deliver for App {
+    async fn deliver(&self, target: &str, reply: &Reply) -> std::result::Result<(), String> {
+        match target.split_once(':') {
+            Some(("slack", channel)) => match &self.slack {
+                Some(s) => s.post(channel, reply).await.map(|_| ()),
+                None => Err("Slack is not configured".into()),
+            },
+            Some(("discord", channel)) => match (&self.discord, channel.parse::<u64>()) {
+                (Some(d), Ok(c)) => d.send(c, reply).await,
+                (None, _) => Err("Discord is not configured".into()),
+                (_, Err(_)) => Err(format!("{channel:?} is not a Discord channel id")),
+            },
+            _ => Err(format!(
+                "{target:?} is not slack:<channel> or discord:<channel>"
+            )),
+        }
+        .inspect_err(|_| {
+            self.metrics
+                .chat_api_error(target.split(':').next().unwrap_or_default());
+        })
+    }
+}
+
+/// The reply to a command that did not parse.
+pub fn usage_reply(u: &Usage) -> Reply {
+    let mut r = Reply::refusal("That command did not work", u.problem.clone());
+    if !u.usage.is_empty() {
+        r = r.code(u.usage.join("\n"), "usage.txt");
+    }
+    r.note("`/mesh help` lists every command.")
+}
+
+/// `POST /slack/commands`, `POST /slack/interactions`, `POST /discord/interactions`; bodies
+/// over 256 KiB are refused (a manifest form is at most a few KiB).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/slack/commands", post(crate::slack::commands))
+        .route("/slack/interactions", post(crate::slack::interactions))
+        .route("/discord/interactions", post(crate::discord::interactions))
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .with_state(app)
+}

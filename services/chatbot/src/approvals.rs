@@ -1,0 +1,610 @@
+//! Two-person approval of policy changes: a dry-run as the requester, a card, and an apply as
+//! the requester once someone allowed to approve clicks. Pending approvals live in the store
+//! with a TTL; every state change is one atomic transition, so a second click, a click on an
+//! expired card or a restart of the bot never applies twice.
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime},
+};
+
+use mesh_proto::pb;
+use mesh_store::{ApprovalStore, Transition};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    command::ApplyKind,
+    core::{Mcp, status_reply},
+    identity::{Identities, KubeIdentity, Platform},
+    metrics::Metrics,
+    reply::{Button, ButtonStyle, Reply, Tone},
+};
+
+/// Largest manifest accepted from a form (a policy change is a few objects, not a chart).
+pub const MAX_MANIFEST: usize = 16 * 1024;
+
+/// A requested change, as stored while it waits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Approval {
+    /// Its id (in button values).
+    pub id: String,
+    /// Which RPC applies it.
+    pub kind: ApplyKind,
+    /// The manifest, exactly as dry-run.
+    pub manifest: String,
+    /// Why, as the requester said.
+    pub reason: String,
+    /// Where it was asked.
+    pub platform: Platform,
+    /// The requester's chat user id.
+    pub requester_chat: String,
+    /// The requester's Kubernetes identity (the change is made as it).
+    pub requester: KubeIdentity,
+    /// The main object's namespace (approvers may be per namespace).
+    pub namespace: String,
+    /// The main object: `Kind namespace/name`.
+    pub target: String,
+    /// Its resourceVersion when dry-run (empty: it did not exist).
+    pub expected_resource_version: String,
+    /// What the dry-run would do to each object.
+    pub actions: Vec<String>,
+    /// The unified diff.
+    pub diff: String,
+    /// The what-if: edges whose decision changes, with their rates.
+    pub affected: Vec<String>,
+    /// Warnings from the dry-run.
+    pub warnings: Vec<String>,
+    /// Audit id of the dry-run.
+    pub dry_run_audit_id: String,
+    /// When it stops being approvable (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+/// What a click does.
+#[derive(Clone, Debug, Default)]
+pub struct ClickOutcome {
+    /// The card, redrawn (outcome, expiry); `None`: leave it.
+    pub card: Option<Reply>,
+    /// A reply only the clicker sees (why nothing happened).
+    pub private: Option<Reply>,
+}
+
+impl ClickOutcome {
+    fn card(r: Reply) -> Self {
+        Self {
+            card: Some(r),
+            private: None,
+        }
+    }
+    fn private(r: Reply) -> Self {
+        Self {
+            card: None,
+            private: Some(r),
+        }
+    }
+}
+
+/// The approval flow over a store.
+#[derive(Clone)]
+pub struct Approvals<S> {
+    store: S,
+    mcp: Mcp,
+    identities: Identities,
+    metrics: Metrics,
+}
+
+fn new_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let salt = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), nanos);
+    format!("a{salt:016x}")
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn kind_name(kind: ApplyKind) -> &'static str {
+    match kind {
+        ApplyKind::Authz => "AuthorizationPolicy",
+        ApplyKind::Route => "HTTPRoute",
+    }
+}
+
+fn who(k: &KubeIdentity) -> String {
+    if k.groups.is_empty() {
+        k.user.clone()
+    } else {
+        format!("{} [{}]", k.user, k.groups.join(", "))
+    }
+}
+
+fn decision(d: i32) -> &'static str {
+    match pb::policy_verdict::Decision::try_from(d).unwrap_or_default() {
+        pb::policy_verdict::Decision::Allowed => "allowed",
+        pb::policy_verdict::Decision::Denied => "DENIED",
+        pb::policy_verdict::Decision::Audit => "audit",
+        _ => "unknown",
+    }
+}
+
+fn edge_name(e: &pb::EdgeRef) -> String {
+    let w = |r: &Option<pb::WorkloadRef>| {
+        r.as_ref()
+            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .unwrap_or_default()
+    };
+    let dst = if e.dst.is_some() {
+        w(&e.dst)
+    } else {
+        e.dst_authority.clone()
+    };
+    format!("{} -> {dst}", w(&e.src))
+}
+
+impl<S: ApprovalStore + Clone> Approvals<S> {
+    /// The flow over `store`, calling `mcp`, with users and approvers from `identities`.
+    pub fn new(store: S, mcp: Mcp, identities: Identities, metrics: Metrics) -> Self {
+        Self {
+            store,
+            mcp,
+            identities,
+            metrics,
+        }
+    }
+
+    /// The Kubernetes identity of a chat user, or the reply telling them they are not mapped.
+    pub fn identity(
+        &self,
+        platform: Platform,
+        chat_user: &str,
+    ) -> Result<KubeIdentity, Box<Reply>> {
+        self.identities
+            .borrow()
+            .lookup(platform, chat_user)
+            .cloned()
+            .ok_or_else(|| {
+                Box::new(Reply::refusal(
+                    "You are not mapped to a Kubernetes identity",
+                    format!(
+                        "Your {platform} user id {chat_user} is not in the bot's identity map, so \
+                         nothing runs for you. Ask the platform team to add you."
+                    ),
+                ))
+            })
+    }
+
+    fn call(
+        &self,
+        kind: ApplyKind,
+        req: pb::ApplyRequest,
+    ) -> impl Future<Output = Result<pb::ApplyResponse, tonic::Status>> + Send + 'static {
+        let mcp = self.mcp.clone();
+        async move {
+            let mut c = mcp.client();
+            let r = mcp.request(req)?;
+            let res = match kind {
+                ApplyKind::Authz => c.apply_authorization_policy(r).await,
+                ApplyKind::Route => c.apply_http_route(r).await,
+            };
+            res.map(tonic::Response::into_inner)
+        }
+    }
+
+    /// A change asked for: dry-run as the requester (refusals come back at once, and no card
+    /// is posted), then the approval card.
+    pub async fn request(
+        &self,
+        platform: Platform,
+        chat_user: &str,
+        kind: ApplyKind,
+        manifest: &str,
+        reason: &str,
+    ) -> Reply {
+        let requester = match self.identity(platform, chat_user) {
+            Ok(k) => k,
+            Err(r) => return *r,
+        };
+        if manifest.trim().is_empty() {
+            return Reply::refusal(
+                "No manifest",
+                "The form was empty: paste the YAML of the change.",
+            );
+        }
+        if manifest.len() > MAX_MANIFEST {
+            return Reply::refusal(
+                "Manifest too large",
+                format!(
+                    "The manifest is {} bytes; at most {MAX_MANIFEST}. One policy change at a time.",
+                    manifest.len()
+                ),
+            );
+        }
+        let reason = reason.trim().chars().take(200).collect::<String>();
+        let dry = self
+            .call(
+                kind,
+                pb::ApplyRequest {
+                    source: Some(pb::apply_request::Source::Manifest(manifest.to_owned())),
+                    dry_run: true,
+                    on_behalf_of: Some(pb::Identity {
+                        user: requester.user.clone(),
+                        groups: requester.groups.clone(),
+                    }),
+                    reason: reason.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let dry = match dry {
+            Ok(d) => d,
+            Err(s) => {
+                self.metrics.approval("refused_at_dry_run");
+                return status_reply("Your change was refused at the dry-run (as you)", &s);
+            }
+        };
+        let main = dry
+            .objects
+            .iter()
+            .find(|o| o.kind == kind_name(kind))
+            .or_else(|| dry.objects.first());
+        let (namespace, target, rv) = main.map_or_else(
+            || (String::new(), kind_name(kind).to_owned(), String::new()),
+            |o| {
+                (
+                    o.namespace.clone(),
+                    format!("{} {}/{}", o.kind, o.namespace, o.name),
+                    o.resource_version_before.clone(),
+                )
+            },
+        );
+        let map = self.identities.borrow().clone();
+        let a = Approval {
+            id: new_id(),
+            kind,
+            manifest: manifest.to_owned(),
+            reason,
+            platform,
+            requester_chat: chat_user.to_owned(),
+            requester,
+            namespace,
+            target,
+            expected_resource_version: rv,
+            actions: dry
+                .objects
+                .iter()
+                .map(|o| format!("{} {} {}/{}", o.action, o.kind, o.namespace, o.name))
+                .collect(),
+            diff: dry.diff.clone(),
+            affected: dry
+                .affected_edges
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}  {} -> {}  {:.2} rps",
+                        e.edge.as_ref().map(edge_name).unwrap_or_default(),
+                        decision(e.before),
+                        decision(e.after),
+                        e.rps
+                    )
+                })
+                .collect(),
+            warnings: dry.warnings.clone(),
+            dry_run_audit_id: dry.audit_id.clone(),
+            expires_at: now_unix() + map.approval_ttl.as_secs(),
+        };
+        if a.actions.iter().all(|x| x.starts_with("unchanged")) {
+            return Reply::new(format!("No change: {} is already as written", a.target))
+                .text("The dry-run changed nothing, so there is nothing to approve.");
+        }
+        let record = match serde_json::to_vec(&a) {
+            Ok(r) => r,
+            Err(e) => return Reply::refusal("Could not record the request", e.to_string()),
+        };
+        if let Err(e) = self
+            .store
+            .put_approval(&a.id, record, map.approval_ttl)
+            .await
+        {
+            return Reply::refusal(
+                "Could not record the request",
+                format!("The store is unavailable ({e}); nothing was changed. Try again shortly."),
+            );
+        }
+        self.metrics.approval("requested");
+        pending_card(&a, map.approval_ttl)
+    }
+
+    /// A button click: `approve`, `reject` or `redo` on approval `id`.
+    pub async fn click(
+        &self,
+        platform: Platform,
+        chat_user: &str,
+        action: &str,
+        id: &str,
+    ) -> ClickOutcome {
+        let clicker = match self.identity(platform, chat_user) {
+            Ok(k) => k,
+            Err(r) => return ClickOutcome::private(*r),
+        };
+        let entry = match self.store.get_approval(id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.metrics.approval("expired_click");
+                return ClickOutcome::card(expired_card());
+            }
+            Err(e) => {
+                return ClickOutcome::private(Reply::refusal(
+                    "Try again shortly",
+                    format!("The store is unavailable ({e}); nothing was changed."),
+                ));
+            }
+        };
+        let a: Approval = match serde_json::from_slice(&entry.record) {
+            Ok(a) => a,
+            Err(e) => {
+                return ClickOutcome::private(Reply::refusal("Unreadable request", e.to_string()));
+            }
+        };
+        if a.expires_at <= now_unix() {
+            self.metrics.approval("expired_click");
+            return ClickOutcome::card(expired_card());
+        }
+        let map = self.identities.borrow().clone();
+        let is_requester = clicker.user == a.requester.user;
+        let approver = map.may_approve(&clicker, &a.namespace);
+        match action {
+            "approve" => {
+                if is_requester && !map.allow_self_approval {
+                    self.metrics.approval("self_approval_refused");
+                    return ClickOutcome::private(Reply::refusal(
+                        "You cannot approve your own change",
+                        "Someone else allowed to approve must click Approve.",
+                    ));
+                }
+                if !approver {
+                    self.metrics.approval("approver_refused");
+                    return ClickOutcome::private(Reply::refusal(
+                        "You may not approve this",
+                        format!(
+                            "{} is not an approver for namespace {}.",
+                            clicker.user, a.namespace
+                        ),
+                    ));
+                }
+                self.approve(a, &clicker).await
+            }
+            "reject" => {
+                if !is_requester && !approver {
+                    return ClickOutcome::private(Reply::refusal(
+                        "You may not reject this",
+                        "Only the requester or an approver can.",
+                    ));
+                }
+                match self
+                    .store
+                    .transition(id, "pending", "rejected", &clicker.user)
+                    .await
+                {
+                    Ok(Transition::Moved(_)) => {
+                        self.metrics.approval("rejected");
+                        let mut r = base_card(&a, format!("Rejected: {}", a.target))
+                            .field("Rejected by", clicker.user.clone())
+                            .text("Nothing was applied.");
+                        r.tone = Tone::Bad;
+                        ClickOutcome::card(r)
+                    }
+                    other => self.not_pending(other),
+                }
+            }
+            "redo" => {
+                if !is_requester && !approver {
+                    return ClickOutcome::private(Reply::refusal(
+                        "You may not do this",
+                        "Only the requester or an approver can ask for a fresh dry-run.",
+                    ));
+                }
+                if entry.state != "stale" {
+                    return ClickOutcome::private(Reply::refusal(
+                        "Nothing to redo",
+                        format!("This request is {} already.", entry.state),
+                    ));
+                }
+                match self
+                    .store
+                    .transition(id, "stale", "redone", &clicker.user)
+                    .await
+                {
+                    Ok(Transition::Moved(_)) => ClickOutcome::card(
+                        self.request(
+                            a.platform,
+                            &a.requester_chat,
+                            a.kind,
+                            &a.manifest,
+                            &a.reason,
+                        )
+                        .await,
+                    ),
+                    other => self.not_pending(other),
+                }
+            }
+            other => ClickOutcome::private(Reply::refusal(
+                "Unknown button",
+                format!(
+                    "`{}` is not an action of this bot.",
+                    crate::command::clip(other)
+                ),
+            )),
+        }
+    }
+
+    fn not_pending(&self, t: Result<Transition, mesh_store::StoreError>) -> ClickOutcome {
+        match t {
+            Ok(Transition::Now { state, by }) => {
+                self.metrics.approval("second_click");
+                ClickOutcome::private(Reply::refusal(
+                    "Already decided",
+                    format!("This request is {state} (by {by}); nothing more was done."),
+                ))
+            }
+            Ok(Transition::Missing) => ClickOutcome::card(expired_card()),
+            Ok(Transition::Moved(_)) => ClickOutcome::default(),
+            Err(e) => ClickOutcome::private(Reply::refusal(
+                "Try again shortly",
+                format!("The store is unavailable ({e}); nothing was changed."),
+            )),
+        }
+    }
+
+    async fn approve(&self, a: Approval, approver: &KubeIdentity) -> ClickOutcome {
+        match self
+            .store
+            .transition(&a.id, "pending", "applying", &approver.user)
+            .await
+        {
+            Ok(Transition::Moved(_)) => {}
+            other => return self.not_pending(other),
+        }
+        let reason = if a.reason.is_empty() {
+            format!("approved in {} by {}", a.platform, approver.user)
+        } else {
+            format!(
+                "{} (approved in {} by {})",
+                a.reason, a.platform, approver.user
+            )
+        };
+        let res = self
+            .call(
+                a.kind,
+                pb::ApplyRequest {
+                    source: Some(pb::apply_request::Source::Manifest(a.manifest.clone())),
+                    dry_run: false,
+                    expected_resource_version: a.expected_resource_version.clone(),
+                    on_behalf_of: Some(pb::Identity {
+                        user: a.requester.user.clone(),
+                        groups: a.requester.groups.clone(),
+                    }),
+                    approved_by: approver.user.clone(),
+                    reason,
+                    ..Default::default()
+                },
+            )
+            .await;
+        let (state, card) = match res {
+            Ok(r) => {
+                self.metrics.approval("applied");
+                let mut c = base_card(&a, format!("Applied: {}", a.target))
+                    .field("Approved by", approver.user.clone())
+                    .field("Audit id", r.audit_id.clone());
+                let done: String = r.objects.iter().fold(String::new(), |mut s, o| {
+                    let _ = writeln!(s, "{} {} {}/{}", o.action, o.kind, o.namespace, o.name);
+                    s
+                });
+                c = c.code(done, "applied.txt");
+                c.tone = Tone::Good;
+                ("applied", c)
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                self.metrics.approval("stale");
+                let mut c = base_card(&a, format!("Not applied: {} changed", a.target))
+                    .field("Approved by", approver.user.clone())
+                    .text(
+                        "The object changed since the dry-run that was reviewed, so nothing was \
+                         applied. Ask for a fresh dry-run to review the change again.",
+                    )
+                    .code(s.message().to_owned(), "error.txt");
+                c.tone = Tone::Bad;
+                c.buttons.push(Button {
+                    label: "Dry-run again".into(),
+                    action: "redo".into(),
+                    value: a.id.clone(),
+                    style: ButtonStyle::Plain,
+                });
+                ("stale", c)
+            }
+            Err(s) => {
+                self.metrics.approval("failed");
+                let mut c = base_card(&a, format!("Not applied: {}", a.target))
+                    .field("Approved by", approver.user.clone())
+                    .text("The apply was refused; nothing was left half-done.")
+                    .code(s.message().to_owned(), "error.txt");
+                c.tone = Tone::Bad;
+                ("failed", c)
+            }
+        };
+        if let Err(e) = self
+            .store
+            .transition(&a.id, "applying", state, &approver.user)
+            .await
+        {
+            tracing::error!(id = %a.id, %e, state, "could not record the outcome of an approval");
+        }
+        ClickOutcome::card(card)
+    }
+}
+
+fn base_card(a: &Approval, title: String) -> Reply {
+    Reply::new(title)
+        .field(
+            "Requested by",
+            format!("{} ({} {})", a.requester.user, a.platform, a.requester_chat),
+        )
+        .field("Acts as", who(&a.requester))
+        .field("Target", a.target.clone())
+}
+
+/// The card asking for approval.
+pub fn pending_card(a: &Approval, ttl: Duration) -> Reply {
+    let mut r = base_card(a, format!("Approval needed: {}", a.target))
+        .field("Expires in", humantime::format_duration(ttl).to_string());
+    if !a.reason.is_empty() {
+        r = r.field("Reason", a.reason.clone());
+    }
+    r = r.code(a.actions.join("\n"), "objects.txt");
+    if a.affected.is_empty() {
+        r = r.text("What-if: no observed edge changes its decision.");
+    } else {
+        r = r
+            .text("What-if: observed edges whose decision changes")
+            .code(a.affected.join("\n"), "affected-edges.txt");
+    }
+    for w in &a.warnings {
+        r = r.note(format!("Warning: {w}"));
+    }
+    r = r.code(a.diff.clone(), "diff.txt");
+    r.tone = if a.warnings.is_empty() {
+        Tone::Info
+    } else {
+        Tone::Warn
+    };
+    r.buttons = vec![
+        Button {
+            label: "Approve".into(),
+            action: "approve".into(),
+            value: a.id.clone(),
+            style: ButtonStyle::Good,
+        },
+        Button {
+            label: "Reject".into(),
+            action: "reject".into(),
+            value: a.id.clone(),
+            style: ButtonStyle::Danger,
+        },
+    ];
+    r.note(format!(
+        "Dry-run audit id {}. An approver other than the requester applies it as the requester.",
+        a.dry_run_audit_id
+    ))
+}
+
+fn expired_card() -> Reply {
+    let mut r = Reply::new("This approval has expired")
+        .text("Nothing was applied. Ask again with `/mesh authz apply` or `/mesh route apply`.");
+    r.tone = Tone::Bad;
+    r
+}

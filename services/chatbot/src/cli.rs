@@ -1,0 +1,294 @@
+//! `mesh-chatbot`'s command line and wiring.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use mesh_store::{MemoryStore, RedisStore};
+
+use crate::{
+    alerts::{self, AlertConfig},
+    app::{App, Store},
+    approvals::Approvals,
+    core::Mcp,
+    discord::{DISCORD_API, Discord},
+    metrics::Metrics,
+    slack::Slack,
+};
+
+/// Exit code for bad configuration.
+pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Command line; every flag also reads `MESH_<FLAG>`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mesh-chatbot",
+    version,
+    about = "The Linkerd mesh in Slack and Discord: answers, alerts, approved policy changes"
+)]
+pub struct Args {
+    /// What else to do than serving.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    /// mcp service gRPC address (`host:port` or URL).
+    #[arg(long, env = "MESH_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Bearer token sent to the mcp service (the bot's identity there, a delegator).
+    #[arg(long, env = "MESH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The identity map (YAML): chat users to Kubernetes identities, approvers. Reloaded on
+    /// change.
+    #[arg(long, env = "MESH_IDENTITY_MAP", value_name = "FILE")]
+    pub identity_map: Option<PathBuf>,
+    /// Redis/Valkey URL for pending approvals and alert state (`redis://` or `rediss://`);
+    /// absent: this process's memory (one replica; pending approvals die with it).
+    #[arg(long, env = "MESH_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
+    #[arg(
+        long,
+        env = "MESH_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis_url"
+    )]
+    pub redis_ca: Option<PathBuf>,
+    /// Key prefix in Redis.
+    #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
+    pub key_prefix: String,
+    /// Address for `POST /slack/commands`, `/slack/interactions`, `/discord/interactions`.
+    #[arg(long, env = "MESH_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+    /// Admin address for `/live`, `/ready`, `/metrics`.
+    #[arg(long, env = "MESH_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Slack app signing secret (verifies every request).
+    #[arg(long, env = "MESH_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<String>,
+    /// Slack bot token (`xoxb-...`).
+    #[arg(long, env = "MESH_SLACK_BOT_TOKEN", hide_env_values = true)]
+    pub slack_bot_token: Option<String>,
+    /// Slack Web API base URL.
+    #[arg(
+        long,
+        env = "MESH_SLACK_API_URL",
+        default_value = "https://slack.com/api"
+    )]
+    pub slack_api_url: String,
+    /// Discord application public key (hex; verifies every interaction).
+    #[arg(long, env = "MESH_DISCORD_PUBLIC_KEY")]
+    pub discord_public_key: Option<String>,
+    /// Discord application id.
+    #[arg(long, env = "MESH_DISCORD_APPLICATION_ID", global = true)]
+    pub discord_application_id: Option<u64>,
+    /// Discord bot token.
+    #[arg(
+        long,
+        env = "MESH_DISCORD_BOT_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub discord_bot_token: Option<String>,
+    /// Discord API base URL.
+    #[arg(long, env = "MESH_DISCORD_API_URL", default_value = DISCORD_API, global = true)]
+    pub discord_api_url: String,
+    /// Deadline of every call to the mcp service, Slack, Discord and Redis.
+    #[arg(long, env = "MESH_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub timeout: Duration,
+    /// A Slack channel id that always gets alerts. Repeatable.
+    #[arg(long, env = "MESH_ALERT_SLACK_CHANNEL", value_delimiter = ',')]
+    pub alert_slack_channel: Vec<String>,
+    /// A Discord channel id that always gets alerts. Repeatable.
+    #[arg(long, env = "MESH_ALERT_DISCORD_CHANNEL", value_delimiter = ',')]
+    pub alert_discord_channel: Vec<u64>,
+    /// An edge below this success rate ...
+    #[arg(long, env = "MESH_ALERT_FAILING_BELOW", default_value_t = 0.95)]
+    pub alert_failing_below: f64,
+    /// ... for this long raises a `failing` alert.
+    #[arg(long, env = "MESH_ALERT_FAILING_FOR", default_value = "2m", value_parser = duration)]
+    pub alert_failing_for: Duration,
+    /// Most alert messages per channel per minute; the rest are counted in the next one.
+    #[arg(long, env = "MESH_ALERT_MAX_PER_MINUTE", default_value_t = 10)]
+    pub alert_max_per_minute: usize,
+    /// The alert lease (one replica sends alerts): TTL.
+    #[arg(long, env = "MESH_ALERT_LEASE_TTL", default_value = "6s", value_parser = duration)]
+    pub alert_lease_ttl: Duration,
+    /// This replica's name in the alert lease (default: host name and PID).
+    #[arg(long, env = "MESH_LEASE_HOLDER")]
+    pub lease_holder: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Registers the `/mesh` slash command with Discord (globally, or in one guild at once).
+    RegisterCommands {
+        /// Register in this guild only (takes effect immediately; global commands may take
+        /// up to an hour).
+        #[arg(long)]
+        guild_id: Option<u64>,
+    },
+}
+
+type Failure = (i32, String);
+
+fn usage(m: impl Into<String>) -> Failure {
+    (EXIT_USAGE, m.into())
+}
+
+/// Runs the bot (or a subcommand) until SIGTERM.
+pub async fn run(args: Args) -> Result<(), Failure> {
+    if let Some(Sub::RegisterCommands { guild_id }) = &args.command {
+        let (Some(app), Some(token)) = (args.discord_application_id, &args.discord_bot_token)
+        else {
+            return Err(usage(
+                "register-commands needs --discord-application-id and --discord-bot-token",
+            ));
+        };
+        let d = Discord::rest(app, token, &args.discord_api_url, args.timeout).map_err(usage)?;
+        let n = d.register_commands(*guild_id).await.map_err(|e| (1, e))?;
+        println!("registered {n} command(s) for application {app}");
+        return Ok(());
+    }
+    let server = args
+        .server
+        .clone()
+        .ok_or_else(|| usage("--server is required"))?;
+    let map_path = args
+        .identity_map
+        .clone()
+        .ok_or_else(|| usage("--identity-map is required (who is who in Kubernetes)"))?;
+    let identities = crate::identity::watch_file(map_path, Duration::from_secs(2))
+        .map_err(|e| usage(format!("--identity-map {e}")))?;
+    let slack = match (&args.slack_signing_secret, &args.slack_bot_token) {
+        (Some(secret), Some(token)) => {
+            Some(Slack::new(secret, token, &args.slack_api_url, args.timeout).map_err(usage)?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(usage(
+                "Slack needs both --slack-signing-secret and --slack-bot-token",
+            ));
+        }
+    };
+    let discord = match (
+        &args.discord_public_key,
+        args.discord_application_id,
+        &args.discord_bot_token,
+    ) {
+        (Some(key), Some(app), Some(token)) => Some(
+            Discord::new(key, app, token, &args.discord_api_url, args.timeout).map_err(usage)?,
+        ),
+        (None, None, None) => None,
+        _ => {
+            return Err(usage(
+                "Discord needs --discord-public-key, --discord-application-id and --discord-bot-token",
+            ));
+        }
+    };
+    if slack.is_none() && discord.is_none() {
+        return Err(usage(
+            "configure Slack (--slack-*) or Discord (--discord-*), or both",
+        ));
+    }
+    let mcp = Mcp::new(&server, args.token.clone(), args.timeout).map_err(usage)?;
+    let holder = args.lease_holder.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mesh-chatbot".into());
+        format!("{host}/{}", std::process::id())
+    });
+    let alert_config = AlertConfig {
+        failing_below: args.alert_failing_below,
+        failing_for: args.alert_failing_for,
+        max_per_minute: args.alert_max_per_minute.max(1),
+        lease_ttl: args.alert_lease_ttl,
+        lease_renew: (args.alert_lease_ttl / 3).max(Duration::from_millis(100)),
+        holder,
+    };
+    if !(0.0..=1.0).contains(&args.alert_failing_below) {
+        return Err(usage(
+            "--alert-failing-below: a success rate between 0 and 1",
+        ));
+    }
+    let metrics = Metrics::default();
+    let (store, leader) = match &args.redis_url {
+        Some(url) => {
+            let ca = match &args.redis_ca {
+                Some(p) => Some(
+                    std::fs::read(p)
+                        .map_err(|e| usage(format!("--redis-ca {}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
+            let open = |prefix: &str| {
+                RedisStore::with_ca(url, ca.clone(), prefix, 1, args.timeout)
+                    .map_err(|e| usage(format!("--redis-url: {e}")))
+            };
+            let store = Arc::new(open(&args.key_prefix)?);
+            // The alert lease: the collectors' lease mechanism under the bot's own keys.
+            let lease = Arc::new(open(&format!("{}chatbot:", args.key_prefix))?);
+            let leader = alerts::keep_lease(lease, alert_config.clone(), metrics.clone());
+            (Store::Redis(store), leader)
+        }
+        None => {
+            tracing::warn!("no --redis-url: pending approvals live in this process only");
+            let leader = alerts::keep_lease(
+                Arc::new(MemoryStore::new(1)),
+                alert_config.clone(),
+                metrics.clone(),
+            );
+            (Store::Memory(Arc::new(MemoryStore::new(1))), leader)
+        }
+    };
+    for c in &args.alert_slack_channel {
+        let _ = mesh_store::AlertStore::set_subscription(
+            &store,
+            &format!("slack:{c}"),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    }
+    for c in &args.alert_discord_channel {
+        let _ = mesh_store::AlertStore::set_subscription(
+            &store,
+            &format!("discord:{c}"),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    }
+    let app = Arc::new(App {
+        slack,
+        discord,
+        mcp: mcp.clone(),
+        approvals: Approvals::new(store.clone(), mcp.clone(), identities, metrics.clone()),
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(alerts::run(
+        mcp,
+        store,
+        app.clone(),
+        alert_config,
+        leader,
+        metrics.clone(),
+    ));
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    if let Some(addr) = args.admin_listen {
+        let ready: mesh_telemetry::Readiness = Arc::new(|| Ok(()));
+        mesh_telemetry::serve_admin(
+            addr,
+            mesh_telemetry::admin_router(Arc::new(registry), ready),
+        )
+        .await
+        .map_err(usage)?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .map_err(|e| usage(format!("--http-listen {}: {e}", args.http_listen)))?;
+    tracing::info!(addr = %args.http_listen, "serving Slack and Discord endpoints");
+    axum::serve(listener, crate::app::router(app))
+        .with_graceful_shutdown(mesh_telemetry::shutdown_signal())
+        .await
+        .map_err(|e| (1, e.to_string()))
+}

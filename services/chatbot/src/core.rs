@@ -1,0 +1,492 @@
+//! The command core: a parsed command -> the mcp service over gRPC -> a [`Reply`].
+
+use std::{fmt::Write as _, time::Duration};
+
+use mesh_model::{Decision, Destination, MeshGraph, TlsStatus};
+use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
+use tonic::transport::Channel;
+
+use crate::{
+    command::{Command, WorkloadArg},
+    reply::{File, Reply, Tone},
+};
+
+/// Calls to the mcp service: its gRPC client, the bot's bearer token, a deadline per call.
+#[derive(Clone, Debug)]
+pub struct Mcp {
+    client: MeshServiceClient<Channel>,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+/// Most edges listed in one reply; the rest are counted.
+const MAX_ROWS: usize = 25;
+
+impl Mcp {
+    /// A client of `server` (`host:port` or URL) that connects on first use.
+    pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let url = if server.contains("://") {
+            server.to_owned()
+        } else {
+            format!("http://{server}")
+        };
+        let endpoint = Channel::from_shared(url.clone())
+            .map_err(|e| format!("--server {server:?}: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        Ok(Self {
+            client: MeshServiceClient::new(endpoint.connect_lazy()),
+            token,
+            timeout,
+        })
+    }
+
+    /// A request carrying the bot's token and deadline.
+    pub fn request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let mut r = tonic::Request::new(m);
+        r.set_timeout(self.timeout);
+        if let Some(t) = &self.token {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("the --token is not a valid header value"))?;
+            r.metadata_mut().insert("authorization", v);
+        }
+        Ok(r)
+    }
+
+    /// A request carrying the bot's token and no deadline (for the watch stream, which lives
+    /// as long as it is read).
+    pub fn stream_request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let mut r = self.request(m)?;
+        r.metadata_mut().remove("grpc-timeout");
+        Ok(r)
+    }
+
+    /// The gRPC client.
+    pub fn client(&self) -> MeshServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    async fn graph(&self, req: pb::GetMeshGraphRequest) -> Result<MeshGraph, tonic::Status> {
+        let g = self
+            .client()
+            .get_mesh_graph(self.request(req)?)
+            .await?
+            .into_inner();
+        MeshGraph::try_from(g).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+
+    /// Runs a read command. `Apply`, `Alerts` and `Help` belong to the front ends.
+    pub async fn run(&self, cmd: &Command) -> Reply {
+        let out = match cmd {
+            Command::Graph { namespace } => self.graph_reply(namespace.as_deref()).await,
+            Command::Edges(w) => self.edges(w, false).await,
+            Command::WhoCalls(w) => self.edges(w, true).await,
+            Command::Tls => self.plaintext().await,
+            Command::Failing { threshold } => self.failing(*threshold).await,
+            Command::Explain { from, to, port } => self.explain(from, to, *port).await,
+            Command::Policy(w) => self.policy(w).await,
+            Command::Apply(_) | Command::Alerts { .. } | Command::Help => Ok(help()),
+        };
+        out.unwrap_or_else(|s| status_reply("The mesh service could not answer", &s))
+    }
+
+    async fn graph_reply(&self, namespace: Option<&str>) -> Result<Reply, tonic::Status> {
+        let g = self
+            .graph(pb::GetMeshGraphRequest {
+                namespaces: namespace.map(str::to_owned).into_iter().collect(),
+                ..Default::default()
+            })
+            .await?;
+        let scope = namespace.map_or_else(|| "the mesh".to_owned(), |n| format!("namespace {n}"));
+        let edges: Vec<_> = g.edges.values().collect();
+        let mtls = edges.iter().filter(|e| e.tls == TlsStatus::Mtls).count();
+        let plain = edges
+            .iter()
+            .filter(|e| e.tls == TlsStatus::Plaintext)
+            .count();
+        let failing = edges
+            .iter()
+            .filter(|e| e.metrics.success_rate.is_some_and(|s| s < 0.95))
+            .count();
+        let denied = edges
+            .iter()
+            .filter(|e| e.policy.decision == Decision::Denied)
+            .count();
+        let rps: f64 = edges.iter().map(|e| e.metrics.rps).sum();
+        let mut r = Reply::new(format!("Call graph of {scope}"))
+            .field("Workloads", g.workloads.len().to_string())
+            .field("Edges", edges.len().to_string())
+            .field("Requests", format!("{rps:.1}/s"))
+            .field("mTLS", format!("{mtls} of {}", edges.len()))
+            .field("Plaintext", plain.to_string())
+            .field("Below 95% success", failing.to_string())
+            .field("Denied by policy", denied.to_string());
+        if plain > 0 || failing > 0 || denied > 0 {
+            r.tone = Tone::Warn;
+        }
+        let mut busiest = edges.clone();
+        busiest.sort_by(|a, b| b.metrics.rps.total_cmp(&a.metrics.rps));
+        r = r.code(table(busiest.iter().copied(), MAX_ROWS), "edges.txt");
+        match mesh_render::png(&g) {
+            Ok(png) => {
+                r.image = Some(File {
+                    name: "mesh-graph.png".into(),
+                    bytes: png,
+                });
+            }
+            Err(e) => r = r.note(format!("no picture: {e}")),
+        }
+        Ok(r.note(freshness(&g)))
+    }
+
+    async fn edges(&self, w: &WorkloadArg, callers_only: bool) -> Result<Reply, tonic::Status> {
+        let g = self
+            .graph(pb::GetMeshGraphRequest {
+                workload: w.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        let known = g
+            .workloads
+            .keys()
+            .any(|k| k.namespace == w.namespace && k.name == w.name);
+        if !known {
+            return Ok(Reply::refusal(
+                format!("No workload {w}"),
+                format!("The mesh has no workload {w} with traffic in the window."),
+            ));
+        }
+        let is_dst = |e: &&mesh_model::Edge| matches!(&e.key.dst, Destination::Workload(d) if d.namespace == w.namespace && d.name == w.name);
+        let mut list: Vec<_> = g
+            .edges
+            .values()
+            .filter(|e| !callers_only || is_dst(e))
+            .collect();
+        list.sort_by(|a, b| b.metrics.rps.total_cmp(&a.metrics.rps));
+        let title = if callers_only {
+            format!("Who calls {w}")
+        } else {
+            format!("Edges of {w}")
+        };
+        let mut r = Reply::new(title).field(
+            if callers_only { "Callers" } else { "Edges" },
+            list.len().to_string(),
+        );
+        if list.is_empty() {
+            r = r.text(if callers_only {
+                "Nothing called it in the window."
+            } else {
+                "It had no traffic in the window."
+            });
+        } else {
+            r = r.code(table(list.iter().copied(), MAX_ROWS), "edges.txt");
+        }
+        Ok(r.note(freshness(&g)))
+    }
+
+    async fn plaintext(&self) -> Result<Reply, tonic::Status> {
+        let g = self
+            .graph(pb::GetMeshGraphRequest {
+                tls: pb::TlsStatus::Plaintext.into(),
+                ..Default::default()
+            })
+            .await?;
+        let mut r = Reply::new("Edges without mTLS").field("Plaintext", g.edges.len().to_string());
+        if g.edges.is_empty() {
+            r.tone = Tone::Good;
+            r = r.text("Every edge in the window is mTLS.");
+        } else {
+            r.tone = Tone::Warn;
+            let mut lines = String::new();
+            for e in g.edges.values().take(MAX_ROWS) {
+                let _ = writeln!(
+                    lines,
+                    "{} -> {}  {:.2} rps  ({})",
+                    e.key.src,
+                    e.key.dst,
+                    e.metrics.rps,
+                    if e.no_tls_reason.is_empty() {
+                        "no reason reported"
+                    } else {
+                        &e.no_tls_reason
+                    }
+                );
+            }
+            r = r.code(lines, "plaintext.txt");
+        }
+        Ok(r.note(freshness(&g)))
+    }
+
+    async fn failing(&self, threshold: f64) -> Result<Reply, tonic::Status> {
+        let g = self.graph(pb::GetMeshGraphRequest::default()).await?;
+        let mut list: Vec<_> = g
+            .edges
+            .values()
+            .filter(|e| e.metrics.success_rate.is_some_and(|s| s < threshold))
+            .collect();
+        list.sort_by(|a, b| {
+            a.metrics
+                .success_rate
+                .unwrap_or(1.0)
+                .total_cmp(&b.metrics.success_rate.unwrap_or(1.0))
+        });
+        let mut r = Reply::new(format!("Edges below {:.0}% success", threshold * 100.0))
+            .field("Failing", list.len().to_string());
+        if list.is_empty() {
+            r.tone = Tone::Good;
+            r = r.text("No edge is below the threshold.");
+        } else {
+            r.tone = Tone::Warn;
+            r = r.code(table(list.iter().copied(), MAX_ROWS), "failing.txt");
+        }
+        Ok(r.note(freshness(&g)))
+    }
+
+    async fn explain(
+        &self,
+        from: &WorkloadArg,
+        to: &WorkloadArg,
+        port: u32,
+    ) -> Result<Reply, tonic::Status> {
+        let res = self
+            .client()
+            .explain_access(self.request(pb::ExplainAccessRequest {
+                from: from.to_string(),
+                to: to.to_string(),
+                port,
+                ..Default::default()
+            })?)
+            .await;
+        let v = match res {
+            Ok(v) => mesh_model::PolicyVerdict::from(v.into_inner()),
+            Err(s)
+                if s.code() == tonic::Code::InvalidArgument
+                    || s.code() == tonic::Code::NotFound =>
+            {
+                return Ok(Reply::refusal("Cannot explain that", s.message()));
+            }
+            Err(s) => return Err(s),
+        };
+        let (word, tone) = match v.decision {
+            Decision::Allowed => ("allowed", Tone::Good),
+            Decision::Denied => ("denied", Tone::Bad),
+            Decision::Audit => ("allowed (audit mode)", Tone::Warn),
+            Decision::Unknown => ("unknown", Tone::Warn),
+        };
+        let port = if port == 0 {
+            String::new()
+        } else {
+            format!(":{port}")
+        };
+        let mut r = Reply::new(format!("{from} -> {to}{port}: {word}"));
+        r.tone = tone;
+        if !v.server.is_empty() {
+            r = r.field("Server", v.server.clone());
+        }
+        if !v.authorization_policies.is_empty() {
+            r = r.field("Authorizations", v.authorization_policies.join(", "));
+        }
+        if !v.http_route.is_empty() {
+            r = r.field("Route", v.http_route.clone());
+        }
+        if !v.default_policy.is_empty() {
+            r = r.field("Default policy", v.default_policy.clone());
+        }
+        if let Some(d) = v.observed_deny_rps {
+            r = r.field("Denied now", format!("{d:.2}/s"));
+        }
+        let chain: String = v
+            .chain
+            .iter()
+            .enumerate()
+            .fold(String::new(), |mut s, (i, c)| {
+                let _ = writeln!(s, "{}. {c}", i + 1);
+                s
+            });
+        r = r.code(chain, "explain.txt");
+        if !v.disagreement.is_empty() {
+            r = r.note(format!("The proxies disagree: {}", v.disagreement));
+        }
+        Ok(r)
+    }
+
+    async fn policy(&self, w: &WorkloadArg) -> Result<Reply, tonic::Status> {
+        let g = self
+            .graph(pb::GetMeshGraphRequest {
+                workload: w.to_string(),
+                include_policies: true,
+                ..Default::default()
+            })
+            .await?;
+        let inbound: Vec<_> = g
+            .edges
+            .values()
+            .filter(|e| matches!(&e.key.dst, Destination::Workload(d) if d.namespace == w.namespace && d.name == w.name))
+            .collect();
+        let mut r = Reply::new(format!("Policy protecting {w}"));
+        let mut named: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut lines = String::new();
+        for e in &inbound {
+            let p = &e.policy;
+            let what = if !p.authorization_policies.is_empty() {
+                p.authorization_policies.join(", ")
+            } else if !p.default_policy.is_empty() {
+                format!("default {}", p.default_policy)
+            } else {
+                "-".to_owned()
+            };
+            let _ = writeln!(
+                lines,
+                "{} -> {}  {}  server {}  by {what}",
+                e.key.src,
+                w.name,
+                decision_word(p.decision),
+                if p.server.is_empty() { "-" } else { &p.server }
+            );
+            if !p.server.is_empty() {
+                named.insert(format!("Server {}", p.server));
+            }
+            for a in &p.authorization_policies {
+                named.insert(a.clone());
+            }
+            if !p.http_route.is_empty() {
+                named.insert(format!("HTTPRoute {}", p.http_route));
+            }
+        }
+        let in_ns: Vec<String> = g
+            .policies
+            .keys()
+            .filter(|k| k.namespace == w.namespace)
+            .map(|k| format!("{} {}/{}", k.kind, k.namespace, k.name))
+            .collect();
+        r = r
+            .field("Inbound edges", inbound.len().to_string())
+            .field("Policy objects in namespace", in_ns.len().to_string());
+        if inbound.is_empty() {
+            r = r.text("No inbound traffic in the window to evaluate.");
+        } else {
+            r = r.code(lines, "policy.txt");
+        }
+        if !named.is_empty() {
+            r = r.text(format!(
+                "In force: {}",
+                named.into_iter().collect::<Vec<_>>().join("; ")
+            ));
+        }
+        if !in_ns.is_empty() {
+            r = r.code(in_ns.join("\n"), "objects.txt");
+        }
+        Ok(r.note(freshness(&g)))
+    }
+}
+
+fn decision_word(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "DENIED",
+        Decision::Audit => "audit",
+        Decision::Unknown => "unknown",
+    }
+}
+
+/// A compact edge table for chat (narrower than `meshctl graph`).
+pub fn table<'a>(edges: impl Iterator<Item = &'a mesh_model::Edge>, max: usize) -> String {
+    let mut rows = vec![[
+        "SRC".to_owned(),
+        "DST".to_owned(),
+        "PROTO".to_owned(),
+        "TLS".to_owned(),
+        "RPS".to_owned(),
+        "SUCCESS".to_owned(),
+        "P99".to_owned(),
+        "POLICY".to_owned(),
+    ]];
+    let mut more = 0;
+    for (i, e) in edges.enumerate() {
+        if i >= max {
+            more += 1;
+            continue;
+        }
+        let m = &e.metrics;
+        rows.push([
+            e.key.src.to_string(),
+            e.key.dst.to_string(),
+            e.key.protocol.to_string(),
+            match e.tls {
+                TlsStatus::Mtls => "mTLS",
+                TlsStatus::Plaintext => "PLAIN",
+                TlsStatus::Unknown => "?",
+            }
+            .to_owned(),
+            format!("{:.2}", m.rps),
+            m.success_rate
+                .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0)),
+            m.latency_p99_ms
+                .map_or_else(|| "-".into(), |p| format!("{p:.0}ms")),
+            decision_word(e.policy.decision).to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join(" ").trim_end());
+        out.push('\n');
+    }
+    if more > 0 {
+        let _ = writeln!(out, "(and {more} more)");
+    }
+    out
+}
+
+fn freshness(g: &MeshGraph) -> String {
+    let stale: Vec<String> = g
+        .sources
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("{} is stale: {}", s.source, s.error))
+        .collect();
+    let mut s = format!(
+        "Graph version {} over the last {}.",
+        g.version,
+        humantime::format_duration(g.window)
+    );
+    if !stale.is_empty() {
+        s.push(' ');
+        s.push_str(&stale.join("; "));
+    }
+    s
+}
+
+/// The reply to a gRPC failure: the status code's meaning and its message.
+pub fn status_reply(title: &str, s: &tonic::Status) -> Reply {
+    let what = match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            "The mesh service did not answer in time; try again shortly."
+        }
+        tonic::Code::Unauthenticated => "The bot's token was refused by the mesh service.",
+        tonic::Code::PermissionDenied => "Kubernetes RBAC does not allow this for you.",
+        tonic::Code::InvalidArgument => "The request is not valid.",
+        tonic::Code::FailedPrecondition => "The cluster changed, or another manager owns a field.",
+        _ => "The mesh service refused the request.",
+    };
+    Reply::refusal(title, what).code(s.message().to_owned(), "error.txt")
+}
+
+/// The command list.
+pub fn help() -> Reply {
+    let mut lines = String::new();
+    for (u, what) in crate::command::USAGE {
+        let _ = writeln!(lines, "/mesh {u:<38} {what}");
+    }
+    let mut r = Reply::new("Mesh commands").code(lines, "help.txt");
+    r.ephemeral = true;
+    r.note("Changes are dry-run as you, then applied as you once someone else approves.")
+}

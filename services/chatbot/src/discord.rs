@@ -1,0 +1,536 @@
+//! Discord: the HTTP interactions endpoint (Ed25519-signed requests only) and the REST calls
+//! the bot makes (serenity's client), with a deadline on each.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serenity::{
+    all::{ApplicationId, ChannelId, CommandOptionType, GuildId},
+    builder::{CreateAttachment, CreateCommand, CreateCommandOption},
+    http::{Http, HttpBuilder},
+    interactions_endpoint::Verifier,
+};
+
+use crate::{
+    app::App,
+    command::{self, ApplyKind, Command},
+    identity::Platform,
+    reply::{self, Reply},
+};
+
+/// Discord's API base; a stand-in replaces it for tests and the demo.
+pub const DISCORD_API: &str = "https://discord.com";
+
+/// The Discord side: signature verifier and REST client.
+pub struct Discord {
+    verifier: Option<Verifier>,
+    http: Http,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Discord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discord").finish_non_exhaustive()
+    }
+}
+
+/// Most seconds an interaction's timestamp may be off (replays are refused).
+const MAX_SKEW: i64 = 300;
+
+impl Discord {
+    /// A Discord side verifying with `public_key` (hex), calling `api_url` as application
+    /// `application_id` with `bot_token`.
+    pub fn new(
+        public_key: &str,
+        application_id: u64,
+        bot_token: &str,
+        api_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let key = hex::decode(public_key.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or("--discord-public-key: not 64 hex digits")?;
+        let verifier = Verifier::try_new(key).map_err(|e| format!("--discord-public-key: {e}"))?;
+        let mut d = Self::rest(application_id, bot_token, api_url, timeout)?;
+        d.verifier = Some(verifier);
+        Ok(d)
+    }
+
+    /// A REST-only Discord side (registering commands needs no public key).
+    pub fn rest(
+        application_id: u64,
+        bot_token: &str,
+        api_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        if application_id == 0 {
+            return Err("--discord-application-id: required with --discord-public-key".into());
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut b = HttpBuilder::new(bot_token)
+            .application_id(ApplicationId::new(application_id))
+            .client(client);
+        let api_url = api_url.trim_end_matches('/');
+        if api_url != DISCORD_API {
+            // serenity's rate limiter sends to Discord itself, ignoring the proxy: a stand-in
+            // (or an HTTP proxy doing its own rate limiting) goes without it.
+            b = b.proxy(api_url).ratelimiter_disabled(true);
+        }
+        Ok(Self {
+            verifier: None,
+            http: b.build(),
+            timeout,
+        })
+    }
+
+    /// Checks `X-Signature-Ed25519` over timestamp + body, and the timestamp's age.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| format!("missing {name}"))
+        };
+        let sig = h("x-signature-ed25519")?;
+        let ts = h("x-signature-timestamp")?;
+        self.verifier
+            .as_ref()
+            .ok_or("no --discord-public-key to verify with")?
+            .verify(sig, ts, body)
+            .map_err(|()| "X-Signature-Ed25519 does not match".to_owned())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match ts.parse::<i64>() {
+            Ok(t) if (now - t).abs() <= MAX_SKEW => Ok(()),
+            _ => Err("stale or bad X-Signature-Timestamp (more than 5 minutes off)".into()),
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = serenity::Result<T>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("Discord {what}: {e}")),
+            Err(_) => Err(format!("Discord {what}: no answer in {:?}", self.timeout)),
+        }
+    }
+
+    fn body(reply: &Reply) -> Result<(serde_json::Value, Vec<CreateAttachment>), String> {
+        let m = reply::discord(reply);
+        let v = serde_json::from_str(&m.json).map_err(|e| format!("rendered message: {e}"))?;
+        let files = m
+            .files
+            .into_iter()
+            .map(|f| CreateAttachment::bytes(f.bytes, f.name))
+            .collect();
+        Ok((v, files))
+    }
+
+    /// Answers a deferred interaction: edits its original response, or, for a reply only the
+    /// requester should see, removes the placeholder and answers privately.
+    pub async fn answer(&self, token: &str, reply: &Reply) -> Result<(), String> {
+        let (body, files) = Self::body(reply)?;
+        if reply.ephemeral {
+            self.bounded(
+                "delete original",
+                self.http.delete_original_interaction_response(token),
+            )
+            .await?;
+            self.bounded(
+                "followup",
+                self.http.create_followup_message(token, &body, files),
+            )
+            .await?;
+        } else {
+            self.bounded(
+                "edit original",
+                self.http
+                    .edit_original_interaction_response(token, &body, files),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Redraws the message a clicked component belongs to.
+    pub async fn redraw(&self, token: &str, reply: &Reply) -> Result<(), String> {
+        let (body, files) = Self::body(reply)?;
+        self.bounded(
+            "edit message",
+            self.http
+                .edit_original_interaction_response(token, &body, files),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A message only the clicker sees.
+    pub async fn private(&self, token: &str, reply: &Reply) -> Result<(), String> {
+        let mut reply = reply.clone();
+        reply.ephemeral = true;
+        let (body, files) = Self::body(&reply)?;
+        self.bounded(
+            "followup",
+            self.http.create_followup_message(token, &body, files),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Posts `reply` to a channel (alerts).
+    pub async fn send(&self, channel: u64, reply: &Reply) -> Result<(), String> {
+        let (body, files) = Self::body(reply)?;
+        self.bounded(
+            "create message",
+            self.http
+                .send_message(ChannelId::new(channel), files, &body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Registers `/mesh` with its subcommands, globally or in one guild (immediate).
+    pub async fn register_commands(&self, guild: Option<u64>) -> Result<usize, String> {
+        let commands = vec![slash_command()];
+        let done = match guild {
+            Some(g) => {
+                self.bounded(
+                    "register guild commands",
+                    self.http.create_guild_commands(GuildId::new(g), &commands),
+                )
+                .await?
+            }
+            None => {
+                self.bounded(
+                    "register commands",
+                    self.http.create_global_commands(&commands),
+                )
+                .await?
+            }
+        };
+        Ok(done.len())
+    }
+}
+
+/// `/mesh` with one subcommand per command word, each with an optional `args` string.
+pub fn slash_command() -> CreateCommand {
+    let mut c =
+        CreateCommand::new("mesh").description("Ask about the Linkerd mesh, or change its policy");
+    for (usage, what) in command::USAGE {
+        let mut words = usage.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        if name == "alerts" && usage.contains("off") {
+            continue;
+        }
+        let args: Vec<&str> = words.collect();
+        let mut sub = CreateCommandOption::new(CommandOptionType::SubCommand, name, *what);
+        if !args.is_empty() {
+            let hint = if name == "alerts" {
+                "on [ns=a,b] [kind=...] | off".to_owned()
+            } else {
+                args.join(" ")
+            };
+            sub = sub.add_sub_option(
+                CreateCommandOption::new(CommandOptionType::String, "args", hint)
+                    .required(false)
+                    .max_length(500),
+            );
+        }
+        c = c.add_option(sub);
+    }
+    c
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Member {
+    user: User,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Opt {
+    name: String,
+    #[serde(default)]
+    value: Option<serde_json::Value>,
+    #[serde(default)]
+    options: Vec<Opt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Input {
+    #[serde(default)]
+    custom_id: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    components: Vec<Input>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Data {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    options: Vec<Opt>,
+    #[serde(default)]
+    custom_id: String,
+    #[serde(default)]
+    components: Vec<Input>,
+}
+
+/// The fields of an interaction the bot uses.
+#[derive(Debug, Deserialize)]
+struct Interaction {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    channel_id: Option<String>,
+    #[serde(default)]
+    member: Option<Member>,
+    #[serde(default)]
+    user: Option<User>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+impl Interaction {
+    fn user_id(&self) -> String {
+        self.member
+            .as_ref()
+            .map(|m| &m.user)
+            .or(self.user.as_ref())
+            .map(|u| u.id.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn respond(kind: u8, data: Option<serde_json::Value>) -> Response {
+    let mut v = serde_json::json!({ "type": kind });
+    if let Some(d) = data {
+        v["data"] = d;
+    }
+    axum::Json(v).into_response()
+}
+
+/// An immediate message (type 4).
+fn message(reply: &Reply) -> Response {
+    let m = reply::discord(reply);
+    match serde_json::from_str::<serde_json::Value>(&m.json) {
+        Ok(v) => respond(4, Some(v)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Flattens text inputs of a modal submission.
+fn inputs(components: &[Input], out: &mut Vec<(String, String)>) {
+    for c in components {
+        if let Some(v) = &c.value {
+            out.push((c.custom_id.clone(), v.clone()));
+        }
+        inputs(&c.components, out);
+    }
+}
+
+/// `POST /discord/interactions`.
+pub async fn interactions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(discord) = app.discord.as_ref() else {
+        return (StatusCode::NOT_FOUND, "Discord is not configured\n").into_response();
+    };
+    if let Err(why) = discord.verify(&headers, &body) {
+        app.metrics.signature_failure("discord");
+        tracing::warn!(%why, "refused a Discord request");
+        return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
+    }
+    let i: Interaction = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an interaction: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let user = i.user_id();
+    let data = i.data.unwrap_or_default();
+    match i.kind {
+        1 => respond(1, None),
+        2 => {
+            // `/mesh <sub> [args]`: the same text a Slack user types.
+            let text = match data.options.first() {
+                Some(sub) => {
+                    let args = sub
+                        .options
+                        .iter()
+                        .find(|o| o.name == "args")
+                        .and_then(|o| o.value.as_ref())
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    format!("{} {args}", sub.name)
+                }
+                None => String::new(),
+            };
+            if data.name != "mesh" {
+                return message(&Reply::refusal(
+                    "Unknown command",
+                    format!(
+                        "/{} is not a command of this bot; try /mesh help",
+                        command::clip(&data.name)
+                    ),
+                ));
+            }
+            let parsed = command::parse(&text);
+            app.metrics.command(
+                "discord",
+                parsed
+                    .as_ref()
+                    .map_or("invalid", crate::slack::command_name),
+            );
+            if let Err(r) = app.approvals.identity(Platform::Discord, &user) {
+                return message(&r);
+            }
+            match parsed {
+                Err(u) => message(&crate::app::usage_reply(&u)),
+                Ok(Command::Help) => message(&crate::core::help()),
+                Ok(Command::Apply(kind)) => {
+                    use askama::Template as _;
+                    let (title, label) = match kind {
+                        ApplyKind::Authz => (
+                            "Authorization change",
+                            "AuthorizationPolicy manifest (YAML)",
+                        ),
+                        ApplyKind::Route => ("Route change", "HTTPRoute manifest (YAML)"),
+                    };
+                    let custom_id = format!("apply:{}", kind.word());
+                    match (reply::DiscordModal {
+                        custom_id: &custom_id,
+                        title,
+                        label,
+                        max_len: 4000,
+                    })
+                    .render()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| {
+                        serde_json::from_str::<serde_json::Value>(&s).map_err(|e| e.to_string())
+                    }) {
+                        Ok(v) => axum::Json(v).into_response(),
+                        Err(e) => message(&Reply::refusal("Could not open the form", e)),
+                    }
+                }
+                Ok(Command::Alerts { on, filter }) => {
+                    let channel = i.channel_id.unwrap_or_default();
+                    message(
+                        &app.set_alerts(&format!("discord:{channel}"), on, filter)
+                            .await,
+                    )
+                }
+                Ok(read) => {
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let reply = app.mcp.run(&read).await;
+                        if let Some(d) = app.discord.as_ref()
+                            && let Err(e) = d.answer(&i.token, &reply).await
+                        {
+                            app.metrics.chat_api_error("discord");
+                            tracing::warn!(%e, "could not answer a Discord command");
+                        }
+                    });
+                    respond(5, None)
+                }
+            }
+        }
+        3 => {
+            let Some((action, id)) = data.custom_id.split_once(':') else {
+                return (StatusCode::BAD_REQUEST, "unknown component\n").into_response();
+            };
+            let (action, id) = (action.to_owned(), id.to_owned());
+            app.metrics.command("discord", "button");
+            let app = app.clone();
+            tokio::spawn(async move {
+                let out = app
+                    .approvals
+                    .click(Platform::Discord, &user, &action, &id)
+                    .await;
+                let Some(d) = app.discord.as_ref() else {
+                    return;
+                };
+                if let Some(card) = out.card
+                    && let Err(e) = d.redraw(&i.token, &card).await
+                {
+                    app.metrics.chat_api_error("discord");
+                    tracing::warn!(%e, "could not update a Discord card");
+                }
+                if let Some(p) = out.private
+                    && let Err(e) = d.private(&i.token, &p).await
+                {
+                    app.metrics.chat_api_error("discord");
+                    tracing::warn!(%e, "could not answer a Discord click");
+                }
+            });
+            respond(6, None)
+        }
+        5 => {
+            let kind = data
+                .custom_id
+                .strip_prefix("apply:")
+                .and_then(ApplyKind::from_word);
+            let Some(kind) = kind else {
+                return (StatusCode::BAD_REQUEST, "unknown form\n").into_response();
+            };
+            let mut values = Vec::new();
+            inputs(&data.components, &mut values);
+            let get = |k: &str| {
+                values
+                    .iter()
+                    .find(|(id, _)| id == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let (manifest, reason) = (get("manifest"), get("reason"));
+            app.metrics.command("discord", "form");
+            let app = app.clone();
+            tokio::spawn(async move {
+                let reply = app
+                    .approvals
+                    .request(Platform::Discord, &user, kind, &manifest, &reason)
+                    .await;
+                if let Some(d) = app.discord.as_ref()
+                    && let Err(e) = d.answer(&i.token, &reply).await
+                {
+                    app.metrics.chat_api_error("discord");
+                    tracing::warn!(%e, "could not post a Discord approval card");
+                }
+            });
+            respond(5, None)
+        }
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("interaction type {other} is not handled\n"),
+        )
+            .into_response(),
+    }
+}

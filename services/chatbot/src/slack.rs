@@ -1,0 +1,504 @@
+//! Slack: the slash command and interactivity endpoints (signed requests only) and the Web
+//! API calls the bot makes (slack-morphism), with a deadline on each.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use slack_morphism::{
+    prelude::*,
+    signature_verifier::{SlackEventSignatureVerifier, SlackEventSignatureVerifierError},
+};
+
+use crate::{
+    app::App,
+    command::{self, ApplyKind, Command},
+    identity::Platform,
+    reply::{self, File, Reply},
+};
+
+/// The Slack side: signature verifier and Web API client.
+pub struct Slack {
+    verifier: SlackEventSignatureVerifier,
+    client: SlackClient<SlackClientHyperHttpsConnector>,
+    token: SlackApiToken,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Slack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slack").finish_non_exhaustive()
+    }
+}
+
+/// Why a Slack call failed.
+pub type SlackError = String;
+
+impl Slack {
+    /// A Slack side verifying with `signing_secret`, calling `api_url` (Slack's
+    /// `https://slack.com/api`, or a loopback stand-in over plain HTTP) with `bot_token`.
+    pub fn new(
+        signing_secret: &str,
+        bot_token: &str,
+        api_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("no system root certificates: {e}"))?;
+        // Plain HTTP only for a loopback stand-in (tests, the demo); Slack itself is HTTPS.
+        let connector =
+            if api_url.starts_with("http://127.0.0.1") || api_url.starts_with("http://localhost") {
+                builder
+                    .https_or_http()
+                    .enable_http1()
+                    .enable_http2()
+                    .build()
+            } else {
+                builder.https_only().enable_http1().enable_http2().build()
+            };
+        let client = SlackClient::new(
+            SlackClientHyperConnector::from(connector)
+                .with_slack_api_url(api_url.trim_end_matches('/')),
+        );
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
+                signing_secret.into(),
+            )),
+            client,
+            token: SlackApiToken::new(bot_token.into()),
+            http,
+            timeout,
+        })
+    }
+
+    /// Checks `X-Slack-Signature` over the raw body and refuses timestamps more than five
+    /// minutes away.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| format!("missing {name}"))
+        };
+        let sig = h(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)?;
+        let ts = h(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
+        let body = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+        self.verifier.verify(sig, body, ts).map_err(|e| match e {
+            SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_) => {
+                "stale or bad X-Slack-Request-Timestamp (more than 5 minutes off)".to_owned()
+            }
+            SlackEventSignatureVerifierError::WrongSignatureError(_) => {
+                "X-Slack-Signature does not match the body".to_owned()
+            }
+            other => other.to_string(),
+        })
+    }
+
+    async fn bounded<T, F>(&self, what: &str, f: F) -> Result<T, SlackError>
+    where
+        F: Future<Output = ClientResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("Slack {what}: {e}")),
+            Err(_) => Err(format!("Slack {what}: no answer in {:?}", self.timeout)),
+        }
+    }
+
+    fn content(json: &str) -> Result<SlackMessageContent, SlackError> {
+        serde_json::from_str(json).map_err(|e| format!("rendered message is not Block Kit: {e}"))
+    }
+
+    /// Posts `reply` to `channel` (files into its thread); returns the message's `ts`.
+    pub async fn post(&self, channel: &str, reply: &Reply) -> Result<String, SlackError> {
+        let m = reply::slack(reply);
+        let content = Self::content(&m.json)?;
+        let session = self.client.open_session(&self.token);
+        let res = self
+            .bounded(
+                "chat.postMessage",
+                session.chat_post_message(&SlackApiChatPostMessageRequest::new(
+                    channel.into(),
+                    content,
+                )),
+            )
+            .await?;
+        self.upload(channel, Some(&res.ts.0), &m.files).await?;
+        Ok(res.ts.0)
+    }
+
+    /// Replaces message `ts` in `channel` with `reply`.
+    pub async fn update(&self, channel: &str, ts: &str, reply: &Reply) -> Result<(), SlackError> {
+        let m = reply::slack(reply);
+        let content = Self::content(&m.json)?;
+        let session = self.client.open_session(&self.token);
+        self.bounded(
+            "chat.update",
+            session.chat_update(&SlackApiChatUpdateRequest::new(
+                channel.into(),
+                content,
+                ts.into(),
+            )),
+        )
+        .await?;
+        self.upload(channel, Some(ts), &m.files).await
+    }
+
+    /// Shows `reply` to `user` only.
+    pub async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        reply: &Reply,
+    ) -> Result<(), SlackError> {
+        let m = reply::slack(reply);
+        let content = Self::content(&m.json)?;
+        let session = self.client.open_session(&self.token);
+        self.bounded(
+            "chat.postEphemeral",
+            session.chat_post_ephemeral(&SlackApiChatPostEphemeralRequest::new(
+                channel.into(),
+                user.into(),
+                content,
+            )),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Answers a slash command through its `response_url` (files go to the channel).
+    pub async fn respond(&self, cmd: &SlashCommand, reply: &Reply) -> Result<(), SlackError> {
+        let m = reply::slack(reply);
+        let mut body: serde_json::Value =
+            serde_json::from_str(&m.json).map_err(|e| format!("rendered message: {e}"))?;
+        body["response_type"] = if m.ephemeral {
+            "ephemeral"
+        } else {
+            "in_channel"
+        }
+        .into();
+        let res = self
+            .http
+            .post(&cmd.response_url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("response_url: {e}"))?;
+        if !res.status().is_success() {
+            return Err(format!("response_url answered {}", res.status()));
+        }
+        if !m.ephemeral {
+            self.upload(&cmd.channel_id, None, &m.files).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads `files` to `channel` (in the thread of `ts`) the current way:
+    /// `files.getUploadURLExternal`, the bytes, `files.completeUploadExternal`.
+    pub async fn upload(
+        &self,
+        channel: &str,
+        ts: Option<&str>,
+        files: &[File],
+    ) -> Result<(), SlackError> {
+        let session = self.client.open_session(&self.token);
+        for f in files {
+            let url = self
+                .bounded(
+                    "files.getUploadURLExternal",
+                    session.get_upload_url_external(
+                        &SlackApiFilesGetUploadUrlExternalRequest::new(
+                            f.name.clone(),
+                            f.bytes.len(),
+                        ),
+                    ),
+                )
+                .await?;
+            let content_type = if f.name.ends_with(".png") {
+                "image/png"
+            } else {
+                "text/plain"
+            };
+            self.bounded(
+                "file upload",
+                session.files_upload_via_url(&SlackApiFilesUploadViaUrlRequest::new(
+                    url.upload_url,
+                    f.bytes.clone(),
+                    content_type.into(),
+                )),
+            )
+            .await?;
+            let mut req = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+                SlackApiFilesComplete::new(url.file_id).with_title(f.name.clone()),
+            ])
+            .with_channel_id(channel.into());
+            if let Some(ts) = ts {
+                req = req.with_thread_ts(ts.into());
+            }
+            self.bounded(
+                "files.completeUploadExternal",
+                session.files_complete_upload_external(&req),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the manifest form for `kind`.
+    pub async fn open_form(&self, cmd: &SlashCommand, kind: ApplyKind) -> Result<(), SlackError> {
+        use askama::Template as _;
+        let metadata = serde_json::json!({"kind": kind, "channel": cmd.channel_id}).to_string();
+        let (title, label) = match kind {
+            ApplyKind::Authz => (
+                "Authorization change",
+                "AuthorizationPolicy manifest (YAML)",
+            ),
+            ApplyKind::Route => ("Route change", "HTTPRoute manifest (YAML)"),
+        };
+        let json = reply::SlackModal {
+            metadata: &metadata,
+            title,
+            label,
+            max_len: 3000,
+        }
+        .render()
+        .map_err(|e| e.to_string())?;
+        let view: SlackView = serde_json::from_str(&json).map_err(|e| format!("modal: {e}"))?;
+        let session = self.client.open_session(&self.token);
+        self.bounded(
+            "views.open",
+            session.views_open(&SlackApiViewsOpenRequest::new(
+                cmd.trigger_id.clone().into(),
+                view,
+            )),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The fields of a slash command the bot uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SlashCommand {
+    /// Who typed it.
+    pub user_id: String,
+    /// Where.
+    pub channel_id: String,
+    /// What followed `/mesh`.
+    #[serde(default)]
+    pub text: String,
+    /// Where to answer within 30 minutes.
+    pub response_url: String,
+    /// Opens a modal within 3 seconds.
+    pub trigger_id: String,
+}
+
+fn immediate(reply: &Reply) -> Response {
+    let m = reply::slack(reply);
+    match serde_json::from_str::<serde_json::Value>(&m.json) {
+        Ok(mut body) => {
+            body["response_type"] = if m.ephemeral {
+                "ephemeral"
+            } else {
+                "in_channel"
+            }
+            .into();
+            axum::Json(body).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn refused(app: &App, why: &str) -> Response {
+    app.metrics.signature_failure("slack");
+    tracing::warn!(%why, "refused a Slack request");
+    (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response()
+}
+
+/// `POST /slack/commands`.
+pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(slack) = app.slack.as_ref() else {
+        return (StatusCode::NOT_FOUND, "Slack is not configured\n").into_response();
+    };
+    if let Err(why) = slack.verify(&headers, &body) {
+        return refused(&app, &why);
+    }
+    let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a slash command: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let parsed = command::parse(&cmd.text);
+    app.metrics
+        .command("slack", parsed.as_ref().map_or("invalid", command_name));
+    if let Err(r) = app.approvals.identity(Platform::Slack, &cmd.user_id) {
+        return immediate(&r);
+    }
+    let parsed = match parsed {
+        Ok(c) => c,
+        Err(u) => return immediate(&crate::app::usage_reply(&u)),
+    };
+    match parsed {
+        Command::Help => immediate(&crate::core::help()),
+        Command::Apply(kind) => match slack.open_form(&cmd, kind).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => immediate(&Reply::refusal("Could not open the form", e)),
+        },
+        Command::Alerts { on, filter } => immediate(
+            &app.set_alerts(&format!("slack:{}", cmd.channel_id), on, filter)
+                .await,
+        ),
+        read => {
+            // Acknowledge now; the answer follows through response_url.
+            let app = app.clone();
+            tokio::spawn(async move {
+                let reply = app.mcp.run(&read).await;
+                if let Some(slack) = app.slack.as_ref()
+                    && let Err(e) = slack.respond(&cmd, &reply).await
+                {
+                    app.metrics.chat_api_error("slack");
+                    tracing::warn!(%e, "could not answer a Slack command");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// A short name of a command for metrics.
+pub fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Graph { .. } => "graph",
+        Command::Edges(_) => "edges",
+        Command::WhoCalls(_) => "who-calls",
+        Command::Tls => "tls",
+        Command::Failing { .. } => "failing",
+        Command::Explain { .. } => "explain",
+        Command::Policy(_) => "policy",
+        Command::Apply(ApplyKind::Authz) => "authz-apply",
+        Command::Apply(ApplyKind::Route) => "route-apply",
+        Command::Alerts { .. } => "alerts",
+        Command::Help => "help",
+    }
+}
+
+#[derive(Deserialize)]
+struct Form {
+    payload: String,
+}
+
+/// `POST /slack/interactions`: buttons (`block_actions`) and the form (`view_submission`).
+pub async fn interactions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(slack) = app.slack.as_ref() else {
+        return (StatusCode::NOT_FOUND, "Slack is not configured\n").into_response();
+    };
+    if let Err(why) = slack.verify(&headers, &body) {
+        return refused(&app, &why);
+    }
+    let payload: serde_json::Value = match serde_urlencoded::from_bytes::<Form>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|f| serde_json::from_str(&f.payload).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an interaction: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let user = s(&payload["user"]["id"]);
+    match payload["type"].as_str() {
+        Some("view_submission") if payload["view"]["callback_id"] == "mesh-apply" => {
+            let view = &payload["view"];
+            let meta: serde_json::Value =
+                serde_json::from_str(view["private_metadata"].as_str().unwrap_or("{}"))
+                    .unwrap_or_default();
+            let kind: ApplyKind =
+                serde_json::from_value(meta["kind"].clone()).unwrap_or(ApplyKind::Authz);
+            let channel = s(&meta["channel"]);
+            let values = &view["state"]["values"];
+            let manifest = s(&values["manifest"]["manifest"]["value"]);
+            let reason = s(&values["reason"]["reason"]["value"]);
+            app.metrics.command("slack", "form");
+            let app = app.clone();
+            // Close the form now; the dry-run's card (or refusal) follows in the channel.
+            tokio::spawn(async move {
+                let reply = app
+                    .approvals
+                    .request(Platform::Slack, &user, kind, &manifest, &reason)
+                    .await;
+                let Some(slack) = app.slack.as_ref() else {
+                    return;
+                };
+                let res = if reply.ephemeral {
+                    slack.ephemeral(&channel, &user, &reply).await
+                } else {
+                    slack.post(&channel, &reply).await.map(|_| ())
+                };
+                if let Err(e) = res {
+                    app.metrics.chat_api_error("slack");
+                    tracing::warn!(%e, "could not post a Slack approval card");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
+        Some("block_actions") => {
+            let action = &payload["actions"][0];
+            let (action_id, value) = (s(&action["action_id"]), s(&action["value"]));
+            let channel = s(&payload["channel"]["id"]);
+            let ts = s(&payload["message"]["ts"]);
+            app.metrics.command("slack", "button");
+            let app = app.clone();
+            tokio::spawn(async move {
+                let out = app
+                    .approvals
+                    .click(Platform::Slack, &user, &action_id, &value)
+                    .await;
+                let Some(slack) = app.slack.as_ref() else {
+                    return;
+                };
+                if let Some(card) = out.card
+                    && let Err(e) = slack.update(&channel, &ts, &card).await
+                {
+                    app.metrics.chat_api_error("slack");
+                    tracing::warn!(%e, "could not update a Slack card");
+                }
+                if let Some(private) = out.private
+                    && let Err(e) = slack.ephemeral(&channel, &user, &private).await
+                {
+                    app.metrics.chat_api_error("slack");
+                    tracing::warn!(%e, "could not answer a Slack click");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("interaction type {other:?} is not handled\n"),
+        )
+            .into_response(),
+    }
+}
