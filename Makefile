@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --workspace --locked
 
 demo: deps
-	$(CARGO) build --locked -p meshsim -p meshctl -p mesh-mcp -p kube-sim
+	$(CARGO) build --locked -p meshsim -p meshctl -p mesh-mcp -p kube-sim -p mesh-chatbot -p chatsim
 	scripts/demo.sh
 
 fmt:

@@ -16,6 +16,8 @@ prom_port=$(free_port)
 grpc_port=$(free_port)
 http_port=$(free_port)
 kube_port=$(free_port)
+bot_port=$(free_port)
+chat_port=$(free_port)
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -41,10 +43,11 @@ token=demo-token
 # demo: an admin for kubectl and meshctl; collector: the service account the seeded RBAC lets
 # list and watch what the collector indexes, and nothing else; mcp: mesh-mcp's, which may also
 # review access and impersonate (every change is made as the requester).
-printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\nmcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-mcp\n' \
+# chatbot-token: the chatbot's identity at mesh-mcp, a delegator (it acts as the chat user).
+printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\nmcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-mcp\nchatbot-token,system:serviceaccount:linkerd-mcp:chatbot,uid-chatbot\n' \
   "$token" >"$work/tokens.csv"
 "$bin/kube-sim" --listen "127.0.0.1:$kube_port" --tls --tls-ca-out "$work/ca.crt" --token-file "$work/tokens.csv" \
-  --with-linkerd-crds --seed tools/kube-sim/seed/demo >"$work/kube-sim.log" 2>&1 &
+  --with-linkerd-crds --seed tools/kube-sim/seed/demo --seed docs/examples/chatbot-rbac >"$work/kube-sim.log" 2>&1 &
 pids+=($!)
 cat >"$work/kubeconfig" <<YAML
 apiVersion: v1
@@ -66,7 +69,22 @@ done
 KUBECONFIG="$work/kubeconfig" "$bin/mesh-mcp" --embedded-collector --prometheus-url "$prom" \
   --window "$window" --interval 2s \
   --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
-  --token-file "$work/tokens.csv" >"$work/mesh-mcp.log" 2>&1 &
+  --token-file "$work/tokens.csv" \
+  --delegator system:serviceaccount:linkerd-mcp:chatbot --delegate-group devs,mesh-admins \
+  >"$work/mesh-mcp.log" 2>&1 &
+pids+=($!)
+# The chatbot against loopback stand-ins for Slack's Web API and Discord's REST API; chatsim
+# sends it commands signed as Slack and Discord sign them.
+secret=demo-signing-secret
+seed=0707070707070707070707070707070707070707070707070707070707070707
+"$bin/chatsim" serve --listen "127.0.0.1:$chat_port" >"$work/chatsim.log" 2>&1 &
+pids+=($!)
+"$bin/mesh-chatbot" --server "127.0.0.1:$grpc_port" --token chatbot-token \
+  --identity-map docs/examples/chatbot/identity-map.yaml --http-listen "127.0.0.1:$bot_port" \
+  --slack-signing-secret "$secret" --slack-bot-token xoxb-demo --slack-api-url "http://127.0.0.1:$chat_port/api" \
+  --discord-public-key "$("$bin/chatsim" public-key --seed "$seed")" --discord-application-id 1200000000000000001 \
+  --discord-bot-token demo --discord-api-url "http://127.0.0.1:$chat_port" \
+  --alert-slack-channel C0MESH >"$work/mesh-chatbot.log" 2>&1 &
 pids+=($!)
 
 echo "demo: meshsim emojivoto on 127.0.0.1:$sim_port, booksapp on 127.0.0.1:$books_port, Prometheus on $prom"
@@ -106,6 +124,11 @@ echo "  $bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml --server
 echo "    # then without --dry-run; 15 s later authors -> books shows its observed deny rate:"
 echo "  $bin/meshctl graph --server 127.0.0.1:$grpc_port --token $token -o wide"
 echo "  curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
+chat="$bin/chatsim slack --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --secret $secret"
+echo "  $chat who-calls emojivoto/voting       # Slack: /mesh who-calls ..."
+echo "  $chat --form docs/examples/chatbot/voting-from-web-only.yaml   # alice asks; a card with buttons"
+echo "  $chat --user U0BOB --click approve:<id from the card>           # bob approves; applied as alice"
+echo "  $bin/chatsim discord --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --seed $seed tls"
 echo "  npx @modelcontextprotocol/inspector --cli --tool-arg workload=emojivoto/voting --tool-name who_calls \\"
 echo "    --method tools/call -- $bin/mesh-mcp stdio --server 127.0.0.1:$grpc_port --token $token   # MCP"
 echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"

@@ -46,6 +46,12 @@ enum Cmd {
         /// The command text.
         text: Vec<String>,
     },
+    /// Print the Ed25519 public key (hex) of a seed: the bot's --discord-public-key.
+    PublicKey {
+        /// Seed (64 hex digits).
+        #[arg(long, env = "MESH_DISCORD_SEED")]
+        seed: String,
+    },
     /// Send `/mesh <SUB> [ARGS]` to the bot as a Discord user and print the answer.
     Discord {
         /// The bot's base URL.
@@ -150,6 +156,13 @@ async fn show(stand_in: &str, after: usize, wait: Duration) -> anyhow::Result<()
     }
 }
 
+fn parse_seed(seed: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(seed.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("--seed: 64 hex digits"))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Cmd::Serve { listen } => {
@@ -210,6 +223,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             show(&to.stand_in, before, Duration::from_secs(5)).await
         }
+        Cmd::PublicKey { seed } => {
+            let key = DiscordSender::new("http://unused", parse_seed(&seed)?).public_key_hex();
+            println!("{key}");
+            Ok(())
+        }
         Cmd::Discord {
             bot,
             stand_in,
@@ -218,10 +236,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             channel,
             text,
         } => {
-            let seed: [u8; 32] = hex::decode(seed.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| anyhow::anyhow!("--seed: 64 hex digits"))?;
+            let seed = parse_seed(&seed)?;
             let sender = DiscordSender::new(&bot, seed);
             let before = calls(&stand_in).await?.len();
             let (sub, rest) = text
