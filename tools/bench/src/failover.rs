@@ -124,9 +124,10 @@ pub(crate) async fn run(n: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let i = leader.expect("one leader");
-        refused += metric(&rs[i], "mesh_collector_fenced_writes")
+        // Counters are exposed with `_total` (OpenMetrics); a missing one is a broken bench.
+        refused += metric(&rs[i], "mesh_collector_fenced_writes_total")
             .await
-            .unwrap_or(0.0);
+            .expect("the leader exposes mesh_collector_fenced_writes_total");
         let killed = Instant::now();
         rs[i].guard.signal("KILL");
         current = wait_epoch(current).await.expect("a standby takes over");
@@ -154,7 +155,7 @@ pub(crate) async fn run(n: usize) {
     let flaps = epoch(&store).await - before;
     let _ = busy.join();
     for r in &rs {
-        refused += metric(r, "mesh_collector_fenced_writes")
+        refused += metric(r, "mesh_collector_fenced_writes_total")
             .await
             .unwrap_or(0.0);
     }
