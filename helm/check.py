@@ -33,6 +33,18 @@ FULL = {
         "autoscaling": {"enabled": True},
     },
     "linkerd": {"clientNamespaces": ["platform", "chatops"]},
+    "chatbot": {
+        "enabled": True,
+        "slack": {"existingSecret": "linkerd-mcp-slack"},
+        "discord": {"existingSecret": "linkerd-mcp-discord"},
+        "identityMap": {
+            "users": [{"slack": "U024BE7LH", "discord": "80351110224678912",
+                       "kubernetes": {"user": "alice", "groups": ["devs"]}}],
+            "approvers": {"groups": ["mesh-admins"]},
+            "approval_ttl": "30m",
+        },
+        "alerts": {"slackChannels": ["C0MESH"], "discordChannels": ["1000000000000000001"]},
+    },
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
 }
@@ -95,11 +107,26 @@ def main():
     kinds = sorted({d["kind"] for d in full})
     for want in ["Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                  "NetworkPolicy", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Server",
-                 "AuthorizationPolicy", "MeshTLSAuthentication", "ServiceMonitor", "PrometheusRule"]:
+                 "AuthorizationPolicy", "MeshTLSAuthentication", "NetworkAuthentication", "ConfigMap",
+                 "ServiceMonitor", "PrometheusRule"]:
         if want not in kinds:
             failures.append(f"everything enabled: no {want} rendered ({kinds})")
+    # Every alert links to a runbook that exists.
+    runbooks = CHART.parent.parent / "runbooks"
+    for d in full:
+        if d["kind"] != "PrometheusRule":
+            continue
+        for g in d["spec"]["groups"]:
+            for r in g["rules"]:
+                page = r["annotations"]["runbook_url"].rsplit("/", 1)[-1]
+                if not (runbooks / page).is_file():
+                    failures.append(f"alert {r['alert']}: no runbooks/{page}")
     must_refuse("system group", {"mcp": {"delegateGroups": ["system:masters"]}}, "delegateGroups")
     must_refuse("unknown value", {"colector": {"replicas": 2}}, "colector")
+    must_refuse("chatbot without a platform", {"chatbot": {"enabled": True}}, "chatbot.slack.existingSecret")
+    must_refuse("chatbot user acting as system:masters",
+                {"chatbot": {"identityMap": {"users": [{"slack": "U1", "kubernetes": {"user": "a", "groups": ["system:masters"]}}]}}},
+                "/chatbot/identityMap/users/0/kubernetes/groups/0")
     must_refuse("external Redis without its Secret", {"valkey": {"enabled": False}}, "externalRedis.urlSecret")
     (out / "default.yaml").write_text(yaml.safe_dump_all(default))
     (out / "full.yaml").write_text(yaml.safe_dump_all(full))

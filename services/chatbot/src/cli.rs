@@ -8,7 +8,7 @@ use crate::{
     alerts::{self, AlertConfig},
     app::{App, Store},
     approvals::Approvals,
-    core::Mcp,
+    core::{Mcp, Token},
     discord::{DISCORD_API, Discord},
     metrics::Metrics,
     slack::Slack,
@@ -38,6 +38,15 @@ pub struct Args {
     /// Bearer token sent to the mcp service (the bot's identity there, a delegator).
     #[arg(long, env = "MESH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the bearer token from this file at every call (a projected service account token,
+    /// rotated by the kubelet).
+    #[arg(
+        long,
+        env = "MESH_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// The identity map (YAML): chat users to Kubernetes identities, approvers. Reloaded on
     /// change.
     #[arg(long, env = "MESH_IDENTITY_MAP", value_name = "FILE")]
@@ -192,7 +201,16 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             "configure Slack (--slack-*) or Discord (--discord-*), or both",
         ));
     }
-    let mcp = Mcp::new(&server, args.token.clone(), args.timeout).map_err(usage)?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Token::Static(t.clone()),
+        (None, Some(f)) => {
+            std::fs::metadata(f)
+                .map_err(|e| usage(format!("--token-file {}: {e}", f.display())))?;
+            Token::File(f.clone())
+        }
+        (None, None) => Token::None,
+    };
+    let mcp = Mcp::new(&server, token, args.timeout).map_err(usage)?;
     let holder = args.lease_holder.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mesh-chatbot".into());
         format!("{host}/{}", std::process::id())
@@ -266,7 +284,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     });
     tokio::spawn(alerts::run(
         mcp,
-        store,
+        store.clone(),
         app.clone(),
         alert_config,
         leader,
@@ -275,7 +293,29 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     if let Some(addr) = args.admin_listen {
-        let ready: mesh_telemetry::Readiness = Arc::new(|| Ok(()));
+        // Ready while the store answers: without it no approval can be recorded or decided.
+        let store_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (probe, flag, timeout) = (store.clone(), store_ok.clone(), args.timeout);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let ok = tokio::time::timeout(
+                    timeout,
+                    mesh_store::ApprovalStore::get_approval(&probe, "readiness-probe"),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                flag.store(ok, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let ready: mesh_telemetry::Readiness = Arc::new(move || {
+            if store_ok.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("the store (Redis/Valkey) does not answer".into())
+            }
+        });
         mesh_telemetry::serve_admin(
             addr,
             mesh_telemetry::admin_router(Arc::new(registry), ready),

@@ -11,11 +11,23 @@ use crate::{
     reply::{File, Reply, Tone},
 };
 
+/// The bot's bearer token for the mcp service.
+#[derive(Clone, Debug)]
+pub enum Token {
+    /// None (an mcp service without authentication).
+    None,
+    /// A fixed token.
+    Static(String),
+    /// A file read at every call: a projected service account token, which the kubelet
+    /// rotates.
+    File(std::path::PathBuf),
+}
+
 /// Calls to the mcp service: its gRPC client, the bot's bearer token, a deadline per call.
 #[derive(Clone, Debug)]
 pub struct Mcp {
     client: MeshServiceClient<Channel>,
-    token: Option<String>,
+    token: Token,
     timeout: Duration,
 }
 
@@ -24,7 +36,7 @@ const MAX_ROWS: usize = 25;
 
 impl Mcp {
     /// A client of `server` (`host:port` or URL) that connects on first use.
-    pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(server: &str, token: Token, timeout: Duration) -> Result<Self, String> {
         let url = if server.contains("://") {
             server.to_owned()
         } else {
@@ -45,10 +57,22 @@ impl Mcp {
     pub fn request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
         let mut r = tonic::Request::new(m);
         r.set_timeout(self.timeout);
-        if let Some(t) = &self.token {
-            let v = format!("Bearer {t}")
-                .parse()
-                .map_err(|_| tonic::Status::internal("the --token is not a valid header value"))?;
+        let token = match &self.token {
+            Token::None => None,
+            Token::Static(t) => Some(t.clone()),
+            Token::File(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        tonic::Status::unauthenticated(format!("--token-file {}: {e}", p.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+        };
+        if let Some(t) = token {
+            let v = format!("Bearer {t}").parse().map_err(|_| {
+                tonic::Status::internal("the bot's token is not a valid header value")
+            })?;
             r.metadata_mut().insert("authorization", v);
         }
         Ok(r)

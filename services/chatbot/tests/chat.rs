@@ -727,6 +727,14 @@ async fn refusals_apply_nothing() {
         before,
         "refused requests cause no calls"
     );
+    let ready = mesh_testkit::poll(WAIT, Duration::from_millis(200), || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/ready", bot.admin))
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready once the store answers");
     for (platform, n) in [("slack", 2.0), ("discord", 3.0)] {
         let name = format!("mesh_chatbot_signature_failures_total{{platform=\"{platform}\"}}");
         assert_eq!(

@@ -179,6 +179,24 @@ async fn the_chart_renders_validates_and_grants_exactly_what_each_service_needs(
             );
         }
     }
+    // The chatbot (everything-enabled rendering): a service account with no rights at all.
+    let chatbot: Vec<String> = serde_yaml_ng::Deserializer::from_str(&full)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| v["kind"] == "ServiceAccount" && v["metadata"]["name"] == "linkerd-mcp-chatbot")
+        .map(|v| serde_yaml_ng::to_string(&v).unwrap())
+        .collect();
+    assert_eq!(chatbot.len(), 1, "the chatbot's service account");
+    kube.load_yaml(&chatbot[0]).await.unwrap();
+    for (verb, group, resource) in mcp_may.iter().chain(&collector_may).chain(&nobody_may) {
+        assert!(
+            !can(&client, "linkerd-mcp-chatbot", verb, group, resource).await,
+            "chatbot: {verb} {resource}"
+        );
+    }
+    assert!(
+        full.contains("system:serviceaccount:linkerd-mcp:linkerd-mcp-chatbot"),
+        "mesh-mcp lets the chatbot act for chat users"
+    );
     // The collector needs no more than reading.
     for (verb, group, resource) in &mcp_may[..4] {
         assert!(
