@@ -135,6 +135,24 @@ impl<S: AlertStore> Detector<S> {
         }
     }
 
+    /// Keeps the time each edge has been below the threshold, without alerting: standbys do
+    /// this so that a new leader knows how long an edge has been failing.
+    pub fn track(&mut self, g: &MeshGraph, now: Instant) {
+        let mut below = HashSet::new();
+        for e in g.edges.values() {
+            if e.metrics
+                .success_rate
+                .is_some_and(|sr| sr < self.config.failing_below)
+                && e.metrics.rps > 0.0
+            {
+                let s = subject(e);
+                self.below_since.entry(s.clone()).or_insert(now);
+                below.insert(s);
+            }
+        }
+        self.below_since.retain(|s, _| below.contains(s));
+    }
+
     /// The alerts `g` raises or resolves, each once (as recorded in the store).
     pub async fn observe(
         &mut self,
@@ -223,7 +241,13 @@ impl<S: AlertStore> Detector<S> {
                 self.store.mark(ACTIVE, &member, false).await?;
                 continue;
             };
-            if !current.contains_key(&c) && self.store.mark(ACTIVE, &member, false).await? {
+            // A failing edge still below the threshold stays active even before this process
+            // has seen it below for `failing_for` (a new leader, a restart).
+            let still_failing = c.kind == "failing" && below.contains(&c.subject);
+            if !current.contains_key(&c)
+                && !still_failing
+                && self.store.mark(ACTIVE, &member, false).await?
+            {
                 out.push(Alert {
                     condition: c,
                     detail: String::new(),
@@ -452,10 +476,11 @@ pub async fn run<S: AlertStore + Clone, D: Deliver>(
                 }
                 _ => continue,
             }
+            let Some(g) = graph.as_ref() else { continue };
             if !*leader.borrow() {
+                detector.track(g, Instant::now());
                 continue;
             }
-            let Some(g) = graph.as_ref() else { continue };
             let alerts = match detector.observe(g, Instant::now()).await {
                 Ok(a) => a,
                 Err(e) => {
@@ -576,6 +601,13 @@ mod tests {
         let a = d.observe(&g, t0 + Duration::from_secs(81)).await.unwrap();
         let kinds: Vec<_> = a.iter().map(|a| a.condition.kind.as_str()).collect();
         assert!(kinds.contains(&"new-caller"), "{a:?}");
+        // A new leader (fresh process, same store) neither resolves nor repeats it.
+        let mut fresh = Detector::new(d.store.clone(), config());
+        let a = fresh
+            .observe(&g, t0 + Duration::from_secs(82))
+            .await
+            .unwrap();
+        assert!(a.is_empty(), "{a:?}");
     }
 
     #[test]

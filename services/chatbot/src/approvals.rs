@@ -40,8 +40,11 @@ pub struct Approval {
     pub requester_chat: String,
     /// The requester's Kubernetes identity (the change is made as it).
     pub requester: KubeIdentity,
-    /// The main object's namespace (approvers may be per namespace).
+    /// The main object's namespace.
     pub namespace: String,
+    /// Every namespace the change writes to: an approver must be allowed in each.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     /// The main object: `Kind namespace/name`.
     pub target: String,
     /// Its resourceVersion when dry-run (empty: it did not exist).
@@ -187,7 +190,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         let mcp = self.mcp.clone();
         async move {
             let mut c = mcp.client();
-            let r = mcp.request(req)?;
+            let r = mcp.change_request(req)?;
             let res = match kind {
                 ApplyKind::Authz => c.apply_authorization_policy(r).await,
                 ApplyKind::Route => c.apply_http_route(r).await,
@@ -272,6 +275,13 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             platform,
             requester_chat: chat_user.to_owned(),
             requester,
+            namespaces: {
+                let mut ns: Vec<String> = dry.objects.iter().map(|o| o.namespace.clone()).collect();
+                ns.push(namespace.clone());
+                ns.sort();
+                ns.dedup();
+                ns
+            },
             namespace,
             target,
             expected_resource_version: rv,
@@ -357,7 +367,17 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         }
         let map = self.identities.borrow().clone();
         let is_requester = clicker.user == a.requester.user;
-        let approver = map.may_approve(&clicker, &a.namespace);
+        let namespaces = if a.namespaces.is_empty() {
+            std::slice::from_ref(&a.namespace)
+        } else {
+            a.namespaces.as_slice()
+        };
+        let denied_in: Vec<&str> = namespaces
+            .iter()
+            .filter(|ns| !map.may_approve(&clicker, ns))
+            .map(String::as_str)
+            .collect();
+        let approver = denied_in.is_empty();
         match action {
             "approve" => {
                 if is_requester && !map.allow_self_approval {
@@ -372,8 +392,10 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     return ClickOutcome::private(Reply::refusal(
                         "You may not approve this",
                         format!(
-                            "{} is not an approver for namespace {}.",
-                            clicker.user, a.namespace
+                            "{} is not an approver for namespace {} (the change writes to {}).",
+                            clicker.user,
+                            denied_in.join(", "),
+                            namespaces.join(", ")
                         ),
                     ));
                 }
@@ -526,6 +548,28 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     style: ButtonStyle::Plain,
                 });
                 ("stale", c)
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                ) =>
+            {
+                // The request may have been applied: say so, never "nothing happened".
+                self.metrics.approval("unknown");
+                let mut c = base_card(&a, format!("Outcome unknown: {}", a.target))
+                    .field("Approved by", approver.user.clone())
+                    .text(
+                        "The mesh service did not confirm the apply, so it may or may not have \
+                         happened. Check the object's linkerd-mcp.io/approved-by annotation or \
+                         mesh-mcp's audit log before asking again.",
+                    )
+                    .code(s.message().to_owned(), "error.txt");
+                c.tone = Tone::Warn;
+                ("unknown", c)
             }
             Err(s) => {
                 self.metrics.approval("failed");

@@ -45,7 +45,9 @@ impl Mcp {
         let endpoint = Channel::from_shared(url.clone())
             .map_err(|e| format!("--server {server:?}: {e}"))?
             .connect_timeout(timeout)
-            .timeout(timeout);
+            // The client-side bound of every call (a change's deadline, the longest); reads
+            // also carry their own shorter `grpc-timeout`, which the server enforces.
+            .timeout((timeout * 6).max(Duration::from_secs(30)));
         Ok(Self {
             client: MeshServiceClient::new(endpoint.connect_lazy()),
             token,
@@ -75,6 +77,14 @@ impl Mcp {
             })?;
             r.metadata_mut().insert("authorization", v);
         }
+        Ok(r)
+    }
+
+    /// A request for a change: the apply pipeline makes several Kubernetes calls, so it gets
+    /// six times the read deadline (at least 30 s).
+    pub fn change_request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let mut r = self.request(m)?;
+        r.set_timeout((self.timeout * 6).max(Duration::from_secs(30)));
         Ok(r)
     }
 

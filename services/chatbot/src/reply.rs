@@ -245,12 +245,13 @@ pub fn slack_escape(s: &str) -> String {
     out
 }
 
-/// Escapes text for a Slack code block: entities, and no way to close the block early.
+/// Escapes text for a Slack code block: entities, and no run of backticks (of any length) can
+/// close the block early.
 fn slack_code(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-        .replace("```", "``\u{200B}`")
+        .replace('`', "`\u{200B}")
 }
 
 /// Slack's limits (Block Kit).
@@ -291,6 +292,8 @@ struct SlackTemplate<'a> {
     buttons: &'a [Button],
 }
 
+const TEXT_CUT: &str = "(text cut to fit; the whole text is attached as message.txt)";
+
 const TRUNCATED: &str = "(cut to fit; the whole text is attached as";
 
 /// Renders for Slack: one section per text part, code parts in one block each (cut at a line
@@ -308,7 +311,17 @@ pub fn slack(reply: &Reply) -> SlackMessage {
             break;
         }
         match p {
-            Part::Text(t) => sections.push(cut_chars(&slack_escape(t), l::SECTION_TEXT)),
+            Part::Text(t) => {
+                let escaped = slack_escape(t);
+                if escaped.chars().count() > l::SECTION_TEXT {
+                    notes.push(TEXT_CUT.into());
+                    files.push(File {
+                        name: "message.txt".into(),
+                        bytes: t.clone().into_bytes(),
+                    });
+                }
+                sections.push(cut_chars(&escaped, l::SECTION_TEXT));
+            }
             Part::Code { text, file } => {
                 let fence = 8;
                 let escaped = slack_code(text);
@@ -403,8 +416,9 @@ pub fn discord_escape(s: &str) -> String {
     out
 }
 
+/// Text for a Discord code block: no run of backticks can close it.
 fn discord_code(s: &str) -> String {
-    s.replace("```", "``\u{200B}`")
+    s.replace('`', "`\u{200B}")
 }
 
 /// Discord's limits.
@@ -459,13 +473,46 @@ pub fn discord(reply: &Reply) -> DiscordMessage {
     let mut files = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut description = String::new();
-    // Leave room in the 4,096 for the notes about cuts.
-    let room = l::DESCRIPTION - 200;
+    // Facts are short; all of them together get at most 2,000 of the embed's 6,000.
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut facts_left = 2000usize;
+    for (k, v) in reply.fields.iter().take(l::FIELDS) {
+        let k = cut_chars(&discord_escape(k), l::FIELD_NAME.min(facts_left / 2));
+        let v = cut_chars(
+            &discord_escape(v),
+            l::FIELD_VALUE.min(facts_left.saturating_sub(k.chars().count())),
+        );
+        let used = k.chars().count() + v.chars().count();
+        if k.is_empty() || v.is_empty() || used > facts_left {
+            notes.push("(more facts were left out to fit Discord's limits)".into());
+            break;
+        }
+        facts_left -= used;
+        fields.push((k, v));
+    }
+    let title = cut_chars(&discord_escape(&reply.title), l::TITLE);
+    // The embed's 6,000 characters in all: what the title and fields leave, within 4,096.
+    let others: usize = title.chars().count()
+        + fields
+            .iter()
+            .map(|(k, v)| k.chars().count() + v.chars().count())
+            .sum::<usize>();
+    let budget = l::DESCRIPTION.min(l::EMBED_TOTAL.saturating_sub(others));
+    // Leave room for the notes about cuts.
+    let room = budget.saturating_sub(200);
     for p in &reply.parts {
         let left_room = room.saturating_sub(description.chars().count());
         match p {
             Part::Text(t) => {
-                let t = cut_chars(&discord_escape(t), left_room.saturating_sub(2));
+                let escaped = discord_escape(t);
+                if escaped.chars().count() + 2 > left_room {
+                    notes.push(TEXT_CUT.into());
+                    files.push(File {
+                        name: "message.txt".into(),
+                        bytes: t.clone().into_bytes(),
+                    });
+                }
+                let t = cut_chars(&escaped, left_room.saturating_sub(2));
                 description.push_str(&t);
                 description.push_str("\n\n");
             }
@@ -491,23 +538,12 @@ pub fn discord(reply: &Reply) -> DiscordMessage {
     // Our notes about cuts as they are; the reply's own notes may quote users: escaped.
     let escaped: Vec<String> = reply.notes.iter().map(|n| discord_escape(n)).collect();
     for n in notes.iter().chain(&escaped) {
-        if description.chars().count() + n.chars().count() + 2 > l::DESCRIPTION {
+        if description.chars().count() + n.chars().count() + 2 > budget {
             break;
         }
         description.push_str(n);
         description.push('\n');
     }
-    let fields: Vec<(String, String)> = reply
-        .fields
-        .iter()
-        .take(l::FIELDS)
-        .map(|(k, v)| {
-            (
-                cut_chars(&discord_escape(k), l::FIELD_NAME),
-                cut_chars(&discord_escape(v), l::FIELD_VALUE),
-            )
-        })
-        .collect();
     let image = reply
         .image
         .as_ref()
@@ -524,7 +560,7 @@ pub fn discord(reply: &Reply) -> DiscordMessage {
     let json = DiscordTemplate {
         content: "",
         ephemeral: reply.ephemeral,
-        title: &cut_chars(&reply.title, l::TITLE),
+        title: &title,
         color,
         description: description.trim_end(),
         fields: &fields,
@@ -614,6 +650,25 @@ mod tests {
     }
 
     #[test]
+    fn a_discord_embed_stays_within_6000_characters_in_all() {
+        let mut r = card(200);
+        for i in 0..20 {
+            r = r.field(format!("field {i}"), "v".repeat(1000));
+        }
+        r = r.text("w ".repeat(3000));
+        let m = discord(&r);
+        let v: serde_json::Value = serde_json::from_str(&m.json).unwrap();
+        chatsim::check_discord_message(&v).unwrap();
+        assert!(
+            m.files.iter().any(|f| f.name == "message.txt"),
+            "the cut prose is attached"
+        );
+        let s = slack(&r);
+        assert!(s.files.iter().any(|f| f.name == "message.txt"));
+        chatsim::check_slack_blocks(&serde_json::from_str(&s.json).unwrap()).unwrap();
+    }
+
+    #[test]
     fn a_short_reply_is_not_cut() {
         let m = slack(&card(3));
         assert!(m.files.is_empty());
@@ -631,9 +686,24 @@ mod tests {
         let d = discord_escape(evil);
         assert!(!d.contains("@everyone"), "{d}");
         assert!(!d.contains("*bold*") && d.contains("\\*bold\\*"), "{d}");
-        let m = slack(&Reply::new("t").code("```\n<!here>", "x.txt"));
-        assert!(!m.json.contains("<!here>"), "{}", m.json);
-        assert_eq!(m.json.matches("```").count(), 2, "{}", m.json);
+        for fence in ["```", "`````", "``````"] {
+            let evil = format!("{fence}\n<!here> [click](https://evil.example)\n{fence}");
+            let m = slack(&Reply::new("t").code(evil.clone(), "x.txt"));
+            assert!(!m.json.contains("<!here>"), "{}", m.json);
+            let v: serde_json::Value = serde_json::from_str(&m.json).unwrap();
+            let block = v["blocks"][1]["text"]["text"].as_str().unwrap();
+            assert_eq!(block.matches("```").count(), 2, "only our fences: {block}");
+            let d: serde_json::Value =
+                serde_json::from_str(&discord(&Reply::new("t").code(evil, "x.txt")).json).unwrap();
+            let desc = d["embeds"][0]["description"].as_str().unwrap();
+            assert_eq!(desc.matches("```").count(), 2, "only our fences: {desc}");
+        }
+        let d: serde_json::Value =
+            serde_json::from_str(&discord(&Reply::new("**_t_** [x](y)")).json).unwrap();
+        assert_eq!(
+            d["embeds"][0]["title"],
+            "\\*\\*\\_t\\_\\*\\* \\[x\\]\\(y\\)"
+        );
     }
 
     #[test]

@@ -304,6 +304,9 @@ pub struct SlashCommand {
     pub trigger_id: String,
 }
 
+/// How long an inline step may take before the acknowledgement (platforms wait 3 s).
+pub const ACK: Duration = Duration::from_millis(2500);
+
 fn immediate(reply: &Reply) -> Response {
     let m = reply::slack(reply);
     match serde_json::from_str::<serde_json::Value>(&m.json) {

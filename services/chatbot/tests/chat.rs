@@ -781,6 +781,31 @@ async fn refusals_apply_nothing() {
             .all(|c| c.slack_method() != Some("chat.postMessage")),
         "no card was posted"
     );
+    // A change that also writes to booksapp needs an approver there too.
+    let cross = VOTING_POLICY.replacen("namespace: emojivoto}", "namespace: booksapp}", 1);
+    let card = slack_form(&w, &bot, "U0ALICE", &cross).await;
+    assert_eq!(
+        card.slack_method(),
+        Some("chat.postMessage"),
+        "{:?}",
+        card.json
+    );
+    let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
+    let c = slack_click(
+        &w,
+        &bot,
+        "U0BOB",
+        &format!("1700000000.{:06}", card.seq),
+        "approve",
+        &id,
+    )
+    .await;
+    assert_eq!(c.slack_method(), Some("chat.postEphemeral"));
+    let t = slack_text(c.json.as_ref().unwrap());
+    assert!(
+        t.contains("bob is not an approver for namespace booksapp"),
+        "{t}"
+    );
 
     // An approval that expired: the identity map is reloaded with a 1 s TTL.
     std::fs::write(w.dir.path().join("ids.yaml"), common::identity_map("1s")).unwrap();
@@ -841,8 +866,26 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
         "{:?}",
         c.json
     );
+    let rv = w
+        .api("AuthorizationPolicy", "v1alpha1", "emojivoto")
+        .get("voting-policy")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     let c = slack_click(&w, &bot, "U0BOB", &ts, "approve", &id).await;
     assert_eq!(c.slack_method(), Some("chat.postEphemeral"));
+    assert!(
+        slack_text(c.json.as_ref().unwrap()).contains("Already decided"),
+        "{:?}",
+        c.json
+    );
+    let again = w
+        .api("AuthorizationPolicy", "v1alpha1", "emojivoto")
+        .get("voting-policy")
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, rv, "applied exactly once");
 
     // Stale: the object changes between the dry-run and the click.
     let changed = VOTING_POLICY.replace(

@@ -43,7 +43,8 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-e
 subjects: [{kind: Group, name: devs}, {kind: Group, name: mesh-admins}]
 ";
 
-/// Chat users: alice and carol (devs), bob (approver), mallory (no rights).
+/// Chat users: alice and carol (devs), bob (approver; in booksapp only carol approves),
+/// mallory (no rights).
 pub fn identity_map(ttl: &str) -> String {
     format!(
         r#"users:
@@ -52,6 +53,7 @@ pub fn identity_map(ttl: &str) -> String {
   - {{ slack: U0CAROL, discord: "1003", kubernetes: {{ user: carol, groups: [devs] }} }}
   - {{ slack: U0MAL, discord: "1004", kubernetes: {{ user: mallory, groups: [viewers] }} }}
 approvers: {{ groups: [mesh-admins] }}
+namespace_approvers: {{ booksapp: {{ users: [carol] }} }}
 allow_self_approval: false
 approval_ttl: {ttl}
 "#
