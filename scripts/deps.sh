@@ -11,6 +11,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The system's root certificates: mesh-chatbot's Slack client loads them at start.
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 
