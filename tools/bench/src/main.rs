@@ -5,6 +5,7 @@
 
 mod agent;
 mod apply;
+mod chat;
 mod collector;
 mod failover;
 mod serve;
@@ -135,6 +136,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "apply" => rt.block_on(apply::run(n)),
         "failover" => rt.block_on(failover::run(n)),
         "mcp" => rt.block_on(agent::run(n)),
+        "chat" => rt.block_on(chat::run(n)),
         _ => return false,
     }
     true
@@ -165,6 +167,7 @@ fn main() {
         ("fanout", &[1_000, 10_000][..]),
         ("apply", &[1_000][..]),
         ("mcp", &[1_000][..]),
+        ("chat", &[200][..]),
         ("failover", &[20][..]),
     ] {
         for &n in sizes {
