@@ -507,6 +507,8 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     source: Some(pb::apply_request::Source::Manifest(a.manifest.clone())),
                     dry_run: false,
                     expected_resource_version: a.expected_resource_version.clone(),
+                    // A new object must still be new: nobody created it since the dry-run.
+                    expect_absent: a.expected_resource_version.is_empty(),
                     on_behalf_of: Some(pb::Identity {
                         user: a.requester.user.clone(),
                         groups: a.requester.groups.clone(),

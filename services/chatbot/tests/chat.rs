@@ -926,6 +926,39 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
         after.data["spec"]["identities"].as_array().unwrap().len(),
         1
     );
+    // A new object: someone creates it between the dry-run and the click.
+    let fresh = VOTING_POLICY
+        .replace("voting-policy", "voting-policy-new")
+        .replace("voting-clients", "voting-clients-new");
+    let card = slack_form(&w, &bot, "U0ALICE", &fresh).await;
+    let new_id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
+    w.apply_as_linkerd_mcp(&fresh.replace("web.emojivoto", "emoji.emojivoto"))
+        .await;
+    let c = slack_click(
+        &w,
+        &bot,
+        "U0BOB",
+        &format!("1700000000.{:06}", card.seq),
+        "approve",
+        &new_id,
+    )
+    .await;
+    let t = slack_text(c.json.as_ref().unwrap());
+    assert!(
+        t.contains("did not exist when the change was reviewed"),
+        "{t}"
+    );
+    let clients = w
+        .api("MeshTLSAuthentication", "v1alpha1", "emojivoto")
+        .get("voting-clients-new")
+        .await
+        .unwrap();
+    assert_eq!(
+        clients.data["spec"]["identities"][0],
+        "emoji.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+        "the other writer's object is left as it was"
+    );
+
     // A fresh dry-run makes a new card.
     let c = slack_click(&w, &bot, "U0ALICE", &ts, "redo", &id).await;
     assert_eq!(c.slack_method(), Some("chat.update"));

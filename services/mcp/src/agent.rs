@@ -884,6 +884,8 @@ impl MeshAgent {
             http_route: rpc == Rpc::HttpRoute,
             request: pb::ApplyRequest {
                 source: Some(source),
+                // A new object must still be new when the plan is applied.
+                expect_absent: reviewed_version.is_empty(),
                 expected_resource_version: reviewed_version,
                 ..Default::default()
             },

@@ -605,6 +605,16 @@ impl Applier {
         // Server-side dry-run of every object, as the identity.
         let as_id = self.as_identity(&id)?;
         let main = objects.len() - 1;
+        if req.expect_absent
+            && let Some(now) = &before[main]
+        {
+            return Err(Status::failed_precondition(format!(
+                "{} did not exist when the change was reviewed, but exists now \
+                 (resourceVersion {}): review it again",
+                objects[main].describe(),
+                now.metadata.resource_version.as_deref().unwrap_or("?")
+            )));
+        }
         if !req.expected_resource_version.is_empty() && before[main].is_none() {
             return Err(Status::failed_precondition(format!(
                 "{} was reviewed at resourceVersion {}, but it does not exist now",

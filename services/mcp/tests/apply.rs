@@ -501,6 +501,18 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     changed.expected_resource_version = "1".into();
     let e = refused(&mut env, with("bot-t", changed.clone())).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    // Reviewed while it did not exist, but someone created it since: refused too.
+    changed.expected_resource_version.clear();
+    changed.expect_absent = true;
+    let e = refused(&mut env, with("bot-t", changed.clone())).await;
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(
+        e.message()
+            .contains("did not exist when the change was reviewed"),
+        "{}",
+        e.message()
+    );
+    changed.expect_absent = false;
 
     // Another field manager owns spec.identities: a conflict names it; force takes over.
     let authn = api(&env, "MeshTLSAuthentication", "v1alpha1");

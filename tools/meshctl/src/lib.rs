@@ -74,6 +74,13 @@ pub struct ApplyArgs {
     /// Refuse unless the main object is still at this resourceVersion.
     #[arg(long)]
     pub expected_resource_version: Option<String>,
+    /// Fail if the main object exists now (it was new when the change was reviewed).
+    #[arg(
+        long,
+        env = "MESH_EXPECT_ABSENT",
+        conflicts_with = "expected_resource_version"
+    )]
+    pub expect_absent: bool,
     /// `text` or `json` (the proto3 JSON of the response).
     #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
@@ -487,6 +494,7 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
         force: args.force,
         expected_resource_version: args.expected_resource_version.clone().unwrap_or_default(),
+        expect_absent: args.expect_absent,
         on_behalf_of: args.as_user.clone().map(|user| pb::Identity {
             user,
             groups: args.as_groups.clone(),
