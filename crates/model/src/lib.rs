@@ -21,6 +21,7 @@ pub use self::{
     graph::{
         Decision, Destination, Edge, EdgeKey, EdgeMetrics, GraphFilter, MeshGraph, PolicyKey,
         PolicyObject, PolicyVerdict, Protocol, SourceHealth, TlsStatus, Workload, WorkloadRef,
+        is_dns_label,
     },
     samples::{
         GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, ResponseSample, TcpSample,

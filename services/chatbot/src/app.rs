@@ -153,6 +153,17 @@ impl Deliver for App {
     }
 }
 
+/// A request header as text, or why it is missing (signature checks name what was absent).
+pub fn header<'h>(
+    headers: &'h axum::http::HeaderMap,
+    name: &str,
+) -> std::result::Result<&'h str, String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("missing {name}"))
+}
+
 /// The reply to a command that did not parse.
 pub fn usage_reply(u: &Usage) -> Reply {
     let mut r = Reply::refusal("That command did not work", u.problem.clone());

@@ -167,14 +167,7 @@ impl Usage {
 const MAX_TEXT: usize = 500;
 
 /// Is `s` a DNS-1123 label (what Kubernetes names namespaces and most workloads with)?
-pub fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use mesh_model::is_dns_label as is_label;
 
 fn workload(arg: Option<&str>, command: &str) -> Result<WorkloadArg, Usage> {
     let Some(arg) = arg else {

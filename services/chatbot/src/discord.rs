@@ -95,14 +95,8 @@ impl Discord {
 
     /// Checks `X-Signature-Ed25519` over timestamp + body, and the timestamp's age.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-        let h = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| format!("missing {name}"))
-        };
-        let sig = h("x-signature-ed25519")?;
-        let ts = h("x-signature-timestamp")?;
+        let sig = crate::app::header(headers, "x-signature-ed25519")?;
+        let ts = crate::app::header(headers, "x-signature-timestamp")?;
         self.verifier
             .as_ref()
             .ok_or("no --discord-public-key to verify with")?

@@ -85,14 +85,11 @@ impl Slack {
     /// Checks `X-Slack-Signature` over the raw body and refuses timestamps more than five
     /// minutes away.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-        let h = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| format!("missing {name}"))
-        };
-        let sig = h(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)?;
-        let ts = h(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
+        let sig = crate::app::header(
+            headers,
+            SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER,
+        )?;
+        let ts = crate::app::header(headers, SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
         let body = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
         self.verifier.verify(sig, body, ts).map_err(|e| match e {
             SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_) => {

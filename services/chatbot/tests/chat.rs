@@ -79,20 +79,27 @@ async fn every_command_is_answered_on_both_platforms_from_the_mcp_service() {
         assert!(t.contains(want), "{text}: want {want:?} in\n{t}");
     }
     // The picture goes up the current way: upload URL, bytes, complete into the channel.
-    let calls = w.stand_in.calls().await;
-    let png = calls
-        .iter()
-        .find(|c| c.path == "/api/files.getUploadURLExternal" && c.query.contains("mesh-graph.png"))
+    let png = w
+        .stand_in
+        .wait_for(0, WAIT, |c| {
+            c.path == "/api/files.getUploadURLExternal" && c.query.contains("mesh-graph.png")
+        })
+        .await
         .expect("graph picture uploaded");
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.seq > png.seq && c.path.starts_with("/upload/") && c.files[0].1 > 1000)
-    );
-    let done = calls
-        .iter()
-        .find(|c| c.seq > png.seq && c.slack_method() == Some("files.completeUploadExternal"))
+    let bytes = w
+        .stand_in
+        .wait_for(png.seq, WAIT, |c| c.path.starts_with("/upload/"))
+        .await
         .unwrap();
+    assert!(bytes.files[0].1 > 1000, "{:?}", bytes.files);
+    let done = w
+        .stand_in
+        .wait_for(png.seq, WAIT, |c| {
+            c.slack_method() == Some("files.completeUploadExternal")
+        })
+        .await
+        .unwrap();
+    let calls = w.stand_in.calls().await;
     assert_eq!(done.json.as_ref().unwrap()["channel_id"], "C0MESH");
     assert!(
         calls
@@ -546,23 +553,26 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
         "{}",
         slack_text(&sv)
     );
-    let calls = w.stand_in.calls().await;
-    let url = calls
-        .iter()
-        .find(|c| {
-            c.seq > card.seq
-                && c.path == "/api/files.getUploadURLExternal"
-                && c.query.contains("diff.txt")
+    // The files follow the card (into its thread): wait for each step, bounded.
+    let url = w
+        .stand_in
+        .wait_for(card.seq, WAIT, |c| {
+            c.path == "/api/files.getUploadURLExternal" && c.query.contains("diff.txt")
         })
+        .await
         .expect("the whole diff uploaded");
-    let upload = calls
-        .iter()
-        .find(|c| c.seq > url.seq && c.path.starts_with("/upload/"))
+    let upload = w
+        .stand_in
+        .wait_for(url.seq, WAIT, |c| c.path.starts_with("/upload/"))
+        .await
         .unwrap();
     assert!(upload.files[0].1 > 200 * 60, "{:?}", upload.files);
-    let complete = calls
-        .iter()
-        .find(|c| c.seq > upload.seq && c.slack_method() == Some("files.completeUploadExternal"))
+    let complete = w
+        .stand_in
+        .wait_for(upload.seq, WAIT, |c| {
+            c.slack_method() == Some("files.completeUploadExternal")
+        })
+        .await
         .unwrap();
     assert_eq!(
         complete.json.as_ref().unwrap()["thread_ts"],

@@ -291,14 +291,7 @@ impl WorkloadSpec {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+use mesh_model::is_dns_label;
 
 #[cfg(test)]
 mod tests;
