@@ -286,6 +286,20 @@ pub trait ApprovalStore: Send + Sync + 'static {
         from: &str,
         to: &str,
         by: &str,
+    ) -> impl Future<Output = Result<Transition>> + Send {
+        self.transition_after(id, from, to, by, Duration::ZERO)
+    }
+
+    /// As [`ApprovalStore::transition`], and only if it has been in `from` for at least
+    /// `min_age` (by the store's clock): how a step abandoned by a replica that died is taken
+    /// over, never one still in progress.
+    fn transition_after(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+        min_age: Duration,
     ) -> impl Future<Output = Result<Transition>> + Send;
 }
 
@@ -302,14 +316,15 @@ impl<S: ApprovalStore> ApprovalStore for std::sync::Arc<S> {
     fn get_approval(&self, id: &str) -> impl Future<Output = Result<Option<ApprovalEntry>>> + Send {
         (**self).get_approval(id)
     }
-    fn transition(
+    fn transition_after(
         &self,
         id: &str,
         from: &str,
         to: &str,
         by: &str,
+        min_age: Duration,
     ) -> impl Future<Output = Result<Transition>> + Send {
-        (**self).transition(id, from, to, by)
+        (**self).transition_after(id, from, to, by, min_age)
     }
 }
 

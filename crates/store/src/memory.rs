@@ -22,7 +22,8 @@ struct State {
     leader: Option<(String, Instant)>,
     /// Plans: owner, plan, and when it lapses.
     plans: std::collections::HashMap<String, (String, Vec<u8>, Instant)>,
-    approvals: std::collections::HashMap<String, (crate::ApprovalEntry, Instant)>,
+    // The entry, when it expires, and when it entered its state.
+    approvals: std::collections::HashMap<String, (crate::ApprovalEntry, Instant, Instant)>,
     subscriptions: std::collections::BTreeMap<String, Vec<u8>>,
     sets: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
 }
@@ -206,42 +207,46 @@ impl crate::ApprovalStore for MemoryStore {
     async fn put_approval(&self, id: &str, record: Vec<u8>, ttl: Duration) -> Result<()> {
         let mut st = self.state.lock().await;
         let now = Instant::now();
-        st.approvals.retain(|_, (_, until)| *until > now);
+        st.approvals.retain(|_, (_, until, _)| *until > now);
         let entry = crate::ApprovalEntry {
             state: "pending".into(),
             by: String::new(),
             record,
         };
-        st.approvals.insert(id.to_owned(), (entry, now + ttl));
+        st.approvals.insert(id.to_owned(), (entry, now + ttl, now));
         Ok(())
     }
 
     async fn get_approval(&self, id: &str) -> Result<Option<crate::ApprovalEntry>> {
         let mut st = self.state.lock().await;
         let now = Instant::now();
-        st.approvals.retain(|_, (_, until)| *until > now);
-        Ok(st.approvals.get(id).map(|(e, _)| e.clone()))
+        st.approvals.retain(|_, (_, until, _)| *until > now);
+        Ok(st.approvals.get(id).map(|(e, _, _)| e.clone()))
     }
 
-    async fn transition(
+    async fn transition_after(
         &self,
         id: &str,
         from: &str,
         to: &str,
         by: &str,
+        min_age: Duration,
     ) -> Result<crate::Transition> {
         let mut st = self.state.lock().await;
         let now = Instant::now();
-        st.approvals.retain(|_, (_, until)| *until > now);
+        st.approvals.retain(|_, (_, until, _)| *until > now);
         Ok(match st.approvals.get_mut(id) {
             None => crate::Transition::Missing,
-            Some((e, _)) if e.state != from => crate::Transition::Now {
-                state: e.state.clone(),
-                by: e.by.clone(),
-            },
-            Some((e, _)) => {
+            Some((e, _, since)) if e.state != from || now.duration_since(*since) < min_age => {
+                crate::Transition::Now {
+                    state: e.state.clone(),
+                    by: e.by.clone(),
+                }
+            }
+            Some((e, _, since)) => {
                 e.state = to.to_owned();
                 e.by = by.to_owned();
+                *since = now;
                 crate::Transition::Moved(e.record.clone())
             }
         })

@@ -84,16 +84,19 @@ redis.call('DEL', KEYS[1])
 return {1, plan}
 ";
 
-/// Moves an approval between states only from the expected one; of two clicks, one wins.
+/// Moves an approval between states only from the expected one, and only once it has been
+/// there `ARGV[4]` ms (by the server's clock); of two clicks, one wins.
 const TRANSITION: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'state', 'by', 'record')
+local s = redis.call('HMGET', KEYS[1], 'state', 'by', 'record', 'at')
 if not s[1] then
   return {0}
 end
-if s[1] ~= ARGV[1] then
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if s[1] ~= ARGV[1] or now - tonumber(s[4] or '0') < tonumber(ARGV[4]) then
   return {2, s[1], s[2] or ''}
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'by', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'by', ARGV[3], 'at', now)
 return {1, s[3]}
 ";
 
@@ -563,14 +566,16 @@ impl crate::ApprovalStore for RedisStore {
         })
     }
 
-    async fn transition(
+    async fn transition_after(
         &self,
         id: &str,
         from: &str,
         to: &str,
         by: &str,
+        min_age: Duration,
     ) -> Result<crate::Transition> {
         let key = format!("{}{id}", self.keys.approval);
+        let min_age = u64::try_from(min_age.as_millis()).unwrap_or(u64::MAX);
         let reply: Vec<Value> = self
             .with(|mut c| async move {
                 self.transition
@@ -578,6 +583,7 @@ impl crate::ApprovalStore for RedisStore {
                     .arg(from)
                     .arg(to)
                     .arg(by)
+                    .arg(min_age)
                     .invoke_async(&mut c)
                     .await
             })

@@ -125,6 +125,41 @@ async fn approvals_move_once_and_expire<S: ApprovalStore>(s: &S) {
             .unwrap(),
         Transition::Missing
     );
+    // A step held too briefly is not taken over; one held long enough is.
+    s.put_approval("a3", b"r3".to_vec(), minute).await.unwrap();
+    s.transition("a3", "pending", "applying", "bob")
+        .await
+        .unwrap();
+    let young = s
+        .transition_after(
+            "a3",
+            "applying",
+            "applying",
+            "carol",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        young,
+        Transition::Now {
+            state: "applying".into(),
+            by: "bob".into()
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let old = s
+        .transition_after(
+            "a3",
+            "applying",
+            "applying",
+            "carol",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(old, Transition::Moved(b"r3".to_vec()));
+    assert_eq!(s.get_approval("a3").await.unwrap().unwrap().by, "carol");
     s.put_approval("a2", b"r".to_vec(), Duration::from_millis(100))
         .await
         .unwrap();

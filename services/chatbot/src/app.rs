@@ -42,10 +42,17 @@ impl ApprovalStore for Store {
             Self::Redis(s) => s.get_approval(id).await,
         }
     }
-    async fn transition(&self, id: &str, from: &str, to: &str, by: &str) -> Result<Transition> {
+    async fn transition_after(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+        min_age: Duration,
+    ) -> Result<Transition> {
         match self {
-            Self::Memory(s) => s.transition(id, from, to, by).await,
-            Self::Redis(s) => s.transition(id, from, to, by).await,
+            Self::Memory(s) => s.transition_after(id, from, to, by, min_age).await,
+            Self::Redis(s) => s.transition_after(id, from, to, by, min_age).await,
         }
     }
 }

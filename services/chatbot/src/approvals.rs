@@ -94,6 +94,7 @@ pub struct Approvals<S> {
     mcp: Mcp,
     identities: Identities,
     metrics: Metrics,
+    retry_after: Duration,
 }
 
 fn new_id() -> String {
@@ -158,7 +159,17 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             mcp,
             identities,
             metrics,
+            retry_after: Duration::from_secs(120),
         }
+    }
+
+    /// An approval left `applying` this long (its replica died mid-apply) is applied again on
+    /// the next Approve click, under the same preconditions, so it is never stuck and never
+    /// applied twice. Longer than a change's deadline.
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
     }
 
     /// The Kubernetes identity of a chat user, or the reply telling them they are not mapped.
@@ -467,6 +478,17 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
 
     fn not_pending(&self, t: Result<Transition, mesh_store::StoreError>) -> ClickOutcome {
         match t {
+            Ok(Transition::Now { state, by }) if state == "applying" => {
+                self.metrics.approval("second_click");
+                ClickOutcome::private(Reply::refusal(
+                    "Already being applied",
+                    format!(
+                        "{by} approved it and it is being applied; nothing more was done. If no \
+                         outcome appears within {}, click Approve again to retry it safely.",
+                        humantime::format_duration(self.retry_after)
+                    ),
+                ))
+            }
             Ok(Transition::Now { state, by }) => {
                 self.metrics.approval("second_click");
                 ClickOutcome::private(Reply::refusal(
@@ -484,14 +506,31 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
     }
 
     async fn approve(&self, a: Approval, approver: &KubeIdentity) -> ClickOutcome {
-        match self
+        let earlier = match self
             .store
             .transition(&a.id, "pending", "applying", &approver.user)
             .await
         {
-            Ok(Transition::Moved(_)) => {}
+            Ok(Transition::Moved(_)) => None,
+            // Taken over only when the earlier attempt has gone unconfirmed for longer than a
+            // change may take: its replica died. The preconditions make a second apply safe: an
+            // object the first attempt changed or created is refused as changed.
+            Ok(Transition::Now { state, by }) if state == "applying" => match self
+                .store
+                .transition_after(
+                    &a.id,
+                    "applying",
+                    "applying",
+                    &approver.user,
+                    self.retry_after,
+                )
+                .await
+            {
+                Ok(Transition::Moved(_)) => Some(by),
+                other => return self.not_pending(other),
+            },
             other => return self.not_pending(other),
-        }
+        };
         let reason = if a.reason.is_empty() {
             format!("approved in {} by {}", a.platform, approver.user)
         } else {
@@ -582,6 +621,14 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 c.tone = Tone::Bad;
                 ("failed", c)
             }
+        };
+        let card = match &earlier {
+            Some(by) => card.note(format!(
+                "An earlier attempt approved by {by} was never confirmed; this click applied it \
+                 again under the same preconditions (if that attempt did change the object, it \
+                 shows as changed here)."
+            )),
+            None => card,
         };
         if let Err(e) = self
             .store

@@ -123,6 +123,10 @@ pub struct Args {
     /// The alert lease (one replica sends alerts): TTL.
     #[arg(long, env = "MESH_ALERT_LEASE_TTL", default_value = "6s", value_parser = duration)]
     pub alert_lease_ttl: Duration,
+    /// An approval left applying this long (its replica died mid-apply) is applied again, under
+    /// the same preconditions, on the next Approve click.
+    #[arg(long, env = "MESH_APPLY_RETRY_AFTER", default_value = "2m", value_parser = duration)]
+    pub apply_retry_after: Duration,
     /// This replica's name in the alert lease (default: host name and PID).
     #[arg(long, env = "MESH_LEASE_HOLDER")]
     pub lease_holder: Option<String>,
@@ -278,7 +282,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         slack,
         discord,
         mcp: mcp.clone(),
-        approvals: Approvals::new(store.clone(), mcp.clone(), identities, metrics.clone()),
+        approvals: Approvals::new(store.clone(), mcp.clone(), identities, metrics.clone())
+            .with_retry_after(args.apply_retry_after),
         store: store.clone(),
         metrics: metrics.clone(),
     });

@@ -868,7 +868,7 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
     // Killed between request and approval; a new process finds the request in Redis.
     bot.guard.signal("KILL");
     assert!(bot.guard.wait_exit(Duration::from_secs(10)));
-    let bot = w.bot("bot-2", &[]);
+    let bot = w.bot("bot-2", &["--apply-retry-after", "1s"]);
     bot.ready().await;
     let c = slack_click(&w, &bot, "U0BOB", &ts, "approve", &id).await;
     assert!(
@@ -896,6 +896,50 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
         .await
         .unwrap();
     assert_eq!(again.metadata.resource_version, rv, "applied exactly once");
+
+    // A replica that died mid-apply left an approval `applying`: a click says so at first, and
+    // once the retry time has passed, applies it (under the same preconditions).
+    let ghostly = VOTING_POLICY
+        .replace("voting-policy", "voting-policy-ghost")
+        .replace("voting-clients", "voting-clients-ghost");
+    let card = slack_form(&w, &bot, "U0ALICE", &ghostly).await;
+    let gid = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
+    let gts = format!("1700000000.{:06}", card.seq);
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", &w.redis.url, "EVAL"])
+        .arg(
+            "local t = redis.call('TIME'); return redis.call('HSET', KEYS[1], 'state', \
+             'applying', 'by', 'ghost', 'at', t[1] * 1000)",
+        )
+        .args(["1", &format!("mesh:approvals:{gid}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = slack_click(&w, &bot, "U0BOB", &gts, "approve", &gid).await;
+    let t = slack_text(c.json.as_ref().unwrap());
+    assert!(
+        t.contains("Already being applied") && t.contains("ghost"),
+        "{t}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = slack_click(&w, &bot, "U0BOB", &gts, "approve", &gid).await;
+    assert_eq!(c.slack_method(), Some("chat.update"));
+    let t = slack_text(c.json.as_ref().unwrap());
+    assert!(
+        t.contains("Applied") && t.contains("An earlier attempt approved by ghost"),
+        "{t}"
+    );
+    assert!(
+        w.api("AuthorizationPolicy", "v1alpha1", "emojivoto")
+            .get_opt("voting-policy-ghost")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Stale: the object changes between the dry-run and the click.
     let changed = VOTING_POLICY.replace(
