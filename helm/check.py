@@ -45,7 +45,8 @@ FULL = {
         },
         "alerts": {"slackChannels": ["C0MESH"], "discordChannels": ["1000000000000000001"]},
     },
-    "serviceMonitor": {"enabled": True},
+    "serviceMonitor": {"enabled": True,
+                       "scraperIdentities": ["prometheus-k8s.monitoring.serviceaccount.identity.linkerd.cluster.local"]},
     "prometheusRule": {"enabled": True},
 }
 
@@ -123,6 +124,9 @@ def main():
                     failures.append(f"alert {r['alert']}: no runbooks/{page}")
     must_refuse("system group", {"mcp": {"delegateGroups": ["system:masters"]}}, "delegateGroups")
     must_refuse("unknown value", {"colector": {"replicas": 2}}, "colector")
+    must_refuse("chatbot without TokenReview at mesh-mcp",
+                {"mcp": {"tokenReview": False}, "chatbot": {"enabled": True, "slack": {"existingSecret": "s"}}},
+                "mcp.tokenReview")
     must_refuse("chatbot without a platform", {"chatbot": {"enabled": True}}, "chatbot.slack.existingSecret")
     must_refuse("chatbot user acting as system:masters",
                 {"chatbot": {"identityMap": {"users": [{"slack": "U1", "kubernetes": {"user": "a", "groups": ["system:masters"]}}]}}},

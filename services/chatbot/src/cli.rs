@@ -139,7 +139,7 @@ pub enum Sub {
     RegisterCommands {
         /// Register in this guild only (takes effect immediately; global commands may take
         /// up to an hour).
-        #[arg(long)]
+        #[arg(long, env = "MESH_GUILD_ID")]
         guild_id: Option<u64>,
     },
 }
