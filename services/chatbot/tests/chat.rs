@@ -41,6 +41,36 @@ async fn slack_command(
     )
 }
 
+/// Sends a Discord interaction, checks the immediate response type (5: deferred message, 6:
+/// deferred update), and returns the edit of `@original` that follows: the answer, the card,
+/// or the redrawn card. The stand-in refuses what Discord would.
+async fn discord_deferred(w: &World, bot: &common::Bot, i: &Value, want: u8) -> Call {
+    let token = i["token"].as_str().unwrap().to_owned();
+    let after = w.stand_in.last_seq().await;
+    let (status, body) = bot.discord.send(i).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        want,
+        "{body}"
+    );
+    let path = format!(
+        "/api/v10/webhooks/{}/{token}/messages/@original",
+        common::DISCORD_APP
+    );
+    let call = w
+        .stand_in
+        .wait_for(after, WAIT, |c| c.path == path && c.method == "PATCH")
+        .await
+        .unwrap_or_else(|| panic!("no answer to {i}; bot log:\n{}", w.log("bot")));
+    assert!(
+        call.refused.is_empty(),
+        "Discord would refuse: {}",
+        call.refused
+    );
+    call
+}
+
 /// The structure Slack accepts, checked with slack-morphism's own models too.
 fn assert_block_kit(v: &Value) {
     chatsim::check_slack_blocks(v).unwrap();
@@ -149,33 +179,9 @@ async fn every_command_is_answered_on_both_platforms_from_the_mcp_service() {
             "denied",
         ),
     ] {
-        let after = w.stand_in.last_seq().await;
-        let token = format!("tok{after}");
-        let (status, body) = bot
-            .discord
-            .send(&DiscordSender::command("1001", "900", &token, sub, args))
-            .await
-            .unwrap();
-        assert_eq!(status, 200);
-        assert_eq!(
-            serde_json::from_str::<Value>(&body).unwrap()["type"],
-            5,
-            "{body}"
-        );
-        let path = format!(
-            "/api/v10/webhooks/{}/{token}/messages/@original",
-            common::DISCORD_APP
-        );
-        let call = w
-            .stand_in
-            .wait_for(after, WAIT, |c| c.path == path && c.method == "PATCH")
-            .await
-            .unwrap_or_else(|| panic!("{sub}: no answer; bot log:\n{}", w.log("bot")));
-        assert!(
-            call.refused.is_empty(),
-            "{sub}: Discord would refuse: {}",
-            call.refused
-        );
+        let token = format!("tok-{sub}");
+        let i = DiscordSender::command("1001", "900", &token, sub, args);
+        let call = discord_deferred(&w, &bot, &i, 5).await;
         let v = call.json.unwrap();
         assert_eq!(v["allowed_mentions"]["parse"].as_array().unwrap().len(), 0);
         let t = discord_text(&v);
@@ -580,7 +586,6 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
     );
 
     // Discord: the form's submission is deferred, then the card replaces the placeholder.
-    let after = w.stand_in.last_seq().await;
     let form = DiscordSender::form_submission(
         "1001",
         "900",
@@ -589,28 +594,7 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
         VOTING_POLICY,
         "fewer clients",
     );
-    let (status, body) = bot.discord.send(&form).await.unwrap();
-    assert_eq!(
-        (
-            status,
-            serde_json::from_str::<Value>(&body).unwrap()["type"].clone()
-        ),
-        (200, 5.into())
-    );
-    let original = format!(
-        "/api/v10/webhooks/{}/tform/messages/@original",
-        common::DISCORD_APP
-    );
-    let card = w
-        .stand_in
-        .wait_for(after, WAIT, |c| c.path == original && c.method == "PATCH")
-        .await
-        .unwrap();
-    assert!(
-        card.refused.is_empty(),
-        "Discord would refuse: {}",
-        card.refused
-    );
+    let card = discord_deferred(&w, &bot, &form, 5).await;
     let v = card.json.clone().unwrap();
     let d = v["embeds"][0]["description"].as_str().unwrap();
     assert!(d.chars().count() <= 4096);
@@ -634,28 +618,8 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
     );
 
     // bob approves from Discord: the component's message is redrawn with the outcome.
-    let after = w.stand_in.last_seq().await;
-    let (status, body) = bot
-        .discord
-        .send(&DiscordSender::click("1002", "900", "tclick", &buttons[0]))
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            status,
-            serde_json::from_str::<Value>(&body).unwrap()["type"].clone()
-        ),
-        (200, 6.into())
-    );
-    let redraw = format!(
-        "/api/v10/webhooks/{}/tclick/messages/@original",
-        common::DISCORD_APP
-    );
-    let done = w
-        .stand_in
-        .wait_for(after, WAIT, |c| c.path == redraw && c.method == "PATCH")
-        .await
-        .unwrap();
+    let click = DiscordSender::click("1002", "900", "tclick", &buttons[0]);
+    let done = discord_deferred(&w, &bot, &click, 6).await;
     let t = discord_text(done.json.as_ref().unwrap());
     assert!(t.contains("Applied"), "{t}");
     assert!(discord_buttons(done.json.as_ref().unwrap()).is_empty());

@@ -602,6 +602,14 @@ pub fn now_timestamp() -> String {
         .to_string()
 }
 
+/// The senders' HTTP client: every request bounded.
+fn sender_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Sends signed Slack requests to the bot.
 #[derive(Clone, Debug)]
 pub struct SlackSender {
@@ -618,10 +626,7 @@ impl SlackSender {
         Self {
             bot: bot.trim_end_matches('/').to_owned(),
             secret: secret.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: sender_client(),
         }
     }
 
@@ -756,10 +761,7 @@ impl DiscordSender {
         Self {
             bot: bot.trim_end_matches('/').to_owned(),
             key: SigningKey::from_bytes(&seed),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: sender_client(),
         }
     }
 
