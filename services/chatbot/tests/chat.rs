@@ -386,7 +386,7 @@ async fn slack_approval_flow_applies_as_the_requester_once_someone_else_approves
     let card = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
     assert_eq!(card.slack_method(), Some("chat.postMessage"), "{card:?}");
     assert!(card.refused.is_empty(), "{}", card.refused);
-    let v = card.json.unwrap();
+    let v = card.json.clone().unwrap();
     assert_block_kit(&v);
     let t = slack_text(&v);
     for want in [
@@ -406,7 +406,7 @@ async fn slack_approval_flow_applies_as_the_requester_once_someone_else_approves
         ["approve", "reject"]
     );
     let id = buttons[0].1.clone();
-    let ts = format!("1700000000.{:06}", card.seq);
+    let ts = card.ts();
     let policies = w.api("AuthorizationPolicy", "v1alpha1", "emojivoto");
     assert!(
         policies.get_opt("voting-policy").await.unwrap().is_none(),
@@ -492,7 +492,7 @@ async fn slack_approval_flow_applies_as_the_requester_once_someone_else_approves
     )
     .await;
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    let ts = format!("1700000000.{:06}", card.seq);
+    let ts = card.ts();
     let c = slack_click(&w, &bot, "U0CAROL", &ts, "reject", &id).await;
     assert!(slack_text(c.json.as_ref().unwrap()).contains("Rejected"));
     let c = slack_click(&w, &bot, "U0BOB", &ts, "approve", &id).await;
@@ -552,7 +552,7 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
     // Slack first: the same change as a card there fits Block Kit, the diff attached whole.
     let card = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
     assert!(card.refused.is_empty(), "{}", card.refused);
-    let sv = card.json.unwrap();
+    let sv = card.json.clone().unwrap();
     assert_block_kit(&sv);
     assert!(
         slack_text(&sv).contains("more lines (cut to fit; the whole text is attached as diff.txt)"),
@@ -580,10 +580,7 @@ async fn discord_approval_flow_with_a_200_line_diff_fits_both_platforms() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        complete.json.as_ref().unwrap()["thread_ts"],
-        format!("1700000000.{:06}", card.seq)
-    );
+    assert_eq!(complete.json.as_ref().unwrap()["thread_ts"], card.ts());
 
     // Discord: the form's submission is deferred, then the card replaces the placeholder.
     let form = DiscordSender::form_submission(
@@ -765,15 +762,7 @@ async fn refusals_apply_nothing() {
         card.json
     );
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    let c = slack_click(
-        &w,
-        &bot,
-        "U0BOB",
-        &format!("1700000000.{:06}", card.seq),
-        "approve",
-        &id,
-    )
-    .await;
+    let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
     assert_eq!(c.slack_method(), Some("chat.postEphemeral"));
     let t = slack_text(c.json.as_ref().unwrap());
     assert!(
@@ -795,15 +784,7 @@ async fn refusals_apply_nothing() {
     let card = card.expect("the identity map was never reloaded");
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let c = slack_click(
-        &w,
-        &bot,
-        "U0BOB",
-        &format!("1700000000.{:06}", card.seq),
-        "approve",
-        &id,
-    )
-    .await;
+    let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
     assert_eq!(c.slack_method(), Some("chat.update"));
     assert!(slack_text(c.json.as_ref().unwrap()).contains("expired"));
     assert!(
@@ -827,7 +808,7 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
     bot.ready().await;
     let card = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    let ts = format!("1700000000.{:06}", card.seq);
+    let ts = card.ts();
 
     // Killed between request and approval; a new process finds the request in Redis.
     bot.guard.signal("KILL");
@@ -868,7 +849,7 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
         .replace("voting-clients", "voting-clients-ghost");
     let card = slack_form(&w, &bot, "U0ALICE", &ghostly).await;
     let gid = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    let gts = format!("1700000000.{:06}", card.seq);
+    let gts = card.ts();
     let out = std::process::Command::new("redis-cli")
         .args(["-u", &w.redis.url, "EVAL"])
         .arg(
@@ -912,7 +893,7 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
     );
     let card = slack_form(&w, &bot, "U0ALICE", &changed).await;
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    let ts = format!("1700000000.{:06}", card.seq);
+    let ts = card.ts();
     let policies = w.api("AuthorizationPolicy", "v1alpha1", "emojivoto");
     let mut p = policies.get("voting-policy").await.unwrap();
     p.metadata
@@ -952,15 +933,7 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
     let new_id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
     w.apply_as_linkerd_mcp(&fresh.replace("web.emojivoto", "emoji.emojivoto"))
         .await;
-    let c = slack_click(
-        &w,
-        &bot,
-        "U0BOB",
-        &format!("1700000000.{:06}", card.seq),
-        "approve",
-        &new_id,
-    )
-    .await;
+    let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &new_id).await;
     let t = slack_text(c.json.as_ref().unwrap());
     assert!(
         t.contains("did not exist when the change was reviewed"),

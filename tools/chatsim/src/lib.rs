@@ -45,6 +45,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// The `ts` the stand-in gave this call's message (as `chat.postMessage` answers it).
+    pub fn ts(&self) -> String {
+        message_ts(self.seq)
+    }
+
     /// The Slack Web API method (`chat.postMessage`), if a Slack call.
     pub fn slack_method(&self) -> Option<&str> {
         self.path
@@ -162,6 +167,11 @@ impl StandIn {
             .last()
             .map_or(0, |c| c.seq)
     }
+}
+
+/// The message timestamp of the call numbered `seq`.
+fn message_ts(seq: u64) -> String {
+    format!("1700000000.{seq:06}")
 }
 
 fn router(sim: Sim) -> Router {
@@ -362,7 +372,7 @@ async fn slack_method(
         return Json(json!({"ok": false, "error": error, "detail": refused})).into_response();
     }
     let v = json.unwrap_or_default();
-    let ts = format!("1700000000.{seq:06}");
+    let ts = message_ts(seq);
     let channel = v["channel"].as_str().unwrap_or("C0").to_owned();
     let message = json!({"type": "message", "ts": v["ts"].as_str().unwrap_or(&ts), "text": v["text"], "blocks": v["blocks"]});
     let reply = match method_name.as_str() {
@@ -602,6 +612,13 @@ pub fn now_timestamp() -> String {
         .to_string()
 }
 
+/// Sends `request` and returns its status and body.
+async fn status_and_body(request: reqwest::RequestBuilder) -> reqwest::Result<(u16, String)> {
+    let r = request.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await?))
+}
+
 /// The senders' HTTP client: every request bounded.
 fn sender_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -639,20 +656,18 @@ impl SlackSender {
         timestamp: &str,
         secret: &str,
     ) -> reqwest::Result<(u16, String)> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.bot))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", timestamp)
-            .header(
-                "x-slack-signature",
-                slack_signature(secret, timestamp, body),
-            )
-            .body(body.to_owned())
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await?))
+        status_and_body(
+            self.http
+                .post(format!("{}{path}", self.bot))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", timestamp)
+                .header(
+                    "x-slack-signature",
+                    slack_signature(secret, timestamp, body),
+                )
+                .body(body.to_owned()),
+        )
+        .await
     }
 
     /// The form body of `/mesh <text>` by `user` in `channel`.
@@ -786,17 +801,15 @@ impl DiscordSender {
         timestamp: &str,
         signature: &str,
     ) -> reqwest::Result<(u16, String)> {
-        let r = self
-            .http
-            .post(format!("{}/discord/interactions", self.bot))
-            .header("content-type", "application/json")
-            .header("x-signature-ed25519", signature)
-            .header("x-signature-timestamp", timestamp)
-            .body(body.to_owned())
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await?))
+        status_and_body(
+            self.http
+                .post(format!("{}/discord/interactions", self.bot))
+                .header("content-type", "application/json")
+                .header("x-signature-ed25519", signature)
+                .header("x-signature-timestamp", timestamp)
+                .body(body.to_owned()),
+        )
+        .await
     }
 
     /// POSTs `interaction`, signed now.
