@@ -451,7 +451,7 @@ async fn slack_approval_flow_applies_as_the_requester_once_someone_else_approves
         "the card names the audit id: {t}"
     );
     let events = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(
-        kube::Client::try_from(w.kube.kube_config("admin-token")).unwrap(),
+        kube::Client::try_from(w.mcp.kube.kube_config("admin-token")).unwrap(),
         "emojivoto",
     )
     .list(&Default::default())
@@ -653,7 +653,7 @@ async fn refusals_apply_nothing() {
     let w = World::start().await;
     let bot = w.bot("bot", &[]);
     bot.ready().await;
-    let rv = w.kube.resource_version().await;
+    let rv = w.mcp.kube.resource_version().await;
 
     // Bad Slack signature, stale timestamp, bad Discord signature: 401, nothing sent.
     let before = w.stand_in.last_seq().await;
@@ -795,7 +795,7 @@ async fn refusals_apply_nothing() {
             .is_none()
     );
     assert_eq!(
-        w.kube.resource_version().await,
+        w.mcp.kube.resource_version().await,
         rv,
         "nothing was written to the cluster"
     );

@@ -4,14 +4,13 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube_sim::{Config, KubeSim};
-use mesh_mcp::{Authenticator, GraphService, TokenAuth, apply::Applier, apply::Delegation};
-use mesh_model::MetricTolerance;
+use kube_sim::KubeSim;
+use mcp_harness::{McpHarness, Options};
+use mesh_mcp::apply::{Applier, Delegation};
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
-use mesh_store::MemoryStore;
 use tonic::{Code, Request, transport::Channel};
 
 const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
@@ -54,22 +53,9 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: authn-ed
 subjects: [{kind: Group, name: authn-only}]
 ";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 struct Env {
-    kube: KubeSim,
+    h: McpHarness,
     client: MeshServiceClient<Channel>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 fn kube_config(sim: &KubeSim, token: &str) -> kube::Config {
@@ -78,85 +64,29 @@ fn kube_config(sim: &KubeSim, token: &str) -> kube::Config {
 
 /// kube-sim with the demo seed (booksapp and emojivoto with their policy) and the editors; the
 /// booksapp graph published with its verdicts; mesh-mcp serving it (its applier `tweak`ed).
-async fn start(tweak: impl FnOnce(Applier) -> Applier) -> Env {
-    let kube = KubeSim::start(Config {
-        tokens: KUBE_TOKENS.into(),
-        seed_dirs: vec![root().join("tools/kube-sim/seed/demo")],
-        with_linkerd_crds: true,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    kube.load_yaml(EDITORS).await.unwrap();
-    let mcp_config = kube_config(&kube, "mcp-token");
-    let mut cluster =
-        mesh_collector::cluster::spawn(&kube::Client::try_from(mcp_config.clone()).unwrap());
-    let c = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let c = cluster.borrow_and_update().clone();
-            if c.health.ok {
-                return c;
-            }
-            cluster.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
-    let t = meshsim::builtin("booksapp").unwrap();
-    let base = meshsim::graph(&t, Duration::from_secs(60), std::time::SystemTime::now());
-    let graph = mesh_collector::run::join(
-        &base,
-        &[],
-        &c,
-        &mut mesh_collector::overlay::Verdicts::default(),
-        std::time::SystemTime::now(),
-    );
-    let store = Arc::new(MemoryStore::new(100));
-    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
-        .await
-        .unwrap();
-    publisher.publish(graph).await.unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let history = mesh_mcp::History::default();
-    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-    rx.clone().wait_for(Option::is_some).await.unwrap();
-    let applier = Applier::new(
-        mcp_config,
-        Delegation {
+async fn start(tweak: fn(Applier) -> Applier) -> Env {
+    let h = McpHarness::start(Options {
+        kube_tokens: KUBE_TOKENS.into(),
+        extra_seeds: Vec::new(),
+        topology: meshsim::builtin("booksapp").unwrap(),
+        delegation: Delegation {
             delegators: vec![BOT.into()],
             allowed_groups: vec!["mesh-admins".into(), "devs".into(), "authn-only".into()],
         },
-        cluster,
-        rx.clone(),
-    )
-    .map(tweak);
-    let service = GraphService::new(rx, history, Duration::from_secs(30)).with_applier(applier);
-    let auth = Authenticator::from(TokenAuth::parse(MCP_TOKENS).unwrap());
-    let routes = mesh_mcp::grpc_routes(service, Some(auth)).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(mesh_mcp::incoming(l), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+        mcp_tokens: MCP_TOKENS.into(),
+        heartbeat: Duration::from_secs(30),
+        tweak,
+    })
+    .await;
+    h.kube.load_yaml(EDITORS).await.unwrap();
     let client = MeshServiceClient::new(
-        Channel::from_shared(format!("http://{addr}"))
+        Channel::from_shared(format!("http://{}", h.addr))
             .unwrap()
             .connect()
             .await
             .unwrap(),
     );
-    Env {
-        kube,
-        client,
-        stop: Some(stop),
-    }
+    Env { h, client }
 }
 
 /// An ApplyAuthorizationPolicy that must fail: its status.
@@ -207,7 +137,7 @@ spec:
 
 fn api(env: &Env, kind: &str, version: &str) -> kube::Api<DynamicObject> {
     kube::Api::namespaced_with(
-        kube::Client::try_from(kube_config(&env.kube, "admin-token")).unwrap(),
+        kube::Client::try_from(kube_config(&env.h.kube, "admin-token")).unwrap(),
         "booksapp",
         &ApiResource::from_gvk(&GroupVersionKind::gvk("policy.linkerd.io", version, kind)),
     )
@@ -216,7 +146,7 @@ fn api(env: &Env, kind: &str, version: &str) -> kube::Api<DynamicObject> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
     let mut env = start(|a| a).await;
-    let rv = env.kube.resource_version().await;
+    let rv = env.h.kube.resource_version().await;
     let main = "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
                 metadata: {name: p, namespace: booksapp}\n\
                 spec: {targetRef: {group: policy.linkerd.io, kind: Server, name: authors-server}, requiredAuthenticationRefs: []}\n";
@@ -266,7 +196,7 @@ async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
         ),
     ];
     // Every invalid example of Linkerd's admission rules for the kinds these RPCs take.
-    let dir = root().join("crates/k8s/tests/fixtures/admission");
+    let dir = mcp_harness::root().join("crates/k8s/tests/fixtures/admission");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -304,13 +234,13 @@ async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
             e.message()
         );
     }
-    assert_eq!(env.kube.resource_version().await, rv, "nothing changed");
+    assert_eq!(env.h.kube.resource_version().await, rv, "nothing changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     let mut env = start(|a| a).await;
-    let rv = env.kube.resource_version().await;
+    let rv = env.h.kube.resource_version().await;
 
     // No rights: refused by the SubjectAccessReview, naming verb, resource and namespace.
     let e = refused(&mut env, req("alice-t", BOOKS_POLICY, true)).await;
@@ -358,7 +288,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
             e.message()
         );
     }
-    assert_eq!(env.kube.resource_version().await, rv);
+    assert_eq!(env.h.kube.resource_version().await, rv);
 
     // The chatbot for bob: a dry-run with the diff and the what-if; nothing changes.
     let dry = env
@@ -398,13 +328,14 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
             .any(|a| a.edge.as_ref().unwrap().src.as_ref().unwrap().name == "webapp")
     );
     assert_eq!(
-        env.kube.resource_version().await,
+        env.h.kube.resource_version().await,
         rv,
         "a dry-run changes nothing"
     );
 
     // What was sent: dry-runs and then nothing else, as bob, with our field manager.
     let patches: Vec<_> = env
+        .h
         .kube
         .requests()
         .await
@@ -455,7 +386,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
         .collect();
     assert_eq!(managers, ["linkerd-mcp"]);
     let events = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(
-        kube::Client::try_from(kube_config(&env.kube, "admin-token")).unwrap(),
+        kube::Client::try_from(kube_config(&env.h.kube, "admin-token")).unwrap(),
         "booksapp",
     )
     .list(&Default::default())
@@ -473,7 +404,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     );
 
     // The same again: nothing to change, nothing written.
-    let rv = env.kube.resource_version().await;
+    let rv = env.h.kube.resource_version().await;
     let again = env
         .client
         .apply_authorization_policy(with("bot-t", as_bob.clone()))
@@ -491,7 +422,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
             .iter()
             .any(|w| w.contains("nothing to change"))
     );
-    assert_eq!(env.kube.resource_version().await, rv);
+    assert_eq!(env.h.kube.resource_version().await, rv);
 
     // What the approver reviewed is what gets applied: a stale resourceVersion is refused.
     let mut changed = as_bob.clone();
@@ -542,7 +473,7 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_access_review_the_impersonated_write_is_still_refused() {
     let mut env = start(Applier::without_access_review_for_tests).await;
-    let rv = env.kube.resource_version().await;
+    let rv = env.h.kube.resource_version().await;
     // dave may write MeshTLSAuthentications only.
     let r = pb::ApplyRequest {
         source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
@@ -560,7 +491,11 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
         "{}",
         e.message()
     );
-    assert_eq!(env.kube.resource_version().await, rv, "nothing was written");
+    assert_eq!(
+        env.h.kube.resource_version().await,
+        rv,
+        "nothing was written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,15 +3,12 @@
 //! validation + what-if of one manifest on a generated mesh of `n` workloads.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use mesh_collector::cluster::Cluster;
-use mesh_model::MetricTolerance;
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
-use mesh_store::MemoryStore;
 
 fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
     v.sort();
@@ -36,64 +33,19 @@ fn policy(identity: &str) -> String {
 
 /// Prints round trips (p50/p99, ours = total minus kube-sim's handling) and the what-if cost.
 pub(crate) async fn run(n: usize) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let kube = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n".into(),
-        seed_dirs: vec![root.join("tools/kube-sim/seed/demo")],
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .expect("kube-sim");
-    let cfg = kube.kube_config("mcp-token");
-    let client = kube::Client::try_from(cfg.clone()).expect("client");
-    let mut cluster = mesh_collector::cluster::spawn(&client);
-    let c = cluster
-        .wait_for(|c| c.health.ok)
-        .await
-        .expect("index")
-        .clone();
-    let graph = mesh_collector::run::join(
-        &meshsim::graph(
-            &meshsim::builtin("booksapp").expect("builtin"),
-            Duration::from_secs(60),
-            SystemTime::now(),
-        ),
-        &[],
-        &c,
-        &mut mesh_collector::overlay::Verdicts::default(),
-        SystemTime::now(),
-    );
-    let store = Arc::new(MemoryStore::new(100));
-    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
-        .await
-        .expect("store");
-    publisher.publish(graph).await.expect("publish");
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let history = mesh_mcp::History::default();
-    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-    rx.clone().wait_for(Option::is_some).await.expect("graph");
-    let applier = mesh_mcp::apply::Applier::new(
-        cfg,
-        mesh_mcp::apply::Delegation::default(),
-        cluster,
-        rx.clone(),
-    );
-    let service =
-        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)).with_applier(applier);
     // The requester is the mcp service account here: kube-sim's seed lets it do nothing, so the
     // bench grants it policy rights through system:masters in mesh-mcp's token file.
-    let auth = mesh_mcp::TokenAuth::parse("tok,admin,u,\"system:masters\"\n").expect("tokens");
-    let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming(mesh_mcp::incoming(l)),
-    );
+    let h = mcp_harness::McpHarness::start(mcp_harness::Options {
+        kube_tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n".into(),
+        extra_seeds: Vec::new(),
+        topology: meshsim::builtin("booksapp").expect("builtin"),
+        delegation: mesh_mcp::apply::Delegation::default(),
+        mcp_tokens: "tok,admin,u,\"system:masters\"\n".into(),
+        heartbeat: Duration::from_secs(60),
+        tweak: |a| a,
+    })
+    .await;
+    let (kube, addr) = (&h.kube, h.addr);
     let mut c = MeshServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -117,7 +69,6 @@ pub(crate) async fn run(n: usize) {
         .expect("apply");
     let round = |dry: bool, runs: usize| {
         let mut c = c.clone();
-        let kube = &kube;
         async move {
             let (mut total, mut ours) = (Vec::new(), Vec::new());
             for i in 0..runs {

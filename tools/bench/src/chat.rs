@@ -4,9 +4,8 @@
 //! Slack API a loopback stand-in, the store a real redis-server.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use chatsim::{SlackSender, StandIn};
@@ -18,9 +17,8 @@ use mesh_chatbot::{
     reply::Reply,
     slack::Slack,
 };
-use mesh_model::MetricTolerance;
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
-use mesh_store::{MemoryStore, RedisStore};
+use mesh_store::RedisStore;
 
 const SECRET: &str = "bench-signing-secret";
 const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
@@ -63,68 +61,20 @@ fn manifest(i: usize) -> String {
 
 /// Runs the case; `n` is the number of commands timed.
 pub(crate) async fn run(n: usize) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let kube = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n".into(),
-        seed_dirs: vec![
-            root.join("tools/kube-sim/seed/demo"),
-            root.join("docs/examples/chatbot-rbac"),
-        ],
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .expect("kube-sim");
-    let cfg = kube.kube_config("mcp-token");
-    let mut cluster =
-        mesh_collector::cluster::spawn(&kube::Client::try_from(cfg.clone()).expect("client"));
-    let c = cluster
-        .wait_for(|c| c.health.ok)
-        .await
-        .expect("index")
-        .clone();
-    let graph = mesh_collector::run::join(
-        &meshsim::graph(
-            &meshsim::builtin("booksapp").expect("builtin"),
-            Duration::from_secs(60),
-            SystemTime::now(),
-        ),
-        &[],
-        &c,
-        &mut mesh_collector::overlay::Verdicts::default(),
-        SystemTime::now(),
-    );
-    let store = Arc::new(MemoryStore::new(100));
-    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
-        .await
-        .expect("store");
-    publisher.publish(graph).await.expect("publish");
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let history = mesh_mcp::History::default();
-    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-    rx.clone().wait_for(Option::is_some).await.expect("graph");
-    let applier = mesh_mcp::apply::Applier::new(
-        cfg,
-        mesh_mcp::apply::Delegation {
+    let h = mcp_harness::McpHarness::start(mcp_harness::Options {
+        kube_tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n".into(),
+        extra_seeds: vec!["docs/examples/chatbot-rbac"],
+        topology: meshsim::builtin("booksapp").expect("builtin"),
+        delegation: mesh_mcp::apply::Delegation {
             delegators: vec![BOT.into()],
             allowed_groups: vec!["devs".into(), "mesh-admins".into()],
         },
-        cluster,
-        rx.clone(),
-    );
-    let service =
-        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)).with_applier(applier);
-    let auth = mesh_mcp::TokenAuth::parse(&format!("bot,{BOT},u\n")).expect("tokens");
-    let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let mcp_addr = l.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming(mesh_mcp::incoming(l)),
-    );
+        mcp_tokens: format!("bot,{BOT},u\n"),
+        heartbeat: Duration::from_secs(60),
+        tweak: |a| a,
+    })
+    .await;
+    let mcp_addr = h.addr;
 
     // The bot, in process, on a real Redis.
     let redis = mesh_testkit::Redis::start().await;

@@ -9,39 +9,18 @@
     reason = "each test file uses part of the world"
 )]
 
-use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use chatsim::{DiscordSender, SlackSender, StandIn};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube_sim::{Config, KubeSim};
-use mesh_mcp::{Authenticator, GraphService, TokenAuth, apply::Applier, apply::Delegation};
-use mesh_model::MetricTolerance;
-use mesh_store::MemoryStore;
+use mcp_harness::{McpHarness, Options};
+use mesh_mcp::apply::Delegation;
 use mesh_testkit::{ChildGuard, Redis, free_port};
 
-pub const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
-admin-token,admin,uid-a,\"system:masters\"\n";
 pub const BOT_SA: &str = "system:serviceaccount:linkerd-mcp:chatbot";
 pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const DISCORD_SEED: [u8; 32] = [7; 32];
 pub const DISCORD_APP: &str = "1200000000000000001";
-
-/// devs may edit Linkerd policy; viewers may not.
-const RBAC: &str = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: policy-editor}
-rules:
-  - apiGroups: [policy.linkerd.io]
-    resources: ['*']
-    verbs: [get, list, watch, create, patch, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: policy-editors}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}
-subjects: [{kind: Group, name: devs}, {kind: Group, name: mesh-admins}]
-";
 
 /// Chat users: alice and carol (devs), bob (approver; in booksapp only carol approves),
 /// mallory (no rights).
@@ -61,121 +40,53 @@ approval_ttl: {ttl}
 }
 
 pub struct World {
-    pub kube: KubeSim,
-    pub mcp_port: u16,
+    /// The mcp service and kube-sim behind it: devs and mesh-admins may edit Linkerd policy
+    /// (`docs/examples/chatbot-rbac`), viewers may not.
+    pub mcp: McpHarness,
     pub redis: Redis,
     pub stand_in: StandIn,
     pub dir: tempfile::TempDir,
     pub topology: meshsim::Topology,
-    publisher: tokio::sync::Mutex<mesh_collector::Publisher<Arc<MemoryStore>>>,
-    cluster: tokio::sync::watch::Receiver<Arc<mesh_collector::cluster::Cluster>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    mcp_harness::root()
 }
 
 impl World {
     pub async fn start() -> Self {
-        let kube = KubeSim::start(Config {
-            tokens: KUBE_TOKENS.into(),
-            seed_dirs: vec![root().join("tools/kube-sim/seed/demo")],
-            with_linkerd_crds: true,
-            ..Config::default()
-        })
-        .await
-        .unwrap();
-        kube.load_yaml(RBAC).await.unwrap();
-        let mcp_config = kube.kube_config("mcp-token");
-        let mut cluster =
-            mesh_collector::cluster::spawn(&kube::Client::try_from(mcp_config.clone()).unwrap());
-        tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                if cluster.borrow_and_update().health.ok {
-                    return;
-                }
-                cluster.changed().await.unwrap();
-            }
-        })
-        .await
-        .unwrap();
         let topology = meshsim::builtin("emojivoto").unwrap();
-        let store = Arc::new(MemoryStore::new(100));
-        let publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        let history = mesh_mcp::History::default();
-        tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-        let applier = Applier::new(
-            mcp_config,
-            Delegation {
+        let mcp = McpHarness::start(Options {
+            kube_tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+                          admin-token,admin,uid-a,\"system:masters\"\n"
+                .into(),
+            extra_seeds: vec!["docs/examples/chatbot-rbac"],
+            topology: topology.clone(),
+            delegation: Delegation {
                 delegators: vec![BOT_SA.into()],
                 allowed_groups: vec!["devs".into(), "mesh-admins".into(), "viewers".into()],
             },
-            cluster.clone(),
-            rx.clone(),
-        );
-        let service =
-            GraphService::new(rx.clone(), history, Duration::from_secs(2)).with_applier(applier);
-        let auth = Authenticator::from(TokenAuth::parse(&format!("bot-t,{BOT_SA},u3\n")).unwrap());
-        let routes = mesh_mcp::grpc_routes(service, Some(auth)).await;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mcp_port = l.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(mesh_mcp::incoming(l), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+            mcp_tokens: format!("bot-t,{BOT_SA},u3\n"),
+            heartbeat: Duration::from_secs(2),
+            tweak: |a| a,
+        })
+        .await;
         let world = Self {
-            kube,
-            mcp_port,
+            mcp,
             redis: Redis::start().await,
             stand_in: StandIn::start("127.0.0.1:0".parse().unwrap())
                 .await
                 .unwrap(),
             dir: tempfile::tempdir().unwrap(),
             topology,
-            publisher: tokio::sync::Mutex::new(publisher),
-            cluster,
-            stop: Some(stop),
         };
-        world.publish().await;
-        let mut rx = rx;
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(Option::is_some))
-            .await
-            .unwrap()
-            .unwrap();
         std::fs::write(world.dir.path().join("ids.yaml"), identity_map("30m")).unwrap();
         world
     }
 
     /// Publishes the graph of `t` joined with the cluster as it is now.
     pub async fn publish_topology(&self, t: &meshsim::Topology) {
-        let base = meshsim::graph(t, Duration::from_secs(60), std::time::SystemTime::now());
-        let c = self.cluster.borrow().clone();
-        let graph = mesh_collector::run::join(
-            &base,
-            &[],
-            &c,
-            &mut mesh_collector::overlay::Verdicts::default(),
-            std::time::SystemTime::now(),
-        );
-        self.publisher.lock().await.publish(graph).await.unwrap();
+        self.mcp.publish(t).await;
     }
 
     pub async fn publish(&self) {
@@ -189,7 +100,7 @@ impl World {
         let guard = ChildGuard::spawn(
             "mesh-chatbot",
             Command::new(env!("CARGO_BIN_EXE_mesh-chatbot"))
-                .args(["--server", &format!("127.0.0.1:{}", self.mcp_port)])
+                .args(["--server", &self.mcp.addr.to_string()])
                 .args(["--token", "bot-t"])
                 .arg("--identity-map")
                 .arg(self.dir.path().join("ids.yaml"))
@@ -220,7 +131,7 @@ impl World {
 
     pub fn api(&self, kind: &str, version: &str, ns: &str) -> kube::Api<DynamicObject> {
         kube::Api::namespaced_with(
-            kube::Client::try_from(self.kube.kube_config("admin-token")).unwrap(),
+            kube::Client::try_from(self.mcp.kube.kube_config("admin-token")).unwrap(),
             ns,
             &ApiResource::from_gvk(&GroupVersionKind::gvk("policy.linkerd.io", version, kind)),
         )

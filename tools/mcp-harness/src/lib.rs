@@ -1,0 +1,142 @@
+//! The mcp service as tests and benchmarks need it: kube-sim seeded with the demo cluster
+//! (emojivoto, booksapp, their policy and linkerd-mcp's RBAC) and any further seeds, a meshsim
+//! topology's graph joined with that cluster and published to an in-process store, and the real
+//! `MeshService` (reads, explain, the apply pipeline) on a loopback port. Stops when dropped.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use kube_sim::KubeSim;
+use mesh_collector::{Publisher, cluster::Cluster};
+use mesh_mcp::apply::{Applier, Delegation};
+use mesh_model::MetricTolerance;
+use mesh_store::MemoryStore;
+use tokio::sync::{Mutex, oneshot, watch};
+
+/// How to start one.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// kube-sim's token file; it must hold `mcp-token` for mesh-mcp's own identity.
+    pub kube_tokens: String,
+    /// Seed directories after the demo cluster's (relative to the workspace root).
+    pub extra_seeds: Vec<&'static str>,
+    /// The traffic.
+    pub topology: meshsim::Topology,
+    /// Who may act for others, with which groups.
+    pub delegation: Delegation,
+    /// mesh-mcp's static token file.
+    pub mcp_tokens: String,
+    /// How often an idle watch gets a heartbeat.
+    pub heartbeat: Duration,
+    /// Adjusts the apply pipeline (its test hooks); `|a| a` for none.
+    pub tweak: fn(Applier) -> Applier,
+}
+
+/// A running mcp service and the cluster behind it.
+pub struct McpHarness {
+    /// The Kubernetes API (request log, objects).
+    pub kube: KubeSim,
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    publisher: Mutex<Publisher<Arc<MemoryStore>>>,
+    cluster: watch::Receiver<Arc<Cluster>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for McpHarness {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl McpHarness {
+    /// Starts kube-sim, waits for the collector's view of it, publishes the topology's graph
+    /// and serves the mcp service. Panics on failure: it is for tests and benchmarks.
+    pub async fn start(o: Options) -> Self {
+        let mut seed_dirs = vec![root().join("tools/kube-sim/seed/demo")];
+        seed_dirs.extend(o.extra_seeds.iter().map(|d| root().join(d)));
+        let kube = KubeSim::start(kube_sim::Config {
+            tokens: o.kube_tokens,
+            seed_dirs,
+            with_linkerd_crds: true,
+            ..kube_sim::Config::default()
+        })
+        .await
+        .expect("kube-sim starts");
+        let config = kube.kube_config("mcp-token");
+        let client = kube::Client::try_from(config.clone()).expect("a kube client");
+        let mut cluster = mesh_collector::cluster::spawn(&client);
+        tokio::time::timeout(Duration::from_secs(20), cluster.wait_for(|c| c.health.ok))
+            .await
+            .expect("the cluster is indexed within 20 s")
+            .expect("the cluster watch runs");
+        let store = Arc::new(MemoryStore::new(100));
+        let publisher = Publisher::start(store.clone(), MetricTolerance::default())
+            .await
+            .expect("an in-process store");
+        let (tx, mut rx) = watch::channel(None);
+        let history = mesh_mcp::History::default();
+        tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+        let applier = Applier::new(config, o.delegation, cluster.clone(), rx.clone()).map(o.tweak);
+        let service =
+            mesh_mcp::GraphService::new(rx.clone(), history, o.heartbeat).with_applier(applier);
+        let auth = mesh_mcp::TokenAuth::parse(&o.mcp_tokens).expect("a token file");
+        let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = l.local_addr().expect("its address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(mesh_mcp::incoming(l), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let h = Self {
+            kube,
+            addr,
+            publisher: Mutex::new(publisher),
+            cluster,
+            stop: Some(stop),
+        };
+        h.publish(&o.topology).await;
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(Option::is_some))
+            .await
+            .expect("the graph is served within 10 s")
+            .expect("the follower runs");
+        h
+    }
+
+    /// Publishes the graph of `t` joined with the cluster as it is now.
+    pub async fn publish(&self, t: &meshsim::Topology) {
+        let base = meshsim::graph(t, Duration::from_secs(60), SystemTime::now());
+        let c = self.cluster.borrow().clone();
+        let graph = mesh_collector::run::join(
+            &base,
+            &[],
+            &c,
+            &mut mesh_collector::overlay::Verdicts::default(),
+            SystemTime::now(),
+        );
+        self.publisher
+            .lock()
+            .await
+            .publish(graph)
+            .await
+            .expect("publish to the in-process store");
+    }
+}
