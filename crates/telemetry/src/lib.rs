@@ -1,5 +1,5 @@
 //! mesh-telemetry: what every linkerd-mcp binary does the same way at start and stop, so users
-//! meet one behaviour: bad configuration is one line and exit 64, logs follow `MESH_LOG`, and
+//! meet one behaviour: bad configuration is a clear message and exit 64, logs follow `MESH_LOG`, and
 //! Ctrl-C or SIGTERM stops the process gracefully.
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
@@ -11,8 +11,9 @@ pub fn usage_exit(name: &str, message: impl std::fmt::Display) -> ! {
     std::process::exit(EXIT_USAGE);
 }
 
-/// Parses the command line; `--help`/`--version` print and exit 0, anything wrong is one line
-/// and exit 64 (clap's own message, without its usage block).
+/// Parses the command line; `--help`/`--version` print and exit 0. Anything wrong prints clap's
+/// whole message (what is missing or invalid, the allowed values, a suggestion for a misspelt
+/// subcommand, and the usage line) and exits 64, so the user can fix it without `--help`.
 pub fn parse_args<A: clap::Parser>(name: &str) -> A {
     match A::try_parse() {
         Ok(a) => a,
@@ -25,14 +26,11 @@ pub fn parse_args<A: clap::Parser>(name: &str) -> A {
             e.exit()
         }
         Err(e) => {
-            let text = e.to_string();
-            usage_exit(
-                name,
-                text.lines()
-                    .next()
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: "),
-            )
+            // clap colours only when standard error is a terminal.
+            if e.print().is_err() {
+                eprintln!("{name}: invalid arguments");
+            }
+            std::process::exit(EXIT_USAGE);
         }
     }
 }
@@ -45,6 +43,8 @@ pub fn init_logging() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files or collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -312,11 +312,40 @@ fn unreachable_prometheus_is_one_line_and_non_zero() {
     );
 }
 
+/// Usage errors keep exit 64 and print clap's whole message: what is wrong, the allowed values
+/// or a suggestion, and the usage line, so nobody needs `--help` to fix them.
 #[test]
-fn bad_flags_exit_64_with_one_line() {
-    let out = meshctl(&["graph", "--prometheus-url", "http://x", "-o", "gif"]);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("'gif'"), "{err}");
+fn usage_errors_exit_64_with_the_whole_message() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["graph", "--prometheus-url", "http://x", "-o", "gif"],
+            &["'gif'", "possible values", "table", "png", "try '--help'"],
+        ),
+        (
+            &["graph"],
+            &["--prometheus-url", "--server", "Usage: meshctl graph"],
+        ),
+        (&["watch"], &["--server", "Usage: meshctl watch"]),
+        (
+            &["explain"],
+            &["--manifests", "--from", "--to", "Usage: meshctl explain"],
+        ),
+        (&[], &["Usage: meshctl", "graph", "apply"]),
+        (
+            &["grpah"],
+            &["'grpah'", "similar", "'graph'", "Usage: meshctl"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let out = meshctl(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains('\u{1b}'),
+            "{args:?}: colour codes off a terminal: {err}"
+        );
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: no {want:?} in {err}");
+        }
+    }
 }
