@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mesh_collector::{PrometheusSource, parse_window};
-use mesh_model::{self as model, Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
+use mesh_model::{Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
@@ -103,9 +103,13 @@ pub struct WatchArgs {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
-    /// `text` (one line per event) or `json` (one proto3 JSON event per line).
+    /// `text` (the snapshot, then what changed; quiet while nothing does) or `json` (every
+    /// event, heartbeats too, as one proto3 JSON object per line).
     #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
+    /// Stop after this many events (snapshot, deltas and heartbeats), e.g. in scripts.
+    #[arg(long, env = "MESH_MAX_EVENTS", value_name = "N")]
+    pub max_events: Option<u64>,
 }
 
 /// `meshctl validate` flags.
@@ -556,7 +560,6 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
 }
 
 async fn watch(args: WatchArgs) -> Result<(), Failure> {
-    use mesh_proto::pb::mesh_graph_event::Event;
     let mut c = connect(&args.server, Duration::from_secs(10)).await?;
     let req = mesh_proto::pb::WatchMeshGraphRequest {
         namespaces: args.namespaces.clone(),
@@ -573,111 +576,30 @@ async fn watch(args: WatchArgs) -> Result<(), Failure> {
             )
         })?
         .into_inner();
-    loop {
+    let mut printer = watch::WatchPrinter::default();
+    let mut seen = 0u64;
+    while args.max_events.is_none_or(|max| seen < max) {
         let msg = stream.message().await.map_err(|s| {
             Failure::new(1, format!("watch ended: {} ({:?})", s.message(), s.code()))
         })?;
         let Some(ev) = msg else { return Ok(()) };
-        if args.output == "json" {
-            println!("{}", serde_json::to_string(&ev).expect("proto JSON"));
-            continue;
+        seen += 1;
+        let lines = if args.output == "json" {
+            vec![serde_json::to_string(&ev).expect("proto JSON")]
+        } else {
+            printer
+                .event(ev)
+                .map_err(|e| Failure::new(1, format!("{}: {e}", args.server)))?
+        };
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            writeln!(out, "{l}")
+                .map_err(|e| Failure::new(1, format!("cannot write output: {e}")))?;
         }
-        match ev.event {
-            Some(Event::Snapshot(g)) => println!(
-                "snapshot epoch {} version {}: {} workloads, {} edges",
-                g.epoch,
-                g.version,
-                g.workloads.len(),
-                g.edges.len()
-            ),
-            Some(Event::Delta(d)) => {
-                println!("delta {} -> {}:", d.from_version, d.to_version);
-                for e in &d.upserted_edges {
-                    println!("  ~ {}", edge_line(e));
-                }
-                for e in &d.removed_edges {
-                    let dst = e.dst.as_ref().map_or_else(
-                        || e.dst_authority.clone(),
-                        |d| format!("{}/{}", d.namespace, d.name),
-                    );
-                    let src = e
-                        .src
-                        .as_ref()
-                        .map(|s| format!("{}/{}", s.namespace, s.name))
-                        .unwrap_or_default();
-                    println!("  - {src} -> {dst} ({})", e.protocol);
-                }
-                for w in &d.upserted_workloads {
-                    if let Some(r) = &w.r#ref {
-                        println!("  ~ workload {}/{}", r.namespace, r.name);
-                    }
-                }
-                for w in &d.removed_workloads {
-                    println!("  - workload {}/{}", w.namespace, w.name);
-                }
-                for p in &d.upserted_policies {
-                    println!("  ~ {} {}/{}", p.kind, p.namespace, p.name);
-                }
-                for p in &d.removed_policies {
-                    println!("  - {} {}/{}", p.kind, p.namespace, p.name);
-                }
-            }
-            Some(Event::Heartbeat(h)) => {
-                let p = h.position.unwrap_or_default();
-                let stale: Vec<String> = h
-                    .sources
-                    .iter()
-                    .filter(|s| !s.ok)
-                    .map(|s| format!("{} stale: {}", s.source, s.error))
-                    .collect();
-                println!(
-                    "heartbeat epoch {} version {}{}",
-                    p.epoch,
-                    p.version,
-                    if stale.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", stale.join("; "))
-                    }
-                );
-            }
-            None => {}
-        }
+        out.flush()
+            .map_err(|e| Failure::new(1, format!("cannot write output: {e}")))?;
     }
-}
-
-fn edge_line(e: &mesh_proto::pb::Edge) -> String {
-    let name = |r: &Option<mesh_proto::pb::WorkloadRef>| {
-        r.as_ref()
-            .map(|r| format!("{}/{}", r.namespace, r.name))
-            .unwrap_or_default()
-    };
-    let m = e.metrics.unwrap_or_default();
-    let tls = mesh_proto::pb::TlsStatus::try_from(e.tls).map_or("?", |t| t.as_str_name());
-    let policy = e
-        .policy
-        .clone()
-        .map(model::PolicyVerdict::from)
-        .unwrap_or_default();
-    let verdict = match policy.decision {
-        Decision::Unknown if policy.chain.is_empty() => String::new(),
-        _ => format!(" policy {}", policy_cell(&policy)),
-    };
-    let dst = if e.dst.is_some() {
-        name(&e.dst)
-    } else {
-        e.dst_authority.clone()
-    };
-    let mut line = format!(
-        "{} -> {dst} ({}) {tls} {:.2} rps{verdict}",
-        name(&e.src),
-        e.protocol,
-        m.rps
-    );
-    if !policy.disagreement.is_empty() {
-        line.push_str(&format!(" ({})", policy.disagreement));
-    }
-    line
+    Ok(())
 }
 
 /// The graph in an output format.
@@ -819,6 +741,8 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
     }
     out
 }
+
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

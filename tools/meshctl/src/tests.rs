@@ -126,3 +126,109 @@ fn bad_window_is_a_usage_error() {
     .unwrap_err();
     assert!(e.to_string().contains("invalid window \"soon\""), "{e}");
 }
+
+mod watch_text {
+    use mesh_model::{GraphDelta, MetricTolerance, SourceHealth};
+    use mesh_proto::pb::{self, mesh_graph_event::Event};
+
+    use super::*;
+    use crate::watch::WatchPrinter;
+
+    fn snapshot(g: &MeshGraph) -> pb::MeshGraphEvent {
+        pb::MeshGraphEvent {
+            event: Some(Event::Snapshot(pb::MeshGraph::from(g))),
+        }
+    }
+
+    fn delta(a: &MeshGraph, b: &MeshGraph) -> pb::MeshGraphEvent {
+        let d = GraphDelta::between(a, b, &MetricTolerance::default());
+        pb::MeshGraphEvent {
+            event: Some(Event::Delta(pb::GraphDelta::from(&d))),
+        }
+    }
+
+    fn prom(ok: bool, at: u64) -> SourceHealth {
+        SourceHealth {
+            source: "prometheus".into(),
+            ok,
+            last_success: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(at)),
+            error: if ok {
+                String::new()
+            } else {
+                "timed out".into()
+            },
+        }
+    }
+
+    #[test]
+    fn a_delta_that_only_refreshes_sources_prints_nothing() {
+        let mut a = emojivoto();
+        a.sources = vec![prom(true, 1)];
+        let mut p = WatchPrinter::default();
+        let first = p.event(snapshot(&a)).unwrap();
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(first[0].starts_with("snapshot epoch"), "{first:?}");
+        let mut b = a.clone();
+        b.version += 1;
+        b.generated_at += Duration::from_secs(2);
+        b.sources = vec![prom(true, 3)];
+        assert_eq!(p.event(delta(&a, &b)).unwrap(), Vec::<String>::new());
+        let hb = pb::MeshGraphEvent {
+            event: Some(Event::Heartbeat(pb::Heartbeat {
+                sources: vec![pb::SourceHealth::from(&prom(true, 4))],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(p.event(hb).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_changed_edge_says_what_moved_and_from_what() {
+        let a = emojivoto();
+        let mut b = a.clone();
+        b.version += 1;
+        let e = b
+            .edges
+            .values_mut()
+            .find(|e| e.key.dst.to_string() == "emojivoto/voting")
+            .unwrap();
+        e.tls = TlsStatus::Plaintext;
+        e.metrics.rps = 4.0;
+        let mut p = WatchPrinter::default();
+        p.event(snapshot(&a)).unwrap();
+        let lines = p.event(delta(&a, &b)).unwrap();
+        assert_eq!(
+            lines,
+            [
+                format!("delta {} -> {}:", a.version, b.version),
+                "  ~ emojivoto/web -> emojivoto/voting (grpc): mTLS -> plaintext, rps 2.00 -> 4.00"
+                    .to_owned()
+            ]
+        );
+        // The printer applied the delta: the same change again is a version gap, not a repeat.
+        assert!(p.event(delta(&a, &b)).is_err());
+    }
+
+    #[test]
+    fn a_source_turning_stale_and_back_is_one_line_each() {
+        let mut a = emojivoto();
+        a.sources = vec![prom(true, 1)];
+        let mut p = WatchPrinter::default();
+        p.event(snapshot(&a)).unwrap();
+        let hb = |h: SourceHealth| pb::MeshGraphEvent {
+            event: Some(Event::Heartbeat(pb::Heartbeat {
+                sources: vec![pb::SourceHealth::from(&h)],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            p.event(hb(prom(false, 1))).unwrap(),
+            ["source prometheus stale: timed out"]
+        );
+        assert!(p.event(hb(prom(false, 1))).unwrap().is_empty());
+        assert_eq!(
+            p.event(hb(prom(true, 9))).unwrap(),
+            ["source prometheus ok again"]
+        );
+    }
+}
