@@ -3,7 +3,9 @@
 //! legend), and PNG rasterised by resvg.
 //!
 //! mTLS edges are solid green, plaintext edges dashed red, unknown dotted grey; edge labels carry
-//! RPS, success rate and p99. Past [`COLLAPSE_THRESHOLD`] workloads a picture is unreadable, so
+//! RPS, success rate and p99, and the policy verdict where one was computed: a denied edge ends
+//! in a bar and says DENIED, an audited one has a hollow head and says AUDIT, so verdicts read
+//! in greyscale too. Past [`COLLAPSE_THRESHOLD`] workloads a picture is unreadable, so
 //! the view collapses to one node per namespace and says so.
 //!
 //! Text: layout-rs asks for the Times font, which minimal systems lack; resvg silently drops text
@@ -17,7 +19,6 @@ use std::{
 };
 
 use layout::{
-    backends::svg::SVGWriter,
     core::{
         base::Orientation,
         color::Color,
@@ -29,7 +30,10 @@ use layout::{
     },
     topo::layout::VisualGraph,
 };
-use mesh_model::{Destination, MeshGraph, TlsStatus};
+use mesh_model::{Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
+
+mod canvas;
+pub use canvas::{Drawing, DrawnEdge, DrawnNode, Rect};
 use resvg::{tiny_skia, usvg};
 
 /// Above this many workloads the picture shows one node per namespace.
@@ -91,8 +95,10 @@ pub struct ViewEdge {
     pub to: String,
     /// TLS status.
     pub tls: TlsStatus,
-    /// Text shown on the edge.
+    /// Text shown on the edge: metrics, and PLAINTEXT where it applies.
     pub label: String,
+    /// The policy verdict; `None` where none was computed (no cluster known).
+    pub policy: Option<Decision>,
 }
 
 /// What a picture shows: the graph itself, or its namespace-level summary.
@@ -127,6 +133,23 @@ pub fn fmt_num(v: f64) -> String {
         let s = format!("{v:.2}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
+}
+
+/// The verdict to draw: none where policy was never evaluated for the edge.
+fn verdict(p: &PolicyVerdict) -> Option<Decision> {
+    (p.decision != Decision::Unknown || !p.chain.is_empty()).then_some(p.decision)
+}
+
+/// Of two verdicts summed into one namespace edge, the one a reader must not miss.
+fn worst(a: Option<Decision>, b: Option<Decision>) -> Option<Decision> {
+    let rank = |d: Option<Decision>| match d {
+        None => 0,
+        Some(Decision::Allowed) => 1,
+        Some(Decision::Unknown) => 2,
+        Some(Decision::Audit) => 3,
+        Some(Decision::Denied) => 4,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 fn dst_node(d: &Destination) -> (String, String) {
@@ -187,6 +210,7 @@ impl View {
                 to,
                 tls: e.tls,
                 label,
+                policy: verdict(&e.policy),
             });
         }
         Self {
@@ -206,6 +230,7 @@ impl View {
             p99: Option<f64>,
             plaintext: bool,
             mtls: bool,
+            policy: Option<Decision>,
         }
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for w in graph.workloads.keys() {
@@ -234,6 +259,7 @@ impl View {
             };
             a.plaintext |= e.tls == TlsStatus::Plaintext;
             a.mtls |= e.tls == TlsStatus::Mtls;
+            a.policy = worst(a.policy, verdict(&e.policy));
         }
         let mut nodes: Vec<Node> = counts
             .iter()
@@ -268,6 +294,7 @@ impl View {
                     to,
                     tls,
                     label,
+                    policy: a.policy,
                 }
             })
             .collect();
@@ -358,132 +385,80 @@ pub fn dot(graph: &MeshGraph) -> String {
     }
     for e in &view.edges {
         let (colour, style) = tls_style(e.tls);
+        // Greyscale-safe verdicts, as in the SVG: a bar for denied, a hollow head for audit.
+        let head = match e.policy {
+            Some(Decision::Denied) => ", arrowhead=tee, penwidth=3",
+            Some(Decision::Audit) => ", arrowhead=empty, penwidth=2",
+            _ => ", penwidth=2",
+        };
         let _ = writeln!(
             out,
-            "  \"{}\" -> \"{}\" [label=\"{}\", color=\"{colour}\", fontcolor=\"{colour}\", style={style}, penwidth=2];",
+            "  \"{}\" -> \"{}\" [label=\"{}\", color=\"{colour}\", fontcolor=\"{colour}\", style={style}{head}];",
             dot_escape(&e.from),
             dot_escape(&e.to),
-            dot_escape(&e.label)
+            dot_escape(&canvas::label_text(e))
         );
     }
     out.push_str("}\n");
     out
 }
 
-/// SVG laid out by layout-rs, with a legend of namespaces and TLS styles.
+/// SVG laid out by layout-rs and drawn by [`Drawing`]: labels beside their lines, the canvas
+/// fitted to the drawing, and a legend of namespaces, TLS styles and (when the graph has
+/// verdicts) policy verdicts.
 pub fn svg(graph: &MeshGraph) -> String {
     let view = View::of(graph);
+    drawing(&view).svg(&view, &legend_namespaces(&view))
+}
+
+/// The namespaces and their fills, in legend order.
+fn legend_namespaces(view: &View) -> Vec<(&str, &'static str)> {
+    view.colours().into_iter().collect()
+}
+
+/// Lays `view` out with layout-rs and places its labels.
+pub fn drawing(view: &View) -> Drawing {
     let colours = view.colours();
     let mut vg = VisualGraph::new(Orientation::LeftToRight);
     let mut handles = BTreeMap::new();
-    for n in &view.nodes {
+    let mut fills = Vec::new();
+    for (i, n) in view.nodes.iter().enumerate() {
         let fill = colours
             .get(n.namespace.as_str())
             .copied()
             .unwrap_or("#ffffff");
-        let look = StyleAttr::new(
-            Color::fast(if n.meshed { "#37474f" } else { "#9e9e9e" }),
-            if n.meshed { 2 } else { 1 },
-            Color::from_name(fill),
-            6,
-            14,
-        );
+        fills.push(fill.to_owned());
+        let look = StyleAttr::new(Color::fast("#37474f"), 2, Color::from_name(fill), 6, 14);
         let shape = ShapeKind::new_box(&n.label);
         let size = get_shape_size(Orientation::LeftToRight, &shape, look.font_size, false);
-        let h = vg.add_node(Element::create(shape, look, Orientation::LeftToRight, size));
-        handles.insert(n.id.as_str(), h);
+        let mut el = Element::create(shape, look, Orientation::LeftToRight, size);
+        el.properties = canvas::tag("node", i);
+        handles.insert(n.id.as_str(), vg.add_node(el));
     }
-    for e in &view.edges {
-        let (colour, style) = tls_style(e.tls);
-        let line = match style {
-            "solid" => LineStyleKind::Normal,
-            "dashed" => LineStyleKind::Dashed,
-            _ => LineStyleKind::Dotted,
-        };
-        let look = StyleAttr::new(Color::fast(colour), 2, None, 0, 11);
-        let arrow = Arrow::new(
+    for (i, e) in view.edges.iter().enumerate() {
+        let look = StyleAttr::new(Color::fast(MTLS), 2, None, 0, 11);
+        let mut arrow = Arrow::new(
             LineEndKind::None,
             LineEndKind::Arrow,
-            line,
-            &e.label,
+            LineStyleKind::Normal,
+            &canvas::label_text(e),
             &look,
             &None,
             &None,
         );
+        arrow.properties = canvas::tag("edge", i);
         if let (Some(a), Some(b)) = (handles.get(e.from.as_str()), handles.get(e.to.as_str())) {
             vg.add_edge(arrow, *a, *b);
         }
     }
-    let mut writer = SVGWriter::new();
+    let mut canvas = canvas::Canvas::default();
     if !view.nodes.is_empty() {
         // Crossing minimisation is superlinear; past a few dozen nodes it costs seconds for
         // little gain in readability.
         let disable_opt = view.nodes.len() > OPTIMISE_UP_TO;
-        vg.do_it(false, disable_opt, false, &mut writer);
+        vg.do_it(false, disable_opt, false, &mut canvas);
     }
-    let svg = writer.finalize().replace(
-        "font-family: Times, serif;",
-        &format!("font-family: '{FONT_FAMILY}', sans-serif;"),
-    );
-    add_legend(&svg, &view, &colours)
-}
-
-/// Appends the legend (and the view's note) below the drawing.
-fn add_legend(svg: &str, view: &View, colours: &BTreeMap<&str, &'static str>) -> String {
-    let Some((w, h)) = svg_size(svg) else {
-        return svg.to_owned();
-    };
-    let mut legend = String::new();
-    let mut y = h + 24.0;
-    let text = |x: f64, y: f64, s: &str, colour: &str| {
-        format!(
-            "<text x=\"{x}\" y=\"{y}\" font-family=\"{FONT_FAMILY}\" font-size=\"13\" fill=\"{colour}\">{}</text>\n",
-            xml_escape(s)
-        )
-    };
-    if let Some(note) = &view.note {
-        legend.push_str(&text(10.0, y, note, "#000000"));
-        y += 22.0;
-    }
-    let mut x = 10.0;
-    for (ns, fill) in colours {
-        let _ = writeln!(
-            legend,
-            "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{fill}\" stroke=\"#37474f\"/>",
-            y - 11.0
-        );
-        legend.push_str(&text(x + 20.0, y, ns, "#000000"));
-        x += 40.0 + 8.0 * ns.chars().count() as f64;
-    }
-    y += 22.0;
-    legend.push_str(&text(10.0, y, "solid green: mTLS", MTLS));
-    legend.push_str(&text(170.0, y, "dashed red: plaintext", PLAINTEXT));
-    legend.push_str(&text(350.0, y, "dotted grey: unknown", UNKNOWN));
-    let new_w = w.max(x).max(540.0);
-    let new_h = y + 12.0;
-    let head = format!("<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\"");
-    let new_head =
-        format!("<svg width=\"{new_w}\" height=\"{new_h}\" viewBox=\"0 0 {new_w} {new_h}\"");
-    let body = svg.replacen(&head, &new_head, 1);
-    match body.rfind("</svg>") {
-        Some(i) => {
-            let bg = format!(
-                "<rect x=\"0\" y=\"{h}\" width=\"{new_w}\" height=\"{}\" fill=\"white\"/>\n",
-                new_h - h
-            );
-            format!("{}{bg}{legend}{}", &body[..i], &body[i..])
-        }
-        None => body,
-    }
-}
-
-fn svg_size(svg: &str) -> Option<(f64, f64)> {
-    let start = svg.find("<svg width=\"")? + "<svg width=\"".len();
-    let rest = &svg[start..];
-    let (w, rest) = rest.split_once('"')?;
-    let rest = rest.strip_prefix(" height=\"")?;
-    let (h, _) = rest.split_once('"')?;
-    Some((w.parse().ok()?, h.parse().ok()?))
+    Drawing::new(canvas, view, &fills)
 }
 
 fn xml_escape(s: &str) -> String {

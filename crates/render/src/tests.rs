@@ -156,3 +156,109 @@ fn numbers_are_compact() {
     assert_eq!(fmt_num(0.5), "0.5");
     assert_eq!(fmt_num(1234.5), "1234");
 }
+
+/// emojivoto with verdicts: vote-bot -> web denied, web -> emoji in audit, web -> voting
+/// allowed, batch -> web undecided (per-route policy).
+fn with_verdicts() -> MeshGraph {
+    let mut g = emojivoto();
+    for e in g.edges.values_mut() {
+        e.policy.chain = vec!["a step".into()];
+        e.policy.decision = match (e.key.src.name.as_str(), e.key.dst.to_string().as_str()) {
+            ("vote-bot", _) => Decision::Denied,
+            (_, "emojivoto/emoji") => Decision::Audit,
+            ("batch", _) => Decision::Unknown,
+            _ => Decision::Allowed,
+        };
+    }
+    g
+}
+
+fn edge_group<'a>(svg: &'a str, from: &str, to: &str) -> &'a str {
+    let title = format!("<title>{from} -&gt; {to}:");
+    let start = svg
+        .find(&title)
+        .unwrap_or_else(|| panic!("no edge {from} -> {to}"));
+    let open = svg[..start].rfind("<g class=\"edge").unwrap();
+    let end = start + svg[start..].find("</g>").unwrap();
+    &svg[open..end]
+}
+
+#[test]
+fn verdicts_are_told_apart_without_colour() {
+    let s = svg(&with_verdicts());
+    let denied = edge_group(&s, "emojivoto/vote-bot", "emojivoto/web");
+    assert!(denied.contains("verdict-denied"), "{denied}");
+    assert!(denied.contains("policy denied</title>"), "{denied}");
+    assert!(denied.contains(">DENIED<"), "the label says it: {denied}");
+    assert!(
+        denied.contains("class=\"head-denied\""),
+        "a bar, not an arrowhead: {denied}"
+    );
+    let audit = edge_group(&s, "emojivoto/web", "emojivoto/emoji");
+    assert!(
+        audit.contains(">AUDIT<") && audit.contains("fill=\"white\" stroke"),
+        "{audit}"
+    );
+    let allowed = edge_group(&s, "emojivoto/web", "emojivoto/voting");
+    assert!(
+        allowed.contains("verdict-allowed") && !allowed.contains("DENIED"),
+        "{allowed}"
+    );
+    let unknown = edge_group(&s, "other/batch", "emojivoto/web");
+    assert!(unknown.contains(">policy ?<"), "{unknown}");
+    for legend in [
+        "DENIED by policy (bar)",
+        "AUDIT: would be denied (hollow)",
+        "policy ?: depends on the request",
+    ] {
+        assert!(s.contains(legend), "legend {legend:?} missing");
+    }
+    // The same shapes, not only colours, in DOT.
+    let d = dot(&with_verdicts());
+    assert!(
+        d.contains("DENIED\", color=") && d.contains("arrowhead=tee"),
+        "{d}"
+    );
+    // A graph without verdicts shows no verdict legend.
+    assert!(!svg(&emojivoto()).contains("DENIED by policy"));
+}
+
+#[test]
+fn no_label_crosses_its_own_line_and_the_canvas_fits() {
+    for g in [with_verdicts(), emojivoto()] {
+        let view = View::of(&g);
+        let d = drawing(&view);
+        assert_eq!(d.edges.len(), view.edges.len());
+        for e in &d.edges {
+            let r = e.label_box;
+            for w in e.samples.windows(2) {
+                for i in 0..=20 {
+                    let t = f64::from(i) / 20.0;
+                    let p = (
+                        w[0].0 + (w[1].0 - w[0].0) * t,
+                        w[0].1 + (w[1].1 - w[0].1) * t,
+                    );
+                    assert!(
+                        !(p.0 > r.x && p.0 < r.x + r.w && p.1 > r.y && p.1 < r.y + r.h),
+                        "edge {} crosses its label box {r:?} at {p:?}",
+                        view.edges[e.index].label
+                    );
+                }
+            }
+        }
+        // The page is the drawing plus the legend: no blank band above it.
+        let s = svg(&g);
+        let tree = usvg::Tree::from_str(&s, &svg_options().unwrap()).unwrap();
+        let page = tree.size();
+        let drawn = d.bounds;
+        let legend_rows = 3.0 * 24.0 + 40.0;
+        assert!(
+            f64::from(page.height()) <= drawn.h + legend_rows + 40.0,
+            "page {}x{} for a drawing of {}x{}",
+            page.width(),
+            page.height(),
+            drawn.w,
+            drawn.h
+        );
+    }
+}

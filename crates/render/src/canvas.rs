@@ -1,0 +1,598 @@
+//! Our own drawing of a layout-rs layout. layout-rs places nodes and routes edges well, but its
+//! SVG writer draws edge labels along their own line (text reads as struck through), grows the
+//! canvas by ten pixels per character of every text (a large blank band) and cannot tell a
+//! denied edge from an allowed one. So layout-rs draws into [`Canvas`], which only records the
+//! geometry; [`Drawing`] then places each label beside its line on a background, fits the
+//! canvas to what is drawn, and writes SVG in which every edge's TLS and policy verdict can be
+//! told apart without colour: dash patterns for TLS, arrowheads and words for the verdict.
+
+use std::fmt::Write as _;
+
+use layout::core::{
+    format::{ClipHandle, RenderBackend},
+    geometry::Point,
+    style::StyleAttr,
+};
+use mesh_model::{Decision, TlsStatus};
+
+use crate::{FONT_FAMILY, MTLS, PLAINTEXT, UNKNOWN, View, ViewEdge, xml_escape};
+
+/// Colour of the words of a denied edge.
+const DENIED_TEXT: &str = "#b71c1c";
+
+const EDGE_FONT: f64 = 11.0;
+const NODE_FONT: f64 = 14.0;
+const MARGIN: f64 = 12.0;
+/// DejaVu Sans is about this wide per character, in ems (a little generous, so boxes hold).
+const CHAR_EM: f64 = 0.62;
+const LINE_EM: f64 = 1.25;
+
+/// An axis-aligned box: left, top, width, height.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rect {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width.
+    pub w: f64,
+    /// Height.
+    pub h: f64,
+}
+
+impl Rect {
+    fn contains(&self, p: (f64, f64), pad: f64) -> bool {
+        p.0 >= self.x - pad
+            && p.0 <= self.x + self.w + pad
+            && p.1 >= self.y - pad
+            && p.1 <= self.y + self.h + pad
+    }
+
+    fn overlaps(&self, o: &Rect) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+
+    fn grow(&mut self, o: &Rect) {
+        let (x1, y1) = (self.x.min(o.x), self.y.min(o.y));
+        let x2 = (self.x + self.w).max(o.x + o.w);
+        let y2 = (self.y + self.h).max(o.y + o.h);
+        *self = Rect {
+            x: x1,
+            y: y1,
+            w: x2 - x1,
+            h: y2 - y1,
+        };
+    }
+}
+
+/// Whether the segment from `a` to `b` passes through `r` (sampled finely enough for labels).
+fn segment_hits(r: &Rect, a: (f64, f64), b: (f64, f64)) -> bool {
+    let steps = ((b.0 - a.0).hypot(b.1 - a.1) / 2.0).ceil().max(1.0) as usize;
+    (0..=steps).any(|i| {
+        let t = i as f64 / steps as f64;
+        r.contains((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t), 1.0)
+    })
+}
+
+/// The box a block of text takes, centred on `c`.
+fn text_box(c: (f64, f64), text: &str, font: f64) -> Rect {
+    let lines = text.lines().count().max(1) as f64;
+    let chars = text.lines().map(|l| l.chars().count()).max().unwrap_or(0) as f64;
+    let (w, h) = (chars * font * CHAR_EM + 8.0, lines * font * LINE_EM + 4.0);
+    Rect {
+        x: c.0 - w / 2.0,
+        y: c.1 - h / 2.0,
+        w,
+        h,
+    }
+}
+
+/// A node as drawn.
+#[derive(Clone, Debug)]
+pub struct DrawnNode {
+    /// Its box.
+    pub rect: Rect,
+    /// Fill colour.
+    pub fill: String,
+    /// Whether it runs a proxy (unmeshed nodes get a dashed border).
+    pub meshed: bool,
+    /// The text in it.
+    pub label: String,
+}
+
+/// An edge as drawn: its curve, sampled, and where its label went.
+#[derive(Clone, Debug)]
+pub struct DrawnEdge {
+    /// Index into the view's edges.
+    pub index: usize,
+    /// The SVG path data of the curve.
+    pub path_data: String,
+    /// Points along the curve, start to end.
+    pub samples: Vec<(f64, f64)>,
+    /// The label's background box (the text is centred in it).
+    pub label_box: Rect,
+}
+
+/// What layout-rs drew, recorded for our own rendering.
+#[derive(Debug, Default)]
+pub(crate) struct Canvas {
+    nodes: Vec<(Rect, Option<usize>)>,
+    arrows: Vec<(usize, String, Vec<(f64, f64)>)>,
+}
+
+fn prop_index(properties: Option<&str>, key: &str) -> Option<usize> {
+    properties?
+        .strip_prefix(key)?
+        .strip_prefix('=')?
+        .parse()
+        .ok()
+}
+
+/// The property that carries a view index through layout-rs to [`Canvas`].
+pub(crate) fn tag(key: &str, index: usize) -> Option<String> {
+    Some(format!("{key}={index}"))
+}
+
+impl RenderBackend for Canvas {
+    fn draw_rect(
+        &mut self,
+        xy: Point,
+        size: Point,
+        _look: &StyleAttr,
+        properties: Option<String>,
+        _clip: Option<ClipHandle>,
+    ) {
+        let rect = Rect {
+            x: xy.x,
+            y: xy.y,
+            w: size.x,
+            h: size.y,
+        };
+        self.nodes
+            .push((rect, prop_index(properties.as_deref(), "node")));
+    }
+
+    fn draw_line(&mut self, _: Point, _: Point, _: &StyleAttr, _: Option<String>) {}
+
+    fn draw_circle(&mut self, _: Point, _: Point, _: &StyleAttr, _: Option<String>) {}
+
+    // Node text is drawn from the view's labels, centred in the node's box.
+    fn draw_text(&mut self, _: Point, _: &str, _: &StyleAttr) {}
+
+    fn draw_arrow(
+        &mut self,
+        path: &[(Point, Point)],
+        _dashed: bool,
+        _head: (bool, bool),
+        _look: &StyleAttr,
+        properties: Option<String>,
+        _text: &str,
+    ) {
+        let Some(index) = prop_index(properties.as_deref(), "edge") else {
+            return;
+        };
+        if path.len() < 2 {
+            return;
+        }
+        // layout-rs's path: M p0 C c0, c1, p1, then S c, p for each further point (the first
+        // control point of each S is the mirror of the previous second one).
+        let p = |q: Point| (q.x, q.y);
+        let mut d = format!(
+            "M {:.1} {:.1} C {:.1} {:.1}, {:.1} {:.1}, {:.1} {:.1}",
+            path[0].0.x,
+            path[0].0.y,
+            path[0].1.x,
+            path[0].1.y,
+            path[1].0.x,
+            path[1].0.y,
+            path[1].1.x,
+            path[1].1.y
+        );
+        let mut samples = Vec::new();
+        let mut cubic = |a: (f64, f64), b: (f64, f64), c: (f64, f64), e: (f64, f64)| {
+            for i in 0..=16 {
+                let t = f64::from(i) / 16.0;
+                let u = 1.0 - t;
+                let w = [u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t];
+                samples.push((
+                    w[0] * a.0 + w[1] * b.0 + w[2] * c.0 + w[3] * e.0,
+                    w[0] * a.1 + w[1] * b.1 + w[2] * c.1 + w[3] * e.1,
+                ));
+            }
+        };
+        cubic(p(path[0].0), p(path[0].1), p(path[1].0), p(path[1].1));
+        let (mut end, mut c2) = (p(path[1].1), p(path[1].0));
+        for q in &path[2..] {
+            let c1 = (2.0 * end.0 - c2.0, 2.0 * end.1 - c2.1);
+            cubic(end, c1, p(q.0), p(q.1));
+            let _ = write!(d, " S {:.1} {:.1}, {:.1} {:.1}", q.0.x, q.0.y, q.1.x, q.1.y);
+            (end, c2) = (p(q.1), p(q.0));
+        }
+        self.arrows.push((index, d, samples));
+    }
+
+    fn create_clip(&mut self, _: Point, _: Point, _: usize) -> ClipHandle {
+        0
+    }
+}
+
+/// The policy word shown on an edge and in the legend.
+fn verdict_word(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "DENIED",
+        Decision::Audit => "AUDIT",
+        Decision::Unknown => "policy ?",
+    }
+}
+
+fn tls_look(t: TlsStatus) -> (&'static str, &'static str, &'static str) {
+    match t {
+        TlsStatus::Mtls => (MTLS, "", "mtls"),
+        TlsStatus::Plaintext => (PLAINTEXT, " stroke-dasharray=\"9,5\"", "plaintext"),
+        TlsStatus::Unknown => (UNKNOWN, " stroke-dasharray=\"2,4\"", "unknown"),
+    }
+}
+
+/// The text of an edge's label: its metrics (and PLAINTEXT), then a verdict other than allowed.
+pub(crate) fn label_text(e: &ViewEdge) -> String {
+    match e.policy {
+        Some(d) if d != Decision::Allowed => format!("{}\n{}", e.label, verdict_word(d)),
+        _ => e.label.clone(),
+    }
+}
+
+/// The drawing of a view, fitted to its content.
+#[derive(Debug)]
+pub struct Drawing {
+    /// Nodes.
+    pub nodes: Vec<DrawnNode>,
+    /// Edges with their labels placed.
+    pub edges: Vec<DrawnEdge>,
+    /// The box everything drawn fits in (before the margin).
+    pub bounds: Rect,
+}
+
+impl Drawing {
+    /// Places labels beside their lines, away from nodes where it can, and fits the bounds.
+    pub(crate) fn new(canvas: Canvas, view: &View, fills: &[String]) -> Self {
+        let mut nodes = Vec::new();
+        for (rect, idx) in &canvas.nodes {
+            let Some(i) = *idx else { continue };
+            let (Some(n), Some(fill)) = (view.nodes.get(i), fills.get(i)) else {
+                continue;
+            };
+            nodes.push(DrawnNode {
+                rect: *rect,
+                fill: fill.clone(),
+                meshed: n.meshed,
+                label: n.label.clone(),
+            });
+        }
+        let mut placed: Vec<Rect> = nodes.iter().map(|n| n.rect).collect();
+        let mut edges = Vec::new();
+        for (index, path_data, samples) in canvas.arrows {
+            let Some(e) = view.edges.get(index) else {
+                continue;
+            };
+            let label_box = place_label(&samples, &label_text(e), &placed);
+            placed.push(label_box);
+            edges.push(DrawnEdge {
+                index,
+                path_data,
+                samples,
+                label_box,
+            });
+        }
+        let mut bounds: Option<Rect> = None;
+        let mut add = |r: Rect| match &mut bounds {
+            Some(b) => b.grow(&r),
+            None => bounds = Some(r),
+        };
+        for n in &nodes {
+            add(n.rect);
+        }
+        for e in &edges {
+            add(e.label_box);
+            for s in &e.samples {
+                add(Rect {
+                    x: s.0 - 6.0,
+                    y: s.1 - 6.0,
+                    w: 12.0,
+                    h: 12.0,
+                });
+            }
+        }
+        Self {
+            nodes,
+            edges,
+            bounds: bounds.unwrap_or(Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 0.0,
+                h: 0.0,
+            }),
+        }
+    }
+}
+
+/// A spot for a label near the middle of its curve that its own line does not cross; among
+/// those, the first that covers no node or earlier label.
+fn place_label(samples: &[(f64, f64)], text: &str, avoid: &[Rect]) -> Rect {
+    let n = samples.len();
+    let mid = samples.get(n / 2).copied().unwrap_or((0.0, 0.0));
+    let (a, b) = (
+        samples
+            .get(n / 2 - usize::from(n > 1))
+            .copied()
+            .unwrap_or(mid),
+        samples
+            .get((n / 2 + 1).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or(mid),
+    );
+    let (tx, ty) = (b.0 - a.0, b.1 - a.1);
+    let len = tx.hypot(ty);
+    // The normal of the curve at its middle; straight up when the curve has no direction.
+    let normal = if len > 0.0 {
+        (-ty / len, tx / len)
+    } else {
+        (0.0, -1.0)
+    };
+    let size = text_box((0.0, 0.0), text, EDGE_FONT);
+    let hits_line = |r: &Rect| samples.windows(2).any(|w| segment_hits(r, w[0], w[1]));
+    let mut first_clear = None;
+    for along in [0.0, -0.25, 0.25] {
+        let m = samples
+            .get(((n as f64) * (0.5 + along)) as usize)
+            .copied()
+            .unwrap_or(mid);
+        for gap in [4.0, 10.0, 20.0, 34.0] {
+            for side in [1.0, -1.0] {
+                let (nx, ny) = (normal.0 * side, normal.1 * side);
+                let reach = nx.abs() * size.w / 2.0 + ny.abs() * size.h / 2.0 + gap;
+                let r = text_box((m.0 + nx * reach, m.1 + ny * reach), text, EDGE_FONT);
+                if hits_line(&r) {
+                    continue;
+                }
+                if !avoid.iter().any(|o| o.overlaps(&r)) {
+                    return r;
+                }
+                first_clear.get_or_insert(r);
+            }
+        }
+    }
+    first_clear.unwrap_or_else(|| {
+        // No spot clears the line (a tight loop): far above the middle is still readable.
+        let far = size.h + 40.0;
+        text_box((mid.0, mid.1 - far), text, EDGE_FONT)
+    })
+}
+
+/// The arrowhead of an edge: filled when allowed (or no verdict), hollow in audit, and a bar
+/// across the line when denied.
+fn head(samples: &[(f64, f64)], decision: Option<Decision>, colour: &str) -> String {
+    let n = samples.len();
+    if n < 2 {
+        return String::new();
+    }
+    let tip = samples[n - 1];
+    let back = samples[n.saturating_sub(3)];
+    let (dx, dy) = (tip.0 - back.0, tip.1 - back.1);
+    let len = dx.hypot(dy).max(1e-6);
+    let (ux, uy) = (dx / len, dy / len);
+    let (px, py) = (-uy, ux);
+    match decision {
+        Some(Decision::Denied) => {
+            // A tee: the line stops at a bar, as in "blocked".
+            let (cx, cy) = (tip.0 - ux * 3.0, tip.1 - uy * 3.0);
+            format!(
+                "<line class=\"head-denied\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" stroke-width=\"4\"/>\n",
+                cx + px * 8.0,
+                cy + py * 8.0,
+                cx - px * 8.0,
+                cy - py * 8.0
+            )
+        }
+        d => {
+            let base = (tip.0 - ux * 11.0, tip.1 - uy * 11.0);
+            let fill = if d == Some(Decision::Audit) {
+                "white"
+            } else {
+                colour
+            };
+            format!(
+                "<polygon class=\"head\" points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\" fill=\"{fill}\" stroke=\"{colour}\" stroke-width=\"1.5\"/>\n",
+                tip.0,
+                tip.1,
+                base.0 + px * 5.0,
+                base.1 + py * 5.0,
+                base.0 - px * 5.0,
+                base.1 - py * 5.0
+            )
+        }
+    }
+}
+
+fn text_block(out: &mut String, c: (f64, f64), text: &str, font: f64, fill: &str, bold: bool) {
+    let lines: Vec<&str> = text.lines().collect();
+    let lh = font * LINE_EM;
+    let first = c.1 - (lines.len() as f64 - 1.0) * lh / 2.0 + font * 0.35;
+    let weight = if bold { " font-weight=\"bold\"" } else { "" };
+    let _ = write!(
+        out,
+        "<text x=\"{:.1}\" y=\"{first:.1}\" text-anchor=\"middle\" font-size=\"{font}\" fill=\"{fill}\"{weight}>",
+        c.0
+    );
+    for (i, l) in lines.iter().enumerate() {
+        let dy = if i == 0 { 0.0 } else { lh };
+        let _ = write!(
+            out,
+            "<tspan x=\"{:.1}\" dy=\"{dy:.1}\">{}</tspan>",
+            c.0,
+            xml_escape(l)
+        );
+    }
+    out.push_str("</text>\n");
+}
+
+/// One legend sample: a short line in the given style with its head, and a caption.
+fn legend_sample(
+    out: &mut String,
+    x: f64,
+    y: f64,
+    tls: TlsStatus,
+    decision: Option<Decision>,
+    caption: &str,
+) -> f64 {
+    let (colour, dash, _) = tls_look(tls);
+    let samples: Vec<(f64, f64)> = (0..=8).map(|i| (x + f64::from(i) * 5.0, y)).collect();
+    let _ = writeln!(
+        out,
+        "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/>",
+        x + 40.0
+    );
+    out.push_str(&head(&samples, decision, colour));
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" font-size=\"13\" fill=\"#000000\">{}</text>",
+        x + 48.0,
+        y + 4.5,
+        xml_escape(caption)
+    );
+    x + 48.0 + 13.0 * CHAR_EM * caption.chars().count() as f64 + 24.0
+}
+
+impl Drawing {
+    /// The SVG: the drawing moved to the margin, then a legend under it, on a white page.
+    pub(crate) fn svg(&self, view: &View, namespaces: &[(&str, &str)]) -> String {
+        let b = self.bounds;
+        let (dx, dy) = (MARGIN - b.x, MARGIN - b.y);
+        let mut body = String::new();
+        for e in &self.edges {
+            let Some(v) = view.edges.get(e.index) else {
+                continue;
+            };
+            let (colour, dash, tls) = tls_look(v.tls);
+            let verdict = match v.policy {
+                None => "none",
+                Some(Decision::Allowed) => "allowed",
+                Some(Decision::Denied) => "denied",
+                Some(Decision::Audit) => "audit",
+                Some(Decision::Unknown) => "unknown",
+            };
+            let _ = writeln!(
+                body,
+                "<g class=\"edge tls-{tls} verdict-{verdict}\"><title>{} -&gt; {}: {}{}</title>",
+                xml_escape(&v.from),
+                xml_escape(&v.to),
+                tls,
+                v.policy
+                    .map(|d| format!(", policy {}", verdict_word(d).to_lowercase()))
+                    .unwrap_or_default()
+            );
+            let width = if v.policy == Some(Decision::Denied) {
+                3.0
+            } else {
+                2.0
+            };
+            let _ = writeln!(
+                body,
+                "<path d=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{width}\"{dash}/>",
+                e.path_data
+            );
+            body.push_str(&head(&e.samples, v.policy, colour));
+            let r = e.label_box;
+            let _ = writeln!(
+                body,
+                "<rect class=\"label\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"{colour}\" stroke-width=\"0.6\"/>",
+                r.x, r.y, r.w, r.h
+            );
+            let denied = v.policy == Some(Decision::Denied);
+            text_block(
+                &mut body,
+                (r.x + r.w / 2.0, r.y + r.h / 2.0),
+                &label_text(v),
+                EDGE_FONT,
+                if denied { DENIED_TEXT } else { colour },
+                denied,
+            );
+            body.push_str("</g>\n");
+        }
+        for n in &self.nodes {
+            let r = n.rect;
+            let (stroke, width, dash) = if n.meshed {
+                ("#37474f", 2, "")
+            } else {
+                ("#757575", 1, " stroke-dasharray=\"4,3\"")
+            };
+            let _ = writeln!(
+                body,
+                "<rect class=\"node\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"6\" fill=\"{}\" stroke=\"{stroke}\" stroke-width=\"{width}\"{dash}/>",
+                r.x, r.y, r.w, r.h, n.fill
+            );
+            text_block(
+                &mut body,
+                (r.x + r.w / 2.0, r.y + r.h / 2.0),
+                &n.label,
+                NODE_FONT,
+                "#000000",
+                false,
+            );
+        }
+
+        // The legend, under the drawing.
+        let mut legend = String::new();
+        let mut y = b.h + 2.0 * MARGIN + 16.0;
+        if let Some(note) = &view.note {
+            let _ = writeln!(
+                legend,
+                "<text x=\"{MARGIN}\" y=\"{y}\" font-size=\"13\">{}</text>",
+                xml_escape(note)
+            );
+            y += 22.0;
+        }
+        let mut x = MARGIN;
+        for (ns, fill) in namespaces {
+            let _ = writeln!(
+                legend,
+                "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{fill}\" stroke=\"#37474f\"/>\n<text x=\"{}\" y=\"{y}\" font-size=\"13\">{}</text>",
+                y - 11.0,
+                x + 20.0,
+                xml_escape(ns)
+            );
+            x += 40.0 + 13.0 * CHAR_EM * ns.chars().count() as f64;
+        }
+        let mut right = x;
+        if !namespaces.is_empty() {
+            y += 24.0;
+        }
+        let mut x = MARGIN;
+        for (tls, caption) in [
+            (TlsStatus::Mtls, "solid green: mTLS"),
+            (TlsStatus::Plaintext, "dashed red: plaintext"),
+            (TlsStatus::Unknown, "dotted grey: TLS unknown"),
+        ] {
+            x = legend_sample(&mut legend, x, y, tls, None, caption);
+        }
+        right = right.max(x);
+        if view.edges.iter().any(|e| e.policy.is_some()) {
+            y += 24.0;
+            let mut x = MARGIN;
+            for (d, caption) in [
+                (Decision::Allowed, "allowed by policy"),
+                (Decision::Denied, "DENIED by policy (bar)"),
+                (Decision::Audit, "AUDIT: would be denied (hollow)"),
+                (Decision::Unknown, "policy ?: depends on the request"),
+            ] {
+                x = legend_sample(&mut legend, x, y, TlsStatus::Mtls, Some(d), caption);
+            }
+            right = right.max(x);
+        }
+        let width = (b.w + 2.0 * MARGIN).max(right).ceil();
+        let height = (y + MARGIN).ceil();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"'{FONT_FAMILY}', sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<g transform=\"translate({dx:.1} {dy:.1})\">\n{body}</g>\n{legend}</svg>\n"
+        )
+    }
+}
