@@ -43,7 +43,9 @@ pub struct AlertConfig {
 /// An active condition, as stored (its JSON is the member of the `active` set).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Condition {
-    /// `plaintext`, `failing`, `denied` (`new-caller` alerts are never active: they happen).
+    /// `plaintext`, `failing`, `denied` (proxies refused requests), `policy-denies` (the policy
+    /// now refuses an edge with traffic; no refusal observed yet). `new-caller` alerts are never
+    /// active: they happen.
     pub kind: String,
     /// What it is about: `emojivoto/web -> emojivoto/voting (grpc)`.
     pub subject: String,
@@ -70,16 +72,22 @@ impl Alert {
             "plaintext" => "edge is not mTLS",
             "failing" => "edge is failing",
             "denied" => "requests denied by policy",
+            "policy-denies" => "policy now denies this edge (no denied traffic observed yet)",
             "new-caller" => "new caller",
             _ => "alert",
         };
         let mut r = if self.resolved {
+            let what = if c.kind == "policy-denies" {
+                "policy no longer denies this edge"
+            } else {
+                what
+            };
             let mut r = Reply::new(format!("Resolved: {what}: {}", c.subject));
             r.tone = Tone::Good;
             r
         } else {
             let mut r = Reply::new(format!("Alert: {what}: {}", c.subject));
-            r.tone = if c.kind == "new-caller" {
+            r.tone = if c.kind == "new-caller" || c.kind == "policy-denies" {
                 Tone::Info
             } else {
                 Tone::Warn
@@ -202,23 +210,34 @@ impl<S: AlertStore> Detector<S> {
                     );
                 }
             }
-            let denying = e.policy.observed_deny_rps.is_some_and(|d| d > 0.0)
-                || (e.policy.decision == Decision::Denied && m.rps > 0.0);
-            if denying {
+            // Alarm only on what the proxies report refusing; a verdict that turned to deny
+            // is news of its own, calmer kind until traffic is really refused.
+            let by_server = if e.policy.server.is_empty() {
+                String::new()
+            } else {
+                format!(" by server {}", e.policy.server)
+            };
+            if let Some(denied) = e.policy.observed_deny_rps.filter(|d| *d > 0.0) {
                 current.insert(
                     Condition {
                         kind: "denied".into(),
                         subject: subject(e),
                         namespaces: namespaces(e),
                     },
+                    format!("{denied:.2} rps denied{by_server}."),
+                );
+            }
+            if e.policy.decision == Decision::Denied && m.rps > 0.0 {
+                current.insert(
+                    Condition {
+                        kind: "policy-denies".into(),
+                        subject: subject(e),
+                        namespaces: namespaces(e),
+                    },
                     format!(
-                        "{:.2} rps denied{}.",
-                        e.policy.observed_deny_rps.unwrap_or(m.rps),
-                        if e.policy.server.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" by server {}", e.policy.server)
-                        }
+                        "The policy{by_server} refuses the {:.2} rps this edge carries; the \
+                         proxies enforce it as they learn the change.",
+                        m.rps
                     ),
                 );
             }
@@ -608,6 +627,51 @@ mod tests {
             .await
             .unwrap();
         assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn a_verdict_turning_to_deny_is_a_calm_note_until_proxies_refuse() {
+        let store = Arc::new(mesh_store::MemoryStore::new(10));
+        let mut d = Detector::new(store, config());
+        let t0 = Instant::now();
+        let mut g = emojivoto();
+        d.observe(&g, t0).await.unwrap();
+        let e = edge_mut(&mut g, "web", "voting");
+        e.policy.decision = Decision::Denied;
+        e.policy.server = "emojivoto/voting-grpc".into();
+        e.policy.observed_deny_rps = Some(0.0);
+        let a = d.observe(&g, t0).await.unwrap();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].condition.kind, "policy-denies");
+        let r = a[0].reply(0);
+        assert!(
+            r.title
+                .contains("policy now denies this edge (no denied traffic observed yet)"),
+            "{r:?}"
+        );
+        assert!(matches!(r.tone, Tone::Info), "calm, not a warning: {r:?}");
+        assert!(!format!("{r:?}").contains("0.00 rps denied"), "{r:?}");
+        // The proxies report refusals: now it is an alarm, with the observed rate.
+        edge_mut(&mut g, "web", "voting").policy.observed_deny_rps = Some(1.0);
+        let a = d.observe(&g, t0).await.unwrap();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].condition.kind, "denied");
+        assert!(
+            a[0].detail.starts_with("1.00 rps denied by server"),
+            "{a:?}"
+        );
+        // The policy is reverted and refusals stop: each resolves once.
+        let e = edge_mut(&mut g, "web", "voting");
+        e.policy.decision = Decision::Allowed;
+        e.policy.observed_deny_rps = Some(0.0);
+        let a = d.observe(&g, t0).await.unwrap();
+        let mut kinds: Vec<_> = a
+            .iter()
+            .filter(|a| a.resolved)
+            .map(|a| a.condition.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, ["denied", "policy-denies"], "{a:?}");
     }
 
     #[test]

@@ -56,7 +56,13 @@ pub struct AlertFilter {
 }
 
 /// The alert kinds, as `alerts on kind=...` names them.
-pub const ALERT_KINDS: [&str; 4] = ["plaintext", "new-caller", "failing", "denied"];
+pub const ALERT_KINDS: [&str; 5] = [
+    "plaintext",
+    "new-caller",
+    "failing",
+    "denied",
+    "policy-denies",
+];
 
 /// A parsed command.
 #[derive(Clone, Debug, PartialEq)]
