@@ -222,6 +222,24 @@ async fn list_calls(State(sim): State<Sim>) -> Json<Vec<Call>> {
     Json(sim.recorded.lock().await.calls.clone())
 }
 
+/// The `ts` of the newest message the bot posted to `channel` that carries the button
+/// `action` with `value` (what a person clicking it would be looking at).
+pub fn card_ts(calls: &[Value], channel: &str, action: &str, value: &str) -> Option<String> {
+    calls.iter().rev().find_map(|c| {
+        let j = &c["json"];
+        let posted = c["path"] == "/api/chat.postMessage"
+            && c["refused"].as_str().is_none_or(str::is_empty)
+            && j["channel"] == channel;
+        let has =
+            j["blocks"].as_array().into_iter().flatten().any(|b| {
+                b["elements"].as_array().into_iter().flatten().any(|e| {
+                    e["type"] == "button" && e["action_id"] == action && e["value"] == value
+                })
+            });
+        (posted && has).then(|| message_ts(c["seq"].as_u64().unwrap_or_default()))
+    })
+}
+
 /// Slack's Block Kit limits, as Slack enforces them (`invalid_blocks`).
 pub fn check_slack_blocks(msg: &Value) -> Result<(), String> {
     let Some(blocks) = msg.get("blocks") else {
@@ -345,7 +363,7 @@ async fn slack_method(
     body: Bytes,
 ) -> Response {
     let json: Option<Value> = serde_json::from_slice(&body).ok();
-    let refused = match (&json, headers.get("authorization")) {
+    let mut refused = match (&json, headers.get("authorization")) {
         (_, None) => "not_authed".to_owned(),
         (None, _) => "invalid_json".to_owned(),
         (Some(v), _) if method_name.starts_with("chat.") => {
@@ -353,6 +371,23 @@ async fn slack_method(
         }
         _ => String::new(),
     };
+    // Slack updates only a message that exists in that channel; anything else is
+    // `message_not_found`, never a silent rewrite of another message.
+    if refused.is_empty()
+        && method_name == "chat.update"
+        && let Some(v) = &json
+    {
+        let (channel, ts) = (v["channel"].as_str(), v["ts"].as_str());
+        let found = sim.recorded.lock().await.calls.iter().any(|c| {
+            c.refused.is_empty()
+                && c.slack_method() == Some("chat.postMessage")
+                && c.json.as_ref().and_then(|j| j["channel"].as_str()) == channel
+                && Some(c.ts().as_str()) == ts
+        });
+        if !found {
+            refused = "message_not_found".to_owned();
+        }
+    }
     let seq = record(
         &sim,
         &method,
@@ -364,11 +399,12 @@ async fn slack_method(
     )
     .await;
     if !refused.is_empty() {
-        let error = if refused == "not_authed" || refused == "invalid_json" {
-            refused.clone()
-        } else {
-            "invalid_blocks".into()
-        };
+        let error =
+            if ["not_authed", "invalid_json", "message_not_found"].contains(&refused.as_str()) {
+                refused.clone()
+            } else {
+                "invalid_blocks".into()
+            };
         return Json(json!({"ok": false, "error": error, "detail": refused})).into_response();
     }
     let v = json.unwrap_or_default();

@@ -37,12 +37,13 @@ enum Cmd {
         /// Which form: authz or route.
         #[arg(long, default_value = "authz")]
         kind: String,
-        /// Click this button (`approve:<id>`, `reject:<id>`) on message `--ts`.
+        /// Click this button (`approve:<id>`, `reject:<id>`) on the card that carries it.
         #[arg(long, value_name = "ACTION:ID")]
         click: Option<String>,
-        /// The message the clicked button is on.
-        #[arg(long, default_value = "1700000000.000001")]
-        ts: String,
+        /// The message the clicked button is on (default: the card in the channel that carries
+        /// the button, found among the calls the stand-in recorded).
+        #[arg(long)]
+        ts: Option<String>,
         /// The command text.
         text: Vec<String>,
     },
@@ -129,7 +130,13 @@ async fn show(stand_in: &str, after: usize, wait: Duration) -> anyhow::Result<()
                 c["path"].as_str().unwrap_or_default()
             );
             if !text.is_empty() {
-                println!("{text}");
+                // Slack escapes &, < and > in message text; its clients show them plainly.
+                println!(
+                    "{}",
+                    text.replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&")
+                );
             }
             for b in j["blocks"].as_array().into_iter().flatten() {
                 for e in b["elements"].as_array().into_iter().flatten() {
@@ -202,6 +209,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let (action, id) = c
                     .split_once(':')
                     .ok_or_else(|| anyhow::anyhow!("--click ACTION:ID"))?;
+                let ts = match ts {
+                    Some(ts) => ts,
+                    None => chatsim::card_ts(&calls(&to.stand_in).await?, &to.channel, action, id)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no card in channel {} has the button {c}; pass --ts",
+                                to.channel
+                            )
+                        })?,
+                };
                 sender
                     .interaction(&SlackSender::click(
                         &to.user,
