@@ -5,6 +5,8 @@
 # edge) and serving the graph over gRPC and HTTP. Everything listens on 127.0.0.1 and is
 # stopped on exit.
 # DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
+# DEMO_CHECK=1 (what `make test` runs) also executes every command it prints, in order, with
+# the placeholders filled as a user would fill them, and fails unless each one exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,40 +110,76 @@ if [ -z "$first" ]; then
 fi
 
 "$bin/meshctl" graph --prometheus-url "$prom" --window "$window"
-"$bin/meshctl" graph --prometheus-url "$prom" --window "$window" -o png --out mesh.png
 echo
 echo "demo: the same graph from mesh-mcp, joined with Kubernetes (kube-sim) and its Linkerd policy:"
 for _ in $(seq 1 30); do
-  out=$("$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" -o wide 2>/dev/null) \
+  out=$("$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" 2>/dev/null) \
     && grep -q POLICY <<<"$out" && break
   sleep 1
 done
 echo "${out:-mesh-mcp gave no graph; see $work/mesh-mcp.log}"
+"$bin/meshctl" graph --server "127.0.0.1:$grpc_port" --token "$token" -o png --out mesh.png
 echo
-echo "demo: wrote mesh.png. Try next, while this runs:"
-echo "  $bin/meshctl watch --server 127.0.0.1:$grpc_port --token $token"
-echo "  $bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml --server 127.0.0.1:$grpc_port --token $token --dry-run"
-echo "    # then without --dry-run; 15 s later authors -> books shows its observed deny rate:"
-echo "  $bin/meshctl graph --server 127.0.0.1:$grpc_port --token $token -o wide"
-echo "  curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
+kube="kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token"
 chat="$bin/chatsim slack --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --secret $secret"
-echo "  $chat who-calls emojivoto/voting       # Slack: /mesh who-calls ..."
-echo "  $chat --form docs/examples/chatbot/voting-from-web-only.yaml   # alice asks; a card with buttons"
-echo "  $chat --user U0BOB --click approve:<id from the card>           # bob approves; applied as alice"
-echo "  $bin/chatsim discord --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --seed $seed tls"
-echo "  curl -s 127.0.0.1:$chat_port/calls   # every Slack/Discord API call the bot made, alerts to C0MESH among them"
-echo "  npx @modelcontextprotocol/inspector --cli --tool-arg workload=emojivoto/voting --tool-name who_calls \\"
-echo "    --method tools/call -- $bin/mesh-mcp stdio --server 127.0.0.1:$grpc_port --token $token   # MCP"
-echo "  curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
-echo "  grpcurl -plaintext -H 'authorization: Bearer $token' -d '{\"namespaces\":[\"emojivoto\"]}' \\"
-echo "    127.0.0.1:$grpc_port linkerd.mcp.v1.MeshService/GetMeshGraph    # reflection is on"
-echo "  $bin/meshctl graph --prometheus-url $prom --window $window -o dot | dot -Tsvg > mesh.svg"
-echo "  $bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/vote-bot --to emojivoto/voting"
-echo "  $bin/meshctl validate -f tools/kube-sim/seed/demo"
-echo "  kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token get servers.policy.linkerd.io -A"
-echo "  kubectl --server https://127.0.0.1:$kube_port --certificate-authority $work/ca.crt --token $token --validate=false \\"
-echo "    -n emojivoto delete serverauthorizations.policy.linkerd.io internal-grpc   # then watch the verdicts turn"
-echo "  curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"
+srv="--server 127.0.0.1:$grpc_port --token $token"
+# What to try next: each line a command that works on this machine as printed (a comment after
+# `#` says what it shows). <id from the card> is the one placeholder: the card prints it.
+try=(
+  "$bin/meshctl watch $srv    # a snapshot, then each change as it happens (Ctrl-C stops)"
+  "$bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml $srv --dry-run    # what would change, and which traffic it would deny"
+  "$bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml $srv    # applied as you, audited"
+  "$bin/meshctl graph $srv -o wide    # ~15 s later authors -> books shows its observed deny rate"
+  "curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
+  "$chat who-calls emojivoto/voting    # Slack: /mesh who-calls ..."
+  "$chat --form docs/examples/chatbot/voting-from-web-only.yaml    # alice asks; a card with buttons"
+  "$chat --user U0BOB --click approve:<id from the card>    # bob approves; applied as alice"
+  "$bin/chatsim discord --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --seed $seed tls"
+  "curl -s 127.0.0.1:$chat_port/calls    # every Slack/Discord API call the bot made, alerts to C0MESH among them"
+  "npx -y @modelcontextprotocol/inspector@2.12.0 --cli --tool-arg workload=emojivoto/voting --tool-name who_calls --method tools/call -- $bin/mesh-mcp stdio $srv    # MCP"
+  "curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
+  "$bin/meshctl graph $srv -n emojivoto -o json    # the GetMeshGraph RPC (gRPC reflection is on for other clients)"
+  "$bin/meshctl graph $srv -o svg --out mesh.svg    # the picture, with policy verdicts"
+  "$bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/web --to emojivoto/voting    # why policy admits it"
+  "$bin/meshctl validate -f tools/kube-sim/seed/demo"
+  "$kube get servers.policy.linkerd.io -A"
+  "$kube -n emojivoto delete serverauthorizations.policy.linkerd.io internal-grpc    # then watch the verdicts turn"
+  "curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"
+)
+echo "demo: wrote mesh.png. Try next, while this runs:"
+for line in "${try[@]}"; do echo "  $line"; done
+
+if [ "${DEMO_CHECK:-}" = 1 ]; then
+  # Run each printed line as a user would: in order, from here, filling the card's id from
+  # the form's answer; `watch` stops after its snapshot and one more event, the editor saves.
+  export EDITOR=true MESH_MAX_EVENTS=2
+  passed=0 failed=0 card=""
+  for line in "${try[@]}"; do
+    cmd=${line//<id from the card>/$card}
+    echo "demo-check: $cmd"
+    if output=$(timeout 120 bash -c "$cmd" 2>&1); then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+      echo "demo-check: FAILED (exit $?):" >&2
+      printf '%s\n' "$output" | tail -20 >&2
+    fi
+    if [[ $line == *"--form "* ]]; then
+      card=$(grep -o 'button approve:[^]]*' <<<"$output" | head -1 | cut -d: -f2)
+      [ -n "$card" ] || echo "demo-check: the form's answer showed no approve button" >&2
+    fi
+    if [[ $line == *"--click approve:"* ]] && ! grep -q "Applied" <<<"$output"; then
+      failed=$((failed + 1))
+      echo "demo-check: the approval did not apply:" >&2
+      printf '%s\n' "$output" | tail -20 >&2
+    fi
+  done
+  [ -s mesh.svg ] || { failed=$((failed + 1)); echo "demo-check: mesh.svg is empty" >&2; }
+  rm -f mesh.svg t.yaml
+  echo "demo: $passed passed, $failed failed"
+  [ "$failed" = 0 ]
+  exit
+fi
 if [ "${DEMO_ONCE:-}" = 1 ]; then
   exit 0
 fi

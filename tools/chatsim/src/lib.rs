@@ -916,6 +916,78 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
     use super::*;
 
+    /// `chat.update` of a message that is not in that channel is refused as Slack refuses it,
+    /// and a card is found by its button.
+    #[tokio::test]
+    async fn updates_need_a_real_message_and_cards_are_found_by_their_button() {
+        let s = StandIn::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let c = reqwest::Client::new();
+        let call = |method: &str, body: Value| {
+            c.post(format!("{}/{method}", s.slack_api_url()))
+                .header("authorization", "Bearer xoxb-t")
+                .json(&body)
+                .send()
+        };
+        let alert = json!({"channel": "C1", "text": "an alert"});
+        let card = json!({"channel": "C1", "text": "a card", "blocks": [{"type": "actions",
+            "elements": [{"type": "button", "action_id": "approve", "value": "a1",
+                          "text": {"type": "plain_text", "text": "Approve"}}]}]});
+        let first: Value = call("chat.postMessage", alert)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let posted: Value = call("chat.postMessage", card)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let recorded: Vec<Value> = s
+            .calls()
+            .await
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect();
+        assert_eq!(
+            card_ts(&recorded, "C1", "approve", "a1").as_deref(),
+            posted["ts"].as_str()
+        );
+        assert_eq!(card_ts(&recorded, "C2", "approve", "a1"), None);
+        assert_eq!(card_ts(&recorded, "C1", "approve", "other"), None);
+        for (channel, ts) in [
+            ("C1", "1700000000.999999"),
+            ("C2", posted["ts"].as_str().unwrap()),
+        ] {
+            let r: Value = call(
+                "chat.update",
+                json!({"channel": channel, "ts": ts, "text": "x"}),
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            assert_eq!(r["ok"], false, "{channel} {ts}: {r}");
+            assert_eq!(r["error"], "message_not_found");
+        }
+        for ts in [&first["ts"], &posted["ts"]] {
+            let r: Value = call(
+                "chat.update",
+                json!({"channel": "C1", "ts": ts, "text": "y"}),
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+
     /// Slack's documented example (its published secret, timestamp, body and signature).
     #[test]
     fn reproduces_slacks_documented_signature() {
