@@ -113,11 +113,48 @@ pub struct DrawnEdge {
     pub label_box: Rect,
 }
 
+/// One cubic Bézier segment: start, two control points, end.
+type Cubic = [(f64, f64); 4];
+
+/// Points along the segments, start to end.
+fn sample(cubics: &[Cubic]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for [a, b, c, e] in cubics {
+        for i in 0..=16 {
+            let t = f64::from(i) / 16.0;
+            let u = 1.0 - t;
+            let w = [u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t];
+            out.push((
+                w[0] * a.0 + w[1] * b.0 + w[2] * c.0 + w[3] * e.0,
+                w[0] * a.1 + w[1] * b.1 + w[2] * c.1 + w[3] * e.1,
+            ));
+        }
+    }
+    out
+}
+
+/// SVG path data of the segments.
+fn path_data(cubics: &[Cubic]) -> String {
+    let mut d = String::new();
+    for (i, [a, b, c, e]) in cubics.iter().enumerate() {
+        if i == 0 {
+            let _ = write!(d, "M {:.1} {:.1}", a.0, a.1);
+        }
+        let _ = write!(
+            d,
+            " C {:.1} {:.1}, {:.1} {:.1}, {:.1} {:.1}",
+            b.0, b.1, c.0, c.1, e.0, e.1
+        );
+    }
+    d
+}
+
 /// What layout-rs drew, recorded for our own rendering.
 #[derive(Debug, Default)]
 pub(crate) struct Canvas {
     nodes: Vec<(Rect, Option<usize>)>,
-    arrows: Vec<(usize, String, Vec<(f64, f64)>)>,
+    /// Each edge's curve as cubic Bézier segments (start, control, control, end).
+    arrows: Vec<(usize, Vec<Cubic>)>,
 }
 
 fn prop_index(properties: Option<&str>, key: &str) -> Option<usize> {
@@ -163,7 +200,7 @@ impl RenderBackend for Canvas {
         &mut self,
         path: &[(Point, Point)],
         _dashed: bool,
-        _head: (bool, bool),
+        head: (bool, bool),
         _look: &StyleAttr,
         properties: Option<String>,
         _text: &str,
@@ -177,38 +214,22 @@ impl RenderBackend for Canvas {
         // layout-rs's path: M p0 C c0, c1, p1, then S c, p for each further point (the first
         // control point of each S is the mirror of the previous second one).
         let p = |q: Point| (q.x, q.y);
-        let mut d = format!(
-            "M {:.1} {:.1} C {:.1} {:.1}, {:.1} {:.1}, {:.1} {:.1}",
-            path[0].0.x,
-            path[0].0.y,
-            path[0].1.x,
-            path[0].1.y,
-            path[1].0.x,
-            path[1].0.y,
-            path[1].1.x,
-            path[1].1.y
-        );
-        let mut samples = Vec::new();
-        let mut cubic = |a: (f64, f64), b: (f64, f64), c: (f64, f64), e: (f64, f64)| {
-            for i in 0..=16 {
-                let t = f64::from(i) / 16.0;
-                let u = 1.0 - t;
-                let w = [u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t];
-                samples.push((
-                    w[0] * a.0 + w[1] * b.0 + w[2] * c.0 + w[3] * e.0,
-                    w[0] * a.1 + w[1] * b.1 + w[2] * c.1 + w[3] * e.1,
-                ));
-            }
-        };
-        cubic(p(path[0].0), p(path[0].1), p(path[1].0), p(path[1].1));
+        let mut cubics = vec![[p(path[0].0), p(path[0].1), p(path[1].0), p(path[1].1)]];
         let (mut end, mut c2) = (p(path[1].1), p(path[1].0));
         for q in &path[2..] {
             let c1 = (2.0 * end.0 - c2.0, 2.0 * end.1 - c2.1);
-            cubic(end, c1, p(q.0), p(q.1));
-            let _ = write!(d, " S {:.1} {:.1}, {:.1} {:.1}", q.0.x, q.0.y, q.1.x, q.1.y);
+            cubics.push([end, c1, p(q.0), p(q.1)]);
             (end, c2) = (p(q.1), p(q.0));
         }
-        self.arrows.push((index, d, samples));
+        // layout-rs draws an edge it laid out backwards from its end, with the head at the
+        // start: turn it around so every curve runs from source to destination.
+        if head == (true, false) {
+            cubics.reverse();
+            for c in &mut cubics {
+                c.reverse();
+            }
+        }
+        self.arrows.push((index, cubics));
     }
 
     fn create_clip(&mut self, _: Point, _: Point, _: usize) -> ClipHandle {
@@ -271,12 +292,67 @@ impl Drawing {
         }
         let mut placed: Vec<Rect> = nodes.iter().map(|n| n.rect).collect();
         let mut edges = Vec::new();
-        for (index, path_data, samples) in canvas.arrows {
+        // layout-rs routes two edges between the same nodes (a -> b and b -> a, or two
+        // protocols) along one curve; spread them apart so each line and its head show.
+        let pair = |i: usize| {
+            view.edges.get(i).map(|e| {
+                if e.from <= e.to {
+                    (e.from.as_str(), e.to.as_str())
+                } else {
+                    (e.to.as_str(), e.from.as_str())
+                }
+            })
+        };
+        let mut siblings: std::collections::BTreeMap<(&str, &str), Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, (index, _)) in canvas.arrows.iter().enumerate() {
+            if let Some(k) = pair(*index) {
+                siblings.entry(k).or_default().push(i);
+            }
+        }
+        let mut shift = vec![0.0; canvas.arrows.len()];
+        for group in siblings.values().filter(|g| g.len() > 1) {
+            let k = group.len() as f64;
+            for (rank, &i) in group.iter().enumerate() {
+                shift[i] = (rank as f64 - (k - 1.0) / 2.0) * 12.0;
+            }
+        }
+        let mut curves = Vec::new();
+        for (i, (index, mut cubics)) in canvas.arrows.into_iter().enumerate() {
             let Some(e) = view.edges.get(index) else {
                 continue;
             };
-            let label_box = place_label(&samples, &label_text(e), &placed);
+            if shift[i] != 0.0 {
+                // Along the normal of the chord, taken in the pair's own order, so that a -> b
+                // and b -> a move to opposite sides.
+                let (first, last) = (cubics[0][0], cubics[cubics.len() - 1][3]);
+                let flip = if e.from <= e.to { 1.0 } else { -1.0 };
+                let (dx, dy) = ((last.0 - first.0) * flip, (last.1 - first.1) * flip);
+                let len = dx.hypot(dy).max(1e-6);
+                let (nx, ny) = (-dy / len * shift[i], dx / len * shift[i]);
+                for c in &mut cubics {
+                    for q in c.iter_mut() {
+                        *q = (q.0 + nx, q.1 + ny);
+                    }
+                }
+            }
+            let samples = sample(&cubics);
+            curves.push((index, path_data(&cubics), samples, label_text(e)));
+        }
+        let lines: Vec<&[(f64, f64)]> = curves.iter().map(|c| c.2.as_slice()).collect();
+        let mut labels = Vec::new();
+        for (i, (_, _, samples, text)) in curves.iter().enumerate() {
+            let others: Vec<&[(f64, f64)]> = lines
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, l)| *l)
+                .collect();
+            let label_box = place_label(samples, text, &placed, &others);
             placed.push(label_box);
+            labels.push(label_box);
+        }
+        for ((index, path_data, samples, _), label_box) in curves.into_iter().zip(labels) {
             edges.push(DrawnEdge {
                 index,
                 path_data,
@@ -317,8 +393,14 @@ impl Drawing {
 }
 
 /// A spot for a label near the middle of its curve that its own line does not cross; among
-/// those, the first that covers no node or earlier label.
-fn place_label(samples: &[(f64, f64)], text: &str, avoid: &[Rect]) -> Rect {
+/// those, the first that covers no node, earlier label or other line, else the first that
+/// covers no node or label.
+fn place_label(
+    samples: &[(f64, f64)],
+    text: &str,
+    avoid: &[Rect],
+    other_lines: &[&[(f64, f64)]],
+) -> Rect {
     let n = samples.len();
     let mid = samples.get(n / 2).copied().unwrap_or((0.0, 0.0));
     let (a, b) = (
@@ -342,6 +424,7 @@ fn place_label(samples: &[(f64, f64)], text: &str, avoid: &[Rect]) -> Rect {
     let size = text_box((0.0, 0.0), text, EDGE_FONT);
     let hits_line = |r: &Rect| samples.windows(2).any(|w| segment_hits(r, w[0], w[1]));
     let mut first_clear = None;
+    let mut clear_of_boxes = None;
     for along in [0.0, -0.25, 0.25] {
         let m = samples
             .get(((n as f64) * (0.5 + along)) as usize)
@@ -355,14 +438,21 @@ fn place_label(samples: &[(f64, f64)], text: &str, avoid: &[Rect]) -> Rect {
                 if hits_line(&r) {
                     continue;
                 }
-                if !avoid.iter().any(|o| o.overlaps(&r)) {
+                first_clear.get_or_insert(r);
+                if avoid.iter().any(|o| o.overlaps(&r)) {
+                    continue;
+                }
+                clear_of_boxes.get_or_insert(r);
+                let crosses = other_lines
+                    .iter()
+                    .any(|l| l.windows(2).any(|w| segment_hits(&r, w[0], w[1])));
+                if !crosses {
                     return r;
                 }
-                first_clear.get_or_insert(r);
             }
         }
     }
-    first_clear.unwrap_or_else(|| {
+    clear_of_boxes.or(first_clear).unwrap_or_else(|| {
         // No spot clears the line (a tight loop): far above the middle is still readable.
         let far = size.h + 40.0;
         text_box((mid.0, mid.1 - far), text, EDGE_FONT)
