@@ -204,8 +204,9 @@ pub struct GraphArgs {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
-    /// Metrics window, e.g. 30s, 1m, 5m.
-    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = parse_window)]
+    /// Metrics window, e.g. 30s, 1m, 5m (with --prometheus-url; mesh-mcp's graph has the
+    /// window its collector was started with).
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = parse_window, conflicts_with = "server")]
     pub window: Duration,
     /// Time limit for each Prometheus query.
     #[arg(long, env = "MESH_TIMEOUT", default_value = "10s", value_parser = parse_window)]
@@ -271,16 +272,17 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
             let g = c
                 .get_mesh_graph(with_token(req, args.token.as_deref(), Some(args.timeout))?)
                 .await
-                .map_err(|s| {
-                    Failure::new(1, format!("{server}: {} ({:?})", s.message(), s.code()))
-                })?
+                .map_err(|s| server_failure(server, &s))?
                 .into_inner();
             mesh_model::MeshGraph::try_from(g)
                 .map_err(|e| Failure::new(1, format!("{server} answered an invalid graph: {e}")))?
         }
         (None, None) => unreachable!("clap requires one of --prometheus-url and --server"),
     };
-    let bytes = render(&graph, args.output).map_err(|e| Failure::new(1, e))?;
+    let width = (args.out.is_none() && std::io::stdout().is_terminal())
+        .then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+        .flatten();
+    let bytes = render(&graph, args.output, width).map_err(|e| Failure::new(1, e))?;
     match &args.out {
         Some(path) => std::fs::write(path, &bytes)
             .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", path.display()))),
@@ -431,6 +433,20 @@ fn explain(args: &ExplainArgs) -> Result<(), Failure> {
 
 type Client = mesh_proto::pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>;
 
+/// A failed call, said plainly; an answer that was HTTP but not gRPC names the likely mix-up.
+fn server_failure(server: &str, s: &tonic::Status) -> Failure {
+    if s.message().contains("grpc-status header missing") {
+        return Failure::new(
+            1,
+            format!(
+                "{server} answered plain HTTP, not gRPC: this looks like mesh-mcp's HTTP port \
+                 (--http-listen); point --server at its gRPC port (--grpc-listen)"
+            ),
+        );
+    }
+    Failure::new(1, format!("{server}: {} ({:?})", s.message(), s.code()))
+}
+
 async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
     let url = if server.contains("://") {
         server.to_owned()
@@ -513,7 +529,7 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
     } else {
         c.apply_authorization_policy(r).await
     }
-    .map_err(|s| Failure::new(1, format!("{} ({:?})", s.message(), s.code())))?
+    .map_err(|s| server_failure(&args.server, &s))?
     .into_inner();
     if args.output == "json" {
         println!(
@@ -569,12 +585,7 @@ async fn watch(args: WatchArgs) -> Result<(), Failure> {
     let mut stream = c
         .watch_mesh_graph(r)
         .await
-        .map_err(|s| {
-            Failure::new(
-                1,
-                format!("{}: {} ({:?})", args.server, s.message(), s.code()),
-            )
-        })?
+        .map_err(|s| server_failure(&args.server, &s))?
         .into_inner();
     let mut printer = watch::WatchPrinter::default();
     let mut seen = 0u64;
@@ -602,11 +613,15 @@ async fn watch(args: WatchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The graph in an output format.
-pub fn render(graph: &MeshGraph, output: Output) -> Result<Vec<u8>, mesh_render::RenderError> {
+/// The graph in an output format; `width` is the terminal's, when writing to one.
+pub fn render(
+    graph: &MeshGraph,
+    output: Output,
+    width: Option<usize>,
+) -> Result<Vec<u8>, mesh_render::RenderError> {
     Ok(match output {
         Output::Table => table(graph, false).into_bytes(),
-        Output::Wide => table(graph, true).into_bytes(),
+        Output::Wide => table_fit(graph, true, width).into_bytes(),
         Output::Json => {
             let wire = mesh_proto::pb::MeshGraph::from(graph);
             let mut s = serde_json::to_string_pretty(&wire).expect("proto JSON always serializes");
@@ -651,9 +666,44 @@ fn authz_cell(p: &PolicyVerdict) -> String {
     }
 }
 
+/// `sa.ns` for a Linkerd identity of the usual form (`sa.ns.serviceaccount.identity.<control
+/// plane namespace>.<trust domain>`), with the suffix it dropped; else the identity whole.
+fn short_identity(id: &str) -> (String, Option<String>) {
+    let mut parts = id.splitn(4, '.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(sa), Some(ns), Some("serviceaccount"), Some(rest))
+            if rest.starts_with("identity.") =>
+        {
+            (format!("{sa}.{ns}"), Some(format!("serviceaccount.{rest}")))
+        }
+        _ => (id.to_owned(), None),
+    }
+}
+
+fn cells_to_lines(rows: &[Vec<String>], out: &mut String) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+}
+
 /// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics; with a
 /// POLICY column once the graph has known the cluster (a `kubernetes` source that succeeded).
 pub fn table(graph: &MeshGraph, wide: bool) -> String {
+    table_fit(graph, wide, None)
+}
+
+/// [`table`], fitted to a terminal `width` columns wide: when the wide table would be wider,
+/// each row's identities and authorizations go on an indented line under it.
+pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String {
     let policy = graph
         .sources
         .iter()
@@ -664,13 +714,20 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
     if policy {
         header.push("POLICY");
     }
+    let mut extra_header = Vec::new();
     if wide {
-        header.extend(["CLIENT_ID", "SERVER_ID"]);
         if policy {
-            header.extend(["DENIED/S", "AUTHZ"]);
+            header.push("DENIED/S");
+        }
+        extra_header.extend(["CLIENT_ID", "SERVER_ID"]);
+        if policy {
+            extra_header.push("AUTHZ");
         }
     }
+    let mut suffixes = std::collections::BTreeSet::new();
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+    let mut extras: Vec<Vec<String>> = vec![extra_header.iter().map(|s| (*s).to_owned()).collect()];
+    let mut notes = Vec::new();
     for e in graph.edges.values() {
         let (dst, dst_ns) = match &e.key.dst {
             Destination::Workload(w) => (w.name.clone(), w.namespace.clone()),
@@ -678,7 +735,16 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
         };
         let secured = match e.tls {
             TlsStatus::Mtls => "√ mTLS".to_owned(),
-            TlsStatus::Plaintext => format!("× plaintext ({})", e.no_tls_reason),
+            TlsStatus::Plaintext => {
+                // The reason can be long (several, with a share): it goes under the table.
+                if !e.no_tls_reason.is_empty() {
+                    notes.push(format!(
+                        "× {} -> {}: {}",
+                        e.key.src, e.key.dst, e.no_tls_reason
+                    ));
+                }
+                "× plaintext".to_owned()
+            }
             TlsStatus::Unknown => "? unknown".to_owned(),
         };
         let m = &e.metrics;
@@ -695,38 +761,81 @@ pub fn table(graph: &MeshGraph, wide: bool) -> String {
         ];
         if policy {
             row.push(policy_cell(&e.policy));
-        }
-        if wide {
-            for id in [&e.client_identity, &e.server_identity] {
-                row.push(if id.is_empty() {
-                    "-".to_owned()
+            if e.policy.decision == Decision::Unknown
+                && let Some(why) = e.policy.chain.last()
+            {
+                // A Server with routes decides per request: say so, not just "unknown".
+                let per_route = if e.policy.server.is_empty() {
+                    ""
                 } else {
-                    id.clone()
-                });
+                    "per-route policy, needs a method and path: "
+                };
+                notes.push(format!(
+                    "? {} -> {}: {per_route}{why}",
+                    e.key.src, e.key.dst
+                ));
             }
+        }
+        let mut extra = Vec::new();
+        if wide {
             if policy {
                 // What the destination's proxies refused, as they report it.
                 row.push(opt(e.policy.observed_deny_rps, |r| format!("{r:.2}")));
-                row.push(authz_cell(&e.policy));
+            }
+            for id in [&e.client_identity, &e.server_identity] {
+                extra.push(if id.is_empty() {
+                    "-".to_owned()
+                } else {
+                    let (short, suffix) = short_identity(id);
+                    suffixes.extend(suffix);
+                    short
+                });
+            }
+            if policy {
+                extra.push(authz_cell(&e.policy));
             }
         }
         rows.push(row);
+        extras.push(extra);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
+    if wide {
+        let joined: Vec<Vec<String>> = rows
             .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .zip(&extras)
+            .map(|(r, x)| r.iter().chain(x).cloned().collect())
             .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
+        let mut one = String::new();
+        cells_to_lines(&joined, &mut one);
+        let widest = one.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        if width.is_none_or(|w| widest <= w) {
+            out = one;
+        } else {
+            // Too wide for the terminal: identities and authorizations under each row.
+            let mut main = String::new();
+            cells_to_lines(&rows, &mut main);
+            let mut under = String::new();
+            cells_to_lines(&extras, &mut under);
+            for (m, u) in main.lines().zip(under.lines()) {
+                out.push_str(m);
+                out.push('\n');
+                out.push_str("    ");
+                out.push_str(u);
+                out.push('\n');
+            }
+        }
+    } else {
+        cells_to_lines(&rows, &mut out);
     }
     if graph.edges.is_empty() {
         out.push_str("(no edges in the window)\n");
+    }
+    for s in &suffixes {
+        out.push_str(&format!("identities: SA.NS stands for SA.NS.{s}\n"));
+    }
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
     }
     for e in graph.edges.values() {
         if !e.policy.disagreement.is_empty() {

@@ -69,7 +69,7 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
     let bot = lines.iter().find(|l| l.starts_with("vote-bot")).unwrap();
     assert!(bot.contains(" denied! "), "{t}");
     assert!(
-        bot.ends_with(" 0.25      default:all-unauthenticated"),
+        bot.contains(" denied!  0.25 ") && bot.ends_with("default:all-unauthenticated"),
         "{t}"
     );
     assert!(
@@ -81,14 +81,88 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
 }
 
 #[test]
-fn wide_table_shows_identities() {
+fn wide_table_shows_identities_short_and_says_how_to_read_them() {
     let t = table(&emojivoto(), true);
-    assert!(t.contains("default.emojivoto.serviceaccount.identity.linkerd.cluster.local  web.emojivoto.serviceaccount.identity.linkerd.cluster.local"), "{t}");
+    assert!(t.contains("default.emojivoto  web.emojivoto"), "{t}");
+    assert!(
+        t.contains(
+            "identities: SA.NS stands for SA.NS.serviceaccount.identity.linkerd.cluster.local"
+        ),
+        "{t}"
+    );
+}
+
+/// A graph that knows the cluster, with long identities, reasons and verdicts.
+fn busy() -> MeshGraph {
+    let mut g = emojivoto();
+    g.sources.push(mesh_model::SourceHealth {
+        source: "kubernetes".into(),
+        ok: true,
+        last_success: Some(SystemTime::UNIX_EPOCH),
+        error: String::new(),
+    });
+    for e in g.edges.values_mut() {
+        e.policy.decision = Decision::Allowed;
+        e.policy.authorization_policies = vec!["emojivoto/internal-grpc-with-a-long-name".into()];
+        if e.key.dst.to_string() == "emojivoto/voting" {
+            e.tls = TlsStatus::Plaintext;
+            e.no_tls_reason =
+                "not_provided_by_service_discovery,no_authority_in_http_request (40% of traffic without mTLS)"
+                    .into();
+            e.policy.decision = Decision::Unknown;
+            e.policy.server = "emojivoto/voting-grpc".into();
+            e.policy.chain = vec![
+                "routes voting-route attach to Server voting-grpc: give a method and path to decide"
+                    .into(),
+            ];
+        }
+    }
+    g
+}
+
+#[test]
+fn long_cells_go_under_the_table() {
+    let t = table(&busy(), false);
+    let widest = t.lines().take(4).map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 100, "{widest} columns:\n{t}");
+    assert!(t.contains("× plaintext  "), "{t}");
+    assert!(
+        t.contains("× emojivoto/Deployment/web -> emojivoto/Deployment/voting: not_provided_by_service_discovery")
+            || t.contains("× emojivoto/web -> emojivoto/voting: not_provided_by_service_discovery"),
+        "{t}"
+    );
+    assert!(
+        t.contains("voting: per-route policy, needs a method and path: routes voting-route attach to Server voting-grpc"),
+        "why the verdict is unknown: {t}"
+    );
+}
+
+#[test]
+fn wide_tables_fit_the_terminal() {
+    let g = busy();
+    let unbounded = table_fit(&g, true, None);
+    let widest = |t: &str| t.lines().map(|l| l.chars().count()).max().unwrap();
+    // Off a terminal (a file, a pipe): one row per edge, whatever its width.
+    assert_eq!(
+        unbounded.lines().filter(|l| l.starts_with("web ")).count(),
+        2
+    );
+    let fitted = table_fit(&g, true, Some(100));
+    let rows: Vec<&str> = fitted.lines().take(8).collect();
+    assert!(rows.iter().all(|l| l.chars().count() <= 100), "{fitted}");
+    assert!(widest(&unbounded) > 100, "{unbounded}");
+    assert!(rows[1].starts_with("    CLIENT_ID"), "{fitted}");
+    assert!(
+        rows[3].trim_start().starts_with("default.emojivoto"),
+        "{fitted}"
+    );
+    // A terminal wide enough gets the one-line rows.
+    assert_eq!(table_fit(&g, true, Some(400)), unbounded);
 }
 
 #[test]
 fn json_output_is_proto3_json() {
-    let out = render(&emojivoto(), Output::Json).unwrap();
+    let out = render(&emojivoto(), Output::Json, None).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["edges"].as_array().unwrap().len(), 3);
     assert_eq!(v["edges"][0]["tls"], "MTLS");

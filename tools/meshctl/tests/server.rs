@@ -144,3 +144,38 @@ fn unreachable_server_is_one_line() {
         "{err}"
     );
 }
+
+/// Pointing --server at an HTTP port (mesh-mcp's --http-listen) names the mix-up; --window
+/// with --server is refused, as mesh-mcp's graph has its collector's window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_port_and_window_with_server_are_explained() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // An HTTP server that, like mesh-mcp's HTTP listener, speaks HTTP/2 too and has no gRPC.
+    tokio::spawn(async move { axum::serve(l, axum::Router::new()).await });
+    let meshctl = env!("CARGO_BIN_EXE_meshctl");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(meshctl)
+            .args(["graph", "--server", &addr, "--timeout", "5s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("looks like mesh-mcp's HTTP port") && err.contains("--grpc-listen"),
+        "{err}"
+    );
+    let out = Command::new(meshctl)
+        .args(["graph", "--server", "127.0.0.1:1", "--window", "5m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--window") && err.contains("--server"),
+        "{err}"
+    );
+}
