@@ -298,6 +298,19 @@ impl MeshService for GraphService {
             r.include_policies,
         )?;
         let g = current(&self.graph)?;
+        // An empty answer would read as "no traffic"; a name the graph does not hold is a
+        // different answer (a typo, another namespace, a workload with no pods).
+        if let Some((ns, name)) = &f.workload
+            && !g
+                .workloads
+                .keys()
+                .any(|w| w.namespace == *ns && w.name == *name)
+        {
+            return Err(Status::not_found(format!(
+                "workload {ns}/{name} is not in the graph: no traffic in the window and not \
+                 known to Kubernetes"
+            )));
+        }
         // Repeated questions (dashboards, agents polling one namespace) share one filtering
         // per version with the watches.
         let view = self.views.lock().await.view(&format!("{f:?}"), &f, &g);

@@ -188,6 +188,21 @@ async fn embedded_collector_serves_the_prometheus_graph_over_grpc_and_http() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let missing = http
+        .get(format!(
+            "http://127.0.0.1:{}/v1/graph?workload=emojivoto/nosuch",
+            mcp.http
+        ))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let why = missing.text().await.unwrap();
+    assert!(
+        why.contains("emojivoto/nosuch is not in the graph"),
+        "{why}"
+    );
 
     // Prometheus stopped: the graph is still served, marked stale.
     let mut prom = prom;

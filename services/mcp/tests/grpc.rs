@@ -187,6 +187,19 @@ async fn get_mesh_graph_needs_a_token_and_honours_filters() {
         .await
         .unwrap_err();
     assert_eq!(e.message(), "workload \"voting\": want namespace/name");
+    let e = c
+        .get_mesh_graph(authed(pb::GetMeshGraphRequest {
+            workload: "emojivoto/nosuch".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert!(
+        e.message()
+            .starts_with("workload emojivoto/nosuch is not in the graph"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
