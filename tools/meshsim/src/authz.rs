@@ -16,6 +16,10 @@ use crate::{SharedSim, Topology, workload_ref};
 /// it reports for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EdgeAuthz {
+    /// The policy model's decision for the edge: the same one the graph shows.
+    pub decision: Decision,
+    /// Why the decision is `Unknown` (the explain chain's last step); empty otherwise.
+    pub undecided: String,
     /// Admitted (also in audit mode) rather than refused.
     pub allowed: bool,
     /// `srv_group`, `srv_kind`, `srv_name`.
@@ -39,6 +43,12 @@ impl EdgeAuthz {
     fn by_default(policy: &str, allowed: bool) -> Self {
         let default = |name: &str| [String::new(), "default".to_owned(), name.to_owned()];
         Self {
+            decision: if allowed {
+                Decision::Allowed
+            } else {
+                Decision::Denied
+            },
+            undecided: String::new(),
             allowed,
             server: default(policy),
             authz: default(policy),
@@ -47,9 +57,11 @@ impl EdgeAuthz {
     }
 }
 
-/// The decision for every edge of `topology` under `cluster`'s policy, in edge order. Edges into
-/// workloads the cluster does not know, or that policy cannot decide, are admitted, as they were
-/// before meshsim watched anything.
+/// The decision for every edge of `topology` under `cluster`'s policy, in edge order: the graph's
+/// verdict, from the same model with the same inputs (identities as the collector derives them).
+/// Edges into workloads the cluster does not know are admitted, as before meshsim watched
+/// anything. An edge the policy decides per request (a Server with HTTPRoutes) is `Unknown`,
+/// as in the graph; its traffic is admitted, since simulated requests carry no paths.
 pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
     topology
         .edges
@@ -71,20 +83,34 @@ pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
                 TlsStatus::Plaintext
             };
             if mtls {
-                edge.client_identity = src.identity();
+                edge.client_identity = cluster
+                    .policy
+                    .sa_identity(src.service_account(), &src.namespace);
             }
             let v = mesh_collector::overlay::verdict_of(cluster, &edge);
-            let allowed = match v.decision {
-                Decision::Denied => false,
-                Decision::Allowed | Decision::Audit => true,
-                Decision::Unknown => return EdgeAuthz::default(),
-            };
+            if v.decision == Decision::Unknown {
+                let mut a = EdgeAuthz {
+                    decision: Decision::Unknown,
+                    undecided: v.chain.last().cloned().unwrap_or_default(),
+                    ..EdgeAuthz::default()
+                };
+                if let Some((_, name)) = v.server.split_once('/') {
+                    // Per-route policy: the Server applies, the route and authorization
+                    // depend on each request, which the simulation does not model.
+                    a.server = [POLICY_GROUP.into(), "server".into(), name.into()];
+                    a.authz = [String::new(), String::new(), String::new()];
+                    a.route = [String::new(), String::new(), String::new()];
+                }
+                return a;
+            }
+            let allowed = v.decision != Decision::Denied;
             let default_policy = v
                 .default_policy
                 .split_whitespace()
                 .next()
                 .unwrap_or("all-unauthenticated");
             let mut a = EdgeAuthz::by_default(default_policy, allowed);
+            a.decision = v.decision;
             if let Some((_, name)) = v.server.split_once('/') {
                 a.server = [POLICY_GROUP.into(), "server".into(), name.into()];
             }

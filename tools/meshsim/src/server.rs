@@ -11,6 +11,8 @@ use axum::{
 };
 use tokio::{net::TcpListener, sync::Mutex};
 
+use mesh_model::Decision;
+
 use crate::{Sim, Topology, generate, topology::TopologyError};
 
 /// The simulation shared by request handlers.
@@ -104,16 +106,38 @@ pub async fn serve_shared(
         .await
 }
 
+fn decision_word(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+        Decision::Audit => "audit",
+        Decision::Unknown => "unknown",
+    }
+}
+
 /// One line per edge: what the destination's proxy does with its traffic.
 async fn get_authz(State(sim): State<SharedSim>) -> impl IntoResponse {
     let sim = sim.lock().await;
     let mut out = String::new();
     for (e, a) in sim.topology().edges.iter().zip(sim.authz()) {
-        let verdict = if a.allowed { "allowed" } else { "denied" };
-        let by = if a.allowed { &a.authz } else { &a.server };
+        // The words the graph's POLICY column uses, so the two can be read side by side.
+        let why = match a.decision {
+            Decision::Unknown if !a.server[2].is_empty() => format!(
+                "per-route policy, needs a method and path: {}; traffic admitted, as \
+                 simulated requests carry no path",
+                a.undecided
+            ),
+            Decision::Unknown => format!("{}; traffic admitted", a.undecided),
+            Decision::Denied => format!("{} {}", a.server[1], a.server[2]),
+            _ => format!("{} {}", a.authz[1], a.authz[2]),
+        };
         out.push_str(&format!(
-            "{} -> {}:{} {} {verdict} ({} {})\n",
-            e.from, e.to, e.port, e.protocol, by[1], by[2]
+            "{} -> {}:{} {} {} ({why})\n",
+            e.from,
+            e.to,
+            e.port,
+            e.protocol,
+            decision_word(a.decision)
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out)
