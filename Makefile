@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test check-fmt fmt clippy lint doc bench fuzz clean
+.PHONY: all deps build demo demo-check test check-fmt fmt clippy lint doc bench fuzz clean
 
 all: build
 
@@ -13,9 +13,16 @@ deps:
 build:
 	$(CARGO) build --workspace --locked
 
+DEMO_BINS := -p meshsim -p meshctl -p mesh-mcp -p kube-sim -p mesh-chatbot -p chatsim
+
 demo: deps
-	$(CARGO) build --locked -p meshsim -p meshctl -p mesh-mcp -p kube-sim -p mesh-chatbot -p chatsim
+	$(CARGO) build --locked $(DEMO_BINS)
 	scripts/demo.sh
+
+# The demo as a test: every command it prints is run, in order, and must exit 0.
+demo-check: deps
+	$(CARGO) build --locked $(DEMO_BINS)
+	DEMO_CHECK=1 scripts/demo.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -39,6 +46,7 @@ test: deps lint
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 	scripts/mcp-conformance.sh
+	$(MAKE) --no-print-directory demo-check
 
 # Benchmarks print figures and ratios; never part of `make test`.
 bench:
