@@ -41,13 +41,6 @@ pub struct Rect {
 }
 
 impl Rect {
-    fn contains(&self, p: (f64, f64), pad: f64) -> bool {
-        p.0 >= self.x - pad
-            && p.0 <= self.x + self.w + pad
-            && p.1 >= self.y - pad
-            && p.1 <= self.y + self.h + pad
-    }
-
     fn overlaps(&self, o: &Rect) -> bool {
         self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
     }
@@ -65,13 +58,67 @@ impl Rect {
     }
 }
 
-/// Whether the segment from `a` to `b` passes through `r` (sampled finely enough for labels).
+/// Whether the segment from `a` to `b` touches `r` grown by one pixel (Liang-Barsky clipping:
+/// exact, and cheap enough to test every label spot against every line).
 fn segment_hits(r: &Rect, a: (f64, f64), b: (f64, f64)) -> bool {
-    let steps = ((b.0 - a.0).hypot(b.1 - a.1) / 2.0).ceil().max(1.0) as usize;
-    (0..=steps).any(|i| {
-        let t = i as f64 / steps as f64;
-        r.contains((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t), 1.0)
-    })
+    let (x0, y0, x1, y1) = (r.x - 1.0, r.y - 1.0, r.x + r.w + 1.0, r.y + r.h + 1.0);
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    for (p, q) in [
+        (-dx, a.0 - x0),
+        (dx, x1 - a.0),
+        (-dy, a.1 - y0),
+        (dy, y1 - a.1),
+    ] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return false;
+            }
+        } else {
+            let t = q / p;
+            if p < 0.0 {
+                lo = lo.max(t);
+            } else {
+                hi = hi.min(t);
+            }
+            if lo > hi {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether the polyline `line` touches `r`, after a cheap test of its bounding box.
+fn line_hits(r: &Rect, line: &[(f64, f64)], bbox: &Rect) -> bool {
+    bbox.overlaps(&Rect {
+        x: r.x - 1.0,
+        y: r.y - 1.0,
+        w: r.w + 2.0,
+        h: r.h + 2.0,
+    }) && line.windows(2).any(|w| segment_hits(r, w[0], w[1]))
+}
+
+/// The bounding box of a polyline.
+fn bbox(line: &[(f64, f64)]) -> Rect {
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for p in line {
+        (x0, y0, x1, y1) = (x0.min(p.0), y0.min(p.1), x1.max(p.0), y1.max(p.1));
+    }
+    if x0 > x1 {
+        return Rect {
+            x: 0.0,
+            y: 0.0,
+            w: 0.0,
+            h: 0.0,
+        };
+    }
+    Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    }
 }
 
 /// The box a block of text takes, centred on `c`.
@@ -339,10 +386,13 @@ impl Drawing {
             let samples = sample(&cubics);
             curves.push((index, path_data(&cubics), samples, label_text(e)));
         }
-        let lines: Vec<&[(f64, f64)]> = curves.iter().map(|c| c.2.as_slice()).collect();
+        let lines: Vec<(&[(f64, f64)], Rect)> = curves
+            .iter()
+            .map(|c| (c.2.as_slice(), bbox(&c.2)))
+            .collect();
         let mut labels = Vec::new();
         for (i, (_, _, samples, text)) in curves.iter().enumerate() {
-            let others: Vec<&[(f64, f64)]> = lines
+            let others: Vec<(&[(f64, f64)], Rect)> = lines
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
@@ -399,7 +449,7 @@ fn place_label(
     samples: &[(f64, f64)],
     text: &str,
     avoid: &[Rect],
-    other_lines: &[&[(f64, f64)]],
+    other_lines: &[(&[(f64, f64)], Rect)],
 ) -> Rect {
     let n = samples.len();
     let mid = samples.get(n / 2).copied().unwrap_or((0.0, 0.0));
@@ -422,7 +472,8 @@ fn place_label(
         (0.0, -1.0)
     };
     let size = text_box((0.0, 0.0), text, EDGE_FONT);
-    let hits_line = |r: &Rect| samples.windows(2).any(|w| segment_hits(r, w[0], w[1]));
+    let own = bbox(samples);
+    let hits_line = |r: &Rect| line_hits(r, samples, &own);
     let mut first_clear = None;
     let mut clear_of_boxes = None;
     for along in [0.0, -0.25, 0.25] {
@@ -443,9 +494,7 @@ fn place_label(
                     continue;
                 }
                 clear_of_boxes.get_or_insert(r);
-                let crosses = other_lines
-                    .iter()
-                    .any(|l| l.windows(2).any(|w| segment_hits(&r, w[0], w[1])));
+                let crosses = other_lines.iter().any(|(l, b)| line_hits(&r, l, b));
                 if !crosses {
                     return r;
                 }
