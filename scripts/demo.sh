@@ -175,6 +175,11 @@ if [ "${DEMO_CHECK:-}" = 1 ]; then
     fi
   done
   [ -s mesh.svg ] || { failed=$((failed + 1)); echo "demo-check: mesh.svg is empty" >&2; }
+  # Logs written to files carry no terminal colour codes.
+  if grep -l $'\e\[' "$work"/*.log >&2; then
+    failed=$((failed + 1))
+    echo "demo-check: colour codes in the log files above" >&2
+  fi
   rm -f mesh.svg t.yaml
   echo "demo: $passed passed, $failed failed"
   [ "$failed" = 0 ]
