@@ -166,7 +166,7 @@ fn api_error(what: &str, acting: &str, e: &kube::Error) -> Status {
         // mesh-mcp's own reads and reviews: a refusal is its deployment's RBAC, not the caller's.
         kube::Error::Api(s) if s.code == 403 && acting == "mesh-mcp" => {
             Status::failed_precondition(format!(
-                "{what}: mesh-mcp's own Kubernetes identity lacks a permission it needs (see the README's RBAC): {}",
+                "{what}: mesh-mcp's own Kubernetes identity lacks a permission it needs (see \"mesh-mcp's own RBAC\" in docs/guide/policy-changes.md): {}",
                 s.message
             ))
         }

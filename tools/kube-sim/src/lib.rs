@@ -2,7 +2,7 @@
 //! and demo. A real `kube::Client` (or `kubectl --server`) talks to it exactly as to a cluster,
 //! so product code never knows. It is test infrastructure, never a production component.
 //!
-//! What it implements, and how faithfully, is listed in the README's kube-sim section: discovery,
+//! What it implements, and how faithfully, is listed in docs/guide/kube-sim.md: discovery,
 //! list/watch with replay, bookmarks, timeouts and 410, create/update/delete, merge, JSON and
 //! server-side apply patches with managed fields, `dryRun=All`, CRD schema validation,
 //! token-file authentication, RBAC with impersonation, access and token reviews, and a request
