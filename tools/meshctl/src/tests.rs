@@ -41,15 +41,20 @@ fn table_reads_like_viz_edges_with_metrics() {
     );
 }
 
-#[test]
-fn a_graph_that_knows_the_cluster_shows_policy() {
-    let mut g = emojivoto();
+/// `g` as mesh-mcp serves it once its collector has read the cluster.
+fn with_cluster(mut g: MeshGraph) -> MeshGraph {
     g.sources.push(mesh_model::SourceHealth {
         source: "kubernetes".into(),
         ok: true,
         last_success: Some(SystemTime::UNIX_EPOCH),
         error: String::new(),
     });
+    g
+}
+
+#[test]
+fn a_graph_that_knows_the_cluster_shows_policy() {
+    let mut g = with_cluster(emojivoto());
     for e in g.edges.values_mut() {
         e.policy.decision = Decision::Allowed;
         e.policy.default_policy = "all-unauthenticated (the install default)".into();
@@ -94,13 +99,7 @@ fn wide_table_shows_identities_short_and_says_how_to_read_them() {
 
 /// A graph that knows the cluster, with long identities, reasons and verdicts.
 fn busy() -> MeshGraph {
-    let mut g = emojivoto();
-    g.sources.push(mesh_model::SourceHealth {
-        source: "kubernetes".into(),
-        ok: true,
-        last_success: Some(SystemTime::UNIX_EPOCH),
-        error: String::new(),
-    });
+    let mut g = with_cluster(emojivoto());
     for e in g.edges.values_mut() {
         e.policy.decision = Decision::Allowed;
         e.policy.authorization_policies = vec!["emojivoto/internal-grpc-with-a-long-name".into()];
