@@ -221,6 +221,10 @@ impl Manifests {
                 Resource::ConfigMap(meta, data) if meta.name == "linkerd-config" => {
                     let values: Value = data
                         .get("values")
+                        .filter(|v| {
+                            mesh_model::input::check(v, mesh_model::input::InputLimits::MANIFEST)
+                                .is_ok()
+                        })
                         .and_then(|v| serde_yaml_ng::from_str(v).ok())
                         .unwrap_or_default();
                     if let Some(p) = values["proxy"]["defaultInboundPolicy"]

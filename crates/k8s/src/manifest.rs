@@ -79,6 +79,24 @@ pub fn parse_text(file: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
         {
             continue;
         }
+        // Measured before parsing: deep nesting costs the parser time with its square.
+        let limits = mesh_model::input::InputLimits {
+            max_bytes: MAX_FILE_BYTES as usize,
+            ..mesh_model::input::InputLimits::MANIFEST
+        };
+        if let Err(e) = mesh_model::input::check(&chunk, limits) {
+            let at = match e {
+                mesh_model::input::InputError::TooDeep { line: l, .. } => line + l - 1,
+                mesh_model::input::InputError::TooLarge { .. } => line,
+            };
+            problems.push(Problem {
+                location: format!("{file}:{at}"),
+                object: String::new(),
+                field: String::new(),
+                message: format!("document {e}"),
+            });
+            continue;
+        }
         match serde_yaml_ng::from_str::<Value>(&chunk) {
             Ok(Value::Null) => {}
             Ok(v) if v.is_object() => docs.push(Document {

@@ -13,6 +13,7 @@
 
 mod delta;
 mod graph;
+pub mod input;
 pub mod policy;
 mod samples;
 

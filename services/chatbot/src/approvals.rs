@@ -239,7 +239,14 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 ),
             );
         }
-        let reason = reason.trim().chars().take(200).collect::<String>();
+        // One line: mesh-mcp refuses control characters in what reaches the audit trail.
+        let reason = reason
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(200)
+            .collect::<String>();
         let dry = self
             .call(
                 kind,

@@ -148,6 +148,8 @@ impl IdentityMap {
     /// Parses and checks a map: every user named, no chat id twice, no `system:` identities
     /// (the mcp service never acts as those for a delegator anyway: say so up front).
     pub fn parse(text: &str) -> Result<Self, String> {
+        mesh_model::input::check(text, mesh_model::input::InputLimits::CONFIG)
+            .map_err(|e| format!("identity map refused: {e}"))?;
         let map: Self = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
         let mut seen = HashSet::new();
         for (i, u) in map.users.iter().enumerate() {
@@ -268,6 +270,16 @@ namespace_approvers:
 allow_self_approval: false
 approval_ttl: 30m
 "#;
+
+    #[test]
+    fn a_hostile_map_is_refused_before_parsing() {
+        let deep = format!("users: {}", "[".repeat(200_000));
+        let e = IdentityMap::parse(&deep).unwrap_err();
+        assert!(
+            e.starts_with("identity map refused: nested more than 32"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn maps_users_per_platform_and_approvers_per_namespace() {

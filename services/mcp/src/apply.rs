@@ -11,7 +11,11 @@
 //! mesh-mcp's own identity only reviews access, reads, impersonates and records Events; every
 //! write is made as the requester, so the API server enforces RBAC and admission itself.
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use kube::{
     Api, Client,
@@ -70,6 +74,9 @@ impl Rpc {
 
 /// Most objects one request may carry.
 const MAX_OBJECTS: usize = 16;
+
+/// How long parsing one request's manifest may take (bounded documents take milliseconds).
+const PARSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A DNS-1123 subdomain, as Kubernetes names objects (so it is also safe in a URL path).
 fn dns_subdomain(s: &str) -> bool {
@@ -277,6 +284,37 @@ impl Applier {
         c.auth_info.impersonate = Some(id.user.clone());
         c.auth_info.impersonate_groups = (!id.groups.is_empty()).then(|| id.groups.clone());
         Client::try_from(c).map_err(|e| Status::internal(format!("impersonating client: {e}")))
+    }
+
+    /// The audit fields a request may carry: `approved_by` and `reason` only from delegators
+    /// (the chatbot sets them after a real approval; anyone else could forge a second person),
+    /// and never with control characters, which would forge lines in Events and logs.
+    fn audit_fields(&self, caller: &Caller, req: &pb::ApplyRequest) -> Result<(), Status> {
+        let delegator = self.delegation.delegators.contains(&caller.user);
+        for (field, value, max) in [
+            ("approved_by", &req.approved_by, 253),
+            ("reason", &req.reason, 1024),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            if !delegator {
+                return Err(Status::permission_denied(format!(
+                    "{field}: only a delegator (--delegator, e.g. the chatbot after an approval) may \
+                     set it; {} is not one",
+                    caller.user
+                )));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "{field}: control characters (newlines, tabs, escapes) are not allowed"
+                )));
+            }
+            if value.chars().count() > max {
+                return Err(invalid(format!("{field}: at most {max} characters")));
+            }
+        }
+        Ok(())
     }
 
     /// Step 1: whom the change is made as.
@@ -570,6 +608,7 @@ impl Applier {
             )
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
+        self.audit_fields(&caller, &req)?;
         let manifest = match &req.source {
             Some(pb::apply_request::Source::Manifest(m)) => std::borrow::Cow::Borrowed(m),
             Some(pb::apply_request::Source::Spec(spec)) => {
@@ -580,7 +619,23 @@ impl Applier {
             }
             None => return Err(invalid("a manifest or a spec is required")),
         };
-        let objects = Self::objects(rpc, &manifest)?;
+        // Bounded before parsing, and parsed off the async workers with a deadline: a hostile
+        // document must not stall the graph reads and probes served by the same runtime.
+        mesh_model::input::check(&manifest, mesh_model::input::InputLimits::MANIFEST)
+            .map_err(|e| invalid(format!("manifest: {e}")))?;
+        let text = manifest.into_owned();
+        let objects = tokio::time::timeout(
+            PARSE_DEADLINE,
+            tokio::task::spawn_blocking(move || Self::objects(rpc, &text)),
+        )
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "manifest: not parsed within {}s",
+                PARSE_DEADLINE.as_secs()
+            ))
+        })?
+        .map_err(|e| Status::internal(format!("manifest parser: {e}")))??;
 
         // What is there now (mesh-mcp's own read access), and may the identity change it?
         // Objects are independent here, so they are asked about at once; the first failure in
@@ -696,19 +751,23 @@ impl Applier {
                 .await?;
         }
         let diff: String = applied.iter().map(|a| a.diff.clone()).collect();
-        tracing::info!(
-            target: "audit",
-            audit_id = %audit,
-            requested_by = %caller.user,
-            acted_as = %id.user,
-            groups = ?id.groups,
-            approved_by = %req.approved_by,
-            reason = %req.reason,
-            dry_run = dry,
-            objects = ?applied.iter().map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action)).collect::<Vec<_>>(),
-            diff = %diff,
-            "policy change"
-        );
+        // One JSON record: values are escaped, so none (a reason, a diff) can forge another
+        // field or another line.
+        let record = json!({
+            "audit_id": audit,
+            "requested_by": caller.user,
+            "acted_as": id.user,
+            "groups": id.groups,
+            "approved_by": req.approved_by,
+            "reason": req.reason,
+            "dry_run": dry,
+            "objects": applied
+                .iter()
+                .map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action))
+                .collect::<Vec<_>>(),
+            "diff": diff,
+        });
+        tracing::info!(target: "audit", record = %record, "policy change");
         Ok(pb::ApplyResponse {
             dry_run: dry,
             object: applied.last().map(|a| a.object.clone()).unwrap_or_default(),
@@ -827,7 +886,8 @@ impl Applier {
                             undone.join(", ")
                         )
                     };
-                    tracing::warn!(target: "audit", audit_id = %audit, acted_as = %id.user, error = %msg, "policy change failed");
+                    let record = json!({"audit_id": audit, "acted_as": id.user, "error": msg});
+                    tracing::warn!(target: "audit", record = %record, "policy change failed");
                     return Err(Status::new(status.code(), msg));
                 }
             }

@@ -623,3 +623,138 @@ async fn a_structured_spec_is_written_as_objects_and_applied_like_a_manifest() {
         e.message()
     );
 }
+
+/// A graph read as alice: how long the service takes to answer it.
+async fn graph_read(env: &Env) -> Duration {
+    let mut c = env.client.clone();
+    let start = std::time::Instant::now();
+    let mut r = Request::new(pb::GetMeshGraphRequest::default());
+    r.metadata_mut()
+        .insert("authorization", "Bearer alice-t".parse().unwrap());
+    r.set_timeout(Duration::from_secs(30));
+    c.get_mesh_graph(r).await.unwrap();
+    start.elapsed()
+}
+
+/// Hostile documents are measured before they are parsed: deep nesting (whose parse time grows
+/// with its square), oversized manifests and alias bombs are refused at once, by a caller with
+/// no rights at all, while the service keeps answering reads; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_documents_are_refused_before_parsing_and_reads_keep_flowing() {
+    let env = start(|a| a).await;
+    let rv = env.h.kube.resource_version().await;
+    let deep = format!("x: {}", "[".repeat(1_000_000));
+    let block: String = (0..200).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
+    let big = format!("{BOOKS_POLICY}\n# {}\n", "x".repeat(2 * 1024 * 1024));
+    let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
+                  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n\
+                  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
+    let cases: [(&str, &str); 4] = [
+        (&deep, "nested more than 64 levels deep (line 1)"),
+        (&block, "nested more than 64 levels deep (line 65)"),
+        (&big, "at most 1048576 are accepted"),
+        (laughs, "repetition limit exceeded"),
+    ];
+    // Three at once, as the attack was sent, with a read in between.
+    let mut attacks = Vec::new();
+    for (doc, _) in &cases {
+        for _ in 0..3 {
+            let mut c = env.client.clone();
+            let r = req("alice-t", doc, true);
+            attacks.push(tokio::spawn(async move {
+                c.apply_authorization_policy(r).await.unwrap_err()
+            }));
+        }
+    }
+    let during = graph_read(&env).await;
+    for (i, a) in attacks.into_iter().enumerate() {
+        let e = a.await.unwrap();
+        let want = cases[i / 3].1;
+        assert_eq!(e.code(), Code::InvalidArgument, "case {}: {e}", i / 3);
+        assert!(e.message().contains(want), "case {}: {e}", i / 3);
+    }
+    assert!(
+        during < Duration::from_secs(10),
+        "a graph read took {during:?} under attack"
+    );
+    assert_eq!(env.h.kube.resource_version().await, rv, "nothing changed");
+}
+
+/// Only a delegator may record who approved a change and why; nobody may put control
+/// characters into the audit trail (they would forge lines in Events and logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_and_reasons_cannot_be_forged() {
+    let mut env = start(|a| a).await;
+    let rv = env.h.kube.resource_version().await;
+    let base = pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
+        ..Default::default()
+    };
+    for (field, r) in [
+        (
+            "approved_by",
+            pb::ApplyRequest {
+                approved_by: "carol".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "reason",
+            pb::ApplyRequest {
+                reason: "approved in Slack by carol".into(),
+                ..base.clone()
+            },
+        ),
+    ] {
+        for token in ["alice-t", "bob-t"] {
+            let e = refused(&mut env, with(token, r.clone())).await;
+            assert_eq!(e.code(), Code::PermissionDenied, "{token} {field}: {e}");
+            assert!(
+                e.message()
+                    .starts_with(&format!("{field}: only a delegator")),
+                "{e}"
+            );
+        }
+    }
+    let as_bob = pb::ApplyRequest {
+        on_behalf_of: Some(pb::Identity {
+            user: "bob".into(),
+            groups: vec!["mesh-admins".into()],
+        }),
+        ..base
+    };
+    for (field, r) in [
+        (
+            "approved_by",
+            pb::ApplyRequest {
+                approved_by: "carol\napproved-by: dave".into(),
+                ..as_bob.clone()
+            },
+        ),
+        (
+            "reason",
+            pb::ApplyRequest {
+                reason: "ok\r\n2026-12-06 INFO audit: forged".into(),
+                ..as_bob.clone()
+            },
+        ),
+        (
+            "reason",
+            pb::ApplyRequest {
+                reason: "colour \u{1b}[31m".into(),
+                ..as_bob.clone()
+            },
+        ),
+    ] {
+        let e = refused(&mut env, with("bot-t", r)).await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e}");
+        assert!(
+            e.message()
+                .starts_with(&format!("{field}: control characters")),
+            "{e}"
+        );
+    }
+    assert_eq!(env.h.kube.resource_version().await, rv, "nothing changed");
+}

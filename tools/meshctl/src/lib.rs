@@ -65,10 +65,11 @@ pub struct ApplyArgs {
     /// Groups of the --as identity (repeatable).
     #[arg(long = "as-group", requires = "as_user")]
     pub as_groups: Vec<String>,
-    /// Who approved the change (recorded in the audit trail).
+    /// Who approved the change (recorded in the audit trail; only a delegator's token may set
+    /// it, e.g. the chatbot's after an approval).
     #[arg(long)]
     pub approved_by: Option<String>,
-    /// Why (recorded in the audit trail).
+    /// Why (recorded in the audit trail; only a delegator's token may set it).
     #[arg(long)]
     pub reason: Option<String>,
     /// Refuse unless the main object is still at this resourceVersion.

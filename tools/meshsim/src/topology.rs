@@ -127,6 +127,9 @@ pub enum TopologyError {
     /// Not YAML, or not the topology's shape (the message names the line and column).
     #[error("topology is not valid YAML for a topology: {0}")]
     Syntax(#[from] serde_yaml_ng::Error),
+    /// Too large or too deep to parse safely.
+    #[error("topology refused: {0}")]
+    Bounds(#[from] mesh_model::input::InputError),
     /// A field has a value that makes no sense.
     #[error("{field}: {reason}")]
     Invalid {
@@ -149,6 +152,7 @@ fn invalid(field: String, reason: impl Into<String>) -> TopologyError {
 impl Topology {
     /// Parses and validates a YAML topology.
     pub fn from_yaml(text: &str) -> Result<Self, TopologyError> {
+        mesh_model::input::check(text, mesh_model::input::InputLimits::TOPOLOGY)?;
         let t: Self = serde_yaml_ng::from_str(text)?;
         t.validate()?;
         Ok(t)

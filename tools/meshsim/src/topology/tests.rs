@@ -90,3 +90,14 @@ fn generated_meshes_are_deterministic_and_realistic() {
         assert!(a.edges.iter().any(|e| e.protocol == p), "no {p} edge");
     }
 }
+
+#[test]
+fn a_hostile_topology_is_refused_before_parsing() {
+    let deep = format!("workloads: {}", "{a: ".repeat(100_000));
+    let e = Topology::from_yaml(&deep).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("topology refused: nested more than 32 levels deep"),
+        "{e}"
+    );
+}
