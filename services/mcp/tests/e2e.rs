@@ -286,13 +286,11 @@ fn admin_apply(
     c: &MeshServiceClient<tonic::transport::Channel>,
     manifest: &str,
     dry_run: bool,
-    reason: &str,
 ) -> impl Future<Output = Result<tonic::Response<pb::ApplyResponse>, tonic::Status>> + use<> {
     let mut c = c.clone();
     let mut r = Request::new(pb::ApplyRequest {
         source: Some(pb::apply_request::Source::Manifest(manifest.into())),
         dry_run,
-        reason: reason.into(),
         ..Default::default()
     });
     r.metadata_mut()
@@ -400,7 +398,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
         metadata: {name: books-policy, namespace: booksapp}\n\
         spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}\n  \
         requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}]\n";
-    let apply = |dry_run: bool| admin_apply(&c, books_policy, dry_run, "books is internal");
+    let apply = |dry_run: bool| admin_apply(&c, books_policy, dry_run);
     let what_if = poll(
         Duration::from_secs(30),
         Duration::from_millis(500),
@@ -619,7 +617,7 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
         spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
         requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
     let apply = |dry_run: bool| {
-        let sent = admin_apply(&c, policy, dry_run, "only web may vote");
+        let sent = admin_apply(&c, policy, dry_run);
         async move { sent.await.unwrap().into_inner() }
     };
     let what_if = apply(true).await;
@@ -825,7 +823,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             ["explain_access", {"from": "emojivoto/web", "to": "emojivoto/voting"}],
             ["list_policies", {"namespace": "emojivoto"}],
             ["get_mesh_graph", {"full": true, "max_edges": 2}],
-            ["plan_authorization_policy", {"spec": books_spec, "reason": "books is webapp's"}],
+            ["plan_authorization_policy", {"spec": books_spec}],
             ["apply_plan", {"plan_id": "$plan_id"}],
             ["apply_plan", {"plan_id": "$plan_id"}],
         ],

@@ -114,7 +114,13 @@ async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
     );
     assert!(out.contains("dry-run as admin; audit id "), "{out}");
 
-    let (code, out, err) = meshctl(&["--reason", "only webapp reads books"]);
+    // Who approved and why are recorded only from delegators (after a real approval).
+    for flag in ["--reason", "--approved-by"] {
+        let (code, _, err) = meshctl(&[flag, "carol"]);
+        assert_eq!(code, Some(1), "{flag}");
+        assert!(err.contains(": only a delegator"), "{flag}: {err}");
+    }
+    let (code, out, err) = meshctl(&[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains("AuthorizationPolicy booksapp/books-policy: created"),
