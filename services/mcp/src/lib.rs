@@ -99,9 +99,17 @@ pub async fn grpc_routes(
     service: GraphService,
     auth: Option<Authenticator>,
 ) -> tonic::service::Routes {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl speaks v1, while Python's grpcio-reflection and
+    // grpc_cli still ask v1alpha, and would otherwise see no services.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the API's descriptor set is valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the API's descriptor set is valid");
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reporter = health_reporter.clone();
@@ -111,7 +119,8 @@ pub async fn grpc_routes(
             .await;
     });
     let routes = tonic::service::Routes::new(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(mesh_proto::pb::mesh_service_server::MeshServiceServer::new(
             service,
         ));

@@ -271,12 +271,7 @@ async fn watch_sends_the_filtered_view_and_an_edge_leaving_it_as_a_removal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
     let s = start(&meshsim::builtin("emojivoto").unwrap()).await;
-    let ch = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&s).await);
     let r = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "linkerd.mcp.v1.MeshService".into(),
@@ -287,6 +282,60 @@ async fn health_and_reflection_are_served() {
         r.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // Reflection in both versions: clients that speak only v1alpha (Python's grpcio-reflection,
+    // grpc_cli) see the API too.
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(&s).await);
+    let req = v1alpha::ServerReflectionRequest {
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+        ..Default::default()
+    };
+    let mut answers = alpha
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) =
+        answer.message_response
+    else {
+        panic!("{answer:?}");
+    };
+    assert!(
+        l.service
+            .iter()
+            .any(|s| s.name == "linkerd.mcp.v1.MeshService"),
+        "{l:?}"
+    );
+    let mut one = v1::server_reflection_client::ServerReflectionClient::new(channel(&s).await);
+    let req = v1::ServerReflectionRequest {
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+        ..Default::default()
+    };
+    let answer = one
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(format!("{answer:?}").contains("linkerd.mcp.v1.MeshService"));
+}
+
+async fn channel(s: &Server) -> Channel {
+    Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn with_token<T>(msg: T, token: &str) -> Request<T> {
