@@ -29,48 +29,48 @@ pub struct TokenAuth {
 }
 
 impl TokenAuth {
-    /// Parses a token file; errors name the line.
+    /// Parses a token file as kube-apiserver's `--token-auth-file` reads it: CSV records
+    /// (quoted fields may hold commas), at least `token,user,uid`, the fourth column a
+    /// comma-separated list of groups, further columns ignored. Stricter where kube-apiserver
+    /// only warns: an empty token, an empty user or a repeated token is an error naming the
+    /// line. Lines starting with `#` are comments.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut tokens = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .comment(Some(b'#'))
+            .from_reader(text.as_bytes());
+        for record in reader.records() {
+            let record = record.map_err(|e| format!("token file: {e}"))?;
+            let line = record.position().map_or(0, csv::Position::line);
+            let want = |why: &str| format!("token file line {line}: {why}");
+            if record.len() < 3 {
+                return Err(want(&format!(
+                    "at least 3 columns (token, user name, user uid), found {}",
+                    record.len()
+                )));
             }
-            let (token, rest) = line.split_once(',').ok_or_else(|| {
-                format!(
-                    "token file line {}: want token,user,uid[,\"groups\"]",
-                    i + 1
-                )
-            })?;
-            let mut parts = rest.splitn(3, ',');
-            let user = parts.next().unwrap_or_default().trim();
-            let _uid = parts.next();
-            let groups = parts
-                .next()
+            let (token, user) = (&record[0], &record[1]);
+            if token.is_empty() || user.is_empty() {
+                return Err(want("the token and the user name must not be empty"));
+            }
+            let groups: Vec<String> = record
+                .get(3)
                 .map(|g| {
-                    g.trim()
-                        .trim_matches('"')
-                        .split(',')
-                        .map(str::trim)
+                    g.split(',')
                         .filter(|g| !g.is_empty())
                         .map(str::to_owned)
                         .collect()
                 })
                 .unwrap_or_default();
-            if token.is_empty() || user.is_empty() {
-                return Err(format!(
-                    "token file line {}: want token,user,uid[,\"groups\"]",
-                    i + 1
-                ));
+            let caller = Caller {
+                user: user.to_owned(),
+                groups,
+            };
+            if tokens.insert(token.to_owned(), caller).is_some() {
+                return Err(want("this token is already on an earlier line"));
             }
-            tokens.insert(
-                token.to_owned(),
-                Caller {
-                    user: user.to_owned(),
-                    groups,
-                },
-            );
         }
         Ok(Self {
             tokens: Arc::new(tokens),
@@ -301,5 +301,50 @@ pub(crate) async fn middleware(
             next.run(req).await
         }
         Err(status) => status.into_http(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+    use super::*;
+
+    fn who(t: &TokenAuth, token: &str) -> Option<Caller> {
+        t.tokens.get(token).cloned()
+    }
+
+    /// The records kube-apiserver's `--token-auth-file` reader takes, read the same way.
+    #[test]
+    fn token_files_read_as_kube_apiserver_reads_them() {
+        let t = TokenAuth::parse(
+            "# comment\n\
+             tok,oddy,uid,devs,system:masters\n\
+             \"q,tok\",quinn,uid\n\
+             tok2,\"quoted user\",uid\n\
+             tok3,u3,uid,\"a,b\"\n\
+             tok4,u4,uid,\"\"\n",
+        )
+        .unwrap();
+        // Columns after the fourth are ignored, not taken as groups.
+        assert_eq!(who(&t, "tok").unwrap().groups, ["devs"]);
+        assert_eq!(who(&t, "q,tok").unwrap().user, "quinn");
+        assert_eq!(who(&t, "tok2").unwrap().user, "quoted user");
+        assert_eq!(who(&t, "tok3").unwrap().groups, ["a", "b"]);
+        assert!(who(&t, "tok4").unwrap().groups.is_empty());
+        for (text, why) in [
+            ("a,b\n", "line 1: at least 3 columns"),
+            (
+                "t,u,1\nt,v,2\n",
+                "line 2: this token is already on an earlier line",
+            ),
+            (
+                ",u,1\n",
+                "line 1: the token and the user name must not be empty",
+            ),
+            ("t,\"unterminated,1\n", "token file"),
+        ] {
+            let e = TokenAuth::parse(text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
     }
 }
