@@ -100,6 +100,13 @@ pub struct Args {
     /// The token claim listing the user's groups.
     #[arg(long, env = "MESH_OAUTH_GROUPS_CLAIM", default_value = "groups")]
     pub oauth_groups_claim: String,
+    /// Prefix for user names from tokens, as kube-apiserver's --oidc-username-prefix
+    /// (default: the issuer and '#' unless the user claim is email; '-' for none).
+    #[arg(long, env = "MESH_OAUTH_USERNAME_PREFIX")]
+    pub oauth_username_prefix: Option<String>,
+    /// Prefix for groups from tokens, as kube-apiserver's --oidc-groups-prefix (e.g. `oidc:`).
+    #[arg(long, env = "MESH_OAUTH_GROUPS_PREFIX", default_value = "")]
+    pub oauth_groups_prefix: String,
     /// Serve MCP without its mutation tools (plan_*, apply_plan).
     #[arg(long, env = "MESH_READ_ONLY")]
     pub read_only: bool,
@@ -203,6 +210,11 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
                     jwks_url: args.oauth_jwks_url.clone(),
                     user_claim: args.oauth_user_claim.clone(),
                     groups_claim: args.oauth_groups_claim.clone(),
+                    username_prefix: args
+                        .oauth_username_prefix
+                        .clone()
+                        .map(|p| if p == "-" { String::new() } else { p }),
+                    groups_prefix: args.oauth_groups_prefix.clone(),
                 })
                 .map_err(usage)?;
                 a = a.with_oauth(v);

@@ -27,6 +27,23 @@ pub struct OAuthConfig {
     pub user_claim: String,
     /// The claim with the user's groups (a list of strings), if any.
     pub groups_claim: String,
+    /// Put before the user name, as kube-apiserver's `--oidc-username-prefix`: `None` is its
+    /// default (`<issuer>#` unless the claim is `email`), `Some("")` none.
+    pub username_prefix: Option<String>,
+    /// Put before every group, as kube-apiserver's `--oidc-groups-prefix`.
+    pub groups_prefix: String,
+}
+
+impl OAuthConfig {
+    /// The prefix user names get: kube-apiserver's rule, so the same token names the same
+    /// Kubernetes user here and at the API server.
+    pub fn effective_username_prefix(&self) -> String {
+        match &self.username_prefix {
+            Some(p) => p.clone(),
+            None if self.user_claim == "email" => String::new(),
+            None => format!("{}#", self.issuer),
+        }
+    }
 }
 
 /// How often unknown key ids may trigger a JWKS refetch (key rotation), at most.
@@ -136,6 +153,8 @@ impl JwtVerifier {
         v.set_issuer(&[&self.config.issuer]);
         v.set_audience(&[&self.config.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token is not valid before its `nbf`, whatever its expiry says.
+        v.validate_nbf = true;
         let claims = match jsonwebtoken::decode::<Value>(token, &key, &v) {
             Ok(d) => d.claims,
             Err(e) => return Ok(Err(format!("access token refused: {e}"))),
@@ -149,19 +168,29 @@ impl JwtVerifier {
                 self.config.user_claim
             )));
         };
-        let groups = claims[&self.config.groups_claim]
+        let user = format!("{}{user}", self.config.effective_username_prefix());
+        let groups: Vec<String> = claims[&self.config.groups_claim]
             .as_array()
             .map(|g| {
                 g.iter()
                     .filter_map(Value::as_str)
-                    .map(str::to_owned)
+                    .map(|g| format!("{}{g}", self.config.groups_prefix))
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Ok(Caller {
-            user: user.to_owned(),
-            groups,
-        }))
+        // Identities from an outside issuer never become Kubernetes system identities: those
+        // are the API server's own (`system:masters` is cluster-admin). A prefix maps them.
+        if let Some(name) = std::iter::once(&user)
+            .chain(&groups)
+            .find(|n| n.starts_with("system:") || n.chars().any(char::is_control))
+        {
+            return Ok(Err(format!(
+                "access token names {name:?}: system identities and control characters are \
+                 refused (map the issuer's names with --oauth-username-prefix and \
+                 --oauth-groups-prefix)"
+            )));
+        }
+        Ok(Ok(Caller { user, groups }))
     }
 
     /// The protected resource metadata (RFC 9728) for this server.

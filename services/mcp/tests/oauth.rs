@@ -90,6 +90,8 @@ async fn access_tokens_are_checked_against_the_issuers_keys_audience_and_expiry(
         jwks_url: None,
         user_claim: "sub".into(),
         groups_claim: "groups".into(),
+        username_prefix: Some(String::new()),
+        groups_prefix: String::new(),
     })
     .unwrap();
     assert_eq!(
@@ -133,6 +135,26 @@ async fn access_tokens_are_checked_against_the_issuers_keys_audience_and_expiry(
             "ExpiredSignature",
         ),
         (claims(json!({"sub": ""})), "k1", "no \"sub\" claim"),
+        (
+            claims(json!({"nbf": now() + 3600})),
+            "k1",
+            "ImmatureSignature",
+        ),
+        (
+            claims(json!({"groups": ["devs", "system:masters"]})),
+            "k1",
+            "names \"system:masters\": system identities",
+        ),
+        (
+            claims(json!({"sub": "system:admin"})),
+            "k1",
+            "names \"system:admin\"",
+        ),
+        (
+            claims(json!({"sub": "alice\nbob"})),
+            "k1",
+            "control characters",
+        ),
     ];
     for (c, kid, why) in refused {
         let e = auth
@@ -149,6 +171,28 @@ async fn access_tokens_are_checked_against_the_issuers_keys_audience_and_expiry(
     let unknown = mint(&ec_key(), "k9", &claims(json!({})));
     let e = auth.authenticate(Some(&bearer(unknown))).await.unwrap_err();
     assert!(e.message().contains("no key"), "{}", e.message());
+
+    // kube-apiserver's prefixes: by default the issuer and '#' before a user that is not an
+    // email claim; a groups prefix maps the issuer's system: groups out of the way.
+    let prefixed = Authenticator::from(TokenAuth::default()).with_oauth(
+        JwtVerifier::new(OAuthConfig {
+            issuer: iss.url.clone(),
+            audience: aud.into(),
+            jwks_url: None,
+            user_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            username_prefix: None,
+            groups_prefix: "oidc:".into(),
+        })
+        .unwrap(),
+    );
+    let c = claims(json!({"sub": "system:admin", "groups": ["system:masters"]}));
+    let who = prefixed
+        .authenticate(Some(&bearer(mint(&iss.key, "k1", &c))))
+        .await
+        .unwrap();
+    assert_eq!(who.user, format!("{}#system:admin", iss.url));
+    assert_eq!(who.groups, ["oidc:system:masters"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
