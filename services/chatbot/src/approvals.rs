@@ -61,6 +61,10 @@ pub struct Approval {
     pub dry_run_audit_id: String,
     /// When it stops being approvable (seconds since the epoch).
     pub expires_at: u64,
+    /// Every other object of the change as the dry-run found it: kind, namespace, name and
+    /// resourceVersion (empty: absent). The approved apply fails if any of them moved.
+    #[serde(default)]
+    pub reviewed: Vec<[String; 4]>,
 }
 
 /// What a click does.
@@ -325,6 +329,19 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             warnings: dry.warnings.clone(),
             dry_run_audit_id: dry.audit_id.clone(),
             expires_at: now_unix() + map.approval_ttl.as_secs(),
+            reviewed: dry
+                .objects
+                .iter()
+                .filter(|o| Some(*o) != main)
+                .map(|o| {
+                    [
+                        o.kind.clone(),
+                        o.namespace.clone(),
+                        o.name.clone(),
+                        o.resource_version_before.clone(),
+                    ]
+                })
+                .collect(),
         };
         if a.actions.iter().all(|x| x.starts_with("unchanged")) {
             return Reply::new(format!("No change: {} is already as written", a.target))
@@ -416,6 +433,34 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                             namespaces.join(", ")
                         ),
                     ));
+                }
+                // Made as the requester as the map knows them now: someone removed from it,
+                // or given other groups, since asking must not act with what they had then.
+                let mut a = a;
+                match map.lookup(a.platform, &a.requester_chat) {
+                    Some(now) if now.user == a.requester.user => a.requester = now.clone(),
+                    Some(now) => {
+                        self.metrics.approval("requester_changed");
+                        return ClickOutcome::private(Reply::refusal(
+                            "The requester's identity changed",
+                            format!(
+                                "{} asked as {}, but the identity map now maps them to {}; \
+                                 nothing was applied. They can ask again.",
+                                a.requester_chat, a.requester.user, now.user
+                            ),
+                        ));
+                    }
+                    None => {
+                        self.metrics.approval("requester_unmapped");
+                        return ClickOutcome::private(Reply::refusal(
+                            "The requester is no longer mapped",
+                            format!(
+                                "{} ({}) is no longer in the bot's identity map, so the change \
+                                 cannot be made as them; nothing was applied.",
+                                a.requester.user, a.requester_chat
+                            ),
+                        ));
+                    }
                 }
                 self.approve(a, &clicker).await
             }
@@ -561,6 +606,16 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     }),
                     approved_by: approver.user.clone(),
                     reason,
+                    preconditions: a
+                        .reviewed
+                        .iter()
+                        .map(|[kind, namespace, name, rv]| pb::ObjectPrecondition {
+                            kind: kind.clone(),
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            resource_version: rv.clone(),
+                        })
+                        .collect(),
                     ..Default::default()
                 },
             )

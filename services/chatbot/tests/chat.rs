@@ -799,6 +799,47 @@ async fn refusals_apply_nothing() {
         rv,
         "nothing was written to the cluster"
     );
+
+    // A requester removed from the identity map after asking: the approval is refused, since
+    // the change would be made as someone the bot no longer vouches for.
+    std::fs::write(w.dir.path().join("ids.yaml"), common::identity_map("30m")).unwrap();
+    let mut card = None;
+    for _ in 0..40 {
+        let c = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
+        if slack_text(c.json.as_ref().unwrap()).contains("*Expires in*\n30m") {
+            card = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let card = card.expect("the identity map was never reloaded");
+    let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
+    let without_alice: String = common::identity_map("30m")
+        .lines()
+        .filter(|l| !l.contains("U0ALICE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(w.dir.path().join("ids.yaml"), without_alice).unwrap();
+    // Observed reloaded when alice herself is told she is not mapped (and gets no card).
+    let mut reloaded = false;
+    for _ in 0..40 {
+        let c = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
+        if slack_text(c.json.as_ref().unwrap()).contains("not in the bot's identity map") {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(reloaded, "the identity map without alice was never loaded");
+    let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
+    assert_eq!(c.slack_method(), Some("chat.postEphemeral"));
+    let t = slack_text(c.json.as_ref().unwrap());
+    assert!(t.contains("no longer in the bot's identity map"), "{t}");
+    assert_eq!(
+        w.mcp.kube.resource_version().await,
+        rv,
+        "nothing was written for the unmapped requester"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

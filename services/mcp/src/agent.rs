@@ -429,9 +429,6 @@ pub struct PlanArgs {
     /// RouteSpec, in snake_case).
     #[serde(default)]
     pub spec: Option<Value>,
-    /// Why (recorded in the audit trail).
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 /// A plan to apply.
@@ -866,7 +863,6 @@ impl MeshAgent {
         let req = pb::ApplyRequest {
             source: Some(source.clone()),
             dry_run: true,
-            reason: a.reason.unwrap_or_default(),
             ..Default::default()
         };
         let r = self
@@ -887,6 +883,18 @@ impl MeshAgent {
                 // A new object must still be new when the plan is applied.
                 expect_absent: reviewed_version.is_empty(),
                 expected_resource_version: reviewed_version,
+                // And every supporting object as the plan found it (the main one is last).
+                preconditions: r
+                    .objects
+                    .iter()
+                    .take(r.objects.len().saturating_sub(1))
+                    .map(|o| pb::ObjectPrecondition {
+                        kind: o.kind.clone(),
+                        namespace: o.namespace.clone(),
+                        name: o.name.clone(),
+                        resource_version: o.resource_version_before.clone(),
+                    })
+                    .collect(),
                 ..Default::default()
             },
         };

@@ -47,6 +47,65 @@ pub struct Delegation {
     pub allowed_groups: Vec<String>,
 }
 
+/// The resourceVersion a reviewer saw for `o`, when there is one to hold the write to: the
+/// API server then refuses the write if the object changed in between (optimistic
+/// concurrency), closing the window after [`check_preconditions`]'s read.
+fn reviewed_version<'a>(req: &'a pb::ApplyRequest, o: &Obj, main: bool) -> Option<&'a str> {
+    if main {
+        return Some(req.expected_resource_version.as_str()).filter(|v| !v.is_empty());
+    }
+    req.preconditions
+        .iter()
+        .find(|p| (&p.kind, &p.namespace, &p.name) == (&o.kind, &o.namespace, &o.name))
+        .map(|p| p.resource_version.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// Every object's state now against what was reviewed (`preconditions`): an approval must not
+/// revert a change to a supporting object that the reviewer never saw.
+fn check_preconditions(
+    req: &pb::ApplyRequest,
+    objects: &[Obj],
+    before: &[Option<DynamicObject>],
+) -> Result<(), Status> {
+    let shown = |v: &str| {
+        if v.is_empty() {
+            "absent".to_owned()
+        } else {
+            format!("resourceVersion {v}")
+        }
+    };
+    // Every precondition must name an object of the request before any is compared.
+    let mut at = Vec::with_capacity(req.preconditions.len());
+    for p in &req.preconditions {
+        let i = objects
+            .iter()
+            .position(|o| (&o.kind, &o.namespace, &o.name) == (&p.kind, &p.namespace, &p.name))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "preconditions: {} {}/{} is not an object of this request",
+                    p.kind, p.namespace, p.name
+                ))
+            })?;
+        at.push((p, i));
+    }
+    for (p, i) in at {
+        let now = before[i]
+            .as_ref()
+            .and_then(|b| b.metadata.resource_version.clone())
+            .unwrap_or_default();
+        if now != p.resource_version {
+            return Err(Status::failed_precondition(format!(
+                "{} changed since the change was reviewed ({} then, {} now): review it again",
+                objects[i].describe(),
+                shown(&p.resource_version),
+                shown(&now)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Which RPC: decides the one main kind a request must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rpc {
@@ -677,14 +736,15 @@ impl Applier {
                 req.expected_resource_version
             )));
         }
+        check_preconditions(&req, &objects, &before)?;
         // Dry-runs check each object on its own (the API server has no references between
         // them), so they run at once too.
         let dry_runs = objects.iter().enumerate().map(|(i, o)| {
             let (as_id, before, id, req) = (as_id.clone(), &before, &id, &req);
             async move {
                 let mut body = o.body.clone();
-                if i == main && !req.expected_resource_version.is_empty() {
-                    body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+                if let Some(rv) = reviewed_version(req, o, i == main) {
+                    body["metadata"]["resourceVersion"] = json!(rv);
                 }
                 let mut pp = PatchParams::apply(FIELD_MANAGER)
                     .dry_run()
@@ -820,8 +880,8 @@ impl Applier {
             for (k, v) in &annotations {
                 body["metadata"]["annotations"][k] = json!(v);
             }
-            if i == main && !req.expected_resource_version.is_empty() {
-                body["metadata"]["resourceVersion"] = json!(req.expected_resource_version);
+            if let Some(rv) = reviewed_version(req, o, i == main) {
+                body["metadata"]["resourceVersion"] = json!(rv);
             }
             if self.test.break_writes_of.as_deref() == Some(o.kind.as_str()) {
                 body["spec"]["brokenByTest"] = json!(true);

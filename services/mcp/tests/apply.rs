@@ -758,3 +758,91 @@ async fn approvers_and_reasons_cannot_be_forged() {
     }
     assert_eq!(env.h.kube.resource_version().await, rv, "nothing changed");
 }
+
+/// What was reviewed covers every object of a change: another user's edit of a supporting
+/// object (here the MeshTLSAuthentication) between review and apply makes the apply fail,
+/// instead of silently reverting an edit the reviewer never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_to_a_supporting_object_since_review_refuses_the_apply() {
+    let mut env = start(|a| a).await;
+    let as_bob = pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
+        on_behalf_of: Some(pb::Identity {
+            user: "bob".into(),
+            groups: vec!["mesh-admins".into()],
+        }),
+        ..Default::default()
+    };
+    // First applied, so that every object exists; then reviewed again, as an approver would.
+    env.client
+        .apply_authorization_policy(with("bot-t", as_bob.clone()))
+        .await
+        .unwrap();
+    let changed_manifest = BOOKS_POLICY.replace(
+        "identities: [webapp.booksapp",
+        "identities: [authors.booksapp.serviceaccount.identity.linkerd.cluster.local, webapp.booksapp",
+    );
+    let review = pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Manifest(changed_manifest)),
+        dry_run: true,
+        ..as_bob.clone()
+    };
+    let reviewed = env
+        .client
+        .apply_authorization_policy(with("bot-t", review.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let (main, supporting) = reviewed.objects.split_last().unwrap();
+    let approved = pb::ApplyRequest {
+        dry_run: false,
+        expected_resource_version: main.resource_version_before.clone(),
+        preconditions: supporting
+            .iter()
+            .map(|o| pb::ObjectPrecondition {
+                kind: o.kind.clone(),
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+                resource_version: o.resource_version_before.clone(),
+            })
+            .collect(),
+        ..review
+    };
+    // Someone else edits the Server meanwhile, directly in the cluster.
+    api(&env, "Server", "v1beta3")
+        .patch(
+            "books-server",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "policy.linkerd.io/v1beta3",
+                "kind": "Server",
+                "metadata": {"name": "books-server", "namespace": "booksapp",
+                             "labels": {"edited-by": "someone-else"}},
+            })),
+        )
+        .await
+        .unwrap();
+    let rv = env.h.kube.resource_version().await;
+    let e = refused(&mut env, with("bot-t", approved.clone())).await;
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(
+        e.message()
+            .starts_with("Server booksapp/books-server changed since the change was reviewed"),
+        "{e}"
+    );
+    assert_eq!(env.h.kube.resource_version().await, rv, "nothing written");
+    // A precondition must name an object of the request.
+    let mut stray = approved;
+    stray.preconditions.push(pb::ObjectPrecondition {
+        kind: "Server".into(),
+        namespace: "booksapp".into(),
+        name: "not-in-this-change".into(),
+        resource_version: String::new(),
+    });
+    let e = refused(&mut env, with("bot-t", stray)).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("is not an object of this request"),
+        "{e}"
+    );
+}

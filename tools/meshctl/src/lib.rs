@@ -522,6 +522,9 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
         }),
         approved_by: args.approved_by.clone().unwrap_or_default(),
         reason: args.reason.clone().unwrap_or_default(),
+        // Supporting objects' reviewed versions are what the chatbot and MCP plans carry;
+        // a person at a terminal reviews and applies in one go.
+        preconditions: Vec::new(),
     };
     let mut c = connect(&args.server, Duration::from_secs(10)).await?;
     let r = with_token(req, args.token.as_deref(), Some(Duration::from_secs(60)))?;
