@@ -28,7 +28,7 @@ FULL = {
         "delegateGroups": ["mesh-admins"],
         "readOnly": True,
         "tokenFileSecret": "linkerd-mcp-tokens",
-        "oauth": {"issuer": "https://login.example.com", "audience": "https://mcp.example.com/mcp"},
+        "oauth": {"issuer": "https://login.example.com", "audience": "https://mcp.example.com/mcp", "usernamePrefix": "-", "groupsPrefix": "oidc:"},
         "mcpAllowedHosts": ["mcp.example.com"],
         "autoscaling": {"enabled": True},
     },
