@@ -340,6 +340,18 @@ impl From<pb::PolicyRef> for model::PolicyKey {
     }
 }
 
+/// Holds an object at the state a (dry-run) response found it in before the change.
+impl From<&pb::AppliedObject> for pb::ObjectPrecondition {
+    fn from(o: &pb::AppliedObject) -> Self {
+        Self {
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            resource_version: o.resource_version_before.clone(),
+        }
+    }
+}
+
 impl From<&model::SourceHealth> for pb::SourceHealth {
     fn from(s: &model::SourceHealth) -> Self {
         Self {

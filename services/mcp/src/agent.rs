@@ -888,12 +888,7 @@ impl MeshAgent {
                     .objects
                     .iter()
                     .take(r.objects.len().saturating_sub(1))
-                    .map(|o| pb::ObjectPrecondition {
-                        kind: o.kind.clone(),
-                        namespace: o.namespace.clone(),
-                        name: o.name.clone(),
-                        resource_version: o.resource_version_before.clone(),
-                    })
+                    .map(pb::ObjectPrecondition::from)
                     .collect(),
                 ..Default::default()
             },

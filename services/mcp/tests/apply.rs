@@ -799,12 +799,7 @@ async fn an_edit_to_a_supporting_object_since_review_refuses_the_apply() {
         expected_resource_version: main.resource_version_before.clone(),
         preconditions: supporting
             .iter()
-            .map(|o| pb::ObjectPrecondition {
-                kind: o.kind.clone(),
-                namespace: o.namespace.clone(),
-                name: o.name.clone(),
-                resource_version: o.resource_version_before.clone(),
-            })
+            .map(pb::ObjectPrecondition::from)
             .collect(),
         ..review
     };
