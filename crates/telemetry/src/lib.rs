@@ -2,6 +2,8 @@
 //! meet one behaviour: bad configuration is a clear message and exit 64, logs follow `MESH_LOG`, and
 //! Ctrl-C or SIGTERM stops the process gracefully.
 
+pub mod serve;
+
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 
@@ -116,8 +118,12 @@ pub async fn serve_admin(
         .await
         .map_err(|e| format!("--admin-listen {addr}: {e}"))?;
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(l, router).await {
-            tracing::error!(%e, "admin server stopped");
-        }
+        serve::serve_http(
+            l,
+            router,
+            serve::ConnLimits::DEFAULT,
+            std::future::pending(),
+        )
+        .await;
     }))
 }

@@ -332,8 +332,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| usage(format!("--http-listen {}: {e}", args.http_listen)))?;
     tracing::info!(addr = %args.http_listen, "serving Slack and Discord endpoints");
-    axum::serve(listener, crate::app::router(app))
-        .with_graceful_shutdown(mesh_telemetry::shutdown_signal())
-        .await
-        .map_err(|e| (1, e.to_string()))
+    mesh_telemetry::serve::serve_http(
+        listener,
+        crate::app::router(app),
+        mesh_telemetry::serve::ConnLimits::DEFAULT,
+        mesh_telemetry::shutdown_signal(),
+    )
+    .await;
+    Ok(())
 }

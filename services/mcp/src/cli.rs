@@ -309,6 +309,9 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(async move {
         tonic::transport::Server::builder()
+            // Dead peers are found, and idle watches kept alive through proxies.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_routes(routes)
             .serve_with_incoming(crate::incoming(grpc))
             .await
@@ -323,9 +326,14 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .with_state((service.clone(), auth.clone()))
             .merge(mcp_router(&args, service.clone(), auth.clone(), plans));
         servers.spawn(async move {
-            axum::serve(crate::http_incoming(l), app)
-                .await
-                .map_err(|e| e.to_string())
+            mesh_telemetry::serve::serve_http(
+                l,
+                app,
+                mesh_telemetry::serve::ConnLimits::DEFAULT,
+                std::future::pending(),
+            )
+            .await;
+            Ok(())
         });
     }
     if let Some(addr) = args.admin_listen {

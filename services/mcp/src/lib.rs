@@ -72,12 +72,119 @@ pub async fn follow<S: GraphStore>(
     }
 }
 
-/// Accepted gRPC connections, with `TCP_NODELAY`: without it small responses wait for delayed
-/// ACKs (about 40 ms per request on loopback).
-pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
+/// Accepted gRPC connections under [`mesh_telemetry::serve::ConnLimits::DEFAULT`]: at most so
+/// many open (more are closed on arrival), and each must send its first bytes within the
+/// header deadline, so silent clients cannot hold the server before authentication. With
+/// `TCP_NODELAY`: without it small responses wait for delayed ACKs (about 40 ms per request on
+/// loopback).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = Result<GuardedConn, std::io::Error>> + Send + 'static {
+    incoming_with(listener, mesh_telemetry::serve::ConnLimits::DEFAULT)
+}
+
+/// [`incoming`] with other limits (tests use short deadlines).
+pub fn incoming_with(
+    listener: tokio::net::TcpListener,
+    limits: mesh_telemetry::serve::ConnLimits,
+) -> impl futures_util::Stream<Item = Result<GuardedConn, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<GuardedConn>(64);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if mesh_telemetry::serve::first_bytes(&stream, limits.header_timeout).await {
+                    let _ = tx
+                        .send(GuardedConn {
+                            stream,
+                            _permit: permit,
+                        })
+                        .await;
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
+    )
+}
+
+/// An accepted gRPC connection holding its place under the connection limit.
+#[derive(Debug)]
+pub struct GuardedConn {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for GuardedConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuardedConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for GuardedConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
 }
 
 /// An HTTP listener setting `TCP_NODELAY` on every accepted connection, for the same reason

@@ -453,3 +453,56 @@ async fn with_an_audience_only_tokens_minted_for_it_pass() {
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("audience"), "{}", e.message());
 }
+
+/// gRPC connections are bounded before authentication: past the limit they are closed on
+/// arrival, and one that sends nothing is closed at the first-bytes deadline; real clients
+/// are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_excess_grpc_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let limits = mesh_telemetry::serve::ConnLimits {
+        max_connections: 2,
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_secs(5),
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(mesh_mcp::incoming_with(l, limits)),
+    );
+    let closed = |mut s: tokio::net::TcpStream, within: Duration| async move {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    };
+    let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed(over, Duration::from_millis(250)).await,
+        "kept past the limit"
+    );
+    assert!(
+        closed(a, Duration::from_secs(5)).await,
+        "a silent connection was kept"
+    );
+    assert!(
+        closed(b, Duration::from_secs(5)).await,
+        "a silent connection was kept"
+    );
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+}
