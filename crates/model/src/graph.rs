@@ -163,6 +163,18 @@ pub enum Decision {
     Audit,
 }
 
+impl Decision {
+    /// The lower-case word tables, logs and simulators use for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 /// Which policy admits or denies an edge, and why.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicyVerdict {
@@ -184,6 +196,28 @@ pub struct PolicyVerdict {
     pub observed_deny_rps: Option<f64>,
     /// Why what the proxies report disagrees with the computed decision; empty when it agrees.
     pub disagreement: String,
+}
+
+impl PolicyVerdict {
+    /// Whether policy was evaluated at all: a verdict never computed (no cluster known) is
+    /// `Unknown` with no explain steps, unlike one that policy leaves undecided.
+    pub fn is_evaluated(&self) -> bool {
+        self.decision != Decision::Unknown || !self.chain.is_empty()
+    }
+
+    /// Why an evaluated verdict is `Unknown`: its last explain step, introduced as per-route
+    /// policy when a Server applies (its HTTPRoutes decide each request by method and path).
+    pub fn why_unknown(&self) -> Option<String> {
+        if self.decision != Decision::Unknown {
+            return None;
+        }
+        let why = self.chain.last()?;
+        Some(if self.server.is_empty() {
+            why.clone()
+        } else {
+            format!("per-route policy, needs a method and path: {why}")
+        })
+    }
 }
 
 /// A directed edge of the mesh graph.

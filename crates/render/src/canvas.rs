@@ -613,13 +613,7 @@ impl Drawing {
                 continue;
             };
             let (colour, dash, tls) = tls_look(v.tls);
-            let verdict = match v.policy {
-                None => "none",
-                Some(Decision::Allowed) => "allowed",
-                Some(Decision::Denied) => "denied",
-                Some(Decision::Audit) => "audit",
-                Some(Decision::Unknown) => "unknown",
-            };
+            let verdict = v.policy.map_or("none", Decision::as_str);
             let _ = writeln!(
                 body,
                 "<g class=\"edge tls-{tls} verdict-{verdict}\"><title>{} -&gt; {}: {}{}</title>",

@@ -137,7 +137,7 @@ pub fn fmt_num(v: f64) -> String {
 
 /// The verdict to draw: none where policy was never evaluated for the edge.
 fn verdict(p: &PolicyVerdict) -> Option<Decision> {
-    (p.decision != Decision::Unknown || !p.chain.is_empty()).then_some(p.decision)
+    p.is_evaluated().then_some(p.decision)
 }
 
 /// Of two verdicts summed into one namespace edge, the one a reader must not miss.

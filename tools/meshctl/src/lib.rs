@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mesh_collector::{PrometheusSource, parse_window};
-use mesh_model::{Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
+use mesh_model::{Destination, MeshGraph, PolicyVerdict, TlsStatus};
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
@@ -644,12 +644,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 /// The POLICY cell: the decision, `!` when the proxies' counters disagree with it.
 fn policy_cell(p: &PolicyVerdict) -> String {
-    let d = match p.decision {
-        Decision::Allowed => "allowed",
-        Decision::Denied => "denied",
-        Decision::Audit => "audit",
-        Decision::Unknown => "unknown",
-    };
+    let d = p.decision.as_str();
     if p.disagreement.is_empty() {
         d.to_owned()
     } else {
@@ -765,19 +760,8 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
         ];
         if policy {
             row.push(policy_cell(&e.policy));
-            if e.policy.decision == Decision::Unknown
-                && let Some(why) = e.policy.chain.last()
-            {
-                // A Server with routes decides per request: say so, not just "unknown".
-                let per_route = if e.policy.server.is_empty() {
-                    ""
-                } else {
-                    "per-route policy, needs a method and path: "
-                };
-                notes.push(format!(
-                    "? {} -> {}: {per_route}{why}",
-                    e.key.src, e.key.dst
-                ));
+            if let Some(why) = e.policy.why_unknown() {
+                notes.push(format!("? {} -> {}: {why}", e.key.src, e.key.dst));
             }
         }
         let mut extra = Vec::new();

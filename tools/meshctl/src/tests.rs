@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use mesh_model::Decision;
 
 use super::*;
 

@@ -5,7 +5,7 @@
 //! prints nothing, and a source turning stale or recovering prints one status line.
 
 use mesh_model::{
-    Decision, Destination, Edge, GraphDelta, MeshGraph, PolicyVerdict, SourceHealth, TlsStatus,
+    Destination, Edge, GraphDelta, MeshGraph, PolicyVerdict, SourceHealth, TlsStatus,
 };
 use mesh_proto::pb::{self, mesh_graph_event::Event};
 
@@ -106,13 +106,11 @@ fn tls_word(t: TlsStatus) -> &'static str {
 }
 
 /// The POLICY word of a verdict; `-` when none was computed.
-pub(crate) fn decision_word(p: &PolicyVerdict) -> &'static str {
-    match p.decision {
-        Decision::Unknown if p.chain.is_empty() => "-",
-        Decision::Unknown => "unknown",
-        Decision::Allowed => "allowed",
-        Decision::Denied => "denied",
-        Decision::Audit => "audit",
+fn decision_word(p: &PolicyVerdict) -> &'static str {
+    if p.is_evaluated() {
+        p.decision.as_str()
+    } else {
+        "-"
     }
 }
 

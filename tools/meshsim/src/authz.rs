@@ -18,10 +18,10 @@ use crate::{SharedSim, Topology, workload_ref};
 pub struct EdgeAuthz {
     /// The policy model's decision for the edge: the same one the graph shows.
     pub decision: Decision,
-    /// Why the decision is `Unknown` (the explain chain's last step); empty otherwise.
+    /// Why the decision is `Unknown` ([`PolicyVerdict::why_unknown`]); empty otherwise.
+    ///
+    /// [`PolicyVerdict::why_unknown`]: mesh_model::PolicyVerdict::why_unknown
     pub undecided: String,
-    /// Admitted (also in audit mode) rather than refused.
-    pub allowed: bool,
     /// `srv_group`, `srv_kind`, `srv_name`.
     pub server: [String; 3],
     /// `authz_group`, `authz_kind`, `authz_name` (meaningless when refused).
@@ -33,23 +33,23 @@ pub struct EdgeAuthz {
 impl Default for EdgeAuthz {
     /// What a proxy reports under the install default with no Server: everything admitted.
     fn default() -> Self {
-        Self::by_default("all-unauthenticated", true)
+        Self::by_default("all-unauthenticated", Decision::Allowed)
     }
 }
 
 const POLICY_GROUP: &str = "policy.linkerd.io";
 
 impl EdgeAuthz {
-    fn by_default(policy: &str, allowed: bool) -> Self {
+    /// Admitted (also in audit mode, and when policy cannot decide) rather than refused.
+    pub fn allowed(&self) -> bool {
+        self.decision != Decision::Denied
+    }
+
+    fn by_default(policy: &str, decision: Decision) -> Self {
         let default = |name: &str| [String::new(), "default".to_owned(), name.to_owned()];
         Self {
-            decision: if allowed {
-                Decision::Allowed
-            } else {
-                Decision::Denied
-            },
+            decision,
             undecided: String::new(),
-            allowed,
             server: default(policy),
             authz: default(policy),
             route: default("default"),
@@ -91,7 +91,7 @@ pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
             if v.decision == Decision::Unknown {
                 let mut a = EdgeAuthz {
                     decision: Decision::Unknown,
-                    undecided: v.chain.last().cloned().unwrap_or_default(),
+                    undecided: v.why_unknown().unwrap_or_default(),
                     ..EdgeAuthz::default()
                 };
                 if let Some((_, name)) = v.server.split_once('/') {
@@ -103,14 +103,12 @@ pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
                 }
                 return a;
             }
-            let allowed = v.decision != Decision::Denied;
             let default_policy = v
                 .default_policy
                 .split_whitespace()
                 .next()
                 .unwrap_or("all-unauthenticated");
-            let mut a = EdgeAuthz::by_default(default_policy, allowed);
-            a.decision = v.decision;
+            let mut a = EdgeAuthz::by_default(default_policy, v.decision);
             if let Some((_, name)) = v.server.split_once('/') {
                 a.server = [POLICY_GROUP.into(), "server".into(), name.into()];
             }

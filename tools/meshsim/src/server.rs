@@ -106,15 +106,6 @@ pub async fn serve_shared(
         .await
 }
 
-fn decision_word(d: Decision) -> &'static str {
-    match d {
-        Decision::Allowed => "allowed",
-        Decision::Denied => "denied",
-        Decision::Audit => "audit",
-        Decision::Unknown => "unknown",
-    }
-}
-
 /// One line per edge: what the destination's proxy does with its traffic.
 async fn get_authz(State(sim): State<SharedSim>) -> impl IntoResponse {
     let sim = sim.lock().await;
@@ -123,8 +114,7 @@ async fn get_authz(State(sim): State<SharedSim>) -> impl IntoResponse {
         // The words the graph's POLICY column uses, so the two can be read side by side.
         let why = match a.decision {
             Decision::Unknown if !a.server[2].is_empty() => format!(
-                "per-route policy, needs a method and path: {}; traffic admitted, as \
-                 simulated requests carry no path",
+                "{}; traffic admitted, as simulated requests carry no path",
                 a.undecided
             ),
             Decision::Unknown => format!("{}; traffic admitted", a.undecided),
@@ -137,7 +127,7 @@ async fn get_authz(State(sim): State<SharedSim>) -> impl IntoResponse {
             e.to,
             e.port,
             e.protocol,
-            decision_word(a.decision)
+            a.decision.as_str()
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out)

@@ -273,7 +273,7 @@ impl Sim {
                     src_pod: j / nd,
                     dst_pod: j % nd,
                 };
-                let rates = pair_rates(e, n, j, self.authz[edge].allowed);
+                let rates = pair_rates(e, n, j, self.authz[edge].allowed());
                 let counters = self.pairs.remove(&key).map_or_else(
                     || Counters {
                         buckets_success: vec![0.0; LATENCY_BUCKETS_MS.len()],
@@ -693,7 +693,7 @@ impl PairCtx<'_> {
         if self.edge.protocol == "tcp" {
             let denied: Labels = [self.target(), tls, srv, scrape].concat();
             let allowed = c.opened - c.denied;
-            if self.authz.allowed || allowed > 0.0 {
+            if self.authz.allowed() || allowed > 0.0 {
                 let labels = [denied.clone(), self.authz_labels()].concat();
                 f.add("inbound_tcp_authz_allow_total", &labels, allowed);
             }
@@ -715,7 +715,7 @@ impl PairCtx<'_> {
         self.http(f, &http, c);
         let denied: Labels = [self.target(), tls, srv, self.route_labels(), scrape].concat();
         let allowed = c.success + c.failure;
-        if self.authz.allowed || allowed > 0.0 {
+        if self.authz.allowed() || allowed > 0.0 {
             let labels = [denied.clone(), self.authz_labels()].concat();
             f.add("inbound_http_authz_allow_total", &labels, allowed);
         }
