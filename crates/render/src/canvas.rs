@@ -28,7 +28,7 @@ const CHAR_EM: f64 = 0.62;
 const LINE_EM: f64 = 1.25;
 
 /// An axis-aligned box: left, top, width, height.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rect {
     /// Left edge.
     pub x: f64,
@@ -106,12 +106,7 @@ fn bbox(line: &[(f64, f64)]) -> Rect {
         (x0, y0, x1, y1) = (x0.min(p.0), y0.min(p.1), x1.max(p.0), y1.max(p.1));
     }
     if x0 > x1 {
-        return Rect {
-            x: 0.0,
-            y: 0.0,
-            w: 0.0,
-            h: 0.0,
-        };
+        return Rect::default();
     }
     Rect {
         x: x0,
@@ -391,14 +386,8 @@ impl Drawing {
             .map(|c| (c.2.as_slice(), bbox(&c.2)))
             .collect();
         let mut labels = Vec::new();
-        for (i, (_, _, samples, text)) in curves.iter().enumerate() {
-            let others: Vec<(&[(f64, f64)], Rect)> = lines
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, l)| *l)
-                .collect();
-            let label_box = place_label(samples, text, &placed, &others);
+        for (i, (_, _, _, text)) in curves.iter().enumerate() {
+            let label_box = place_label(&lines, i, text, &placed);
             placed.push(label_box);
             labels.push(label_box);
         }
@@ -432,25 +421,16 @@ impl Drawing {
         Self {
             nodes,
             edges,
-            bounds: bounds.unwrap_or(Rect {
-                x: 0.0,
-                y: 0.0,
-                w: 0.0,
-                h: 0.0,
-            }),
+            bounds: bounds.unwrap_or_default(),
         }
     }
 }
 
-/// A spot for a label near the middle of its curve that its own line does not cross; among
-/// those, the first that covers no node, earlier label or other line, else the first that
-/// covers no node or label.
-fn place_label(
-    samples: &[(f64, f64)],
-    text: &str,
-    avoid: &[Rect],
-    other_lines: &[(&[(f64, f64)], Rect)],
-) -> Rect {
+/// A spot for the label of `lines[own]` near the middle of its curve that its own line does
+/// not cross; among those, the first that covers no node, earlier label or other line, else the
+/// first that covers no node or label. Each line comes with its bounding box.
+fn place_label(lines: &[(&[(f64, f64)], Rect)], own: usize, text: &str, avoid: &[Rect]) -> Rect {
+    let (samples, own_box) = lines[own];
     let n = samples.len();
     let mid = samples.get(n / 2).copied().unwrap_or((0.0, 0.0));
     let (a, b) = (
@@ -472,8 +452,7 @@ fn place_label(
         (0.0, -1.0)
     };
     let size = text_box((0.0, 0.0), text, EDGE_FONT);
-    let own = bbox(samples);
-    let hits_line = |r: &Rect| line_hits(r, samples, &own);
+    let hits_line = |r: &Rect| line_hits(r, samples, &own_box);
     let mut first_clear = None;
     let mut clear_of_boxes = None;
     for along in [0.0, -0.25, 0.25] {
@@ -494,7 +473,10 @@ fn place_label(
                     continue;
                 }
                 clear_of_boxes.get_or_insert(r);
-                let crosses = other_lines.iter().any(|(l, b)| line_hits(&r, l, b));
+                let crosses = lines
+                    .iter()
+                    .enumerate()
+                    .any(|(j, (l, b))| j != own && line_hits(&r, l, b));
                 if !crosses {
                     return r;
                 }
