@@ -123,6 +123,33 @@ fn edge_label(rps: f64, sr: Option<f64>, p99: Option<f64>) -> String {
     s
 }
 
+/// Rows of cells as aligned text columns, `gap` between them, one line each (trailing space
+/// trimmed): the tables of `meshctl` and the chat bot.
+pub fn columns<R: AsRef<[String]>>(rows: &[R], gap: &str) -> String {
+    let n = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.as_ref().get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .as_ref()
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join(gap).trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// A compact number: `12`, `3.4`, `0.25`.
 pub fn fmt_num(v: f64) -> String {
     if v >= 100.0 || v == v.trunc() {

@@ -461,19 +461,7 @@ pub fn table<'a>(edges: impl Iterator<Item = &'a mesh_model::Edge>, max: usize) 
             decision_word(e.policy.decision).to_owned(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join(" ").trim_end());
-        out.push('\n');
-    }
+    let mut out = mesh_render::columns(&rows, " ");
     if more > 0 {
         let _ = writeln!(out, "(and {more} more)");
     }

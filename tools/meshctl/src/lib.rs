@@ -679,21 +679,6 @@ fn short_identity(id: &str) -> (String, Option<String>) {
     }
 }
 
-fn cells_to_lines(rows: &[Vec<String>], out: &mut String) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-}
-
 /// A table like `linkerd viz edges -o wide`, plus protocol and golden metrics; with a
 /// POLICY column once the graph has known the cluster (a `kubernetes` source that succeeded).
 pub fn table(graph: &MeshGraph, wide: bool) -> String {
@@ -786,35 +771,30 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
         rows.push(row);
         extras.push(extra);
     }
-    let mut out = String::new();
-    if wide {
+    let mut out = if wide {
         let joined: Vec<Vec<String>> = rows
             .iter()
             .zip(&extras)
             .map(|(r, x)| r.iter().chain(x).cloned().collect())
             .collect();
-        let mut one = String::new();
-        cells_to_lines(&joined, &mut one);
+        let one = mesh_render::columns(&joined, "  ");
         let widest = one.lines().map(|l| l.chars().count()).max().unwrap_or(0);
         if width.is_none_or(|w| widest <= w) {
-            out = one;
+            one
         } else {
             // Too wide for the terminal: identities and authorizations under each row.
-            let mut main = String::new();
-            cells_to_lines(&rows, &mut main);
-            let mut under = String::new();
-            cells_to_lines(&extras, &mut under);
-            for (m, u) in main.lines().zip(under.lines()) {
-                out.push_str(m);
-                out.push('\n');
-                out.push_str("    ");
-                out.push_str(u);
-                out.push('\n');
-            }
+            let (main, under) = (
+                mesh_render::columns(&rows, "  "),
+                mesh_render::columns(&extras, "  "),
+            );
+            main.lines()
+                .zip(under.lines())
+                .map(|(m, u)| format!("{m}\n    {u}\n"))
+                .collect()
         }
     } else {
-        cells_to_lines(&rows, &mut out);
-    }
+        mesh_render::columns(&rows, "  ")
+    };
     if graph.edges.is_empty() {
         out.push_str("(no edges in the window)\n");
     }
