@@ -4,9 +4,12 @@
 //! connection limit (connections past it are closed at once), a deadline for a connection's
 //! first bytes and for its request headers, and one for reading each request body.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+};
 
 /// Bounds on what a client may hold before it has said anything useful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +33,72 @@ impl ConnLimits {
 
 /// Waits for `stream`'s first bytes for at most `limit`: a connection that says nothing is
 /// dropped before any protocol work is spent on it.
-pub async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> bool {
     let mut one = [0u8; 1];
     matches!(
         tokio::time::timeout(limit, stream.peek(&mut one)).await,
         Ok(Ok(n)) if n > 0
     )
+}
+
+/// A connection let in under [`ConnLimits`]: it sent its first bytes in time, and holds one of
+/// the listener's places until it is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The connection, with `TCP_NODELAY` (small responses must not wait for delayed ACKs,
+    /// about 40 ms each on loopback).
+    pub stream: TcpStream,
+    /// Its peer.
+    pub peer: SocketAddr,
+    /// Its place under the connection limit.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Connections from `listener` that pass `limits`: past the connection limit they are closed
+/// on arrival, and one that sends nothing within the header deadline is closed then. The
+/// second value counts the places in use (all returned once every admitted one is dropped).
+/// The listener closes when the receiver is dropped.
+pub fn admit(
+    listener: TcpListener,
+    limits: ConnLimits,
+) -> (mpsc::Receiver<Admitted>, Arc<Semaphore>) {
+    let (tx, rx) = mpsc::channel(64);
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = places.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "connection limit reached; closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if first_bytes(&stream, limits.header_timeout).await {
+                    let _ = tx
+                        .send(Admitted {
+                            stream,
+                            peer,
+                            permit,
+                        })
+                        .await;
+                }
+            });
+        }
+    });
+    (rx, places)
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves, then lets open
@@ -54,7 +117,6 @@ pub async fn serve_http(
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_timeout,
     ));
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -65,42 +127,34 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
+    let (mut admitted, places) = admit(listener, limits);
     let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let conn = tokio::select! {
+            next = admitted.recv() => match next {
+                Some(c) => c,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; closed");
-            continue;
-        };
-        // Small responses must not wait for delayed ACKs (about 40 ms each on loopback).
-        let _ = stream.set_nodelay(true);
         let (builder, router, mut stop) = (builder.clone(), router.clone(), stop.clone());
         tokio::spawn(async move {
-            if !first_bytes(&stream, limits.header_timeout).await {
-                return;
-            }
-            let conn = builder.serve_connection_with_upgrades(
+            let Admitted {
+                stream,
+                peer,
+                permit,
+            } = conn;
+            let serving = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 TowerToHyperService::new(router),
             );
-            tokio::pin!(conn);
+            tokio::pin!(serving);
             let ended = tokio::select! {
-                r = conn.as_mut() => r,
+                r = serving.as_mut() => r,
                 _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    serving.as_mut().graceful_shutdown();
+                    serving.await
                 }
             };
             if let Err(e) = ended {
@@ -109,11 +163,12 @@ pub async fn serve_http(
             drop(permit);
         });
     }
-    drop(listener);
+    // No more connections: the listener closes with the receiver.
+    drop(admitted);
     let _ = stopping.send(true);
-    // Open requests finish (each connection returns its permit), for a bounded time.
+    // Open requests finish (each connection returns its place), for a bounded time.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(limits.body_timeout, permits.acquire_many(all)).await;
+    let _ = tokio::time::timeout(limits.body_timeout, places.acquire_many(all)).await;
 }
 
 #[cfg(test)]
@@ -153,12 +208,12 @@ mod tests {
         tokio::spawn(serve_http(l, router, limits, std::future::pending()));
         let connect = || tokio::net::TcpStream::connect(addr);
 
-        // Three silent connections take every slot; a fourth is closed at once.
+        // Three silent connections take every slot; a fourth is closed at once (connections
+        // are accepted in the order they arrive, so it is always the fourth).
         let mut idle = Vec::new();
         for _ in 0..3 {
             idle.push(connect().await.unwrap());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut over = connect().await.unwrap();
         assert!(
             closed_within(&mut over, Duration::from_millis(250)).await,

@@ -88,50 +88,15 @@ pub fn incoming_with(
     listener: tokio::net::TcpListener,
     limits: mesh_telemetry::serve::ConnLimits,
 ) -> impl futures_util::Stream<Item = Result<GuardedConn, std::io::Error>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<GuardedConn>(64);
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if tx.is_closed() {
-                return;
-            }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if mesh_telemetry::serve::first_bytes(&stream, limits.header_timeout).await {
-                    let _ = tx
-                        .send(GuardedConn {
-                            stream,
-                            _permit: permit,
-                        })
-                        .await;
-                }
-            });
-        }
-    });
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
-    )
+    let (admitted, _) = mesh_telemetry::serve::admit(listener, limits);
+    futures_util::stream::unfold(admitted, |mut rx| async move {
+        rx.recv().await.map(|c| (Ok(GuardedConn(c)), rx))
+    })
 }
 
 /// An accepted gRPC connection holding its place under the connection limit.
 #[derive(Debug)]
-pub struct GuardedConn {
-    stream: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
+pub struct GuardedConn(mesh_telemetry::serve::Admitted);
 
 impl tokio::io::AsyncRead for GuardedConn {
     fn poll_read(
@@ -139,7 +104,7 @@ impl tokio::io::AsyncRead for GuardedConn {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+        std::pin::Pin::new(&mut self.0.stream).poll_read(cx, buf)
     }
 }
 
@@ -149,21 +114,21 @@ impl tokio::io::AsyncWrite for GuardedConn {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        std::pin::Pin::new(&mut self.0.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+        std::pin::Pin::new(&mut self.0.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.0.stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -171,11 +136,11 @@ impl tokio::io::AsyncWrite for GuardedConn {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        std::pin::Pin::new(&mut self.0.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.0.stream.is_write_vectored()
     }
 }
 
@@ -183,7 +148,7 @@ impl tonic::transport::server::Connected for GuardedConn {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.0.stream.connect_info()
     }
 }
 
