@@ -61,10 +61,10 @@ pub struct Approval {
     pub dry_run_audit_id: String,
     /// When it stops being approvable (seconds since the epoch).
     pub expires_at: u64,
-    /// Every other object of the change as the dry-run found it: kind, namespace, name and
-    /// resourceVersion (empty: absent). The approved apply fails if any of them moved.
+    /// Every other object of the change as the dry-run found it (an empty resourceVersion:
+    /// absent). The approved apply fails if any of them moved.
     #[serde(default)]
-    pub reviewed: Vec<[String; 4]>,
+    pub reviewed: Vec<pb::ObjectPrecondition>,
 }
 
 /// What a click does.
@@ -333,14 +333,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 .objects
                 .iter()
                 .filter(|o| Some(*o) != main)
-                .map(|o| {
-                    [
-                        o.kind.clone(),
-                        o.namespace.clone(),
-                        o.name.clone(),
-                        o.resource_version_before.clone(),
-                    ]
-                })
+                .map(pb::ObjectPrecondition::from)
                 .collect(),
         };
         if a.actions.iter().all(|x| x.starts_with("unchanged")) {
@@ -606,16 +599,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     }),
                     approved_by: approver.user.clone(),
                     reason,
-                    preconditions: a
-                        .reviewed
-                        .iter()
-                        .map(|[kind, namespace, name, rv]| pb::ObjectPrecondition {
-                            kind: kind.clone(),
-                            namespace: namespace.clone(),
-                            name: name.clone(),
-                            resource_version: rv.clone(),
-                        })
-                        .collect(),
+                    preconditions: a.reviewed.clone(),
                     ..Default::default()
                 },
             )

@@ -291,6 +291,18 @@ spec:
 ";
 
 /// Posts the Slack form as `user`; returns the card (or ephemeral refusal) call.
+/// `user`'s form with [`VOTING_POLICY`], sent until the bot's answer says `want` (after an
+/// identity map change, which the bot picks up within seconds), for at most [`WAIT`].
+async fn form_until(w: &World, bot: &common::Bot, user: &str, want: &str) -> Option<Call> {
+    mesh_testkit::poll(WAIT, Duration::from_millis(250), || async {
+        let c = slack_form(w, bot, user, VOTING_POLICY).await;
+        slack_text(c.json.as_ref().unwrap())
+            .contains(want)
+            .then_some(c)
+    })
+    .await
+}
+
 async fn slack_form(w: &World, bot: &common::Bot, user: &str, manifest: &str) -> Call {
     let after = w.stand_in.last_seq().await;
     let (status, body) = bot
@@ -772,16 +784,9 @@ async fn refusals_apply_nothing() {
 
     // An approval that expired: the identity map is reloaded with a 1 s TTL.
     std::fs::write(w.dir.path().join("ids.yaml"), common::identity_map("1s")).unwrap();
-    let mut card = None;
-    for _ in 0..40 {
-        let c = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
-        if slack_text(c.json.as_ref().unwrap()).contains("*Expires in*\n1s") {
-            card = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let card = card.expect("the identity map was never reloaded");
+    let card = form_until(&w, &bot, "U0ALICE", "*Expires in*\n1s")
+        .await
+        .expect("the identity map was never reloaded");
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
@@ -803,16 +808,9 @@ async fn refusals_apply_nothing() {
     // A requester removed from the identity map after asking: the approval is refused, since
     // the change would be made as someone the bot no longer vouches for.
     std::fs::write(w.dir.path().join("ids.yaml"), common::identity_map("30m")).unwrap();
-    let mut card = None;
-    for _ in 0..40 {
-        let c = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
-        if slack_text(c.json.as_ref().unwrap()).contains("*Expires in*\n30m") {
-            card = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let card = card.expect("the identity map was never reloaded");
+    let card = form_until(&w, &bot, "U0ALICE", "*Expires in*\n30m")
+        .await
+        .expect("the identity map was never reloaded");
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
     let without_alice: String = common::identity_map("30m")
         .lines()
@@ -821,16 +819,11 @@ async fn refusals_apply_nothing() {
         .collect();
     std::fs::write(w.dir.path().join("ids.yaml"), without_alice).unwrap();
     // Observed reloaded when alice herself is told she is not mapped (and gets no card).
-    let mut reloaded = false;
-    for _ in 0..40 {
-        let c = slack_form(&w, &bot, "U0ALICE", VOTING_POLICY).await;
-        if slack_text(c.json.as_ref().unwrap()).contains("not in the bot's identity map") {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(reloaded, "the identity map without alice was never loaded");
+    let reloaded = form_until(&w, &bot, "U0ALICE", "not in the bot's identity map").await;
+    assert!(
+        reloaded.is_some(),
+        "the identity map without alice was never loaded"
+    );
     let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
     assert_eq!(c.slack_method(), Some("chat.postEphemeral"));
     let t = slack_text(c.json.as_ref().unwrap());
