@@ -37,7 +37,7 @@ pub struct OAuthConfig {
 impl OAuthConfig {
     /// The prefix user names get: kube-apiserver's rule, so the same token names the same
     /// Kubernetes user here and at the API server.
-    pub fn effective_username_prefix(&self) -> String {
+    fn effective_username_prefix(&self) -> String {
         match &self.username_prefix {
             Some(p) => p.clone(),
             None if self.user_claim == "email" => String::new(),
@@ -55,6 +55,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct JwtVerifier {
     config: Arc<OAuthConfig>,
+    /// [`OAuthConfig::effective_username_prefix`], worked out once.
+    username_prefix: Arc<str>,
     http: reqwest::Client,
     keys: Arc<Mutex<(Option<JwkSet>, Option<Instant>)>>,
 }
@@ -67,6 +69,7 @@ impl JwtVerifier {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
+            username_prefix: config.effective_username_prefix().into(),
             config: Arc::new(config),
             http,
             keys: Arc::default(),
@@ -168,7 +171,7 @@ impl JwtVerifier {
                 self.config.user_claim
             )));
         };
-        let user = format!("{}{user}", self.config.effective_username_prefix());
+        let user = format!("{}{user}", self.username_prefix);
         let groups: Vec<String> = claims[&self.config.groups_claim]
             .as_array()
             .map(|g| {

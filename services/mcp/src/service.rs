@@ -300,16 +300,23 @@ impl MeshService for GraphService {
         let g = current(&self.graph)?;
         // An empty answer would read as "no traffic"; a name the graph does not hold is a
         // different answer (a typo, another namespace, a workload with no pods).
-        if let Some((ns, name)) = &f.workload
-            && !g
+        if let Some((ns, name)) = &f.workload {
+            // Workloads are ordered by namespace first: only that namespace is looked at.
+            let first = mesh_model::WorkloadRef {
+                namespace: ns.clone(),
+                ..Default::default()
+            };
+            let known = g
                 .workloads
-                .keys()
-                .any(|w| w.namespace == *ns && w.name == *name)
-        {
-            return Err(Status::not_found(format!(
-                "workload {ns}/{name} is not in the graph: no traffic in the window and not \
-                 known to Kubernetes"
-            )));
+                .range(first..)
+                .take_while(|(w, _)| w.namespace == *ns)
+                .any(|(w, _)| w.name == *name);
+            if !known {
+                return Err(Status::not_found(format!(
+                    "workload {ns}/{name} is not in the graph: no traffic in the window and not \
+                     known to Kubernetes"
+                )));
+            }
         }
         // Repeated questions (dashboards, agents polling one namespace) share one filtering
         // per version with the watches.
