@@ -56,7 +56,7 @@ fn reviewed_version<'a>(req: &'a pb::ApplyRequest, o: &Obj, main: bool) -> Optio
     }
     req.preconditions
         .iter()
-        .find(|p| (&p.kind, &p.namespace, &p.name) == (&o.kind, &o.namespace, &o.name))
+        .find(|p| o.is(p))
         .map(|p| p.resource_version.as_str())
         .filter(|v| !v.is_empty())
 }
@@ -78,15 +78,12 @@ fn check_preconditions(
     // Every precondition must name an object of the request before any is compared.
     let mut at = Vec::with_capacity(req.preconditions.len());
     for p in &req.preconditions {
-        let i = objects
-            .iter()
-            .position(|o| (&o.kind, &o.namespace, &o.name) == (&p.kind, &p.namespace, &p.name))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "preconditions: {} {}/{} is not an object of this request",
-                    p.kind, p.namespace, p.name
-                ))
-            })?;
+        let i = objects.iter().position(|o| o.is(p)).ok_or_else(|| {
+            invalid(format!(
+                "preconditions: {} {}/{} is not an object of this request",
+                p.kind, p.namespace, p.name
+            ))
+        })?;
         at.push((p, i));
     }
     for (p, i) in at {
@@ -174,6 +171,11 @@ struct Obj {
 }
 
 impl Obj {
+    /// Whether `p` names this object.
+    fn is(&self, p: &pb::ObjectPrecondition) -> bool {
+        (&self.kind, &self.namespace, &self.name) == (&p.kind, &p.namespace, &p.name)
+    }
+
     fn api(&self, client: Client) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk(&self.group, &self.version, &self.kind);
         Api::namespaced_with(
