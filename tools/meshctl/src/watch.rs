@@ -4,17 +4,15 @@
 //! nothing a person would notice (the collector refreshes source timestamps on every build)
 //! prints nothing, and a source turning stale or recovering prints one status line.
 
-use mesh_model::{
-    Destination, Edge, GraphDelta, MeshGraph, PolicyVerdict, SourceHealth, TlsStatus,
-};
+use mesh_model::{Edge, GraphDelta, MeshGraph, PolicyVerdict, SourceHealth, TlsStatus};
 use mesh_proto::pb::{self, mesh_graph_event::Event};
 
 /// Turns watch events into the lines a person reads.
 #[derive(Debug, Default)]
 pub struct WatchPrinter {
     graph: Option<MeshGraph>,
-    /// Last source health reported, by source name: `None` while ok.
-    stale: Vec<(String, Option<String>)>,
+    /// The error last reported for each stale source (a source absent here is ok).
+    stale: std::collections::BTreeMap<String, String>,
 }
 
 impl WatchPrinter {
@@ -68,33 +66,23 @@ impl WatchPrinter {
     fn sources(&mut self, sources: &[SourceHealth]) -> Vec<String> {
         let mut out = Vec::new();
         for s in sources {
-            let now = (!s.ok).then(|| s.error.clone());
-            let before = self.stale.iter_mut().find(|(name, _)| *name == s.source);
-            let changed = match &before {
-                Some((_, was)) => *was != now,
-                None => now.is_some(),
-            };
-            if changed {
-                out.push(match &now {
-                    Some(err) => format!("source {} stale: {err}", s.source),
-                    None => format!("source {} ok again", s.source),
-                });
-            }
-            match before {
-                Some(slot) => slot.1 = now,
-                None => self.stale.push((s.source.clone(), now)),
+            let was = self.stale.get(&s.source);
+            if s.ok {
+                if was.is_some() {
+                    self.stale.remove(&s.source);
+                    out.push(format!("source {} ok again", s.source));
+                }
+            } else if was != Some(&s.error) {
+                out.push(format!("source {} stale: {}", s.source, s.error));
+                self.stale.insert(s.source.clone(), s.error.clone());
             }
         }
         out
     }
 }
 
-fn dst_name(d: &Destination) -> String {
-    d.to_string()
-}
-
 fn edge_name(e: &mesh_model::EdgeKey) -> String {
-    format!("{} -> {} ({})", e.src, dst_name(&e.dst), e.protocol)
+    format!("{} -> {} ({})", e.src, e.dst, e.protocol)
 }
 
 fn tls_word(t: TlsStatus) -> &'static str {
