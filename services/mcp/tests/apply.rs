@@ -105,6 +105,18 @@ fn req(token: &str, manifest: &str, dry_run: bool) -> Request<pb::ApplyRequest> 
     )
 }
 
+/// [`BOOKS_POLICY`] applied on behalf of `user` in `group` (the bot, a delegator, sends it).
+fn books_as(user: &str, group: &str) -> pb::ApplyRequest {
+    pb::ApplyRequest {
+        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
+        on_behalf_of: Some(pb::Identity {
+            user: user.into(),
+            groups: vec![group.into()],
+        }),
+        ..Default::default()
+    }
+}
+
 fn with(token: &str, r: pb::ApplyRequest) -> Request<pb::ApplyRequest> {
     let mut r = Request::new(r);
     r.metadata_mut()
@@ -254,13 +266,8 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
     );
     // Delegation: only the chatbot may act for others, and never as system:*.
     let mut as_bob = pb::ApplyRequest {
-        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
         dry_run: true,
-        on_behalf_of: Some(pb::Identity {
-            user: "bob".into(),
-            groups: vec!["mesh-admins".into()],
-        }),
-        ..Default::default()
+        ..books_as("bob", "mesh-admins")
     };
     let e = refused(&mut env, with("alice-t", as_bob.clone())).await;
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -475,14 +482,7 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
     let mut env = start(Applier::without_access_review_for_tests).await;
     let rv = env.h.kube.resource_version().await;
     // dave may write MeshTLSAuthentications only.
-    let r = pb::ApplyRequest {
-        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
-        on_behalf_of: Some(pb::Identity {
-            user: "dave".into(),
-            groups: vec!["authn-only".into()],
-        }),
-        ..Default::default()
-    };
+    let r = books_as("dave", "authn-only");
     let e = refused(&mut env, with("bot-t", r)).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(
@@ -718,13 +718,7 @@ async fn approvers_and_reasons_cannot_be_forged() {
             );
         }
     }
-    let as_bob = pb::ApplyRequest {
-        on_behalf_of: Some(pb::Identity {
-            user: "bob".into(),
-            groups: vec!["mesh-admins".into()],
-        }),
-        ..base
-    };
+    let as_bob = books_as("bob", "mesh-admins");
     for (field, r) in [
         (
             "approved_by",
@@ -760,19 +754,12 @@ async fn approvers_and_reasons_cannot_be_forged() {
 }
 
 /// What was reviewed covers every object of a change: another user's edit of a supporting
-/// object (here the MeshTLSAuthentication) between review and apply makes the apply fail,
+/// object (here the Server) between review and apply makes the apply fail,
 /// instead of silently reverting an edit the reviewer never saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_to_a_supporting_object_since_review_refuses_the_apply() {
     let mut env = start(|a| a).await;
-    let as_bob = pb::ApplyRequest {
-        source: Some(pb::apply_request::Source::Manifest(BOOKS_POLICY.into())),
-        on_behalf_of: Some(pb::Identity {
-            user: "bob".into(),
-            groups: vec!["mesh-admins".into()],
-        }),
-        ..Default::default()
-    };
+    let as_bob = books_as("bob", "mesh-admins");
     // First applied, so that every object exists; then reviewed again, as an approver would.
     env.client
         .apply_authorization_policy(with("bot-t", as_bob.clone()))

@@ -924,28 +924,23 @@ mod tests {
             .await
             .unwrap();
         let c = reqwest::Client::new();
-        let call = |method: &str, body: Value| {
+        let call = async |method: &str, body: Value| -> Value {
             c.post(format!("{}/{method}", s.slack_api_url()))
                 .header("authorization", "Bearer xoxb-t")
                 .json(&body)
                 .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
         };
         let alert = json!({"channel": "C1", "text": "an alert"});
         let card = json!({"channel": "C1", "text": "a card", "blocks": [{"type": "actions",
             "elements": [{"type": "button", "action_id": "approve", "value": "a1",
                           "text": {"type": "plain_text", "text": "Approve"}}]}]});
-        let first: Value = call("chat.postMessage", alert)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let posted: Value = call("chat.postMessage", card)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let first = call("chat.postMessage", alert).await;
+        let posted = call("chat.postMessage", card).await;
         let recorded: Vec<Value> = s
             .calls()
             .await
@@ -962,28 +957,20 @@ mod tests {
             ("C1", "1700000000.999999"),
             ("C2", posted["ts"].as_str().unwrap()),
         ] {
-            let r: Value = call(
+            let r = call(
                 "chat.update",
                 json!({"channel": channel, "ts": ts, "text": "x"}),
             )
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
             assert_eq!(r["ok"], false, "{channel} {ts}: {r}");
             assert_eq!(r["error"], "message_not_found");
         }
         for ts in [&first["ts"], &posted["ts"]] {
-            let r: Value = call(
+            let r = call(
                 "chat.update",
                 json!({"channel": "C1", "ts": ts, "text": "y"}),
             )
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
             assert_eq!(r["ok"], true, "{r}");
         }
     }
