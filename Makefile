@@ -22,7 +22,7 @@ demo: deps
 # The demo as a test: every command it prints is run, in order, and must exit 0.
 demo-check: deps
 	$(CARGO) build --locked $(DEMO_BINS)
-	DEMO_CHECK=1 scripts/demo.sh
+	DEMO_ONCE=1 DEMO_CHECK=1 scripts/demo.sh
 
 fmt:
 	$(CARGO) fmt --all

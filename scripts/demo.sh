@@ -5,7 +5,7 @@
 # edge) and serving the graph over gRPC and HTTP. Everything listens on 127.0.0.1 and is
 # stopped on exit.
 # DEMO_ONCE=1 exits after writing mesh.png instead of waiting for Ctrl-C.
-# DEMO_CHECK=1 (what `make test` runs) also executes every command it prints, in order, with
+# DEMO_CHECK=1 (with DEMO_ONCE=1: what `make test` runs) also executes every command it prints, in order, with
 # the placeholders filled as a user would fill them, and fails unless each one exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
