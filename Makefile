@@ -57,7 +57,7 @@ bench:
 FUZZ_SECONDS ?= 180
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd crates/k8s && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run manifest --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+	cd crates/policy && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run manifest --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 clean:
 	$(CARGO) clean

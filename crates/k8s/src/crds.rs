@@ -289,7 +289,7 @@ mod tests {
                     })
             })
             .collect();
-        for (g, k, versions) in crate::resources::POLICY_VERSIONS {
+        for (g, k, versions) in mesh_policy::resources::POLICY_VERSIONS {
             for v in *versions {
                 assert!(
                     served.contains(&((*g).to_owned(), (*k).to_owned(), (*v).to_owned())),

@@ -93,6 +93,21 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Is `s` a DNS-1123 subdomain, as Kubernetes names most objects? Apimachinery's
+/// `IsDNS1123Subdomain`: at most 253 bytes of dot-separated parts, each lowercase alphanumerics
+/// and `-`, starting and ending alphanumeric (no per-part length limit). The one check every
+/// crate uses: admission rules, the apply path, kube-sim.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 impl fmt::Display for WorkloadRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

@@ -1,8 +1,9 @@
 //! The mesh domain of linkerd-mcp: workloads, edges between them with golden metrics and TLS
-//! status, the policy overlay, building a graph from metric samples, and deltas between graphs.
+//! status, policy verdicts on edges, building a graph from metric samples, and deltas between
+//! graphs. Evaluating policy is `mesh-policy`'s job.
 //!
 //! This crate is pure: no I/O, no async, no protobuf, no Kubernetes types. Conversions to and
-//! from the wire (`mesh-proto`) and from Kubernetes (`mesh-k8s`) live at the edges. Time is a
+//! from the wire (`mesh-proto`) and from Kubernetes (`mesh-policy`, `mesh-k8s`) live at the edges. Time is a
 //! parameter wherever it matters, so everything here is deterministic and testable.
 //!
 //! ```text
@@ -14,7 +15,6 @@
 mod delta;
 mod graph;
 pub mod input;
-pub mod policy;
 mod samples;
 
 pub use self::{
@@ -22,7 +22,7 @@ pub use self::{
     graph::{
         Decision, Destination, Edge, EdgeKey, EdgeMetrics, GraphFilter, MeshGraph, PolicyKey,
         PolicyObject, PolicyVerdict, Protocol, SourceHealth, TlsStatus, Workload, WorkloadRef,
-        is_dns_label,
+        is_dns_label, is_dns_subdomain,
     },
     samples::{
         GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, ResponseSample, TcpSample,

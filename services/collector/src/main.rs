@@ -25,10 +25,10 @@ struct Args {
     #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
     key_prefix: String,
     /// Metrics window.
-    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_collector::parse_window)]
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
     window: Duration,
     /// How often to rebuild.
-    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_collector::parse_window)]
+    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
     interval: Duration,
     /// Deltas kept in the stream (about).
     #[arg(long, env = "MESH_STREAM_LENGTH", default_value_t = 10_000)]
@@ -58,7 +58,7 @@ fn usage(msg: impl std::fmt::Display) -> ! {
 async fn main() {
     let args: Args = mesh_telemetry::parse_args("mesh-collector");
     mesh_telemetry::init_logging();
-    let source = mesh_collector::PrometheusSource::new(
+    let source = mesh_prometheus::PrometheusSource::new(
         &args.prometheus_url,
         args.window,
         Duration::from_secs(10),

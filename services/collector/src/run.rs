@@ -22,7 +22,10 @@ use prometheus_client::{
 };
 use tokio::sync::watch;
 
-use crate::{Observation, PrometheusSource, Publisher, cluster::Cluster, overlay::Verdicts};
+use mesh_policy::{cluster::Cluster, overlay::Verdicts};
+use mesh_prometheus::{Observation, PrometheusSource};
+
+use crate::Publisher;
 
 /// The collector's own metrics (served on its admin port).
 #[derive(Clone, Debug)]
@@ -260,7 +263,7 @@ async fn keep_lease<S: GraphStore>(
 pub struct Sources {
     /// linkerd-viz's Prometheus.
     pub prometheus: PrometheusSource,
-    /// The cluster index (see [`crate::cluster::spawn`], or [`crate::kubernetes`]).
+    /// The cluster index (see [`crate::watch::spawn`], or [`crate::kubernetes`]).
     pub kubernetes: watch::Receiver<Arc<Cluster>>,
 }
 
@@ -432,13 +435,13 @@ pub async fn run_leased<S: GraphStore + Clone>(
 /// One build: the Prometheus graph joined with the cluster.
 pub fn join(
     graph: &MeshGraph,
-    authz: &[crate::overlay::AuthzSample],
+    authz: &[mesh_policy::overlay::AuthzSample],
     cluster: &Arc<Cluster>,
     verdicts: &mut Verdicts,
     now: SystemTime,
 ) -> MeshGraph {
     let mut g = graph.clone();
     g.generated_at = now;
-    crate::overlay::apply(&mut g, cluster, authz, verdicts);
+    mesh_policy::overlay::apply(&mut g, cluster, authz, verdicts);
     g
 }

@@ -14,11 +14,12 @@ use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
 };
 use kube_sim::{Config, KubeSim};
-use mesh_collector::{
-    cluster::{self, Cluster},
+
+use mesh_model::{Decision, Destination, MeshGraph, WorkloadRef};
+use mesh_policy::{
+    cluster::Cluster,
     overlay::{AuthzSample, Verdicts},
 };
-use mesh_model::{Decision, Destination, MeshGraph, WorkloadRef};
 use tokio::sync::watch;
 
 const TOKENS: &str = "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
@@ -87,7 +88,7 @@ fn edge<'a>(g: &'a MeshGraph, from: &str, to: &str) -> &'a mesh_model::Edge {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_follows_the_cluster_and_verdicts_follow_policy() {
     let sim = start().await;
-    let mut rx = cluster::spawn(&client(&sim, "collector-token"));
+    let mut rx = mesh_collector::watch::spawn(&client(&sim, "collector-token"));
     let c = until(&mut rx, "a healthy cluster", |c| c.health.ok).await;
 
     // Workloads as policy sees them, from the Deployments and their namespace's annotations.
@@ -203,7 +204,7 @@ async fn a_watch_the_collector_may_not_make_is_reported_not_fatal() {
     })
     .await
     .unwrap();
-    let mut rx = cluster::spawn(&client(&sim, "collector-token"));
+    let mut rx = mesh_collector::watch::spawn(&client(&sim, "collector-token"));
     let c = until(&mut rx, "a reported failure", |c| {
         c.health.error.contains("deployments")
     })
@@ -230,7 +231,7 @@ async fn a_cluster_without_linkerd_crds_is_healthy_and_has_no_policy() {
             .await
             .unwrap();
     }
-    let mut rx = cluster::spawn(&client(&sim, "collector-token"));
+    let mut rx = mesh_collector::watch::spawn(&client(&sim, "collector-token"));
     let c = until(&mut rx, "a healthy cluster", |c| c.health.ok).await;
     assert!(c.workloads.contains_key(&wl("emojivoto", "web")));
     assert!(c.policies.is_empty());

@@ -23,9 +23,9 @@ use kube::{
         ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
     },
 };
-use mesh_collector::cluster::Cluster;
-use mesh_k8s::{Manifests, resources::Resource};
 use mesh_model::{Decision, MeshGraph};
+use mesh_policy::cluster::Cluster;
+use mesh_policy::{Manifests, resources::Resource};
 use mesh_proto::pb;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -134,29 +134,8 @@ const MAX_OBJECTS: usize = 16;
 /// How long parsing one request's manifest may take (bounded documents take milliseconds).
 const PARSE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A DNS-1123 subdomain, as Kubernetes names objects (so it is also safe in a URL path).
-fn dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
 /// Objects applied before the main one, in this order: authentications, then Servers.
 const SUPPORTING: [&str; 3] = ["MeshTLSAuthentication", "NetworkAuthentication", "Server"];
-
-fn plural(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "AuthorizationPolicy" => "authorizationpolicies",
-        "HTTPRoute" => "httproutes",
-        "MeshTLSAuthentication" => "meshtlsauthentications",
-        "NetworkAuthentication" => "networkauthentications",
-        "Server" => "servers",
-        _ => return None,
-    })
-}
 
 /// One object of a request, as it will be sent.
 #[derive(Clone, Debug)]
@@ -431,7 +410,7 @@ impl Applier {
         if manifest.trim().is_empty() {
             return Err(invalid("manifest: empty"));
         }
-        let (docs, problems) = mesh_k8s::manifest::parse_text("manifest", manifest);
+        let (docs, problems) = mesh_policy::document::parse_text("manifest", manifest);
         let m = Manifests::from_documents(docs, problems);
         let problems = m.validate();
         if !problems.is_empty() {
@@ -461,7 +440,9 @@ impl Applier {
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
             let main = kind == rpc.main_kind();
             let allowed = main || SUPPORTING.contains(&kind);
-            let Some(plural) = plural(kind).filter(|_| allowed && !matches!(r, Resource::Other))
+            let Some(plural) = mesh_policy::kinds::find(group, kind)
+                .map(|k| k.plural)
+                .filter(|_| allowed && !matches!(r, Resource::Other))
             else {
                 return Err(invalid(format!(
                     "{}: {} cannot be applied through {} (it takes one {} and the \
@@ -480,7 +461,10 @@ impl Applier {
                 )));
             }
             let name = v["metadata"]["name"].as_str().unwrap_or_default();
-            if !dns_subdomain(name) || !dns_subdomain(namespace) || namespace.len() > 63 {
+            if !mesh_model::is_dns_subdomain(name)
+                || !mesh_model::is_dns_subdomain(namespace)
+                || namespace.len() > 63
+            {
                 return Err(invalid(format!(
                     "{}: metadata.name and metadata.namespace must be DNS names (lower case, digits, '-', '.')",
                     doc.describe()
@@ -587,7 +571,7 @@ impl Applier {
     /// Linkerd's inbound authorization for one request from workload `from` to workload `to`
     /// (`namespace/name`), as the cluster's policy stands now: traffic or not.
     pub fn explain(&self, req: &pb::ExplainAccessRequest) -> Result<pb::PolicyVerdict, Status> {
-        use mesh_model::policy::{AccessRequest, ClientInfo};
+        use mesh_policy::eval::{AccessRequest, ClientInfo};
         let cluster = self.cluster.borrow().clone();
         if !cluster.health.ok && cluster.health.last_success.is_none() {
             return Err(Status::unavailable(format!(
@@ -652,7 +636,7 @@ impl Applier {
             path: non_empty(&req.path),
         };
         Ok(pb::PolicyVerdict::from(
-            &mesh_collector::overlay::explain_request(&cluster, &dst.namespace, &request, chain),
+            &mesh_policy::overlay::explain_request(&cluster, &dst.namespace, &request, chain),
         ))
     }
 
@@ -1052,7 +1036,7 @@ impl Applier {
         }
         let docs = objects
             .into_iter()
-            .map(|value| mesh_k8s::manifest::Document {
+            .map(|value| mesh_policy::document::Document {
                 file: "dry-run".into(),
                 line: 0,
                 value,
@@ -1065,8 +1049,8 @@ impl Applier {
         for e in graph.edges.values().filter(|e| {
             matches!(&e.key.dst, mesh_model::Destination::Workload(d) if namespaces.contains(&d.namespace))
         }) {
-            let was = mesh_collector::overlay::verdict_of(&cluster, e).decision;
-            let will = mesh_collector::overlay::verdict_of(&next, e).decision;
+            let was = mesh_policy::overlay::verdict_of(&cluster, e).decision;
+            let will = mesh_policy::overlay::verdict_of(&next, e).decision;
             if was == will {
                 continue;
             }

@@ -47,10 +47,10 @@ pub struct Args {
     #[arg(long, env = "MESH_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
     /// Metrics window of the embedded collector.
-    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_collector::parse_window)]
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
     pub window: Duration,
     /// How often the embedded collector rebuilds.
-    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_collector::parse_window)]
+    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
     pub interval: Duration,
     /// gRPC address.
     #[arg(long, env = "MESH_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long, env = "MESH_DELEGATE_GROUP", value_delimiter = ',')]
     pub delegate_group: Vec<String>,
     /// Seconds between watch heartbeats.
-    #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_collector::parse_window)]
+    #[arg(long, env = "MESH_HEARTBEAT", default_value = "15s", value_parser = mesh_prometheus::parse_window)]
     pub heartbeat: Duration,
     /// Accept OAuth 2.1 access tokens (JWTs) from this issuer (the MCP authorization spec).
     #[arg(long, env = "MESH_OAUTH_ISSUER", requires = "oauth_audience")]
@@ -242,7 +242,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             .clone()
             .ok_or_else(|| usage("--embedded-collector needs --prometheus-url".into()))?;
         let source =
-            mesh_collector::PrometheusSource::new(&url, args.window, Duration::from_secs(10))
+            mesh_prometheus::PrometheusSource::new(&url, args.window, Duration::from_secs(10))
                 .map_err(|e| usage(e.to_string()))?;
         let store = mesh_store::MemoryStore::new(1000);
         let sources = mesh_collector::run::Sources {

@@ -208,7 +208,7 @@ async fn invalid_manifests_are_refused_naming_the_field_and_change_nothing() {
         ),
     ];
     // Every invalid example of Linkerd's admission rules for the kinds these RPCs take.
-    let dir = mcp_harness::root().join("crates/k8s/tests/fixtures/admission");
+    let dir = mcp_harness::root().join("crates/policy/tests/fixtures/admission");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

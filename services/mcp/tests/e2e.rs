@@ -313,7 +313,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     let store = Arc::new(
         mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(2)).unwrap(),
     );
-    let source = mesh_collector::PrometheusSource::new(
+    let source = mesh_prometheus::PrometheusSource::new(
         &prom.url,
         Duration::from_secs(10),
         Duration::from_secs(5),
@@ -321,7 +321,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     .unwrap();
     let sources = mesh_collector::run::Sources {
         prometheus: source,
-        kubernetes: mesh_collector::cluster::spawn(&kube_client(&cluster, "collector-token")),
+        kubernetes: mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
     };
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = tokio::spawn(mesh_collector::run::run(
@@ -581,7 +581,7 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
     )));
     meshsim::authz::follow(
         sim.clone(),
-        mesh_collector::cluster::spawn(&kube_client(&cluster, "collector-token")),
+        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
     );
     let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(meshsim::serve_shared(l, sim, async {
@@ -681,14 +681,14 @@ async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
     let store = Arc::new(
         mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(1)).unwrap(),
     );
-    let source = mesh_collector::PrometheusSource::new(
+    let source = mesh_prometheus::PrometheusSource::new(
         &prom.url,
         Duration::from_secs(10),
         Duration::from_secs(5),
     )
     .unwrap();
     let no_cluster = tokio::sync::watch::channel(Arc::new(
-        mesh_collector::cluster::Cluster::unsynced("no cluster in this test"),
+        mesh_policy::cluster::Cluster::unsynced("no cluster in this test"),
     ));
     let sources = mesh_collector::run::Sources {
         prometheus: source,

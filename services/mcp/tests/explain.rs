@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use mesh_collector::cluster::Cluster;
 use mesh_mcp::apply::{Applier, Delegation};
+use mesh_policy::cluster::Cluster;
 use mesh_proto::pb::{self, policy_verdict::Decision};
 use tonic::Code;
 

@@ -8,13 +8,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mesh_collector::cluster::Cluster;
 use mesh_mcp::{
     GraphService,
     agent::{Backend, MeshAgent},
     apply::{Applier, Delegation},
 };
 use mesh_model::MetricTolerance;
+use mesh_policy::cluster::Cluster;
 use mesh_store::MemoryStore;
 use serde_json::{Value, json};
 
@@ -73,7 +73,7 @@ pub(crate) async fn run(n: usize) {
         &meshsim::graph(&t, Duration::from_secs(60), now),
         &[],
         &cluster,
-        &mut mesh_collector::overlay::Verdicts::default(),
+        &mut mesh_policy::overlay::Verdicts::default(),
         now,
     );
     let whole_json = serde_json::to_string(&mesh_proto::pb::MeshGraph::from(&graph))

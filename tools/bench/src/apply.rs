@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mesh_collector::cluster::Cluster;
+use mesh_policy::cluster::Cluster;
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 
 fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
@@ -100,7 +100,7 @@ pub(crate) async fn run(n: usize) {
         &meshsim::graph(&t, Duration::from_secs(60), SystemTime::now()),
         &[],
         &cluster,
-        &mut mesh_collector::overlay::Verdicts::default(),
+        &mut mesh_policy::overlay::Verdicts::default(),
         SystemTime::now(),
     );
     // ns-000's callers narrowed to its first workload: the namespace's other callers are denied.
@@ -122,8 +122,8 @@ pub(crate) async fn run(n: usize) {
     let mut changed = 0;
     for _ in 0..20 {
         let start = Instant::now();
-        let (docs, problems) = mesh_k8s::manifest::parse_text("bench", &manifest);
-        let m = mesh_k8s::Manifests::from_documents(docs, problems);
+        let (docs, problems) = mesh_policy::document::parse_text("bench", &manifest);
+        let m = mesh_policy::Manifests::from_documents(docs, problems);
         assert!(m.validate().is_empty(), "{:?}", m.validate());
         let proposed = m.policy_set();
         let next = cluster.with_proposed(&proposed);
@@ -135,8 +135,8 @@ pub(crate) async fn run(n: usize) {
                 matches!(&e.key.dst, mesh_model::Destination::Workload(d) if namespaces.contains(&d.namespace))
             })
             .filter(|e| {
-                mesh_collector::overlay::verdict_of(&cluster, e).decision
-                    != mesh_collector::overlay::verdict_of(&next, e).decision
+                mesh_policy::overlay::verdict_of(&cluster, e).decision
+                    != mesh_policy::overlay::verdict_of(&next, e).decision
             })
             .count();
         what_if.push(start.elapsed());

@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mesh_collector::cluster::Cluster;
 use mesh_model::MetricTolerance;
+use mesh_policy::cluster::Cluster;
 use mesh_store::MemoryStore;
 use serde_json::{Value, json};
 
@@ -97,7 +97,7 @@ pub(crate) async fn cycle(n: usize) {
     ];
     let (mut wall, mut join_wall, mut cpu_total, mut unknown) =
         (Duration::ZERO, Duration::ZERO, 0.0, 0);
-    let mut verdicts = mesh_collector::overlay::Verdicts::default();
+    let mut verdicts = mesh_policy::overlay::Verdicts::default();
     let mut cold = Duration::ZERO;
     for i in 0..runs * 2 {
         let (start, cpu) = (Instant::now(), crate::serve::cpu_secs());

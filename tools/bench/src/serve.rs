@@ -209,7 +209,7 @@ pub(crate) async fn fanout(streams: usize) {
 /// loop on the in-process store, the follower, and the gRPC service.
 pub(crate) async fn serve_prom() {
     let url = std::env::var("MESH_BENCH_PROMETHEUS").expect("MESH_BENCH_PROMETHEUS");
-    let source = mesh_collector::PrometheusSource::new(
+    let source = mesh_prometheus::PrometheusSource::new(
         &url,
         Duration::from_secs(60),
         Duration::from_secs(30),
@@ -218,7 +218,7 @@ pub(crate) async fn serve_prom() {
     let store = Arc::new(MemoryStore::new(100));
     // No cluster: this measures the Prometheus path.
     let (_keep, kubernetes) = tokio::sync::watch::channel(Arc::new(
-        mesh_collector::cluster::Cluster::unsynced("not part of this benchmark"),
+        mesh_policy::cluster::Cluster::unsynced("not part of this benchmark"),
     ));
     tokio::spawn(mesh_collector::run::run(
         mesh_collector::run::Sources {
@@ -340,7 +340,7 @@ pub(crate) async fn prom_get(n: usize) {
         whole.push(start.elapsed());
         size.1 = g.into_inner().encoded_len();
     }
-    let direct_source = mesh_collector::PrometheusSource::new(
+    let direct_source = mesh_prometheus::PrometheusSource::new(
         &prom.url,
         Duration::from_secs(60),
         Duration::from_secs(60),

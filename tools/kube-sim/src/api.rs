@@ -791,18 +791,6 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
     })
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
 /// 422 for one invalid field of an object of `t`'s kind.
 fn invalid_field(t: &Target, name: &str, field: &str, message: String) -> ApiError {
     ApiError::invalid(
@@ -901,7 +889,7 @@ fn identify(st: &State, t: &Target, obj: &mut Value, url_name: Option<&str>) -> 
         && !name.contains(['/', '%'])
         && name != "."
         && name != "..";
-    if !rbac_name && !is_dns_subdomain(&name) {
+    if !rbac_name && !mesh_model::is_dns_subdomain(&name) {
         return Err(invalid_field(
             t,
             &name,

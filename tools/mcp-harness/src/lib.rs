@@ -11,9 +11,10 @@ use std::{
 };
 
 use kube_sim::KubeSim;
-use mesh_collector::{Publisher, cluster::Cluster};
+use mesh_collector::Publisher;
 use mesh_mcp::apply::{Applier, Delegation};
 use mesh_model::MetricTolerance;
+use mesh_policy::cluster::Cluster;
 use mesh_store::MemoryStore;
 use tokio::sync::{Mutex, oneshot, watch};
 
@@ -76,7 +77,7 @@ impl McpHarness {
         .expect("kube-sim starts");
         let config = kube.kube_config("mcp-token");
         let client = kube::Client::try_from(config.clone()).expect("a kube client");
-        let mut cluster = mesh_collector::cluster::spawn(&client);
+        let mut cluster = mesh_collector::watch::spawn(&client);
         tokio::time::timeout(Duration::from_secs(20), cluster.wait_for(|c| c.health.ok))
             .await
             .expect("the cluster is indexed within 20 s")
@@ -129,7 +130,7 @@ impl McpHarness {
             &base,
             &[],
             &c,
-            &mut mesh_collector::overlay::Verdicts::default(),
+            &mut mesh_policy::overlay::Verdicts::default(),
             SystemTime::now(),
         );
         self.publisher

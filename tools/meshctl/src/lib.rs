@@ -9,8 +9,8 @@ use std::{
 };
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mesh_collector::{PrometheusSource, parse_window};
 use mesh_model::{Destination, MeshGraph, PolicyVerdict, TlsStatus};
+use mesh_prometheus::{PrometheusSource, parse_window};
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
@@ -303,7 +303,7 @@ fn validate(args: &ValidateArgs) -> Result<(), Failure> {
                 format!("{}: no such file or folder", p.display()),
             ));
         }
-        let m = mesh_k8s::Manifests::read(p);
+        let m = mesh_k8s::read_manifests(p);
         objects += m.resources.len();
         policies += m.policy_count();
         problems.extend(m.validate());
@@ -327,14 +327,14 @@ fn split_id(s: &str) -> Option<(&str, &str)> {
 }
 
 fn explain(args: &ExplainArgs) -> Result<(), Failure> {
-    use mesh_model::policy::{AccessRequest, ClientInfo};
+    use mesh_policy::eval::{AccessRequest, ClientInfo};
     if !args.manifests.exists() {
         return Err(Failure::new(
             EXIT_USAGE,
             format!("{}: no such file or folder", args.manifests.display()),
         ));
     }
-    let m = mesh_k8s::Manifests::read(&args.manifests);
+    let m = mesh_k8s::read_manifests(&args.manifests);
     let set = m.policy_set();
     let (dst_ns, dst_name) = split_id(&args.to).ok_or_else(|| {
         Failure::new(
@@ -492,7 +492,7 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
     use mesh_proto::pb;
     let manifest = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", args.file.display())))?;
-    let (docs, _) = mesh_k8s::manifest::parse_text(&args.file.display().to_string(), &manifest);
+    let (docs, _) = mesh_policy::document::parse_text(&args.file.display().to_string(), &manifest);
     let kinds: Vec<&str> = docs
         .iter()
         .filter_map(|d| d.value["kind"].as_str())

@@ -40,7 +40,7 @@ async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
     .await
     .unwrap();
     let cfg = kube.kube_config("mcp-token");
-    let mut cluster = mesh_collector::cluster::spawn(&kube::Client::try_from(cfg.clone()).unwrap());
+    let mut cluster = mesh_collector::watch::spawn(&kube::Client::try_from(cfg.clone()).unwrap());
     let c = cluster.wait_for(|c| c.health.ok).await.unwrap().clone();
     let graph = mesh_collector::run::join(
         &meshsim::graph(
@@ -50,7 +50,7 @@ async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
         ),
         &[],
         &c,
-        &mut mesh_collector::overlay::Verdicts::default(),
+        &mut mesh_policy::overlay::Verdicts::default(),
         std::time::SystemTime::now(),
     );
     let store = Arc::new(MemoryStore::new(100));

@@ -22,7 +22,7 @@ fn meshctl(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn validate_reports_every_admission_rule_one_line_each() {
-    let dir = root().join("crates/k8s/tests/fixtures/admission");
+    let dir = root().join("crates/policy/tests/fixtures/admission");
     let (code, out, err) = meshctl(&["validate", "-f", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     for e in std::fs::read_dir(&dir).unwrap() {

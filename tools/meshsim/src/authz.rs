@@ -7,8 +7,8 @@
 
 use std::{sync::Arc, time::Instant};
 
-use mesh_collector::cluster::Cluster;
 use mesh_model::{Decision, Destination, Edge, EdgeKey, Protocol, TlsStatus};
+use mesh_policy::cluster::Cluster;
 
 use crate::{SharedSim, Topology, workload_ref};
 
@@ -87,7 +87,7 @@ pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
                     .policy
                     .sa_identity(src.service_account(), &src.namespace);
             }
-            let v = mesh_collector::overlay::verdict_of(cluster, &edge);
+            let v = mesh_policy::overlay::verdict_of(cluster, &edge);
             if v.decision == Decision::Unknown {
                 let mut a = EdgeAuthz {
                     decision: Decision::Unknown,

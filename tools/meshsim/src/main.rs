@@ -32,7 +32,7 @@ async fn main() {
         let client = kube::Client::try_from(config)
             .unwrap_or_else(|e| usage_exit("meshsim", format!("--kube-url {url}: {e}")));
         tracing::info!(%url, "refusing what Linkerd policy there denies");
-        meshsim::authz::follow(sim.clone(), mesh_collector::cluster::spawn(&client));
+        meshsim::authz::follow(sim.clone(), mesh_collector::watch::spawn(&client));
     }
     if let Err(e) = meshsim::serve_shared(listener, sim, shutdown_signal()).await {
         eprintln!("meshsim: {e}");

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc, time::Instant};
 
-use mesh_collector::cluster::Cluster;
+use mesh_policy::cluster::Cluster;
 
 use crate::{
     authz::{self, EdgeAuthz},

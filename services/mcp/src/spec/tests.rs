@@ -1,4 +1,4 @@
-use mesh_k8s::Manifests;
+use mesh_policy::Manifests;
 
 use super::*;
 
@@ -16,7 +16,7 @@ fn authz(a: pb::AuthorizationSpec) -> Result<Vec<Value>, Status> {
 
 /// The documents of `text`, after checking Linkerd's admission rules pass on them.
 fn parsed(text: &str) -> Vec<Value> {
-    let (docs, problems) = mesh_k8s::manifest::parse_text("spec", text);
+    let (docs, problems) = mesh_policy::document::parse_text("spec", text);
     assert!(problems.is_empty(), "{problems:?}");
     let m = Manifests::from_documents(docs.clone(), Vec::new());
     let problems = m.validate();

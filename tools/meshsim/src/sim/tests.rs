@@ -539,11 +539,11 @@ fn the_simulated_proxies_and_the_graph_agree_on_every_demo_edge() {
             Duration::from_secs(60),
             std::time::SystemTime::UNIX_EPOCH,
         );
-        mesh_collector::overlay::apply(
+        mesh_policy::overlay::apply(
             &mut g,
             &cluster,
             &[],
-            &mut mesh_collector::overlay::Verdicts::default(),
+            &mut mesh_policy::overlay::Verdicts::default(),
         );
         for (e, a) in t.edges.iter().zip(&decided) {
             let edge = g

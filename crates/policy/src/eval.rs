@@ -20,7 +20,7 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
 
-use crate::graph::Decision;
+use mesh_model::Decision;
 
 /// The policy group.
 pub const POLICY_GROUP: &str = "policy.linkerd.io";

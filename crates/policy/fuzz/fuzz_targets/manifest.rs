@@ -6,8 +6,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let (docs, problems) = mesh_k8s::manifest::parse_text("fuzz.yaml", text);
-        let m = mesh_k8s::Manifests::from_documents(docs, problems);
+        let (docs, problems) = mesh_policy::document::parse_text("fuzz.yaml", text);
+        let m = mesh_policy::Manifests::from_documents(docs, problems);
         let _ = m.validate();
         let _ = m.policy_set();
     }

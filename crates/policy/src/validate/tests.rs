@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::{Manifests, manifest};
+use crate::{Manifests, document};
 
 fn fixtures() -> Vec<(String, String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
@@ -35,7 +35,7 @@ fn every_rule_has_a_valid_and_an_invalid_example_and_each_is_judged_right() {
     let valid = all.iter().filter(|(_, e, _)| e == "valid").count();
     assert!(valid >= 11, "{valid} valid examples");
     for (file, expect, text) in &all {
-        let (docs, problems) = manifest::parse_text(file, text);
+        let (docs, problems) = document::parse_text(file, text);
         let found: Vec<String> = Manifests::from_documents(docs, problems)
             .validate()
             .iter()
@@ -55,7 +55,7 @@ fn every_rule_has_a_valid_and_an_invalid_example_and_each_is_judged_right() {
 #[test]
 fn a_broken_document_does_not_hide_the_others() {
     let text = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: a, namespace: x}\nspec: {port: 0, podSelector: {}}\n---\nkind: [unclosed\n---\napiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: b, namespace: x}\nspec: {port: 80}\n";
-    let (docs, problems) = manifest::parse_text("mixed.yaml", text);
+    let (docs, problems) = document::parse_text("mixed.yaml", text);
     assert_eq!(docs.len(), 2);
     let found: Vec<String> = Manifests::from_documents(docs, problems)
         .validate()
@@ -82,21 +82,7 @@ fn a_broken_document_does_not_hide_the_others() {
 }
 
 #[test]
-fn huge_and_non_utf8_files_are_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let big = dir.path().join("big.yaml");
-    std::fs::write(&big, vec![b'#'; (manifest::MAX_FILE_BYTES + 1) as usize]).unwrap();
-    let (_, p) = manifest::read_file(&big);
-    assert!(
-        p[0].message
-            .ends_with("manifests larger than 8388608 bytes are refused"),
-        "{}",
-        p[0]
-    );
-    let bin = dir.path().join("bin.yaml");
-    std::fs::write(&bin, b"kind: \xff\xfe").unwrap();
-    let (_, p) = manifest::read_file(&bin);
-    assert_eq!(p[0].message, "not UTF-8 text (invalid byte at offset 6)");
-    let (docs, p) = manifest::parse_text("list.yaml", "- a\n- b\n");
+fn a_list_is_not_a_kubernetes_object() {
+    let (docs, p) = document::parse_text("list.yaml", "- a\n- b\n");
     assert!(docs.is_empty() && p[0].message.contains("not a Kubernetes object"));
 }

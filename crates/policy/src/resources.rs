@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use crate::manifest::{Document, Problem};
+use crate::document::{Document, Problem};
 
 /// `metadata` as policy needs it.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -12,10 +12,9 @@ use mesh_model::{
 };
 use serde::Deserialize;
 
-use crate::{
-    overlay::AuthzSample,
-    promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS},
-};
+use mesh_policy::overlay::AuthzSample;
+
+use crate::promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS};
 
 /// Why Prometheus could not give us a graph.
 #[derive(Debug, thiserror::Error)]
@@ -385,7 +384,7 @@ impl PrometheusSource {
     /// Builds a graph (version 0) from the current window, with observed authorization rates.
     pub async fn graph(&self, now: SystemTime) -> Result<MeshGraph, PromError> {
         let Observation { mut graph, authz } = self.observe(now).await?;
-        crate::overlay::attach_observed(&mut graph, &authz);
+        mesh_policy::overlay::attach_observed(&mut graph, &authz);
         Ok(graph)
     }
 }

@@ -1,127 +1,25 @@
-//! The Kubernetes side of the graph. One kube-rs watcher per kind (with kube's backoff) sends
-//! its events to a single index task, which owns every object and, after each burst of changes,
-//! publishes a typed [`Cluster`]: the policy set, workloads as policy sees their pods, Services,
-//! the policy objects themselves, and the health of the watches.
+//! The cluster index: what Kubernetes says, typed, at one moment. The policy set (with cluster
+//! settings from `linkerd-config`), workloads as policy sees their pods, Services, the policy
+//! objects themselves, and the health of the source that listed them. Built from objects as the
+//! API server returns them (the collector's watchers feed it), or from manifests; a what-if
+//! overlays proposed policy on it.
 //!
-//! Objects are stored slimmed (no `managedFields`; Pods keep only what policy and topology read),
-//! and a malformed object is logged once and skipped, never fatal: Linkerd's policy controller
-//! does the same.
+//! A malformed object is named and skipped, never fatal: Linkerd's policy controller does the same.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
-    time::{Duration, SystemTime},
 };
 
-use futures_util::StreamExt;
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind},
-    runtime::{WatchStreamExt, watcher},
-};
-use mesh_k8s::{
+use mesh_model::{PolicyKey, PolicyObject, SourceHealth, WorkloadRef};
+use serde_json::Value;
+
+use crate::{
     DEFAULT_POLICY_ANNOTATION, Manifests,
-    manifest::Document,
+    document::Document,
+    eval::{PodInfo, PolicySet},
     resources::{Resource, Workload as K8sWorkload},
 };
-use mesh_model::{
-    PolicyKey, PolicyObject, SourceHealth, WorkloadRef,
-    policy::{PodInfo, PolicySet},
-};
-use serde_json::Value;
-use tokio::sync::{mpsc, watch};
-
-/// A kind the collector watches.
-#[derive(Clone, Copy, Debug)]
-pub struct Kind {
-    /// API group (empty for core).
-    pub group: &'static str,
-    /// Version watched.
-    pub version: &'static str,
-    /// Kind.
-    pub kind: &'static str,
-    /// Resource (plural).
-    pub plural: &'static str,
-}
-
-const fn kind(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-) -> Kind {
-    Kind {
-        group,
-        version,
-        kind,
-        plural,
-    }
-}
-
-/// Everything the collector watches: what its RBAC role must allow to `list` and `watch`.
-pub const WATCHED: [Kind; 15] = [
-    kind("apps", "v1", "Deployment", "deployments"),
-    kind("apps", "v1", "StatefulSet", "statefulsets"),
-    kind("apps", "v1", "DaemonSet", "daemonsets"),
-    kind("", "v1", "Pod", "pods"),
-    kind("", "v1", "Service", "services"),
-    kind("", "v1", "Namespace", "namespaces"),
-    kind("", "v1", "ConfigMap", "configmaps"),
-    kind("policy.linkerd.io", "v1beta3", "Server", "servers"),
-    kind(
-        "policy.linkerd.io",
-        "v1beta1",
-        "ServerAuthorization",
-        "serverauthorizations",
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "MeshTLSAuthentication",
-        "meshtlsauthentications",
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "NetworkAuthentication",
-        "networkauthentications",
-    ),
-    kind("policy.linkerd.io", "v1beta3", "HTTPRoute", "httproutes"),
-    kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
-    kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
-];
-
-impl Kind {
-    fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_owned()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    fn api_resource(&self) -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(self.group, self.version, self.kind),
-            self.plural,
-        )
-    }
-
-    /// `servers.policy.linkerd.io`, as kubectl names it.
-    fn describe(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_owned()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
-    }
-}
 
 /// A workload as the cluster describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -194,7 +92,7 @@ impl Cluster {
         let mut objects = Vec::new();
         let mut problems = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let (docs, p) = mesh_k8s::manifest::parse_text(&format!("manifest {i}"), text);
+            let (docs, p) = crate::document::parse_text(&format!("manifest {i}"), text);
             objects.extend(docs.into_iter().map(|d| d.value));
             problems.extend(p.iter().map(ToString::to_string));
         }
@@ -248,7 +146,7 @@ impl Cluster {
                 Resource::Workload(w) => {
                     let namespace = w.meta.namespace.clone().unwrap_or_default();
                     let (pod, service_account) =
-                        mesh_k8s::pod_info(w, ns_default.get(&namespace).cloned());
+                        crate::pod_info(w, ns_default.get(&namespace).cloned());
                     let inject = template_annotation(w, INJECT);
                     let meshed = match inject.as_deref() {
                         Some("enabled") => true,
@@ -308,7 +206,7 @@ impl Cluster {
             }
             if seen.insert(owner) {
                 let namespace = w.pod.namespace.clone();
-                let (pod, _) = mesh_k8s::pod_info(p, ns_default.get(&namespace).cloned());
+                let (pod, _) = crate::pod_info(p, ns_default.get(&namespace).cloned());
                 w.pod.labels = pod.labels;
                 if !pod.ports.is_empty() {
                     w.pod.ports = pod.ports;
@@ -595,9 +493,10 @@ fn port_of(services: &[&ServiceInfo], pod: &PodInfo) -> Option<u16> {
     from_service.or_else(|| pod.ports.first().map(|(_, p)| *p))
 }
 
-const INJECT: &str = "linkerd.io/inject";
+/// Annotation that asks for a proxy.
+pub const INJECT: &str = "linkerd.io/inject";
 /// Set on slimmed pods whose phase is Running (the phase itself is dropped with the status).
-const RUNNING_MARK: &str = "linkerd-mcp.io/running";
+pub const RUNNING_MARK: &str = "linkerd-mcp.io/running";
 
 fn template_annotation(w: &K8sWorkload, key: &str) -> Option<String> {
     w.pod
@@ -688,313 +587,6 @@ fn policy_object(v: &Value) -> PolicyObject {
     }
 }
 
-/// Keeps what the index reads. Pods shrink to what policy and topology need (a 10,000-pod
-/// cluster's full pod specs would dominate the collector's memory); everything loses
-/// `managedFields`.
-fn slim(k: &Kind, mut v: Value) -> Value {
-    v["apiVersion"] = Value::from(k.api_version());
-    v["kind"] = Value::from(k.kind);
-    if let Some(m) = v["metadata"].as_object_mut() {
-        m.remove("managedFields");
-    }
-    if k.kind != "Pod" {
-        return v;
-    }
-    let m = &v["metadata"];
-    let mut meta = serde_json::Map::new();
-    for f in [
-        "name",
-        "namespace",
-        "labels",
-        "annotations",
-        "ownerReferences",
-    ] {
-        if !m[f].is_null() {
-            meta.insert(f.into(), m[f].clone());
-        }
-    }
-    if v["status"]["phase"] == "Running" {
-        let a = meta
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        a[RUNNING_MARK] = Value::from("true");
-    }
-    let containers: Vec<Value> = v["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let mut out = serde_json::json!({"name": c["name"]});
-            if c["ports"].is_array() {
-                out["ports"] = c["ports"].clone();
-            }
-            out
-        })
-        .collect();
-    let mut spec = serde_json::json!({"containers": containers});
-    if let Some(sa) = v["spec"]["serviceAccountName"].as_str() {
-        spec["serviceAccountName"] = Value::from(sa);
-    }
-    serde_json::json!({
-        "apiVersion": v["apiVersion"],
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": spec,
-    })
-}
-
-type Key = (usize, String, String);
-
-enum Msg {
-    Event(usize, watcher::Event<Value>),
-    Error(usize, String),
-    /// The API server does not serve the kind (its CRD is not installed).
-    Missing(usize),
-}
-
-/// How long a watch error counts after it happened. kube's backoff retries at most every 30 s
-/// and a successful restart of a watch says nothing, so a kind with no new error for longer
-/// than two retries is taken as recovered.
-const ERROR_HOLD: Duration = Duration::from_secs(65);
-
-/// Starts the watchers and the index; the receiver sees a new [`Cluster`] after each burst of
-/// changes. Everything stops when the receiver (and its clones) are dropped.
-pub fn spawn(client: &Client) -> watch::Receiver<Arc<Cluster>> {
-    let (tx, rx) = watch::channel(Arc::new(Cluster::unsynced(
-        "waiting for the first list of every watched kind",
-    )));
-    let (events, inbox) = mpsc::channel(1024);
-    let mut watchers = tokio::task::JoinSet::new();
-    for (i, k) in WATCHED.iter().enumerate() {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &k.api_resource());
-        let config = if k.kind == "ConfigMap" {
-            watcher::Config::default().fields("metadata.name=linkerd-config")
-        } else {
-            watcher::Config::default()
-        };
-        let events = events.clone();
-        let k = *k;
-        watchers.spawn(async move {
-            let mut stream = watcher(api, config).default_backoff().boxed();
-            while let Some(item) = stream.next().await {
-                let msg = match item {
-                    Ok(ev) => {
-                        let v = |o: DynamicObject| {
-                            slim(&k, serde_json::to_value(o).unwrap_or_default())
-                        };
-                        Msg::Event(
-                            i,
-                            match ev {
-                                watcher::Event::Apply(o) => watcher::Event::Apply(v(o)),
-                                watcher::Event::Delete(o) => watcher::Event::Delete(v(o)),
-                                watcher::Event::Init => watcher::Event::Init,
-                                watcher::Event::InitApply(o) => watcher::Event::InitApply(v(o)),
-                                watcher::Event::InitDone => watcher::Event::InitDone,
-                            },
-                        )
-                    }
-                    Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                        if status.is_not_found() =>
-                    {
-                        Msg::Missing(i)
-                    }
-                    Err(e) => Msg::Error(i, e.to_string()),
-                };
-                if events.send(msg).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(events);
-    tokio::spawn(index(inbox, tx, watchers));
-    rx
-}
-
-#[derive(Default)]
-struct Index {
-    objects: BTreeMap<Key, Value>,
-    /// Objects listed since the last `Init`, per kind, swapped in at `InitDone`.
-    relisting: BTreeMap<usize, BTreeMap<Key, Value>>,
-    synced: BTreeSet<usize>,
-    /// The last error of each kind, and when.
-    errors: BTreeMap<usize, (String, std::time::Instant)>,
-    /// Kinds the API server does not serve: empty, not failing.
-    missing: BTreeSet<usize>,
-    last_success: Option<SystemTime>,
-    logged: BTreeSet<String>,
-}
-
-fn key(i: usize, v: &Value) -> Key {
-    let m = &v["metadata"];
-    (
-        i,
-        m["namespace"].as_str().unwrap_or_default().to_owned(),
-        m["name"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
-impl Index {
-    /// Applies one message; whether the objects changed.
-    fn apply(&mut self, msg: Msg) -> bool {
-        match msg {
-            Msg::Error(i, e) => {
-                let what = WATCHED[i].describe();
-                if !self.failing(i) {
-                    tracing::warn!(kind = %what, error = %e, "Kubernetes watch failed; retrying with backoff");
-                }
-                self.errors.insert(i, (e, std::time::Instant::now()));
-                false
-            }
-            Msg::Missing(i) => {
-                if self.missing.insert(i) {
-                    tracing::info!(kind = %WATCHED[i].describe(), "not served by this cluster (CRD not installed); indexed as empty");
-                }
-                self.errors.remove(&i);
-                let before = self.objects.len();
-                self.objects.retain(|k, _| k.0 != i);
-                before != self.objects.len()
-            }
-            Msg::Event(i, ev) => {
-                // `Init` comes before the list is even asked for: only data proves recovery.
-                if !matches!(ev, watcher::Event::Init) {
-                    self.missing.remove(&i);
-                    if self.errors.remove(&i).is_some() {
-                        tracing::info!(kind = %WATCHED[i].describe(), "Kubernetes watch recovered");
-                    }
-                }
-                match ev {
-                    watcher::Event::Init => {
-                        self.relisting.insert(i, BTreeMap::new());
-                        false
-                    }
-                    watcher::Event::InitApply(v) => {
-                        self.relisting.entry(i).or_default().insert(key(i, &v), v);
-                        false
-                    }
-                    watcher::Event::InitDone => {
-                        let listed = self.relisting.remove(&i).unwrap_or_default();
-                        self.objects.retain(|k, _| k.0 != i);
-                        self.objects.extend(listed);
-                        self.synced.insert(i);
-                        true
-                    }
-                    watcher::Event::Apply(v) => {
-                        let k = key(i, &v);
-                        self.objects.get(&k) != Some(&v) && {
-                            self.objects.insert(k, v);
-                            true
-                        }
-                    }
-                    watcher::Event::Delete(v) => self.objects.remove(&key(i, &v)).is_some(),
-                }
-            }
-        }
-    }
-
-    fn failing(&self, i: usize) -> bool {
-        self.errors
-            .get(&i)
-            .is_some_and(|(_, at)| at.elapsed() < ERROR_HOLD)
-    }
-
-    /// Every kind was listed, is not served, or has failed: publishing is honest (missing CRDs
-    /// or a forbidden kind must not hide everything else).
-    fn settled(&self) -> bool {
-        (0..WATCHED.len()).all(|i| {
-            self.synced.contains(&i) || self.missing.contains(&i) || self.errors.contains_key(&i)
-        })
-    }
-
-    fn health(&mut self) -> SourceHealth {
-        let now = SystemTime::now();
-        let unsynced: Vec<String> = (0..WATCHED.len())
-            .filter(|i| !self.synced.contains(i) && !self.missing.contains(i) && !self.failing(*i))
-            .map(|i| WATCHED[i].describe())
-            .collect();
-        let mut error: Vec<String> = self
-            .errors
-            .iter()
-            .filter(|(i, _)| self.failing(**i))
-            .map(|(i, (e, _))| format!("{}: {e}", WATCHED[*i].describe()))
-            .collect();
-        if !unsynced.is_empty() {
-            error.push(format!("not listed yet: {}", unsynced.join(", ")));
-        }
-        if error.is_empty() {
-            self.last_success = Some(now);
-        }
-        SourceHealth {
-            source: "kubernetes".into(),
-            ok: error.is_empty(),
-            last_success: self.last_success,
-            error: error.join("; "),
-        }
-    }
-}
-
-/// How long a burst of changes is gathered before the index is rebuilt.
-const COALESCE: Duration = Duration::from_millis(100);
-/// Least time between two rebuilds.
-const REBUILD_EVERY: Duration = Duration::from_secs(1);
-/// How often health is looked at when nothing arrives (errors age out).
-const HEALTH_EVERY: Duration = Duration::from_secs(10);
-
-async fn index(
-    mut inbox: mpsc::Receiver<Msg>,
-    out: watch::Sender<Arc<Cluster>>,
-    _watchers: tokio::task::JoinSet<()>,
-) {
-    let mut idx = Index::default();
-    let now = tokio::time::Instant::now();
-    let mut last_rebuild = now.checked_sub(REBUILD_EVERY).unwrap_or(now);
-    let mut tick = tokio::time::interval(HEALTH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut changed = tokio::select! {
-            m = inbox.recv() => match m { Some(m) => idx.apply(m), None => return },
-            _ = tick.tick() => false,
-            () = out.closed() => return,
-        };
-        // Coalesce a burst (a relist, a rollout) into one rebuild, and rebuild at most once per
-        // REBUILD_EVERY: typing a 10,000-workload cluster costs about a second of CPU.
-        let deadline = (tokio::time::Instant::now() + COALESCE).max(last_rebuild + REBUILD_EVERY);
-        if changed {
-            while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
-                changed |= idx.apply(m);
-            }
-        }
-        if !idx.settled() {
-            continue;
-        }
-        let health = idx.health();
-        if !changed {
-            let same = {
-                let before = out.borrow();
-                health.ok == before.health.ok && health.error == before.health.error
-            };
-            if same {
-                continue;
-            }
-        }
-        let objects: Vec<Value> = idx.objects.values().cloned().collect();
-        // Off the async workers: with an embedded collector they also serve gRPC.
-        let built =
-            tokio::task::spawn_blocking(move || Cluster::from_objects(objects, health)).await;
-        let Ok((cluster, problems)) = built else {
-            tracing::error!("typing the cluster failed; keeping the previous index");
-            continue;
-        };
-        for p in problems {
-            if idx.logged.insert(p.clone()) {
-                tracing::warn!(problem = %p, "skipping a Kubernetes object that cannot be read");
-            }
-        }
-        last_rebuild = tokio::time::Instant::now();
-        out.send_replace(Arc::new(cluster));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1003,65 +595,6 @@ mod tests {
 
     fn health() -> SourceHealth {
         Cluster::unsynced("").health
-    }
-
-    fn kind_of(name: &str) -> Kind {
-        *WATCHED.iter().find(|k| k.kind == name).expect("watched")
-    }
-
-    #[test]
-    fn pods_count_for_their_owner_and_lend_it_their_labels() {
-        let deploy = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "shop", "managedFields": [{"manager": "x"}]},
-            "spec": {"template": {
-                "metadata": {"labels": {"app": "web"}, "annotations": {"linkerd.io/inject": "enabled"}},
-                "spec": {"serviceAccountName": "web", "containers": [{"name": "web", "ports": [{"name": "http", "containerPort": 8080}]}]}}}
-        });
-        let pod = |name: &str, phase: &str| {
-            json!({
-                "metadata": {"name": name, "namespace": "shop",
-                             "labels": {"app": "web", "pod-template-hash": "5d8f", "track": "canary"},
-                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f", "uid": "u"}]},
-                "spec": {"serviceAccountName": "web", "nodeName": "n1",
-                         "containers": [{"name": "web", "image": "big", "env": [{"name": "A", "value": "b"}],
-                                         "ports": [{"name": "http", "containerPort": 8080}]},
-                                        {"name": "linkerd-proxy", "image": "proxy"}]},
-                "status": {"phase": phase, "podIP": "10.0.0.1"}
-            })
-        };
-        let slim_pod = slim(&kind_of("Pod"), pod("web-5d8f-a", "Running"));
-        // Only what policy and topology read is kept.
-        assert!(slim_pod.get("status").is_none());
-        assert!(slim_pod["spec"]["containers"][0].get("env").is_none());
-        assert!(
-            slim(&kind_of("Deployment"), deploy.clone())["metadata"]
-                .get("managedFields")
-                .is_none()
-        );
-        let objects = vec![
-            slim(&kind_of("Deployment"), deploy),
-            slim_pod,
-            slim(&kind_of("Pod"), pod("web-5d8f-b", "Pending")),
-            json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": "web", "namespace": "shop"},
-                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
-        ];
-        let (c, problems) = Cluster::from_objects(objects, health());
-        assert!(problems.is_empty(), "{problems:?}");
-        let id = WorkloadRef {
-            namespace: "shop".into(),
-            kind: "Deployment".into(),
-            name: "web".into(),
-        };
-        let w = &c.workloads[&id];
-        assert_eq!(w.running_pods, 1, "the Pending pod does not count");
-        assert!(w.meshed);
-        assert_eq!(
-            w.pod.labels["track"], "canary",
-            "a running pod's labels win"
-        );
-        assert_eq!(w.port, Some(8080), "named targetPort resolved");
     }
 
     #[test]

@@ -1,11 +1,9 @@
-//! Reading manifests: files and folders of multi-document YAML (or JSON), document by document,
-//! so one broken document does not hide the others.
-
-use std::path::{Path, PathBuf};
+//! Manifest documents: multi-document YAML (or JSON) text split and parsed document by document,
+//! so one broken document does not hide the others. Reading files is `mesh-k8s`'s job.
 
 use serde_json::Value;
 
-/// Largest manifest file read.
+/// Largest manifest text (one file, or one request) parsed.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One parsed document.
@@ -122,76 +120,6 @@ pub fn parse_text(file: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
                 });
             }
         }
-    }
-    (docs, problems)
-}
-
-/// Reads one file: size-limited, UTF-8 only.
-pub fn read_file(path: &Path) -> (Vec<Document>, Vec<Problem>) {
-    let file = path.display().to_string();
-    let problem = |message: String| {
-        (
-            Vec::new(),
-            vec![Problem {
-                location: file.clone(),
-                object: String::new(),
-                field: String::new(),
-                message,
-            }],
-        )
-    };
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return problem(format!(
-                "file is {} bytes; manifests larger than {MAX_FILE_BYTES} bytes are refused",
-                m.len()
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => return problem(format!("cannot read: {e}")),
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => return problem(format!("cannot read: {e}")),
-    };
-    match String::from_utf8(bytes) {
-        Ok(text) => parse_text(&file, &text),
-        Err(e) => problem(format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )),
-    }
-}
-
-/// Reads a file, or every `*.yaml`/`*.yml`/`*.json` file below a folder (sorted).
-pub fn read_path(path: &Path) -> (Vec<Document>, Vec<Problem>) {
-    if !path.is_dir() {
-        return read_file(path);
-    }
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-            {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let (mut docs, mut problems) = (Vec::new(), Vec::new());
-    for f in files {
-        let (d, p) = read_file(&f);
-        docs.extend(d);
-        problems.extend(p);
     }
     (docs, problems)
 }

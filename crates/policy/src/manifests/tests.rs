@@ -1,4 +1,4 @@
-use mesh_model::policy::DefaultPolicy;
+use crate::eval::DefaultPolicy;
 
 use super::*;
 
@@ -38,7 +38,7 @@ spec:
 
 #[test]
 fn cluster_settings_come_from_linkerd_config() {
-    let (docs, problems) = manifest::parse_text("cluster.yaml", CLUSTER);
+    let (docs, problems) = crate::document::parse_text("cluster.yaml", CLUSTER);
     let m = Manifests::from_documents(docs, problems);
     assert!(m.validate().is_empty(), "{:?}", m.validate());
     let set = m.policy_set();
@@ -56,7 +56,7 @@ fn cluster_settings_come_from_linkerd_config() {
 
 #[test]
 fn pods_carry_ports_probes_annotations_and_service_account() {
-    let (docs, problems) = manifest::parse_text("cluster.yaml", CLUSTER);
+    let (docs, problems) = crate::document::parse_text("cluster.yaml", CLUSTER);
     let m = Manifests::from_documents(docs, problems);
     let (pod, sa) = m.pod("shop", "db").expect("db is a workload");
     assert_eq!(sa, "db");

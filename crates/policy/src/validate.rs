@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use mesh_model::policy::{DefaultPolicy, IpNet};
+use crate::eval::{DefaultPolicy, IpNet};
 use regex::Regex;
 use serde_json::Value;
 
@@ -20,16 +20,6 @@ fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
 fn kind_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     re(&R, r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-}
-
-fn dns_subdomain(s: &str) -> bool {
-    static R: OnceLock<Regex> = OnceLock::new();
-    s.len() <= 253
-        && re(
-            &R,
-            r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        )
-        .is_match(s)
 }
 
 fn identity_ok(id: &str) -> bool {
@@ -74,7 +64,7 @@ fn check_ref(r: &Ref, at: &str, out: &mut Vec<Finding>) {
     }
     if let Some(g) = r.group.as_deref()
         && !g.is_empty()
-        && !dns_subdomain(g)
+        && !mesh_model::is_dns_subdomain(g)
     {
         out.push((
             format!("{at}.group"),

@@ -10,10 +10,12 @@ use std::{
 use mesh_model::{
     Decision, Destination, EdgeKey, MeshGraph, PolicyVerdict, Protocol, TlsStatus, Workload,
     WorkloadRef,
-    policy::{AccessRequest, ClientInfo, PodInfo},
 };
 
-use crate::cluster::{Cluster, ClusterWorkload};
+use crate::{
+    cluster::{Cluster, ClusterWorkload},
+    eval::{AccessRequest, ClientInfo, PodInfo},
+};
 
 /// Requests (HTTP) or connections (TCP) a destination's proxy authorized or refused, from one
 /// client identity, over the window.
