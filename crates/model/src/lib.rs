@@ -12,12 +12,15 @@
 //!                                         └───────── GraphDelta::apply ─────┘
 //! ```
 
+pub mod approval;
+mod clock;
 mod delta;
 mod graph;
 pub mod input;
 mod samples;
 
 pub use self::{
+    clock::{Clock, SystemClock},
     delta::{DeltaError, GraphDelta, MetricTolerance, PublishedView},
     graph::{
         Decision, Destination, Edge, EdgeKey, EdgeMetrics, GraphFilter, MeshGraph, PolicyKey,

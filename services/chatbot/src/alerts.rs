@@ -496,44 +496,48 @@ pub async fn run<S: AlertStore + Clone, D: Deliver>(
                 _ => continue,
             }
             let Some(g) = graph.as_ref() else { continue };
-            if !*leader.borrow() {
-                detector.track(g, Instant::now());
-                continue;
-            }
-            let alerts = match detector.observe(g, Instant::now()).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(%e, "alerts: store unavailable; will retry on the next update");
-                    continue;
+            'handled: {
+                if !*leader.borrow() {
+                    detector.track(g, Instant::now());
+                    break 'handled;
                 }
-            };
-            if alerts.is_empty() {
-                continue;
-            }
-            let subs = match store.subscriptions().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%e, "alerts: cannot read subscriptions");
-                    continue;
-                }
-            };
-            for alert in &alerts {
-                for (target, filter) in &subs {
-                    let filter: AlertFilter = serde_json::from_slice(filter).unwrap_or_default();
-                    if !wants(&filter, alert) {
-                        continue;
+                let alerts = match detector.observe(g, Instant::now()).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(%e, "alerts: store unavailable; will retry on the next update");
+                        break 'handled;
                     }
-                    let Some(held) = limit.admit(target, config.max_per_minute, Instant::now())
-                    else {
-                        metrics.alert_dropped();
-                        continue;
-                    };
-                    match deliver.deliver(target, &alert.reply(held)).await {
-                        Ok(()) => metrics.alert(&alert.condition.kind),
-                        Err(e) => tracing::warn!(%target, %e, "alert not delivered"),
+                };
+                if alerts.is_empty() {
+                    break 'handled;
+                }
+                let subs = match store.subscriptions().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%e, "alerts: cannot read subscriptions");
+                        break 'handled;
+                    }
+                };
+                for alert in &alerts {
+                    for (target, filter) in &subs {
+                        let filter: AlertFilter =
+                            serde_json::from_slice(filter).unwrap_or_default();
+                        if !wants(&filter, alert) {
+                            continue;
+                        }
+                        let Some(held) = limit.admit(target, config.max_per_minute, Instant::now())
+                        else {
+                            metrics.alert_dropped();
+                            continue;
+                        };
+                        match deliver.deliver(target, &alert.reply(held)).await {
+                            Ok(()) => metrics.alert(&alert.condition.kind),
+                            Err(e) => tracing::warn!(%target, %e, "alert not delivered"),
+                        }
                     }
                 }
             }
+            metrics.set_alerts_version(g.version);
         }
     }
 }

@@ -5,9 +5,14 @@
 
 use std::{
     fmt::Write as _,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use mesh_model::{
+    Clock, SystemClock,
+    approval::{self, ApplyOutcome, ApprovalEvent, ApprovalState, Move, Refusal},
+};
 use mesh_proto::pb;
 use mesh_store::{ApprovalStore, Transition};
 use serde::{Deserialize, Serialize};
@@ -99,6 +104,7 @@ pub struct Approvals<S> {
     identities: Identities,
     metrics: Metrics,
     retry_after: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 fn new_id() -> String {
@@ -110,11 +116,9 @@ fn new_id() -> String {
     format!("a{salt:016x}")
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+/// A record's `expires_at` (seconds since the epoch) as a time.
+fn unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 fn kind_name(kind: ApplyKind) -> &'static str {
@@ -164,7 +168,23 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             identities,
             metrics,
             retry_after: Duration::from_secs(120),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (expiry of approvals) instead of the wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_unix(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
     }
 
     /// An approval left `applying` this long (its replica died mid-apply) is applied again on
@@ -328,7 +348,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 .collect(),
             warnings: dry.warnings.clone(),
             dry_run_audit_id: dry.audit_id.clone(),
-            expires_at: now_unix() + map.approval_ttl.as_secs(),
+            expires_at: self.now_unix() + map.approval_ttl.as_secs(),
             reviewed: dry
                 .objects
                 .iter()
@@ -389,9 +409,14 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 return ClickOutcome::private(Reply::refusal("Unreadable request", e.to_string()));
             }
         };
-        if a.expires_at <= now_unix() {
-            self.metrics.approval("expired_click");
-            return ClickOutcome::card(expired_card());
+        let Some(state) = ApprovalState::parse(&entry.state) else {
+            return ClickOutcome::private(Reply::refusal(
+                "Unreadable request",
+                format!("Unknown approval state {:?}.", entry.state),
+            ));
+        };
+        if approval::expired(unix(a.expires_at), self.clock.now()) {
+            return self.refused(Refusal::Expired, "");
         }
         let map = self.identities.borrow().clone();
         let is_requester = clicker.user == a.requester.user;
@@ -455,7 +480,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                         ));
                     }
                 }
-                self.approve(a, &clicker).await
+                self.approve(a, &clicker, state, &entry.by).await
             }
             "reject" => {
                 if !is_requester && !approver {
@@ -465,19 +490,25 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     ));
                 }
                 match self
-                    .store
-                    .transition(id, "pending", "rejected", &clicker.user)
+                    .advance(
+                        id,
+                        state,
+                        ApprovalEvent::Reject,
+                        a.expires_at,
+                        &clicker.user,
+                        &entry.by,
+                    )
                     .await
                 {
-                    Ok(Transition::Moved(_)) => {
-                        self.metrics.approval("rejected");
+                    Ok(_) => {
+                        self.metrics.approval(ApprovalState::Rejected.as_str());
                         let mut r = base_card(&a, format!("Rejected: {}", a.target))
                             .field("Rejected by", clicker.user.clone())
                             .text("Nothing was applied.");
                         r.tone = Tone::Bad;
                         ClickOutcome::card(r)
                     }
-                    other => self.not_pending(other),
+                    Err(refused) => refused,
                 }
             }
             "redo" => {
@@ -487,18 +518,18 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                         "Only the requester or an approver can ask for a fresh dry-run.",
                     ));
                 }
-                if entry.state != "stale" {
-                    return ClickOutcome::private(Reply::refusal(
-                        "Nothing to redo",
-                        format!("This request is {} already.", entry.state),
-                    ));
-                }
                 match self
-                    .store
-                    .transition(id, "stale", "redone", &clicker.user)
+                    .advance(
+                        id,
+                        state,
+                        ApprovalEvent::Redo,
+                        a.expires_at,
+                        &clicker.user,
+                        &entry.by,
+                    )
                     .await
                 {
-                    Ok(Transition::Moved(_)) => ClickOutcome::card(
+                    Ok(_) => ClickOutcome::card(
                         self.request(
                             a.platform,
                             &a.requester_chat,
@@ -508,7 +539,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                         )
                         .await,
                     ),
-                    other => self.not_pending(other),
+                    Err(refused) => refused,
                 }
             }
             other => ClickOutcome::private(Reply::refusal(
@@ -521,61 +552,99 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         }
     }
 
-    fn not_pending(&self, t: Result<Transition, mesh_store::StoreError>) -> ClickOutcome {
-        match t {
-            Ok(Transition::Now { state, by }) if state == "applying" => {
-                self.metrics.approval("second_click");
-                ClickOutcome::private(Reply::refusal(
-                    "Already being applied",
-                    format!(
-                        "{by} approved it and it is being applied; nothing more was done. If no \
-                         outcome appears within {}, click Approve again to retry it safely.",
-                        humantime::format_duration(self.retry_after)
-                    ),
-                ))
-            }
-            Ok(Transition::Now { state, by }) => {
-                self.metrics.approval("second_click");
-                ClickOutcome::private(Reply::refusal(
-                    "Already decided",
-                    format!("This request is {state} (by {by}); nothing more was done."),
-                ))
-            }
-            Ok(Transition::Missing) => ClickOutcome::card(expired_card()),
-            Ok(Transition::Moved(_)) => ClickOutcome::default(),
-            Err(e) => ClickOutcome::private(Reply::refusal(
+    /// Makes what `event` does to the approval in `state` happen in the store, atomically; on a
+    /// lost race (another click, another replica) says what won. Returns the move made.
+    async fn advance(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        event: ApprovalEvent,
+        expires_at: u64,
+        by: &str,
+        was_by: &str,
+    ) -> Result<Move, ClickOutcome> {
+        let mv = approval::step(
+            state,
+            event,
+            unix(expires_at),
+            self.clock.now(),
+            self.retry_after,
+        )
+        .map_err(|r| self.refused(r, was_by))?;
+        match self
+            .store
+            .transition_after(id, mv.from.as_str(), mv.to.as_str(), by, mv.min_age)
+            .await
+        {
+            Ok(Transition::Moved(_)) => Ok(mv),
+            Ok(Transition::Now { state, by }) => Err(match ApprovalState::parse(&state) {
+                Some(now_in) => self.refused(approval::refusal_after_race(now_in, mv), &by),
+                None => ClickOutcome::private(Reply::refusal(
+                    "Unreadable request",
+                    format!("Unknown approval state {state:?}."),
+                )),
+            }),
+            Ok(Transition::Missing) => Err(self.refused(Refusal::Expired, "")),
+            Err(e) => Err(ClickOutcome::private(Reply::refusal(
                 "Try again shortly",
                 format!("The store is unavailable ({e}); nothing was changed."),
+            ))),
+        }
+    }
+
+    /// What a click that moved nothing shows, and counts.
+    fn refused(&self, r: Refusal, by: &str) -> ClickOutcome {
+        self.metrics.approval(r.metric_label());
+        match r {
+            Refusal::Expired => ClickOutcome::card(expired_card()),
+            Refusal::InProgress => ClickOutcome::private(Reply::refusal(
+                "Already being applied",
+                format!(
+                    "{by} approved it and it is being applied; nothing more was done. If no \
+                     outcome appears within {}, click Approve again to retry it safely.",
+                    humantime::format_duration(self.retry_after)
+                ),
+            )),
+            Refusal::Decided(state) => ClickOutcome::private(Reply::refusal(
+                "Already decided",
+                format!("This request is {state} (by {by}); nothing more was done."),
+            )),
+            Refusal::NothingToRedo(state) => ClickOutcome::private(Reply::refusal(
+                "Nothing to redo",
+                format!("This request is {state} already."),
+            )),
+            Refusal::NotApplying(state) => ClickOutcome::private(Reply::refusal(
+                "Nothing is being applied",
+                format!("This request is {state}; nothing more was done."),
             )),
         }
     }
 
-    async fn approve(&self, a: Approval, approver: &KubeIdentity) -> ClickOutcome {
-        let earlier = match self
-            .store
-            .transition(&a.id, "pending", "applying", &approver.user)
+    async fn approve(
+        &self,
+        a: Approval,
+        approver: &KubeIdentity,
+        state: ApprovalState,
+        was_by: &str,
+    ) -> ClickOutcome {
+        // Taken over only when the earlier attempt has gone unconfirmed for longer than a
+        // change may take: its replica died. The preconditions make a second apply safe: an
+        // object the first attempt changed or created is refused as changed.
+        let mv = match self
+            .advance(
+                &a.id,
+                state,
+                ApprovalEvent::Approve,
+                a.expires_at,
+                &approver.user,
+                was_by,
+            )
             .await
         {
-            Ok(Transition::Moved(_)) => None,
-            // Taken over only when the earlier attempt has gone unconfirmed for longer than a
-            // change may take: its replica died. The preconditions make a second apply safe: an
-            // object the first attempt changed or created is refused as changed.
-            Ok(Transition::Now { state, by }) if state == "applying" => match self
-                .store
-                .transition_after(
-                    &a.id,
-                    "applying",
-                    "applying",
-                    &approver.user,
-                    self.retry_after,
-                )
-                .await
-            {
-                Ok(Transition::Moved(_)) => Some(by),
-                other => return self.not_pending(other),
-            },
-            other => return self.not_pending(other),
+            Ok(mv) => mv,
+            Err(refused) => return refused,
         };
+        let earlier = mv.is_take_over().then(|| was_by.to_owned());
         let reason = if a.reason.is_empty() {
             format!("approved in {} by {}", a.platform, approver.user)
         } else {
@@ -604,9 +673,8 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 },
             )
             .await;
-        let (state, card) = match res {
+        let (outcome, card) = match res {
             Ok(r) => {
-                self.metrics.approval("applied");
                 let mut c = base_card(&a, format!("Applied: {}", a.target))
                     .field("Approved by", approver.user.clone())
                     .field("Audit id", r.audit_id.clone());
@@ -616,10 +684,9 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 });
                 c = c.code(done, "applied.txt");
                 c.tone = Tone::Good;
-                ("applied", c)
+                (ApplyOutcome::Applied, c)
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                self.metrics.approval("stale");
                 let mut c = base_card(&a, format!("Not applied: {} changed", a.target))
                     .field("Approved by", approver.user.clone())
                     .text(
@@ -634,7 +701,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     value: a.id.clone(),
                     style: ButtonStyle::Plain,
                 });
-                ("stale", c)
+                (ApplyOutcome::Stale, c)
             }
             Err(s)
                 if matches!(
@@ -646,7 +713,6 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 ) =>
             {
                 // The request may have been applied: say so, never "nothing happened".
-                self.metrics.approval("unknown");
                 let mut c = base_card(&a, format!("Outcome unknown: {}", a.target))
                     .field("Approved by", approver.user.clone())
                     .text(
@@ -656,18 +722,18 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     )
                     .code(s.message().to_owned(), "error.txt");
                 c.tone = Tone::Warn;
-                ("unknown", c)
+                (ApplyOutcome::Unknown, c)
             }
             Err(s) => {
-                self.metrics.approval("failed");
                 let mut c = base_card(&a, format!("Not applied: {}", a.target))
                     .field("Approved by", approver.user.clone())
                     .text("The apply was refused; nothing was left half-done.")
                     .code(s.message().to_owned(), "error.txt");
                 c.tone = Tone::Bad;
-                ("failed", c)
+                (ApplyOutcome::Failed, c)
             }
         };
+        self.metrics.approval(outcome.state().as_str());
         let card = match &earlier {
             Some(by) => card.note(format!(
                 "An earlier attempt approved by {by} was never confirmed; this click applied it \
@@ -676,12 +742,18 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             )),
             None => card,
         };
-        if let Err(e) = self
-            .store
-            .transition(&a.id, "applying", state, &approver.user)
-            .await
-        {
-            tracing::error!(id = %a.id, %e, state, "could not record the outcome of an approval");
+        let recorded = self
+            .advance(
+                &a.id,
+                ApprovalState::Applying,
+                ApprovalEvent::Outcome(outcome),
+                a.expires_at,
+                &approver.user,
+                was_by,
+            )
+            .await;
+        if recorded.is_err() {
+            tracing::error!(id = %a.id, state = %outcome.state(), "could not record the outcome of an approval");
         }
         ClickOutcome::card(card)
     }

@@ -36,6 +36,7 @@ pub struct Metrics {
     alerts: Family<KindLabel, Counter>,
     alerts_dropped: Counter,
     alert_leader: Gauge,
+    alerts_version: Gauge,
     chat_api_errors: Family<PlatformLabel, Counter>,
 }
 
@@ -64,6 +65,12 @@ impl Metrics {
             "alert_leader",
             "1 when this replica holds the alert lease and sends alerts",
             self.alert_leader.clone(),
+        );
+        r.register(
+            "alerts_graph_version",
+            "Version of the last mesh graph the alert loop has fully handled (alerts sent, or \
+             tracked while standing by)",
+            self.alerts_version.clone(),
         );
         r.register(
             "chat_api_errors",
@@ -115,6 +122,12 @@ impl Metrics {
     /// Whether this replica sends alerts.
     pub fn set_alert_leader(&self, leader: bool) {
         self.alert_leader.set(i64::from(leader));
+    }
+
+    /// The alert loop has handled graph `version`.
+    pub fn set_alerts_version(&self, version: u64) {
+        self.alerts_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
     /// A failed call to a chat API.

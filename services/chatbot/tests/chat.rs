@@ -704,11 +704,21 @@ async fn refusals_apply_nothing() {
         .await
         .unwrap();
     assert_eq!(s, 401);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        w.stand_in.last_seq().await,
-        before,
-        "refused requests cause no calls"
+    // A valid request after them: once its answer is out, anything the refused ones had set
+    // going would have called out too. Every call since is the marker's.
+    let marker = DiscordSender::command("1001", "900", "marker", "graph", None);
+    discord_deferred(&w, &bot, &marker, 5).await;
+    let since: Vec<String> = w
+        .stand_in
+        .calls()
+        .await
+        .into_iter()
+        .filter(|c| c.seq > before)
+        .map(|c| c.path)
+        .collect();
+    assert!(
+        !since.is_empty() && since.iter().all(|p| p.contains("/marker/")),
+        "refused requests cause no calls: {since:?}"
     );
     let ready = mesh_testkit::poll(WAIT, Duration::from_millis(200), || async {
         let r = reqwest::get(format!("http://127.0.0.1:{}/ready", bot.admin))
@@ -788,7 +798,17 @@ async fn refusals_apply_nothing() {
         .await
         .expect("the identity map was never reloaded");
     let id = slack_buttons(card.json.as_ref().unwrap())[0].1.clone();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Expired once the store has forgotten it (its TTL is the approval's).
+    let key = format!("mesh:approvals:{id}");
+    let gone = mesh_testkit::poll(WAIT, Duration::from_millis(100), || async {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &w.redis.url, "EXISTS", &key])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "0").then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the approval never expired from the store");
     let c = slack_click(&w, &bot, "U0BOB", &card.ts(), "approve", &id).await;
     assert_eq!(c.slack_method(), Some("chat.update"));
     assert!(slack_text(c.json.as_ref().unwrap()).contains("expired"));
@@ -904,9 +924,13 @@ async fn a_restarted_bot_applies_a_pending_approval_once_and_a_stale_one_never()
         t.contains("Already being applied") && t.contains("ghost"),
         "{t}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let c = slack_click(&w, &bot, "U0BOB", &gts, "approve", &gid).await;
-    assert_eq!(c.slack_method(), Some("chat.update"));
+    // Clicked again until the retry time has passed: each early click only says so again.
+    let c = mesh_testkit::poll(WAIT, Duration::from_millis(200), || async {
+        let c = slack_click(&w, &bot, "U0BOB", &gts, "approve", &gid).await;
+        (c.slack_method() == Some("chat.update")).then_some(c)
+    })
+    .await
+    .expect("the abandoned apply was never taken over");
     let t = slack_text(c.json.as_ref().unwrap());
     assert!(
         t.contains("Applied") && t.contains("An earlier attempt approved by ghost"),
@@ -1009,9 +1033,9 @@ async fn an_edge_turning_plaintext_alerts_once_and_resolves_once_with_two_replic
     })
     .await;
     assert!(leaders.is_some(), "exactly one alert leader");
-    // Both watch a quiet mesh for a moment: no alerts.
-    w.publish().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both have handled a quiet mesh: no alerts.
+    let quiet = w.publish().await;
+    assert!(a.alerts_handled(quiet).await && b.alerts_handled(quiet).await);
 
     let after = w.stand_in.last_seq().await;
     let mut t = w.topology.clone();
@@ -1036,9 +1060,9 @@ async fn an_edge_turning_plaintext_alerts_once_and_resolves_once_with_two_replic
         "{text}"
     );
     assert_eq!(alert.json.as_ref().unwrap()["channel"], "C0MESH");
-    // Published again (still plaintext): no repeat.
-    w.publish_topology(&t).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Published again (still plaintext): once both have handled it, no repeat.
+    let again = w.publish_topology(&t).await;
+    assert!(a.alerts_handled(again).await && b.alerts_handled(again).await);
     let posts = |calls: Vec<Call>| {
         calls
             .into_iter()
@@ -1056,8 +1080,8 @@ async fn an_edge_turning_plaintext_alerts_once_and_resolves_once_with_two_replic
         .await
         .expect("no resolved message");
     assert!(slack_text(resolved.json.as_ref().unwrap()).contains("Resolved: edge is not mTLS"));
-    w.publish().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = w.publish().await;
+    assert!(a.alerts_handled(later).await && b.alerts_handled(later).await);
     assert_eq!(
         posts(w.stand_in.calls().await),
         2,

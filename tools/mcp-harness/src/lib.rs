@@ -122,8 +122,9 @@ impl McpHarness {
         h
     }
 
-    /// Publishes the graph of `t` joined with the cluster as it is now.
-    pub async fn publish(&self, t: &meshsim::Topology) {
+    /// Publishes the graph of `t` joined with the cluster as it is now; returns the version
+    /// readers hold afterwards (unchanged when nothing they see changed).
+    pub async fn publish(&self, t: &meshsim::Topology) -> u64 {
         let base = meshsim::graph(t, Duration::from_secs(60), SystemTime::now());
         let c = self.cluster.borrow().clone();
         let graph = mesh_collector::run::join(
@@ -133,11 +134,13 @@ impl McpHarness {
             &mut mesh_policy::overlay::Verdicts::default(),
             SystemTime::now(),
         );
-        self.publisher
-            .lock()
-            .await
+        let mut publisher = self.publisher.lock().await;
+        let published = publisher
             .publish(graph)
             .await
             .expect("publish to the in-process store");
+        published
+            .or_else(|| publisher.published().map(|g| g.version))
+            .unwrap_or_default()
     }
 }

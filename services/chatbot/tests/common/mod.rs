@@ -85,12 +85,14 @@ impl World {
     }
 
     /// Publishes the graph of `t` joined with the cluster as it is now.
-    pub async fn publish_topology(&self, t: &meshsim::Topology) {
-        self.mcp.publish(t).await;
+    /// Publishes `t`; returns the version readers hold afterwards.
+    pub async fn publish_topology(&self, t: &meshsim::Topology) -> u64 {
+        self.mcp.publish(t).await
     }
 
-    pub async fn publish(&self) {
-        self.publish_topology(&self.topology).await;
+    /// Publishes the world's topology; returns the version readers hold afterwards.
+    pub async fn publish(&self) -> u64 {
+        self.publish_topology(&self.topology).await
     }
 
     /// Starts a `mesh-chatbot` with both platforms on the stand-in; `extra` flags appended.
@@ -171,15 +173,37 @@ pub struct Bot {
 }
 
 impl Bot {
+    /// Waits (bounded) until the bot's alert loop has handled graph `version` (sent its alerts,
+    /// or tracked it as a standby): after that, an alert it did not send will not come.
+    pub async fn alerts_handled(&self, version: u64) -> bool {
+        mesh_testkit::poll(
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || async {
+                let v = mesh_testkit::admin_metric(self.admin, "mesh_chatbot_alerts_graph_version")
+                    .await?;
+                (v >= version as f64).then_some(())
+            },
+        )
+        .await
+        .is_some()
+    }
+
     /// Waits (bounded) until the bot answers a signed PING.
     pub async fn ready(&self) {
-        for _ in 0..200 {
-            if let Ok((200, _)) = self.discord.send(&DiscordSender::ping()).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("mesh-chatbot never answered");
+        let answered = mesh_testkit::poll(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async {
+                matches!(
+                    self.discord.send(&DiscordSender::ping()).await,
+                    Ok((200, _))
+                )
+                .then_some(())
+            },
+        )
+        .await;
+        assert!(answered.is_some(), "mesh-chatbot never answered");
     }
 }
 
