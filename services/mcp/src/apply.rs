@@ -19,19 +19,28 @@ use std::{
 
 use kube::{
     Api, Client,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-    },
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PatchParams, PostParams},
 };
 use mesh_model::{Decision, MeshGraph};
 use mesh_policy::cluster::Cluster;
 use mesh_policy::{Manifests, resources::Resource};
 use mesh_proto::pb;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tonic::Status;
 
 use crate::Caller;
+
+mod error;
+mod steps;
+
+pub use self::{
+    error::ApplyError,
+    steps::{ApiServer, ApiSteps, Target},
+};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "linkerd-mcp";
@@ -67,7 +76,7 @@ fn check_preconditions(
     req: &pb::ApplyRequest,
     objects: &[Obj],
     before: &[Option<DynamicObject>],
-) -> Result<(), Status> {
+) -> Result<(), ApplyError> {
     let shown = |v: &str| {
         if v.is_empty() {
             "absent".to_owned()
@@ -92,7 +101,7 @@ fn check_preconditions(
             .and_then(|b| b.metadata.resource_version.clone())
             .unwrap_or_default();
         if now != p.resource_version {
-            return Err(Status::failed_precondition(format!(
+            return Err(ApplyError::Stale(format!(
                 "{} changed since the change was reviewed ({} then, {} now): review it again",
                 objects[i].describe(),
                 shown(&p.resource_version),
@@ -168,6 +177,16 @@ impl Obj {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
     }
 
+    fn target(&self) -> Target<'_> {
+        Target {
+            group: &self.group,
+            kind: &self.kind,
+            plural: self.plural,
+            namespace: &self.namespace,
+            name: &self.name,
+        }
+    }
+
     fn resource(&self) -> String {
         if self.group.is_empty() {
             self.plural.to_owned()
@@ -185,14 +204,14 @@ pub struct Applier {
     delegation: Arc<Delegation>,
     cluster: watch::Receiver<Arc<Cluster>>,
     graph: crate::GraphWatch,
-    test: TestHooks,
+    steps: Arc<dyn ApiSteps>,
+    errors: Family<ReasonLabel, Counter>,
 }
 
-/// Faults tests inject to reach paths a healthy cluster never takes.
-#[derive(Clone, Debug, Default)]
-struct TestHooks {
-    skip_access_review: bool,
-    break_writes_of: Option<String>,
+/// The `reason` label of `mesh_mcp_apply_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 impl std::fmt::Debug for Applier {
@@ -203,37 +222,37 @@ impl std::fmt::Debug for Applier {
     }
 }
 
-fn invalid(m: impl Into<String>) -> Status {
-    Status::invalid_argument(m.into())
+fn invalid(m: impl Into<String>) -> ApplyError {
+    ApplyError::Invalid(m.into())
 }
 
 /// Maps an API server refusal to the status a caller can act on.
-fn api_error(what: &str, acting: &str, e: &kube::Error) -> Status {
+fn api_error(what: &str, acting: &str, e: &kube::Error) -> ApplyError {
     match e {
         // mesh-mcp's own reads and reviews: a refusal is its deployment's RBAC, not the caller's.
         kube::Error::Api(s) if s.code == 403 && acting == "mesh-mcp" => {
-            Status::failed_precondition(format!(
+            ApplyError::Precondition(format!(
                 "{what}: mesh-mcp's own Kubernetes identity lacks a permission it needs (see \"mesh-mcp's own RBAC\" in docs/guide/policy-changes.md): {}",
                 s.message
             ))
         }
         kube::Error::Api(s) if s.code == 413 || s.code == 429 => {
-            Status::resource_exhausted(format!("{what}: {}", s.message))
+            ApplyError::Exhausted(format!("{what}: {}", s.message))
         }
         kube::Error::Api(s) => match s.code {
-            403 => Status::permission_denied(format!(
+            403 => ApplyError::Forbidden(format!(
                 "the API server refused {what} as {acting}: {}",
                 s.message
             )),
-            409 => Status::failed_precondition(format!("{what}: {}", s.message)),
+            409 => ApplyError::Conflict(format!("{what}: {}", s.message)),
             400 | 422 => invalid(format!("{what}: {}", s.message)),
-            404 => Status::failed_precondition(format!(
+            404 => ApplyError::Precondition(format!(
                 "{what}: {} (are the Linkerd CRDs installed?)",
                 s.message
             )),
-            _ => Status::unavailable(format!("{what}: {}", s.message)),
+            _ => ApplyError::Unavailable(format!("{what}: {}", s.message)),
         },
-        other => Status::unavailable(format!("{what}: {other}")),
+        other => ApplyError::Unavailable(format!("{what}: {other}")),
     }
 }
 
@@ -299,37 +318,30 @@ impl Applier {
             delegation: Arc::new(delegation),
             cluster,
             graph,
-            test: TestHooks::default(),
+            steps: Arc::new(ApiServer),
+            errors: Family::default(),
         })
     }
 
-    /// Test hook: skip the SubjectAccessReview step, to prove the impersonated writes are
-    /// refused by the API server on their own.
-    #[doc(hidden)]
-    pub fn without_access_review_for_tests(mut self) -> Self {
-        self.test.skip_access_review = true;
+    /// Asks `steps` instead of the API server whether a write is allowed, and writes through
+    /// it (see [`ApiSteps`]).
+    #[must_use]
+    pub fn with_api_steps(mut self, steps: Arc<dyn ApiSteps>) -> Self {
+        self.steps = steps;
         self
     }
 
-    /// Test hook: make the real write (not the dry-run) of objects of `kind` fail, to prove
-    /// earlier objects of the request are rolled back.
-    #[doc(hidden)]
-    pub fn break_writes_of_for_tests(mut self, kind: &str) -> Self {
-        self.test.break_writes_of = Some(kind.to_owned());
-        self
-    }
-
-    fn as_identity(&self, id: &pb::Identity) -> Result<Client, Status> {
+    fn as_identity(&self, id: &pb::Identity) -> Result<Client, ApplyError> {
         let mut c = self.config.clone();
         c.auth_info.impersonate = Some(id.user.clone());
         c.auth_info.impersonate_groups = (!id.groups.is_empty()).then(|| id.groups.clone());
-        Client::try_from(c).map_err(|e| Status::internal(format!("impersonating client: {e}")))
+        Client::try_from(c).map_err(|e| ApplyError::Internal(format!("impersonating client: {e}")))
     }
 
     /// The audit fields a request may carry: `approved_by` and `reason` only from delegators
     /// (the chatbot sets them after a real approval; anyone else could forge a second person),
     /// and never with control characters, which would forge lines in Events and logs.
-    fn audit_fields(&self, caller: &Caller, req: &pb::ApplyRequest) -> Result<(), Status> {
+    fn audit_fields(&self, caller: &Caller, req: &pb::ApplyRequest) -> Result<(), ApplyError> {
         let delegator = self.delegation.delegators.contains(&caller.user);
         for (field, value, max) in [
             ("approved_by", &req.approved_by, 253),
@@ -339,7 +351,7 @@ impl Applier {
                 continue;
             }
             if !delegator {
-                return Err(Status::permission_denied(format!(
+                return Err(ApplyError::Forbidden(format!(
                     "{field}: only a delegator (--delegator, e.g. the chatbot after an approval) may \
                      set it; {} is not one",
                     caller.user
@@ -362,7 +374,7 @@ impl Applier {
         &self,
         caller: &Caller,
         on_behalf_of: Option<pb::Identity>,
-    ) -> Result<pb::Identity, Status> {
+    ) -> Result<pb::Identity, ApplyError> {
         let Some(id) = on_behalf_of.filter(|i| !i.user.is_empty() || !i.groups.is_empty()) else {
             return Ok(pb::Identity {
                 user: caller.user.clone(),
@@ -370,7 +382,7 @@ impl Applier {
             });
         };
         if !self.delegation.delegators.contains(&caller.user) {
-            return Err(Status::permission_denied(format!(
+            return Err(ApplyError::Forbidden(format!(
                 "{} may not act on behalf of another identity: only configured delegators (--delegator) may",
                 caller.user
             )));
@@ -389,14 +401,14 @@ impl Applier {
             }
         }
         if id.user.starts_with("system:") {
-            return Err(Status::permission_denied(format!(
+            return Err(ApplyError::Forbidden(format!(
                 "on_behalf_of.user {:?}: system identities cannot be delegated",
                 id.user
             )));
         }
         for g in &id.groups {
             if g.starts_with("system:") || !self.delegation.allowed_groups.contains(g) {
-                return Err(Status::permission_denied(format!(
+                return Err(ApplyError::Forbidden(format!(
                     "on_behalf_of.groups: {g:?} may not be delegated (allowed: {})",
                     self.delegation.allowed_groups.join(", ")
                 )));
@@ -406,7 +418,7 @@ impl Applier {
     }
 
     /// Step 2: the request's objects, validated, in apply order (the main object last).
-    fn objects(rpc: Rpc, manifest: &str) -> Result<Vec<Obj>, Status> {
+    fn objects(rpc: Rpc, manifest: &str) -> Result<Vec<Obj>, ApplyError> {
         if manifest.trim().is_empty() {
             return Err(invalid("manifest: empty"));
         }
@@ -523,10 +535,7 @@ impl Applier {
     }
 
     /// Step 3: may the identity make this change, and undo it? (See `verbs` below.)
-    async fn review(&self, id: &pb::Identity, o: &Obj, exists: bool) -> Result<(), Status> {
-        use k8s_openapi::api::authorization::v1::{
-            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-        };
+    async fn review(&self, id: &pb::Identity, o: &Obj, exists: bool) -> Result<(), ApplyError> {
         // What the write needs, and what undoing it would need (rollback must not fail for
         // want of a right the write did not check).
         let verbs: &[&str] = if exists {
@@ -535,28 +544,13 @@ impl Applier {
             &["patch", "create", "delete"]
         };
         for verb in verbs {
-            let sar = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: Some(id.user.clone()),
-                    groups: Some(id.groups.clone()),
-                    resource_attributes: Some(ResourceAttributes {
-                        group: Some(o.group.clone()),
-                        resource: Some(o.plural.to_owned()),
-                        namespace: Some(o.namespace.clone()),
-                        name: Some(o.name.clone()),
-                        verb: Some((*verb).to_owned()),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SubjectAccessReviewSpec::default()
-                },
-                ..SubjectAccessReview::default()
-            };
-            let answer = Api::<SubjectAccessReview>::all(self.client.clone())
-                .create(&PostParams::default(), &sar)
+            let allowed = self
+                .steps
+                .may(&self.client, id, verb, o.target())
                 .await
                 .map_err(|e| api_error("SubjectAccessReview", "mesh-mcp", &e))?;
-            if !answer.status.is_some_and(|s| s.allowed) {
-                return Err(Status::permission_denied(format!(
+            if !allowed {
+                return Err(ApplyError::Forbidden(format!(
                     "{} may not {verb} {} in namespace {} (needed to apply {})",
                     id.user,
                     o.resource(),
@@ -570,11 +564,11 @@ impl Applier {
 
     /// Linkerd's inbound authorization for one request from workload `from` to workload `to`
     /// (`namespace/name`), as the cluster's policy stands now: traffic or not.
-    pub fn explain(&self, req: &pb::ExplainAccessRequest) -> Result<pb::PolicyVerdict, Status> {
+    pub fn explain(&self, req: &pb::ExplainAccessRequest) -> Result<pb::PolicyVerdict, ApplyError> {
         use mesh_policy::eval::{AccessRequest, ClientInfo};
         let cluster = self.cluster.borrow().clone();
         if !cluster.health.ok && cluster.health.last_success.is_none() {
-            return Err(Status::unavailable(format!(
+            return Err(ApplyError::Unavailable(format!(
                 "the cluster view is not ready: {}",
                 cluster.health.error
             )));
@@ -589,7 +583,7 @@ impl Applier {
                 .find(|(w, _)| w.namespace == ns && w.name == name)
                 .map(|(w, cw)| (w.clone(), cw.clone()))
                 .ok_or_else(|| {
-                    Status::not_found(format!(
+                    ApplyError::NotFound(format!(
                         "{field}: no Deployment, StatefulSet or DaemonSet {id} in the cluster"
                     ))
                 })
@@ -640,16 +634,44 @@ impl Applier {
         ))
     }
 
-    /// Runs the pipeline for `caller` (None: the server has no authentication).
+    /// Runs the pipeline for `caller` (None: the server has no authentication). Refusals are
+    /// counted by kind (`mesh_mcp_apply_errors_total{reason}`).
     pub async fn apply(
         &self,
         caller: Option<Caller>,
         rpc: Rpc,
         req: pb::ApplyRequest,
-    ) -> Result<pb::ApplyResponse, Status> {
+    ) -> Result<pb::ApplyResponse, ApplyError> {
+        let done = self.run(caller, rpc, req).await;
+        if let Err(e) = &done {
+            self.errors
+                .get_or_create(&ReasonLabel {
+                    reason: e.metric_label(),
+                })
+                .inc();
+        }
+        done
+    }
+
+    /// Counts refused changes by kind into `registry` (`mesh_mcp_apply_errors_total`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "mesh_mcp_apply_errors",
+            "Policy changes refused or failed, by reason (invalid, forbidden, stale, ...)",
+            self.errors.clone(),
+        );
+    }
+
+    async fn run(
+        &self,
+        caller: Option<Caller>,
+        rpc: Rpc,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, ApplyError> {
         let caller = caller.ok_or_else(|| {
-            Status::unauthenticated(
-                "changes need an authenticated caller; this server runs with --insecure-no-auth",
+            ApplyError::Unauthenticated(
+                "changes need an authenticated caller; this server runs with --insecure-no-auth"
+                    .into(),
             )
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
@@ -675,12 +697,12 @@ impl Applier {
         )
         .await
         .map_err(|_| {
-            Status::deadline_exceeded(format!(
+            ApplyError::Timeout(format!(
                 "manifest: not parsed within {}s",
                 PARSE_DEADLINE.as_secs()
             ))
         })?
-        .map_err(|e| Status::internal(format!("manifest parser: {e}")))??;
+        .map_err(|e| ApplyError::Internal(format!("manifest parser: {e}")))??;
 
         // What is there now (mesh-mcp's own read access), and may the identity change it?
         // Objects are independent here, so they are asked about at once; the first failure in
@@ -692,10 +714,8 @@ impl Applier {
                 .get_opt(&o.name)
                 .await
                 .map_err(|e| api_error(&format!("reading {}", o.describe()), "mesh-mcp", &e))?;
-            if !self.test.skip_access_review {
-                self.review(id_ref, o, current.is_some()).await?;
-            }
-            Ok::<_, Status>(current)
+            self.review(id_ref, o, current.is_some()).await?;
+            Ok::<_, ApplyError>(current)
         });
         let before: Vec<Option<DynamicObject>> = futures_util::future::join_all(checks)
             .await
@@ -708,7 +728,7 @@ impl Applier {
         if req.expect_absent
             && let Some(now) = &before[main]
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(ApplyError::Stale(format!(
                 "{} did not exist when the change was reviewed, but exists now \
                  (resourceVersion {}): review it again",
                 objects[main].describe(),
@@ -716,7 +736,7 @@ impl Applier {
             )));
         }
         if !req.expected_resource_version.is_empty() && before[main].is_none() {
-            return Err(Status::failed_precondition(format!(
+            return Err(ApplyError::Stale(format!(
                 "{} was reviewed at resourceVersion {}, but it does not exist now",
                 objects[main].describe(),
                 req.expected_resource_version
@@ -738,9 +758,10 @@ impl Applier {
                 if req.force {
                     pp = pp.force();
                 }
-                let after = o
-                    .api(as_id)
-                    .patch(&o.name, &pp, &Patch::Apply(&body))
+                let api = o.api(as_id);
+                let after = self
+                    .steps
+                    .apply(&api, o.target(), &body, &pp)
                     .await
                     .map_err(|e| {
                         api_error(&format!("dry-run of {}", o.describe()), &id.user, &e)
@@ -751,7 +772,7 @@ impl Applier {
                     .map(|b| reviewable(&serde_json::to_value(b).unwrap_or_default()))
                     .unwrap_or_default();
                 let diff = unified(&old, &reviewable(&after), &o.describe());
-                Ok::<_, Status>((diff, after))
+                Ok::<_, ApplyError>((diff, after))
             }
         });
         let results: Vec<(String, Value)> = futures_util::future::join_all(dry_runs)
@@ -840,7 +861,7 @@ impl Applier {
         before: &[Option<DynamicObject>],
         audit: &str,
         report: &mut [pb::AppliedObject],
-    ) -> Result<(), Status> {
+    ) -> Result<(), ApplyError> {
         let as_id = self.as_identity(id)?;
         let main = objects.len() - 1;
         let mut annotations = BTreeMap::from([
@@ -869,18 +890,12 @@ impl Applier {
             if let Some(rv) = reviewed_version(req, o, i == main) {
                 body["metadata"]["resourceVersion"] = json!(rv);
             }
-            if self.test.break_writes_of.as_deref() == Some(o.kind.as_str()) {
-                body["spec"]["brokenByTest"] = json!(true);
-            }
             let mut pp = PatchParams::apply(FIELD_MANAGER).validation_strict();
             if req.force {
                 pp = pp.force();
             }
-            match o
-                .api(as_id.clone())
-                .patch(&o.name, &pp, &Patch::Apply(&body))
-                .await
-            {
+            let api = o.api(as_id.clone());
+            match self.steps.apply(&api, o.target(), &body, &pp).await {
                 Ok(after) => {
                     report[i].object = serde_json::to_value(&after).unwrap_or_default().to_string();
                     written.push((i, after));
@@ -934,7 +949,7 @@ impl Applier {
                     };
                     let record = json!({"audit_id": audit, "acted_as": id.user, "error": msg});
                     tracing::warn!(target: "audit", record = %record, "policy change failed");
-                    return Err(Status::new(status.code(), msg));
+                    return Err(status.with_message(msg));
                 }
             }
         }

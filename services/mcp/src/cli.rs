@@ -300,6 +300,9 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     }
     let applier = kube_config
         .and_then(|c| crate::apply::Applier::new(c, delegation, cluster.clone(), rx.clone()));
+    if let Ok(a) = &applier {
+        a.register_metrics(&mut registry);
+    }
     let service = GraphService::new(rx.clone(), history, args.heartbeat).with_applier(applier);
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)

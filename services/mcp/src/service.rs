@@ -69,6 +69,7 @@ impl GraphService {
             .apply(caller, rpc, req.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 }
 
@@ -348,7 +349,10 @@ impl MeshService for GraphService {
         let applier = self.applier.as_ref().map_err(|why| {
             Status::unavailable(format!("explaining access needs the cluster: {why}"))
         })?;
-        applier.explain(req.get_ref()).map(Response::new)
+        applier
+            .explain(req.get_ref())
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     type WatchMeshGraphStream = EventStream;

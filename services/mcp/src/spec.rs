@@ -3,19 +3,19 @@
 //! manifest (validation, access review, dry-run, what-if), so a spec can do nothing a manifest
 //! could not.
 
+use crate::apply::ApplyError;
 use mesh_proto::pb;
 use serde_json::{Map, Value, json};
-use tonic::Status;
 
 use crate::apply::Rpc;
 
 const POLICY: &str = "policy.linkerd.io";
 
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("spec.{field}: {why}"))
+fn invalid(field: &str, why: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Invalid(format!("spec.{field}: {why}"))
 }
 
-fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
+fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, ApplyError> {
     if v.trim().is_empty() {
         return Err(invalid(field, "required"));
     }
@@ -29,7 +29,7 @@ pub fn manifest(
     rpc: Rpc,
     spec: &pb::PolicySpec,
     identity_of: impl Fn(&str, &str) -> String,
-) -> Result<String, Status> {
+) -> Result<String, ApplyError> {
     let objects = match (rpc, &spec.kind) {
         (Rpc::AuthorizationPolicy, Some(pb::policy_spec::Kind::Authorization(a))) => {
             authorization(a, identity_of)?
@@ -56,7 +56,7 @@ fn meta(name: &str, namespace: &str) -> Value {
 fn authorization(
     a: &pb::AuthorizationSpec,
     identity_of: impl Fn(&str, &str) -> String,
-) -> Result<Vec<Value>, Status> {
+) -> Result<Vec<Value>, ApplyError> {
     let ns = required("authorization.namespace", &a.namespace)?;
     let name = required("authorization.name", &a.name)?;
     let kind = match a.target_kind.as_str() {
@@ -165,7 +165,7 @@ fn authorization(
     Ok(out)
 }
 
-fn server(s: &pb::ServerSpec, name: &str, ns: &str) -> Result<Value, Status> {
+fn server(s: &pb::ServerSpec, name: &str, ns: &str) -> Result<Value, ApplyError> {
     if s.pod_selector.is_empty() {
         return Err(invalid(
             "authorization.server.pod_selector",
@@ -193,7 +193,7 @@ fn server(s: &pb::ServerSpec, name: &str, ns: &str) -> Result<Value, Status> {
     }))
 }
 
-fn route(r: &pb::RouteSpec) -> Result<Value, Status> {
+fn route(r: &pb::RouteSpec) -> Result<Value, ApplyError> {
     let ns = required("route.namespace", &r.namespace)?;
     let name = required("route.name", &r.name)?;
     let parent_name = required("route.parent_name", &r.parent_name)?;

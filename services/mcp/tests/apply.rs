@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use futures_util::future::BoxFuture;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube_sim::KubeSim;
 use mcp_harness::{McpHarness, Options};
-use mesh_mcp::apply::{Applier, Delegation};
+use mesh_mcp::apply::{ApiServer, ApiSteps, Applier, Delegation, Target};
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
+use serde_json::Value;
 use tonic::{Code, Request, transport::Channel};
 
 const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
@@ -64,6 +66,66 @@ fn kube_config(sim: &KubeSim, token: &str) -> kube::Config {
 
 /// kube-sim with the demo seed (booksapp and emojivoto with their policy) and the editors; the
 /// booksapp graph published with its verdicts; mesh-mcp serving it (its applier `tweak`ed).
+/// Allows every write at the access review: the impersonated writes must still be refused by
+/// the API server on their own.
+struct NoReview;
+
+impl ApiSteps for NoReview {
+    fn may<'a>(
+        &'a self,
+        _: &'a kube::Client,
+        _: &'a pb::Identity,
+        _: &'a str,
+        _: Target<'a>,
+    ) -> BoxFuture<'a, Result<bool, kube::Error>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        api: &'a kube::Api<DynamicObject>,
+        target: Target<'a>,
+        body: &'a Value,
+        params: &'a PatchParams,
+    ) -> BoxFuture<'a, Result<DynamicObject, kube::Error>> {
+        ApiServer.apply(api, target, body, params)
+    }
+}
+
+/// Makes the real write (not the dry-run) of an AuthorizationPolicy invalid, so the API server
+/// refuses it after the objects before it were written: their rollback is what is tested.
+struct BreakPolicyWrites;
+
+impl ApiSteps for BreakPolicyWrites {
+    fn may<'a>(
+        &'a self,
+        client: &'a kube::Client,
+        id: &'a pb::Identity,
+        verb: &'a str,
+        target: Target<'a>,
+    ) -> BoxFuture<'a, Result<bool, kube::Error>> {
+        ApiServer.may(client, id, verb, target)
+    }
+
+    fn apply<'a>(
+        &'a self,
+        api: &'a kube::Api<DynamicObject>,
+        target: Target<'a>,
+        body: &'a Value,
+        params: &'a PatchParams,
+    ) -> BoxFuture<'a, Result<DynamicObject, kube::Error>> {
+        Box::pin(async move {
+            if target.kind == "AuthorizationPolicy" && !params.dry_run {
+                let mut broken = body.clone();
+                broken["spec"]["brokenByTest"] = serde_json::json!(true);
+                ApiServer.apply(api, target, &broken, params).await
+            } else {
+                ApiServer.apply(api, target, body, params).await
+            }
+        })
+    }
+}
+
 async fn start(tweak: fn(Applier) -> Applier) -> Env {
     let h = McpHarness::start(Options {
         kube_tokens: KUBE_TOKENS.into(),
@@ -478,8 +540,37 @@ async fn identity_rbac_dry_run_apply_noop_conflict_and_audit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_by_reason() {
+    let mut env = start(|a| a).await;
+    let count = |env: &Env| {
+        let mut r = prometheus_client::registry::Registry::default();
+        env.h.applier.as_ref().unwrap().register_metrics(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let n = |reason: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "mesh_mcp_apply_errors_total{{reason=\"{reason}\"}} "
+                    ))
+                })
+                .map_or(0, |v| v.parse::<u64>().unwrap())
+        };
+        (n("forbidden"), n("invalid"))
+    };
+    assert_eq!(count(&env), (0, 0));
+    let e = refused(&mut env, with("bot-t", books_as("dave", "authn-only"))).await;
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = refused(&mut env, req("bob-t", "kind: [", false)).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = refused(&mut env, req("bob-t", "kind: [", true)).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(count(&env), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_access_review_the_impersonated_write_is_still_refused() {
-    let mut env = start(Applier::without_access_review_for_tests).await;
+    let mut env = start(|a| a.with_api_steps(Arc::new(NoReview))).await;
     let rv = env.h.kube.resource_version().await;
     // dave may write MeshTLSAuthentications only.
     let r = books_as("dave", "authn-only");
@@ -500,7 +591,7 @@ async fn without_the_access_review_the_impersonated_write_is_still_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_object_refused_at_apply_rolls_back_the_earlier_ones() {
-    let mut env = start(|a| a.break_writes_of_for_tests("AuthorizationPolicy")).await;
+    let mut env = start(|a| a.with_api_steps(Arc::new(BreakPolicyWrites))).await;
     let e = refused(&mut env, req("bob-t", BOOKS_POLICY, false)).await;
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert!(

@@ -43,6 +43,8 @@ pub struct McpHarness {
     pub kube: KubeSim,
     /// The gRPC address.
     pub addr: SocketAddr,
+    /// The apply pipeline behind it (its metrics, for tests), if it could be made.
+    pub applier: Option<Applier>,
     publisher: Mutex<Publisher<Arc<MemoryStore>>>,
     cluster: watch::Receiver<Arc<Cluster>>,
     stop: Option<oneshot::Sender<()>>,
@@ -90,6 +92,7 @@ impl McpHarness {
         let history = mesh_mcp::History::default();
         tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
         let applier = Applier::new(config, o.delegation, cluster.clone(), rx.clone()).map(o.tweak);
+        let kept = applier.as_ref().ok().cloned();
         let service =
             mesh_mcp::GraphService::new(rx.clone(), history, o.heartbeat).with_applier(applier);
         let auth = mesh_mcp::TokenAuth::parse(&o.mcp_tokens).expect("a token file");
@@ -110,6 +113,7 @@ impl McpHarness {
         let h = Self {
             kube,
             addr,
+            applier: kept,
             publisher: Mutex::new(publisher),
             cluster,
             stop: Some(stop),
