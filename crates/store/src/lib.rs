@@ -19,12 +19,17 @@
 //! is the one held now, so a paused or partitioned former leader cannot write a single entry
 //! once its lease has lapsed, whoever holds it next.
 
+mod backend;
 mod memory;
 mod redis_store;
 
 use std::time::Duration;
 
-pub use self::{memory::MemoryStore, redis_store::RedisStore};
+pub use self::{
+    backend::{Backend, StoreArgs},
+    memory::MemoryStore,
+    redis_store::RedisStore,
+};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,14 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The admin port's flag, shared by every binary (`#[command(flatten)]`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Admin address for `/live`, `/ready` and `/metrics` (absent: no admin port).
+    #[arg(long, env = "MESH_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
 /// Readiness as the admin port reports it: `Ok` when ready, else why not.
 pub type Readiness = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 

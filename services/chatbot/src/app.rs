@@ -1,11 +1,9 @@
 //! The bot's HTTP front: shared state and the routes of both platforms.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{Router, routing::post};
-use mesh_store::{
-    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, RedisStore, StoreError, Transition,
-};
+use mesh_store::{AlertStore, Backend as Store};
 
 use crate::{
     alerts::Deliver,
@@ -17,72 +15,6 @@ use crate::{
     reply::{Reply, Tone},
     slack::Slack,
 };
-
-/// Where approvals and alert state live: Redis shared by every replica, or this process.
-#[derive(Clone, Debug)]
-pub enum Store {
-    /// In this process (one replica; lost on restart).
-    Memory(Arc<MemoryStore>),
-    /// Redis or Valkey.
-    Redis(Arc<RedisStore>),
-}
-
-type Result<T> = std::result::Result<T, StoreError>;
-
-impl ApprovalStore for Store {
-    async fn put_approval(&self, id: &str, record: Vec<u8>, ttl: Duration) -> Result<()> {
-        match self {
-            Self::Memory(s) => s.put_approval(id, record, ttl).await,
-            Self::Redis(s) => s.put_approval(id, record, ttl).await,
-        }
-    }
-    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalEntry>> {
-        match self {
-            Self::Memory(s) => s.get_approval(id).await,
-            Self::Redis(s) => s.get_approval(id).await,
-        }
-    }
-    async fn transition_after(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        by: &str,
-        min_age: Duration,
-    ) -> Result<Transition> {
-        match self {
-            Self::Memory(s) => s.transition_after(id, from, to, by, min_age).await,
-            Self::Redis(s) => s.transition_after(id, from, to, by, min_age).await,
-        }
-    }
-}
-
-impl AlertStore for Store {
-    async fn set_subscription(&self, target: &str, filter: Option<Vec<u8>>) -> Result<()> {
-        match self {
-            Self::Memory(s) => s.set_subscription(target, filter).await,
-            Self::Redis(s) => s.set_subscription(target, filter).await,
-        }
-    }
-    async fn subscriptions(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        match self {
-            Self::Memory(s) => s.subscriptions().await,
-            Self::Redis(s) => s.subscriptions().await,
-        }
-    }
-    async fn mark(&self, set: &str, member: &str, present: bool) -> Result<bool> {
-        match self {
-            Self::Memory(s) => s.mark(set, member, present).await,
-            Self::Redis(s) => s.mark(set, member, present).await,
-        }
-    }
-    async fn members(&self, set: &str) -> Result<Vec<String>> {
-        match self {
-            Self::Memory(s) => s.members(set).await,
-            Self::Redis(s) => s.members(set).await,
-        }
-    }
-}
 
 /// Everything a request handler needs.
 #[derive(Debug)]

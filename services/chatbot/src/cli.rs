@@ -2,11 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use mesh_store::{MemoryStore, RedisStore};
+use mesh_store::{Backend, MemoryStore, StoreArgs};
+use mesh_telemetry::AdminArgs;
 
 use crate::{
     alerts::{self, AlertConfig},
-    app::{App, Store},
+    app::App,
     approvals::Approvals,
     core::{Mcp, Token},
     discord::{DISCORD_API, Discord},
@@ -26,7 +27,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(
     name = "mesh-chatbot",
     version,
-    about = "The Linkerd mesh in Slack and Discord: answers, alerts, approved policy changes"
+    about = "The Linkerd mesh in Slack and Discord: answers, alerts, approved policy changes",
+    mut_arg("redis_url", |a| a.help("Redis/Valkey URL for pending approvals and alert state (`redis://` or `rediss://`); absent: this process's memory (one replica; pending approvals die with it)"))
 )]
 pub struct Args {
     /// What else to do than serving.
@@ -51,27 +53,16 @@ pub struct Args {
     /// change.
     #[arg(long, env = "MESH_IDENTITY_MAP", value_name = "FILE")]
     pub identity_map: Option<PathBuf>,
-    /// Redis/Valkey URL for pending approvals and alert state (`redis://` or `rediss://`);
-    /// absent: this process's memory (one replica; pending approvals die with it).
-    #[arg(long, env = "MESH_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
-    #[arg(
-        long,
-        env = "MESH_REDIS_CA",
-        value_name = "FILE",
-        requires = "redis_url"
-    )]
-    pub redis_ca: Option<PathBuf>,
-    /// Key prefix in Redis.
-    #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
-    pub key_prefix: String,
+    /// Pending approvals and alert state: Redis/Valkey shared by replicas; without
+    /// `--redis-url`, this process's memory (one replica; pending approvals die with it).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address for `POST /slack/commands`, `/slack/interactions`, `/discord/interactions`.
     #[arg(long, env = "MESH_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
-    /// Admin address for `/live`, `/ready`, `/metrics`.
-    #[arg(long, env = "MESH_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
+    /// The admin port.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Slack app signing secret (verifies every request).
     #[arg(long, env = "MESH_SLACK_SIGNING_SECRET", hide_env_values = true)]
     pub slack_signing_secret: Option<String>,
@@ -233,33 +224,21 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         ));
     }
     let metrics = Metrics::default();
-    let (store, leader) = match &args.redis_url {
-        Some(url) => {
-            let ca = match &args.redis_ca {
-                Some(p) => Some(
-                    std::fs::read(p)
-                        .map_err(|e| usage(format!("--redis-ca {}: {e}", p.display())))?,
-                ),
-                None => None,
-            };
-            let open = |prefix: &str| {
-                RedisStore::with_ca(url, ca.clone(), prefix, 1, args.timeout)
-                    .map_err(|e| usage(format!("--redis-url: {e}")))
-            };
-            let store = Arc::new(open(&args.key_prefix)?);
-            // The alert lease: the collectors' lease mechanism under the bot's own keys.
-            let lease = Arc::new(open(&format!("{}chatbot:", args.key_prefix))?);
-            let leader = alerts::keep_lease(lease, alert_config.clone(), metrics.clone());
-            (Store::Redis(store), leader)
-        }
+    let store = Backend::open(&args.store, "", args.timeout).map_err(usage)?;
+    // The alert lease: the collectors' lease mechanism under the bot's own keys.
+    let leader = match args
+        .store
+        .redis("chatbot:", 1, args.timeout)
+        .map_err(usage)?
+    {
+        Some(lease) => alerts::keep_lease(Arc::new(lease), alert_config.clone(), metrics.clone()),
         None => {
             tracing::warn!("no --redis-url: pending approvals live in this process only");
-            let leader = alerts::keep_lease(
+            alerts::keep_lease(
                 Arc::new(MemoryStore::new(1)),
                 alert_config.clone(),
                 metrics.clone(),
-            );
-            (Store::Memory(Arc::new(MemoryStore::new(1))), leader)
+            )
         }
     };
     for c in &args.alert_slack_channel {
@@ -297,7 +276,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     ));
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    if let Some(addr) = args.admin_listen {
+    if let Some(addr) = args.admin.admin_listen {
         // Ready while the store answers: without it no approval can be recorded or decided.
         let store_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (probe, flag, timeout) = (store.clone(), store_ok.clone(), args.timeout);

@@ -1,6 +1,6 @@
 //! `mesh-collector`: reads linkerd-viz's Prometheus and publishes the mesh graph to Redis/Valkey.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
 
@@ -9,33 +9,23 @@ use clap::Parser;
 #[command(
     name = "mesh-collector",
     version,
-    about = "Publishes the Linkerd mesh graph to Redis/Valkey"
+    about = "Publishes the Linkerd mesh graph to Redis/Valkey",
+    mut_arg("prometheus_url", |a| a.required(true).help("linkerd-viz Prometheus base URL")),
+    mut_arg("redis_url", |a| a.required(true).help("Redis/Valkey URL to publish to (`redis://` or `rediss://`)"))
 )]
 struct Args {
-    /// linkerd-viz Prometheus base URL.
-    #[arg(long, env = "MESH_PROMETHEUS_URL")]
-    prometheus_url: String,
-    /// Redis/Valkey URL (`redis://` or `rediss://`).
-    #[arg(long, env = "MESH_REDIS_URL")]
-    redis_url: String,
-    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
-    #[arg(long, env = "MESH_REDIS_CA", value_name = "FILE")]
-    redis_ca: Option<std::path::PathBuf>,
-    /// Key prefix in Redis (on Redis Cluster, with a hash tag: `{mesh}:`).
-    #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
-    key_prefix: String,
-    /// Metrics window.
-    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
-    window: Duration,
-    /// How often to rebuild.
-    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
-    interval: Duration,
+    /// What to read, and how often.
+    #[command(flatten)]
+    collect: mesh_collector::run::CollectArgs,
+    /// The Redis/Valkey to publish to (`--redis-url` is required).
+    #[command(flatten)]
+    store: mesh_store::StoreArgs,
     /// Deltas kept in the stream (about).
     #[arg(long, env = "MESH_STREAM_LENGTH", default_value_t = 10_000)]
     stream_length: usize,
-    /// Admin address for `/live`, `/ready` and `/metrics`.
-    #[arg(long, env = "MESH_ADMIN_LISTEN")]
-    admin_listen: Option<SocketAddr>,
+    /// The admin port.
+    #[command(flatten)]
+    admin: mesh_telemetry::AdminArgs,
     /// This replica's name in the leader lease (default: host name and PID).
     #[arg(long, env = "MESH_LEASE_HOLDER")]
     lease_holder: Option<String>,
@@ -58,12 +48,10 @@ fn usage(msg: impl std::fmt::Display) -> ! {
 async fn main() {
     let args: Args = mesh_telemetry::parse_args("mesh-collector");
     mesh_telemetry::init_logging();
-    let source = mesh_prometheus::PrometheusSource::new(
-        &args.prometheus_url,
-        args.window,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| usage(e));
+    let source = args
+        .collect
+        .source("mesh-collector")
+        .unwrap_or_else(|e| usage(e));
     if args.lease_renew.is_zero() || args.lease_renew * 2 > args.lease_ttl {
         usage(format!(
             "--lease-renew {:?} must be at most half of --lease-ttl {:?}, or one slow renewal \
@@ -73,20 +61,16 @@ async fn main() {
     }
     // Store calls must give up well before the lease would lapse.
     let store_timeout = (args.lease_ttl / 2).min(Duration::from_secs(2));
-    let ca = args.redis_ca.as_ref().map(|f| {
-        std::fs::read(f).unwrap_or_else(|e| usage(format!("--redis-ca {}: {e}", f.display())))
-    });
-    let store = mesh_store::RedisStore::with_ca(
-        &args.redis_url,
-        ca,
-        &args.key_prefix,
-        args.stream_length,
-        store_timeout,
-    )
-    .unwrap_or_else(|e| usage(e))
-    .with_snapshot_ttl(args.snapshot_ttl);
+    let store = args
+        .store
+        .redis("", args.stream_length, store_timeout)
+        .unwrap_or_else(|e| usage(e))
+        .unwrap_or_else(|| {
+            usage("--redis-url is required: the collector publishes to Redis/Valkey")
+        })
+        .with_snapshot_ttl(args.snapshot_ttl);
     let metrics = mesh_collector::run::Metrics::default();
-    if let Some(addr) = args.admin_listen {
+    if let Some(addr) = args.admin.admin_listen {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
         let m = metrics.clone();
@@ -98,7 +82,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| usage(e));
     }
-    tracing::info!(prometheus = %args.prometheus_url, interval = ?args.interval, "collecting");
+    tracing::info!(prometheus = ?args.collect.prometheus_url, interval = ?args.collect.interval, "collecting");
     let sources = mesh_collector::run::Sources {
         prometheus: source,
         kubernetes: mesh_collector::kubernetes().await,
@@ -113,7 +97,7 @@ async fn main() {
     mesh_collector::run::run_leased(
         sources,
         Arc::new(store),
-        args.interval,
+        args.collect.interval,
         lease,
         metrics,
         mesh_telemetry::shutdown_signal(),

@@ -27,6 +27,33 @@ use mesh_prometheus::{Observation, PrometheusSource};
 
 use crate::Publisher;
 
+/// What the build loop reads and how often: the flags of `mesh-collector` and of mesh-mcp's
+/// embedded collector (`#[command(flatten)]`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct CollectArgs {
+    /// linkerd-viz Prometheus base URL.
+    #[arg(long, env = "MESH_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Metrics window.
+    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
+    pub window: Duration,
+    /// How often to rebuild.
+    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
+    pub interval: Duration,
+}
+
+impl CollectArgs {
+    /// The Prometheus source these flags name, or why there is none (`needs` says which flag
+    /// asked for it).
+    pub fn source(&self, needs: &str) -> Result<PrometheusSource, String> {
+        let url = self
+            .prometheus_url
+            .as_deref()
+            .ok_or_else(|| format!("{needs} needs --prometheus-url"))?;
+        PrometheusSource::new(url, self.window, Duration::from_secs(10)).map_err(|e| e.to_string())
+    }
+}
+
 /// The collector's own metrics (served on its admin port).
 #[derive(Clone, Debug)]
 pub struct Metrics {

@@ -128,39 +128,7 @@ impl Backend {
 
 /// Where plans wait for `apply_plan`: this process, or the Redis/Valkey the replicas share
 /// (so a plan made through one replica can be applied through another).
-#[derive(Clone, Debug)]
-pub enum Plans {
-    /// In this process.
-    Memory(mesh_store::MemoryStore),
-    /// In Redis/Valkey.
-    Redis(Arc<mesh_store::RedisStore>),
-}
-
-impl Default for Plans {
-    fn default() -> Self {
-        Self::Memory(mesh_store::MemoryStore::new(1))
-    }
-}
-
-impl Plans {
-    async fn put(&self, id: &str, owner: &str, plan: Vec<u8>) -> Result<(), String> {
-        use mesh_store::PlanStore;
-        match self {
-            Self::Memory(s) => s.put_plan(id, owner, plan, PLAN_TTL).await,
-            Self::Redis(s) => s.put_plan(id, owner, plan, PLAN_TTL).await,
-        }
-        .map_err(|e| e.to_string())
-    }
-
-    async fn take(&self, id: &str, owner: &str) -> Result<mesh_store::Taken, String> {
-        use mesh_store::PlanStore;
-        match self {
-            Self::Memory(s) => s.take_plan(id, owner).await,
-            Self::Redis(s) => s.take_plan(id, owner).await,
-        }
-        .map_err(|e| e.to_string())
-    }
-}
+pub type Plans = mesh_store::Backend;
 
 /// A reviewed change waiting for `apply_plan`, as stored.
 #[derive(Debug, serde::Serialize, Deserialize)]
@@ -472,7 +440,7 @@ impl MeshAgent {
         notify_subscribers(subscriptions.clone(), changes.clone());
         Self {
             backend,
-            plans: Plans::default(),
+            plans: Plans::memory(),
             subscriptions,
             changes,
             tool_router,
@@ -894,8 +862,7 @@ impl MeshAgent {
             },
         };
         let bytes = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
-        self.plans
-            .put(&plan_id, &who.key, bytes)
+        mesh_store::PlanStore::put_plan(&self.plans, &plan_id, &who.key, bytes, PLAN_TTL)
             .await
             .map_err(|e| format!("the plan could not be kept for apply_plan: {e}"))?;
         let affected: Vec<Value> = r
@@ -1004,7 +971,8 @@ impl MeshAgent {
         let who = self.who(&ctx);
         let refuse = |m: String| Err(m);
         // Single use: taken out of the store before it is applied.
-        let bytes = match self.plans.take(&a.plan_id, &who.key).await {
+        let bytes = match mesh_store::PlanStore::take_plan(&self.plans, &a.plan_id, &who.key).await
+        {
             Ok(mesh_store::Taken::Plan(b)) => b,
             Ok(mesh_store::Taken::NotYours) => {
                 return refuse(format!(

@@ -23,44 +23,32 @@ pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
 #[command(
     name = "mesh-mcp",
     version,
-    about = "Serves the Linkerd mesh graph over gRPC and HTTP"
+    about = "Serves the Linkerd mesh graph over gRPC and HTTP",
+    mut_arg("redis_url", |a| a.help("Redis/Valkey URL where collectors publish and replicas share MCP plans (`redis://` or `rediss://`)")),
+    mut_arg("prometheus_url", |a| a.help("linkerd-viz Prometheus, for the embedded collector")),
+    mut_arg("window", |a| a.help("Metrics window of the embedded collector")),
+    mut_arg("interval", |a| a.help("How often the embedded collector rebuilds"))
 )]
 pub struct Args {
-    /// Redis/Valkey URL where collectors publish (`redis://` or `rediss://`).
-    #[arg(long, env = "MESH_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// CA certificate (PEM) of a `rediss://` server, instead of the system's roots.
-    #[arg(
-        long,
-        env = "MESH_REDIS_CA",
-        value_name = "FILE",
-        requires = "redis_url"
-    )]
-    pub redis_ca: Option<std::path::PathBuf>,
-    /// Key prefix in Redis (on Redis Cluster, with a hash tag: `{mesh}:`).
-    #[arg(long, env = "MESH_KEY_PREFIX", default_value = "mesh:")]
-    pub key_prefix: String,
+    /// The Redis/Valkey where collectors publish and replicas share MCP plans (required unless
+    /// `--embedded-collector`).
+    #[command(flatten)]
+    pub store: mesh_store::StoreArgs,
     /// Run the collector in this process on the in-process store (no Redis).
     #[arg(long, env = "MESH_EMBEDDED_COLLECTOR", conflicts_with = "redis_url")]
     pub embedded_collector: bool,
-    /// linkerd-viz Prometheus, for the embedded collector.
-    #[arg(long, env = "MESH_PROMETHEUS_URL")]
-    pub prometheus_url: Option<String>,
-    /// Metrics window of the embedded collector.
-    #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
-    pub window: Duration,
-    /// How often the embedded collector rebuilds.
-    #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
-    pub interval: Duration,
+    /// What the embedded collector reads, and how often.
+    #[command(flatten)]
+    pub collect: mesh_collector::run::CollectArgs,
     /// gRPC address.
     #[arg(long, env = "MESH_GRPC_LISTEN", default_value = "0.0.0.0:50051")]
     pub grpc_listen: SocketAddr,
     /// HTTP address for `GET /v1/graph` (JSON).
     #[arg(long, env = "MESH_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
-    /// Admin address for `/live`, `/ready`, `/metrics`.
-    #[arg(long, env = "MESH_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
+    /// The admin port.
+    #[command(flatten)]
+    pub admin: mesh_telemetry::AdminArgs,
     /// Static bearer tokens (kube-apiserver token file CSV).
     #[arg(long, env = "MESH_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -235,15 +223,9 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
     let cluster = mesh_collector::cluster_from(&kube_config);
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();
-    let mut plans = crate::agent::Plans::default();
+    let mut plans = crate::agent::Plans::memory();
     if args.embedded_collector {
-        let url = args
-            .prometheus_url
-            .clone()
-            .ok_or_else(|| usage("--embedded-collector needs --prometheus-url".into()))?;
-        let source =
-            mesh_prometheus::PrometheusSource::new(&url, args.window, Duration::from_secs(10))
-                .map_err(|e| usage(e.to_string()))?;
+        let source = args.collect.source("--embedded-collector").map_err(usage)?;
         let store = mesh_store::MemoryStore::new(1000);
         let sources = mesh_collector::run::Sources {
             prometheus: source,
@@ -253,31 +235,17 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         tokio::spawn(mesh_collector::run::run(
             sources,
             store.clone(),
-            args.interval,
+            args.collect.interval,
             collector_metrics,
             std::future::pending(),
         ));
         tokio::spawn(crate::follow(store, tx, history.clone()));
     } else {
-        let url = args
-            .redis_url
-            .clone()
+        let store = args
+            .store
+            .redis("", 10_000, Duration::from_secs(2))
+            .map_err(usage)?
             .ok_or_else(|| usage("set --redis-url, or --embedded-collector".into()))?;
-        let ca = args
-            .redis_ca
-            .as_ref()
-            .map(|f| {
-                std::fs::read(f).map_err(|e| usage(format!("--redis-ca {}: {e}", f.display())))
-            })
-            .transpose()?;
-        let store = mesh_store::RedisStore::with_ca(
-            &url,
-            ca,
-            &args.key_prefix,
-            10_000,
-            Duration::from_secs(2),
-        )
-        .map_err(|e| usage(e.to_string()))?;
         let store = Arc::new(store);
         // Replicas share MCP plans through the store, so any of them can apply one.
         plans = crate::agent::Plans::Redis(store.clone());
@@ -339,7 +307,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             Ok(())
         });
     }
-    if let Some(addr) = args.admin_listen {
+    if let Some(addr) = args.admin.admin_listen {
         register_graph_metrics(&mut registry, rx.clone());
         let graph = rx.clone();
         let ready: mesh_telemetry::Readiness = Arc::new(move || {

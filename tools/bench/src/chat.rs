@@ -10,7 +10,7 @@ use std::{
 
 use chatsim::{SlackSender, StandIn};
 use mesh_chatbot::{
-    app::{App, Store},
+    app::App,
     approvals::Approvals,
     core::{Mcp, Token},
     metrics::Metrics,
@@ -18,7 +18,7 @@ use mesh_chatbot::{
     slack::Slack,
 };
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
-use mesh_store::RedisStore;
+use mesh_store::{Backend as Store, RedisStore};
 
 const SECRET: &str = "bench-signing-secret";
 const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
