@@ -33,98 +33,29 @@ use tonic::{Request, Status, transport::Channel};
 
 use crate::{Caller, GraphService, apply::Rpc};
 
+mod args;
+mod backend;
+mod format;
+mod notify;
+
+use self::{
+    args::spec_of,
+    backend::Who,
+    format::{answer, decision_name, edge_row, id, in_namespace, status_text},
+    notify::{Subscriptions, graph_changes, known_resource, notify_subscribers},
+};
+pub use self::{
+    args::{
+        ApplyPlanArgs, AuditArgs, ExplainArgs, FailingArgs, GraphArgs, NamespaceArgs, PlanArgs,
+        WorkloadArgs,
+    },
+    backend::Backend,
+};
+
 /// How long a plan may wait for `apply_plan`.
 const PLAN_TTL: Duration = Duration::from_secs(600);
 /// Edges in a full `get_mesh_graph` answer unless the caller asks for fewer.
 const DEFAULT_MAX_EDGES: usize = 200;
-
-/// Where tool calls go: this process's own service (HTTP), or a remote one over gRPC (stdio).
-#[derive(Clone, Debug)]
-pub enum Backend {
-    /// In process; the caller comes from the HTTP request.
-    Local(Box<GraphService>),
-    /// A remote mcp service, called with a bearer token.
-    Remote {
-        /// The gRPC client.
-        client: MeshServiceClient<Channel>,
-        /// The token sent with every call.
-        token: String,
-    },
-}
-
-/// Who is calling: the authenticated HTTP caller, or (stdio) the one holder of the token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Who {
-    caller: Option<Caller>,
-    key: String,
-}
-
-impl Backend {
-    fn request<T>(&self, who: &Who, msg: T) -> Result<Request<T>, Status> {
-        let mut r = Request::new(msg);
-        r.set_timeout(Duration::from_secs(30));
-        match self {
-            Self::Local(_) => {
-                if let Some(c) = &who.caller {
-                    r.extensions_mut().insert(c.clone());
-                }
-            }
-            Self::Remote { token, .. } => {
-                let v = format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("the token is not a valid header"))?;
-                r.metadata_mut().insert("authorization", v);
-            }
-        }
-        Ok(r)
-    }
-
-    async fn graph(
-        &self,
-        who: &Who,
-        req: pb::GetMeshGraphRequest,
-    ) -> Result<pb::MeshGraph, Status> {
-        let r = self.request(who, req)?;
-        match self {
-            Self::Local(s) => s.get_mesh_graph(r).await,
-            Self::Remote { client, .. } => client.clone().get_mesh_graph(r).await,
-        }
-        .map(tonic::Response::into_inner)
-    }
-
-    async fn explain(
-        &self,
-        who: &Who,
-        req: pb::ExplainAccessRequest,
-    ) -> Result<pb::PolicyVerdict, Status> {
-        let r = self.request(who, req)?;
-        match self {
-            Self::Local(s) => s.explain_access(r).await,
-            Self::Remote { client, .. } => client.clone().explain_access(r).await,
-        }
-        .map(tonic::Response::into_inner)
-    }
-
-    async fn apply(
-        &self,
-        who: &Who,
-        rpc: Rpc,
-        req: pb::ApplyRequest,
-    ) -> Result<pb::ApplyResponse, Status> {
-        let r = self.request(who, req)?;
-        match (self, rpc) {
-            (Self::Local(s), Rpc::AuthorizationPolicy) => s.apply_authorization_policy(r).await,
-            (Self::Local(s), Rpc::HttpRoute) => s.apply_http_route(r).await,
-            (Self::Remote { client, .. }, Rpc::AuthorizationPolicy) => {
-                client.clone().apply_authorization_policy(r).await
-            }
-            (Self::Remote { client, .. }, Rpc::HttpRoute) => {
-                client.clone().apply_http_route(r).await
-            }
-        }
-        .map(tonic::Response::into_inner)
-    }
-}
 
 /// Where plans wait for `apply_plan`: this process, or the Redis/Valkey the replicas share
 /// (so a plan made through one replica can be applied through another).
@@ -137,88 +68,6 @@ struct Plan {
     http_route: bool,
     /// The request as reviewed (proto3 JSON), with the reviewed resourceVersion.
     request: pb::ApplyRequest,
-}
-
-/// Legacy (`resources/subscribe`) subscriptions: session, resource URI, and whom to tell.
-type Subscriptions = Arc<Mutex<Vec<(String, String, Peer<RoleServer>)>>>;
-
-/// A counter that moves each time the served graph changes.
-fn graph_changes(backend: &Backend) -> watch::Receiver<u64> {
-    let (tx, rx) = watch::channel(0u64);
-    match backend {
-        Backend::Local(s) => {
-            let mut graph = s.graph_watch();
-            tokio::spawn(async move {
-                while graph.changed().await.is_ok() {
-                    tx.send_modify(|n| *n += 1);
-                }
-            });
-        }
-        Backend::Remote { client, token } => {
-            let (client, token) = (client.clone(), token.clone());
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_secs(1);
-                while !tx.is_closed() {
-                    let mut r = Request::new(pb::WatchMeshGraphRequest::default());
-                    if let Ok(v) = format!("Bearer {token}").parse() {
-                        r.metadata_mut().insert("authorization", v);
-                    }
-                    match client.clone().watch_mesh_graph(r).await {
-                        Ok(stream) => {
-                            backoff = Duration::from_secs(1);
-                            let mut stream = stream.into_inner();
-                            while let Ok(Some(ev)) = stream.message().await {
-                                if !matches!(
-                                    ev.event,
-                                    Some(pb::mesh_graph_event::Event::Heartbeat(_))
-                                ) {
-                                    tx.send_modify(|n| *n += 1);
-                                }
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "watching the remote graph"),
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            });
-        }
-    }
-    rx
-}
-
-/// Tells every legacy subscriber of every resource when the graph changes; drops the ones
-/// whose session is gone.
-fn notify_subscribers(subs: Subscriptions, mut changes: watch::Receiver<u64>) {
-    tokio::spawn(async move {
-        while changes.changed().await.is_ok() {
-            let current = subs.lock().await.clone();
-            let mut gone = Vec::new();
-            for (i, (_, uri, peer)) in current.iter().enumerate() {
-                let sent = peer
-                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
-                    .await;
-                if sent.is_err() {
-                    gone.push(i);
-                }
-            }
-            if !gone.is_empty() {
-                let mut subs = subs.lock().await;
-                subs.retain(|(s, u, _)| {
-                    !gone
-                        .iter()
-                        .any(|&i| current[i].0 == *s && current[i].1 == *u)
-                });
-            }
-        }
-    });
-}
-
-fn known_resource(uri: &str) -> bool {
-    uri == "mesh://graph"
-        || uri
-            .strip_prefix("mesh://workload/")
-            .is_some_and(|w| w.split('/').count() == 2)
 }
 
 /// The MCP server: tools, resources and a prompt over a [`Backend`].
@@ -243,180 +92,6 @@ impl std::fmt::Debug for MeshAgent {
 /// The mutation tools, hidden by `--read-only`.
 pub const MUTATION_TOOLS: [&str; 3] =
     ["plan_authorization_policy", "plan_http_route", "apply_plan"];
-
-/// A refusal as the tool's error text (a tool error the model reads, not a protocol error).
-fn status_text(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
-/// Structured content with a short summary as the text a model reads first.
-fn answer(summary: String, value: Value) -> CallToolResult {
-    let mut r = CallToolResult::structured(value);
-    r.content = vec![ContentBlock::text(summary)];
-    r
-}
-
-fn id(w: Option<&pb::WorkloadRef>) -> String {
-    w.map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name))
-}
-
-fn tls_name(tls: i32) -> &'static str {
-    match pb::TlsStatus::try_from(tls).unwrap_or_default() {
-        pb::TlsStatus::Mtls => "mtls",
-        pb::TlsStatus::Plaintext => "plaintext",
-        _ => "unknown",
-    }
-}
-
-fn decision_name(p: Option<&pb::PolicyVerdict>) -> &'static str {
-    match p.map(pb::PolicyVerdict::decision).unwrap_or_default() {
-        pb::policy_verdict::Decision::Allowed => "allowed",
-        pb::policy_verdict::Decision::Denied => "denied",
-        pb::policy_verdict::Decision::Audit => "audit",
-        _ => "unknown",
-    }
-}
-
-/// One edge as a compact row: what an agent needs, nothing else.
-fn edge_row(e: &pb::Edge) -> Value {
-    let m = e.metrics.unwrap_or_default();
-    let to = if e.dst.is_some() {
-        id(e.dst.as_ref())
-    } else {
-        e.dst_authority.clone()
-    };
-    let mut row = json!({
-        "from": id(e.src.as_ref()),
-        "to": to,
-        "protocol": e.protocol,
-        "rps": (m.rps * 100.0).round() / 100.0,
-        "tls": tls_name(e.tls),
-        "policy": decision_name(e.policy.as_ref()),
-    });
-    if let Some(s) = m.success_rate {
-        row["success_rate"] = json!((s * 1000.0).round() / 1000.0);
-    }
-    if let Some(p) = m.latency_p99_ms {
-        row["p99_ms"] = json!(p.round());
-    }
-    if !e.no_tls_reason.is_empty() {
-        row["no_tls_reason"] = json!(e.no_tls_reason);
-    }
-    if let Some(p) = &e.policy {
-        if let Some(d) = p.observed_deny_rps.filter(|d| *d > 0.0) {
-            row["denied_rps"] = json!((d * 100.0).round() / 100.0);
-        }
-        if !p.disagreement.is_empty() {
-            row["disagreement"] = json!(p.disagreement);
-        }
-    }
-    row
-}
-
-fn in_namespace(e: &pb::Edge, ns: Option<&str>) -> bool {
-    ns.is_none_or(|ns| {
-        e.src.as_ref().is_some_and(|s| s.namespace == ns)
-            || e.dst.as_ref().is_some_and(|d| d.namespace == ns)
-    })
-}
-
-/// Filters for `get_mesh_graph`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-pub struct GraphArgs {
-    /// Only these namespaces (edges touching them); empty: all.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Only edges to or from this workload, `namespace/name`.
-    #[serde(default)]
-    pub workload: Option<String>,
-    /// Only edges with this TLS status: `mtls`, `plaintext` or `unknown`.
-    #[serde(default)]
-    pub tls: Option<String>,
-    /// Only edges with at least this many requests per second.
-    #[serde(default)]
-    pub min_rps: Option<f64>,
-    /// The full edge list (capped at `max_edges`) instead of a summary.
-    #[serde(default)]
-    pub full: bool,
-    /// Cap on edges in a full answer (default 200).
-    #[serde(default)]
-    pub max_edges: Option<usize>,
-}
-
-/// One workload, `namespace/name`.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct WorkloadArgs {
-    /// The workload, `namespace/name`, e.g. `emojivoto/voting`.
-    pub workload: String,
-}
-
-/// An optional namespace.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-pub struct NamespaceArgs {
-    /// Only this namespace; absent: all.
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-/// Failing edges.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-pub struct FailingArgs {
-    /// Success rate below which an edge is failing (0..1, default 0.95).
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    /// Only this namespace; absent: all.
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-/// Who may reach whom.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ExplainArgs {
-    /// The calling workload, `namespace/name`.
-    pub from: String,
-    /// The called workload, `namespace/name`.
-    pub to: String,
-    /// The port; absent: the destination's own (its Service's) port.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// HTTP method, for per-route policy.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// HTTP path, for per-route policy.
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-/// A change to plan: a manifest, or a structured spec (see the tool description).
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct PlanArgs {
-    /// YAML or JSON: one main object and the authentications and Server it needs.
-    #[serde(default)]
-    pub manifest: Option<String>,
-    /// The change described instead (the fields of linkerd.mcp.v1 AuthorizationSpec or
-    /// RouteSpec, in snake_case).
-    #[serde(default)]
-    pub spec: Option<Value>,
-}
-
-/// A plan to apply.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ApplyPlanArgs {
-    /// The id `plan_authorization_policy` or `plan_http_route` returned.
-    pub plan_id: String,
-}
-
-fn spec_of(rpc: Rpc, spec: Value) -> Result<pb::PolicySpec, String> {
-    let kind = match rpc {
-        Rpc::AuthorizationPolicy => pb::policy_spec::Kind::Authorization(
-            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
-        ),
-        Rpc::HttpRoute => pb::policy_spec::Kind::Route(
-            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
-        ),
-    };
-    Ok(pb::PolicySpec { kind: Some(kind) })
-}
 
 #[tool_router]
 impl MeshAgent {
@@ -1013,14 +688,6 @@ impl MeshAgent {
             Err(s) => Err(status_text(&s)),
         }
     }
-}
-
-/// Arguments of the audit prompt.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct AuditArgs {
-    /// Only this namespace; absent: the whole mesh.
-    #[serde(default)]
-    pub namespace: Option<String>,
 }
 
 #[prompt_router]

@@ -3,13 +3,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    extract::{Query, State},
-    http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
 use mesh_model::MeshGraph;
 use tokio::sync::watch;
 
@@ -292,10 +285,7 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| usage(format!("--http-listen {addr}: {e}")))?;
-        let app = Router::new()
-            .route("/v1/graph", get(http_graph))
-            .with_state((service.clone(), auth.clone()))
-            .merge(mcp_router(&args, service.clone(), auth.clone(), plans));
+        let app = crate::http::routes(&args, service.clone(), auth.clone(), plans);
         servers.spawn(async move {
             mesh_telemetry::serve::serve_http(
                 l,
@@ -330,157 +320,6 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
             Ok(Err(e)) => Err((1, format!("server stopped: {e}"))),
             Err(e) => Err((1, format!("server task failed: {e}"))),
         },
-    }
-}
-
-/// `/mcp`: streamable HTTP MCP, behind the same bearer tokens as gRPC.
-fn mcp_router(
-    args: &Args,
-    service: GraphService,
-    auth: Option<Authenticator>,
-    plans: crate::agent::Plans,
-) -> Router {
-    let agent = crate::agent::MeshAgent::new(
-        crate::agent::Backend::Local(Box::new(service)),
-        args.read_only,
-    )
-    .with_plans(plans);
-    let metadata = auth
-        .as_ref()
-        .and_then(Authenticator::oauth)
-        .map(crate::oauth::JwtVerifier::resource_metadata);
-    let protected = crate::agent::router(agent, &args.mcp_allowed_host, &args.mcp_allowed_origin)
-        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth));
-    match metadata {
-        // RFC 9728: where clients learn which authorization server issues tokens for /mcp.
-        Some(m) => {
-            let doc = axum::Json(m);
-            protected
-                .route(
-                    "/.well-known/oauth-protected-resource",
-                    get({
-                        let doc = doc.clone();
-                        move || async move { doc }
-                    }),
-                )
-                .route(
-                    "/.well-known/oauth-protected-resource/mcp",
-                    get(move || async move { doc }),
-                )
-        }
-        None => protected,
-    }
-}
-
-/// Authenticates MCP requests as gRPC ones and hands the [`crate::Caller`] to the tools;
-/// refusals are 401 with `WWW-Authenticate: Bearer`, as MCP clients expect.
-async fn mcp_auth(
-    State(auth): State<Option<Authenticator>>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let Some(auth) = auth else {
-        return next.run(req).await;
-    };
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match auth.authenticate(header).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(s) => {
-            let code = if s.code() == tonic::Code::Unavailable {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            let challenge = match auth.oauth() {
-                Some(o) => format!("Bearer resource_metadata=\"{}\"", o.metadata_url()),
-                None => "Bearer".to_owned(),
-            };
-            (
-                code,
-                [(header::WWW_AUTHENTICATE, challenge)],
-                format!("{}\n", s.message()),
-            )
-                .into_response()
-        }
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct GraphQuery {
-    namespaces: Option<String>,
-    workload: Option<String>,
-    tls: Option<String>,
-    min_rps: Option<f64>,
-    include_policies: Option<bool>,
-}
-
-async fn http_graph(
-    State((svc, auth)): State<(GraphService, Option<Authenticator>)>,
-    headers: HeaderMap,
-    Query(q): Query<GraphQuery>,
-) -> axum::response::Response {
-    if let Some(a) = auth {
-        let header = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(s) = a.authenticate(header).await {
-            let code = if s.code() == tonic::Code::Unavailable {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            return (code, format!("{}\n", s.message())).into_response();
-        }
-    }
-    let tls = match q.tls.as_deref() {
-        None | Some("") => 0,
-        Some(t) => match mesh_proto::pb::TlsStatus::from_str_name(&t.to_ascii_uppercase()) {
-            Some(v) => v as i32,
-            None => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN\n"),
-                )
-                    .into_response();
-            }
-        },
-    };
-    let req = mesh_proto::pb::GetMeshGraphRequest {
-        namespaces: q
-            .namespaces
-            .map(|n| n.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
-        workload: q.workload.unwrap_or_default(),
-        tls,
-        min_rps: q.min_rps.unwrap_or(0.0),
-        include_policies: q.include_policies.unwrap_or(false),
-    };
-    match mesh_proto::pb::mesh_service_server::MeshService::get_mesh_graph(
-        &svc,
-        tonic::Request::new(req),
-    )
-    .await
-    {
-        Ok(g) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&g.into_inner()).unwrap_or_default(),
-        )
-            .into_response(),
-        Err(s) => {
-            let code = match s.code() {
-                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                tonic::Code::NotFound => StatusCode::NOT_FOUND,
-                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (code, format!("{}\n", s.message())).into_response()
-        }
     }
 }
 

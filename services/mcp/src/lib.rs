@@ -7,6 +7,7 @@ pub mod apply;
 mod auth;
 pub mod cli;
 mod follower;
+mod http;
 pub mod oauth;
 mod service;
 pub mod spec;

@@ -1,0 +1,109 @@
+//! The tools' and the prompt's arguments, as JSON Schemas the client sees.
+
+use super::*;
+
+/// Filters for `get_mesh_graph`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct GraphArgs {
+    /// Only these namespaces (edges touching them); empty: all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only edges to or from this workload, `namespace/name`.
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// Only edges with this TLS status: `mtls`, `plaintext` or `unknown`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// Only edges with at least this many requests per second.
+    #[serde(default)]
+    pub min_rps: Option<f64>,
+    /// The full edge list (capped at `max_edges`) instead of a summary.
+    #[serde(default)]
+    pub full: bool,
+    /// Cap on edges in a full answer (default 200).
+    #[serde(default)]
+    pub max_edges: Option<usize>,
+}
+
+/// One workload, `namespace/name`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WorkloadArgs {
+    /// The workload, `namespace/name`, e.g. `emojivoto/voting`.
+    pub workload: String,
+}
+
+/// An optional namespace.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct NamespaceArgs {
+    /// Only this namespace; absent: all.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Failing edges.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct FailingArgs {
+    /// Success rate below which an edge is failing (0..1, default 0.95).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Only this namespace; absent: all.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Who may reach whom.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExplainArgs {
+    /// The calling workload, `namespace/name`.
+    pub from: String,
+    /// The called workload, `namespace/name`.
+    pub to: String,
+    /// The port; absent: the destination's own (its Service's) port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// HTTP method, for per-route policy.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// HTTP path, for per-route policy.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A change to plan: a manifest, or a structured spec (see the tool description).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PlanArgs {
+    /// YAML or JSON: one main object and the authentications and Server it needs.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// The change described instead (the fields of linkerd.mcp.v1 AuthorizationSpec or
+    /// RouteSpec, in snake_case).
+    #[serde(default)]
+    pub spec: Option<Value>,
+}
+
+/// A plan to apply.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ApplyPlanArgs {
+    /// The id `plan_authorization_policy` or `plan_http_route` returned.
+    pub plan_id: String,
+}
+
+pub(super) fn spec_of(rpc: Rpc, spec: Value) -> Result<pb::PolicySpec, String> {
+    let kind = match rpc {
+        Rpc::AuthorizationPolicy => pb::policy_spec::Kind::Authorization(
+            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
+        ),
+        Rpc::HttpRoute => pb::policy_spec::Kind::Route(
+            serde_json::from_value(spec).map_err(|e| format!("spec: {e}"))?,
+        ),
+    };
+    Ok(pb::PolicySpec { kind: Some(kind) })
+}
+
+/// Arguments of the audit prompt.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AuditArgs {
+    /// Only this namespace; absent: the whole mesh.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}

@@ -1,0 +1,92 @@
+//! Where the agent's tool calls go: this process's own gRPC service (HTTP transport), or a
+//! remote mcp service over gRPC with a token (stdio transport).
+
+use super::*;
+
+/// Where tool calls go: this process's own service (HTTP), or a remote one over gRPC (stdio).
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// In process; the caller comes from the HTTP request.
+    Local(Box<GraphService>),
+    /// A remote mcp service, called with a bearer token.
+    Remote {
+        /// The gRPC client.
+        client: MeshServiceClient<Channel>,
+        /// The token sent with every call.
+        token: String,
+    },
+}
+
+/// Who is calling: the authenticated HTTP caller, or (stdio) the one holder of the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Who {
+    pub(super) caller: Option<Caller>,
+    pub(super) key: String,
+}
+
+impl Backend {
+    pub(super) fn request<T>(&self, who: &Who, msg: T) -> Result<Request<T>, Status> {
+        let mut r = Request::new(msg);
+        r.set_timeout(Duration::from_secs(30));
+        match self {
+            Self::Local(_) => {
+                if let Some(c) = &who.caller {
+                    r.extensions_mut().insert(c.clone());
+                }
+            }
+            Self::Remote { token, .. } => {
+                let v = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("the token is not a valid header"))?;
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(r)
+    }
+
+    pub(super) async fn graph(
+        &self,
+        who: &Who,
+        req: pb::GetMeshGraphRequest,
+    ) -> Result<pb::MeshGraph, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => s.get_mesh_graph(r).await,
+            Self::Remote { client, .. } => client.clone().get_mesh_graph(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn explain(
+        &self,
+        who: &Who,
+        req: pb::ExplainAccessRequest,
+    ) -> Result<pb::PolicyVerdict, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => s.explain_access(r).await,
+            Self::Remote { client, .. } => client.clone().explain_access(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn apply(
+        &self,
+        who: &Who,
+        rpc: Rpc,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, Status> {
+        let r = self.request(who, req)?;
+        match (self, rpc) {
+            (Self::Local(s), Rpc::AuthorizationPolicy) => s.apply_authorization_policy(r).await,
+            (Self::Local(s), Rpc::HttpRoute) => s.apply_http_route(r).await,
+            (Self::Remote { client, .. }, Rpc::AuthorizationPolicy) => {
+                client.clone().apply_authorization_policy(r).await
+            }
+            (Self::Remote { client, .. }, Rpc::HttpRoute) => {
+                client.clone().apply_http_route(r).await
+            }
+        }
+        .map(tonic::Response::into_inner)
+    }
+}

@@ -1,0 +1,79 @@
+//! Small structured answers: how tools phrase refusals, edges and workloads for a model.
+
+use super::*;
+
+/// A refusal as the tool's error text (a tool error the model reads, not a protocol error).
+pub(super) fn status_text(s: &Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Structured content with a short summary as the text a model reads first.
+pub(super) fn answer(summary: String, value: Value) -> CallToolResult {
+    let mut r = CallToolResult::structured(value);
+    r.content = vec![ContentBlock::text(summary)];
+    r
+}
+
+pub(super) fn id(w: Option<&pb::WorkloadRef>) -> String {
+    w.map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name))
+}
+
+pub(super) fn tls_name(tls: i32) -> &'static str {
+    match pb::TlsStatus::try_from(tls).unwrap_or_default() {
+        pb::TlsStatus::Mtls => "mtls",
+        pb::TlsStatus::Plaintext => "plaintext",
+        _ => "unknown",
+    }
+}
+
+pub(super) fn decision_name(p: Option<&pb::PolicyVerdict>) -> &'static str {
+    match p.map(pb::PolicyVerdict::decision).unwrap_or_default() {
+        pb::policy_verdict::Decision::Allowed => "allowed",
+        pb::policy_verdict::Decision::Denied => "denied",
+        pb::policy_verdict::Decision::Audit => "audit",
+        _ => "unknown",
+    }
+}
+
+/// One edge as a compact row: what an agent needs, nothing else.
+pub(super) fn edge_row(e: &pb::Edge) -> Value {
+    let m = e.metrics.unwrap_or_default();
+    let to = if e.dst.is_some() {
+        id(e.dst.as_ref())
+    } else {
+        e.dst_authority.clone()
+    };
+    let mut row = json!({
+        "from": id(e.src.as_ref()),
+        "to": to,
+        "protocol": e.protocol,
+        "rps": (m.rps * 100.0).round() / 100.0,
+        "tls": tls_name(e.tls),
+        "policy": decision_name(e.policy.as_ref()),
+    });
+    if let Some(s) = m.success_rate {
+        row["success_rate"] = json!((s * 1000.0).round() / 1000.0);
+    }
+    if let Some(p) = m.latency_p99_ms {
+        row["p99_ms"] = json!(p.round());
+    }
+    if !e.no_tls_reason.is_empty() {
+        row["no_tls_reason"] = json!(e.no_tls_reason);
+    }
+    if let Some(p) = &e.policy {
+        if let Some(d) = p.observed_deny_rps.filter(|d| *d > 0.0) {
+            row["denied_rps"] = json!((d * 100.0).round() / 100.0);
+        }
+        if !p.disagreement.is_empty() {
+            row["disagreement"] = json!(p.disagreement);
+        }
+    }
+    row
+}
+
+pub(super) fn in_namespace(e: &pb::Edge, ns: Option<&str>) -> bool {
+    ns.is_none_or(|ns| {
+        e.src.as_ref().is_some_and(|s| s.namespace == ns)
+            || e.dst.as_ref().is_some_and(|d| d.namespace == ns)
+    })
+}
