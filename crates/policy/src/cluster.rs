@@ -1,8 +1,9 @@
-//! The cluster index: what Kubernetes says, typed, at one moment. The policy set (with cluster
-//! settings from `linkerd-config`), workloads as policy sees their pods, Services, the policy
-//! objects themselves, and the health of the source that listed them. Built from objects as the
-//! API server returns them (the collector's watchers feed it), or from manifests; a what-if
-//! overlays proposed policy on it.
+//! What Kubernetes says, typed, at one moment ([`Cluster`]): the policy set (with cluster
+//! settings from `linkerd-config`), workloads as policy sees their pods (and the port their
+//! Services send to), the policy objects themselves, and the health of the source that listed
+//! them. Snapshots come from [`crate::index::Index`], which the collector's watchers keep
+//! current one event at a time; tests and tools build one from objects or manifests; a what-if
+//! overlays proposed policy on one.
 //!
 //! A malformed object is named and skipped, never fatal: Linkerd's policy controller does the same.
 
@@ -15,10 +16,8 @@ use mesh_model::{PolicyKey, PolicyObject, SourceHealth, WorkloadRef};
 use serde_json::Value;
 
 use crate::{
-    DEFAULT_POLICY_ANNOTATION, Manifests,
-    document::Document,
     eval::{PodInfo, PolicySet},
-    resources::{Resource, Workload as K8sWorkload},
+    resources::Workload as K8sWorkload,
 };
 
 /// A workload as the cluster describes it.
@@ -56,11 +55,9 @@ pub struct Cluster {
     pub policy: PolicySet,
     /// The same, split by namespace: what explaining access to a pod of that namespace can
     /// consult (its Servers, authorizations and routes, the authentications they name).
-    by_namespace: HashMap<String, Arc<PolicySet>>,
-    /// Deployments, StatefulSets and DaemonSets.
-    pub workloads: Arc<BTreeMap<WorkloadRef, ClusterWorkload>>,
-    /// Services.
-    pub services: Arc<Vec<ServiceInfo>>,
+    pub(crate) by_namespace: HashMap<String, Arc<PolicySet>>,
+    /// Deployments, StatefulSets and DaemonSets (each shared between snapshots until it changes).
+    pub workloads: Arc<BTreeMap<WorkloadRef, Arc<ClusterWorkload>>>,
     /// Linkerd policy objects, as the graph carries them.
     pub policies: Arc<BTreeMap<PolicyKey, PolicyObject>>,
     /// Health of the watches.
@@ -74,7 +71,6 @@ impl Cluster {
             policy: PolicySet::default(),
             by_namespace: HashMap::new(),
             workloads: Arc::default(),
-            services: Arc::default(),
             policies: Arc::default(),
             health: SourceHealth {
                 source: "kubernetes".into(),
@@ -110,131 +106,11 @@ impl Cluster {
     /// Types a set of objects (as the API server returns them). Returns the cluster and the
     /// objects that could not be read, each `Kind ns/name: why`.
     pub fn from_objects(objects: Vec<Value>, health: SourceHealth) -> (Self, Vec<String>) {
-        let docs = objects
-            .into_iter()
-            .map(|value| Document {
-                file: "kubernetes".into(),
-                line: 0,
-                value,
-            })
-            .collect();
-        let m = Manifests::from_documents(docs, Vec::new());
-        let problems = m
-            .problems
-            .iter()
-            .map(|p| format!("{}: {} {}", p.object, p.field, p.message))
-            .collect();
-        let mut ns_default = BTreeMap::new();
-        let mut ns_inject = BTreeSet::new();
-        for (_, r) in &m.resources {
-            if let Resource::Namespace(meta) = r {
-                if let Some(p) = meta.annotations.get(DEFAULT_POLICY_ANNOTATION) {
-                    ns_default.insert(meta.name.clone(), p.clone());
-                }
-                if meta.annotations.get(INJECT).map(String::as_str) == Some("enabled") {
-                    ns_inject.insert(meta.name.clone());
-                }
-            }
+        let mut index = crate::index::Index::default();
+        for v in objects {
+            index.apply(v);
         }
-        let mut workloads = BTreeMap::new();
-        let mut pods = Vec::new();
-        let mut services = Vec::new();
-        let mut policies = BTreeMap::new();
-        for (doc, r) in &m.resources {
-            match r {
-                Resource::Workload(w) if w.kind == "Pod" => pods.push(w),
-                Resource::Workload(w) => {
-                    let namespace = w.meta.namespace.clone().unwrap_or_default();
-                    let (pod, service_account) =
-                        crate::pod_info(w, ns_default.get(&namespace).cloned());
-                    let inject = template_annotation(w, INJECT);
-                    let meshed = match inject.as_deref() {
-                        Some("enabled") => true,
-                        Some(_) => false,
-                        None => ns_inject.contains(&namespace),
-                    };
-                    let id = WorkloadRef {
-                        namespace,
-                        kind: w.kind.clone(),
-                        name: w.meta.name.clone(),
-                    };
-                    workloads.insert(
-                        id,
-                        ClusterWorkload {
-                            pod,
-                            service_account,
-                            meshed,
-                            running_pods: 0,
-                            port: None,
-                        },
-                    );
-                }
-                Resource::Other if doc.value["kind"] == "Service" => {
-                    services.extend(service(&doc.value));
-                }
-                Resource::Server(_)
-                | Resource::AuthorizationPolicy(_)
-                | Resource::MeshTlsAuthentication(_)
-                | Resource::NetworkAuthentication(_)
-                | Resource::ServerAuthorization(_)
-                | Resource::HttpRoute(_)
-                | Resource::GrpcRoute(_) => {
-                    let o = policy_object(&doc.value);
-                    policies.insert(o.key.clone(), o);
-                }
-                _ => {}
-            }
-        }
-        // Pods: running ones count, and a running pod's labels and ports (the first by name)
-        // are what the proxies enforce now; during a rollout the template is ahead of them.
-        let mut seen = BTreeSet::new();
-        for p in pods {
-            let Some(owner) = owner_of(p) else { continue };
-            let Some(w) = workloads.get_mut(&owner) else {
-                continue;
-            };
-            if !p.meta.annotations.contains_key(RUNNING_MARK) {
-                continue;
-            }
-            w.running_pods += 1;
-            if p.pod
-                .spec
-                .as_ref()
-                .is_some_and(|s| s.containers.iter().any(|c| c.name == "linkerd-proxy"))
-            {
-                w.meshed = true;
-            }
-            if seen.insert(owner) {
-                let namespace = w.pod.namespace.clone();
-                let (pod, _) = crate::pod_info(p, ns_default.get(&namespace).cloned());
-                w.pod.labels = pod.labels;
-                if !pod.ports.is_empty() {
-                    w.pod.ports = pod.ports;
-                }
-            }
-        }
-        let mut by_ns: BTreeMap<&str, Vec<&ServiceInfo>> = BTreeMap::new();
-        for svc in &services {
-            by_ns.entry(svc.namespace.as_str()).or_default().push(svc);
-        }
-        for (id, w) in &mut workloads {
-            let in_ns = by_ns
-                .get(id.namespace.as_str())
-                .map_or(&[][..], Vec::as_slice);
-            w.port = port_of(in_ns, &w.pod);
-        }
-        let policy = m.policy_set();
-        (
-            Self {
-                by_namespace: split(&policy),
-                policy,
-                workloads: Arc::new(workloads),
-                services: Arc::new(services),
-                policies: Arc::new(policies),
-                health,
-            },
-            problems,
-        )
+        index.snapshot(health)
     }
 }
 
@@ -405,7 +281,7 @@ fn part_for(all: &PolicySet, ns: &str) -> PolicySet {
     }
 }
 
-fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
+pub(crate) fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
     let empty = PolicySet {
         servers: Vec::new(),
         authorization_policies: Vec::new(),
@@ -478,7 +354,7 @@ fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
 /// The port traffic to a pod arrives on: the first port of the first Service (of its namespace)
 /// that selects it, a named targetPort resolved against the pod's ports; else the pod's first
 /// named port. Edges carry no port, so this is the best the cluster can say.
-fn port_of(services: &[&ServiceInfo], pod: &PodInfo) -> Option<u16> {
+pub(crate) fn port_of(services: &[&ServiceInfo], pod: &PodInfo) -> Option<u16> {
     let selects = |s: &&&ServiceInfo| {
         !s.selector.is_empty() && s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
     };
@@ -498,7 +374,7 @@ pub const INJECT: &str = "linkerd.io/inject";
 /// Set on slimmed pods whose phase is Running (the phase itself is dropped with the status).
 pub const RUNNING_MARK: &str = "linkerd-mcp.io/running";
 
-fn template_annotation(w: &K8sWorkload, key: &str) -> Option<String> {
+pub(crate) fn template_annotation(w: &K8sWorkload, key: &str) -> Option<String> {
     w.pod
         .metadata
         .as_ref()?
@@ -509,7 +385,7 @@ fn template_annotation(w: &K8sWorkload, key: &str) -> Option<String> {
 }
 
 /// The Deployment, StatefulSet or DaemonSet that owns a pod (via its ReplicaSet for Deployments).
-fn owner_of(p: &K8sWorkload) -> Option<WorkloadRef> {
+pub(crate) fn owner_of(p: &K8sWorkload) -> Option<WorkloadRef> {
     let namespace = p.meta.namespace.clone()?;
     let o = p.meta.owner_references.first()?;
     let (kind, name) = match o.kind.as_str() {
@@ -528,7 +404,7 @@ fn owner_of(p: &K8sWorkload) -> Option<WorkloadRef> {
     })
 }
 
-fn service(v: &Value) -> Option<ServiceInfo> {
+pub(crate) fn service(v: &Value) -> Option<ServiceInfo> {
     let meta = &v["metadata"];
     let selector = v["spec"]["selector"]
         .as_object()
@@ -565,7 +441,7 @@ fn service(v: &Value) -> Option<ServiceInfo> {
 /// The object as the graph carries it. Gateway API kinds are qualified with their group
 /// (`HTTPRoute.gateway.networking.k8s.io`, as kubectl names them): Linkerd's own HTTPRoute of the
 /// same namespace and name is a different object.
-fn policy_object(v: &Value) -> PolicyObject {
+pub(crate) fn policy_object(v: &Value) -> PolicyObject {
     let meta = &v["metadata"];
     let s = |x: &Value| x.as_str().unwrap_or_default().to_owned();
     let api_version = s(&v["apiVersion"]);

@@ -84,8 +84,6 @@ fn slim(k: &Kind, mut v: Value) -> Value {
     })
 }
 
-type Key = (usize, String, String);
-
 enum Msg {
     Event(usize, watcher::Event<Value>),
     Error(usize, String),
@@ -154,9 +152,10 @@ pub fn spawn(client: &Client) -> watch::Receiver<Arc<Cluster>> {
 
 #[derive(Default)]
 struct Index {
-    objects: BTreeMap<Key, Value>,
+    /// The policy core's index, kept current one event at a time.
+    cluster: mesh_policy::index::Index,
     /// Objects listed since the last `Init`, per kind, swapped in at `InitDone`.
-    relisting: BTreeMap<usize, BTreeMap<Key, Value>>,
+    relisting: BTreeMap<usize, Vec<Value>>,
     synced: BTreeSet<usize>,
     /// The last error of each kind, and when.
     errors: BTreeMap<usize, (String, std::time::Instant)>,
@@ -164,15 +163,6 @@ struct Index {
     missing: BTreeSet<usize>,
     last_success: Option<SystemTime>,
     logged: BTreeSet<String>,
-}
-
-fn key(i: usize, v: &Value) -> Key {
-    let m = &v["metadata"];
-    (
-        i,
-        m["namespace"].as_str().unwrap_or_default().to_owned(),
-        m["name"].as_str().unwrap_or_default().to_owned(),
-    )
 }
 
 impl Index {
@@ -192,9 +182,8 @@ impl Index {
                     tracing::info!(kind = %WATCHED[i].describe(), "not served by this cluster (CRD not installed); indexed as empty");
                 }
                 self.errors.remove(&i);
-                let before = self.objects.len();
-                self.objects.retain(|k, _| k.0 != i);
-                before != self.objects.len()
+                let k = WATCHED[i];
+                self.cluster.relist(k.group, k.kind, Vec::new())
             }
             Msg::Event(i, ev) => {
                 // `Init` comes before the list is even asked for: only data proves recovery.
@@ -206,28 +195,23 @@ impl Index {
                 }
                 match ev {
                     watcher::Event::Init => {
-                        self.relisting.insert(i, BTreeMap::new());
+                        self.relisting.insert(i, Vec::new());
                         false
                     }
                     watcher::Event::InitApply(v) => {
-                        self.relisting.entry(i).or_default().insert(key(i, &v), v);
+                        self.relisting.entry(i).or_default().push(v);
                         false
                     }
                     watcher::Event::InitDone => {
                         let listed = self.relisting.remove(&i).unwrap_or_default();
-                        self.objects.retain(|k, _| k.0 != i);
-                        self.objects.extend(listed);
+                        let k = WATCHED[i];
+                        self.cluster.relist(k.group, k.kind, listed);
                         self.synced.insert(i);
+                        // A relist is news even when it changed nothing: the kind is synced.
                         true
                     }
-                    watcher::Event::Apply(v) => {
-                        let k = key(i, &v);
-                        self.objects.get(&k) != Some(&v) && {
-                            self.objects.insert(k, v);
-                            true
-                        }
-                    }
-                    watcher::Event::Delete(v) => self.objects.remove(&key(i, &v)).is_some(),
+                    watcher::Event::Apply(v) => self.cluster.apply(v),
+                    watcher::Event::Delete(v) => self.cluster.delete(&v),
                 }
             }
         }
@@ -274,9 +258,9 @@ impl Index {
     }
 }
 
-/// How long a burst of changes is gathered before the index is rebuilt.
+/// How long a burst of changes is gathered before a snapshot is published.
 const COALESCE: Duration = Duration::from_millis(100);
-/// Least time between two rebuilds.
+/// Least time between two snapshots.
 const REBUILD_EVERY: Duration = Duration::from_secs(1);
 /// How often health is looked at when nothing arrives (errors age out).
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
@@ -297,8 +281,8 @@ async fn index(
             _ = tick.tick() => false,
             () = out.closed() => return,
         };
-        // Coalesce a burst (a relist, a rollout) into one rebuild, and rebuild at most once per
-        // REBUILD_EVERY: typing a 10,000-workload cluster costs about a second of CPU.
+        // Coalesce a burst (a relist, a rollout) into one snapshot, and publish at most once per
+        // REBUILD_EVERY: each snapshot makes the collector join the graph with policy again.
         let deadline = (tokio::time::Instant::now() + COALESCE).max(last_rebuild + REBUILD_EVERY);
         if changed {
             while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
@@ -318,14 +302,8 @@ async fn index(
                 continue;
             }
         }
-        let objects: Vec<Value> = idx.objects.values().cloned().collect();
-        // Off the async workers: with an embedded collector they also serve gRPC.
-        let built =
-            tokio::task::spawn_blocking(move || Cluster::from_objects(objects, health)).await;
-        let Ok((cluster, problems)) = built else {
-            tracing::error!("typing the cluster failed; keeping the previous index");
-            continue;
-        };
+        // Only what changed since the last snapshot is derived again.
+        let (cluster, problems) = idx.cluster.snapshot(health);
         for p in problems {
             if idx.logged.insert(p.clone()) {
                 tracing::warn!(problem = %p, "skipping a Kubernetes object that cannot be read");

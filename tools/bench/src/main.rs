@@ -60,6 +60,18 @@ pub(crate) fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The process's resident memory now, in KiB (0 where `/proc` does not say).
+pub(crate) fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 /// Runs one case in this process and prints `key=value` figures.
 fn run_case(case: &str, n: usize) {
     let t = meshsim::generate(n, 1).expect("generated topology is valid");
