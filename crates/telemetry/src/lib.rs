@@ -13,6 +13,42 @@ pub fn usage_exit(name: &str, message: impl std::fmt::Display) -> ! {
     std::process::exit(EXIT_USAGE);
 }
 
+/// Why a binary stops with an error: its configuration is wrong (exit 64, nothing was started)
+/// or something failed while it ran (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// Bad configuration: a flag, a file it names, a value out of range.
+    Usage(String),
+    /// A failure while running: a listener that stopped, a task that died.
+    Failed(String),
+}
+
+impl RunError {
+    /// The process's exit code for it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => EXIT_USAGE,
+            Self::Failed(_) => 1,
+        }
+    }
+
+    /// Prints `<name>: <message>` and exits with [`RunError::exit_code`].
+    pub fn exit(&self, name: &str) -> ! {
+        eprintln!("{name}: {self}");
+        std::process::exit(self.exit_code());
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
 /// Parses the command line; `--help`/`--version` print and exit 0. Anything wrong prints clap's
 /// whole message (what is missing or invalid, the allowed values, a suggestion for a misspelt
 /// subcommand, and the usage line) and exits 64, so the user can fix it without `--help`.

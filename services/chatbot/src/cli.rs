@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use mesh_store::{Backend, MemoryStore, StoreArgs};
-use mesh_telemetry::AdminArgs;
+use mesh_telemetry::{AdminArgs, RunError};
 
 use crate::{
     alerts::{self, AlertConfig},
@@ -135,10 +135,10 @@ pub enum Sub {
     },
 }
 
-type Failure = (i32, String);
+type Failure = RunError;
 
 fn usage(m: impl Into<String>) -> Failure {
-    (EXIT_USAGE, m.into())
+    RunError::Usage(m.into())
 }
 
 /// Runs the bot (or a subcommand) until SIGTERM.
@@ -151,7 +151,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             ));
         };
         let d = Discord::rest(app, token, &args.discord_api_url, args.timeout).map_err(usage)?;
-        let n = d.register_commands(*guild_id).await.map_err(|e| (1, e))?;
+        let n = d
+            .register_commands(*guild_id)
+            .await
+            .map_err(RunError::Failed)?;
         println!("registered {n} command(s) for application {app}");
         return Ok(());
     }

@@ -4,8 +4,7 @@
 async fn main() {
     let args: mesh_chatbot::cli::Args = mesh_telemetry::parse_args("mesh-chatbot");
     mesh_telemetry::init_logging();
-    if let Err((code, msg)) = mesh_chatbot::cli::run(args).await {
-        eprintln!("mesh-chatbot: {msg}");
-        std::process::exit(code);
+    if let Err(e) = mesh_chatbot::cli::run(args).await {
+        e.exit("mesh-chatbot");
     }
 }

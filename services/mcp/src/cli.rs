@@ -6,6 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use mesh_model::MeshGraph;
 use tokio::sync::watch;
 
+use mesh_telemetry::RunError;
+
 use crate::{Authenticator, GraphService, GraphWatch, TokenAuth};
 
 /// Exit code for bad configuration.
@@ -121,7 +123,7 @@ pub struct StdioArgs {
 }
 
 /// Runs `mesh-mcp stdio` until the client closes stdin.
-pub async fn run_stdio(args: StdioArgs) -> Result<(), (i32, String)> {
+pub async fn run_stdio(args: StdioArgs) -> Result<(), RunError> {
     use rmcp::ServiceExt;
     let url = if args.server.contains("://") {
         args.server.clone()
@@ -129,7 +131,7 @@ pub async fn run_stdio(args: StdioArgs) -> Result<(), (i32, String)> {
         format!("http://{}", args.server)
     };
     let channel = tonic::transport::Channel::from_shared(url.clone())
-        .map_err(|e| (EXIT_USAGE, format!("--server {}: {e}", args.server)))?
+        .map_err(|e| RunError::Usage(format!("--server {}: {e}", args.server)))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .connect_lazy();
@@ -140,17 +142,17 @@ pub async fn run_stdio(args: StdioArgs) -> Result<(), (i32, String)> {
     let server = crate::agent::MeshAgent::new(backend, args.read_only)
         .serve(rmcp::transport::stdio())
         .await
-        .map_err(|e| (1, format!("MCP over stdio: {e}")))?;
+        .map_err(|e| RunError::Failed(format!("MCP over stdio: {e}")))?;
     server
         .waiting()
         .await
         .map(|_| ())
-        .map_err(|e| (1, format!("MCP over stdio: {e}")))
+        .map_err(|e| RunError::Failed(format!("MCP over stdio: {e}")))
 }
 
 /// Checks the configuration and runs until Ctrl-C or SIGTERM. Errors are `(exit code, line)`.
-pub async fn run(args: Args) -> Result<(), (i32, String)> {
-    let usage = |m: String| (EXIT_USAGE, m);
+pub async fn run(args: Args) -> Result<(), RunError> {
+    let usage = RunError::Usage;
     let configured = args.token_file.is_some() || args.token_review || args.oauth_issuer.is_some();
     let auth = match (configured, args.insecure_no_auth) {
         (true, true) => {
@@ -317,8 +319,8 @@ pub async fn run(args: Args) -> Result<(), (i32, String)> {
         () = mesh_telemetry::shutdown_signal() => Ok(()),
         Some(r) = servers.join_next() => match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err((1, format!("server stopped: {e}"))),
-            Err(e) => Err((1, format!("server task failed: {e}"))),
+            Ok(Err(e)) => Err(RunError::Failed(format!("server stopped: {e}"))),
+            Err(e) => Err(RunError::Failed(format!("server task failed: {e}"))),
         },
     }
 }

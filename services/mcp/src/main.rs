@@ -13,16 +13,14 @@ async fn main() {
                     mesh_telemetry::usage_exit("mesh-mcp stdio", e.to_string().trim())
                 });
         mesh_telemetry::init_logging();
-        if let Err((code, msg)) = mesh_mcp::cli::run_stdio(args).await {
-            eprintln!("mesh-mcp stdio: {msg}");
-            std::process::exit(code);
+        if let Err(e) = mesh_mcp::cli::run_stdio(args).await {
+            e.exit("mesh-mcp stdio");
         }
         return;
     }
     let args: mesh_mcp::cli::Args = mesh_telemetry::parse_args("mesh-mcp");
     mesh_telemetry::init_logging();
-    if let Err((code, msg)) = mesh_mcp::cli::run(args).await {
-        eprintln!("mesh-mcp: {msg}");
-        std::process::exit(code);
+    if let Err(e) = mesh_mcp::cli::run(args).await {
+        e.exit("mesh-mcp");
     }
 }
