@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     command::AlertFilter,
     core::Mcp,
+    mcp_error::McpError,
     metrics::Metrics,
     reply::{Reply, Tone},
 };
@@ -446,6 +447,7 @@ pub async fn run<S: AlertStore + Clone, D: Deliver>(
             c.watch_mesh_graph(req)
                 .await
                 .map(tonic::Response::into_inner)
+                .map_err(McpError::from)
         };
         let mut stream = match tokio::time::timeout(Duration::from_secs(10), stream).await {
             Ok(Ok(s)) => s,

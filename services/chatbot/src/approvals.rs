@@ -21,6 +21,7 @@ use crate::{
     command::ApplyKind,
     core::{Mcp, status_reply},
     identity::{Identities, KubeIdentity, Platform},
+    mcp_error::McpError,
     metrics::Metrics,
     reply::{Button, ButtonStyle, Reply, Tone},
 };
@@ -221,7 +222,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         &self,
         kind: ApplyKind,
         req: pb::ApplyRequest,
-    ) -> impl Future<Output = Result<pb::ApplyResponse, tonic::Status>> + Send + 'static {
+    ) -> impl Future<Output = Result<pb::ApplyResponse, McpError>> + Send + 'static {
         let mcp = self.mcp.clone();
         async move {
             let mut c = mcp.client();
@@ -230,7 +231,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 ApplyKind::Authz => c.apply_authorization_policy(r).await,
                 ApplyKind::Route => c.apply_http_route(r).await,
             };
-            res.map(tonic::Response::into_inner)
+            res.map(tonic::Response::into_inner).map_err(McpError::from)
         }
     }
 
@@ -686,14 +687,14 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 c.tone = Tone::Good;
                 (ApplyOutcome::Applied, c)
             }
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            Err(e @ McpError::Stale(_)) => {
                 let mut c = base_card(&a, format!("Not applied: {} changed", a.target))
                     .field("Approved by", approver.user.clone())
                     .text(
                         "The object changed since the dry-run that was reviewed, so nothing was \
                          applied. Ask for a fresh dry-run to review the change again.",
                     )
-                    .code(s.message().to_owned(), "error.txt");
+                    .code(e.message().to_owned(), "error.txt");
                 c.tone = Tone::Bad;
                 c.buttons.push(Button {
                     label: "Dry-run again".into(),
@@ -703,15 +704,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 });
                 (ApplyOutcome::Stale, c)
             }
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Unknown
-                        | tonic::Code::Cancelled
-                ) =>
-            {
+            Err(e) if e.outcome_unknown() => {
                 // The request may have been applied: say so, never "nothing happened".
                 let mut c = base_card(&a, format!("Outcome unknown: {}", a.target))
                     .field("Approved by", approver.user.clone())
@@ -720,7 +713,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                          happened. Check the object's linkerd-mcp.io/approved-by annotation or \
                          mesh-mcp's audit log before asking again.",
                     )
-                    .code(s.message().to_owned(), "error.txt");
+                    .code(e.message().to_owned(), "error.txt");
                 c.tone = Tone::Warn;
                 (ApplyOutcome::Unknown, c)
             }

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 
 use crate::{
     command::{Command, WorkloadArg},
+    mcp_error::McpError,
     reply::{File, Reply, Tone},
 };
 
@@ -56,7 +57,7 @@ impl Mcp {
     }
 
     /// A request carrying the bot's token and deadline.
-    pub fn request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+    pub fn request<T>(&self, m: T) -> Result<tonic::Request<T>, McpError> {
         let mut r = tonic::Request::new(m);
         r.set_timeout(self.timeout);
         let token = match &self.token {
@@ -65,7 +66,7 @@ impl Mcp {
             Token::File(p) => Some(
                 std::fs::read_to_string(p)
                     .map_err(|e| {
-                        tonic::Status::unauthenticated(format!("--token-file {}: {e}", p.display()))
+                        McpError::Credentials(format!("--token-file {}: {e}", p.display()))
                     })?
                     .trim()
                     .to_owned(),
@@ -73,7 +74,7 @@ impl Mcp {
         };
         if let Some(t) = token {
             let v = format!("Bearer {t}").parse().map_err(|_| {
-                tonic::Status::internal("the bot's token is not a valid header value")
+                McpError::Credentials("the bot's token is not a valid header value".into())
             })?;
             r.metadata_mut().insert("authorization", v);
         }
@@ -82,7 +83,7 @@ impl Mcp {
 
     /// A request for a change: the apply pipeline makes several Kubernetes calls, so it gets
     /// six times the read deadline (at least 30 s).
-    pub fn change_request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+    pub fn change_request<T>(&self, m: T) -> Result<tonic::Request<T>, McpError> {
         let mut r = self.request(m)?;
         r.set_timeout((self.timeout * 6).max(Duration::from_secs(30)));
         Ok(r)
@@ -90,7 +91,7 @@ impl Mcp {
 
     /// A request carrying the bot's token and no deadline (for the watch stream, which lives
     /// as long as it is read).
-    pub fn stream_request<T>(&self, m: T) -> Result<tonic::Request<T>, tonic::Status> {
+    pub fn stream_request<T>(&self, m: T) -> Result<tonic::Request<T>, McpError> {
         let mut r = self.request(m)?;
         r.metadata_mut().remove("grpc-timeout");
         Ok(r)
@@ -101,13 +102,13 @@ impl Mcp {
         self.client.clone()
     }
 
-    async fn graph(&self, req: pb::GetMeshGraphRequest) -> Result<MeshGraph, tonic::Status> {
+    async fn graph(&self, req: pb::GetMeshGraphRequest) -> Result<MeshGraph, McpError> {
         let g = self
             .client()
             .get_mesh_graph(self.request(req)?)
             .await?
             .into_inner();
-        MeshGraph::try_from(g).map_err(|e| tonic::Status::internal(e.to_string()))
+        MeshGraph::try_from(g).map_err(|e| McpError::Unreadable(e.to_string()))
     }
 
     /// Runs a read command. `Apply`, `Alerts` and `Help` belong to the front ends.
@@ -125,7 +126,7 @@ impl Mcp {
         out.unwrap_or_else(|s| status_reply("The mesh service could not answer", &s))
     }
 
-    async fn graph_reply(&self, namespace: Option<&str>) -> Result<Reply, tonic::Status> {
+    async fn graph_reply(&self, namespace: Option<&str>) -> Result<Reply, McpError> {
         let g = self
             .graph(pb::GetMeshGraphRequest {
                 namespaces: namespace.map(str::to_owned).into_iter().collect(),
@@ -174,7 +175,7 @@ impl Mcp {
         Ok(r.note(freshness(&g)))
     }
 
-    async fn edges(&self, w: &WorkloadArg, callers_only: bool) -> Result<Reply, tonic::Status> {
+    async fn edges(&self, w: &WorkloadArg, callers_only: bool) -> Result<Reply, McpError> {
         let g = self
             .graph(pb::GetMeshGraphRequest {
                 workload: w.to_string(),
@@ -219,7 +220,7 @@ impl Mcp {
         Ok(r.note(freshness(&g)))
     }
 
-    async fn plaintext(&self) -> Result<Reply, tonic::Status> {
+    async fn plaintext(&self) -> Result<Reply, McpError> {
         let g = self
             .graph(pb::GetMeshGraphRequest {
                 tls: pb::TlsStatus::Plaintext.into(),
@@ -252,7 +253,7 @@ impl Mcp {
         Ok(r.note(freshness(&g)))
     }
 
-    async fn failing(&self, threshold: f64) -> Result<Reply, tonic::Status> {
+    async fn failing(&self, threshold: f64) -> Result<Reply, McpError> {
         let g = self.graph(pb::GetMeshGraphRequest::default()).await?;
         let mut list: Vec<_> = g
             .edges
@@ -282,7 +283,7 @@ impl Mcp {
         from: &WorkloadArg,
         to: &WorkloadArg,
         port: u32,
-    ) -> Result<Reply, tonic::Status> {
+    ) -> Result<Reply, McpError> {
         let res = self
             .client()
             .explain_access(self.request(pb::ExplainAccessRequest {
@@ -294,13 +295,12 @@ impl Mcp {
             .await;
         let v = match res {
             Ok(v) => mesh_model::PolicyVerdict::from(v.into_inner()),
-            Err(s)
-                if s.code() == tonic::Code::InvalidArgument
-                    || s.code() == tonic::Code::NotFound =>
-            {
-                return Ok(Reply::refusal("Cannot explain that", s.message()));
-            }
-            Err(s) => return Err(s),
+            Err(s) => match McpError::from(s) {
+                e @ (McpError::Invalid(_) | McpError::NotFound(_)) => {
+                    return Ok(Reply::refusal("Cannot explain that", e.message()));
+                }
+                e => return Err(e),
+            },
         };
         let (word, tone) = match v.decision {
             Decision::Allowed => ("allowed", Tone::Good),
@@ -345,7 +345,7 @@ impl Mcp {
         Ok(r)
     }
 
-    async fn policy(&self, w: &WorkloadArg) -> Result<Reply, tonic::Status> {
+    async fn policy(&self, w: &WorkloadArg) -> Result<Reply, McpError> {
         let g = self
             .graph(pb::GetMeshGraphRequest {
                 workload: w.to_string(),
@@ -487,19 +487,9 @@ fn freshness(g: &MeshGraph) -> String {
     s
 }
 
-/// The reply to a gRPC failure: the status code's meaning and its message.
-pub fn status_reply(title: &str, s: &tonic::Status) -> Reply {
-    let what = match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-            "The mesh service did not answer in time; try again shortly."
-        }
-        tonic::Code::Unauthenticated => "The bot's token was refused by the mesh service.",
-        tonic::Code::PermissionDenied => "Kubernetes RBAC does not allow this for you.",
-        tonic::Code::InvalidArgument => "The request is not valid.",
-        tonic::Code::FailedPrecondition => "The cluster changed, or another manager owns a field.",
-        _ => "The mesh service refused the request.",
-    };
-    Reply::refusal(title, what).code(s.message().to_owned(), "error.txt")
+/// The reply to a failure of the mesh service: what it means for the user, and its message.
+pub fn status_reply(title: &str, e: &McpError) -> Reply {
+    Reply::refusal(title, e.meaning()).code(e.message().to_owned(), "error.txt")
 }
 
 /// The command list.

@@ -10,6 +10,7 @@ pub mod command;
 pub mod core;
 pub mod discord;
 pub mod identity;
+pub mod mcp_error;
 pub mod metrics;
 pub mod reply;
 pub mod slack;
