@@ -176,9 +176,10 @@ impl MeshAgent {
                 }
             },
         };
-        let g = self
-            .graph(
-                &ctx,
+        let v = self
+            .backend
+            .view(
+                &self.who(&ctx),
                 pb::GetMeshGraphRequest {
                     namespaces: a.namespaces,
                     workload: a.workload.unwrap_or_default(),
@@ -187,21 +188,17 @@ impl MeshAgent {
                     include_policies: false,
                 },
             )
-            .await?;
-        let mut edges: Vec<&pb::Edge> = g.edges.iter().collect();
-        edges.sort_by(|a, b| {
-            let r = |e: &pb::Edge| e.metrics.map_or(0.0, |m| m.rps);
-            r(b).total_cmp(&r(a))
-        });
-        let count = |f: &dyn Fn(&pb::Edge) -> bool| edges.iter().filter(|e| f(e)).count();
-        let plaintext = count(&|e| e.tls == pb::TlsStatus::Plaintext as i32);
-        let failing = count(&|e| {
-            e.metrics
-                .and_then(|m| m.success_rate)
-                .is_some_and(|s| s < 0.95)
-        });
-        let denied = count(&|e| decision_name(e.policy.as_ref()) == "denied");
-        let stale: Vec<Value> = g
+            .await
+            .map_err(|s| status_text(&s))?;
+        let g = &v.graph;
+        // Read from the model, not the wire form: only the edges listed are converted.
+        let mut edges: Vec<&mesh_model::Edge> = g.edges.values().collect();
+        edges.sort_by(|a, b| b.metrics.rps.total_cmp(&a.metrics.rps));
+        let count = |f: &dyn Fn(&mesh_model::Edge) -> bool| edges.iter().filter(|e| f(e)).count();
+        let plaintext = count(&|e| e.tls == mesh_model::TlsStatus::Plaintext);
+        let failing = count(&|e| e.metrics.success_rate.is_some_and(|s| s < 0.95));
+        let denied = count(&|e| e.policy.decision == mesh_model::Decision::Denied);
+        let stale: Vec<Value> = v
             .sources
             .iter()
             .filter(|s| !s.ok)
@@ -231,7 +228,11 @@ impl MeshAgent {
         });
         if a.full {
             let max = a.max_edges.unwrap_or(DEFAULT_MAX_EDGES).max(1);
-            out["edge_list"] = edges.iter().take(max).map(|e| edge_row(e)).collect();
+            out["edge_list"] = edges
+                .iter()
+                .take(max)
+                .map(|e| edge_row(&pb::Edge::from(*e)))
+                .collect();
             if edges.len() > max {
                 out["note"] = json!(format!(
                     "truncated to the {max} busiest of {} edges; filter or raise max_edges",
@@ -239,7 +240,11 @@ impl MeshAgent {
                 ));
             }
         } else {
-            out["busiest"] = edges.iter().take(10).map(|e| edge_row(e)).collect();
+            out["busiest"] = edges
+                .iter()
+                .take(10)
+                .map(|e| edge_row(&pb::Edge::from(*e)))
+                .collect();
         }
         Ok(answer(summary, out))
     }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 pub use self::{
     auth::{Authenticator, Caller, TokenAuth},
     follower::{Follower, FollowerError, Step},
-    service::{GraphService, GraphWatch, History},
+    service::{GraphService, GraphView, GraphWatch, History},
 };
 
 /// Follows the store forever, publishing each new copy of the graph on `tx` and the deltas

@@ -18,6 +18,15 @@ use crate::{
     apply::{Applier, Rpc},
 };
 
+/// A filtered graph as an in-process caller gets it.
+#[derive(Clone, Debug)]
+pub struct GraphView {
+    /// The filtered graph (shared: never modified).
+    pub graph: Arc<MeshGraph>,
+    /// Its sources' health, with the store's while it is down.
+    pub sources: Vec<SourceHealth>,
+}
+
 /// The latest published graph, shared by every handler.
 pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
 
@@ -54,6 +63,45 @@ impl GraphService {
     pub fn with_applier(mut self, applier: Result<Applier, String>) -> Self {
         self.applier = applier;
         self
+    }
+
+    /// The graph `GetMeshGraph` would answer `r` with, not encoded: for in-process callers
+    /// (MCP tools), which read a few figures of it. Views are shared per filter and version.
+    pub async fn view(&self, r: pb::GetMeshGraphRequest) -> Result<GraphView, Status> {
+        let f = filter(
+            r.namespaces,
+            &r.workload,
+            r.tls,
+            r.min_rps,
+            r.include_policies,
+        )?;
+        let g = current(&self.graph)?;
+        // An empty answer would read as "no traffic"; a name the graph does not hold is a
+        // different answer (a typo, another namespace, a workload with no pods).
+        if let Some((ns, name)) = &f.workload {
+            // Workloads are ordered by namespace first: only that namespace is looked at.
+            let first = mesh_model::WorkloadRef {
+                namespace: ns.clone(),
+                ..Default::default()
+            };
+            let known = g
+                .workloads
+                .range(first..)
+                .take_while(|(w, _)| w.namespace == *ns)
+                .any(|(w, _)| w.name == *name);
+            if !known {
+                return Err(Status::not_found(format!(
+                    "workload {ns}/{name} is not in the graph: no traffic in the window and not \
+                     known to Kubernetes"
+                )));
+            }
+        }
+        // Repeated questions (dashboards, agents polling one namespace) share one filtering
+        // per version with the watches.
+        let graph = self.views.lock().await.view(&format!("{f:?}"), &f, &g);
+        let store = self.history.store_health();
+        let sources = graph.sources.iter().cloned().chain(store).collect();
+        Ok(GraphView { graph, sources })
     }
 
     async fn apply(
@@ -290,40 +338,9 @@ impl MeshService for GraphService {
         &self,
         req: Request<pb::GetMeshGraphRequest>,
     ) -> Result<Response<pb::MeshGraph>, Status> {
-        let r = req.into_inner();
-        let f = filter(
-            r.namespaces,
-            &r.workload,
-            r.tls,
-            r.min_rps,
-            r.include_policies,
-        )?;
-        let g = current(&self.graph)?;
-        // An empty answer would read as "no traffic"; a name the graph does not hold is a
-        // different answer (a typo, another namespace, a workload with no pods).
-        if let Some((ns, name)) = &f.workload {
-            // Workloads are ordered by namespace first: only that namespace is looked at.
-            let first = mesh_model::WorkloadRef {
-                namespace: ns.clone(),
-                ..Default::default()
-            };
-            let known = g
-                .workloads
-                .range(first..)
-                .take_while(|(w, _)| w.namespace == *ns)
-                .any(|(w, _)| w.name == *name);
-            if !known {
-                return Err(Status::not_found(format!(
-                    "workload {ns}/{name} is not in the graph: no traffic in the window and not \
-                     known to Kubernetes"
-                )));
-            }
-        }
-        // Repeated questions (dashboards, agents polling one namespace) share one filtering
-        // per version with the watches.
-        let view = self.views.lock().await.view(&format!("{f:?}"), &f, &g);
-        let mut out = pb::MeshGraph::from(&*view);
-        out.sources = with_store(&view.sources, self.history.store_health().as_ref());
+        let v = self.view(req.into_inner()).await?;
+        let mut out = pb::MeshGraph::from(&*v.graph);
+        out.sources = v.sources.iter().map(Into::into).collect();
         Ok(Response::new(out))
     }
 

@@ -57,6 +57,27 @@ impl Backend {
         .map(tonic::Response::into_inner)
     }
 
+    /// The graph `req` asks for, as the model holds it. In process it is the service's shared
+    /// view, not encoded (a summary reads a few figures of it); remotely it is decoded.
+    pub(super) async fn view(
+        &self,
+        who: &Who,
+        req: pb::GetMeshGraphRequest,
+    ) -> Result<crate::GraphView, Status> {
+        match self {
+            Self::Local(s) => s.view(req).await,
+            Self::Remote { .. } => {
+                let g = self.graph(who, req).await?;
+                let graph = mesh_model::MeshGraph::try_from(g)
+                    .map_err(|e| Status::internal(format!("the graph could not be read: {e}")))?;
+                Ok(crate::GraphView {
+                    sources: graph.sources.clone(),
+                    graph: Arc::new(graph),
+                })
+            }
+        }
+    }
+
     pub(super) async fn explain(
         &self,
         who: &Who,
