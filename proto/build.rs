@@ -17,6 +17,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_with_config(config, &protos, &["."])?;
 
+    // The server once more, answering GetMeshGraph with a pre-encoded graph (`EncodedGraph`):
+    // the same bytes on the wire, encoded once per version and filter instead of per request.
+    // Every other type is the one generated above.
+    let server_out = out.join("server");
+    std::fs::create_dir_all(&server_out)?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&server_out)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .extern_path(".linkerd.mcp.v1.MeshGraph", "crate::EncodedGraph")
+        .extern_path(".linkerd.mcp.v1", "crate::pb")
+        .compile_with_config(config, &protos, &["."])?;
+
     let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?

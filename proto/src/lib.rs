@@ -16,6 +16,72 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/linkerd.mcp.v1.serde.rs"));
 }
 
+/// The `MeshService` server as mesh-mcp implements it: the same service and wire format as
+/// [`pb::mesh_service_server`], except that `GetMeshGraph` answers with an [`EncodedGraph`], so
+/// the server encodes a graph once per version and filter, not once per request.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/linkerd.mcp.v1.rs"));
+}
+
+/// A `linkerd.mcp.v1.MeshGraph` already encoded: the graph's bytes, shared by every answer of
+/// the same version and filter, followed by fields of this answer only (its sources' health).
+/// Protobuf merges fields that come later, so a client reads one `MeshGraph`. Only ever sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedGraph {
+    graph: prost::bytes::Bytes,
+    extra: prost::bytes::Bytes,
+}
+
+impl EncodedGraph {
+    /// `graph`, encoded once (share it: cloning is a reference count), and `sources` for this
+    /// answer (an encoded `graph` must have none of its own).
+    pub fn new(graph: prost::bytes::Bytes, sources: Vec<pb::SourceHealth>) -> Self {
+        let extra = if sources.is_empty() {
+            prost::bytes::Bytes::new()
+        } else {
+            prost::Message::encode_to_vec(&pb::MeshGraph {
+                sources,
+                ..Default::default()
+            })
+            .into()
+        };
+        Self { graph, extra }
+    }
+
+    /// The whole message's bytes (a copy; for tests and logs).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.graph.as_ref(), self.extra.as_ref()].concat()
+    }
+}
+
+impl prost::Message for EncodedGraph {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.graph);
+        buf.put_slice(&self.extra);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Never decoded: mesh-mcp only sends it. A decoder skips what it cannot keep.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.graph.len() + self.extra.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));

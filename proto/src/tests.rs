@@ -99,6 +99,28 @@ proptest! {
         prop_assert_eq!(model::MeshGraph::try_from(decoded).unwrap(), g);
     }
 
+    /// A pre-encoded graph with this answer's sources appended reads as the one message a
+    /// server encoding it whole would send.
+    #[test]
+    fn an_encoded_graph_reads_as_the_whole_message(g in arb_graph(), healthy in any::<bool>()) {
+        let mut wire = pb::MeshGraph::from(&g);
+        wire.sources.clear();
+        let shared = prost::bytes::Bytes::from(prost::Message::encode_to_vec(&wire));
+        let sources = vec![pb::SourceHealth {
+            source: "store".into(),
+            ok: healthy,
+            error: if healthy { String::new() } else { "down".into() },
+            ..Default::default()
+        }];
+        let sent = EncodedGraph::new(shared, sources.clone());
+        let mut bytes = Vec::new();
+        prost::Message::encode(&sent, &mut bytes).unwrap();
+        prop_assert_eq!(bytes.len(), prost::Message::encoded_len(&sent));
+        let read: pb::MeshGraph = prost::Message::decode(bytes.as_slice()).unwrap();
+        wire.sources = sources;
+        prop_assert_eq!(read, wire);
+    }
+
     #[test]
     fn delta_round_trips(a in arb_graph(), b in arb_graph()) {
         let d = model::GraphDelta::between(&a, &b, &model::MetricTolerance::EXACT);

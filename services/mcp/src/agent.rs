@@ -6,9 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mesh_proto::pb::{
-    self, mesh_service_client::MeshServiceClient, mesh_service_server::MeshService,
-};
+use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     handler::server::{
@@ -30,6 +28,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 use tonic::{Request, Status, transport::Channel};
+
+use mesh_proto::server::mesh_service_server::MeshService;
 
 use crate::{Caller, GraphService, apply::Rpc};
 

@@ -281,7 +281,7 @@ pub(crate) async fn middleware(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use tonic::server::NamedService;
-    type Mesh = mesh_proto::pb::mesh_service_server::MeshServiceServer<crate::GraphService>;
+    type Mesh = mesh_proto::server::mesh_service_server::MeshServiceServer<crate::GraphService>;
     let guarded = req
         .uri()
         .path()

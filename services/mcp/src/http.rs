@@ -153,15 +153,10 @@ async fn http_graph(
         min_rps: q.min_rps.unwrap_or(0.0),
         include_policies: q.include_policies.unwrap_or(false),
     };
-    match mesh_proto::pb::mesh_service_server::MeshService::get_mesh_graph(
-        &svc,
-        tonic::Request::new(req),
-    )
-    .await
-    {
-        Ok(g) => (
+    match svc.view(req).await {
+        Ok(v) => (
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&g.into_inner()).unwrap_or_default(),
+            serde_json::to_string(&v.to_pb()).unwrap_or_default(),
         )
             .into_response(),
         Err(s) => {

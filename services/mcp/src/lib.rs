@@ -188,15 +188,13 @@ pub async fn grpc_routes(
     let reporter = health_reporter.clone();
     tokio::spawn(async move {
         reporter
-            .set_serving::<mesh_proto::pb::mesh_service_server::MeshServiceServer<GraphService>>()
+            .set_serving::<mesh_proto::server::mesh_service_server::MeshServiceServer<GraphService>>()
             .await;
     });
     let routes = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(mesh_proto::pb::mesh_service_server::MeshServiceServer::new(
-            service,
-        ));
+        .add_service(mesh_proto::server::mesh_service_server::MeshServiceServer::new(service));
     match auth {
         // An axum middleware, not a tonic interceptor: TokenReview is async. It guards
         // MeshService only; health and reflection stay open.

@@ -49,12 +49,14 @@ impl Backend {
         who: &Who,
         req: pb::GetMeshGraphRequest,
     ) -> Result<pb::MeshGraph, Status> {
-        let r = self.request(who, req)?;
         match self {
-            Self::Local(s) => s.get_mesh_graph(r).await,
-            Self::Remote { client, .. } => client.clone().get_mesh_graph(r).await,
+            Self::Local(s) => s.view(req).await.map(|v| v.to_pb()),
+            Self::Remote { client, .. } => client
+                .clone()
+                .get_mesh_graph(self.request(who, req)?)
+                .await
+                .map(tonic::Response::into_inner),
         }
-        .map(tonic::Response::into_inner)
     }
 
     /// The graph `req` asks for, as the model holds it. In process it is the service's shared
