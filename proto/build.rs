@@ -17,8 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_with_config(config, &protos, &["."])?;
 
-    // The server once more, answering GetMeshGraph with a pre-encoded graph (`EncodedGraph`):
-    // the same bytes on the wire, encoded once per version and filter instead of per request.
+    // The server once more, answering GetMeshGraph with a pre-encoded graph (`EncodedGraph`) and
+    // WatchMeshGraph with pre-encoded events (`EncodedEvent`): the same bytes on the wire,
+    // encoded once per version and filter instead of per request or per stream.
     // Every other type is the one generated above.
     let server_out = out.join("server");
     std::fs::create_dir_all(&server_out)?;
@@ -30,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".linkerd.mcp.v1.MeshGraph", "crate::EncodedGraph")
+        .extern_path(".linkerd.mcp.v1.MeshGraphEvent", "crate::EncodedEvent")
         .extern_path(".linkerd.mcp.v1", "crate::pb")
         .compile_with_config(config, &protos, &["."])?;
 

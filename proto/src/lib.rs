@@ -82,6 +82,66 @@ impl prost::Message for EncodedGraph {
     }
 }
 
+/// A `linkerd.mcp.v1.MeshGraphEvent` as a watch stream sends it: a delta shared by every watch
+/// of the same filter, encoded once so that each stream writes the same bytes, or an event of
+/// one stream (a heartbeat, a snapshot), encoded as it is sent. Only ever sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EncodedEvent {
+    /// Encoded once, for many streams (cloning is a reference count).
+    Shared(prost::bytes::Bytes),
+    /// One stream's event.
+    Own(Box<pb::MeshGraphEvent>),
+}
+
+impl Default for EncodedEvent {
+    fn default() -> Self {
+        Self::Shared(prost::bytes::Bytes::new())
+    }
+}
+
+impl EncodedEvent {
+    /// `event`, encoded now to be sent on many streams.
+    pub fn shared(event: &pb::MeshGraphEvent) -> Self {
+        Self::Shared(prost::Message::encode_to_vec(event).into())
+    }
+
+    /// `event`, for one stream.
+    pub fn own(event: pb::MeshGraphEvent) -> Self {
+        Self::Own(Box::new(event))
+    }
+}
+
+impl prost::Message for EncodedEvent {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self {
+            Self::Shared(b) => buf.put_slice(b),
+            Self::Own(e) => e.encode_raw(buf),
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Never decoded: mesh-mcp only sends it.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Shared(b) => b.len(),
+            Self::Own(e) => e.encoded_len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));

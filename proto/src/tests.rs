@@ -121,6 +121,21 @@ proptest! {
         prop_assert_eq!(read, wire);
     }
 
+    /// A shared, pre-encoded watch event reads as the event it was made from.
+    #[test]
+    fn an_encoded_event_reads_as_the_event(a in arb_graph(), b in arb_graph()) {
+        let d = model::GraphDelta::between(&a, &b, &model::MetricTolerance::EXACT);
+        let ev = pb::MeshGraphEvent {
+            event: Some(pb::mesh_graph_event::Event::Delta(pb::GraphDelta::from(&d))),
+        };
+        for sent in [EncodedEvent::shared(&ev), EncodedEvent::own(ev.clone())] {
+            let bytes = prost::Message::encode_to_vec(&sent);
+            prop_assert_eq!(bytes.len(), prost::Message::encoded_len(&sent));
+            let read: pb::MeshGraphEvent = prost::Message::decode(bytes.as_slice()).unwrap();
+            prop_assert_eq!(read, ev.clone());
+        }
+    }
+
     #[test]
     fn delta_round_trips(a in arb_graph(), b in arb_graph()) {
         let d = model::GraphDelta::between(&a, &b, &model::MetricTolerance::EXACT);

@@ -10,7 +10,7 @@ use std::{
 use futures_util::Stream;
 use mesh_model::{GraphDelta, GraphFilter, MeshGraph, MetricTolerance, SourceHealth};
 use mesh_proto::{
-    EncodedGraph,
+    EncodedEvent, EncodedGraph,
     pb::{self, mesh_graph_event::Event},
     server::mesh_service_server::MeshService,
 };
@@ -284,8 +284,8 @@ struct ViewCache {
 /// Most bytes of encoded views kept per version (a whole graph at 10,000 workloads is 6 MB).
 const MAX_ENCODED_BYTES: usize = 128 << 20;
 
-/// (epoch, from version, to version, delta) of one filtered view.
-type CachedDelta = (u64, u64, u64, Arc<GraphDelta>);
+/// (epoch, from version, to version, delta, the delta as an encoded event) of one filtered view.
+type CachedDelta = (u64, u64, u64, Arc<GraphDelta>, EncodedEvent);
 
 /// Most filters kept per version (distinct filters are few in practice).
 const MAX_FILTERS: usize = 1_000;
@@ -332,20 +332,28 @@ impl ViewCache {
         }
     }
 
-    fn delta(&mut self, key: &str, from: &MeshGraph, to: &MeshGraph) -> Arc<GraphDelta> {
+    /// The delta of filter `key` from `from` to `to`, and the same as an encoded event: computed
+    /// and encoded once, whatever the number of streams watching that filter.
+    fn delta(
+        &mut self,
+        key: &str,
+        from: &MeshGraph,
+        to: &MeshGraph,
+    ) -> (Arc<GraphDelta>, EncodedEvent) {
         let list = self.deltas.entry(key.to_owned()).or_default();
-        if let Some((.., d)) = list
+        if let Some((.., d, e)) = list
             .iter()
-            .find(|(e, f, t, _)| (*e, *f, *t) == (to.epoch, from.version, to.version))
+            .find(|(e, f, t, ..)| (*e, *f, *t) == (to.epoch, from.version, to.version))
         {
-            return d.clone();
+            return (d.clone(), e.clone());
         }
         let d = Arc::new(GraphDelta::between(from, to, &MetricTolerance::EXACT));
-        list.push((to.epoch, from.version, to.version, d.clone()));
+        let e = EncodedEvent::shared(&event(Event::Delta(pb::GraphDelta::from(&*d))));
+        list.push((to.epoch, from.version, to.version, d.clone(), e.clone()));
         if list.len() > 4 {
             list.remove(0);
         }
-        d
+        (d, e)
     }
 }
 
@@ -422,7 +430,7 @@ fn heartbeat(g: &MeshGraph, store: Option<&SourceHealth>) -> pb::MeshGraphEvent 
     }))
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MeshGraphEvent, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl MeshService for GraphService {
@@ -514,7 +522,7 @@ impl MeshService for GraphService {
                     None => event(Event::Snapshot(pb::MeshGraph::from(&*last))),
                 };
             drop(g);
-            if tx.send(Ok(first)).await.is_err() {
+            if tx.send(Ok(EncodedEvent::own(first))).await.is_err() {
                 return;
             }
             let mut tick = tokio::time::interval(every);
@@ -534,12 +542,13 @@ impl MeshService for GraphService {
                             (view, delta)
                         };
                         let msg = match delta {
-                            None => event(Event::Snapshot(pb::MeshGraph::from(&*view))),
-                            Some(d) if d.is_topology_empty() && d.sources == last.sources => {
+                            None => EncodedEvent::own(event(Event::Snapshot(pb::MeshGraph::from(&*view)))),
+                            Some((d, _)) if d.is_topology_empty() && d.sources == last.sources => {
                                 last = view;
                                 continue;
                             }
-                            Some(d) => event(Event::Delta(pb::GraphDelta::from(&*d))),
+                            // The same bytes for every stream of this filter.
+                            Some((_, encoded)) => encoded,
                         };
                         last = view;
                         if tx.send(Ok(msg)).await.is_err() {
@@ -552,7 +561,8 @@ impl MeshService for GraphService {
                             break;
                         }
                         let health = store.borrow_and_update().clone();
-                        if tx.send(Ok(heartbeat(&last, health.as_ref()))).await.is_err() {
+                        let beat = EncodedEvent::own(heartbeat(&last, health.as_ref()));
+                        if tx.send(Ok(beat)).await.is_err() {
                             break;
                         }
                     }
@@ -560,7 +570,8 @@ impl MeshService for GraphService {
                         // The position this stream has delivered, not the newest graph: a
                         // client resuming from it must not skip a delta still on its way.
                         let health = history.store_health();
-                        if tx.send(Ok(heartbeat(&last, health.as_ref()))).await.is_err() {
+                        let beat = EncodedEvent::own(heartbeat(&last, health.as_ref()));
+                        if tx.send(Ok(beat)).await.is_err() {
                             break;
                         }
                     }
