@@ -53,11 +53,17 @@ bench:
 	$(CARGO) build --release --locked -p mesh-collector
 	$(CARGO) run --release --locked -p mesh-bench
 
-# Fuzzes the manifest reader (cargo-fuzz; the one stable toolchain runs it with RUSTC_BOOTSTRAP).
+# Fuzzes every reader of untrusted input, FUZZ_SECONDS each (cargo-fuzz; the one stable
+# toolchain runs it with RUSTC_BOOTSTRAP). New inputs that reach new code land in the corpora,
+# which `make test` replays.
 FUZZ_SECONDS ?= 180
+FUZZ_TARGETS = chat_command identity_map topology proto_graph
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd crates/policy && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run manifest --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+	for t in $(FUZZ_TARGETS); do \
+		(cd tools/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir . $$t corpus/$$t seeds/$$t --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
