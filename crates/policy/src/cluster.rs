@@ -31,7 +31,8 @@ pub struct ClusterWorkload {
     pub meshed: bool,
     /// Running pods, when Pods are visible.
     pub running_pods: u32,
-    /// The port traffic to it arrives on (see [`Cluster::from_objects`]).
+    /// The port traffic to it arrives on: the first port of the first Service of its namespace
+    /// that selects it, else its pods' first named port.
     pub port: Option<u16>,
 }
 

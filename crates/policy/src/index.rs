@@ -125,10 +125,32 @@ pub struct Index {
     workloads: Arc<BTreeMap<WorkloadRef, Arc<ClusterWorkload>>>,
     dirty_workloads: BTreeSet<WorkloadRef>,
     dirty_namespaces: BTreeSet<String>,
-    policy_dirty: bool,
-    /// What could not be read of the policy objects, as of the last re-typing.
-    policy_problems: Vec<String>,
-    last: Option<Cluster>,
+    /// The policy objects typed, as of the last change to one of them.
+    policy: Option<PolicyPart>,
+}
+
+/// What the policy objects make, kept between snapshots until one of them changes.
+#[derive(Debug)]
+struct PolicyPart {
+    policy: crate::eval::PolicySet,
+    by_namespace: HashMap<String, Arc<crate::eval::PolicySet>>,
+    policies: Arc<BTreeMap<PolicyKey, PolicyObject>>,
+    /// What could not be read of them.
+    problems: Vec<String>,
+}
+
+/// An object as the API server returned it, as a document of the policy core.
+fn document(value: Value) -> Document {
+    Document {
+        file: "kubernetes".into(),
+        line: 0,
+        value,
+    }
+}
+
+/// `Kind ns/name: field why`, as the collector logs an object it skips.
+fn problem_line(p: &crate::document::Problem) -> String {
+    format!("{}: {} {}", p.object, p.field, p.message)
 }
 
 fn fingerprint(v: &Value) -> u64 {
@@ -209,17 +231,11 @@ impl Index {
             return;
         }
         if key.is_workload() || key.is_core("Pod") {
-            let doc = Document {
-                file: "kubernetes".into(),
-                line: 0,
-                value: v,
-            };
-            let w = match resources::classify(&doc) {
+            let w = match resources::classify(&document(v)) {
                 Ok(Resource::Workload(w)) => *w,
                 Ok(_) => return,
                 Err(p) => {
-                    self.problems
-                        .insert(key, format!("{}: {} {}", p.object, p.field, p.message));
+                    self.problems.insert(key, problem_line(&p));
                     return;
                 }
             };
@@ -263,7 +279,7 @@ impl Index {
         }
         // Policy kinds and the linkerd-config ConfigMap; any other kind is not read.
         self.policy_objects.insert(key, v);
-        self.policy_dirty = true;
+        self.policy = None;
     }
 
     fn remove(&mut self, key: &ObjectKey) {
@@ -303,7 +319,7 @@ impl Index {
                 self.dirty_workloads.insert(id);
             }
         } else if self.policy_objects.remove(key).is_some() {
-            self.policy_dirty = true;
+            self.policy = None;
         }
     }
 
@@ -363,6 +379,8 @@ impl Index {
     /// (`Kind ns/name: why`). Re-derives only what changed since the last snapshot.
     pub fn snapshot(&mut self, health: SourceHealth) -> (Cluster, Vec<String>) {
         let mut dirty = std::mem::take(&mut self.dirty_workloads);
+        // Workloads that went away were marked when their template was removed: the
+        // templates of a changed namespace are all there is to re-derive.
         for ns in std::mem::take(&mut self.dirty_namespaces) {
             let first = WorkloadRef {
                 namespace: ns.clone(),
@@ -371,12 +389,6 @@ impl Index {
             };
             dirty.extend(
                 self.templates
-                    .range(first.clone()..)
-                    .take_while(|(id, _)| id.namespace == ns)
-                    .map(|(id, _)| id.clone()),
-            );
-            dirty.extend(
-                self.workloads
                     .range(first..)
                     .take_while(|(id, _)| id.namespace == ns)
                     .map(|(id, _)| id.clone()),
@@ -405,47 +417,40 @@ impl Index {
                 }
             }
         }
-        let mut cluster = match self.last.take() {
-            Some(last) if !self.policy_dirty => last,
-            _ => {
-                let docs = self
-                    .policy_objects
-                    .values()
-                    .map(|v| Document {
-                        file: "kubernetes".into(),
-                        line: 0,
-                        value: v.clone(),
-                    })
-                    .collect();
-                let m = Manifests::from_documents(docs, Vec::new());
-                self.policy_problems = m
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}: {} {}", p.object, p.field, p.message))
-                    .collect();
-                let mut policies: BTreeMap<PolicyKey, PolicyObject> = BTreeMap::new();
-                for (doc, r) in &m.resources {
-                    if !matches!(r, Resource::ConfigMap(..) | Resource::Other) {
-                        let o = policy_object(&doc.value);
-                        policies.insert(o.key.clone(), o);
-                    }
-                }
-                let policy = m.policy_set();
-                self.policy_dirty = false;
-                Cluster {
-                    by_namespace: split(&policy),
-                    policy,
-                    workloads: Arc::default(),
-                    policies: Arc::new(policies),
-                    health: health.clone(),
-                }
+        let part = self.policy.get_or_insert_with(|| {
+            let docs = self
+                .policy_objects
+                .values()
+                .cloned()
+                .map(document)
+                .collect();
+            let m = Manifests::from_documents(docs, Vec::new());
+            let policies = m
+                .resources
+                .iter()
+                .filter(|(_, r)| !matches!(r, Resource::ConfigMap(..) | Resource::Other))
+                .map(|(doc, _)| {
+                    let o = policy_object(&doc.value);
+                    (o.key.clone(), o)
+                })
+                .collect();
+            let policy = m.policy_set();
+            PolicyPart {
+                by_namespace: split(&policy),
+                policy,
+                policies: Arc::new(policies),
+                problems: m.problems.iter().map(problem_line).collect(),
             }
+        });
+        let cluster = Cluster {
+            policy: part.policy.clone(),
+            by_namespace: part.by_namespace.clone(),
+            workloads: self.workloads.clone(),
+            policies: part.policies.clone(),
+            health,
         };
-        cluster.workloads = self.workloads.clone();
-        cluster.health = health;
         let mut problems: Vec<String> = self.problems.values().cloned().collect();
-        problems.extend(self.policy_problems.iter().cloned());
-        self.last = Some(cluster.clone());
+        problems.extend(part.problems.iter().cloned());
         (cluster, problems)
     }
 }
