@@ -80,16 +80,6 @@ impl ApiSteps for NoReview {
     ) -> BoxFuture<'a, Result<bool, kube::Error>> {
         Box::pin(async { Ok(true) })
     }
-
-    fn apply<'a>(
-        &'a self,
-        api: &'a kube::Api<DynamicObject>,
-        target: Target<'a>,
-        body: &'a Value,
-        params: &'a PatchParams,
-    ) -> BoxFuture<'a, Result<DynamicObject, kube::Error>> {
-        ApiServer.apply(api, target, body, params)
-    }
 }
 
 /// Makes the real write (not the dry-run) of an AuthorizationPolicy invalid, so the API server
@@ -97,16 +87,6 @@ impl ApiSteps for NoReview {
 struct BreakPolicyWrites;
 
 impl ApiSteps for BreakPolicyWrites {
-    fn may<'a>(
-        &'a self,
-        client: &'a kube::Client,
-        id: &'a pb::Identity,
-        verb: &'a str,
-        target: Target<'a>,
-    ) -> BoxFuture<'a, Result<bool, kube::Error>> {
-        ApiServer.may(client, id, verb, target)
-    }
-
     fn apply<'a>(
         &'a self,
         api: &'a kube::Api<DynamicObject>,

@@ -26,33 +26,11 @@ pub struct Target<'a> {
     pub name: &'a str,
 }
 
-/// What the pipeline asks of the API server about a requester's writes.
+/// What the pipeline asks of the API server about a requester's writes. Both steps ask the API
+/// server unless overridden, so a test replaces only the step it needs to change.
 pub trait ApiSteps: Send + Sync + 'static {
-    /// Whether `id` may `verb` `target`, asked through `client` (mesh-mcp's own identity).
-    fn may<'a>(
-        &'a self,
-        client: &'a Client,
-        id: &'a pb::Identity,
-        verb: &'a str,
-        target: Target<'a>,
-    ) -> BoxFuture<'a, Result<bool, kube::Error>>;
-
-    /// Server-side apply of `body` to `target` through `api` (a client impersonating the
-    /// requester); a dry-run when `params` says so.
-    fn apply<'a>(
-        &'a self,
-        api: &'a Api<DynamicObject>,
-        target: Target<'a>,
-        body: &'a Value,
-        params: &'a PatchParams,
-    ) -> BoxFuture<'a, Result<DynamicObject, kube::Error>>;
-}
-
-/// The API server, asked as Kubernetes documents it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ApiServer;
-
-impl ApiSteps for ApiServer {
+    /// Whether `id` may `verb` `target`, asked through `client` (mesh-mcp's own identity) with a
+    /// `SubjectAccessReview`.
     fn may<'a>(
         &'a self,
         client: &'a Client,
@@ -87,6 +65,8 @@ impl ApiSteps for ApiServer {
         })
     }
 
+    /// Server-side apply of `body` to `target` through `api` (a client impersonating the
+    /// requester); a dry-run when `params` says so.
     fn apply<'a>(
         &'a self,
         api: &'a Api<DynamicObject>,
@@ -97,3 +77,9 @@ impl ApiSteps for ApiServer {
         Box::pin(async move { api.patch(target.name, params, &Patch::Apply(body)).await })
     }
 }
+
+/// The API server, asked as Kubernetes documents it: both steps as [`ApiSteps`] defines them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiServer;
+
+impl ApiSteps for ApiServer {}
