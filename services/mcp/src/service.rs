@@ -86,7 +86,8 @@ impl GraphService {
                 if graph.borrow_and_update().is_some()
                     && let Ok((key, v)) = svc.keyed_view(pb::GetMeshGraphRequest::default()).await
                 {
-                    svc.encoded(&key, &v.graph).await;
+                    // A failure here is a reader's to see: it encodes again and says why.
+                    let _ = svc.encoded(&key, &v.graph).await;
                 }
                 if graph.changed().await.is_err() {
                     return;
@@ -149,25 +150,22 @@ impl GraphService {
 
     /// `view` (of filter `key`) encoded without its sources, once per version: a whole graph
     /// at 10,000 workloads is megabytes, and readers ask for the same one again and again.
-    async fn encoded(&self, key: &str, view: &Arc<MeshGraph>) -> Bytes {
+    async fn encoded(&self, key: &str, view: &Arc<MeshGraph>) -> Result<Bytes, Status> {
         if let Some(b) = self.views.lock().await.encoded(key, view) {
-            return b;
+            return Ok(b);
         }
         // Encoded outside the lock and off the async workers: readers of other filters, and
         // every other request, are not held up.
         let v = view.clone();
-        let encode = move || {
+        let b = tokio::task::spawn_blocking(move || {
             let mut g = pb::MeshGraph::from(&*v);
             g.sources.clear();
             Bytes::from(prost::Message::encode_to_vec(&g))
-        };
-        let b = match tokio::task::spawn_blocking(encode.clone()).await {
-            Ok(b) => b,
-            // Only if the blocking pool is gone (shutting down): encode here.
-            Err(_) => encode(),
-        };
+        })
+        .await
+        .map_err(|e| Status::internal(format!("encoding the graph: {e}")))?;
         self.views.lock().await.keep_encoded(key, view, b.clone());
-        b
+        Ok(b)
     }
 
     async fn apply(
@@ -439,7 +437,7 @@ impl MeshService for GraphService {
         req: Request<pb::GetMeshGraphRequest>,
     ) -> Result<Response<EncodedGraph>, Status> {
         let (key, v) = self.keyed_view(req.into_inner()).await?;
-        let graph = self.encoded(&key, &v.graph).await;
+        let graph = self.encoded(&key, &v.graph).await?;
         let sources = v.sources.iter().map(Into::into).collect();
         Ok(Response::new(EncodedGraph::new(graph, sources)))
     }
