@@ -398,10 +398,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 return ClickOutcome::card(expired_card());
             }
             Err(e) => {
-                return ClickOutcome::private(Reply::refusal(
-                    "Try again shortly",
-                    format!("The store is unavailable ({e}); nothing was changed."),
-                ));
+                return ClickOutcome::private(store_down(&e));
             }
         };
         let a: Approval = match serde_json::from_slice(&entry.record) {
@@ -411,10 +408,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             }
         };
         let Some(state) = ApprovalState::parse(&entry.state) else {
-            return ClickOutcome::private(Reply::refusal(
-                "Unreadable request",
-                format!("Unknown approval state {:?}.", entry.state),
-            ));
+            return ClickOutcome::private(unknown_state(&entry.state));
         };
         if approval::expired(unix(a.expires_at), self.clock.now()) {
             return self.refused(Refusal::Expired, "");
@@ -580,16 +574,10 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             Ok(Transition::Moved(_)) => Ok(mv),
             Ok(Transition::Now { state, by }) => Err(match ApprovalState::parse(&state) {
                 Some(now_in) => self.refused(approval::refusal_after_race(now_in, mv), &by),
-                None => ClickOutcome::private(Reply::refusal(
-                    "Unreadable request",
-                    format!("Unknown approval state {state:?}."),
-                )),
+                None => ClickOutcome::private(unknown_state(&state)),
             }),
             Ok(Transition::Missing) => Err(self.refused(Refusal::Expired, "")),
-            Err(e) => Err(ClickOutcome::private(Reply::refusal(
-                "Try again shortly",
-                format!("The store is unavailable ({e}); nothing was changed."),
-            ))),
+            Err(e) => Err(ClickOutcome::private(store_down(&e))),
         }
     }
 
@@ -806,9 +794,104 @@ pub fn pending_card(a: &Approval, ttl: Duration) -> Reply {
     ))
 }
 
+/// Why a click did nothing while the store did not answer.
+fn store_down(e: &mesh_store::StoreError) -> Reply {
+    Reply::refusal(
+        "Try again shortly",
+        format!("The store is unavailable ({e}); nothing was changed."),
+    )
+}
+
+/// Why a click did nothing on an approval in a state this bot does not know.
+fn unknown_state(state: &str) -> Reply {
+    Reply::refusal(
+        "Unreadable request",
+        format!("Unknown approval state {state:?}."),
+    )
+}
+
 fn expired_card() -> Reply {
     let mut r = Reply::new("This approval has expired")
         .text("Nothing was applied. Ask again with `/mesh authz apply` or `/mesh route apply`.");
     r.tone = Tone::Bad;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+    use mesh_store::Backend;
+
+    use super::*;
+    use crate::{core::Token, identity::IdentityMap};
+
+    /// A clock stopped at one moment.
+    struct At(SystemTime);
+
+    impl Clock for At {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    const MAP: &str = "users:\n  \
+        - { slack: U0ALICE, kubernetes: { user: alice, groups: [devs] } }\n  \
+        - { slack: U0BOB, kubernetes: { user: bob, groups: [mesh-admins] } }\n\
+        approvers: { groups: [mesh-admins] }\n";
+
+    /// Alice's pending approval that expires at `expires_at`, in a store, and the flow over it
+    /// reading the time from `clock`. The mesh service is never reached by these clicks.
+    async fn pending(expires_at: u64, clock: SystemTime) -> (Approvals<Backend>, String) {
+        let store = Backend::memory();
+        let alice = KubeIdentity {
+            user: "alice".into(),
+            groups: vec!["devs".into()],
+        };
+        let a = Approval {
+            id: "a1".into(),
+            kind: ApplyKind::Authz,
+            manifest: String::new(),
+            reason: String::new(),
+            platform: Platform::Slack,
+            requester_chat: "U0ALICE".into(),
+            requester: alice,
+            namespace: "shop".into(),
+            namespaces: vec!["shop".into()],
+            target: "AuthorizationPolicy shop/web".into(),
+            expected_resource_version: String::new(),
+            actions: Vec::new(),
+            diff: String::new(),
+            affected: Vec::new(),
+            warnings: Vec::new(),
+            dry_run_audit_id: String::new(),
+            expires_at,
+            reviewed: Vec::new(),
+        };
+        let ttl = Duration::from_secs(3600);
+        store
+            .put_approval(&a.id, serde_json::to_vec(&a).unwrap(), ttl)
+            .await
+            .unwrap();
+        let mcp = Mcp::new("127.0.0.1:1", Token::None, Duration::from_secs(1)).unwrap();
+        let identities = tokio::sync::watch::channel(Arc::new(IdentityMap::parse(MAP).unwrap())).1;
+        let flow = Approvals::new(store, mcp, identities, Metrics::default())
+            .with_clock(Arc::new(At(clock)));
+        (flow, a.id)
+    }
+
+    #[tokio::test]
+    async fn expiry_is_decided_by_the_injected_clock_without_waiting() {
+        let deadline = 1_000_000;
+        // One second before the deadline the requester may still reject it.
+        let (flow, id) = pending(deadline, unix(deadline - 1)).await;
+        let c = flow.click(Platform::Slack, "U0ALICE", "reject", &id).await;
+        assert_eq!(
+            c.card.unwrap().title,
+            "Rejected: AuthorizationPolicy shop/web"
+        );
+        // At the deadline, the store still holding it, an approver's click finds it expired.
+        let (flow, id) = pending(deadline, unix(deadline)).await;
+        let c = flow.click(Platform::Slack, "U0BOB", "approve", &id).await;
+        assert_eq!(c.card.unwrap().title, "This approval has expired");
+    }
 }
