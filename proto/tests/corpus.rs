@@ -3,10 +3,7 @@
 //! single-byte corruptions of a real encoded graph and delta: decoding and mapping onto the
 //! model refuse or succeed, never panic.
 
-use std::{
-    path::Path,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::time::{Duration, UNIX_EPOCH};
 
 use mesh_model as model;
 use mesh_proto::pb;
@@ -52,15 +49,9 @@ fn sample() -> model::MeshGraph {
 
 #[test]
 fn the_wire_corpus_and_corrupted_graphs_decode_without_a_panic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fuzz");
-    let mut seen = 0;
-    let seeds = std::fs::read_dir(root.join("seeds/proto_graph")).expect("the seeds");
-    let corpus = std::fs::read_dir(root.join("corpus/proto_graph")).expect("the corpus");
-    for e in seeds.chain(corpus) {
-        decode_all(&std::fs::read(e.expect("an entry").path()).expect("readable"));
-        seen += 1;
+    for (_, bytes) in mesh_testkit::fuzz_inputs("proto_graph") {
+        decode_all(&bytes);
     }
-    assert!(seen > 2, "the seeds and the corpus are read");
     let g = sample();
     let graph = pb::MeshGraph::from(&g).encode_to_vec();
     let back = model::MeshGraph::try_from(pb::MeshGraph::decode(graph.as_slice()).unwrap());

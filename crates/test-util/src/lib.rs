@@ -114,6 +114,34 @@ pub async fn admin_metric(port: u16, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The inputs of fuzz target `target` (`tools/fuzz`): its hand-written seeds, then the corpus
+/// `make fuzz` grew, each with its file name (seeds say what they expect: `ok-*`, `bad-*`).
+/// Both must exist and hold something, so a moved corpus cannot make a replay vacuous.
+pub fn fuzz_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for kind in ["seeds", "corpus"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tools/fuzz")
+            .join(kind)
+            .join(target);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("a directory entry").path())
+            .collect();
+        assert!(!files.is_empty(), "{} is empty", dir.display());
+        files.sort();
+        out.extend(files.into_iter().map(|p| {
+            let name = p
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&p).expect("readable"))
+        }));
+    }
+    out
+}
+
 /// Checks that `docs/cli/<doc>.txt` holds what `bin args... --help` prints, so the
 /// configuration reference in the docs cannot drift from the binaries. With `UPDATE_CLI_DOCS=1`
 /// it rewrites the file instead (then review the diff).

@@ -2,41 +2,11 @@
 //! (`tools/fuzz/seeds/`, written by hand; `ok-*` must be accepted, `bad-*` refused) and the
 //! corpora `make fuzz` grows (`tools/fuzz/corpus/`). Nothing may panic.
 
-use std::path::{Path, PathBuf};
-
 use mesh_chatbot::{command, identity::IdentityMap};
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for kind in ["seeds", "corpus"] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tools/fuzz")
-            .join(kind)
-            .join(target);
-        let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("a directory entry").path())
-            .collect();
-        assert!(!found.is_empty(), "{} is empty", dir.display());
-        files.extend(found);
-    }
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p
-                .file_name()
-                .expect("a file")
-                .to_string_lossy()
-                .into_owned();
-            (name, std::fs::read(&p).expect("readable"))
-        })
-        .collect()
-}
 
 /// Runs `parse` over a corpus; checks `ok-*` seeds are accepted and `bad-*` refused.
 fn replay<T, E: std::fmt::Debug>(target: &str, parse: impl Fn(&str) -> Result<T, E>) {
-    for (name, bytes) in corpus(target) {
+    for (name, bytes) in mesh_testkit::fuzz_inputs(target) {
         let Ok(text) = std::str::from_utf8(&bytes) else {
             continue;
         };
