@@ -1,8 +1,9 @@
-//! The approval of a policy change, as a state machine. One pure function, [`step`], says what an
-//! event does to an approval in a given state at a given moment: the move the store must make
-//! (a compare-and-set from one state to another, possibly only once the approval has sat in its
-//! state for a while), or why nothing may happen. The chat bot and the store are adapters: the
-//! bot turns clicks and apply outcomes into events, the store makes the move atomically.
+//! The approval of a policy change, as a state machine. One pure function,
+//! [`step`]`(state, event, now)`, says what an event does to an approval in a given state at a
+//! given moment: the [`Transition`] the store must make (a compare-and-set from one state to
+//! another, possibly only once the approval has sat in its state for a while), or the
+//! [`Refusal`] saying why nothing may happen. The chat bot and the store are adapters: the
+//! bot turns clicks and apply outcomes into events, the store makes the transition atomically.
 //!
 //! ```text
 //!              Approve                 Outcome(Applied|Stale|Failed|Unknown)
@@ -106,23 +107,49 @@ impl ApplyOutcome {
     }
 }
 
-/// Something that happens to an approval.
+/// Something that happens to an approval. A click carries the approval's deadline (clicks after
+/// it are refused); an apply's outcome carries none (the apply already happened).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApprovalEvent {
-    /// Someone allowed to approve clicked Approve.
-    Approve,
+    /// Someone allowed to approve clicked Approve. On an approval already being applied, this
+    /// is a take-over, allowed once it has been applying for `retry_after` (longer than any
+    /// apply may take: its replica died).
+    Approve {
+        /// When the approval stops being approvable.
+        expires_at: SystemTime,
+        /// How long an attempt may stay unconfirmed before another click takes it over.
+        retry_after: Duration,
+    },
     /// The requester or an approver clicked Reject.
-    Reject,
+    Reject {
+        /// When the approval stops being approvable.
+        expires_at: SystemTime,
+    },
     /// Someone asked for a fresh dry-run of a stale approval.
-    Redo,
+    Redo {
+        /// When the approval stops being approvable.
+        expires_at: SystemTime,
+    },
     /// The apply finished.
     Outcome(ApplyOutcome),
 }
 
-/// The move the store must make, atomically: from `from` to `to`, and only if the approval has
-/// been in `from` for at least `min_age` by the store's clock (zero: at once).
+impl ApprovalEvent {
+    /// The deadline of a click; `None` for an outcome.
+    fn expires_at(self) -> Option<SystemTime> {
+        match self {
+            Self::Approve { expires_at, .. }
+            | Self::Reject { expires_at }
+            | Self::Redo { expires_at } => Some(expires_at),
+            Self::Outcome(_) => None,
+        }
+    }
+}
+
+/// The transition the store must make, atomically: from `from` to `to`, and only if the
+/// approval has been in `from` for at least `min_age` by the store's clock (zero: at once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Move {
+pub struct Transition {
     /// The state it must still be in.
     pub from: ApprovalState,
     /// The state it goes to.
@@ -131,8 +158,8 @@ pub struct Move {
     pub min_age: Duration,
 }
 
-impl Move {
-    /// Whether this move takes over an attempt abandoned by a replica that died.
+impl Transition {
+    /// Whether this transition takes over an attempt abandoned by a replica that died.
     pub fn is_take_over(&self) -> bool {
         self.from == ApprovalState::Applying && self.to == ApprovalState::Applying
     }
@@ -175,45 +202,41 @@ pub fn expired(expires_at: SystemTime, now: SystemTime) -> bool {
     expires_at <= now
 }
 
-/// What `event` does to an approval in `state` that expires at `expires_at`, at `now`. An
-/// Approve on an approval already being applied is a take-over, allowed once it has been
-/// applying for `retry_after` (longer than any apply may take).
+/// What `event` does to an approval in `state`, at `now`.
 pub fn step(
     state: ApprovalState,
     event: ApprovalEvent,
-    expires_at: SystemTime,
     now: SystemTime,
-    retry_after: Duration,
-) -> Result<Move, Refusal> {
+) -> Result<Transition, Refusal> {
     use ApprovalEvent as E;
     use ApprovalState as S;
-    let to = |to: S| Move {
+    let to = |to: S| Transition {
         from: state,
         to,
         min_age: Duration::ZERO,
     };
-    if !matches!(event, E::Outcome(_)) && expired(expires_at, now) {
+    if event.expires_at().is_some_and(|at| expired(at, now)) {
         return Err(Refusal::Expired);
     }
     match (state, event) {
-        (S::Pending, E::Approve) => Ok(to(S::Applying)),
-        (S::Applying, E::Approve) => Ok(Move {
+        (S::Pending, E::Approve { .. }) => Ok(to(S::Applying)),
+        (S::Applying, E::Approve { retry_after, .. }) => Ok(Transition {
             min_age: retry_after,
             ..to(S::Applying)
         }),
-        (S::Pending, E::Reject) => Ok(to(S::Rejected)),
-        (S::Applying, E::Reject) => Err(Refusal::InProgress),
-        (S::Stale, E::Redo) => Ok(to(S::Redone)),
+        (S::Pending, E::Reject { .. }) => Ok(to(S::Rejected)),
+        (S::Applying, E::Reject { .. }) => Err(Refusal::InProgress),
+        (S::Stale, E::Redo { .. }) => Ok(to(S::Redone)),
         (S::Applying, E::Outcome(o)) => Ok(to(o.state())),
-        (s, E::Redo) => Err(Refusal::NothingToRedo(s)),
+        (s, E::Redo { .. }) => Err(Refusal::NothingToRedo(s)),
         (s, E::Outcome(_)) => Err(Refusal::NotApplying(s)),
-        (s, E::Approve | E::Reject) => Err(Refusal::Decided(s)),
+        (s, E::Approve { .. } | E::Reject { .. }) => Err(Refusal::Decided(s)),
     }
 }
 
-/// What the store found when it could not make a move: the approval was no longer in the state
-/// the move started from. Says why nothing happened.
-pub fn refusal_after_race(now_in: ApprovalState, attempted: Move) -> Refusal {
+/// What the store found when it could not make a transition: the approval was no longer in the
+/// state the transition started from. Says why nothing happened.
+pub fn refusal_after_race(now_in: ApprovalState, attempted: Transition) -> Refusal {
     if now_in == ApprovalState::Applying {
         Refusal::InProgress
     } else if attempted.from == ApprovalState::Stale {
@@ -233,24 +256,42 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    /// Before expiry (expires at 100 s, now 50 s).
-    fn live(state: S, event: E) -> Result<Move, Refusal> {
-        step(state, event, at(100), at(50), RETRY)
+    /// The clicks, on an approval that expires at 100 s.
+    fn approve() -> E {
+        E::Approve {
+            expires_at: at(100),
+            retry_after: RETRY,
+        }
+    }
+    fn reject() -> E {
+        E::Reject {
+            expires_at: at(100),
+        }
+    }
+    fn redo() -> E {
+        E::Redo {
+            expires_at: at(100),
+        }
+    }
+
+    /// Before expiry (now 50 s).
+    fn live(state: S, event: E) -> Result<Transition, Refusal> {
+        step(state, event, at(50))
     }
 
     #[test]
     fn every_state_and_event_has_exactly_the_expected_result() {
         let events = [
-            E::Approve,
-            E::Reject,
-            E::Redo,
+            approve(),
+            reject(),
+            redo(),
             E::Outcome(O::Applied),
             E::Outcome(O::Stale),
             E::Outcome(O::Failed),
             E::Outcome(O::Unknown),
         ];
         let mv = |from, to| {
-            Ok(Move {
+            Ok(Transition {
                 from,
                 to,
                 min_age: Duration::ZERO,
@@ -259,17 +300,17 @@ mod tests {
         for state in S::ALL {
             for event in events {
                 let want = match (state, event) {
-                    (S::Pending, E::Approve) => mv(S::Pending, S::Applying),
-                    (S::Pending, E::Reject) => mv(S::Pending, S::Rejected),
-                    (S::Applying, E::Approve) => Ok(Move {
+                    (S::Pending, E::Approve { .. }) => mv(S::Pending, S::Applying),
+                    (S::Pending, E::Reject { .. }) => mv(S::Pending, S::Rejected),
+                    (S::Applying, E::Approve { .. }) => Ok(Transition {
                         from: S::Applying,
                         to: S::Applying,
                         min_age: RETRY,
                     }),
-                    (S::Applying, E::Reject) => Err(Refusal::InProgress),
+                    (S::Applying, E::Reject { .. }) => Err(Refusal::InProgress),
                     (S::Applying, E::Outcome(o)) => mv(S::Applying, o.state()),
-                    (S::Stale, E::Redo) => mv(S::Stale, S::Redone),
-                    (s, E::Redo) => Err(Refusal::NothingToRedo(s)),
+                    (S::Stale, E::Redo { .. }) => mv(S::Stale, S::Redone),
+                    (s, E::Redo { .. }) => Err(Refusal::NothingToRedo(s)),
                     (s, E::Outcome(_)) => Err(Refusal::NotApplying(s)),
                     (s, _) => Err(Refusal::Decided(s)),
                 };
@@ -281,42 +322,39 @@ mod tests {
     #[test]
     fn clicks_expire_at_their_deadline_but_outcomes_never_do() {
         for (now, expired_now) in [(99, false), (100, true), (500, true)] {
-            for event in [E::Approve, E::Reject] {
-                let r = step(S::Pending, event, at(100), at(now), RETRY);
+            for event in [approve(), reject()] {
+                let r = step(S::Pending, event, at(now));
                 assert_eq!(r == Err(Refusal::Expired), expired_now, "{now} {event:?}");
             }
         }
-        assert_eq!(
-            step(S::Stale, E::Redo, at(100), at(100), RETRY),
-            Err(Refusal::Expired)
-        );
+        assert_eq!(step(S::Stale, redo(), at(100)), Err(Refusal::Expired));
         // The apply was made before the deadline; its outcome is recorded after it.
         assert_eq!(
-            step(S::Applying, E::Outcome(O::Applied), at(100), at(101), RETRY).map(|m| m.to),
+            step(S::Applying, E::Outcome(O::Applied), at(101)).map(|m| m.to),
             Ok(S::Applied)
         );
     }
 
     #[test]
     fn a_dead_replicas_attempt_is_taken_over_only_after_the_retry_delay() {
-        let m = live(S::Applying, E::Approve).expect("a take-over move");
+        let m = live(S::Applying, approve()).expect("a take-over transition");
         assert!(m.is_take_over());
         assert_eq!(m.min_age, RETRY, "the store waits out the first attempt");
-        assert!(!live(S::Pending, E::Approve).unwrap().is_take_over());
+        assert!(!live(S::Pending, approve()).unwrap().is_take_over());
         // The store refused (the attempt is younger): the click is told it is in progress.
         assert_eq!(refusal_after_race(S::Applying, m), Refusal::InProgress);
     }
 
     #[test]
     fn a_lost_race_says_what_won() {
-        let approve = live(S::Pending, E::Approve).unwrap();
+        let approved = live(S::Pending, approve()).unwrap();
         assert_eq!(
-            refusal_after_race(S::Rejected, approve),
+            refusal_after_race(S::Rejected, approved),
             Refusal::Decided(S::Rejected)
         );
-        let redo = live(S::Stale, E::Redo).unwrap();
+        let redone = live(S::Stale, redo()).unwrap();
         assert_eq!(
-            refusal_after_race(S::Redone, redo),
+            refusal_after_race(S::Redone, redone),
             Refusal::NothingToRedo(S::Redone)
         );
     }

@@ -11,7 +11,7 @@ use std::{
 
 use mesh_model::{
     Clock, SystemClock,
-    approval::{self, ApplyOutcome, ApprovalEvent, ApprovalState, Move, Refusal},
+    approval::{self, ApplyOutcome, ApprovalEvent, ApprovalState, Refusal},
 };
 use mesh_proto::pb;
 use mesh_store::{ApprovalStore, Transition};
@@ -488,8 +488,9 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     .advance(
                         id,
                         state,
-                        ApprovalEvent::Reject,
-                        a.expires_at,
+                        ApprovalEvent::Reject {
+                            expires_at: unix(a.expires_at),
+                        },
                         &clicker.user,
                         &entry.by,
                     )
@@ -517,8 +518,9 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     .advance(
                         id,
                         state,
-                        ApprovalEvent::Redo,
-                        a.expires_at,
+                        ApprovalEvent::Redo {
+                            expires_at: unix(a.expires_at),
+                        },
                         &clicker.user,
                         &entry.by,
                     )
@@ -548,32 +550,25 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
     }
 
     /// Makes what `event` does to the approval in `state` happen in the store, atomically; on a
-    /// lost race (another click, another replica) says what won. Returns the move made.
+    /// lost race (another click, another replica) says what won. Returns the transition made.
     async fn advance(
         &self,
         id: &str,
         state: ApprovalState,
         event: ApprovalEvent,
-        expires_at: u64,
         by: &str,
         was_by: &str,
-    ) -> Result<Move, ClickOutcome> {
-        let mv = approval::step(
-            state,
-            event,
-            unix(expires_at),
-            self.clock.now(),
-            self.retry_after,
-        )
-        .map_err(|r| self.refused(r, was_by))?;
+    ) -> Result<approval::Transition, ClickOutcome> {
+        let t =
+            approval::step(state, event, self.clock.now()).map_err(|r| self.refused(r, was_by))?;
         match self
             .store
-            .transition_after(id, mv.from.as_str(), mv.to.as_str(), by, mv.min_age)
+            .transition_after(id, t.from.as_str(), t.to.as_str(), by, t.min_age)
             .await
         {
-            Ok(Transition::Moved(_)) => Ok(mv),
+            Ok(Transition::Moved(_)) => Ok(t),
             Ok(Transition::Now { state, by }) => Err(match ApprovalState::parse(&state) {
-                Some(now_in) => self.refused(approval::refusal_after_race(now_in, mv), &by),
+                Some(now_in) => self.refused(approval::refusal_after_race(now_in, t), &by),
                 None => ClickOutcome::private(unknown_state(&state)),
             }),
             Ok(Transition::Missing) => Err(self.refused(Refusal::Expired, "")),
@@ -619,21 +614,23 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         // Taken over only when the earlier attempt has gone unconfirmed for longer than a
         // change may take: its replica died. The preconditions make a second apply safe: an
         // object the first attempt changed or created is refused as changed.
-        let mv = match self
+        let t = match self
             .advance(
                 &a.id,
                 state,
-                ApprovalEvent::Approve,
-                a.expires_at,
+                ApprovalEvent::Approve {
+                    expires_at: unix(a.expires_at),
+                    retry_after: self.retry_after,
+                },
                 &approver.user,
                 was_by,
             )
             .await
         {
-            Ok(mv) => mv,
+            Ok(t) => t,
             Err(refused) => return refused,
         };
-        let earlier = mv.is_take_over().then(|| was_by.to_owned());
+        let earlier = t.is_take_over().then(|| was_by.to_owned());
         let reason = if a.reason.is_empty() {
             format!("approved in {} by {}", a.platform, approver.user)
         } else {
@@ -728,7 +725,6 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 &a.id,
                 ApprovalState::Applying,
                 ApprovalEvent::Outcome(outcome),
-                a.expires_at,
                 &approver.user,
                 was_by,
             )
