@@ -11,12 +11,33 @@ pub use self::publish::Publisher;
 
 use mesh_policy::cluster::Cluster;
 
-/// The standard kube configuration (`KUBECONFIG`, else in-cluster), as
-/// `kube::Client::try_default` finds it, or why there is none.
-pub async fn kube_config() -> Result<kube::Config, String> {
-    kube::Config::infer()
-        .await
-        .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))
+/// Which Kubernetes API a service talks to: the flag every binary that watches or writes
+/// Kubernetes reads the same way (`#[command(flatten)]`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct KubeArgs {
+    /// kubeconfig file (default: `KUBECONFIG`, else the in-cluster service account, as kubectl
+    /// and kube-rs find them).
+    #[arg(long, env = "MESH_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl KubeArgs {
+    /// The configuration these flags name. `Err`: a `--kubeconfig` that cannot be used (bad
+    /// configuration). `Ok(Err(why))`: none found where kube-rs looks, which services run
+    /// without (the graph's `kubernetes` source says why).
+    pub async fn config(&self) -> Result<Result<kube::Config, String>, String> {
+        let Some(path) = &self.kubeconfig else {
+            return Ok(kube::Config::infer().await.map_err(|e| {
+                format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+            }));
+        };
+        let file = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map(Ok)
+            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))
+    }
 }
 
 /// The cluster index through `config`. Without one the graph's `kubernetes` source says why,
@@ -34,9 +55,4 @@ pub fn cluster_from(
             tokio::sync::watch::channel(std::sync::Arc::new(Cluster::unsynced(why))).1
         }
     }
-}
-
-/// The cluster index from the standard kube configuration ([`kube_config`], [`cluster_from`]).
-pub async fn kubernetes() -> tokio::sync::watch::Receiver<std::sync::Arc<Cluster>> {
-    cluster_from(&kube_config().await)
 }

@@ -26,6 +26,9 @@ struct Args {
     /// The admin port.
     #[command(flatten)]
     admin: mesh_telemetry::AdminArgs,
+    /// The Kubernetes API to watch.
+    #[command(flatten)]
+    kube: mesh_collector::KubeArgs,
     /// This replica's name in the leader lease (default: host name and PID).
     #[arg(long, env = "MESH_LEASE_HOLDER")]
     lease_holder: Option<String>,
@@ -85,7 +88,9 @@ async fn main() {
     tracing::info!(prometheus = ?args.collect.prometheus_url, interval = ?args.collect.interval, "collecting");
     let sources = mesh_collector::run::Sources {
         prometheus: source,
-        kubernetes: mesh_collector::kubernetes().await,
+        kubernetes: mesh_collector::cluster_from(
+            &args.kube.config().await.unwrap_or_else(|e| usage(e)),
+        ),
     };
     let lease = mesh_collector::run::LeaseConfig {
         holder: args

@@ -44,6 +44,9 @@ pub struct Args {
     /// The admin port.
     #[command(flatten)]
     pub admin: mesh_telemetry::AdminArgs,
+    /// The Kubernetes API to watch, and to apply policy changes through.
+    #[command(flatten)]
+    pub kube: mesh_collector::KubeArgs,
     /// Static bearer tokens (kube-apiserver token file CSV).
     #[arg(long, env = "MESH_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -214,7 +217,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let (tx, rx) = watch::channel::<Option<Arc<MeshGraph>>>(None);
     let history = crate::History::default();
     // One Kubernetes view for the embedded collector and for what-if answers.
-    let kube_config = mesh_collector::kube_config().await;
+    let kube_config = args.kube.config().await.map_err(usage)?;
     let cluster = mesh_collector::cluster_from(&kube_config);
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();

@@ -1034,6 +1034,26 @@ async fn bad_configuration_is_one_line_and_exit_64() {
     }
 }
 
+/// A kubeconfig named on the command line that cannot be read is bad configuration (without
+/// one, the service runs and says Kubernetes is missing).
+#[test]
+fn an_unreadable_kubeconfig_is_one_line_and_exit_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+        .args(["--embedded-collector", "--insecure-no-auth"])
+        .args(["--prometheus-url", "http://127.0.0.1:1"])
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .env("MESH_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("mesh-mcp: --kubeconfig /nonexistent/kubeconfig: ")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
 #[test]
 fn the_cli_reference_is_current() {
     let bin = env!("CARGO_BIN_EXE_mesh-mcp");
