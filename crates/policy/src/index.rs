@@ -185,21 +185,28 @@ impl Index {
     /// of that kind (an empty list when the kind is not served). Whether anything changed.
     pub fn relist(&mut self, group: &str, kind: &str, objects: Vec<Value>) -> bool {
         let listed: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
+        let mut changed = self.retain_listed(group, kind, &listed);
+        for v in objects {
+            changed |= self.apply(v);
+        }
+        changed
+    }
+
+    /// The first half of [`Index::relist`], for a caller that applies a long list itself (in
+    /// pieces, between other work): forgets the objects of `group`/`kind` not in `listed`.
+    /// Whether it forgot any.
+    pub fn retain_listed(&mut self, group: &str, kind: &str, listed: &BTreeSet<ObjectKey>) -> bool {
         let gone: Vec<ObjectKey> = self
             .seen
             .keys()
             .filter(|k| k.group == group && k.kind == kind && !listed.contains(*k))
             .cloned()
             .collect();
-        let mut changed = !gone.is_empty();
-        for k in gone {
-            self.seen.remove(&k);
-            self.remove(&k);
+        for k in &gone {
+            self.seen.remove(k);
+            self.remove(k);
         }
-        for v in objects {
-            changed |= self.apply(v);
-        }
-        changed
+        !gone.is_empty()
     }
 
     /// How many objects the index holds.

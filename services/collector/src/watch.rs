@@ -156,6 +156,8 @@ struct Index {
     cluster: mesh_policy::index::Index,
     /// Objects listed since the last `Init`, per kind, swapped in at `InitDone`.
     relisting: BTreeMap<usize, Vec<Value>>,
+    /// A complete list waiting to be swapped in (see [`Index::take`]).
+    listed: Vec<(usize, Vec<Value>)>,
     synced: BTreeSet<usize>,
     /// The last error of each kind, and when.
     errors: BTreeMap<usize, (String, std::time::Instant)>,
@@ -166,7 +168,18 @@ struct Index {
 }
 
 impl Index {
-    /// Applies one message; whether the objects changed.
+    /// Takes one message, a completed list included, before the next one can touch the same
+    /// objects; whether the objects changed.
+    async fn take(&mut self, msg: Msg) -> bool {
+        let changed = self.apply(msg);
+        for (i, objects) in std::mem::take(&mut self.listed) {
+            relist(&mut self.cluster, WATCHED[i], objects).await;
+        }
+        changed
+    }
+
+    /// Applies one message; whether the objects changed (a completed list is left in
+    /// `listed` for [`Index::take`]).
     fn apply(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Error(i, e) => {
@@ -204,8 +217,7 @@ impl Index {
                     }
                     watcher::Event::InitDone => {
                         let listed = self.relisting.remove(&i).unwrap_or_default();
-                        let k = WATCHED[i];
-                        self.cluster.relist(k.group, k.kind, listed);
+                        self.listed.push((i, listed));
                         self.synced.insert(i);
                         // A relist is news even when it changed nothing: the kind is synced.
                         true
@@ -265,6 +277,23 @@ const REBUILD_EVERY: Duration = Duration::from_secs(1);
 /// How often health is looked at when nothing arrives (errors age out).
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
+/// Swaps a kind's new list into the index, giving the async workers back every few hundred
+/// objects: typing 10,000 pods takes a good part of a second, and with an embedded collector
+/// the same workers serve gRPC.
+async fn relist(cluster: &mut mesh_policy::index::Index, k: Kind, objects: Vec<Value>) {
+    let listed = objects
+        .iter()
+        .map(mesh_policy::index::ObjectKey::of)
+        .collect();
+    cluster.retain_listed(k.group, k.kind, &listed);
+    for (n, v) in objects.into_iter().enumerate() {
+        cluster.apply(v);
+        if n % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 async fn index(
     mut inbox: mpsc::Receiver<Msg>,
     out: watch::Sender<Arc<Cluster>>,
@@ -277,7 +306,7 @@ async fn index(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut changed = tokio::select! {
-            m = inbox.recv() => match m { Some(m) => idx.apply(m), None => return },
+            m = inbox.recv() => match m { Some(m) => idx.take(m).await, None => return },
             _ = tick.tick() => false,
             () = out.closed() => return,
         };
@@ -286,7 +315,7 @@ async fn index(
         let deadline = (tokio::time::Instant::now() + COALESCE).max(last_rebuild + REBUILD_EVERY);
         if changed {
             while let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
-                changed |= idx.apply(m);
+                changed |= idx.take(m).await;
             }
         }
         if !idx.settled() {
