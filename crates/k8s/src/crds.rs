@@ -1,58 +1,71 @@
-//! CustomResourceDefinitions for the Linkerd policy kinds and the Gateway API routes Linkerd uses,
-//! written from the schema rules in the team's Linkerd reference (section 4): required fields,
-//! reference shapes (`kind` + `name`, the kind pattern, group as a DNS subdomain or empty), and
-//! `oneOf` on selectors and identities. They are declared here and committed as
-//! `crds/linkerd-policy.yaml`; a test fails when the two drift (`UPDATE_CRDS=1` rewrites it).
+//! CustomResourceDefinitions kube-sim serves and tests validate against.
+//!
+//! - Linkerd's own: the policy CRDs of edge-26.8.3 (= 2.20) as `linkerd install --crds` renders
+//!   them, with the Gateway API HTTPRoute and GRPCRoute it bundles, vendored byte for byte in
+//!   `crds/linkerd/` (see `crds/linkerd/SOURCES.md`); a test holds them to `POLICY_VERSIONS`.
+//! - Gateway API's experimental TCPRoute and TLSRoute, which Linkerd routes (2.17+) but does not
+//!   install: users add them from the experimental channel. They are declared here from the
+//!   Gateway API reference and committed as `crds/gateway-experimental.yaml`; a test fails when
+//!   the two drift (`UPDATE_CRDS=1` rewrites it).
 
 use serde_json::{Value, json};
 
-/// Where the committed YAML lives, relative to the crate.
-pub const COMMITTED: &str = "crds/linkerd-policy.yaml";
+/// Where the generated experimental-route CRDs live, relative to the crate.
+pub const COMMITTED: &str = "crds/gateway-experimental.yaml";
+
+/// Linkerd's CRDs, as rendered by `linkerd install --crds` at edge-26.8.3, in a stable order.
+pub const LINKERD: [(&str, &str); 10] = [
+    ("servers.policy.linkerd.io", include_str!("../crds/linkerd/servers.policy.linkerd.io.yaml")),
+    ("serverauthorizations.policy.linkerd.io", include_str!("../crds/linkerd/serverauthorizations.policy.linkerd.io.yaml")),
+    ("authorizationpolicies.policy.linkerd.io", include_str!("../crds/linkerd/authorizationpolicies.policy.linkerd.io.yaml")),
+    ("meshtlsauthentications.policy.linkerd.io", include_str!("../crds/linkerd/meshtlsauthentications.policy.linkerd.io.yaml")),
+    ("networkauthentications.policy.linkerd.io", include_str!("../crds/linkerd/networkauthentications.policy.linkerd.io.yaml")),
+    ("httproutes.policy.linkerd.io", include_str!("../crds/linkerd/httproutes.policy.linkerd.io.yaml")),
+    ("egressnetworks.policy.linkerd.io", include_str!("../crds/linkerd/egressnetworks.policy.linkerd.io.yaml")),
+    ("httplocalratelimitpolicies.policy.linkerd.io", include_str!("../crds/linkerd/httplocalratelimitpolicies.policy.linkerd.io.yaml")),
+    ("httproutes.gateway.networking.k8s.io", include_str!("../crds/linkerd/httproutes.gateway.networking.k8s.io.yaml")),
+    ("grpcroutes.gateway.networking.k8s.io", include_str!("../crds/linkerd/grpcroutes.gateway.networking.k8s.io.yaml")),
+];
 
 const KIND_PATTERN: &str = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
 const GROUP_PATTERN: &str = "^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const HOSTNAME_PATTERN: &str =
+    "^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
-fn reference(extra: &Value) -> Value {
+/// A Gateway API reference: `group`, `kind`, `name`, `namespace`, `port` (parentRefs and
+/// backendRefs share the shape), with Gateway API's defaults.
+fn reference(kind_default: &str, group_default: &str, extra: &Value) -> Value {
     let mut props = json!({
-        "group": {"type": "string", "maxLength": 253, "pattern": GROUP_PATTERN},
-        "kind": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": KIND_PATTERN},
+        "group": {"type": "string", "maxLength": 253, "pattern": GROUP_PATTERN, "default": group_default},
+        "kind": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": KIND_PATTERN, "default": kind_default},
         "name": {"type": "string", "minLength": 1, "maxLength": 253},
-        "namespace": {"type": "string", "maxLength": 63},
+        "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+        "port": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535},
     });
     if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
     }
-    json!({"type": "object", "required": ["kind", "name"], "properties": props})
+    json!({"type": "object", "required": ["name"], "properties": props})
 }
 
-fn selector() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "matchExpressions": {"type": "array", "items": {
-                "type": "object",
-                "required": ["key", "operator"],
-                "properties": {
-                    "key": {"type": "string"},
-                    "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                    "values": {"type": "array", "items": {"type": "string"}},
-                },
-            }},
-        },
-    })
-}
-
-fn networks() -> Value {
-    json!({"type": "array", "items": {
-        "type": "object",
-        "required": ["cidr"],
-        "properties": {
-            "cidr": {"type": "string"},
-            "except": {"type": "array", "items": {"type": "string"}},
-        },
-    }})
+/// The spec of TCPRoute (`tls == false`) or TLSRoute: parents, 1-16 rules of 1-16 backends,
+/// and for TLSRoute the SNI hostnames.
+fn l4_route_spec(tls: bool) -> Value {
+    let parent = reference("Gateway", "gateway.networking.k8s.io", &json!({"sectionName": {"type": "string", "minLength": 1, "maxLength": 253}}));
+    let backend = reference("Service", "", &json!({"weight": {"type": "integer", "format": "int32", "default": 1, "minimum": 0, "maximum": 1000000}}));
+    let mut spec = json!({"type": "object", "required": ["rules"], "properties": {
+        "parentRefs": {"type": "array", "maxItems": 32, "items": parent},
+        "rules": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "object", "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 253},
+            "backendRefs": {"type": "array", "minItems": 1, "maxItems": 16, "items": backend},
+        }}},
+    }});
+    if tls {
+        spec["properties"]["hostnames"] = json!({"type": "array", "maxItems": 16, "items": {
+            "type": "string", "minLength": 1, "maxLength": 253, "pattern": HOSTNAME_PATTERN,
+        }});
+    }
+    spec
 }
 
 fn root(spec: Value) -> Value {
@@ -82,169 +95,47 @@ fn crd(group: &str, kind: &str, plural: &str, short: &[&str], versions: Vec<Valu
     c
 }
 
-fn server_spec(external: bool, access_policy: bool) -> Value {
-    let mut props = json!({
-        "podSelector": selector(),
-        "port": {"x-kubernetes-int-or-string": true},
-        "proxyProtocol": {"type": "string", "enum": ["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"], "default": "unknown"},
-    });
-    let mut spec = json!({"type": "object", "required": ["port"]});
-    if external {
-        props["externalWorkloadSelector"] = selector();
-        spec["oneOf"] =
-            json!([{"required": ["podSelector"]}, {"required": ["externalWorkloadSelector"]}]);
-    } else {
-        spec["required"] = json!(["podSelector", "port"]);
-    }
-    if access_policy {
-        props["accessPolicy"] = json!({"type": "string", "default": "deny"});
-    }
-    spec["properties"] = props;
-    spec
-}
-
-fn route_spec(linkerd: bool, grpc: bool) -> Value {
-    let path = json!({"type": "object", "properties": {
-        "type": {"type": "string", "enum": ["Exact", "PathPrefix", "RegularExpression"], "default": "PathPrefix"},
-        "value": {"type": "string", "maxLength": 1024, "default": "/"},
-    }});
-    let header = json!({"type": "array", "maxItems": 16, "items": {
-        "type": "object", "required": ["name", "value"],
-        "properties": {
-            "type": {"type": "string", "enum": ["Exact", "RegularExpression"], "default": "Exact"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 256},
-            "value": {"type": "string", "minLength": 1, "maxLength": 4096},
-        },
-    }});
-    let matches = if grpc {
-        json!({"type": "array", "maxItems": 8, "items": {"type": "object", "properties": {
-            "method": {"type": "object", "properties": {
-                "type": {"type": "string", "enum": ["Exact", "RegularExpression"], "default": "Exact"},
-                "service": {"type": "string", "maxLength": 1024},
-                "method": {"type": "string", "maxLength": 1024},
-            }},
-            "headers": header,
-        }}})
-    } else {
-        json!({"type": "array", "maxItems": 8, "items": {"type": "object", "properties": {
-            "path": path,
-            "headers": header,
-            "queryParams": {"type": "array", "maxItems": 16, "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-            "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]},
-        }}})
-    };
-    let backend = reference(
-        &json!({"port": {"type": "integer", "minimum": 0, "maximum": 65535}, "weight": {"type": "integer", "minimum": 0, "maximum": 1000000}}),
-    );
-    let mut backend = backend;
-    backend["required"] = json!(["name"]);
-    let mut rule = json!({"type": "object", "properties": {
-        "matches": matches,
-        "filters": {"type": "array", "maxItems": 16, "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-        "backendRefs": {"type": "array", "maxItems": 16, "items": backend},
-    }});
-    if !grpc {
-        rule["properties"]["timeouts"] = json!({"type": "object", "properties": {
-            "request": {"type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$"},
-            "backendRequest": {"type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$"},
-        }});
-    }
-    let mut parent = reference(
-        &json!({"sectionName": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
-    );
-    if linkerd {
-        // In the Linkerd CRD, group defaults to policy.linkerd.io and kind to Gateway.
-        parent["properties"]["group"]["default"] = json!("policy.linkerd.io");
-        parent["properties"]["kind"]["default"] = json!("Gateway");
-        parent["required"] = json!(["name"]);
-    }
-    json!({"type": "object", "properties": {
-        "parentRefs": {"type": "array", "maxItems": 32, "items": parent},
-        "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string"}},
-        "rules": {"type": "array", "maxItems": 16, "items": rule},
-    }})
-}
-
-/// Every CRD, in a stable order.
-pub fn all() -> Vec<Value> {
-    let g = "policy.linkerd.io";
-    let authn_ref = reference(&json!({}));
+/// The experimental Gateway API route CRDs Linkerd routes: TCPRoute and TLSRoute (v1alpha2).
+pub fn experimental() -> Vec<Value> {
+    let g = "gateway.networking.k8s.io";
     vec![
-        crd(g, "Server", "servers", &["srv"], vec![
-            version("v1alpha1", false, server_spec(false, false)),
-            version("v1beta1", false, server_spec(false, false)),
-            version("v1beta2", false, server_spec(true, false)),
-            version("v1beta3", true, server_spec(true, true)),
-        ]),
-        crd(g, "ServerAuthorization", "serverauthorizations", &["saz", "serverauthz"], ["v1alpha1", "v1beta1"].iter().map(|v| version(v, *v == "v1beta1", json!({
-            "type": "object",
-            "required": ["server", "client"],
-            "properties": {
-                "server": {
-                    "type": "object",
-                    "oneOf": [{"required": ["name"]}, {"required": ["selector"]}],
-                    "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, "selector": selector()},
-                },
-                "client": {"type": "object", "properties": {
-                    "networks": networks(),
-                    "unauthenticated": {"type": "boolean"},
-                    "meshTLS": {"type": "object", "properties": {
-                        "unauthenticatedTLS": {"type": "boolean"},
-                        "identities": {"type": "array", "items": {"type": "string"}},
-                        "serviceAccounts": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                            "name": {"type": "string"}, "namespace": {"type": "string"},
-                        }}},
-                    }},
-                }},
-            },
-        }))).collect()),
-        crd(g, "AuthorizationPolicy", "authorizationpolicies", &["authzpolicy"], vec![version("v1alpha1", true, json!({
-            "type": "object",
-            "required": ["targetRef", "requiredAuthenticationRefs"],
-            "properties": {
-                "targetRef": reference(&json!({})),
-                "requiredAuthenticationRefs": {"type": "array", "items": authn_ref},
-            },
-        }))]),
-        crd(g, "MeshTLSAuthentication", "meshtlsauthentications", &["meshtlsauthn"], vec![version("v1alpha1", true, json!({
-            "type": "object",
-            "oneOf": [{"required": ["identities"]}, {"required": ["identityRefs"]}],
-            "properties": {
-                "identities": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "identityRefs": {"type": "array", "minItems": 1, "items": reference(&json!({}))},
-            },
-        }))]),
-        crd(g, "NetworkAuthentication", "networkauthentications", &["netauthn", "networkauthn"], vec![version("v1alpha1", true, json!({
-            "type": "object",
-            "required": ["networks"],
-            "properties": {"networks": {"type": "array", "minItems": 1, "items": networks()["items"].clone()}},
-        }))]),
-        crd(g, "HTTPRoute", "httproutes", &[], ["v1alpha1", "v1beta1", "v1beta2", "v1beta3"]
-            .iter()
-            .map(|v| version(v, *v == "v1beta3", route_spec(true, false)))
-            .collect()),
-        crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes", &[], ["v1", "v1beta1", "v1alpha2"]
-            .iter()
-            .map(|v| version(v, *v == "v1", route_spec(false, false)))
-            .collect()),
-        crd("gateway.networking.k8s.io", "GRPCRoute", "grpcroutes", &[], ["v1", "v1alpha2"]
-            .iter()
-            .map(|v| version(v, *v == "v1", route_spec(false, true)))
-            .collect()),
+        crd(g, "TCPRoute", "tcproutes", &[], vec![version("v1alpha2", true, l4_route_spec(false))]),
+        crd(g, "TLSRoute", "tlsroutes", &[], vec![version("v1alpha2", true, l4_route_spec(true))]),
     ]
 }
 
-/// The multi-document YAML of [`all`].
-pub fn yaml() -> String {
+/// The committed YAML of [`experimental`].
+pub fn experimental_yaml() -> String {
     let mut out = String::from(
         "# Generated from crates/k8s/src/crds.rs (UPDATE_CRDS=1 cargo test -p mesh-k8s crds rewrites it).\n\
-         # Linkerd policy CRDs and the Gateway API routes Linkerd uses, from linkerd-mcp's reference.\n",
+         # Gateway API TCPRoute and TLSRoute (experimental channel), which Linkerd routes but does not install.\n",
     );
-    for c in all() {
+    for c in experimental() {
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(&c).expect("CRDs serialize"));
     }
     out
+}
+
+/// Every CRD kube-sim serves, as one multi-document YAML: Linkerd's, then the experimental routes.
+pub fn yaml() -> String {
+    let mut out = String::new();
+    for (_, text) in LINKERD {
+        out.push_str(text);
+        out.push_str("\n---\n");
+    }
+    out.push_str(&experimental_yaml());
+    out
+}
+
+/// Every CRD of [`yaml`], parsed.
+pub fn all() -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(&yaml())
+        .filter_map(|d| {
+            let v: Value = serde::Deserialize::deserialize(d).expect("vendored CRDs parse");
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,7 +145,7 @@ mod tests {
     #[test]
     fn committed_yaml_matches_the_declarations() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED);
-        let generated = yaml();
+        let generated = experimental_yaml();
         if std::env::var_os("UPDATE_CRDS").is_some() {
             std::fs::write(&path, &generated).expect("write CRDs");
         }
@@ -263,6 +154,28 @@ mod tests {
             committed == generated,
             "{COMMITTED} drifted from crds.rs: run UPDATE_CRDS=1 cargo test -p mesh-k8s crds"
         );
+    }
+
+    #[test]
+    fn the_vendored_crds_are_linkerds_and_each_is_named_for_what_it_holds() {
+        let all = all();
+        for (name, _) in LINKERD {
+            let found = all.iter().filter(|c| c["metadata"]["name"] == name).count();
+            assert_eq!(found, 1, "{name} appears once among the CRDs");
+        }
+        for c in &all {
+            let name = c["metadata"]["name"].as_str().unwrap_or_default();
+            let plural = c["spec"]["names"]["plural"].as_str().unwrap_or_default();
+            let group = c["spec"]["group"].as_str().unwrap_or_default();
+            assert_eq!(name, format!("{plural}.{group}"));
+            let storage = c["spec"]["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["storage"] == true)
+                .count();
+            assert_eq!(storage, 1, "{name} has one storage version");
+        }
     }
 
     #[test]

@@ -269,6 +269,9 @@ pub struct Server {
     pub port: PortRef,
     /// `accessPolicy` (v1beta3): what unmatched traffic gets; default deny.
     pub access_policy: Option<DefaultPolicy>,
+    /// `metadata.creationTimestamp` (RFC 3339, so it sorts as text): when Servers overlap on a
+    /// pod's port, the oldest wins, then the first by name (Linkerd 2.18+, PR #13676).
+    pub created: Option<String>,
 }
 
 /// An AuthorizationPolicy.
@@ -578,7 +581,7 @@ impl PolicySet {
     pub fn explain(&self, req: &AccessRequest) -> Explanation {
         let mut x = Explanation::default();
         let pod = &req.pod;
-        let servers: Vec<&Server> = self
+        let mut servers: Vec<&Server> = self
             .servers
             .iter()
             .filter(|s| {
@@ -589,6 +592,10 @@ impl PolicySet {
                     && Self::port_matches(pod, &s.port, req.port)
             })
             .collect();
+        // Unknown creation times (manifests on disk) sort last, then by name.
+        servers.sort_by(|a, b| {
+            (a.created.is_none(), &a.created, &a.name).cmp(&(b.created.is_none(), &b.created, &b.name))
+        });
         let Some(server) = servers.first() else {
             self.explain_default(req, &mut x);
             return x;
@@ -598,6 +605,14 @@ impl PolicySet {
             "Server {} selects {} port {} (port {})",
             x.server, pod.workload, req.port, server.port
         ));
+        if servers.len() > 1 {
+            let others: Vec<&str> = servers[1..].iter().map(|s| s.name.as_str()).collect();
+            x.chain.push(format!(
+                "Servers {} also select this port; Linkerd uses the oldest (then the first by name): {}",
+                others.join(", "),
+                server.name
+            ));
+        }
         if servers.len() > 1 {
             let others: Vec<String> = servers[1..].iter().map(|s| s.name.clone()).collect();
             x.chain.push(format!(

@@ -30,7 +30,7 @@ const fn kind(
 }
 
 /// Everything the collector watches: what its RBAC role must allow to `list` and `watch`.
-pub const WATCHED: [Kind; 15] = [
+pub const WATCHED: [Kind; 19] = [
     kind("apps", "v1", "Deployment", "deployments"),
     kind("apps", "v1", "StatefulSet", "statefulsets"),
     kind("apps", "v1", "DaemonSet", "daemonsets"),
@@ -66,6 +66,25 @@ pub const WATCHED: [Kind; 15] = [
     kind("policy.linkerd.io", "v1beta3", "HTTPRoute", "httproutes"),
     kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
     kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1alpha2",
+        "TCPRoute",
+        "tcproutes",
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1alpha2",
+        "TLSRoute",
+        "tlsroutes",
+    ),
+    kind("policy.linkerd.io", "v1alpha1", "EgressNetwork", "egressnetworks"),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "HTTPLocalRateLimitPolicy",
+        "httplocalratelimitpolicies",
+    ),
 ];
 
 impl Kind {

@@ -86,6 +86,7 @@ impl Manifests {
         for (_, r) in &self.resources {
             match r {
                 Resource::Server(s) => set.servers.push(Server {
+                    created: s.meta.creation_timestamp.clone(),
                     namespace: ns(&s.meta.namespace),
                     name: s.meta.name.clone(),
                     labels: s.meta.labels.clone(),

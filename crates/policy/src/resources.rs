@@ -28,6 +28,9 @@ pub struct Meta {
     /// Owner references (the ReplicaSet of a Deployment's pod, ...).
     #[serde(default)]
     pub owner_references: Vec<OwnerRef>,
+    /// When the API server created it (absent in manifests on disk).
+    #[serde(default)]
+    pub creation_timestamp: Option<String>,
 }
 
 /// An owner reference, as far as the mesh graph needs it.
@@ -208,6 +211,50 @@ pub struct RouteRule {
     pub timeouts: Option<BTreeMap<String, String>>,
 }
 
+/// EgressNetwork spec (`policy.linkerd.io/v1alpha1`): traffic leaving the cluster to these
+/// networks, and what happens to traffic no route describes.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressNetworkSpec {
+    /// Networks captured; absent means every network outside the cluster's.
+    pub networks: Option<Vec<NetworkSpec>>,
+    /// `Allow` or `Deny`, for traffic no attached route matches.
+    pub traffic_policy: Option<String>,
+}
+
+/// A request-rate limit.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests per second.
+    pub requests_per_second: Option<Value>,
+}
+
+/// One override of an HTTPLocalRateLimitPolicy: a limit for some clients.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitOverride {
+    /// Requests per second for these clients.
+    pub requests_per_second: Option<Value>,
+    /// The clients (ServiceAccounts).
+    pub client_refs: Option<Vec<Ref>>,
+}
+
+/// HTTPLocalRateLimitPolicy spec (`policy.linkerd.io/v1alpha1`): limits enforced by the
+/// proxies of the Server's pods, each on its own.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// The Server limited.
+    pub target_ref: Option<Ref>,
+    /// Limit over all clients.
+    pub total: Option<RateLimit>,
+    /// Limit per client identity.
+    pub identity: Option<RateLimit>,
+    /// Limits for named clients.
+    pub overrides: Option<Vec<RateLimitOverride>>,
+}
+
 /// A policy object with its spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Object<S> {
@@ -236,6 +283,14 @@ pub enum Resource {
     HttpRoute(Object<RouteSpec>),
     /// GRPCRoute.
     GrpcRoute(Object<RouteSpec>),
+    /// Gateway API TCPRoute (experimental channel).
+    TcpRoute(Object<RouteSpec>),
+    /// Gateway API TLSRoute (experimental channel).
+    TlsRoute(Object<RouteSpec>),
+    /// EgressNetwork.
+    EgressNetwork(Object<EgressNetworkSpec>),
+    /// HTTPLocalRateLimitPolicy.
+    RateLimit(Object<RateLimitSpec>),
     /// A workload or pod, as its pod template.
     Workload(Box<Workload>),
     /// A Namespace.
@@ -272,21 +327,21 @@ pub const POLICY_VERSIONS: &[(&str, &str, &[&str])] = &[
     ("policy.linkerd.io", "AuthorizationPolicy", &["v1alpha1"]),
     ("policy.linkerd.io", "MeshTLSAuthentication", &["v1alpha1"]),
     ("policy.linkerd.io", "NetworkAuthentication", &["v1alpha1"]),
+    ("policy.linkerd.io", "EgressNetwork", &["v1alpha1"]),
+    ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", &["v1alpha1"]),
     (
         "policy.linkerd.io",
         "HTTPRoute",
         &["v1alpha1", "v1beta1", "v1beta2", "v1beta3"],
     ),
-    (
-        "gateway.networking.k8s.io",
-        "HTTPRoute",
-        &["v1", "v1beta1", "v1alpha2"],
-    ),
+    ("gateway.networking.k8s.io", "HTTPRoute", &["v1", "v1beta1"]),
     (
         "gateway.networking.k8s.io",
         "GRPCRoute",
         &["v1", "v1alpha2"],
     ),
+    ("gateway.networking.k8s.io", "TCPRoute", &["v1alpha2"]),
+    ("gateway.networking.k8s.io", "TLSRoute", &["v1alpha2"]),
 ];
 
 fn obj<S: DeserializeOwned>(doc: &Document) -> Result<Object<S>, String> {
@@ -366,6 +421,12 @@ pub fn classify(doc: &Document) -> Result<Resource, Problem> {
         }
         (_, "HTTPRoute") if known.is_some() => wrap(obj(doc).map(Resource::HttpRoute)),
         (_, "GRPCRoute") if known.is_some() => wrap(obj(doc).map(Resource::GrpcRoute)),
+        (_, "TCPRoute") if known.is_some() => wrap(obj(doc).map(Resource::TcpRoute)),
+        (_, "TLSRoute") if known.is_some() => wrap(obj(doc).map(Resource::TlsRoute)),
+        ("policy.linkerd.io", "EgressNetwork") => wrap(obj(doc).map(Resource::EgressNetwork)),
+        ("policy.linkerd.io", "HTTPLocalRateLimitPolicy") => {
+            wrap(obj(doc).map(Resource::RateLimit))
+        }
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Pod") => {
             wrap(workload(doc, kind).map(|w| Resource::Workload(Box::new(w))))
         }

@@ -144,11 +144,11 @@ pub fn validate(r: &Resource, raw: &Value) -> Vec<Finding> {
                 Some(t) => {
                     check_ref(t, "spec.targetRef", &mut out);
                     let (g, k) = (group_of(t), kind_of(t));
-                    let ok = (g == "policy.linkerd.io"
+                    let ok = (g.eq_ignore_ascii_case("policy.linkerd.io")
                         && (k.eq_ignore_ascii_case("Server")
                             || k.eq_ignore_ascii_case("HTTPRoute")))
-                        || (g.is_empty() && k.eq_ignore_ascii_case("Namespace"))
-                        || (g == "gateway.networking.k8s.io"
+                        || ((g.is_empty() || g.eq_ignore_ascii_case("core")) && k.eq_ignore_ascii_case("Namespace"))
+                        || (g.eq_ignore_ascii_case("gateway.networking.k8s.io")
                             && (k.eq_ignore_ascii_case("HTTPRoute")
                                 || k.eq_ignore_ascii_case("GRPCRoute")));
                     if !ok && !k.is_empty() {
@@ -175,15 +175,17 @@ pub fn validate(r: &Resource, raw: &Value) -> Vec<Finding> {
                         let at = format!("spec.requiredAuthenticationRefs[{i}]");
                         check_ref(a, &at, &mut out);
                         let (g, k) = (group_of(a), kind_of(a));
-                        if g == "policy.linkerd.io"
+                        if g.eq_ignore_ascii_case("policy.linkerd.io")
                             && k.eq_ignore_ascii_case("MeshTLSAuthentication")
                         {
                             mtls += 1;
-                        } else if g == "policy.linkerd.io"
+                        } else if g.eq_ignore_ascii_case("policy.linkerd.io")
                             && k.eq_ignore_ascii_case("NetworkAuthentication")
                         {
                             net += 1;
-                        } else if g.is_empty() && k.eq_ignore_ascii_case("ServiceAccount") {
+                        } else if (g.is_empty() || g.eq_ignore_ascii_case("core"))
+                            && k.eq_ignore_ascii_case("ServiceAccount")
+                        {
                             sa += 1;
                         } else if !k.is_empty() {
                             let shown = if g.is_empty() { "core" } else { g };
@@ -324,6 +326,10 @@ pub fn validate(r: &Resource, raw: &Value) -> Vec<Finding> {
         }
         Resource::HttpRoute(route) => http_route(route, raw, &mut out),
         Resource::GrpcRoute(route) => grpc_route(route, raw, &mut out),
+        Resource::TcpRoute(route) => l4_route(route, "TCPRoute", &mut out),
+        Resource::TlsRoute(route) => l4_route(route, "TLSRoute", &mut out),
+        Resource::EgressNetwork(e) => egress_network(e, &mut out),
+        Resource::RateLimit(r) => rate_limit(r, &mut out),
         _ => {}
     }
     out
@@ -446,21 +452,192 @@ fn status_or_range(c: &str) -> bool {
     }
 }
 
+/// Linkerd's `is_egress_network`: the group must be given as `policy.linkerd.io` (a parent
+/// without a group is not an EgressNetwork), both compared without regard to case.
+fn is_egress_network(r: &Ref) -> bool {
+    r.group
+        .as_deref()
+        .is_some_and(|g| g.eq_ignore_ascii_case("policy.linkerd.io"))
+        && kind_of(r).eq_ignore_ascii_case("EgressNetwork")
+}
+
+/// Linkerd's `is_service`: no group, `""` or `core`, and kind `Service`, without regard to case.
+fn is_service(r: &Ref) -> bool {
+    let g = group_of(r);
+    (g.is_empty() || g.eq_ignore_ascii_case("core")) && kind_of(r).eq_ignore_ascii_case("Service")
+}
+
+/// The parent rules every route kind shares; true when a Service or EgressNetwork is a parent
+/// (Linkerd then reads the route's retry and timeout annotations).
 fn parents(route: &Object<RouteSpec>, out: &mut Vec<Finding>) -> bool {
     let mut service_parent = false;
     for (i, p) in route.spec.parent_refs.iter().flatten().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
         check_ref(p, &at, out);
-        let k = kind_of(p);
-        if k == "EgressNetwork" && p.port.is_none() {
+        let egress = is_egress_network(p);
+        if egress && p.port.is_none() {
             out.push((
                 format!("{at}.port"),
-                "an EgressNetwork parent needs a port".into(),
+                "cannot target an EgressNetwork without specifying a port".into(),
             ));
         }
-        service_parent |= k == "Service" || k == "EgressNetwork";
+        service_parent |= egress || is_service(p);
     }
     service_parent
+}
+
+/// TCPRoute and TLSRoute: Linkerd routes each connection by one rule only.
+fn l4_route(route: &Object<RouteSpec>, kind: &str, out: &mut Vec<Finding>) {
+    parents(route, out);
+    let rules = route.spec.rules.as_deref().unwrap_or_default();
+    if rules.len() != 1 {
+        out.push((
+            "spec.rules".into(),
+            format!(
+                "{kind} supports a single rule only ({} given)",
+                rules.len()
+            ),
+        ));
+    }
+    if kind == "TLSRoute" {
+        for (i, h) in route.spec.hostnames.iter().flatten().enumerate() {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if !mesh_model::is_dns_subdomain(bare) {
+                out.push((
+                    format!("spec.hostnames[{i}]"),
+                    format!("{h:?} is not a hostname (a DNS name, optionally starting with *.)"),
+                ));
+            }
+        }
+    }
+}
+
+/// EgressNetwork: Linkerd's network rules; `trafficPolicy` is required by the CRD.
+fn egress_network(e: &Object<crate::resources::EgressNetworkSpec>, out: &mut Vec<Finding>) {
+    match e.spec.traffic_policy.as_deref() {
+        None => out.push(("spec.trafficPolicy".into(), "is required (Allow or Deny)".into())),
+        Some("Allow" | "Deny") => {}
+        Some(p) => out.push((
+            "spec.trafficPolicy".into(),
+            format!("{p:?} is not Allow or Deny"),
+        )),
+    }
+    match &e.spec.networks {
+        // Absent: every network outside the cluster's (Linkerd fills in 0.0.0.0/0 and ::/0
+        // minus clusterNetworks).
+        None => {}
+        Some(nets) if nets.is_empty() => out.push((
+            "spec.networks".into(),
+            "at least one network must be specified (or leave networks out for every network outside the cluster)".into(),
+        )),
+        Some(nets) => check_networks(nets, "spec.networks", out),
+    }
+}
+
+/// A whole number of requests per second, as the CRD's `int64` and Linkerd's `u32` read it.
+fn rps_of(v: Option<&Value>, at: &str, out: &mut Vec<Finding>) -> Option<u64> {
+    match v {
+        None => {
+            out.push((at.to_owned(), "is required".into()));
+            None
+        }
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => {
+                out.push((at.to_owned(), "must be greater than 0".into()));
+                None
+            }
+            Some(x) if x <= u64::from(u32::MAX) => Some(x),
+            _ => {
+                out.push((
+                    at.to_owned(),
+                    format!("{n} is not a whole number from 1 to {}", u32::MAX),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            out.push((
+                at.to_owned(),
+                format!("{other} is not a whole number of requests per second"),
+            ));
+            None
+        }
+    }
+}
+
+/// HTTPLocalRateLimitPolicy, in the order Linkerd's admission checks it.
+fn rate_limit(r: &Object<crate::resources::RateLimitSpec>, out: &mut Vec<Finding>) {
+    match &r.spec.target_ref {
+        None => out.push(("spec.targetRef".into(), "is required".into())),
+        Some(t) => {
+            check_ref(t, "spec.targetRef", out);
+            let (g, k) = (group_of(t), kind_of(t));
+            if !k.is_empty()
+                && !(g.eq_ignore_ascii_case("policy.linkerd.io") && k.eq_ignore_ascii_case("Server"))
+            {
+                let shown = if g.is_empty() { k.to_owned() } else { format!("{k}.{g}") };
+                out.push((
+                    "spec.targetRef".into(),
+                    format!("invalid targetRef kind: {shown} (only a Server, group policy.linkerd.io, can be rate limited)"),
+                ));
+            }
+        }
+    }
+    let total = r
+        .spec
+        .total
+        .as_ref()
+        .and_then(|t| rps_of(t.requests_per_second.as_ref(), "spec.total.requestsPerSecond", out));
+    let identity = r.spec.identity.as_ref().and_then(|i| {
+        rps_of(
+            i.requests_per_second.as_ref(),
+            "spec.identity.requestsPerSecond",
+            out,
+        )
+    });
+    if let (Some(t), Some(i)) = (total, identity)
+        && i > t
+    {
+        out.push((
+            "spec.identity.requestsPerSecond".into(),
+            format!("must be less than or equal to total.requestsPerSecond ({i} > {t})"),
+        ));
+    }
+    for (o, ov) in r.spec.overrides.iter().flatten().enumerate() {
+        let at = format!("spec.overrides[{o}]");
+        let rps = rps_of(
+            ov.requests_per_second.as_ref(),
+            &format!("{at}.requestsPerSecond"),
+            out,
+        );
+        if let (Some(t), Some(x)) = (total, rps)
+            && x > t
+        {
+            out.push((
+                format!("{at}.requestsPerSecond"),
+                format!("must be less than or equal to total.requestsPerSecond ({x} > {t})"),
+            ));
+        }
+        match &ov.client_refs {
+            None => out.push((format!("{at}.clientRefs"), "is required".into())),
+            Some(refs) => {
+                for (c, cr) in refs.iter().enumerate() {
+                    let at = format!("{at}.clientRefs[{c}]");
+                    check_ref(cr, &at, out);
+                    let (g, k) = (group_of(cr), kind_of(cr));
+                    if !k.is_empty()
+                        && !((g.is_empty() || g.eq_ignore_ascii_case("core"))
+                            && k.eq_ignore_ascii_case("ServiceAccount"))
+                    {
+                        out.push((
+                            format!("{at}.kind"),
+                            format!("overrides.clientRefs must target a ServiceAccount, not {k}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn headers(matches: &Value, at: &str, out: &mut Vec<Finding>) {
@@ -578,14 +755,18 @@ fn http_route(route: &Object<RouteSpec>, raw: &Value, out: &mut Vec<Finding>) {
     }
 }
 
+/// Linkerd's backendRef rule for Gateway API routes: a Service backend (group absent, `""` or
+/// `core`; kind absent or exactly `Service`) needs a non-zero port. Other kinds pass.
 fn backends(rule: &crate::resources::RouteRule, r: usize, out: &mut Vec<Finding>) {
     for (b, backend) in rule.backend_refs.iter().flatten().enumerate() {
-        let kind = backend.kind.as_deref().unwrap_or("Service");
+        let g = group_of(backend);
+        let core = g.is_empty() || g.eq_ignore_ascii_case("core");
+        let service = backend.kind.as_deref().is_none_or(|k| k == "Service");
         let port = backend.port.as_ref().and_then(Value::as_u64).unwrap_or(0);
-        if kind == "Service" && port == 0 {
+        if core && service && port == 0 {
             out.push((
                 format!("spec.rules[{r}].backendRefs[{b}].port"),
-                "a Service backend needs a non-zero port".into(),
+                "cannot reference a Service without a port (a Service backend needs a non-zero port)".into(),
             ));
         }
     }

@@ -1041,6 +1041,10 @@ async fn linkerd_crds_load_and_refuse_invalid_policy() {
         ("policy.linkerd.io", "v1beta3", "HTTPRoute"),
         ("gateway.networking.k8s.io", "v1", "HTTPRoute"),
         ("gateway.networking.k8s.io", "v1", "GRPCRoute"),
+        ("policy.linkerd.io", "v1alpha1", "EgressNetwork"),
+        ("policy.linkerd.io", "v1alpha1", "HTTPLocalRateLimitPolicy"),
+        ("gateway.networking.k8s.io", "v1alpha2", "TCPRoute"),
+        ("gateway.networking.k8s.io", "v1alpha2", "TLSRoute"),
     ] {
         assert!(
             d.resolve_gvk(&GroupVersionKind::gvk(g, v, k)).is_some(),
@@ -1076,5 +1080,7 @@ async fn linkerd_crds_load_and_refuse_invalid_policy() {
         .map(|c| c.field)
         .collect();
     fields.sort();
-    assert_eq!(fields, ["spec", "spec.proxyProtocol"], "{}", e.message);
+    // Linkerd's CRD declares proxyProtocol a free string: the API server refuses only the
+    // selector oneOf, and Linkerd's admission webhook (not the schema) refuses `HTTP/3`.
+    assert_eq!(fields, ["spec"], "{}", e.message);
 }

@@ -49,6 +49,7 @@ fn core_ref(kind: &str, name: &str) -> ObjectRef {
 
 fn server(ns: &str, name: &str, selector: &[(&str, &str)], port: PortRef) -> Server {
     Server {
+        created: None,
         namespace: ns.into(),
         name: name.into(),
         labels: BTreeMap::new(),
@@ -804,4 +805,28 @@ fn a_client_without_an_address_is_admitted_only_by_networks_that_hold_every_addr
         "{:?}",
         v.chain
     );
+}
+
+#[test]
+fn overlapping_servers_are_accepted_and_the_oldest_wins_the_port() {
+    // Linkerd 2.18+ (PR #13676): overlap is no longer refused; Servers are ordered by creation
+    // time, then name, and the first selects the pod's port.
+    let mut s = emojivoto_modern();
+    s.authorization_policies.clear();
+    let mut newer = s.servers[0].clone();
+    newer.name = "a-voting-audit".into();
+    newer.access_policy = Some(DefaultPolicy::Audit);
+    newer.created = Some("2026-03-02T10:00:00Z".into());
+    s.servers[0].created = Some("2026-03-01T10:00:00Z".into());
+    s.servers.insert(0, newer.clone());
+    let v = s.explain(&req(unauthenticated("10.0.0.1"), &voting_pod(), 8080));
+    assert_eq!(v.server, "emojivoto/voting-grpc", "{:?}", v.chain);
+    assert_eq!(v.decision, Decision::Denied);
+    assert!(v.chain.iter().any(|c| c.contains("a-voting-audit also")), "{:?}", v.chain);
+    // Without creation times (manifests on disk), the first by name wins.
+    s.servers[0].created = None;
+    s.servers[1].created = None;
+    let v = s.explain(&req(unauthenticated("10.0.0.1"), &voting_pod(), 8080));
+    assert_eq!(v.server, "emojivoto/a-voting-audit");
+    assert_eq!(v.decision, Decision::Audit);
 }
