@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Maps as BTreeMap: JSON and text renderings list keys in a stable order.
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
         .compile_well_known_types(true)
@@ -38,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
+        .btree_map(["."])
         .build(&[".linkerd.mcp.v1"])?;
 
     for p in protos {

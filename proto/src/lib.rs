@@ -393,9 +393,48 @@ impl From<&model::Edge> for pb::Edge {
             server_identity: e.server_identity.clone(),
             metrics: Some((&e.metrics).into()),
             policy: Some((&e.policy).into()),
+            routes: e.routes.iter().map(Into::into).collect(),
         };
         out.set_tls(e.tls.into());
         out
+    }
+}
+
+impl From<&model::RouteStats> for pb::RouteStats {
+    fn from(r: &model::RouteStats) -> Self {
+        Self {
+            route_kind: r.id.kind.clone(),
+            route_namespace: r.id.namespace.clone(),
+            route_name: r.id.name.clone(),
+            parent: r.id.parent.clone(),
+            rps: r.rps,
+            success_rate: r.success_rate,
+            latency_p50_ms: r.latency_p50_ms,
+            latency_p95_ms: r.latency_p95_ms,
+            latency_p99_ms: r.latency_p99_ms,
+            status_rps: r.status_rps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            rate_limited_rps: r.rate_limited_rps,
+        }
+    }
+}
+
+impl From<pb::RouteStats> for model::RouteStats {
+    fn from(r: pb::RouteStats) -> Self {
+        Self {
+            id: model::RouteId {
+                kind: r.route_kind,
+                namespace: r.route_namespace,
+                name: r.route_name,
+                parent: r.parent,
+            },
+            rps: r.rps,
+            success_rate: r.success_rate,
+            latency_p50_ms: r.latency_p50_ms,
+            latency_p95_ms: r.latency_p95_ms,
+            latency_p99_ms: r.latency_p99_ms,
+            status_rps: r.status_rps.into_iter().collect(),
+            rate_limited_rps: r.rate_limited_rps,
+        }
     }
 }
 
@@ -412,6 +451,7 @@ impl TryFrom<pb::Edge> for model::Edge {
             server_identity: e.server_identity,
             metrics: e.metrics.map(Into::into).unwrap_or_default(),
             policy: e.policy.map(Into::into).unwrap_or_default(),
+            routes: e.routes.into_iter().map(Into::into).collect(),
         })
     }
 }

@@ -19,8 +19,8 @@ use std::{
 };
 
 use crate::graph::{
-    Edge, EdgeKey, EdgeMetrics, MeshGraph, PolicyKey, PolicyObject, PolicyVerdict, SourceHealth,
-    Workload, WorkloadRef,
+    Edge, EdgeKey, EdgeMetrics, MeshGraph, PolicyKey, PolicyObject, PolicyVerdict, RouteStats,
+    SourceHealth, Workload, WorkloadRef,
 };
 
 /// How far a metric may drift before an edge is re-sent.
@@ -93,6 +93,25 @@ impl MetricTolerance {
             && self.close_opt(a.observed_deny_rps, b.observed_deny_rps)
     }
 
+    /// Whether two route breakdowns name the same routes with metrics within the tolerance.
+    pub fn routes_within(&self, a: &[RouteStats], b: &[RouteStats]) -> bool {
+        a.len() == b.len()
+            && a.iter().all(|x| {
+                b.iter().find(|y| y.id == x.id).is_some_and(|y| {
+                    let sr = match (x.success_rate, y.success_rate) {
+                        (Some(p), Some(q)) => (p - q).abs() <= self.success_rate,
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    sr && self.close(x.rps, y.rps)
+                        && self.close(x.rate_limited_rps, y.rate_limited_rps)
+                        && self.close_opt(x.latency_p50_ms, y.latency_p50_ms)
+                        && self.close_opt(x.latency_p95_ms, y.latency_p95_ms)
+                        && self.close_opt(x.latency_p99_ms, y.latency_p99_ms)
+                })
+            })
+    }
+
     /// Whether `a` and `b` differ only by metrics within the tolerance.
     pub fn edge_unchanged(&self, a: &Edge, b: &Edge) -> bool {
         a.key == b.key
@@ -102,6 +121,7 @@ impl MetricTolerance {
             && a.server_identity == b.server_identity
             && self.policy_within(&a.policy, &b.policy)
             && self.metrics_within(&a.metrics, &b.metrics)
+            && self.routes_within(&a.routes, &b.routes)
     }
 }
 

@@ -235,6 +235,65 @@ impl PolicyVerdict {
     }
 }
 
+/// Which route a request took: the route the caller's proxy matched and the parent it is
+/// attached to. Linkerd's own routes (no HTTPRoute or GRPCRoute attached) have kind `default`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    /// `HTTPRoute`, `GRPCRoute`, or `default` (`route_kind` as the proxy reports it).
+    pub kind: String,
+    /// The route's namespace (empty for default routes).
+    pub namespace: String,
+    /// The route's name (`http`, `grpc`, `http-egress-deny`, ... for default routes).
+    pub name: String,
+    /// The parent it is attached to, as `Kind namespace/name:port` (`Service emojivoto/web-svc:80`,
+    /// `EgressNetwork egress/internet:443`).
+    pub parent: String,
+}
+
+impl fmt::Display for RouteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == "default" {
+            write!(f, "[default {}] on {}", self.name, self.parent)
+        } else {
+            write!(
+                f,
+                "{} {}/{} on {}",
+                self.kind, self.namespace, self.name, self.parent
+            )
+        }
+    }
+}
+
+/// One route's share of an edge's traffic, as `linkerd viz stat-outbound` shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteStats {
+    /// The route.
+    pub id: RouteId,
+    /// Requests per second.
+    pub rps: f64,
+    /// 0..1, viz's rule: HTTP fails on 5xx or a proxy error, gRPC on a status other than OK or a
+    /// proxy error (so a 429 or 403 counts as a success).
+    pub success_rate: Option<f64>,
+    /// Median latency in milliseconds (from the proxy's seconds histogram).
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    pub latency_p95_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
+    pub latency_p99_ms: Option<f64>,
+    /// Responses per second by status class: `2xx`..`5xx` for HTTP, the grpc-status name for
+    /// gRPC, `error:<KIND>` when the proxy failed the request itself (`error:FAIL_FAST`).
+    pub status_rps: BTreeMap<String, f64>,
+    /// HTTP 429 (Too Many Requests) per second: what a rate limit refused.
+    pub rate_limited_rps: f64,
+}
+
+impl RouteStats {
+    /// Failed requests per second, by the same rule as [`RouteStats::success_rate`].
+    pub fn failure_rps(&self) -> f64 {
+        self.success_rate.map_or(0.0, |s| self.rps * (1.0 - s))
+    }
+}
+
 /// A directed edge of the mesh graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edge {
@@ -252,6 +311,9 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     /// The policy verdict.
     pub policy: PolicyVerdict,
+    /// Per-route breakdown (Linkerd 2.14+ proxies), busiest first; empty when the proxies do not
+    /// report route metrics.
+    pub routes: Vec<RouteStats>,
 }
 
 impl Edge {
@@ -265,7 +327,16 @@ impl Edge {
             server_identity: String::new(),
             metrics: EdgeMetrics::default(),
             policy: PolicyVerdict::default(),
+            routes: Vec::new(),
         }
+    }
+
+    /// The route failing the most requests per second, if any fails.
+    pub fn worst_route(&self) -> Option<&RouteStats> {
+        self.routes
+            .iter()
+            .filter(|r| r.failure_rps() > 0.0)
+            .max_by(|a, b| a.failure_rps().total_cmp(&b.failure_rps()))
     }
 }
 

@@ -24,11 +24,12 @@ pub use self::{
     delta::{DeltaError, GraphDelta, MetricTolerance, PublishedView},
     graph::{
         Decision, Destination, Edge, EdgeKey, EdgeMetrics, GraphFilter, MeshGraph, PolicyKey,
-        PolicyObject, PolicyVerdict, Protocol, SourceHealth, TlsStatus, Workload, WorkloadRef,
-        is_dns_label, is_dns_subdomain,
+        PolicyObject, PolicyVerdict, Protocol, RouteId, RouteStats, SourceHealth, TlsStatus,
+        Workload, WorkloadRef, is_dns_label, is_dns_subdomain,
     },
     samples::{
-        GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, ResponseSample, TcpSample,
-        TlsObservation, WorkloadSample, service_account_of,
+        GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, ResponseSample,
+        RouteLatencySample, RouteSample, TcpSample, TlsObservation, WorkloadSample,
+        service_account_of,
     },
 };

@@ -17,7 +17,8 @@ use std::{
 };
 
 use crate::graph::{
-    Destination, Edge, EdgeKey, EdgeMetrics, MeshGraph, Protocol, TlsStatus, Workload, WorkloadRef,
+    Destination, Edge, EdgeKey, EdgeMetrics, MeshGraph, Protocol, RouteId, RouteStats, TlsStatus,
+    Workload, WorkloadRef,
 };
 
 /// What the source proxy said about TLS for some traffic.
@@ -115,6 +116,43 @@ pub struct TcpSample {
     pub write_bytes: f64,
 }
 
+/// Responses on one route of `src -> dst` over the window, by status, as counted by the
+/// source's proxy (`outbound_{http,grpc}_route_backend_response_statuses_total`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteSample {
+    /// Caller.
+    pub src: WorkloadRef,
+    /// The backend the route sent to: a workload, or an authority (egress).
+    pub dst: Destination,
+    /// `Http` or `Grpc`.
+    pub protocol: Protocol,
+    /// The route.
+    pub route: RouteId,
+    /// `http_status` (`"200"`, or empty when no response came) or `grpc_status` (`"OK"`).
+    pub status: String,
+    /// `error`: empty, or why the proxy failed the request (`FAIL_FAST`, `REQUEST_TIMEOUT`).
+    pub error: String,
+    /// Responses in the window.
+    pub count: f64,
+}
+
+/// A latency quantile of one route of `src -> dst`, in milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteLatencySample {
+    /// Caller.
+    pub src: WorkloadRef,
+    /// The backend.
+    pub dst: Destination,
+    /// `Http` or `Grpc`.
+    pub protocol: Protocol,
+    /// The route.
+    pub route: RouteId,
+    /// Which quantile.
+    pub quantile: LatencyQuantile,
+    /// Milliseconds; must be finite.
+    pub value_ms: f64,
+}
+
 /// A client identity seen by `dst`'s inbound proxy in the window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdentitySample {
@@ -170,7 +208,33 @@ struct TcpAcc {
     reasons: BTreeSet<String>,
 }
 
+#[derive(Default)]
+struct RouteAcc {
+    total: f64,
+    failed: f64,
+    rate_limited: f64,
+    by_class: BTreeMap<String, f64>,
+    latency: [Option<f64>; 3],
+}
+
 type Pair = (WorkloadRef, Destination);
+
+/// The status class viz's stat-outbound would count a response in, and whether it failed.
+fn route_class(protocol: Protocol, status: &str, error: &str) -> (String, bool) {
+    if !error.is_empty() {
+        return (format!("error:{error}"), true);
+    }
+    match protocol {
+        Protocol::Grpc => {
+            let s = if status.is_empty() { "UNKNOWN" } else { status };
+            (s.to_owned(), s != "OK")
+        }
+        _ => match status.as_bytes().first() {
+            Some(c @ b'1'..=b'5') => (format!("{}xx", *c as char), *c == b'5'),
+            _ => ("no-response".to_owned(), false),
+        },
+    }
+}
 
 /// Accumulates samples, then joins them into a [`MeshGraph`].
 pub struct GraphBuilder {
@@ -180,6 +244,7 @@ pub struct GraphBuilder {
     latency: BTreeMap<Pair, [Option<f64>; 3]>,
     identities: BTreeMap<WorkloadRef, BTreeMap<String, f64>>,
     workloads: BTreeMap<WorkloadRef, Workload>,
+    routes: BTreeMap<(EdgeKey, RouteId), RouteAcc>,
 }
 
 // === impl GraphBuilder ===
@@ -194,7 +259,45 @@ impl GraphBuilder {
             latency: BTreeMap::new(),
             identities: BTreeMap::new(),
             workloads: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
+    }
+
+    /// Adds responses of one route. Samples of the same route and status add up.
+    pub fn add_route(&mut self, s: RouteSample) {
+        if s.count <= 0.0 || !s.count.is_finite() {
+            return;
+        }
+        self.note_workload(&s.src, true);
+        let key = EdgeKey {
+            src: s.src,
+            dst: s.dst,
+            protocol: s.protocol,
+        };
+        let (class, failed) = route_class(s.protocol, &s.status, &s.error);
+        let acc = self.routes.entry((key, s.route)).or_default();
+        acc.total += s.count;
+        if failed {
+            acc.failed += s.count;
+        }
+        if s.status == "429" {
+            acc.rate_limited += s.count;
+        }
+        *acc.by_class.entry(class).or_default() += s.count;
+    }
+
+    /// Adds a route latency quantile. NaN or infinite values (no data) are ignored.
+    pub fn add_route_latency(&mut self, s: RouteLatencySample) {
+        if !s.value_ms.is_finite() {
+            return;
+        }
+        let key = EdgeKey {
+            src: s.src,
+            dst: s.dst,
+            protocol: s.protocol,
+        };
+        self.routes.entry((key, s.route)).or_default().latency[s.quantile as usize] =
+            Some(s.value_ms);
     }
 
     /// Adds responses. Several samples for the same edge (by classification, TLS) add up.
@@ -349,6 +452,39 @@ impl GraphBuilder {
                     set_latency(&mut e.metrics, q);
                 }
             }
+        }
+
+        // Routes join their edge; traffic seen only on route families (egress to a host no
+        // legacy series names) makes its own edge.
+        for ((key, id), acc) in std::mem::take(&mut self.routes) {
+            if acc.total <= 0.0 {
+                continue;
+            }
+            let e = edges.entry(key.clone()).or_insert_with(|| {
+                let mut e = Edge::new(key);
+                e.metrics.rps = acc.total / secs;
+                e.metrics.success_rate = Some(1.0 - acc.failed / acc.total);
+                e
+            });
+            let [p50, p95, p99] = acc.latency;
+            e.routes.push(RouteStats {
+                id,
+                rps: acc.total / secs,
+                success_rate: Some(1.0 - acc.failed / acc.total),
+                latency_p50_ms: p50,
+                latency_p95_ms: p95,
+                latency_p99_ms: p99,
+                status_rps: acc
+                    .by_class
+                    .into_iter()
+                    .map(|(k, v)| (k, v / secs))
+                    .collect(),
+                rate_limited_rps: acc.rate_limited / secs,
+            });
+        }
+        for e in edges.values_mut() {
+            e.routes
+                .sort_by(|a, b| b.rps.total_cmp(&a.rps).then_with(|| a.id.cmp(&b.id)));
         }
 
         self.assign_identities(&mut edges);

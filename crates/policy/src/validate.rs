@@ -147,7 +147,8 @@ pub fn validate(r: &Resource, raw: &Value) -> Vec<Finding> {
                     let ok = (g.eq_ignore_ascii_case("policy.linkerd.io")
                         && (k.eq_ignore_ascii_case("Server")
                             || k.eq_ignore_ascii_case("HTTPRoute")))
-                        || ((g.is_empty() || g.eq_ignore_ascii_case("core")) && k.eq_ignore_ascii_case("Namespace"))
+                        || ((g.is_empty() || g.eq_ignore_ascii_case("core"))
+                            && k.eq_ignore_ascii_case("Namespace"))
                         || (g.eq_ignore_ascii_case("gateway.networking.k8s.io")
                             && (k.eq_ignore_ascii_case("HTTPRoute")
                                 || k.eq_ignore_ascii_case("GRPCRoute")));
@@ -493,10 +494,7 @@ fn l4_route(route: &Object<RouteSpec>, kind: &str, out: &mut Vec<Finding>) {
     if rules.len() != 1 {
         out.push((
             "spec.rules".into(),
-            format!(
-                "{kind} supports a single rule only ({} given)",
-                rules.len()
-            ),
+            format!("{kind} supports a single rule only ({} given)", rules.len()),
         ));
     }
     if kind == "TLSRoute" {
@@ -515,7 +513,10 @@ fn l4_route(route: &Object<RouteSpec>, kind: &str, out: &mut Vec<Finding>) {
 /// EgressNetwork: Linkerd's network rules; `trafficPolicy` is required by the CRD.
 fn egress_network(e: &Object<crate::resources::EgressNetworkSpec>, out: &mut Vec<Finding>) {
     match e.spec.traffic_policy.as_deref() {
-        None => out.push(("spec.trafficPolicy".into(), "is required (Allow or Deny)".into())),
+        None => out.push((
+            "spec.trafficPolicy".into(),
+            "is required (Allow or Deny)".into(),
+        )),
         Some("Allow" | "Deny") => {}
         Some(p) => out.push((
             "spec.trafficPolicy".into(),
@@ -572,10 +573,14 @@ fn rate_limit(r: &Object<crate::resources::RateLimitSpec>, out: &mut Vec<Finding
         Some(t) => {
             check_ref(t, "spec.targetRef", out);
             let (g, k) = (group_of(t), kind_of(t));
-            if !k.is_empty()
-                && !(g.eq_ignore_ascii_case("policy.linkerd.io") && k.eq_ignore_ascii_case("Server"))
-            {
-                let shown = if g.is_empty() { k.to_owned() } else { format!("{k}.{g}") };
+            let server =
+                g.eq_ignore_ascii_case("policy.linkerd.io") && k.eq_ignore_ascii_case("Server");
+            if !k.is_empty() && !server {
+                let shown = if g.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{k}.{g}")
+                };
                 out.push((
                     "spec.targetRef".into(),
                     format!("invalid targetRef kind: {shown} (only a Server, group policy.linkerd.io, can be rate limited)"),
@@ -583,11 +588,13 @@ fn rate_limit(r: &Object<crate::resources::RateLimitSpec>, out: &mut Vec<Finding
             }
         }
     }
-    let total = r
-        .spec
-        .total
-        .as_ref()
-        .and_then(|t| rps_of(t.requests_per_second.as_ref(), "spec.total.requestsPerSecond", out));
+    let total = r.spec.total.as_ref().and_then(|t| {
+        rps_of(
+            t.requests_per_second.as_ref(),
+            "spec.total.requestsPerSecond",
+            out,
+        )
+    });
     let identity = r.spec.identity.as_ref().and_then(|i| {
         rps_of(
             i.requests_per_second.as_ref(),

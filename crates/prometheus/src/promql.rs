@@ -51,6 +51,15 @@ pub fn ne(name: &'static str, value: &str) -> Matcher {
     }
 }
 
+/// `name=~"regex"`.
+pub fn re(name: &'static str, value: &str) -> Matcher {
+    Matcher {
+        name,
+        op: "=~",
+        value: value.to_owned(),
+    }
+}
+
 /// `{a="1", b!=""}` with matchers sorted by label name, as viz renders them.
 pub fn selector(matchers: &[Matcher]) -> String {
     let mut m = matchers.to_vec();
@@ -142,7 +151,34 @@ pub struct GraphQueries {
     /// Inbound authorization decisions by destination and client identity:
     /// `inbound_http_authz_allow_total`, `..._deny_total`, then the `tcp` pair.
     pub authz: [String; 4],
+    /// Route responses by route, backend and status, in [`ROUTE_FAMILIES`] order (HTTP, gRPC).
+    pub route_statuses: [String; 2],
+    /// Route latency quantiles by route and backend, in [`ROUTE_FAMILIES`] order, each in
+    /// [`QUANTILES`] order; seconds.
+    pub route_latency: [[String; 3]; 2],
 }
+
+/// The route metric families of Linkerd 2.14+ proxies (what `linkerd viz stat-outbound` reads),
+/// as (family prefix, status label, is gRPC).
+pub const ROUTE_FAMILIES: [(&str, &str, bool); 2] = [
+    ("outbound_http_route_backend_response", "http_status", false),
+    ("outbound_grpc_route_backend_response", "grpc_status", true),
+];
+
+/// Labels naming a route, its parent and its backend on the route families.
+pub const ROUTE_LABELS: [&str; 11] = [
+    "parent_kind",
+    "parent_namespace",
+    "parent_name",
+    "parent_port",
+    "route_kind",
+    "route_namespace",
+    "route_name",
+    "backend_kind",
+    "backend_namespace",
+    "backend_name",
+    "backend_port",
+];
 
 /// The authorization counters, in [`GraphQueries::authz`] order: (metric, tcp, allowed).
 pub const AUTHZ_METRICS: [(&str, bool, bool); 4] = [
@@ -203,6 +239,17 @@ impl GraphQueries {
             pods: format!("count(tcp_open_total) by ({})", pods.join(", ")),
             // No `direction` label on these (reference 1.3); like viz, no selector at all.
             authz: AUTHZ_METRICS.map(|(m, _, _)| sum_increase(m, "", &w, &ident)),
+            // stat-outbound's queries, grouped by every owner label and the whole route,
+            // parent and backend (viz groups by one resource and names only).
+            route_statuses: ROUTE_FAMILIES.map(|(family, status, _)| {
+                let by: Vec<&str> =
+                    [src_labels(), ROUTE_LABELS.to_vec(), vec![status, "error"]].concat();
+                sum_increase(&format!("{family}_statuses_total"), "", &w, &by)
+            }),
+            route_latency: ROUTE_FAMILIES.map(|(family, _, _)| {
+                let by: Vec<&str> = [src_labels(), ROUTE_LABELS.to_vec()].concat();
+                QUANTILES.map(|q| quantile(q, &format!("{family}_duration_seconds"), "", &w, &by))
+            }),
         }
     }
 }

@@ -8,13 +8,14 @@ use std::{
 
 use mesh_model::{
     Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, MeshGraph, Protocol,
-    ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
+    ResponseSample, RouteId, RouteLatencySample, RouteSample, TcpSample, TlsObservation,
+    WorkloadRef, WorkloadSample,
 };
 use serde::Deserialize;
 
 use mesh_policy::overlay::AuthzSample;
 
-use crate::promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS};
+use crate::promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS, ROUTE_FAMILIES};
 
 /// Why Prometheus could not give us a graph.
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +244,16 @@ impl PrometheusSource {
         ]
         .into_iter()
         .chain(&q.authz);
-        let rows = futures_util::future::try_join_all(queries.map(|x| self.query(x))).await?;
+        let route_queries = q
+            .route_statuses
+            .iter()
+            .zip(&q.route_latency)
+            .flat_map(|(s, l)| std::iter::once(s).chain(l));
+        let (rows, route_rows) = futures_util::future::try_join(
+            futures_util::future::try_join_all(queries.map(|x| self.query(x))),
+            futures_util::future::try_join_all(route_queries.map(|x| self.query(x))),
+        )
+        .await?;
         let Ok(
             [
                 responses,
@@ -286,6 +296,16 @@ impl PrometheusSource {
                 }
             }
         }
+
+        // Which destination each (caller, Service) reached, to join route backends to edges.
+        let mut by_service: BTreeMap<(WorkloadRef, String, String), Destination> = BTreeMap::new();
+        for s in responses.iter().chain(&opened) {
+            let (svc, ns) = (s.label("dst_service"), s.label("dst_namespace"));
+            if let (Some(src), Some(dst), false) = (src_of(s), dst_of(s), svc.is_empty()) {
+                by_service.insert((src, ns.to_owned(), svc.to_owned()), dst);
+            }
+        }
+        self.add_routes(builder, &route_rows, &by_service);
 
         for s in &responses {
             let (Some(src), Some(dst), Some(v)) = (src_of(s), dst_of(s), s.number()) else {
@@ -370,6 +390,57 @@ impl PrometheusSource {
         Ok(samples)
     }
 
+    /// Feeds the route families' answers (per family: statuses, then three quantiles).
+    fn add_routes(
+        &self,
+        builder: &mut GraphBuilder,
+        rows: &[Vec<Series>],
+        by_service: &BTreeMap<(WorkloadRef, String, String), Destination>,
+    ) {
+        for ((_, status_label, grpc), answers) in ROUTE_FAMILIES.iter().zip(rows.chunks(4)) {
+            let protocol = if *grpc {
+                Protocol::Grpc
+            } else {
+                Protocol::Http
+            };
+            let [statuses, p50, p95, p99] = answers else {
+                continue;
+            };
+            for s in statuses {
+                let (Some(src), Some(count)) = (src_of(s), s.number()) else {
+                    continue;
+                };
+                let dst = backend_of(s, &src, by_service);
+                builder.add_route(RouteSample {
+                    src,
+                    dst,
+                    protocol,
+                    route: route_of(s),
+                    status: s.label(status_label).to_owned(),
+                    error: s.label("error").to_owned(),
+                    count,
+                });
+            }
+            for (quantile, rows) in LatencyQuantile::ALL.into_iter().zip([p50, p95, p99]) {
+                for s in rows {
+                    let (Some(src), Some(v)) = (src_of(s), s.number()) else {
+                        continue;
+                    };
+                    let dst = backend_of(s, &src, by_service);
+                    builder.add_route_latency(RouteLatencySample {
+                        src,
+                        dst,
+                        protocol,
+                        route: route_of(s),
+                        quantile,
+                        // The route histograms are in seconds.
+                        value_ms: v * 1000.0,
+                    });
+                }
+            }
+        }
+    }
+
     /// Reads the current window: the graph (version 0) and the authorization samples, which
     /// are attached to edges once Kubernetes has named the edges' client identities.
     pub async fn observe(&self, now: SystemTime) -> Result<Observation, PromError> {
@@ -432,6 +503,47 @@ fn dst_of(s: &Series) -> Option<Destination> {
     }
     let authority = s.label("authority");
     (!authority.is_empty()).then(|| Destination::Authority(authority.to_owned()))
+}
+
+/// The route of a route-family series: kind, namespace and name, and the parent it attached to.
+fn route_of(s: &Series) -> RouteId {
+    RouteId {
+        kind: s.label("route_kind").to_owned(),
+        namespace: s.label("route_namespace").to_owned(),
+        name: s.label("route_name").to_owned(),
+        parent: format!(
+            "{} {}/{}:{}",
+            s.label("parent_kind"),
+            s.label("parent_namespace"),
+            s.label("parent_name"),
+            s.label("parent_port")
+        ),
+    }
+}
+
+/// Where a route-family series went: the destination the caller's legacy series show behind
+/// that backend Service, else the Service's name as `dst_of` spells it; an EgressNetwork backend
+/// is an external destination named by the EgressNetwork.
+fn backend_of(
+    s: &Series,
+    src: &WorkloadRef,
+    by_service: &BTreeMap<(WorkloadRef, String, String), Destination>,
+) -> Destination {
+    let (kind, ns, name) = (
+        s.label("backend_kind"),
+        s.label("backend_namespace"),
+        s.label("backend_name"),
+    );
+    if kind.eq_ignore_ascii_case("EgressNetwork") {
+        return Destination::Authority(format!(
+            "EgressNetwork {ns}/{name}:{}",
+            s.label("backend_port")
+        ));
+    }
+    by_service
+        .get(&(src.clone(), ns.to_owned(), name.to_owned()))
+        .cloned()
+        .unwrap_or_else(|| Destination::Authority(format!("{name}.{ns}.svc")))
 }
 
 fn tls_of(s: &Series) -> TlsObservation {

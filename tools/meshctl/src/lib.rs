@@ -29,6 +29,9 @@ pub struct Args {
 pub enum Command {
     /// Print the mesh graph: who calls whom, how fast, over mTLS or not.
     Graph(GraphArgs),
+    /// Print each call's routes (HTTPRoutes, GRPCRoutes, Linkerd's default routes) with their
+    /// golden metrics, like `linkerd viz stat-outbound` (Linkerd 2.14+ proxies).
+    Routes(RoutesArgs),
     /// Stream graph changes from mesh-mcp: a snapshot, then deltas and heartbeats.
     Watch(WatchArgs),
     /// Check Linkerd policy manifests offline, as Linkerd's admission webhook would.
@@ -181,10 +184,11 @@ pub enum Output {
     Png,
 }
 
-/// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
+/// Where a graph comes from, and which part of it; shared by `meshctl graph` and `meshctl
+/// routes`. Each flag also reads `MESH_<FLAG>`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("from").required(true).args(["prometheus_url", "server"])))]
-pub struct GraphArgs {
+pub struct GraphSource {
     /// Build the graph straight from this linkerd-viz Prometheus.
     #[arg(long, env = "MESH_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
@@ -194,9 +198,6 @@ pub struct GraphArgs {
     /// Bearer token for --server.
     #[arg(long, env = "MESH_TOKEN")]
     pub token: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
-    pub output: Output,
     /// Only edges with an end in this namespace (repeatable).
     #[arg(
         short = 'n',
@@ -212,9 +213,35 @@ pub struct GraphArgs {
     /// Time limit for each Prometheus query.
     #[arg(long, env = "MESH_TIMEOUT", default_value = "10s", value_parser = parse_window)]
     pub timeout: Duration,
+}
+
+/// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// Where the graph comes from.
+    #[command(flatten)]
+    pub source: GraphSource,
+    /// Output format.
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     /// Write the output to this file instead of standard output.
     #[arg(long, env = "MESH_OUT")]
     pub out: Option<PathBuf>,
+}
+
+/// `meshctl routes` flags.
+#[derive(Debug, clap::Args)]
+pub struct RoutesArgs {
+    /// Only the routes of calls from or to this workload (`namespace/name`).
+    #[arg(value_name = "NAMESPACE/WORKLOAD")]
+    pub workload: Option<String>,
+    /// Where the graph comes from.
+    #[command(flatten)]
+    pub source: GraphSource,
+    /// Output format: `table` (like `linkerd viz stat-outbound`) or `json` (proto3 JSON of the
+    /// edges, with their routes).
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 /// A failure, with the exit code it maps to.
@@ -239,6 +266,7 @@ impl Failure {
 pub async fn run(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Graph(g) => graph(g).await,
+        Command::Routes(r) => routes(r).await,
         Command::Watch(w) => watch(w).await,
         Command::Validate(v) => validate(&v),
         Command::Explain(e) => explain(&e),
@@ -246,15 +274,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-async fn graph(args: GraphArgs) -> Result<(), Failure> {
-    let binary = matches!(args.output, Output::Png);
-    if binary && args.out.is_none() && std::io::stdout().is_terminal() {
-        return Err(Failure::new(
-            EXIT_USAGE,
-            "-o png writes binary data: pass --out FILE or redirect standard output",
-        ));
-    }
-    let graph = match (&args.prometheus_url, &args.server) {
+/// The graph from Prometheus or mesh-mcp, limited to the asked namespaces.
+async fn fetch(args: &GraphSource) -> Result<MeshGraph, Failure> {
+    Ok(match (&args.prometheus_url, &args.server) {
         (Some(url), _) => {
             let source = PrometheusSource::new(url, args.window, args.timeout)
                 .map_err(|e| Failure::new(EXIT_USAGE, e))?;
@@ -279,7 +301,90 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::new(1, format!("{server} answered an invalid graph: {e}")))?
         }
         (None, None) => unreachable!("clap requires one of --prometheus-url and --server"),
+    })
+}
+
+async fn routes(args: RoutesArgs) -> Result<(), Failure> {
+    let mut graph = fetch(&args.source).await?;
+    if let Some(w) = &args.workload {
+        let Some((ns, name)) = split_id(w) else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("{w:?} is not namespace/name"),
+            ));
+        };
+        let touches = |d: &Destination| matches!(d, Destination::Workload(x) if x.namespace == ns && x.name == name);
+        graph
+            .edges
+            .retain(|k, _| (k.src.namespace == ns && k.src.name == name) || touches(&k.dst));
+    }
+    let text = if args.output == "json" {
+        let edges: Vec<mesh_proto::pb::Edge> = graph
+            .edges
+            .values()
+            .filter(|e| !e.routes.is_empty())
+            .map(Into::into)
+            .collect();
+        let mut s = serde_json::to_string_pretty(&serde_json::json!({ "edges": edges }))
+            .expect("proto JSON always serializes");
+        s.push('\n');
+        s
+    } else {
+        routes_table(&graph)
     };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| Failure::new(1, format!("cannot write output: {e}")))
+}
+
+/// One row per route of each call, like `linkerd viz stat-outbound`: the caller, the parent the
+/// route attaches to, the route, then its golden metrics and 429s (rate-limited).
+pub fn routes_table(graph: &MeshGraph) -> String {
+    let mut rows = vec![
+        [
+            "SRC", "DST", "PARENT", "ROUTE", "KIND", "RPS", "SUCCESS", "P50", "P95", "P99", "429/S",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    let ms = |v: Option<f64>| opt(v, |p| format!("{p:.0}ms"));
+    for e in graph.edges.values() {
+        for r in &e.routes {
+            let route = if r.id.kind == "default" {
+                format!("[default {}]", r.id.name)
+            } else {
+                format!("{}/{}", r.id.namespace, r.id.name)
+            };
+            rows.push(vec![
+                format!("{}/{}", e.key.src.namespace, e.key.src.name),
+                e.key.dst.to_string(),
+                r.id.parent.clone(),
+                route,
+                r.id.kind.clone(),
+                format!("{:.2}", r.rps),
+                opt(r.success_rate, |s| format!("{:.2}%", s * 100.0)),
+                ms(r.latency_p50_ms),
+                ms(r.latency_p95_ms),
+                ms(r.latency_p99_ms),
+                format!("{:.2}", r.rate_limited_rps),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        return "(no route metrics in the window: Linkerd 2.14+ proxies report them as outbound_http_route_* and outbound_grpc_route_*)\n".to_owned();
+    }
+    mesh_render::columns(&rows, "  ")
+}
+
+async fn graph(args: GraphArgs) -> Result<(), Failure> {
+    let binary = matches!(args.output, Output::Png);
+    if binary && args.out.is_none() && std::io::stdout().is_terminal() {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "-o png writes binary data: pass --out FILE or redirect standard output",
+        ));
+    }
+    let graph = fetch(&args.source).await?;
     let width = (args.out.is_none() && std::io::stdout().is_terminal())
         .then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
         .flatten();
@@ -665,6 +770,23 @@ fn authz_cell(p: &PolicyVerdict) -> String {
     }
 }
 
+/// The ROUTES cell: how many routes carried the edge, and the one failing the most requests.
+fn routes_cell(e: &mesh_model::Edge) -> String {
+    match (e.routes.len(), e.worst_route()) {
+        (0, _) => "-".to_owned(),
+        (n, None) => format!("{n} ok"),
+        (n, Some(w)) => format!(
+            "{n}, worst {} {}",
+            if w.id.kind == "default" {
+                format!("[default {}]", w.id.name)
+            } else {
+                w.id.name.clone()
+            },
+            opt(w.success_rate, |s| format!("{:.1}%", s * 100.0))
+        ),
+    }
+}
+
 /// `sa.ns` for a Linkerd identity of the usual form (`sa.ns.serviceaccount.identity.<control
 /// plane namespace>.<trust domain>`), with the suffix it dropped; else the identity whole.
 fn short_identity(id: &str) -> (String, Option<String>) {
@@ -707,6 +829,7 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
         if policy {
             extra_header.push("AUTHZ");
         }
+        extra_header.push("ROUTES");
     }
     let mut suffixes = std::collections::BTreeSet::new();
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
@@ -767,6 +890,7 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
             if policy {
                 extra.push(authz_cell(&e.policy));
             }
+            extra.push(routes_cell(e));
         }
         rows.push(row);
         extras.push(extra);

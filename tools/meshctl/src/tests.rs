@@ -69,13 +69,13 @@ fn a_graph_that_knows_the_cluster_shows_policy() {
     let t = table(&g, true);
     let lines: Vec<&str> = t.lines().collect();
     assert!(
-        lines[0].contains(" POLICY ") && lines[0].ends_with("AUTHZ"),
+        lines[0].contains(" POLICY ") && lines[0].ends_with("AUTHZ                        ROUTES"),
         "{t}"
     );
     let bot = lines.iter().find(|l| l.starts_with("vote-bot")).unwrap();
     assert!(bot.contains(" denied! "), "{t}");
     assert!(
-        bot.contains(" denied!  0.25 ") && bot.ends_with("default:all-unauthenticated"),
+        bot.contains(" denied!  0.25 ") && bot.ends_with("default:all-unauthenticated  -"),
         "{t}"
     );
     assert!(
@@ -305,4 +305,51 @@ mod watch_text {
             ["source prometheus ok again"]
         );
     }
+}
+
+#[test]
+fn routes_show_in_the_wide_table_and_as_their_own_view() {
+    let mut g = emojivoto();
+    let e = g
+        .edges
+        .values_mut()
+        .find(|e| e.key.src.name == "vote-bot")
+        .unwrap();
+    let route = |kind: &str, name: &str, rps: f64, sr: f64| mesh_model::RouteStats {
+        id: mesh_model::RouteId {
+            kind: kind.into(),
+            namespace: if kind == "default" {
+                String::new()
+            } else {
+                "emojivoto".into()
+            },
+            name: name.into(),
+            parent: "Service emojivoto/web-svc:80".into(),
+        },
+        rps,
+        success_rate: Some(sr),
+        latency_p99_ms: Some(48.0),
+        rate_limited_rps: if name == "vote" { 0.5 } else { 0.0 },
+        ..Default::default()
+    };
+    e.routes = vec![
+        route("HTTPRoute", "vote", 3.0, 0.9),
+        route("default", "http", 1.0, 1.0),
+    ];
+    let t = table(&g, true);
+    let bot = t.lines().find(|l| l.starts_with("vote-bot")).unwrap();
+    assert!(bot.ends_with("2, worst vote 90.0%"), "{t}");
+    let r = routes_table(&g);
+    let lines: Vec<&str> = r.lines().collect();
+    assert!(
+        lines[0].starts_with("SRC") && lines[0].ends_with("429/S"),
+        "{r}"
+    );
+    assert!(
+        lines[1].contains("emojivoto/vote-bot  emojivoto/web  Service emojivoto/web-svc:80  emojivoto/vote  HTTPRoute  3.00  90.00%"),
+        "{r}"
+    );
+    assert!(lines[1].ends_with("48ms  0.50"), "{r}");
+    assert!(lines[2].contains("[default http]  default"), "{r}");
+    assert!(routes_table(&emojivoto()).starts_with("(no route metrics in the window"));
 }

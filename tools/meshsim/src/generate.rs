@@ -109,6 +109,7 @@ pub fn generate(n: usize, seed: u64) -> Result<Topology, TopologyError> {
                     no_tls_reason: None,
                     tcp_connections: rng.random_range(1..=4),
                     port: if protocol == "tcp" { 5432 } else { 8080 },
+                    routes: Vec::new(),
                 });
             }
         }

@@ -14,14 +14,18 @@ use std::time::Duration;
 
 use mesh_model::{
     Destination, GraphBuilder, IdentitySample, LatencyQuantile, LatencySample, Protocol,
-    ResponseSample, TcpSample, TlsObservation, WorkloadRef, WorkloadSample,
+    ResponseSample, RouteId, RouteLatencySample, RouteSample, TcpSample, TlsObservation,
+    WorkloadRef, WorkloadSample,
 };
 
 pub use self::{
     generate::{BUILTINS, builtin, generate},
     server::{Args, SharedSim, router, serve, serve_shared},
-    sim::{CONTROL_PLANE_NS, LATENCY_BUCKETS_MS, Pod, Sim, owner_label, pods_of},
-    topology::{EdgeSpec, Latency, Topology, TopologyError, WorkloadSpec},
+    sim::{
+        CONTROL_PLANE_NS, LATENCY_BUCKETS_MS, LinkerdVersion, Pod, ROUTE_REQUEST_BUCKETS_S,
+        ROUTE_RESPONSE_BUCKETS_S, Sim, mixture_quantile, owner_label, pods_of,
+    },
+    topology::{EdgeSpec, Latency, RouteMix, RouteTraffic, Topology, TopologyError, WorkloadSpec},
 };
 
 /// The model's id for a simulated workload.
@@ -42,6 +46,75 @@ pub fn graph(
     let mut b = GraphBuilder::new(window);
     feed(topology, window, &mut b);
     b.finish(generated_at)
+}
+
+/// Feeds `builder` the samples that Prometheus would yield for `topology` over `window` from
+/// `version`'s proxies (what a source proxy can see: nothing from unmeshed callers; route
+/// breakdowns from 2.20 on). Benchmarks and tests use it to build graphs without Prometheus.
+pub fn feed_as(
+    topology: &Topology,
+    window: Duration,
+    builder: &mut GraphBuilder,
+    version: LinkerdVersion,
+) {
+    feed(topology, window, builder);
+    if version == LinkerdVersion::V2_12 {
+        return;
+    }
+    let secs = window.as_secs_f64();
+    for e in &topology.edges {
+        let (Some(src), Some(dst)) = (topology.workload(&e.from), topology.workload(&e.to)) else {
+            continue;
+        };
+        let protocol = Protocol::parse(&e.protocol).expect("validated topology");
+        if !src.meshed || protocol == Protocol::Tcp {
+            continue;
+        }
+        let (ok, failed) = if protocol == Protocol::Grpc {
+            ("OK", "UNKNOWN")
+        } else {
+            ("200", "500")
+        };
+        for mix in e.route_mix() {
+            let route = RouteId {
+                kind: mix.kind.to_owned(),
+                namespace: if mix.kind == "default" {
+                    String::new()
+                } else {
+                    dst.namespace.clone()
+                },
+                name: mix.name.clone(),
+                parent: format!("Service {}/{}:{}", dst.namespace, dst.service(), e.port),
+            };
+            let n = e.rps * mix.share * secs;
+            for (status, count) in [
+                (ok, n * mix.success_rate),
+                (failed, n * (1.0 - mix.success_rate)),
+            ] {
+                builder.add_route(RouteSample {
+                    src: workload_ref(src),
+                    dst: Destination::Workload(workload_ref(dst)),
+                    protocol,
+                    route: route.clone(),
+                    status: status.into(),
+                    error: String::new(),
+                    count,
+                });
+            }
+            let l = mix.latency;
+            for (quantile, value_ms) in LatencyQuantile::ALL.into_iter().zip([l.p50, l.p95, l.p99])
+            {
+                builder.add_route_latency(RouteLatencySample {
+                    src: workload_ref(src),
+                    dst: Destination::Workload(workload_ref(dst)),
+                    protocol,
+                    route: route.clone(),
+                    quantile,
+                    value_ms,
+                });
+            }
+        }
+    }
 }
 
 /// Feeds `builder` the samples that Prometheus would yield for `topology` over `window`
@@ -113,14 +186,16 @@ pub fn feed(topology: &Topology, window: Duration, builder: &mut GraphBuilder) {
             dst_meshed: dst.meshed,
             protocol,
             tls: tls.clone(),
-            success: e.rps * secs * e.success_rate,
-            failure: e.rps * secs * (1.0 - e.success_rate),
+            success: e.rps * secs * e.overall_success_rate(),
+            failure: e.rps * secs * (1.0 - e.overall_success_rate()),
         });
-        for (q, v) in LatencyQuantile::ALL.into_iter().zip([
-            e.latency_ms.p50,
-            e.latency_ms.p95,
-            e.latency_ms.p99,
-        ]) {
+        let quantiles = if e.routes.is_empty() {
+            [e.latency_ms.p50, e.latency_ms.p95, e.latency_ms.p99]
+        } else {
+            let mix = e.route_mix();
+            [0.5, 0.95, 0.99].map(|q| mixture_quantile(&mix, q))
+        };
+        for (q, v) in LatencyQuantile::ALL.into_iter().zip(quantiles) {
             builder.add_latency(LatencySample {
                 src: workload_ref(src),
                 dst: d.clone(),

@@ -20,10 +20,9 @@ async fn main() {
         edges = topology.edges.len(),
         "serving /metrics and /topology"
     );
-    let sim = std::sync::Arc::new(tokio::sync::Mutex::new(meshsim::Sim::new(
-        topology,
-        std::time::Instant::now(),
-    )));
+    let mut sim = meshsim::Sim::new(topology, std::time::Instant::now());
+    sim.set_version(args.linkerd_version);
+    let sim = std::sync::Arc::new(tokio::sync::Mutex::new(sim));
     if let Some(url) = &args.kube_url {
         let config =
             meshsim::authz::kube_config(url, args.kube_token.as_deref(), args.kube_ca.as_deref())

@@ -9,6 +9,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
+use clap::builder::TypedValueParser as _;
 use tokio::{net::TcpListener, sync::Mutex};
 
 use mesh_model::Decision;
@@ -57,6 +58,16 @@ pub struct Args {
     /// CA certificate (PEM) that signed the --kube-url server's certificate.
     #[arg(long, env = "MESH_KUBE_CA", requires = "kube_url", value_name = "FILE")]
     pub kube_ca: Option<PathBuf>,
+    /// The Linkerd whose proxies to impersonate: 2.12 emits the legacy families only; 2.20 adds
+    /// the route families (`outbound_http_route_*`, `outbound_grpc_route_*`).
+    #[arg(
+        long,
+        env = "MESH_LINKERD_VERSION",
+        default_value = "2.12",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::LinkerdVersion::NAMES)
+            .map(|s: String| crate::LinkerdVersion::parse(&s).expect("a listed version"))
+    )]
+    pub linkerd_version: crate::LinkerdVersion,
 }
 
 impl Args {

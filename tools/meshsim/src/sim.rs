@@ -13,8 +13,38 @@ use mesh_policy::cluster::Cluster;
 
 use crate::{
     authz::{self, EdgeAuthz},
-    topology::{EdgeSpec, Topology, WorkloadSpec},
+    topology::{EdgeSpec, Latency, RouteMix, Topology, WorkloadSpec},
 };
+
+/// Which Linkerd's proxies meshsim impersonates: the metric families and labels differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinkerdVersion {
+    /// Linkerd 2.12: the legacy families only (`response_total`, `tcp_*`, `*_authz_*`).
+    #[default]
+    V2_12,
+    /// Linkerd 2.20 (edge-26.8): also the route families `outbound_{http,grpc}_route_*`, with
+    /// the proxy's labels and seconds buckets.
+    V2_20,
+}
+
+impl LinkerdVersion {
+    /// The versions `--linkerd-version` takes, as written.
+    pub const NAMES: [&'static str; 2] = ["2.12", "2.20"];
+
+    /// `2.12` or `2.20`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "2.12" => Some(Self::V2_12),
+            "2.20" => Some(Self::V2_20),
+            _ => None,
+        }
+    }
+}
+
+/// `outbound_*_route_request_duration_seconds` bucket bounds (the proxy's `REQUEST_BUCKETS`).
+pub const ROUTE_REQUEST_BUCKETS_S: [f64; 4] = [0.05, 0.5, 1.0, 10.0];
+/// `outbound_*_route_backend_response_duration_seconds` bucket bounds (`RESPONSE_BUCKETS`).
+pub const ROUTE_RESPONSE_BUCKETS_S: [f64; 7] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
 
 /// `response_latency_ms` bucket bounds, in ms (the proxy's, reference section 1.1).
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -99,8 +129,7 @@ fn hash_name(s: &str, len: usize) -> String {
 
 /// Cumulative share of responses at or under `le` ms, for an edge's quantiles: piecewise linear
 /// through (0, 0), (p50, .5), (p95, .95), (p99, .99), (1.5 * p99, 1).
-fn latency_cdf(e: &EdgeSpec, le: f64) -> f64 {
-    let l = e.latency_ms;
+fn latency_cdf(l: Latency, le: f64) -> f64 {
     let pts = [
         (0.0, 0.0),
         (l.p50, 0.5),
@@ -121,8 +150,31 @@ fn latency_cdf(e: &EdgeSpec, le: f64) -> f64 {
     1.0
 }
 
-fn latency_mean(e: &EdgeSpec) -> f64 {
-    let l = e.latency_ms;
+/// The `q` quantile (0..1) of a mix of routes' latencies, in ms: where their share-weighted
+/// distribution functions reach `q`.
+pub fn mixture_quantile(mix: &[RouteMix], q: f64) -> f64 {
+    let cdf = |x: f64| -> f64 {
+        mix.iter()
+            .map(|r| r.share * latency_cdf(r.latency, x))
+            .sum()
+    };
+    let total: f64 = mix.iter().map(|r| r.share).sum();
+    let (mut lo, mut hi) = (
+        0.0,
+        mix.iter().map(|r| r.latency.p99 * 1.5).fold(0.0, f64::max),
+    );
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if cdf(mid) < q * total {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+fn latency_mean(l: Latency) -> f64 {
     0.5 * l.p50 * 0.5
         + 0.45 * (l.p50 + l.p95) / 2.0
         + 0.04 * (l.p95 + l.p99) / 2.0
@@ -142,6 +194,32 @@ struct Rates {
     open_connections: f64,
     /// Requests (HTTP) or connections (TCP) the destination's proxy refuses.
     denied: f64,
+    /// Per route of the edge (HTTP and gRPC), in `route_mix` order.
+    routes: Vec<RouteRates>,
+}
+
+/// Per-second rates of one route of a pod pair.
+#[derive(Clone, Debug, Default)]
+struct RouteRates {
+    success: f64,
+    failure: f64,
+    denied: f64,
+    /// Share at or under each `ROUTE_REQUEST_BUCKETS_S` bound.
+    request_cdf: Vec<f64>,
+    /// Share at or under each `ROUTE_RESPONSE_BUCKETS_S` bound.
+    response_cdf: Vec<f64>,
+    mean_s: f64,
+}
+
+/// Accumulated counters of one route of a pod pair.
+#[derive(Clone, Debug, Default)]
+struct RouteCounters {
+    success: f64,
+    failure: f64,
+    denied: f64,
+    request_buckets: Vec<f64>,
+    response_buckets: Vec<f64>,
+    sum_s: f64,
 }
 
 /// Accumulated counters of one pod pair.
@@ -157,6 +235,7 @@ struct Counters {
     read: f64,
     write: f64,
     denied: f64,
+    routes: Vec<RouteCounters>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,6 +266,7 @@ pub struct Sim {
     /// Per edge, what the destination's proxy does with its traffic.
     authz: Vec<EdgeAuthz>,
     last: Instant,
+    version: LinkerdVersion,
 }
 
 // === impl Sim ===
@@ -202,9 +282,15 @@ impl Sim {
             cluster: None,
             authz: Vec::new(),
             last: now,
+            version: LinkerdVersion::default(),
         };
         sim.set_topology(topology, now);
         sim
+    }
+
+    /// Impersonates `version`'s proxies from now on.
+    pub fn set_version(&mut self, version: LinkerdVersion) {
+        self.version = version;
     }
 
     /// The topology being simulated.
@@ -233,6 +319,19 @@ impl Sim {
             c.read += r.read * dt;
             c.write += r.write * dt;
             c.denied += r.denied * dt;
+            for (rr, rc) in r.routes.iter().zip(&mut c.routes) {
+                rc.success += rr.success * dt;
+                rc.failure += rr.failure * dt;
+                rc.denied += rr.denied * dt;
+                let answered = rr.success + rr.failure;
+                for (b, share) in rc.request_buckets.iter_mut().zip(&rr.request_cdf) {
+                    *b += answered * share * dt;
+                }
+                for (b, share) in rc.response_buckets.iter_mut().zip(&rr.response_cdf) {
+                    *b += answered * share * dt;
+                }
+                rc.sum_s += answered * rr.mean_s * dt;
+            }
         }
     }
 
@@ -274,7 +373,7 @@ impl Sim {
                     dst_pod: j % nd,
                 };
                 let rates = pair_rates(e, n, j, self.authz[edge].allowed());
-                let counters = self.pairs.remove(&key).map_or_else(
+                let mut counters = self.pairs.remove(&key).map_or_else(
                     || Counters {
                         buckets_success: vec![0.0; LATENCY_BUCKETS_MS.len()],
                         buckets_failure: vec![0.0; LATENCY_BUCKETS_MS.len()],
@@ -284,6 +383,14 @@ impl Sim {
                     },
                     |p| p.counters,
                 );
+                // A route keeps its counters while it stays at the same place in the mix.
+                counters
+                    .routes
+                    .resize_with(rates.routes.len(), || RouteCounters {
+                        request_buckets: vec![0.0; ROUTE_REQUEST_BUCKETS_S.len()],
+                        response_buckets: vec![0.0; ROUTE_RESPONSE_BUCKETS_S.len()],
+                        ..RouteCounters::default()
+                    });
                 pairs.insert(
                     key,
                     Pair {
@@ -322,13 +429,48 @@ impl Sim {
             };
             if src.meshed {
                 ctx.outbound(&mut f, p);
+                if self.version == LinkerdVersion::V2_20 && e.protocol != "tcp" {
+                    ctx.routes(&mut f, p);
+                }
             }
             if dst.meshed {
                 ctx.inbound(&mut f, p);
             }
         }
-        f.render()
+        f.render(self.version)
     }
+}
+
+fn route_rates(mix: &[RouteMix], rps: f64, allowed: bool) -> Vec<RouteRates> {
+    let secs = |bounds: &[f64], l: Latency| -> Vec<f64> {
+        bounds
+            .iter()
+            .map(|&le| latency_cdf(l, le * 1000.0))
+            .collect()
+    };
+    mix.iter()
+        .map(|r| {
+            let n = rps * r.share;
+            if !allowed {
+                // Answered by the destination's proxy at once.
+                return RouteRates {
+                    denied: n,
+                    request_cdf: vec![1.0; ROUTE_REQUEST_BUCKETS_S.len()],
+                    response_cdf: vec![1.0; ROUTE_RESPONSE_BUCKETS_S.len()],
+                    mean_s: DENIED_LATENCY_MS / 1000.0,
+                    ..RouteRates::default()
+                };
+            }
+            RouteRates {
+                success: n * r.success_rate,
+                failure: n * (1.0 - r.success_rate),
+                denied: 0.0,
+                request_cdf: secs(&ROUTE_REQUEST_BUCKETS_S, r.latency),
+                response_cdf: secs(&ROUTE_RESPONSE_BUCKETS_S, r.latency),
+                mean_s: latency_mean(r.latency) / 1000.0,
+            }
+        })
+        .collect()
 }
 
 fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
@@ -355,6 +497,7 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
             read: rps * 100.0,
             write: rps * BYTES_PER_REQUEST.1,
             open_connections: conns,
+            routes: route_rates(&e.route_mix(), rps, false),
             ..Rates::default()
         };
     }
@@ -368,19 +511,27 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
             ..Rates::default()
         };
     }
+    // The edge's legacy series are the sum of its routes.
+    let mix = e.route_mix();
+    let success_rate = e.overall_success_rate();
     Rates {
-        success: rps * e.success_rate,
-        failure: rps * (1.0 - e.success_rate),
+        success: rps * success_rate,
+        failure: rps * (1.0 - success_rate),
         cdf: LATENCY_BUCKETS_MS
             .iter()
-            .map(|&le| latency_cdf(e, le))
+            .map(|&le| {
+                mix.iter()
+                    .map(|r| r.share * latency_cdf(r.latency, le))
+                    .sum()
+            })
             .collect(),
-        mean_ms: latency_mean(e),
+        mean_ms: mix.iter().map(|r| r.share * latency_mean(r.latency)).sum(),
         opened: conns * CONN_CHURN_PER_SEC,
         read: rps * BYTES_PER_REQUEST.0,
         write: rps * BYTES_PER_REQUEST.1,
         open_connections: conns,
         denied: 0.0,
+        routes: route_rates(&mix, rps, true),
     }
 }
 
@@ -414,7 +565,74 @@ struct Hist {
 #[derive(Default)]
 struct Families {
     scalars: BTreeMap<&'static str, BTreeMap<String, f64>>,
-    latency: BTreeMap<String, Hist>,
+    hists: BTreeMap<&'static str, BTreeMap<String, Hist>>,
+}
+
+/// The route families a 2.20 proxy adds, (name, type, help), in output order.
+const ROUTE_FAMILIES: [(&str, &str, &str); 10] = [
+    (
+        "outbound_http_route_request_duration_seconds",
+        "histogram",
+        "The time between request initialization and response completion.",
+    ),
+    (
+        "outbound_http_route_request_statuses_total",
+        "counter",
+        "Completed request-response streams.",
+    ),
+    (
+        "outbound_http_route_backend_requests_total",
+        "counter",
+        "The total number of requests dispatched.",
+    ),
+    (
+        "outbound_http_route_backend_response_duration_seconds",
+        "histogram",
+        "The time between request initialization and response completion.",
+    ),
+    (
+        "outbound_http_route_backend_response_statuses_total",
+        "counter",
+        "Completed responses.",
+    ),
+    (
+        "outbound_grpc_route_request_duration_seconds",
+        "histogram",
+        "The time between request initialization and response completion.",
+    ),
+    (
+        "outbound_grpc_route_request_statuses_total",
+        "counter",
+        "Completed request-response streams.",
+    ),
+    (
+        "outbound_grpc_route_backend_requests_total",
+        "counter",
+        "The total number of requests dispatched.",
+    ),
+    (
+        "outbound_grpc_route_backend_response_duration_seconds",
+        "histogram",
+        "The time between request initialization and response completion.",
+    ),
+    (
+        "outbound_grpc_route_backend_response_statuses_total",
+        "counter",
+        "Completed responses.",
+    ),
+];
+
+/// Bucket bounds of a histogram family, and how its `le` values are written: the legacy
+/// families as integers (`le="10"`), the route families as `prometheus-client` writes floats
+/// (`le="1.0"`).
+fn bounds_of(family: &str) -> (&'static [f64], fn(f64) -> String) {
+    if family == "response_latency_ms" {
+        (&LATENCY_BUCKETS_MS, |b| b.to_string())
+    } else if family.ends_with("_route_request_duration_seconds") {
+        (&ROUTE_REQUEST_BUCKETS_S, |b| format!("{b:?}"))
+    } else {
+        (&ROUTE_RESPONSE_BUCKETS_S, |b| format!("{b:?}"))
+    }
 }
 
 /// (name, type, help) of every family meshsim emits, in output order.
@@ -484,13 +702,16 @@ impl Families {
 
     fn add_hist(
         &mut self,
+        family: &'static str,
         labels: &[(&'static str, String)],
         buckets: &[f64],
         sum: f64,
         count: f64,
     ) {
         let h = self
-            .latency
+            .hists
+            .entry(family)
+            .or_default()
             .entry(fmt_labels(labels))
             .or_insert_with(|| Hist {
                 buckets: vec![0.0; buckets.len()],
@@ -503,14 +724,20 @@ impl Families {
         h.count += count;
     }
 
-    fn render(&self) -> String {
+    fn render(&self, version: LinkerdVersion) -> String {
         let mut out = String::with_capacity(64 * 1024);
-        for (name, kind, help) in FAMILIES {
+        let route: &[(&str, &str, &str)] = match version {
+            LinkerdVersion::V2_12 => &[],
+            LinkerdVersion::V2_20 => &ROUTE_FAMILIES,
+        };
+        for &(name, kind, help) in FAMILIES.iter().chain(route) {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            if name == "response_latency_ms" {
-                for (labels, h) in &self.latency {
-                    for (le, v) in LATENCY_BUCKETS_MS.iter().zip(&h.buckets) {
+            if kind == "histogram" {
+                let (bounds, le_of) = bounds_of(name);
+                for (labels, h) in self.hists.get(name).into_iter().flatten() {
+                    for (le, v) in bounds.iter().zip(&h.buckets) {
+                        let le = le_of(*le);
                         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {}", num(*v));
                     }
                     let _ = writeln!(
@@ -724,6 +951,103 @@ impl PairCtx<'_> {
         }
     }
 
+    /// The route families of a 2.20 proxy: per route of the edge, at the route level (with
+    /// `hostname`) and the backend level, each with the labels `linkerd viz stat-outbound` reads.
+    fn routes(&self, f: &mut Families, p: &Pair) {
+        let grpc = self.edge.protocol == "grpc";
+        let (proto, status_label) = if grpc {
+            ("grpc", "grpc_status")
+        } else {
+            ("http", "http_status")
+        };
+        let d = self.dst;
+        let port = self.edge.port.to_string();
+        let parent: Labels = vec![
+            ("parent_group", "core".into()),
+            ("parent_kind", "Service".into()),
+            ("parent_namespace", d.namespace.clone()),
+            ("parent_name", d.service().to_owned()),
+            ("parent_port", port.clone()),
+            ("parent_section_name", String::new()),
+        ];
+        let backend: Labels = vec![
+            ("backend_group", "core".into()),
+            ("backend_kind", "Service".into()),
+            ("backend_namespace", d.namespace.clone()),
+            ("backend_name", d.service().to_owned()),
+            ("backend_port", port),
+            ("backend_section_name", String::new()),
+        ];
+        let scrape = Self::scrape(self.src, self.sp);
+        let names = family_names(proto);
+        for (mix, c) in self.edge.route_mix().iter().zip(&p.counters.routes) {
+            let default = mix.kind == "default";
+            let group = match mix.kind {
+                "default" => "",
+                "GRPCRoute" => "gateway.networking.k8s.io",
+                _ => "policy.linkerd.io",
+            };
+            let route: Labels = vec![
+                ("route_group", group.into()),
+                ("route_kind", mix.kind.into()),
+                (
+                    "route_namespace",
+                    if default {
+                        String::new()
+                    } else {
+                        d.namespace.clone()
+                    },
+                ),
+                ("route_name", mix.name.clone()),
+            ];
+            let at_route: Labels = [
+                parent.clone(),
+                route.clone(),
+                vec![("hostname", String::new())],
+            ]
+            .concat();
+            let at_backend: Labels = [parent.clone(), route, backend.clone()].concat();
+            let answered = c.success + c.failure;
+            let total = answered + c.denied;
+            // What the client's proxy saw: the destination's answer, or its refusal (403, or
+            // gRPC PERMISSION_DENIED, both in a response the client received).
+            let (ok, failed, refused) = if grpc {
+                ("OK", "UNKNOWN", "PERMISSION_DENIED")
+            } else {
+                ("200", "500", "403")
+            };
+            let rows = [(ok, c.success), (failed, c.failure), (refused, c.denied)];
+            for (labels, family, buckets, hist) in [
+                (&at_route, names[1], &c.request_buckets, names[0]),
+                (&at_backend, names[4], &c.response_buckets, names[3]),
+            ] {
+                for (status, n) in rows {
+                    if n > 0.0 {
+                        let l = [
+                            labels.clone(),
+                            vec![(status_label, status.into()), ("error", String::new())],
+                            scrape.clone(),
+                        ]
+                        .concat();
+                        f.add(family, &l, n);
+                    }
+                }
+                let l = [labels.clone(), scrape.clone()].concat();
+                // Refusals come back at once: in the first bucket.
+                let b: Vec<f64> = buckets.iter().map(|x| x + c.denied).collect();
+                f.add_hist(
+                    hist,
+                    &l,
+                    &b,
+                    c.sum_s + c.denied * DENIED_LATENCY_MS / 1000.0,
+                    total,
+                );
+            }
+            let l = [at_backend, scrape.clone()].concat();
+            f.add(names[2], &l, total);
+        }
+    }
+
     fn transport(&self, f: &mut Families, labels: &[(&'static str, String)], p: &Pair) {
         f.add("tcp_open_total", labels, p.counters.opened);
         f.add("tcp_open_connections", labels, p.rates.open_connections);
@@ -741,7 +1065,13 @@ impl PairCtx<'_> {
             let mut l = base.to_vec();
             l.push(("status_code", if grpc { "200" } else { "403" }.into()));
             let all = vec![c.denied; LATENCY_BUCKETS_MS.len()];
-            f.add_hist(&l, &all, c.denied * DENIED_LATENCY_MS, c.denied);
+            f.add_hist(
+                "response_latency_ms",
+                &l,
+                &all,
+                c.denied * DENIED_LATENCY_MS,
+                c.denied,
+            );
             l.push((
                 "classification",
                 if grpc { "failure" } else { "success" }.into(),
@@ -760,7 +1090,7 @@ impl PairCtx<'_> {
             let status = if ok || grpc { "200" } else { "500" };
             let mut l = base.to_vec();
             l.push(("status_code", status.into()));
-            f.add_hist(&l, buckets, sum, count);
+            f.add_hist("response_latency_ms", &l, buckets, sum, count);
             l.push((
                 "classification",
                 if ok { "success" } else { "failure" }.into(),
@@ -771,6 +1101,12 @@ impl PairCtx<'_> {
             f.add("response_total", &l, count);
         }
     }
+}
+
+/// The five route family names of a protocol, in `ROUTE_FAMILIES` order.
+fn family_names(proto: &str) -> [&'static str; 5] {
+    let at = if proto == "grpc" { 5 } else { 0 };
+    std::array::from_fn(|i| ROUTE_FAMILIES[at + i].0)
 }
 
 fn dst_owner_label(kind: &str) -> &'static str {

@@ -95,6 +95,26 @@ pub struct EdgeSpec {
     /// Destination port (default 8080).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Routes (HTTPRoutes, GRPCRoutes) and their shares of the traffic; the rest takes Linkerd's
+    /// default route. Reported only by `--linkerd-version 2.20` proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteTraffic>,
+}
+
+/// One route of an edge and how its requests fare.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTraffic {
+    /// The HTTPRoute's (or GRPCRoute's) name, in the destination's namespace.
+    pub name: String,
+    /// Share of the edge's requests, 0..1; the shares of an edge add up to 1 at most.
+    pub share: f64,
+    /// Share of successful responses (default: the edge's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// Latency quantiles (default: the edge's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Latency>,
 }
 
 fn default_kind() -> String {
@@ -250,6 +270,58 @@ impl Topology {
             if e.tls == Some(true) && !self.both_meshed(e) {
                 return Err(invalid(at("tls"), "mTLS needs both ends meshed"));
             }
+            let mut names = BTreeSet::new();
+            let mut total = 0.0;
+            for (r, route) in e.routes.iter().enumerate() {
+                let at = |f: &str| format!("edges[{i}].routes[{r}].{f}");
+                if !mesh_model::is_dns_subdomain(&route.name) {
+                    return Err(invalid(
+                        at("name"),
+                        format!("{:?} is not a Kubernetes name", route.name),
+                    ));
+                }
+                if !names.insert(route.name.as_str()) {
+                    return Err(invalid(
+                        at("name"),
+                        format!("duplicate route {}", route.name),
+                    ));
+                }
+                if !(0.0..=1.0).contains(&route.share) {
+                    return Err(invalid(
+                        at("share"),
+                        format!("{} is outside 0..1", route.share),
+                    ));
+                }
+                total += route.share;
+                if let Some(sr) = route.success_rate
+                    && !(0.0..=1.0).contains(&sr)
+                {
+                    return Err(invalid(at("success_rate"), format!("{sr} is outside 0..1")));
+                }
+                if let Some(l) = route.latency_ms
+                    && !(l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99.is_finite())
+                {
+                    return Err(invalid(
+                        at("latency_ms"),
+                        format!(
+                            "need 0 < p50 <= p95 <= p99, got {} / {} / {}",
+                            l.p50, l.p95, l.p99
+                        ),
+                    ));
+                }
+            }
+            if total > 1.0 + 1e-9 {
+                return Err(invalid(
+                    at("routes"),
+                    format!("the shares add up to {total}, more than 1"),
+                ));
+            }
+            if !e.routes.is_empty() && e.protocol == "tcp" {
+                return Err(invalid(
+                    at("routes"),
+                    "a tcp edge has no HTTP or gRPC routes",
+                ));
+            }
             if !edges.insert((e.from.as_str(), e.to.as_str(), e.protocol.as_str())) {
                 return Err(invalid(
                     format!("edges[{i}]"),
@@ -269,6 +341,65 @@ impl Topology {
     /// Whether an edge is mTLS, after defaults.
     pub fn edge_tls(&self, e: &EdgeSpec) -> bool {
         e.tls.unwrap_or_else(|| self.both_meshed(e))
+    }
+}
+
+// === impl EdgeSpec ===
+
+/// What one route of an edge carries, after defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteMix {
+    /// `HTTPRoute`, `GRPCRoute`, or `default` for Linkerd's own route.
+    pub kind: &'static str,
+    /// The route's name (`http` or `grpc` for the default route).
+    pub name: String,
+    /// Share of the edge's requests.
+    pub share: f64,
+    /// Share of successful responses.
+    pub success_rate: f64,
+    /// Latency quantiles.
+    pub latency: Latency,
+}
+
+impl EdgeSpec {
+    /// Its routes with their shares; what the listed routes leave takes Linkerd's default route
+    /// (`route_kind="default"`, `route_name="http"` or `"grpc"`), with the edge's own success
+    /// rate and latency.
+    pub fn route_mix(&self) -> Vec<RouteMix> {
+        let grpc = self.protocol == "grpc";
+        let mut mix: Vec<RouteMix> = self
+            .routes
+            .iter()
+            .map(|r| RouteMix {
+                kind: if grpc { "GRPCRoute" } else { "HTTPRoute" },
+                name: r.name.clone(),
+                share: r.share,
+                success_rate: r.success_rate.unwrap_or(self.success_rate),
+                latency: r.latency_ms.unwrap_or(self.latency_ms),
+            })
+            .collect();
+        let rest = 1.0 - mix.iter().map(|r| r.share).sum::<f64>();
+        if rest > 1e-9 {
+            mix.push(RouteMix {
+                kind: "default",
+                name: if grpc { "grpc" } else { "http" }.into(),
+                share: rest,
+                success_rate: self.success_rate,
+                latency: self.latency_ms,
+            });
+        }
+        mix
+    }
+
+    /// The success rate over all its routes.
+    pub fn overall_success_rate(&self) -> f64 {
+        if self.routes.is_empty() {
+            return self.success_rate;
+        }
+        self.route_mix()
+            .iter()
+            .map(|r| r.share * r.success_rate)
+            .sum()
     }
 }
 

@@ -225,3 +225,100 @@ fn service_account_parsing() {
         Some("emojivoto")
     );
 }
+
+fn route(kind: &str, name: &str) -> RouteId {
+    RouteId {
+        kind: kind.into(),
+        namespace: if kind == "default" {
+            String::new()
+        } else {
+            "ns".into()
+        },
+        name: name.into(),
+        parent: "Service ns/b:80".into(),
+    }
+}
+
+fn route_sample(
+    a: &WorkloadRef,
+    b: &WorkloadRef,
+    r: &RouteId,
+    status: &str,
+    error: &str,
+    n: f64,
+) -> RouteSample {
+    RouteSample {
+        src: a.clone(),
+        dst: Destination::Workload(b.clone()),
+        protocol: Protocol::Http,
+        route: r.clone(),
+        status: status.into(),
+        error: error.into(),
+        count: n,
+    }
+}
+
+#[test]
+fn routes_join_their_edge_and_fail_by_viz_stat_outbound_rule() {
+    let (a, b) = (w("ns", "a"), w("ns", "b"));
+    let mut g = GraphBuilder::new(Duration::from_secs(60));
+    g.add_responses(resp(&a, &b, mtls("b", "ns"), 600.0, 60.0));
+    let (books, http) = (route("HTTPRoute", "books"), route("default", "http"));
+    g.add_route(route_sample(&a, &b, &books, "200", "", 300.0));
+    g.add_route(route_sample(&a, &b, &books, "503", "", 60.0));
+    // 429 and 403 are successes for viz (only 5xx and proxy errors fail).
+    g.add_route(route_sample(&a, &b, &http, "429", "", 120.0));
+    g.add_route(route_sample(&a, &b, &http, "200", "", 150.0));
+    g.add_route(route_sample(&a, &b, &http, "", "FAIL_FAST", 30.0));
+    g.add_route_latency(RouteLatencySample {
+        src: a.clone(),
+        dst: Destination::Workload(b.clone()),
+        protocol: Protocol::Http,
+        route: books.clone(),
+        quantile: LatencyQuantile::P99,
+        value_ms: 250.0,
+    });
+    let graph = g.finish(SystemTime::UNIX_EPOCH);
+    let e = &graph.edges[&key(&a, &b, Protocol::Http)];
+    assert_eq!(e.routes.len(), 2);
+    // Busiest first: books carries 360 of 660.
+    let (r, d) = (&e.routes[0], &e.routes[1]);
+    assert_eq!(d.id, http);
+    assert!((d.rps - 5.0).abs() < 1e-9);
+    assert!((d.success_rate.unwrap() - 0.9).abs() < 1e-9);
+    assert!((d.rate_limited_rps - 2.0).abs() < 1e-9);
+    assert!((d.status_rps["4xx"] - 2.0).abs() < 1e-9);
+    assert!((d.status_rps["error:FAIL_FAST"] - 0.5).abs() < 1e-9);
+    assert_eq!(r.id, books);
+    assert!((r.success_rate.unwrap() - 300.0 / 360.0).abs() < 1e-9);
+    assert_eq!(r.latency_p99_ms, Some(250.0));
+    assert_eq!(r.latency_p50_ms, None);
+    // The worst route fails the most requests per second: books (1/s) over default (0.5/s).
+    assert_eq!(e.worst_route().map(|r| &r.id), Some(&books));
+    assert_eq!(r.id.to_string(), "HTTPRoute ns/books on Service ns/b:80");
+    assert_eq!(d.id.to_string(), "[default http] on Service ns/b:80");
+}
+
+#[test]
+fn traffic_seen_only_on_route_families_makes_its_own_edge() {
+    let a = w("ns", "a");
+    let egress = Destination::Authority("EgressNetwork egress/internet:443".into());
+    let mut g = GraphBuilder::new(Duration::from_secs(10));
+    g.add_route(RouteSample {
+        src: a.clone(),
+        dst: egress.clone(),
+        protocol: Protocol::Http,
+        route: route("default", "http-egress-deny"),
+        status: "403".into(),
+        error: String::new(),
+        count: 40.0,
+    });
+    let graph = g.finish(SystemTime::UNIX_EPOCH);
+    let e = &graph.edges[&EdgeKey {
+        src: a,
+        dst: egress,
+        protocol: Protocol::Http,
+    }];
+    assert!((e.metrics.rps - 4.0).abs() < 1e-9);
+    assert_eq!(e.routes[0].id.name, "http-egress-deny");
+}

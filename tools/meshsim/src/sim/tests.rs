@@ -50,6 +50,24 @@ const DST: &[&str] = &[
     "dst_external_workload",
 ];
 
+const ROUTE_PARENT: &[&str] = &[
+    "parent_group",
+    "parent_kind",
+    "parent_namespace",
+    "parent_name",
+    "parent_port",
+    "parent_section_name",
+];
+const ROUTE_ID: &[&str] = &["route_group", "route_kind", "route_namespace", "route_name"];
+const ROUTE_BACKEND: &[&str] = &[
+    "backend_group",
+    "backend_kind",
+    "backend_namespace",
+    "backend_name",
+    "backend_port",
+    "backend_section_name",
+];
+
 /// The labels the real proxy (reference section 1) and linkerd-viz's scrape config (1.5) put on
 /// a series of `name` in `direction` ("" for families without one).
 fn allowed(name: &str, direction: &str) -> BTreeSet<&'static str> {
@@ -102,26 +120,137 @@ fn allowed(name: &str, direction: &str) -> BTreeSet<&'static str> {
         "inbound_tcp_authz_allow_total" => a.extend(TLS_IN.iter().chain(SRV).chain(AUTHZ)),
         "inbound_http_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE)),
         "inbound_tcp_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV)),
+        // 2.14+ route families (linkerd2-proxy outbound/src/http/logical/policy/route/metrics.rs
+        // and metrics.rs's label encoders): no target or TLS labels, only what names the route.
+        f if f.starts_with("outbound_http_route_") || f.starts_with("outbound_grpc_route_") => {
+            a.retain(|l| SCRAPE.contains(l));
+            a.extend(ROUTE_PARENT.iter().chain(ROUTE_ID));
+            if f.contains("_route_backend_") {
+                a.extend(ROUTE_BACKEND);
+            } else {
+                a.insert("hostname");
+            }
+            if f.ends_with("_statuses_total") {
+                a.insert("error");
+                a.insert(if f.starts_with("outbound_grpc") {
+                    "grpc_status"
+                } else {
+                    "http_status"
+                });
+            }
+            if name.ends_with("_bucket") {
+                a.insert("le");
+            }
+        }
         other => panic!("meshsim emits {other}, which is not in the reference tables"),
     }
     a
 }
 
 fn render_after(t: crate::Topology, secs: u64) -> Vec<Sample> {
+    render_as(t, secs, LinkerdVersion::V2_12)
+}
+
+fn render_as(t: crate::Topology, secs: u64, version: LinkerdVersion) -> Vec<Sample> {
     let t0 = Instant::now();
     let mut sim = Sim::new(t, t0);
+    sim.set_version(version);
     sim.advance(t0 + Duration::from_secs(secs));
     parse_exposition(&sim.render())
 }
 
+/// emojivoto with an HTTPRoute taking part of vote-bot's calls to web.
+fn with_routes() -> crate::Topology {
+    let mut t = builtin("emojivoto").unwrap();
+    t.edges[0].routes = vec![crate::RouteTraffic {
+        name: "api-vote".into(),
+        share: 0.25,
+        success_rate: Some(0.5),
+        latency_ms: None,
+    }];
+    t.validate().unwrap();
+    t
+}
+
+#[test]
+fn a_2_20_proxy_reports_each_route_as_the_real_one_does() {
+    let samples = render_as(with_routes(), 10, LinkerdVersion::V2_20);
+    let routes: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name.starts_with("outbound_http_route_"))
+        .collect();
+    assert!(!routes.is_empty());
+    // 4 rps over 10 s: 10 on api-vote (half fail), 30 on the default route.
+    let statuses = |route: &str, status: &str| -> f64 {
+        sum(
+            &samples,
+            "outbound_http_route_backend_response_statuses_total",
+            &[("route_name", route), ("http_status", status)],
+        )
+    };
+    assert!((statuses("api-vote", "200") - 5.0).abs() < 1e-6);
+    assert!((statuses("api-vote", "500") - 5.0).abs() < 1e-6);
+    // The edge's own success rate (0.925) is the default route's.
+    assert!((statuses("http", "200") - 30.0 * 0.925).abs() < 1e-6);
+    let default = routes
+        .iter()
+        .find(|s| s.labels["route_name"] == "http")
+        .unwrap();
+    for (k, v) in [
+        ("route_kind", "default"),
+        ("route_group", ""),
+        ("route_namespace", ""),
+        ("parent_group", "core"),
+        ("parent_kind", "Service"),
+        ("parent_name", "web-svc"),
+        ("parent_port", "8080"),
+    ] {
+        assert_eq!(default.labels[k], v, "{k}: {default:?}");
+    }
+    let vote = routes
+        .iter()
+        .find(|s| s.labels["route_name"] == "api-vote")
+        .unwrap();
+    assert_eq!(vote.labels["route_kind"], "HTTPRoute");
+    assert_eq!(vote.labels["route_group"], "policy.linkerd.io");
+    // Histogram bounds as the proxy writes them (prometheus-client floats), in seconds.
+    let les: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "outbound_http_route_request_duration_seconds_bucket")
+        .map(|s| s.labels["le"].as_str())
+        .collect();
+    assert_eq!(les, BTreeSet::from(["0.05", "0.5", "1.0", "10.0", "+Inf"]));
+    let les: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "outbound_grpc_route_backend_response_duration_seconds_bucket")
+        .map(|s| s.labels["le"].as_str())
+        .collect();
+    assert_eq!(
+        les,
+        BTreeSet::from(["0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "10.0", "+Inf"])
+    );
+    // gRPC statuses by name, as the proxy's label encoder writes them.
+    assert!(samples.iter().any(|s| s.name
+        == "outbound_grpc_route_backend_response_statuses_total"
+        && s.labels["grpc_status"] == "OK"));
+    // A 2.12 proxy has none of these families.
+    assert!(
+        !render_after(with_routes(), 10)
+            .iter()
+            .any(|s| s.name.contains("_route_"))
+    );
+}
+
 #[test]
 fn every_label_is_one_the_real_proxy_emits() {
-    for t in [
-        builtin("emojivoto").unwrap(),
-        builtin("booksapp").unwrap(),
-        generate(120, 7).unwrap(),
+    for (t, version) in [
+        (builtin("emojivoto").unwrap(), LinkerdVersion::V2_12),
+        (builtin("booksapp").unwrap(), LinkerdVersion::V2_12),
+        (generate(120, 7).unwrap(), LinkerdVersion::V2_12),
+        (with_routes(), LinkerdVersion::V2_20),
+        (generate(120, 7).unwrap(), LinkerdVersion::V2_20),
     ] {
-        for s in render_after(t, 10) {
+        for s in render_as(t, 10, version) {
             let direction = s.labels.get("direction").map_or("", String::as_str);
             let allowed = allowed(&s.name, direction);
             for k in s.labels.keys() {
@@ -148,9 +277,14 @@ fn every_label_is_one_the_real_proxy_emits() {
 #[test]
 fn exposition_parses_with_promtool() {
     let promtool = require_tool("promtool");
-    for t in [builtin("emojivoto").unwrap(), generate(200, 3).unwrap()] {
+    for (t, version) in [
+        (builtin("emojivoto").unwrap(), LinkerdVersion::V2_12),
+        (generate(200, 3).unwrap(), LinkerdVersion::V2_12),
+        (with_routes(), LinkerdVersion::V2_20),
+    ] {
         let t0 = Instant::now();
         let mut sim = Sim::new(t, t0);
+        sim.set_version(version);
         sim.advance(t0 + Duration::from_secs(5));
         let text = sim.render();
         let mut child = Command::new(&promtool)
