@@ -15,16 +15,46 @@ pub const COMMITTED: &str = "crds/gateway-experimental.yaml";
 
 /// Linkerd's CRDs, as rendered by `linkerd install --crds` at edge-26.8.3, in a stable order.
 pub const LINKERD: [(&str, &str); 10] = [
-    ("servers.policy.linkerd.io", include_str!("../crds/linkerd/servers.policy.linkerd.io.yaml")),
-    ("serverauthorizations.policy.linkerd.io", include_str!("../crds/linkerd/serverauthorizations.policy.linkerd.io.yaml")),
-    ("authorizationpolicies.policy.linkerd.io", include_str!("../crds/linkerd/authorizationpolicies.policy.linkerd.io.yaml")),
-    ("meshtlsauthentications.policy.linkerd.io", include_str!("../crds/linkerd/meshtlsauthentications.policy.linkerd.io.yaml")),
-    ("networkauthentications.policy.linkerd.io", include_str!("../crds/linkerd/networkauthentications.policy.linkerd.io.yaml")),
-    ("httproutes.policy.linkerd.io", include_str!("../crds/linkerd/httproutes.policy.linkerd.io.yaml")),
-    ("egressnetworks.policy.linkerd.io", include_str!("../crds/linkerd/egressnetworks.policy.linkerd.io.yaml")),
-    ("httplocalratelimitpolicies.policy.linkerd.io", include_str!("../crds/linkerd/httplocalratelimitpolicies.policy.linkerd.io.yaml")),
-    ("httproutes.gateway.networking.k8s.io", include_str!("../crds/linkerd/httproutes.gateway.networking.k8s.io.yaml")),
-    ("grpcroutes.gateway.networking.k8s.io", include_str!("../crds/linkerd/grpcroutes.gateway.networking.k8s.io.yaml")),
+    (
+        "servers.policy.linkerd.io",
+        include_str!("../crds/linkerd/servers.policy.linkerd.io.yaml"),
+    ),
+    (
+        "serverauthorizations.policy.linkerd.io",
+        include_str!("../crds/linkerd/serverauthorizations.policy.linkerd.io.yaml"),
+    ),
+    (
+        "authorizationpolicies.policy.linkerd.io",
+        include_str!("../crds/linkerd/authorizationpolicies.policy.linkerd.io.yaml"),
+    ),
+    (
+        "meshtlsauthentications.policy.linkerd.io",
+        include_str!("../crds/linkerd/meshtlsauthentications.policy.linkerd.io.yaml"),
+    ),
+    (
+        "networkauthentications.policy.linkerd.io",
+        include_str!("../crds/linkerd/networkauthentications.policy.linkerd.io.yaml"),
+    ),
+    (
+        "httproutes.policy.linkerd.io",
+        include_str!("../crds/linkerd/httproutes.policy.linkerd.io.yaml"),
+    ),
+    (
+        "egressnetworks.policy.linkerd.io",
+        include_str!("../crds/linkerd/egressnetworks.policy.linkerd.io.yaml"),
+    ),
+    (
+        "httplocalratelimitpolicies.policy.linkerd.io",
+        include_str!("../crds/linkerd/httplocalratelimitpolicies.policy.linkerd.io.yaml"),
+    ),
+    (
+        "httproutes.gateway.networking.k8s.io",
+        include_str!("../crds/linkerd/httproutes.gateway.networking.k8s.io.yaml"),
+    ),
+    (
+        "grpcroutes.gateway.networking.k8s.io",
+        include_str!("../crds/linkerd/grpcroutes.gateway.networking.k8s.io.yaml"),
+    ),
 ];
 
 const KIND_PATTERN: &str = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
@@ -51,8 +81,16 @@ fn reference(kind_default: &str, group_default: &str, extra: &Value) -> Value {
 /// The spec of TCPRoute (`tls == false`) or TLSRoute: parents, 1-16 rules of 1-16 backends,
 /// and for TLSRoute the SNI hostnames.
 fn l4_route_spec(tls: bool) -> Value {
-    let parent = reference("Gateway", "gateway.networking.k8s.io", &json!({"sectionName": {"type": "string", "minLength": 1, "maxLength": 253}}));
-    let backend = reference("Service", "", &json!({"weight": {"type": "integer", "format": "int32", "default": 1, "minimum": 0, "maximum": 1000000}}));
+    let parent = reference(
+        "Gateway",
+        "gateway.networking.k8s.io",
+        &json!({"sectionName": {"type": "string", "minLength": 1, "maxLength": 253}}),
+    );
+    let backend = reference(
+        "Service",
+        "",
+        &json!({"weight": {"type": "integer", "format": "int32", "default": 1, "minimum": 0, "maximum": 1000000}}),
+    );
     let mut spec = json!({"type": "object", "required": ["rules"], "properties": {
         "parentRefs": {"type": "array", "maxItems": 32, "items": parent},
         "rules": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "object", "properties": {
@@ -99,8 +137,20 @@ fn crd(group: &str, kind: &str, plural: &str, short: &[&str], versions: Vec<Valu
 pub fn experimental() -> Vec<Value> {
     let g = "gateway.networking.k8s.io";
     vec![
-        crd(g, "TCPRoute", "tcproutes", &[], vec![version("v1alpha2", true, l4_route_spec(false))]),
-        crd(g, "TLSRoute", "tlsroutes", &[], vec![version("v1alpha2", true, l4_route_spec(true))]),
+        crd(
+            g,
+            "TCPRoute",
+            "tcproutes",
+            &[],
+            vec![version("v1alpha2", true, l4_route_spec(false))],
+        ),
+        crd(
+            g,
+            "TLSRoute",
+            "tlsroutes",
+            &[],
+            vec![version("v1alpha2", true, l4_route_spec(true))],
+        ),
     ]
 }
 

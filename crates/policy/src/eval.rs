@@ -594,7 +594,11 @@ impl PolicySet {
             .collect();
         // Unknown creation times (manifests on disk) sort last, then by name.
         servers.sort_by(|a, b| {
-            (a.created.is_none(), &a.created, &a.name).cmp(&(b.created.is_none(), &b.created, &b.name))
+            (a.created.is_none(), &a.created, &a.name).cmp(&(
+                b.created.is_none(),
+                &b.created,
+                &b.name,
+            ))
         });
         let Some(server) = servers.first() else {
             self.explain_default(req, &mut x);

@@ -78,7 +78,12 @@ pub const WATCHED: [Kind; 19] = [
         "TLSRoute",
         "tlsroutes",
     ),
-    kind("policy.linkerd.io", "v1alpha1", "EgressNetwork", "egressnetworks"),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "EgressNetwork",
+        "egressnetworks",
+    ),
     kind(
         "policy.linkerd.io",
         "v1alpha1",

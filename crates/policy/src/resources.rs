@@ -328,7 +328,11 @@ pub const POLICY_VERSIONS: &[(&str, &str, &[&str])] = &[
     ("policy.linkerd.io", "MeshTLSAuthentication", &["v1alpha1"]),
     ("policy.linkerd.io", "NetworkAuthentication", &["v1alpha1"]),
     ("policy.linkerd.io", "EgressNetwork", &["v1alpha1"]),
-    ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", &["v1alpha1"]),
+    (
+        "policy.linkerd.io",
+        "HTTPLocalRateLimitPolicy",
+        &["v1alpha1"],
+    ),
     (
         "policy.linkerd.io",
         "HTTPRoute",

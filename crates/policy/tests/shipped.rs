@@ -23,7 +23,10 @@ fn every_policy_object_linkerd_ships_is_accepted() {
             .iter()
             .map(|p| format!("{}: {}", p.field, p.message))
             .collect();
-        assert!(found.is_empty(), "{name}: Linkerd accepts it, we refused: {found:#?}");
+        assert!(
+            found.is_empty(),
+            "{name}: Linkerd accepts it, we refused: {found:#?}"
+        );
         assert!(m.policy_count() >= 1, "{name}: no policy object was read");
         objects += m.policy_count();
         files += 1;

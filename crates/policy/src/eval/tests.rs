@@ -822,7 +822,11 @@ fn overlapping_servers_are_accepted_and_the_oldest_wins_the_port() {
     let v = s.explain(&req(unauthenticated("10.0.0.1"), &voting_pod(), 8080));
     assert_eq!(v.server, "emojivoto/voting-grpc", "{:?}", v.chain);
     assert_eq!(v.decision, Decision::Denied);
-    assert!(v.chain.iter().any(|c| c.contains("a-voting-audit also")), "{:?}", v.chain);
+    assert!(
+        v.chain.iter().any(|c| c.contains("a-voting-audit also")),
+        "{:?}",
+        v.chain
+    );
     // Without creation times (manifests on disk), the first by name wins.
     s.servers[0].created = None;
     s.servers[1].created = None;
