@@ -61,9 +61,10 @@ current-context: demo
 YAML
 for _ in $(seq 1 50); do [ -s "$work/ca.crt" ] && break; sleep 0.1; done
 # The simulated proxies watch policy as real ones watch the policy controller, and refuse what
-# it denies (the collector's read-only identity is all they need).
+# it denies (the collector's read-only identity is all they need). They are Linkerd 2.20's:
+# each call also reports its routes.
 for app in emojivoto:$sim_port booksapp:$books_port; do
-  "$bin/meshsim" --builtin "${app%%:*}" --listen "127.0.0.1:${app##*:}" \
+  "$bin/meshsim" --builtin "${app%%:*}" --listen "127.0.0.1:${app##*:}" --linkerd-version 2.20 \
     --kube-url "https://127.0.0.1:$kube_port" --kube-ca "$work/ca.crt" --kube-token collector-token \
     >"$work/meshsim-${app%%:*}.log" 2>&1 &
   pids+=($!)

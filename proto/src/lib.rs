@@ -283,6 +283,7 @@ impl From<&model::PolicyVerdict> for pb::PolicyVerdict {
             chain: p.chain.clone(),
             observed_allow_rps: p.observed_allow_rps,
             observed_deny_rps: p.observed_deny_rps,
+            observed_audit_rps: p.observed_audit_rps,
             disagreement: p.disagreement.clone(),
         }
     }
@@ -299,6 +300,7 @@ impl From<pb::PolicyVerdict> for model::PolicyVerdict {
             chain: p.chain,
             observed_allow_rps: p.observed_allow_rps,
             observed_deny_rps: p.observed_deny_rps,
+            observed_audit_rps: p.observed_audit_rps,
             disagreement: p.disagreement,
         }
     }

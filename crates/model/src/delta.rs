@@ -91,6 +91,7 @@ impl MetricTolerance {
             && a.disagreement == b.disagreement
             && self.close_opt(a.observed_allow_rps, b.observed_allow_rps)
             && self.close_opt(a.observed_deny_rps, b.observed_deny_rps)
+            && self.close_opt(a.observed_audit_rps, b.observed_audit_rps)
     }
 
     /// Whether two route breakdowns name the same routes with metrics within the tolerance.

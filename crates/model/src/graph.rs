@@ -209,6 +209,9 @@ pub struct PolicyVerdict {
     pub observed_allow_rps: Option<f64>,
     /// Observed denied requests per second (`inbound_http_authz_deny_total`).
     pub observed_deny_rps: Option<f64>,
+    /// Of the allowed, those admitted only by audit mode (the proxies' `authz_name="audit"`):
+    /// what enforcing the policy would refuse.
+    pub observed_audit_rps: Option<f64>,
     /// Why what the proxies report disagrees with the computed decision; empty when it agrees.
     pub disagreement: String,
 }

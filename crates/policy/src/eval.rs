@@ -695,7 +695,8 @@ impl PolicySet {
             }
             DefaultPolicy::Audit => (
                 Decision::Audit,
-                "audit mode allows the request and flags it".to_owned(),
+                "audit mode allows the request and flags it (authz audit); under deny it would be refused"
+                    .to_owned(),
             ),
             DefaultPolicy::Deny => (Decision::Denied, "all clients are denied".to_owned()),
             DefaultPolicy::AllAuthenticated if authed => (
@@ -863,7 +864,7 @@ impl PolicySet {
         match server.access_policy.unwrap_or(DefaultPolicy::Deny) {
             DefaultPolicy::Audit => {
                 x.decision = Decision::Audit;
-                x.chain.push(format!("no authorization admits it; Server {} has accessPolicy audit: allowed and flagged", server.name));
+                x.chain.push(format!("no authorization admits it; Server {} has accessPolicy audit: allowed and flagged (authz audit); with accessPolicy deny it would be refused", server.name));
             }
             DefaultPolicy::Deny => {
                 x.decision = Decision::Denied;

@@ -29,6 +29,9 @@ pub struct AuthzSample {
     pub tcp: bool,
     /// Allowed (`*_allow_total`) or denied (`*_deny_total`).
     pub allowed: bool,
+    /// Allowed only by audit mode (`authz_kind="default"`, `authz_name="audit"`: the
+    /// authorization Linkerd adds for an `audit` Server or default policy): would be denied.
+    pub audit: bool,
     /// How many in the window.
     pub count: f64,
 }
@@ -40,13 +43,16 @@ pub struct AuthzSample {
 /// guessed.
 pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
     let secs = graph.window.as_secs_f64().max(1.0);
-    let mut sums: BTreeMap<(&WorkloadRef, &str, bool), (f64, f64)> = BTreeMap::new();
+    let mut sums: BTreeMap<(&WorkloadRef, &str, bool), (f64, f64, f64)> = BTreeMap::new();
     for s in samples {
         let e = sums
             .entry((&s.dst, s.client_id.as_str(), s.tcp))
             .or_default();
         if s.allowed {
             e.0 += s.count;
+            if s.audit {
+                e.2 += s.count;
+            }
         } else {
             e.1 += s.count;
         }
@@ -57,8 +63,8 @@ pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
             into.entry(d).or_default().push(k);
         }
     }
-    let mut found: Vec<(EdgeKey, f64, f64)> = Vec::new();
-    for ((dst, client, tcp), (allow, deny)) in sums {
+    let mut found: Vec<(EdgeKey, f64, f64, f64)> = Vec::new();
+    for ((dst, client, tcp), (allow, deny, audit)) in sums {
         let candidates: Vec<&&EdgeKey> = into
             .get(dst)
             .into_iter()
@@ -74,14 +80,17 @@ pub fn attach_observed(graph: &mut MeshGraph, samples: &[AuthzSample]) {
             })
             .collect();
         if let [k] = candidates.as_slice() {
-            found.push(((**k).clone(), allow / secs, deny / secs));
+            found.push(((**k).clone(), allow / secs, deny / secs, audit / secs));
         }
     }
-    for (k, allow, deny) in found {
+    for (k, allow, deny, audit) in found {
         if let Some(e) = graph.edges.get_mut(&k) {
             let p = &mut e.policy;
             p.observed_allow_rps = Some(p.observed_allow_rps.unwrap_or(0.0) + allow);
             p.observed_deny_rps = Some(p.observed_deny_rps.unwrap_or(0.0) + deny);
+            if audit > 0.0 {
+                p.observed_audit_rps = Some(p.observed_audit_rps.unwrap_or(0.0) + audit);
+            }
         }
     }
 }
@@ -167,14 +176,22 @@ pub fn apply(
     attach_observed(graph, authz);
     let mut old = verdicts.start(cluster);
     for e in graph.edges.values_mut() {
-        let observed = (e.policy.observed_allow_rps, e.policy.observed_deny_rps);
+        let observed = (
+            e.policy.observed_allow_rps,
+            e.policy.observed_deny_rps,
+            e.policy.observed_audit_rps,
+        );
         let unknown_id =
             (e.tls == TlsStatus::Mtls && e.client_identity.is_empty()).then(|| e.key.src.clone());
         let dst = match &e.key.dst {
             Destination::Workload(w) => w.clone(),
             Destination::Authority(_) => {
                 e.policy = PolicyVerdict::default();
-                (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
+                (
+                    e.policy.observed_allow_rps,
+                    e.policy.observed_deny_rps,
+                    e.policy.observed_audit_rps,
+                ) = observed;
                 continue;
             }
         };
@@ -202,7 +219,11 @@ pub fn apply(
                 None => e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity),
             }
         }
-        (e.policy.observed_allow_rps, e.policy.observed_deny_rps) = observed;
+        (
+            e.policy.observed_allow_rps,
+            e.policy.observed_deny_rps,
+            e.policy.observed_audit_rps,
+        ) = observed;
         e.policy.disagreement = disagreement(&e.policy);
     }
     graph.policies = (*cluster.policies).clone();
@@ -335,6 +356,7 @@ mod tests {
         let b = edge(&mut g, "b", "db", "shared");
         let c = edge(&mut g, "c", "db", "shared");
         let sample = |client: &str, allowed: bool, count: f64| AuthzSample {
+            audit: false,
             dst: wref("db"),
             client_id: client.into(),
             tcp: false,

@@ -238,7 +238,15 @@ impl GraphQueries {
             ),
             pods: format!("count(tcp_open_total) by ({})", pods.join(", ")),
             // No `direction` label on these (reference 1.3); like viz, no selector at all.
-            authz: AUTHZ_METRICS.map(|(m, _, _)| sum_increase(m, "", &w, &ident)),
+            // Allowed ones by authorization too, to tell audit-mode admissions apart.
+            authz: AUTHZ_METRICS.map(|(m, _, allowed)| {
+                let by: Vec<&str> = if allowed {
+                    [ident.clone(), vec!["authz_kind", "authz_name"]].concat()
+                } else {
+                    ident.clone()
+                };
+                sum_increase(m, "", &w, &by)
+            }),
             // stat-outbound's queries, grouped by every owner label and the whole route,
             // parent and backend (viz groups by one resource and names only).
             route_statuses: ROUTE_FAMILIES.map(|(family, status, _)| {

@@ -287,6 +287,8 @@ impl PrometheusSource {
             for s in &rows {
                 if let (Some(dst), Some(count)) = (src_of(s), s.number()) {
                     samples.push(AuthzSample {
+                        audit: s.label("authz_kind") == "default"
+                            && s.label("authz_name") == "audit",
                         dst,
                         client_id: s.label("client_id").to_owned(),
                         tcp: *tcp,

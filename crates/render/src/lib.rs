@@ -232,6 +232,19 @@ impl View {
             if e.tls == TlsStatus::Plaintext {
                 label.push_str("\nPLAINTEXT");
             }
+            // The route failing the most requests, when the proxies report routes.
+            if let Some(r) = e.worst_route() {
+                let name = if r.id.kind == "default" {
+                    format!("[default {}]", r.id.name)
+                } else {
+                    r.id.name.clone()
+                };
+                let _ = write!(
+                    label,
+                    "\nworst route {name} {}%",
+                    fmt_num(r.success_rate.unwrap_or(1.0) * 100.0)
+                );
+            }
             edges.push(ViewEdge {
                 from: e.key.src.to_string(),
                 to,

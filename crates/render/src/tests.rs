@@ -262,3 +262,45 @@ fn no_label_crosses_its_own_line_and_the_canvas_fits() {
         );
     }
 }
+
+#[test]
+fn an_edge_label_names_its_worst_route() {
+    let mut g = emojivoto();
+    let e = g.edges.values_mut().next().unwrap();
+    let route = |name: &str, kind: &str, rps: f64, sr: f64| mesh_model::RouteStats {
+        id: mesh_model::RouteId {
+            kind: kind.into(),
+            name: name.into(),
+            ..Default::default()
+        },
+        rps,
+        success_rate: Some(sr),
+        ..Default::default()
+    };
+    e.routes = vec![
+        route("list", "HTTPRoute", 10.0, 0.99),
+        route("vote", "HTTPRoute", 2.0, 0.5),
+        route("http", "default", 0.5, 1.0),
+    ];
+    let v = View::of(&g);
+    let labelled: Vec<&str> = v
+        .edges
+        .iter()
+        .map(|e| e.label.as_str())
+        .filter(|l| l.contains("worst route"))
+        .collect();
+    assert_eq!(
+        labelled,
+        ["12.5 rps | 98.5% | p99 15ms\nworst route vote 50%"]
+    );
+    // An edge whose routes all succeed names none.
+    for r in &mut g.edges.values_mut().next().unwrap().routes {
+        r.success_rate = Some(1.0);
+    }
+    assert!(
+        View::of(&g)
+            .edges
+            .iter()
+            .all(|e| !e.label.contains("worst"))
+    );
+}

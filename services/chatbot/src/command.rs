@@ -76,6 +76,8 @@ pub enum Command {
     Edges(WorkloadArg),
     /// `who-calls <ns/workload>`.
     WhoCalls(WorkloadArg),
+    /// `routes <ns/workload>`: the routes of its calls (Linkerd 2.14+ proxies).
+    Routes(WorkloadArg),
     /// `tls`: plaintext edges.
     Tls,
     /// `failing [threshold]`: edges below a success rate (default 0.95).
@@ -120,6 +122,10 @@ pub const USAGE: &[(&str, &str)] = &[
     (
         "who-calls <ns/workload>",
         "the callers of a workload, with their rates",
+    ),
+    (
+        "routes <ns/workload>",
+        "each route of its calls (HTTPRoute, GRPCRoute, default) with rates, success, p99",
     ),
     ("tls", "edges that are not mTLS"),
     (
@@ -251,12 +257,13 @@ pub fn parse(text: &str) -> Result<Command, Usage> {
             no_more(rest.get(1..).unwrap_or_default(), "graph")?;
             Ok(Command::Graph { namespace })
         }
-        "edges" | "who-calls" | "policy" => {
+        "edges" | "who-calls" | "routes" | "policy" => {
             let w = workload(rest.first().copied(), &verb_lc)?;
             no_more(rest.get(1..).unwrap_or_default(), &verb_lc)?;
             Ok(match verb_lc.as_str() {
                 "edges" => Command::Edges(w),
                 "who-calls" => Command::WhoCalls(w),
+                "routes" => Command::Routes(w),
                 _ => Command::Policy(w),
             })
         }
@@ -400,6 +407,7 @@ mod tests {
             Command::WhoCalls(w("a", "b"))
         );
         assert_eq!(parse("policy a/b").unwrap(), Command::Policy(w("a", "b")));
+        assert_eq!(parse("routes a/b").unwrap(), Command::Routes(w("a", "b")));
         assert_eq!(parse("tls").unwrap(), Command::Tls);
         assert_eq!(
             parse("failing").unwrap(),

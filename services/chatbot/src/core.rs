@@ -117,6 +117,7 @@ impl Mcp {
             Command::Graph { namespace } => self.graph_reply(namespace.as_deref()).await,
             Command::Edges(w) => self.edges(w, false).await,
             Command::WhoCalls(w) => self.edges(w, true).await,
+            Command::Routes(w) => self.routes(w).await,
             Command::Tls => self.plaintext().await,
             Command::Failing { threshold } => self.failing(*threshold).await,
             Command::Explain { from, to, port } => self.explain(from, to, *port).await,
@@ -216,6 +217,56 @@ impl Mcp {
             });
         } else {
             r = r.code(table(list.iter().copied(), MAX_ROWS), "edges.txt");
+        }
+        Ok(r.note(freshness(&g)))
+    }
+
+    async fn routes(&self, w: &WorkloadArg) -> Result<Reply, McpError> {
+        let g = self
+            .graph(pb::GetMeshGraphRequest {
+                workload: w.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        let known = g
+            .workloads
+            .keys()
+            .any(|k| k.namespace == w.namespace && k.name == w.name);
+        if !known {
+            return Ok(Reply::refusal(
+                format!("No workload {w}"),
+                format!("The mesh has no workload {w} with traffic in the window."),
+            ));
+        }
+        let mut routes: Vec<(&mesh_model::Edge, &mesh_model::RouteStats)> = g
+            .edges
+            .values()
+            .flat_map(|e| e.routes.iter().map(move |r| (e, r)))
+            .collect();
+        routes.sort_by(|(_, a), (_, b)| b.rps.total_cmp(&a.rps));
+        let mut r =
+            Reply::new(format!("Routes of {w}'s calls")).field("Routes", routes.len().to_string());
+        if routes.is_empty() {
+            r = r.text(
+                "No route metrics for its calls in the window. Linkerd 2.14 and newer proxies \
+                 report them (outbound_http_route_*, outbound_grpc_route_*).",
+            );
+        } else {
+            if let Some((e, worst)) = routes
+                .iter()
+                .filter(|(_, r)| r.failure_rps() > 0.0)
+                .max_by(|(_, a), (_, b)| a.failure_rps().total_cmp(&b.failure_rps()))
+            {
+                r.tone = Tone::Warn;
+                r = r.text(format!(
+                    "Worst: {} ({} -> {}), failing {:.2}/s.",
+                    worst.id,
+                    e.key.src,
+                    e.key.dst,
+                    worst.failure_rps()
+                ));
+            }
+            r = r.code(route_table(&routes, MAX_ROWS), "routes.txt");
         }
         Ok(r.note(freshness(&g)))
     }
@@ -464,6 +515,38 @@ pub fn table<'a>(edges: impl Iterator<Item = &'a mesh_model::Edge>, max: usize) 
     let mut out = mesh_render::columns(&rows, " ");
     if more > 0 {
         let _ = writeln!(out, "(and {more} more)");
+    }
+    out
+}
+
+/// Routes as fixed-width rows: the call, the route and its parent, then the golden metrics and
+/// 429s per second.
+pub fn route_table(routes: &[(&mesh_model::Edge, &mesh_model::RouteStats)], max: usize) -> String {
+    let mut rows = vec![
+        ["CALL", "ROUTE", "PARENT", "RPS", "SUCCESS", "P99", "429/S"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for (e, r) in routes.iter().take(max) {
+        rows.push(vec![
+            format!("{} -> {}", e.key.src.name, e.key.dst),
+            if r.id.kind == "default" {
+                format!("[default {}]", r.id.name)
+            } else {
+                format!("{} {}", r.id.kind, r.id.name)
+            },
+            r.id.parent.clone(),
+            format!("{:.2}", r.rps),
+            r.success_rate
+                .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0)),
+            r.latency_p99_ms
+                .map_or_else(|| "-".into(), |p| format!("{p:.0}ms")),
+            format!("{:.2}", r.rate_limited_rps),
+        ]);
+    }
+    let mut out = mesh_render::columns(&rows, " ");
+    if routes.len() > max {
+        let _ = writeln!(out, "(and {} more)", routes.len() - max);
     }
     out
 }

@@ -387,6 +387,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Graph { .. } => "graph",
         Command::Edges(_) => "edges",
         Command::WhoCalls(_) => "who-calls",
+        Command::Routes(_) => "routes",
         Command::Tls => "tls",
         Command::Failing { .. } => "failing",
         Command::Explain { .. } => "explain",

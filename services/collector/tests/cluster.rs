@@ -115,6 +115,7 @@ async fn index_follows_the_cluster_and_verdicts_follow_policy() {
     let base = meshsim::graph(&t, window, SystemTime::now());
     let web_id = "web.emojivoto.serviceaccount.identity.linkerd.cluster.local";
     let authz = vec![AuthzSample {
+        audit: false,
         dst: wl("emojivoto", "emoji"),
         client_id: web_id.into(),
         tcp: false,

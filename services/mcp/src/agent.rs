@@ -41,7 +41,10 @@ mod notify;
 use self::{
     args::spec_of,
     backend::Who,
-    format::{answer, decision_name, edge_row, id, in_namespace, status_text},
+    format::{
+        answer, decision_name, edge_row, edge_row_with_routes, id, in_namespace, route_row,
+        status_text,
+    },
     notify::{Subscriptions, graph_changes, known_resource, notify_subscribers},
 };
 pub use self::{
@@ -252,7 +255,8 @@ impl MeshAgent {
     #[tool(
         description = "One workload (namespace/name): whether it is meshed, its service account \
             and mTLS identity, and every inbound and outbound edge with its traffic, TLS and \
-            policy verdict.",
+            policy verdict, and (Linkerd 2.14+ proxies) each edge's routes: HTTPRoute, GRPCRoute \
+            or Linkerd's default route, with requests per second, success rate, p99 and 429s.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_workload(
@@ -284,13 +288,13 @@ impl MeshAgent {
             .edges
             .iter()
             .filter(|e| is(e.dst.as_ref()))
-            .map(edge_row)
+            .map(edge_row_with_routes)
             .collect();
         let outbound: Vec<Value> = g
             .edges
             .iter()
             .filter(|e| is(e.src.as_ref()))
-            .map(edge_row)
+            .map(edge_row_with_routes)
             .collect();
         let summary = format!(
             "{} ({}, {}): {} inbound and {} outbound edges",
@@ -410,6 +414,57 @@ impl MeshAgent {
         Ok(answer(
             summary,
             json!({ "threshold": threshold, "edges": rows }),
+        ))
+    }
+
+    #[tool(
+        description = "Routes whose success rate is below a threshold (default 0.95), worst \
+            first: the HTTPRoute, GRPCRoute or Linkerd default route, its parent Service or \
+            EgressNetwork, the calling and called workloads, requests and failures per second. \
+            Needs Linkerd 2.14+ proxies (route metrics). Optionally one namespace.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn find_failing_routes(
+        &self,
+        Parameters(a): Parameters<FailingArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let threshold = a.threshold.unwrap_or(0.95);
+        let g = self.graph(&ctx, pb::GetMeshGraphRequest::default()).await?;
+        let mut failing: Vec<(&pb::Edge, &pb::RouteStats)> = g
+            .edges
+            .iter()
+            .filter(|e| in_namespace(e, a.namespace.as_deref()))
+            .flat_map(|e| e.routes.iter().map(move |r| (e, r)))
+            .filter(|(_, r)| r.success_rate.is_some_and(|s| s < threshold))
+            .collect();
+        let sr = |r: &pb::RouteStats| r.success_rate.unwrap_or(1.0);
+        failing.sort_by(|(_, x), (_, y)| sr(x).total_cmp(&sr(y)));
+        let with_routes = g.edges.iter().filter(|e| !e.routes.is_empty()).count();
+        let rows: Vec<Value> = failing
+            .iter()
+            .map(|(e, r)| {
+                let mut row = route_row(r);
+                let edge = edge_row(e);
+                row["from"] = edge["from"].clone();
+                row["to"] = edge["to"].clone();
+                row
+            })
+            .collect();
+        let summary = if with_routes == 0 {
+            "no edge reports route metrics (Linkerd 2.14+ proxies report them as \
+             outbound_http_route_* and outbound_grpc_route_*)"
+                .to_owned()
+        } else {
+            format!(
+                "{} route(s) below {:.1}% success, on {with_routes} edge(s) with route metrics",
+                rows.len(),
+                threshold * 100.0
+            )
+        };
+        Ok(answer(
+            summary,
+            json!({ "threshold": threshold, "routes": rows }),
         ))
     }
 

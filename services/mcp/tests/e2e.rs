@@ -12,12 +12,26 @@ use tonic::Request;
 const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\nadm1n,admin,uid-2,\"system:masters\"\n";
 
 async fn sim(t: meshsim::Topology) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    sim_as(t, meshsim::LinkerdVersion::V2_12).await
+}
+
+/// meshsim impersonating `version`'s proxies (2.20 adds the route families).
+async fn sim_as(
+    t: meshsim::Topology,
+    version: meshsim::LinkerdVersion,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(meshsim::serve(l, t, async {
-        let _ = rx.await;
-    }));
+    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
+    s.set_version(version);
+    tokio::spawn(meshsim::serve_shared(
+        l,
+        std::sync::Arc::new(tokio::sync::Mutex::new(s)),
+        async {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
 
@@ -668,6 +682,135 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
     .expect("the observed deny rate never matched the prediction within 10%");
 }
 
+/// Rolling out policy audit-first, as Linkerd 2.18+ users do: a Server with `accessPolicy:
+/// audit` and an AuthorizationPolicy admitting only web. The simulated proxies (following
+/// kube-sim as real ones follow the policy controller) admit vote-bot's calls under the audit
+/// authorization, and the graph shows that edge AUDIT with the rate enforcement would refuse,
+/// read through Prometheus. The what-if of switching the Server to `deny` then predicts exactly
+/// the edges the audit verdicts named, at their audit rates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_agrees() {
+    let seed =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
+    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
+            .into(),
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
+        let text = std::fs::read_to_string(seed.join(f)).unwrap();
+        cluster.load_yaml(&text).await.unwrap();
+    }
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    let mut second = t
+        .edges
+        .iter()
+        .find(|e| e.to == "emojivoto/voting")
+        .unwrap()
+        .clone();
+    second.from = "emojivoto/vote-bot".into();
+    second.rps = 3.0;
+    second.success_rate = 1.0;
+    t.edges.push(second);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
+    s.set_version(meshsim::LinkerdVersion::V2_20);
+    let sim = Arc::new(tokio::sync::Mutex::new(s));
+    meshsim::authz::follow(
+        sim.clone(),
+        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
+    );
+    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(meshsim::serve_shared(l, sim, async {
+        let _ = sim_stopped.await;
+    }));
+    let prom = Prometheus::start(&[addr]).await;
+    let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
+    let c = lazy_client(mcp.grpc);
+    let policy = |access: &str| {
+        format!(
+            "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+            metadata: {{name: voting-grpc, namespace: emojivoto}}\n\
+            spec: {{podSelector: {{matchLabels: {{app: voting-svc}}}}, port: grpc, proxyProtocol: gRPC, accessPolicy: {access}}}\n---\n\
+            apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+            metadata: {{name: voting-clients, namespace: emojivoto}}\n\
+            spec: {{identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}}\n---\n\
+            apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+            metadata: {{name: voting-policy, namespace: emojivoto}}\n\
+            spec:\n  targetRef: {{group: policy.linkerd.io, kind: Server, name: voting-grpc}}\n  \
+            requiredAuthenticationRefs: [{{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}}]\n"
+        )
+    };
+    graph_until(&c, Duration::from_secs(90), |g| {
+        find(&g.edges, "vote-bot", "voting").is_some() && find(&g.edges, "web", "voting").is_some()
+    })
+    .await
+    .expect("voting's two callers were never observed");
+    admin_apply(&c, &policy("audit"), false).await.unwrap();
+    let audited = graph_until(&c, Duration::from_secs(90), |g| {
+        let (Some(bot), Some(web)) = (
+            find(&g.edges, "vote-bot", "voting"),
+            find(&g.edges, "web", "voting"),
+        ) else {
+            return false;
+        };
+        let (b, w) = (
+            bot.policy.clone().unwrap_or_default(),
+            web.policy.clone().unwrap_or_default(),
+        );
+        decision(bot) == pb::policy_verdict::Decision::Audit
+            && b.observed_audit_rps.is_some_and(|r| (r - 3.0).abs() <= 0.3)
+            && b.chain
+                .last()
+                .is_some_and(|c| c.contains("accessPolicy audit") && c.contains("would be refused"))
+            && b.disagreement.is_empty()
+            && decision(web) == pb::policy_verdict::Decision::Allowed
+            && w.observed_audit_rps.is_none()
+            && w.observed_allow_rps.is_some_and(|r| r > 0.0)
+    })
+    .await
+    .expect("vote-bot -> voting never showed AUDIT with its would-be-denied rate");
+    let named: Vec<(String, f64)> = audited
+        .edges
+        .iter()
+        .filter(|e| decision(e) == pb::policy_verdict::Decision::Audit)
+        .map(|e| {
+            (
+                e.src.clone().unwrap().name,
+                e.policy.clone().unwrap().observed_audit_rps.unwrap_or(0.0),
+            )
+        })
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+
+    let what_if = admin_apply(&c, &policy("deny"), true)
+        .await
+        .unwrap()
+        .into_inner();
+    let predicted: Vec<(String, f64)> = what_if
+        .affected_edges
+        .iter()
+        .map(|a| {
+            assert_eq!(a.before(), pb::policy_verdict::Decision::Audit, "{a:?}");
+            assert_eq!(a.after(), pb::policy_verdict::Decision::Denied, "{a:?}");
+            (a.edge.clone().unwrap().src.unwrap().name, a.rps)
+        })
+        .collect();
+    assert_eq!(
+        predicted.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        named.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "the what-if of deny names exactly the audited edges"
+    );
+    for ((_, rps), (_, audit)) in predicted.iter().zip(&named) {
+        assert!((rps - audit).abs() <= 0.1 * audit, "{rps} vs audit {audit}");
+    }
+}
+
 /// Redis is only a cache: while it is down mesh-mcp keeps answering from the graph it holds,
 /// marked stale (a `store` source with its error and last success), and watch streams stay
 /// open with heartbeats that say so; when an empty Redis comes back, the collector takes the
@@ -800,7 +943,8 @@ async fn python_mcp_client(plan: &serde_json::Value) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     let t = meshsim::builtin("emojivoto").unwrap();
-    let (addr, _stop) = sim(t.clone()).await;
+    // Linkerd 2.20 proxies: each edge also reports its (default) route.
+    let (addr, _stop) = sim_as(t.clone(), meshsim::LinkerdVersion::V2_20).await;
     let prom = Prometheus::start(&[addr]).await;
     let cluster = kube().await;
     let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
@@ -826,6 +970,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             ["plan_authorization_policy", {"spec": books_spec}],
             ["apply_plan", {"plan_id": "$plan_id"}],
             ["apply_plan", {"plan_id": "$plan_id"}],
+            ["find_failing_routes", {"threshold": 0.95}],
         ],
     }))
     .await;
@@ -839,6 +984,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             "apply_plan",
             "explain_access",
             "find_failing_edges",
+            "find_failing_routes",
             "find_plaintext_edges",
             "get_mesh_graph",
             "get_workload",
@@ -876,6 +1022,21 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     assert_eq!(
         call(1)["identity"],
         "web.emojivoto.serviceaccount.identity.linkerd.cluster.local"
+    );
+    // Each edge of web carries its route: Linkerd's default gRPC route on voting-svc.
+    let to_voting = call(1)["outbound"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == "emojivoto/voting")
+        .unwrap();
+    assert_eq!(
+        to_voting["routes"][0]["route"], "[default grpc]",
+        "{to_voting}"
+    );
+    assert_eq!(
+        to_voting["routes"][0]["parent"],
+        "Service emojivoto/voting-svc:8080"
     );
     let callers = call(2)["callers"].as_array().unwrap();
     assert_eq!(callers.len(), 1);
@@ -923,6 +1084,23 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     assert!(plan["diff"].as_str().unwrap().contains("books-policy"));
     assert!(call(10)["audit_id"].as_str().is_some_and(|a| !a.is_empty()));
     assert_eq!(calls[11]["is_error"], true);
+    // The failing routes, worst first: voting's default gRPC route (85%), then web's (92.5%).
+    assert_eq!(calls[12]["is_error"], false, "{}", calls[12]);
+    let routes: Vec<(&str, &str)> = call(12)["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["to"].as_str().unwrap(), r["route"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("emojivoto/voting", "[default grpc]"),
+            ("emojivoto/web", "[default http]")
+        ],
+        "{}",
+        call(12)
+    );
     assert!(
         calls[11]["text"]
             .as_str()
@@ -987,7 +1165,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     }))
     .await;
     let tools = out["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 7, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 8, "{:?}", tools.keys());
     assert!(!tools.contains_key("apply_plan"));
     assert_eq!(
         out["calls"][0]["structured"]["callers"][0]["from"],

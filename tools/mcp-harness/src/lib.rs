@@ -129,7 +129,13 @@ impl McpHarness {
     /// Publishes the graph of `t` joined with the cluster as it is now; returns the version
     /// readers hold afterwards (unchanged when nothing they see changed).
     pub async fn publish(&self, t: &meshsim::Topology) -> u64 {
-        let base = meshsim::graph(t, Duration::from_secs(60), SystemTime::now());
+        // As Linkerd 2.20's proxies report it: with each edge's routes.
+        let base = meshsim::graph_as(
+            t,
+            Duration::from_secs(60),
+            SystemTime::now(),
+            meshsim::LinkerdVersion::V2_20,
+        );
         let c = self.cluster.borrow().clone();
         let graph = mesh_collector::run::join(
             &base,

@@ -930,6 +930,12 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
         out.push('\n');
     }
     for e in graph.edges.values() {
+        if let Some(a) = e.policy.observed_audit_rps.filter(|a| *a > 0.0) {
+            out.push_str(&format!(
+                "~ {} -> {}: audit mode admitted {a:.2}/s that enforcing the policy would refuse\n",
+                e.key.src, e.key.dst
+            ));
+        }
         if !e.policy.disagreement.is_empty() {
             out.push_str(&format!(
                 "! {} -> {}: {}\n",

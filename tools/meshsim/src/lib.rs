@@ -48,6 +48,18 @@ pub fn graph(
     b.finish(generated_at)
 }
 
+/// The graph Prometheus would give for `topology` over `window` from `version`'s proxies.
+pub fn graph_as(
+    topology: &Topology,
+    window: Duration,
+    generated_at: std::time::SystemTime,
+    version: LinkerdVersion,
+) -> mesh_model::MeshGraph {
+    let mut b = GraphBuilder::new(window);
+    feed_as(topology, window, &mut b, version);
+    b.finish(generated_at)
+}
+
 /// Feeds `builder` the samples that Prometheus would yield for `topology` over `window` from
 /// `version`'s proxies (what a source proxy can see: nothing from unmeshed callers; route
 /// breakdowns from 2.20 on). Benchmarks and tests use it to build graphs without Prometheus.

@@ -64,9 +64,47 @@ pub(super) fn edge_row(e: &pb::Edge) -> Value {
         if let Some(d) = p.observed_deny_rps.filter(|d| *d > 0.0) {
             row["denied_rps"] = json!((d * 100.0).round() / 100.0);
         }
+        if let Some(a) = p.observed_audit_rps.filter(|a| *a > 0.0) {
+            // Admitted only by audit mode: what enforcing the policy would refuse.
+            row["audit_rps"] = json!((a * 100.0).round() / 100.0);
+        }
         if !p.disagreement.is_empty() {
             row["disagreement"] = json!(p.disagreement);
         }
+    }
+    row
+}
+
+/// One route of an edge, as agents read it: which route on which parent, and how it fares.
+pub(super) fn route_row(r: &pb::RouteStats) -> Value {
+    let mut row = json!({
+        "route": if r.route_kind == "default" {
+            format!("[default {}]", r.route_name)
+        } else {
+            format!("{}/{}", r.route_namespace, r.route_name)
+        },
+        "kind": r.route_kind,
+        "parent": r.parent,
+        "rps": (r.rps * 100.0).round() / 100.0,
+    });
+    if let Some(s) = r.success_rate {
+        row["success_rate"] = json!((s * 1000.0).round() / 1000.0);
+        row["failing_rps"] = json!((r.rps * (1.0 - s) * 100.0).round() / 100.0);
+    }
+    if let Some(p) = r.latency_p99_ms {
+        row["p99_ms"] = json!(p.round());
+    }
+    if r.rate_limited_rps > 0.0 {
+        row["rate_limited_rps"] = json!((r.rate_limited_rps * 100.0).round() / 100.0);
+    }
+    row
+}
+
+/// [`edge_row`] with the edge's routes, when its proxies report them.
+pub(super) fn edge_row_with_routes(e: &pb::Edge) -> Value {
+    let mut row = edge_row(e);
+    if !e.routes.is_empty() {
+        row["routes"] = e.routes.iter().map(route_row).collect();
     }
     row
 }
