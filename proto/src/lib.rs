@@ -284,6 +284,8 @@ impl From<&model::PolicyVerdict> for pb::PolicyVerdict {
             observed_allow_rps: p.observed_allow_rps,
             observed_deny_rps: p.observed_deny_rps,
             observed_audit_rps: p.observed_audit_rps,
+            rate_limit: p.rate_limit.clone(),
+            observed_rate_limited_rps: p.observed_rate_limited_rps,
             disagreement: p.disagreement.clone(),
         }
     }
@@ -301,6 +303,8 @@ impl From<pb::PolicyVerdict> for model::PolicyVerdict {
             observed_allow_rps: p.observed_allow_rps,
             observed_deny_rps: p.observed_deny_rps,
             observed_audit_rps: p.observed_audit_rps,
+            rate_limit: p.rate_limit,
+            observed_rate_limited_rps: p.observed_rate_limited_rps,
             disagreement: p.disagreement,
         }
     }

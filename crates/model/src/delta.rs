@@ -92,6 +92,8 @@ impl MetricTolerance {
             && self.close_opt(a.observed_allow_rps, b.observed_allow_rps)
             && self.close_opt(a.observed_deny_rps, b.observed_deny_rps)
             && self.close_opt(a.observed_audit_rps, b.observed_audit_rps)
+            && a.rate_limit == b.rate_limit
+            && self.close_opt(a.observed_rate_limited_rps, b.observed_rate_limited_rps)
     }
 
     /// Whether two route breakdowns name the same routes with metrics within the tolerance.

@@ -123,6 +123,25 @@ pub enum Destination {
     Authority(String),
 }
 
+impl Destination {
+    /// Traffic leaving the mesh through EgressNetwork `namespace/name` on `port`: an external
+    /// node named by the EgressNetwork (`EgressNetwork egress/internet:443`).
+    pub fn egress(namespace: &str, name: &str, port: &str) -> Self {
+        Self::Authority(format!("EgressNetwork {namespace}/{name}:{port}"))
+    }
+
+    /// The EgressNetwork `(namespace, name, port)` of a destination made by
+    /// [`Destination::egress`].
+    pub fn as_egress(&self) -> Option<(&str, &str, &str)> {
+        let Self::Authority(a) = self else {
+            return None;
+        };
+        let (ns, rest) = a.strip_prefix("EgressNetwork ")?.split_once('/')?;
+        let (name, port) = rest.rsplit_once(':')?;
+        Some((ns, name, port))
+    }
+}
+
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -214,6 +233,11 @@ pub struct PolicyVerdict {
     pub observed_audit_rps: Option<f64>,
     /// Why what the proxies report disagrees with the computed decision; empty when it agrees.
     pub disagreement: String,
+    /// The HTTPLocalRateLimitPolicy on the Server, with its limits; empty when none applies.
+    pub rate_limit: String,
+    /// Requests per second the callee's proxies answered 429 (rate limited), as the caller's
+    /// route metrics report them.
+    pub observed_rate_limited_rps: Option<f64>,
 }
 
 impl PolicyVerdict {

@@ -290,6 +290,8 @@ pub(crate) fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
         network_authentications: Vec::new(),
         server_authorizations: Vec::new(),
         routes: Vec::new(),
+        egress_networks: Vec::new(),
+        rate_limits: Vec::new(),
         ..all.clone()
     };
     let mut out: HashMap<String, PolicySet> = HashMap::new();
@@ -310,6 +312,11 @@ pub(crate) fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
     }
     for x in &all.routes {
         part(&mut out, &empty, &x.namespace).routes.push(x.clone());
+    }
+    for x in &all.rate_limits {
+        part(&mut out, &empty, &x.namespace)
+            .rate_limits
+            .push(x.clone());
     }
     for x in &all.authorization_policies {
         part(&mut out, &empty, &x.namespace)

@@ -387,6 +387,82 @@ pub struct Route {
     pub rules: Vec<Vec<RouteMatch>>,
 }
 
+/// An EgressNetwork: traffic from its namespace's clients (or every namespace's, in the global
+/// egress namespace) to these networks, and what happens to traffic no route describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressNetwork {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Networks; `None` means every network outside the cluster's.
+    pub networks: Option<Vec<Network>>,
+    /// `Allow` or `Deny`.
+    pub traffic_policy: String,
+}
+
+/// An HTTPLocalRateLimitPolicy: limits each proxy of a Server's pods enforces on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The Server it limits (same namespace).
+    pub server: String,
+    /// Requests per second over all clients, per proxy.
+    pub total: Option<u64>,
+    /// Requests per second per client identity, per proxy.
+    pub identity: Option<u64>,
+    /// Limits for named clients.
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+/// A service account named by an override: (name, namespace; absent: the policy's).
+pub type ClientRef = (String, Option<String>);
+
+/// A limit for named clients: requests per second, and the service accounts it applies to.
+pub type RateLimitOverride = (u64, Vec<ClientRef>);
+
+impl RateLimitPolicy {
+    /// The limits in words: `total 100/s, per identity 20/s, 50/s for ns/sa`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = self.total {
+            parts.push(format!("total {t}/s"));
+        }
+        if let Some(i) = self.identity {
+            parts.push(format!("per identity {i}/s"));
+        }
+        for (rps, clients) in &self.overrides {
+            let names: Vec<String> = clients
+                .iter()
+                .map(|(sa, ns)| format!("{}/{sa}", ns.as_deref().unwrap_or(&self.namespace)))
+                .collect();
+            parts.push(format!("{rps}/s for {}", names.join(", ")));
+        }
+        if parts.is_empty() {
+            "no limits".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// The per-proxy limit that applies to a client with service account `sa` of namespace
+    /// `ns` (an override, else the per-identity limit), and the total.
+    pub fn limits_for(&self, sa: Option<(&str, &str)>) -> (Option<u64>, Option<u64>) {
+        let own = sa.and_then(|(sa, ns)| {
+            self.overrides.iter().find_map(|(rps, clients)| {
+                clients
+                    .iter()
+                    .any(|(n, cns)| n == sa && cns.as_deref().unwrap_or(&self.namespace) == ns)
+                    .then_some(*rps)
+            })
+        });
+        (self.total, own.or(self.identity))
+    }
+}
+
 /// Every policy object, and the cluster's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicySet {
@@ -402,6 +478,10 @@ pub struct PolicySet {
     pub server_authorizations: Vec<ServerAuthorization>,
     /// HTTPRoutes and GRPCRoutes.
     pub routes: Vec<Route>,
+    /// EgressNetworks.
+    pub egress_networks: Vec<EgressNetwork>,
+    /// HTTPLocalRateLimitPolicies.
+    pub rate_limits: Vec<RateLimitPolicy>,
     /// Cluster default (`proxy.defaultInboundPolicy`), and where it came from.
     pub cluster_default: (DefaultPolicy, String),
     /// Cluster networks (`clusterNetworks`).
@@ -428,6 +508,8 @@ impl Default for PolicySet {
             network_authentications: Vec::new(),
             server_authorizations: Vec::new(),
             routes: Vec::new(),
+            egress_networks: Vec::new(),
+            rate_limits: Vec::new(),
             cluster_default: (
                 DefaultPolicy::AllUnauthenticated,
                 "the install default".into(),
@@ -442,6 +524,24 @@ impl Default for PolicySet {
             control_plane_ns: "linkerd".into(),
             trust_domain: "cluster.local".into(),
         }
+    }
+}
+
+impl PolicySet {
+    /// The HTTPLocalRateLimitPolicy on Server `ns/name`: the oldest wins when several target it,
+    /// as Linkerd marks the others not accepted; here, the first by name.
+    pub fn rate_limit_on(&self, ns: &str, server: &str) -> Option<&RateLimitPolicy> {
+        self.rate_limits
+            .iter()
+            .filter(|r| r.namespace == ns && r.server == server)
+            .min_by(|a, b| a.name.cmp(&b.name))
+    }
+
+    /// The EgressNetwork `ns/name`.
+    pub fn egress_network(&self, ns: &str, name: &str) -> Option<&EgressNetwork> {
+        self.egress_networks
+            .iter()
+            .find(|e| e.namespace == ns && e.name == name)
     }
 }
 

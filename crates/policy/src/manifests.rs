@@ -9,6 +9,7 @@ use crate::eval::{
     Network, NetworkAuthentication, ObjectRef, PathMatch, PodInfo, PolicySet, PortRef, Route,
     RouteMatch, SelectorOp, Server, ServerAuthorization, ServerSelector,
 };
+use crate::eval::{EgressNetwork, RateLimitPolicy};
 use serde_json::Value;
 
 use crate::{
@@ -205,6 +206,53 @@ impl Manifests {
                             .iter()
                             .flatten()
                             .map(|rule| rule.matches.iter().flatten().map(route_match).collect())
+                            .collect(),
+                    });
+                }
+                Resource::EgressNetwork(e) => set.egress_networks.push(EgressNetwork {
+                    namespace: ns(&e.meta.namespace),
+                    name: e.meta.name.clone(),
+                    networks: e
+                        .spec
+                        .networks
+                        .as_ref()
+                        .map(|nets| nets.iter().filter_map(network).collect()),
+                    traffic_policy: e.spec.traffic_policy.clone().unwrap_or_default(),
+                }),
+                Resource::RateLimit(r) => {
+                    let rps = |v: &Option<crate::resources::RateLimit>| {
+                        v.as_ref()
+                            .and_then(|l| l.requests_per_second.as_ref())
+                            .and_then(Value::as_u64)
+                    };
+                    set.rate_limits.push(RateLimitPolicy {
+                        namespace: ns(&r.meta.namespace),
+                        name: r.meta.name.clone(),
+                        server: r
+                            .spec
+                            .target_ref
+                            .as_ref()
+                            .and_then(|t| t.name.clone())
+                            .unwrap_or_default(),
+                        total: rps(&r.spec.total),
+                        identity: rps(&r.spec.identity),
+                        overrides: r
+                            .spec
+                            .overrides
+                            .iter()
+                            .flatten()
+                            .filter_map(|o| {
+                                let limit = o.requests_per_second.as_ref()?.as_u64()?;
+                                let clients = o
+                                    .client_refs
+                                    .iter()
+                                    .flatten()
+                                    .map(|c| {
+                                        (c.name.clone().unwrap_or_default(), c.namespace.clone())
+                                    })
+                                    .collect();
+                                Some((limit, clients))
+                            })
                             .collect(),
                     });
                 }

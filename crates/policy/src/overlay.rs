@@ -186,12 +186,17 @@ pub fn apply(
         let dst = match &e.key.dst {
             Destination::Workload(w) => w.clone(),
             Destination::Authority(_) => {
-                e.policy = PolicyVerdict::default();
-                (
-                    e.policy.observed_allow_rps,
-                    e.policy.observed_deny_rps,
-                    e.policy.observed_audit_rps,
-                ) = observed;
+                // Egress is decided by the client's own proxy: its route metrics say what was
+                // admitted and refused; no inbound proxy counts it.
+                e.policy = egress_verdict(cluster, e).unwrap_or_else(|| {
+                    let mut v = PolicyVerdict::default();
+                    (
+                        v.observed_allow_rps,
+                        v.observed_deny_rps,
+                        v.observed_audit_rps,
+                    ) = observed;
+                    v
+                });
                 continue;
             }
         };
@@ -225,12 +230,105 @@ pub fn apply(
             e.policy.observed_audit_rps,
         ) = observed;
         e.policy.disagreement = disagreement(&e.policy);
+        if !e.routes.is_empty() {
+            e.policy.observed_rate_limited_rps =
+                Some(e.routes.iter().map(|r| r.rate_limited_rps).sum());
+        }
     }
     graph.policies = (*cluster.policies).clone();
 }
 
+/// Traffic leaving the mesh through an EgressNetwork: allowed or refused by the client's own
+/// proxy, by the routes attached to the EgressNetwork and its `trafficPolicy` for what no route
+/// describes (Linkerd's `*-egress-allow` / `*-egress-deny` default routes). `None` for an
+/// authority that is not an EgressNetwork.
+pub fn egress_verdict(cluster: &Cluster, e: &mesh_model::Edge) -> Option<PolicyVerdict> {
+    let (ns, name, port) = e.key.dst.as_egress()?;
+    let mut v = PolicyVerdict::default();
+    v.chain.push(format!(
+        "{} sends traffic out of the mesh through EgressNetwork {ns}/{name} (port {port})",
+        e.key.src
+    ));
+    let Some(net) = cluster.policy.egress_network(ns, name) else {
+        v.chain.push(format!(
+            "EgressNetwork {ns}/{name} is not in the Kubernetes view"
+        ));
+        return Some(v);
+    };
+    // Linkerd's default egress routes carry what no route matched; the proxy named them after
+    // the trafficPolicy in force then (`http-egress-allow`, `tls-egress-deny`, ...).
+    let default = |r: &&mesh_model::RouteStats| r.id.kind == "default";
+    let refused: f64 = e
+        .routes
+        .iter()
+        .filter(|r| default(r) && r.id.name.ends_with("-egress-deny"))
+        .map(|r| r.rps)
+        .sum();
+    let unmatched: f64 = e.routes.iter().filter(default).map(|r| r.rps).sum();
+    let matched: Vec<&mesh_model::RouteStats> = e
+        .routes
+        .iter()
+        .filter(|r| !default(r) && r.rps > 0.0)
+        .collect();
+    let policy = net.traffic_policy.as_str();
+    let allow_unmatched = policy == "Allow";
+    v.chain.push(format!(
+        "its trafficPolicy {policy} {} traffic no route describes{}",
+        if allow_unmatched { "admits" } else { "refuses" },
+        if allow_unmatched {
+            ""
+        } else {
+            " (the client's proxy answers 403, or closes the connection)"
+        }
+    ));
+    for r in &matched {
+        v.chain.push(format!(
+            "{:.2}/s matched {} {}/{}, which admits it",
+            r.rps, r.id.kind, r.id.namespace, r.id.name
+        ));
+        v.http_route = format!("{}/{}", r.id.namespace, r.id.name);
+    }
+    if unmatched > 0.0 {
+        v.chain.push(format!(
+            "{unmatched:.2}/s matched no route: {}",
+            if allow_unmatched {
+                "admitted"
+            } else {
+                "refused"
+            }
+        ));
+    }
+    let admitted: f64 = matched.iter().map(|r| r.rps).sum::<f64>() + (unmatched - refused);
+    if !e.routes.is_empty() {
+        v.observed_allow_rps = Some(admitted);
+        v.observed_deny_rps = Some(refused);
+    }
+    v.decision = if !matched.is_empty() || allow_unmatched {
+        Decision::Allowed
+    } else {
+        Decision::Denied
+    };
+    v.default_policy = format!("trafficPolicy {policy} (EgressNetwork {ns}/{name})");
+    Some(v)
+}
+
+/// The HTTPLocalRateLimitPolicy on the verdict's Server, in words, if any.
+fn rate_limit_of(cluster: &Cluster, server: &str) -> String {
+    let Some((ns, name)) = server.split_once('/') else {
+        return String::new();
+    };
+    cluster
+        .policy_for(ns)
+        .rate_limit_on(ns, name)
+        .map(|r| format!("{}/{}: {}", r.namespace, r.name, r.describe()))
+        .unwrap_or_default()
+}
+
 /// The verdict `cluster`'s policy reaches on `e` (no observed rates): for what-if questions.
 pub fn verdict_of(cluster: &Cluster, e: &mesh_model::Edge) -> PolicyVerdict {
+    if let Some(v) = egress_verdict(cluster, e) {
+        return v;
+    }
     verdict(cluster, &e.key, e.tls, &e.client_identity)
 }
 
@@ -290,8 +388,15 @@ pub fn explain_request(
 ) -> PolicyVerdict {
     let x = cluster.policy_for(ns).explain(req);
     chain.extend(x.chain);
+    let rate_limit = rate_limit_of(cluster, &x.server);
+    if !rate_limit.is_empty() {
+        chain.push(format!(
+            "HTTPLocalRateLimitPolicy {rate_limit}: each of the Server's proxies answers 429 beyond it"
+        ));
+    }
     PolicyVerdict {
         decision: x.decision,
+        rate_limit,
         server: x.server,
         default_policy: x.default_policy,
         authorization_policies: x.authorizations,
@@ -391,5 +496,126 @@ mod tests {
         assert!(disagreement(&p).contains("proxies allowed some"));
         p.observed_allow_rps = Some(0.0);
         assert_eq!(disagreement(&p), "");
+    }
+
+    fn egress_edge(routes: &[(&str, &str, f64)]) -> Edge {
+        let mut e = Edge::new(EdgeKey {
+            src: wref("app"),
+            dst: Destination::egress("egress", "internet", "443"),
+            protocol: Protocol::Http,
+        });
+        e.routes = routes
+            .iter()
+            .map(|(kind, name, rps)| mesh_model::RouteStats {
+                id: mesh_model::RouteId {
+                    kind: (*kind).into(),
+                    namespace: if *kind == "default" {
+                        String::new()
+                    } else {
+                        "egress".into()
+                    },
+                    name: (*name).into(),
+                    parent: "EgressNetwork egress/internet:443".into(),
+                },
+                rps: *rps,
+                ..Default::default()
+            })
+            .collect();
+        e
+    }
+
+    fn egress_cluster(policy: &str) -> Cluster {
+        let text = format!(
+            "apiVersion: policy.linkerd.io/v1alpha1\nkind: EgressNetwork\n\
+             metadata: {{name: internet, namespace: egress}}\nspec: {{trafficPolicy: {policy}}}\n"
+        );
+        let (c, problems) = Cluster::from_manifests(&[&text]);
+        assert!(problems.is_empty(), "{problems:?}");
+        c
+    }
+
+    #[test]
+    fn egress_is_decided_by_the_egress_networks_traffic_policy_and_routes() {
+        // Deny: what no route describes is refused; an HTTPRoute admits what it matches.
+        let deny = egress_cluster("Deny");
+        let v =
+            egress_verdict(&deny, &egress_edge(&[("default", "http-egress-deny", 4.0)])).unwrap();
+        assert_eq!(v.decision, Decision::Denied);
+        assert_eq!(v.observed_deny_rps, Some(4.0));
+        assert!(
+            v.chain[1].contains("trafficPolicy Deny refuses"),
+            "{:?}",
+            v.chain
+        );
+        let v = egress_verdict(
+            &deny,
+            &egress_edge(&[
+                ("HTTPRoute", "github-api", 2.0),
+                ("default", "http-egress-deny", 1.0),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(v.decision, Decision::Allowed);
+        assert_eq!(v.http_route, "egress/github-api");
+        assert_eq!(
+            (v.observed_allow_rps, v.observed_deny_rps),
+            (Some(2.0), Some(1.0))
+        );
+        // The what-if of flipping it to Allow admits what was refused.
+        let allow = egress_cluster("Allow");
+        let v = egress_verdict(
+            &allow,
+            &egress_edge(&[("default", "http-egress-deny", 4.0)]),
+        )
+        .unwrap();
+        assert_eq!(v.decision, Decision::Allowed);
+        assert_eq!(
+            verdict_of(&allow, &egress_edge(&[])).decision,
+            Decision::Allowed
+        );
+        // An EgressNetwork the cluster does not have: evaluated, undecided.
+        let (empty, _) = Cluster::from_manifests(&[]);
+        let v = verdict_of(&empty, &egress_edge(&[]));
+        assert_eq!(v.decision, Decision::Unknown);
+        assert!(
+            v.chain[1].contains("not in the Kubernetes view"),
+            "{:?}",
+            v.chain
+        );
+        // Any other authority is not egress.
+        let mut other = egress_edge(&[]);
+        other.key.dst = Destination::Authority("example.com:443".into());
+        assert!(egress_verdict(&deny, &other).is_none());
+    }
+
+    #[test]
+    fn a_rate_limited_server_names_its_policy_and_limits() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: ns}\n\
+            spec:\n  template:\n    metadata:\n      labels: {app: web}\n      annotations: {linkerd.io/inject: enabled}\n    \
+            spec:\n      containers: [{name: web, ports: [{name: http, containerPort: 8080}]}]\n---\n\
+            apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web-http, namespace: ns}\n\
+            spec: {podSelector: {matchLabels: {app: web}}, port: http, accessPolicy: all-unauthenticated}\n---\n\
+            apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {name: web-rl, namespace: ns}\n\
+            spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: web-http}\n  total: {requestsPerSecond: 100}\n  \
+            identity: {requestsPerSecond: 20}\n  overrides: [{requestsPerSecond: 50, clientRefs: [{kind: ServiceAccount, name: bot}]}]\n";
+        let (c, problems) = Cluster::from_manifests(&[text]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut g = MeshGraph::empty(Duration::from_secs(10), SystemTime::now());
+        let k = edge(&mut g, "a", "web", "");
+        let v = verdict_of(&c, &g.edges[&k]);
+        assert_eq!(v.decision, Decision::Allowed, "{:?}", v.chain);
+        assert_eq!(
+            v.rate_limit,
+            "ns/web-rl: total 100/s, per identity 20/s, 50/s for ns/bot"
+        );
+        assert!(
+            v.chain.iter().any(|c| c.contains("answers 429")),
+            "{:?}",
+            v.chain
+        );
+        let rl = c.policy.rate_limit_on("ns", "web-http").unwrap();
+        assert_eq!(rl.limits_for(Some(("bot", "ns"))), (Some(100), Some(50)));
+        assert_eq!(rl.limits_for(Some(("other", "ns"))), (Some(100), Some(20)));
+        assert_eq!(rl.limits_for(None), (Some(100), Some(20)));
     }
 }

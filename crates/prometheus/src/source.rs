@@ -537,10 +537,7 @@ fn backend_of(
         s.label("backend_name"),
     );
     if kind.eq_ignore_ascii_case("EgressNetwork") {
-        return Destination::Authority(format!(
-            "EgressNetwork {ns}/{name}:{}",
-            s.label("backend_port")
-        ));
+        return Destination::egress(ns, name, s.label("backend_port"));
     }
     by_service
         .get(&(src.clone(), ns.to_owned(), name.to_owned()))

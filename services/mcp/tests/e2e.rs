@@ -811,6 +811,118 @@ async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_ag
     }
 }
 
+/// Linkerd 2.20's other two verdicts, end to end through real Prometheus: a Server with an
+/// HTTPLocalRateLimitPolicy (3/s in total; vote-bot sends 4/s) names the policy and the 429 rate
+/// its proxies answer, and traffic out through an EgressNetwork whose trafficPolicy is Deny is
+/// an edge to the EgressNetwork, denied, at the rate the caller's proxy refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_egress_show_as_the_proxies_enforce_them() {
+    let seed =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
+    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
+            .into(),
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
+        let text = std::fs::read_to_string(seed.join(f)).unwrap();
+        cluster.load_yaml(&text).await.unwrap();
+    }
+    cluster
+        .load_yaml(
+            "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+             metadata: {name: web-http, namespace: emojivoto}\n\
+             spec: {podSelector: {matchLabels: {app: web-svc}}, port: http, accessPolicy: all-unauthenticated}\n---\n\
+             apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\n\
+             metadata: {name: web-rl, namespace: emojivoto}\n\
+             spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: web-http}\n  total: {requestsPerSecond: 3}\n---\n\
+             apiVersion: policy.linkerd.io/v1alpha1\nkind: EgressNetwork\n\
+             metadata: {name: all-egress, namespace: emojivoto}\nspec: {trafficPolicy: Deny}\n",
+        )
+        .await
+        .unwrap();
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    t.egress = vec![meshsim::EgressSpec {
+        from: "emojivoto/web".into(),
+        network: "emojivoto/all-egress".into(),
+        protocol: "http".into(),
+        port: 443,
+        rps: 2.0,
+        hostname: Some("api.github.com".into()),
+        // The cluster's EgressNetwork decides: Deny.
+        traffic_policy: "Allow".into(),
+        routes: Vec::new(),
+        latency_ms: meshsim::Latency::default(),
+    }];
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
+    s.set_version(meshsim::LinkerdVersion::V2_20);
+    let sim = Arc::new(tokio::sync::Mutex::new(s));
+    meshsim::authz::follow(
+        sim.clone(),
+        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
+    );
+    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(meshsim::serve_shared(l, sim, async {
+        let _ = sim_stopped.await;
+    }));
+    let prom = Prometheus::start(&[addr]).await;
+    let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
+    let c = lazy_client(mcp.grpc);
+    let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 0.1 * want);
+    let g = graph_until(&c, Duration::from_secs(90), |g| {
+        let Some(bot) = find(&g.edges, "vote-bot", "web") else {
+            return false;
+        };
+        let p = bot.policy.clone().unwrap_or_default();
+        let egress = g
+            .edges
+            .iter()
+            .find(|e| e.dst_authority == "EgressNetwork emojivoto/all-egress:443");
+        decision(bot) == pb::policy_verdict::Decision::Allowed
+            && p.rate_limit == "emojivoto/web-rl: total 3/s"
+            && near(p.observed_rate_limited_rps, 1.0)
+            && egress.is_some_and(|e| {
+                let v = e.policy.clone().unwrap_or_default();
+                decision(e) == pb::policy_verdict::Decision::Denied
+                    && near(v.observed_deny_rps, 2.0)
+                    && e.routes
+                        .first()
+                        .is_some_and(|r| r.route_name == "http-egress-deny")
+            })
+    })
+    .await
+    .expect("the rate-limited edge and the denied egress edge never showed as enforced");
+    let bot = find(&g.edges, "vote-bot", "web").unwrap();
+    let route = &bot.routes[0];
+    assert!((route.rate_limited_rps - 1.0).abs() <= 0.1, "{route:?}");
+    let p = bot.policy.clone().unwrap();
+    assert!(
+        p.chain
+            .iter()
+            .any(|c| c.contains("HTTPLocalRateLimitPolicy emojivoto/web-rl")),
+        "{p:?}"
+    );
+    let egress = g
+        .edges
+        .iter()
+        .find(|e| e.dst_authority.starts_with("EgressNetwork "))
+        .unwrap();
+    assert_eq!(egress.src.as_ref().unwrap().name, "web");
+    let chain = egress.policy.clone().unwrap().chain;
+    assert!(
+        chain
+            .iter()
+            .any(|c| c.contains("trafficPolicy Deny refuses")),
+        "{chain:?}"
+    );
+}
+
 /// Redis is only a cache: while it is down mesh-mcp keeps answering from the graph it holds,
 /// marked stale (a `store` source with its error and last success), and watch streams stay
 /// open with heartbeats that say so; when an empty Redis comes back, the collector takes the

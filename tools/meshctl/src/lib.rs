@@ -930,6 +930,12 @@ pub fn table_fit(graph: &MeshGraph, wide: bool, width: Option<usize>) -> String 
         out.push('\n');
     }
     for e in graph.edges.values() {
+        if let Some(r) = e.policy.observed_rate_limited_rps.filter(|r| *r > 0.0) {
+            out.push_str(&format!(
+                "~ {} -> {}: rate limited by {}: {r:.2}/s answered 429\n",
+                e.key.src, e.key.dst, e.policy.rate_limit
+            ));
+        }
         if let Some(a) = e.policy.observed_audit_rps.filter(|a| *a > 0.0) {
             out.push_str(&format!(
                 "~ {} -> {}: audit mode admitted {a:.2}/s that enforcing the policy would refuse\n",

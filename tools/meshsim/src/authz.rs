@@ -14,7 +14,7 @@ use crate::{SharedSim, Topology, workload_ref};
 
 /// How the destination's proxy treats one edge's traffic, and the `srv_*` and `authz_*` labels
 /// it reports for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EdgeAuthz {
     /// The policy model's decision for the edge: the same one the graph shows.
     pub decision: Decision,
@@ -28,6 +28,19 @@ pub struct EdgeAuthz {
     pub authz: [String; 3],
     /// `route_group`, `route_kind`, `route_name`.
     pub route: [String; 3],
+    /// What an HTTPLocalRateLimitPolicy on the Server refuses of it (HTTP 429), if anything.
+    pub limited: Option<Limited>,
+}
+
+/// The share of an edge's requests a rate limit refuses, and which limit binds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limited {
+    /// The HTTPLocalRateLimitPolicy (`ratelimit_name`).
+    pub name: String,
+    /// `total` or `identity` (`ratelimit_scope`; overrides are `identity` too).
+    pub scope: &'static str,
+    /// Share of the edge's requests answered 429, 0..1.
+    pub share: f64,
 }
 
 impl Default for EdgeAuthz {
@@ -53,6 +66,7 @@ impl EdgeAuthz {
             server: default(policy),
             authz: default(policy),
             route: default("default"),
+            limited: None,
         }
     }
 }
@@ -63,6 +77,76 @@ impl EdgeAuthz {
 /// anything. An edge the policy decides per request (a Server with HTTPRoutes) is `Unknown`,
 /// as in the graph; its traffic is admitted, since simulated requests carry no paths.
 pub fn decide(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
+    let mut out = decide_each(topology, cluster);
+    limit(topology, cluster, &mut out);
+    out
+}
+
+/// Rate limits, as each proxy of a limited Server enforces them on its own: per destination
+/// pod, the requests of every admitted HTTP/1 edge into the Server against `total`, and each
+/// caller's against its override or `identity` limit. The excess is answered 429.
+fn limit(topology: &Topology, cluster: &Cluster, out: &mut [EdgeAuthz]) {
+    let limited_server =
+        |a: &EdgeAuthz| (a.server[1] == "server" && a.allowed()).then(|| a.server[2].clone());
+    // Requests per pod into each (destination workload, Server).
+    let mut per_pod: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    for (e, a) in topology.edges.iter().zip(out.iter()) {
+        let (Some(dst), Some(srv)) = (topology.workload(&e.to), limited_server(a)) else {
+            continue;
+        };
+        if e.protocol == "http" {
+            *per_pod.entry((e.to.clone(), srv)).or_default() += e.rps / f64::from(dst.replicas);
+        }
+    }
+    for (e, a) in topology.edges.iter().zip(out.iter_mut()) {
+        let (Some(src), Some(dst), Some(srv)) = (
+            topology.workload(&e.from),
+            topology.workload(&e.to),
+            limited_server(a),
+        ) else {
+            continue;
+        };
+        // gRPC calls are limited too, but how their refusal is reported (grpc-status) is not
+        // something the sources show; only HTTP/1 edges are limited here.
+        if e.protocol != "http" {
+            continue;
+        }
+        let Some(rl) = cluster
+            .policy_for(&dst.namespace)
+            .rate_limit_on(&dst.namespace, &srv)
+        else {
+            continue;
+        };
+        let mine = e.rps / f64::from(dst.replicas);
+        let all = per_pod[&(e.to.clone(), srv)];
+        let mtls = e.tls.unwrap_or(src.meshed && dst.meshed);
+        let client = mtls.then(|| (src.service_account(), src.namespace.as_str()));
+        let (total, own) = rl.limits_for(client);
+        let over =
+            |limit: Option<u64>, rate: f64| limit.map_or(0.0, |l| (1.0 - l as f64 / rate).max(0.0));
+        // Without an identity, only the total applies.
+        let by_total = over(total, all);
+        let by_identity = if client.is_some() {
+            over(own, mine)
+        } else {
+            0.0
+        };
+        let (scope, share) = if by_identity > by_total {
+            ("identity", by_identity)
+        } else {
+            ("total", by_total)
+        };
+        if share > 0.0 {
+            a.limited = Some(Limited {
+                name: rl.name.clone(),
+                scope,
+                share,
+            });
+        }
+    }
+}
+
+fn decide_each(topology: &Topology, cluster: &Cluster) -> Vec<EdgeAuthz> {
     topology
         .edges
         .iter()

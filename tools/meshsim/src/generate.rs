@@ -114,7 +114,11 @@ pub fn generate(n: usize, seed: u64) -> Result<Topology, TopologyError> {
             }
         }
     }
-    let t = Topology { workloads, edges };
+    let t = Topology {
+        workloads,
+        edges,
+        egress: Vec::new(),
+    };
     t.validate()?;
     Ok(t)
 }

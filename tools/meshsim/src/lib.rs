@@ -25,7 +25,10 @@ pub use self::{
         CONTROL_PLANE_NS, LATENCY_BUCKETS_MS, LinkerdVersion, Pod, ROUTE_REQUEST_BUCKETS_S,
         ROUTE_RESPONSE_BUCKETS_S, Sim, mixture_quantile, owner_label, pods_of,
     },
-    topology::{EdgeSpec, Latency, RouteMix, RouteTraffic, Topology, TopologyError, WorkloadSpec},
+    topology::{
+        EdgeSpec, EgressSpec, Latency, RouteMix, RouteTraffic, Topology, TopologyError,
+        WorkloadSpec,
+    },
 };
 
 /// The model's id for a simulated workload.
@@ -74,6 +77,41 @@ pub fn feed_as(
         return;
     }
     let secs = window.as_secs_f64();
+    for x in &topology.egress {
+        let Some(src) = topology.workload(&x.from).filter(|w| w.meshed) else {
+            continue;
+        };
+        let (ns, name) = x.network.split_once('/').unwrap_or_default();
+        let dst = Destination::egress(ns, name, &x.port.to_string());
+        let protocol = Protocol::parse(&x.protocol).unwrap_or(Protocol::Http);
+        let (mix, refused) = x.route_mix(&x.traffic_policy);
+        for (m, deny) in mix.iter().zip(refused) {
+            let status = match (deny, protocol) {
+                (true, Protocol::Grpc) => "PERMISSION_DENIED",
+                (true, _) => "403",
+                (false, Protocol::Grpc) => "OK",
+                (false, _) => "200",
+            };
+            builder.add_route(RouteSample {
+                src: workload_ref(src),
+                dst: dst.clone(),
+                protocol,
+                route: RouteId {
+                    kind: m.kind.to_owned(),
+                    namespace: if m.kind == "default" {
+                        String::new()
+                    } else {
+                        ns.to_owned()
+                    },
+                    name: m.name.clone(),
+                    parent: format!("EgressNetwork {ns}/{name}:{}", x.port),
+                },
+                status: status.into(),
+                error: String::new(),
+                count: x.rps * m.share * secs,
+            });
+        }
+    }
     for e in &topology.edges {
         let (Some(src), Some(dst)) = (topology.workload(&e.from), topology.workload(&e.to)) else {
             continue;

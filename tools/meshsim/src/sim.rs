@@ -194,6 +194,8 @@ struct Rates {
     open_connections: f64,
     /// Requests (HTTP) or connections (TCP) the destination's proxy refuses.
     denied: f64,
+    /// Requests the destination's proxy answers 429: over a rate limit.
+    limited: f64,
     /// Per route of the edge (HTTP and gRPC), in `route_mix` order.
     routes: Vec<RouteRates>,
 }
@@ -204,6 +206,7 @@ struct RouteRates {
     success: f64,
     failure: f64,
     denied: f64,
+    limited: f64,
     /// Share at or under each `ROUTE_REQUEST_BUCKETS_S` bound.
     request_cdf: Vec<f64>,
     /// Share at or under each `ROUTE_RESPONSE_BUCKETS_S` bound.
@@ -217,6 +220,7 @@ struct RouteCounters {
     success: f64,
     failure: f64,
     denied: f64,
+    limited: f64,
     request_buckets: Vec<f64>,
     response_buckets: Vec<f64>,
     sum_s: f64,
@@ -235,6 +239,7 @@ struct Counters {
     read: f64,
     write: f64,
     denied: f64,
+    limited: f64,
     routes: Vec<RouteCounters>,
 }
 
@@ -267,6 +272,20 @@ pub struct Sim {
     authz: Vec<EdgeAuthz>,
     last: Instant,
     version: LinkerdVersion,
+    /// Per egress flow and caller pod: its routes' rates and counters.
+    egress: BTreeMap<EgressKey, EgressFlow>,
+}
+
+/// (caller, EgressNetwork, protocol, caller pod).
+type EgressKey = (String, String, String, usize);
+
+/// One caller pod's traffic out through an EgressNetwork.
+#[derive(Clone, Debug)]
+struct EgressFlow {
+    spec: usize,
+    mix: Vec<RouteMix>,
+    rates: Vec<RouteRates>,
+    counters: Vec<RouteCounters>,
 }
 
 // === impl Sim ===
@@ -283,14 +302,17 @@ impl Sim {
             authz: Vec::new(),
             last: now,
             version: LinkerdVersion::default(),
+            egress: BTreeMap::new(),
         };
         sim.set_topology(topology, now);
         sim
     }
 
-    /// Impersonates `version`'s proxies from now on.
+    /// Impersonates `version`'s proxies from now on (2.12's know no rate limits).
     pub fn set_version(&mut self, version: LinkerdVersion) {
         self.version = version;
+        let (topology, now) = (std::mem::take(&mut self.topology), self.last);
+        self.set_topology(topology, now);
     }
 
     /// The topology being simulated.
@@ -319,19 +341,11 @@ impl Sim {
             c.read += r.read * dt;
             c.write += r.write * dt;
             c.denied += r.denied * dt;
-            for (rr, rc) in r.routes.iter().zip(&mut c.routes) {
-                rc.success += rr.success * dt;
-                rc.failure += rr.failure * dt;
-                rc.denied += rr.denied * dt;
-                let answered = rr.success + rr.failure;
-                for (b, share) in rc.request_buckets.iter_mut().zip(&rr.request_cdf) {
-                    *b += answered * share * dt;
-                }
-                for (b, share) in rc.response_buckets.iter_mut().zip(&rr.response_cdf) {
-                    *b += answered * share * dt;
-                }
-                rc.sum_s += answered * rr.mean_s * dt;
-            }
+            c.limited += r.limited * dt;
+            advance_routes(&r.routes, &mut c.routes, dt);
+        }
+        for flow in self.egress.values_mut() {
+            advance_routes(&flow.rates, &mut flow.counters, dt);
         }
     }
 
@@ -360,6 +374,12 @@ impl Sim {
             Some(c) => authz::decide(&topology, c),
             None => vec![EdgeAuthz::default(); topology.edges.len()],
         };
+        if self.version == LinkerdVersion::V2_12 {
+            // HTTPLocalRateLimitPolicy came with Linkerd 2.17.
+            for a in &mut self.authz {
+                a.limited = None;
+            }
+        }
         let mut pairs = BTreeMap::new();
         for (edge, e) in topology.edges.iter().enumerate() {
             let (ns, nd) = (pods[&e.from].len(), pods[&e.to].len());
@@ -372,7 +392,7 @@ impl Sim {
                     src_pod: j / nd,
                     dst_pod: j % nd,
                 };
-                let rates = pair_rates(e, n, j, self.authz[edge].allowed());
+                let rates = pair_rates(e, n, j, &self.authz[edge]);
                 let mut counters = self.pairs.remove(&key).map_or_else(
                     || Counters {
                         buckets_success: vec![0.0; LATENCY_BUCKETS_MS.len()],
@@ -386,11 +406,7 @@ impl Sim {
                 // A route keeps its counters while it stays at the same place in the mix.
                 counters
                     .routes
-                    .resize_with(rates.routes.len(), || RouteCounters {
-                        request_buckets: vec![0.0; ROUTE_REQUEST_BUCKETS_S.len()],
-                        response_buckets: vec![0.0; ROUTE_RESPONSE_BUCKETS_S.len()],
-                        ..RouteCounters::default()
-                    });
+                    .resize_with(rates.routes.len(), new_route_counters);
                 pairs.insert(
                     key,
                     Pair {
@@ -407,6 +423,41 @@ impl Sim {
             .enumerate()
             .map(|(i, w)| (format!("{}/{}", w.namespace, w.name), i))
             .collect();
+        let mut egress = BTreeMap::new();
+        for (i, x) in topology.egress.iter().enumerate() {
+            let Some(src_pods) = pods.get(&x.from) else {
+                continue;
+            };
+            let (ns, name) = x.network.split_once('/').unwrap_or_default();
+            // Following a cluster, its EgressNetwork's trafficPolicy decides.
+            let policy = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.policy.egress_network(ns, name))
+                .map_or(x.traffic_policy.as_str(), |n| n.traffic_policy.as_str());
+            let (mix, refused) = x.route_mix(policy);
+            let rps = x.rps / src_pods.len() as f64;
+            for pod in 0..src_pods.len() {
+                let key = (x.from.clone(), x.network.clone(), x.protocol.clone(), pod);
+                let rates = egress_rates(&mix, &refused, rps);
+                let mut counters = self
+                    .egress
+                    .remove(&key)
+                    .map(|f| f.counters)
+                    .unwrap_or_default();
+                counters.resize_with(rates.len(), new_route_counters);
+                egress.insert(
+                    key,
+                    EgressFlow {
+                        spec: i,
+                        mix: mix.clone(),
+                        rates,
+                        counters,
+                    },
+                );
+            }
+        }
+        self.egress = egress;
         self.topology = topology;
         self.pods = pods;
         self.pairs = pairs;
@@ -437,11 +488,79 @@ impl Sim {
                 ctx.inbound(&mut f, p);
             }
         }
+        if self.version == LinkerdVersion::V2_20 {
+            for ((from, network, _, pod), flow) in &self.egress {
+                let x = &self.topology.egress[flow.spec];
+                let src = &ws[self.workloads[from]];
+                if !src.meshed {
+                    continue;
+                }
+                let (ns, name) = network.split_once('/').unwrap_or_default();
+                let at = Parent {
+                    group: "policy.linkerd.io",
+                    kind: "EgressNetwork",
+                    namespace: ns,
+                    name,
+                    port: x.port,
+                };
+                emit_routes(
+                    &mut f,
+                    x.protocol == "grpc",
+                    &at,
+                    x.hostname.as_deref().unwrap_or_default(),
+                    &flow.mix,
+                    &flow.counters,
+                    &PairCtx::scrape(src, &self.pods[from][*pod]),
+                );
+            }
+        }
         f.render(self.version)
     }
 }
 
-fn route_rates(mix: &[RouteMix], rps: f64, allowed: bool) -> Vec<RouteRates> {
+fn new_route_counters() -> RouteCounters {
+    RouteCounters {
+        request_buckets: vec![0.0; ROUTE_REQUEST_BUCKETS_S.len()],
+        response_buckets: vec![0.0; ROUTE_RESPONSE_BUCKETS_S.len()],
+        ..RouteCounters::default()
+    }
+}
+
+fn advance_routes(rates: &[RouteRates], counters: &mut [RouteCounters], dt: f64) {
+    for (rr, rc) in rates.iter().zip(counters) {
+        rc.success += rr.success * dt;
+        rc.failure += rr.failure * dt;
+        rc.denied += rr.denied * dt;
+        rc.limited += rr.limited * dt;
+        let answered = rr.success + rr.failure;
+        for (b, share) in rc.request_buckets.iter_mut().zip(&rr.request_cdf) {
+            *b += answered * share * dt;
+        }
+        for (b, share) in rc.response_buckets.iter_mut().zip(&rr.response_cdf) {
+            *b += answered * share * dt;
+        }
+        rc.sum_s += answered * rr.mean_s * dt;
+    }
+}
+
+/// Rates of one caller pod's egress routes: refused routes (`*-egress-deny`) are answered by
+/// the caller's own proxy at once.
+fn egress_rates(mix: &[RouteMix], refused: &[bool], rps: f64) -> Vec<RouteRates> {
+    mix.iter()
+        .zip(refused)
+        .map(|(m, &deny)| {
+            let one = RouteMix {
+                share: 1.0,
+                ..m.clone()
+            };
+            route_rates(std::slice::from_ref(&one), rps * m.share, !deny, 0.0)
+                .pop()
+                .expect("one route in, one out")
+        })
+        .collect()
+}
+
+fn route_rates(mix: &[RouteMix], rps: f64, allowed: bool, limited: f64) -> Vec<RouteRates> {
     let secs = |bounds: &[f64], l: Latency| -> Vec<f64> {
         bounds
             .iter()
@@ -461,10 +580,12 @@ fn route_rates(mix: &[RouteMix], rps: f64, allowed: bool) -> Vec<RouteRates> {
                     ..RouteRates::default()
                 };
             }
+            let served = n * (1.0 - limited);
             RouteRates {
-                success: n * r.success_rate,
-                failure: n * (1.0 - r.success_rate),
+                success: served * r.success_rate,
+                failure: served * (1.0 - r.success_rate),
                 denied: 0.0,
+                limited: n * limited,
                 request_cdf: secs(&ROUTE_REQUEST_BUCKETS_S, r.latency),
                 response_cdf: secs(&ROUTE_RESPONSE_BUCKETS_S, r.latency),
                 mean_s: latency_mean(r.latency) / 1000.0,
@@ -473,7 +594,9 @@ fn route_rates(mix: &[RouteMix], rps: f64, allowed: bool) -> Vec<RouteRates> {
         .collect()
 }
 
-fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
+fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, authz: &EdgeAuthz) -> Rates {
+    let allowed = authz.allowed();
+    let limited = authz.limited.as_ref().map_or(0.0, |l| l.share);
     let share = 1.0 / pairs as f64;
     let rps = e.rps * share;
     let c = u64::from(e.tcp_connections);
@@ -497,7 +620,7 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
             read: rps * 100.0,
             write: rps * BYTES_PER_REQUEST.1,
             open_connections: conns,
-            routes: route_rates(&e.route_mix(), rps, false),
+            routes: route_rates(&e.route_mix(), rps, false, 0.0),
             ..Rates::default()
         };
     }
@@ -514,9 +637,10 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
     // The edge's legacy series are the sum of its routes.
     let mix = e.route_mix();
     let success_rate = e.overall_success_rate();
+    let served = rps * (1.0 - limited);
     Rates {
-        success: rps * success_rate,
-        failure: rps * (1.0 - success_rate),
+        success: served * success_rate,
+        failure: served * (1.0 - success_rate),
         cdf: LATENCY_BUCKETS_MS
             .iter()
             .map(|&le| {
@@ -531,7 +655,8 @@ fn pair_rates(e: &EdgeSpec, pairs: usize, j: usize, allowed: bool) -> Rates {
         write: rps * BYTES_PER_REQUEST.1,
         open_connections: conns,
         denied: 0.0,
-        routes: route_rates(&mix, rps, true),
+        limited: rps * limited,
+        routes: route_rates(&mix, rps, true, limited),
     }
 }
 
@@ -568,8 +693,8 @@ struct Families {
     hists: BTreeMap<&'static str, BTreeMap<String, Hist>>,
 }
 
-/// The route families a 2.20 proxy adds, (name, type, help), in output order.
-const ROUTE_FAMILIES: [(&str, &str, &str); 10] = [
+/// The families a 2.20 proxy adds (routes, rate limits), (name, type, help), in output order.
+const ROUTE_FAMILIES: [(&str, &str, &str); 11] = [
     (
         "outbound_http_route_request_duration_seconds",
         "histogram",
@@ -619,6 +744,11 @@ const ROUTE_FAMILIES: [(&str, &str, &str); 10] = [
         "outbound_grpc_route_backend_response_statuses_total",
         "counter",
         "Completed responses.",
+    ),
+    (
+        "inbound_http_local_ratelimit_total",
+        "counter",
+        "The total number of inbound HTTP requests that were rate-limited.",
     ),
 ];
 
@@ -940,8 +1070,25 @@ impl PairCtx<'_> {
         ]
         .concat();
         self.http(f, &http, c);
+        if let Some(l) = self.authz.limited.as_ref().filter(|_| c.limited > 0.0) {
+            let labels: Labels = [
+                self.target(),
+                srv.clone(),
+                vec![
+                    ("ratelimit_group", "policy.linkerd.io".into()),
+                    ("ratelimit_kind", "httplocalratelimitpolicy".into()),
+                    ("ratelimit_name", l.name.clone()),
+                    ("ratelimit_scope", l.scope.into()),
+                ],
+                tls.clone(),
+                scrape.clone(),
+            ]
+            .concat();
+            f.add("inbound_http_local_ratelimit_total", &labels, c.limited);
+        }
         let denied: Labels = [self.target(), tls, srv, self.route_labels(), scrape].concat();
-        let allowed = c.success + c.failure;
+        // Rate limiting follows authorization: limited requests were authorized.
+        let allowed = c.success + c.failure + c.limited;
         if self.authz.allowed() || allowed > 0.0 {
             let labels = [denied.clone(), self.authz_labels()].concat();
             f.add("inbound_http_authz_allow_total", &labels, allowed);
@@ -954,98 +1101,23 @@ impl PairCtx<'_> {
     /// The route families of a 2.20 proxy: per route of the edge, at the route level (with
     /// `hostname`) and the backend level, each with the labels `linkerd viz stat-outbound` reads.
     fn routes(&self, f: &mut Families, p: &Pair) {
-        let grpc = self.edge.protocol == "grpc";
-        let (proto, status_label) = if grpc {
-            ("grpc", "grpc_status")
-        } else {
-            ("http", "http_status")
-        };
         let d = self.dst;
-        let port = self.edge.port.to_string();
-        let parent: Labels = vec![
-            ("parent_group", "core".into()),
-            ("parent_kind", "Service".into()),
-            ("parent_namespace", d.namespace.clone()),
-            ("parent_name", d.service().to_owned()),
-            ("parent_port", port.clone()),
-            ("parent_section_name", String::new()),
-        ];
-        let backend: Labels = vec![
-            ("backend_group", "core".into()),
-            ("backend_kind", "Service".into()),
-            ("backend_namespace", d.namespace.clone()),
-            ("backend_name", d.service().to_owned()),
-            ("backend_port", port),
-            ("backend_section_name", String::new()),
-        ];
-        let scrape = Self::scrape(self.src, self.sp);
-        let names = family_names(proto);
-        for (mix, c) in self.edge.route_mix().iter().zip(&p.counters.routes) {
-            let default = mix.kind == "default";
-            let group = match mix.kind {
-                "default" => "",
-                "GRPCRoute" => "gateway.networking.k8s.io",
-                _ => "policy.linkerd.io",
-            };
-            let route: Labels = vec![
-                ("route_group", group.into()),
-                ("route_kind", mix.kind.into()),
-                (
-                    "route_namespace",
-                    if default {
-                        String::new()
-                    } else {
-                        d.namespace.clone()
-                    },
-                ),
-                ("route_name", mix.name.clone()),
-            ];
-            let at_route: Labels = [
-                parent.clone(),
-                route.clone(),
-                vec![("hostname", String::new())],
-            ]
-            .concat();
-            let at_backend: Labels = [parent.clone(), route, backend.clone()].concat();
-            let answered = c.success + c.failure;
-            let total = answered + c.denied;
-            // What the client's proxy saw: the destination's answer, or its refusal (403, or
-            // gRPC PERMISSION_DENIED, both in a response the client received).
-            let (ok, failed, refused) = if grpc {
-                ("OK", "UNKNOWN", "PERMISSION_DENIED")
-            } else {
-                ("200", "500", "403")
-            };
-            let rows = [(ok, c.success), (failed, c.failure), (refused, c.denied)];
-            for (labels, family, buckets, hist) in [
-                (&at_route, names[1], &c.request_buckets, names[0]),
-                (&at_backend, names[4], &c.response_buckets, names[3]),
-            ] {
-                for (status, n) in rows {
-                    if n > 0.0 {
-                        let l = [
-                            labels.clone(),
-                            vec![(status_label, status.into()), ("error", String::new())],
-                            scrape.clone(),
-                        ]
-                        .concat();
-                        f.add(family, &l, n);
-                    }
-                }
-                let l = [labels.clone(), scrape.clone()].concat();
-                // Refusals come back at once: in the first bucket.
-                let b: Vec<f64> = buckets.iter().map(|x| x + c.denied).collect();
-                f.add_hist(
-                    hist,
-                    &l,
-                    &b,
-                    c.sum_s + c.denied * DENIED_LATENCY_MS / 1000.0,
-                    total,
-                );
-            }
-            let l = [at_backend, scrape.clone()].concat();
-            f.add(names[2], &l, total);
-        }
+        let at = Parent {
+            group: "core",
+            kind: "Service",
+            namespace: &d.namespace,
+            name: d.service(),
+            port: self.edge.port,
+        };
+        emit_routes(
+            f,
+            self.edge.protocol == "grpc",
+            &at,
+            "",
+            &self.edge.route_mix(),
+            &p.counters.routes,
+            &Self::scrape(self.src, self.sp),
+        );
     }
 
     fn transport(&self, f: &mut Families, labels: &[(&'static str, String)], p: &Pair) {
@@ -1057,7 +1129,27 @@ impl PairCtx<'_> {
 
     /// `request_total`, `response_total` and `response_latency_ms` on a base label set.
     fn http(&self, f: &mut Families, base: &[(&'static str, String)], c: &Counters) {
-        f.add("request_total", base, c.success + c.failure + c.denied);
+        f.add(
+            "request_total",
+            base,
+            c.success + c.failure + c.denied + c.limited,
+        );
+        if c.limited > 0.0 {
+            // Over a rate limit: 429 from the destination's proxy, at once; a success to
+            // Linkerd's classifier (only 5xx fail).
+            let mut l = base.to_vec();
+            l.push(("status_code", "429".into()));
+            let all = vec![c.limited; LATENCY_BUCKETS_MS.len()];
+            f.add_hist(
+                "response_latency_ms",
+                &l,
+                &all,
+                c.limited * DENIED_LATENCY_MS,
+                c.limited,
+            );
+            l.push(("classification", "success".into()));
+            f.add("response_total", &l, c.limited);
+        }
         let grpc = self.edge.protocol == "grpc";
         if c.denied > 0.0 {
             // Refused by the destination's proxy: HTTP 403, which Linkerd classifies as a
@@ -1100,6 +1192,132 @@ impl PairCtx<'_> {
             }
             f.add("response_total", &l, count);
         }
+    }
+}
+
+/// What a route attaches to (and, for the routes meshsim simulates, sends to): a Service, or an
+/// EgressNetwork.
+struct Parent<'a> {
+    group: &'static str,
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    port: u16,
+}
+
+/// The route families of one caller pod's traffic to `at`, per route of `mix`: at the route
+/// level (with `hostname`) and the backend level, each with the labels `linkerd viz
+/// stat-outbound` reads. Refusals (by the destination's policy, or the client's own egress
+/// policy) come back at once as 403 or gRPC `PERMISSION_DENIED`; rate limits as 429.
+fn emit_routes(
+    f: &mut Families,
+    grpc: bool,
+    at: &Parent<'_>,
+    hostname: &str,
+    mix: &[RouteMix],
+    counters: &[RouteCounters],
+    scrape: &Labels,
+) {
+    let (proto, status_label) = if grpc {
+        ("grpc", "grpc_status")
+    } else {
+        ("http", "http_status")
+    };
+    let ref_labels = |prefix: &'static [&'static str; 6]| -> Labels {
+        vec![
+            (prefix[0], at.group.into()),
+            (prefix[1], at.kind.into()),
+            (prefix[2], at.namespace.to_owned()),
+            (prefix[3], at.name.to_owned()),
+            (prefix[4], at.port.to_string()),
+            (prefix[5], String::new()),
+        ]
+    };
+    let parent = ref_labels(&[
+        "parent_group",
+        "parent_kind",
+        "parent_namespace",
+        "parent_name",
+        "parent_port",
+        "parent_section_name",
+    ]);
+    let backend = ref_labels(&[
+        "backend_group",
+        "backend_kind",
+        "backend_namespace",
+        "backend_name",
+        "backend_port",
+        "backend_section_name",
+    ]);
+    let names = family_names(proto);
+    for (mix, c) in mix.iter().zip(counters) {
+        let default = mix.kind == "default";
+        let group = match (mix.kind, at.kind) {
+            ("default", _) => "",
+            ("GRPCRoute", _) | (_, "EgressNetwork") => "gateway.networking.k8s.io",
+            _ => "policy.linkerd.io",
+        };
+        let route: Labels = vec![
+            ("route_group", group.into()),
+            ("route_kind", mix.kind.into()),
+            (
+                "route_namespace",
+                if default {
+                    String::new()
+                } else {
+                    at.namespace.to_owned()
+                },
+            ),
+            ("route_name", mix.name.clone()),
+        ];
+        let at_route: Labels = [
+            parent.clone(),
+            route.clone(),
+            vec![("hostname", hostname.to_owned())],
+        ]
+        .concat();
+        let at_backend: Labels = [parent.clone(), route, backend.clone()].concat();
+        let answered = c.success + c.failure;
+        let total = answered + c.denied + c.limited;
+        let (ok, failed, refused) = if grpc {
+            ("OK", "UNKNOWN", "PERMISSION_DENIED")
+        } else {
+            ("200", "500", "403")
+        };
+        let rows = [
+            (ok, c.success),
+            (failed, c.failure),
+            (refused, c.denied),
+            ("429", c.limited),
+        ];
+        for (labels, family, buckets, hist) in [
+            (&at_route, names[1], &c.request_buckets, names[0]),
+            (&at_backend, names[4], &c.response_buckets, names[3]),
+        ] {
+            for (status, n) in rows {
+                if n > 0.0 {
+                    let l = [
+                        labels.clone(),
+                        vec![(status_label, status.into()), ("error", String::new())],
+                        scrape.clone(),
+                    ]
+                    .concat();
+                    f.add(family, &l, n);
+                }
+            }
+            let l = [labels.clone(), scrape.clone()].concat();
+            // Refusals come back at once: in the first bucket.
+            let b: Vec<f64> = buckets.iter().map(|x| x + c.denied + c.limited).collect();
+            f.add_hist(
+                hist,
+                &l,
+                &b,
+                c.sum_s + (c.denied + c.limited) * DENIED_LATENCY_MS / 1000.0,
+                total,
+            );
+        }
+        let l = [at_backend, scrape.clone()].concat();
+        f.add(names[2], &l, total);
     }
 }
 

@@ -14,6 +14,48 @@ pub struct Topology {
     /// Who calls whom.
     #[serde(default)]
     pub edges: Vec<EdgeSpec>,
+    /// Traffic leaving the mesh through EgressNetworks (reported by 2.20 proxies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressSpec>,
+}
+
+/// Requests from a workload out of the mesh, captured by an EgressNetwork (Linkerd 2.17+).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Caller, `namespace/name`.
+    pub from: String,
+    /// The EgressNetwork, `namespace/name`.
+    pub network: String,
+    /// `http` (default) or `grpc`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Destination port (default 443).
+    #[serde(default = "egress_port")]
+    pub port: u16,
+    /// Requests per second.
+    pub rps: f64,
+    /// The host called; reported as `hostname` (the proxy's opt-in hostname labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `Allow` (default) or `Deny`: the EgressNetwork's trafficPolicy, unless meshsim follows a
+    /// cluster that has it.
+    #[serde(default = "allow")]
+    pub traffic_policy: String,
+    /// Routes attached to the EgressNetwork, with their shares; the rest matches no route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteTraffic>,
+    /// Response latency quantiles.
+    #[serde(default)]
+    pub latency_ms: Latency,
+}
+
+fn egress_port() -> u16 {
+    443
+}
+
+fn allow() -> String {
+    "Allow".into()
 }
 
 /// One workload.
@@ -329,6 +371,52 @@ impl Topology {
                 ));
             }
         }
+        for (i, x) in self.egress.iter().enumerate() {
+            let at = |f: &str| format!("egress[{i}].{f}");
+            if self.workload(&x.from).is_none() {
+                return Err(invalid(
+                    at("from"),
+                    format!("unknown workload {:?}", x.from),
+                ));
+            }
+            let Some((ns, name)) = x.network.split_once('/') else {
+                return Err(invalid(
+                    at("network"),
+                    "expected namespace/name of an EgressNetwork",
+                ));
+            };
+            if !is_dns_label(ns) || !mesh_model::is_dns_subdomain(name) {
+                return Err(invalid(
+                    at("network"),
+                    format!("{:?} is not namespace/name", x.network),
+                ));
+            }
+            if !matches!(x.protocol.as_str(), "http" | "grpc") {
+                return Err(invalid(
+                    at("protocol"),
+                    format!("{:?} is not http or grpc", x.protocol),
+                ));
+            }
+            if !matches!(x.traffic_policy.as_str(), "Allow" | "Deny") {
+                return Err(invalid(
+                    at("traffic_policy"),
+                    format!("{:?} is not Allow or Deny", x.traffic_policy),
+                ));
+            }
+            if !(x.rps.is_finite() && x.rps >= 0.0) || x.port == 0 {
+                return Err(invalid(
+                    at("rps"),
+                    "needs a rate of 0 or more and a port 1..65535",
+                ));
+            }
+            let total: f64 = x.routes.iter().map(|r| r.share).sum();
+            if x.routes.iter().any(|r| !(0.0..=1.0).contains(&r.share)) || total > 1.0 + 1e-9 {
+                return Err(invalid(
+                    at("routes"),
+                    "shares must be 0..1 and add up to 1 at most",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -400,6 +488,46 @@ impl EdgeSpec {
             .iter()
             .map(|r| r.share * r.success_rate)
             .sum()
+    }
+}
+
+// === impl EgressSpec ===
+
+impl EgressSpec {
+    /// Its routes under `traffic_policy`: the listed routes (always admitted), and what they
+    /// leave on Linkerd's default egress route, `http-egress-allow` or `http-egress-deny`
+    /// (`grpc-...` for gRPC), which the second value says is refused.
+    pub fn route_mix(&self, traffic_policy: &str) -> (Vec<RouteMix>, Vec<bool>) {
+        let grpc = self.protocol == "grpc";
+        let mut mix: Vec<RouteMix> = self
+            .routes
+            .iter()
+            .map(|r| RouteMix {
+                kind: if grpc { "GRPCRoute" } else { "HTTPRoute" },
+                name: r.name.clone(),
+                share: r.share,
+                success_rate: r.success_rate.unwrap_or(1.0),
+                latency: r.latency_ms.unwrap_or(self.latency_ms),
+            })
+            .collect();
+        let mut refused = vec![false; mix.len()];
+        let rest = 1.0 - mix.iter().map(|r| r.share).sum::<f64>();
+        if rest > 1e-9 {
+            let deny = traffic_policy != "Allow";
+            mix.push(RouteMix {
+                kind: "default",
+                name: format!(
+                    "{}-egress-{}",
+                    if grpc { "grpc" } else { "http" },
+                    if deny { "deny" } else { "allow" }
+                ),
+                share: rest,
+                success_rate: 1.0,
+                latency: self.latency_ms,
+            });
+            refused.push(deny);
+        }
+        (mix, refused)
     }
 }
 

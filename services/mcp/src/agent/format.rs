@@ -64,6 +64,12 @@ pub(super) fn edge_row(e: &pb::Edge) -> Value {
         if let Some(d) = p.observed_deny_rps.filter(|d| *d > 0.0) {
             row["denied_rps"] = json!((d * 100.0).round() / 100.0);
         }
+        if !p.rate_limit.is_empty() {
+            row["rate_limit"] = json!(p.rate_limit);
+        }
+        if let Some(r) = p.observed_rate_limited_rps.filter(|r| *r > 0.0) {
+            row["rate_limited_rps"] = json!((r * 100.0).round() / 100.0);
+        }
         if let Some(a) = p.observed_audit_rps.filter(|a| *a > 0.0) {
             // Admitted only by audit mode: what enforcing the policy would refuse.
             row["audit_rps"] = json!((a * 100.0).round() / 100.0);

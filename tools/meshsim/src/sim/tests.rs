@@ -120,6 +120,13 @@ fn allowed(name: &str, direction: &str) -> BTreeSet<&'static str> {
         "inbound_tcp_authz_allow_total" => a.extend(TLS_IN.iter().chain(SRV).chain(AUTHZ)),
         "inbound_http_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV).chain(ROUTE)),
         "inbound_tcp_authz_deny_total" => a.extend(TLS_IN.iter().chain(SRV)),
+        // linkerd2-proxy inbound/src/metrics/authz.rs: target, server, rate limit, TLS labels.
+        "inbound_http_local_ratelimit_total" => a.extend(TLS_IN.iter().chain(SRV).chain(&[
+            "ratelimit_group",
+            "ratelimit_kind",
+            "ratelimit_name",
+            "ratelimit_scope",
+        ])),
         // 2.14+ route families (linkerd2-proxy outbound/src/http/logical/policy/route/metrics.rs
         // and metrics.rs's label encoders): no target or TLS labels, only what names the route.
         f if f.starts_with("outbound_http_route_") || f.starts_with("outbound_grpc_route_") => {
@@ -703,4 +710,121 @@ fn the_simulated_proxies_and_the_graph_agree_on_every_demo_edge() {
     }
     // booksapp's authors server decides per route: the case that used to disagree.
     assert_eq!(unknown, 2);
+}
+
+#[test]
+fn egress_through_an_egress_network_is_reported_on_its_default_routes() {
+    let mut t = builtin("emojivoto").unwrap();
+    t.egress = vec![crate::EgressSpec {
+        from: "emojivoto/web".into(),
+        network: "egress/internet".into(),
+        protocol: "http".into(),
+        port: 443,
+        rps: 2.0,
+        hostname: Some("api.github.com".into()),
+        traffic_policy: "Deny".into(),
+        routes: vec![crate::RouteTraffic {
+            name: "github-api".into(),
+            share: 0.25,
+            success_rate: None,
+            latency_ms: None,
+        }],
+        latency_ms: crate::Latency::default(),
+    }];
+    t.validate().unwrap();
+    let samples = render_as(t.clone(), 10, LinkerdVersion::V2_20);
+    let egress: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "outbound_http_route_request_statuses_total"
+                && s.labels["parent_kind"] == "EgressNetwork"
+        })
+        .collect();
+    let by_route = |route: &str, status: &str| -> f64 {
+        egress
+            .iter()
+            .filter(|s| s.labels["route_name"] == route && s.labels["http_status"] == status)
+            .map(|s| s.value)
+            .sum()
+    };
+    // 20 requests in 10 s: 5 on the HTTPRoute, 15 refused by the caller's proxy (403).
+    assert!((by_route("github-api", "200") - 5.0).abs() < 1e-6);
+    assert!((by_route("http-egress-deny", "403") - 15.0).abs() < 1e-6);
+    let s = egress[0];
+    for (k, v) in [
+        ("parent_group", "policy.linkerd.io"),
+        ("parent_namespace", "egress"),
+        ("parent_name", "internet"),
+        ("parent_port", "443"),
+        ("hostname", "api.github.com"),
+        ("deployment", "web"),
+    ] {
+        assert_eq!(s.labels[k], v, "{k}: {s:?}");
+    }
+    // Allowed: the default route is http-egress-allow, answered by the outside.
+    t.egress[0].traffic_policy = "Allow".into();
+    let samples = render_as(t.clone(), 10, LinkerdVersion::V2_20);
+    assert!(samples.iter().any(|s| {
+        s.labels
+            .get("route_name")
+            .is_some_and(|r| r == "http-egress-allow")
+    }));
+    // A 2.12 proxy knows no EgressNetworks.
+    assert!(
+        !render_as(t, 10, LinkerdVersion::V2_12)
+            .iter()
+            .any(|s| s.labels.contains_key("parent_kind"))
+    );
+}
+
+#[test]
+fn a_rate_limited_server_answers_the_excess_429_as_the_real_proxy_counts_it() {
+    let cluster = cluster_with(
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web-http, namespace: emojivoto}\n\
+         spec: {podSelector: {matchLabels: {app: web-svc}}, port: http, accessPolicy: all-unauthenticated}\n---\n\
+         apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {name: web-rl, namespace: emojivoto}\n\
+         spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: web-http}\n  total: {requestsPerSecond: 3}\n",
+    );
+    let t = builtin("emojivoto").unwrap();
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t.clone(), t0);
+    sim.set_version(LinkerdVersion::V2_20);
+    sim.set_cluster(cluster.clone(), t0);
+    let bot = sim.authz()[0].clone();
+    assert_eq!(bot.server[2], "web-http", "{bot:?}");
+    let l = bot
+        .limited
+        .clone()
+        .expect("vote-bot's 4/s exceed web's 3/s");
+    assert_eq!((l.name.as_str(), l.scope), ("web-rl", "total"));
+    assert!((l.share - 0.25).abs() < 1e-9);
+    sim.advance(t0 + Duration::from_secs(10));
+    let samples = parse_exposition(&sim.render());
+    // 40 requests: 10 answered 429, counted by web's proxy and seen by vote-bot's.
+    let limited = sum(
+        &samples,
+        "inbound_http_local_ratelimit_total",
+        &[("ratelimit_name", "web-rl"), ("ratelimit_scope", "total")],
+    );
+    assert!((limited - 10.0).abs() < 1e-6, "{limited}");
+    let seen = sum(
+        &samples,
+        "outbound_http_route_backend_response_statuses_total",
+        &[("http_status", "429")],
+    );
+    assert!((seen - 10.0).abs() < 1e-6, "{seen}");
+    let legacy = sum(
+        &samples,
+        "response_total",
+        &[
+            ("direction", "outbound"),
+            ("status_code", "429"),
+            ("classification", "success"),
+        ],
+    );
+    assert!((legacy - 10.0).abs() < 1e-6, "{legacy}");
+    // 2.12 had no rate limits.
+    let mut old = Sim::new(t, t0);
+    old.set_cluster(cluster, t0);
+    assert!(old.authz()[0].limited.is_none());
 }
