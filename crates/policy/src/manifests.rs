@@ -65,6 +65,62 @@ impl Manifests {
         out
     }
 
+    /// What Linkerd accepts but ignores or reads more widely than written: routes without
+    /// parents (attached to nothing), parents that are not a Service or EgressNetwork (a gateway
+    /// controller's, not the mesh's), Gateway API route kinds Linkerd does not route, and
+    /// EgressNetworks without networks (every network outside the cluster). Not errors.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut warn = |doc: &crate::document::Document, field: &str, message: String| {
+            out.push(Problem {
+                location: format!("{}:{}", doc.file, doc.line),
+                object: doc.describe(),
+                field: field.to_owned(),
+                message,
+            });
+        };
+        for (doc, r) in &self.resources {
+            match r {
+                Resource::HttpRoute(route)
+                | Resource::GrpcRoute(route)
+                | Resource::TcpRoute(route)
+                | Resource::TlsRoute(route) => {
+                    let parents = route.spec.parent_refs.as_deref().unwrap_or_default();
+                    if parents.is_empty() {
+                        warn(doc, "spec.parentRefs", "none: Linkerd accepts the route but attaches it to nothing, so it routes no traffic".into());
+                    }
+                    for (i, p) in parents.iter().enumerate() {
+                        let kind = p.kind.as_deref().unwrap_or("Gateway");
+                        let group = p.group.as_deref().unwrap_or("");
+                        let service = kind.eq_ignore_ascii_case("Service")
+                            && (group.is_empty() || group.eq_ignore_ascii_case("core"));
+                        let egress = kind.eq_ignore_ascii_case("EgressNetwork")
+                            && group.eq_ignore_ascii_case("policy.linkerd.io");
+                        let server = kind.eq_ignore_ascii_case("Server")
+                            && group.eq_ignore_ascii_case("policy.linkerd.io");
+                        if !(service || egress || server) {
+                            warn(doc, &format!("spec.parentRefs[{i}]"), format!("{kind} {:?}: the mesh attaches routes to Services, EgressNetworks (group policy.linkerd.io) and, for inbound policy, Servers; Linkerd ignores this parent (a gateway controller may not)", p.name.as_deref().unwrap_or_default()));
+                        }
+                    }
+                }
+                Resource::EgressNetwork(e) if e.spec.networks.is_none() => warn(
+                    doc,
+                    "spec.networks",
+                    "not set: it captures every network outside the cluster (0.0.0.0/0 and ::/0 minus clusterNetworks)".into(),
+                ),
+                Resource::Other => {
+                    let api = doc.value["apiVersion"].as_str().unwrap_or_default();
+                    let kind = doc.value["kind"].as_str().unwrap_or_default();
+                    if api.starts_with("gateway.networking.k8s.io/") && kind.ends_with("Route") {
+                        warn(doc, "kind", format!("Linkerd does not route {kind} (it reads HTTPRoute, GRPCRoute, TCPRoute and TLSRoute): ignored"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// How many policy objects (Linkerd kinds) were read.
     pub fn policy_count(&self) -> usize {
         self.resources

@@ -400,6 +400,7 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
 
 fn validate(args: &ValidateArgs) -> Result<(), Failure> {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let (mut objects, mut policies) = (0, 0);
     for p in &args.paths {
         if !p.exists() {
@@ -412,6 +413,10 @@ fn validate(args: &ValidateArgs) -> Result<(), Failure> {
         objects += m.resources.len();
         policies += m.policy_count();
         problems.extend(m.validate());
+        warnings.extend(m.warnings());
+    }
+    for w in &warnings {
+        println!("warning: {w}");
     }
     if problems.is_empty() {
         println!("{objects} objects read, {policies} Linkerd policy objects: all valid");

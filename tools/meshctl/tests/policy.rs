@@ -39,7 +39,12 @@ fn validate_reports_every_admission_rule_one_line_each() {
             .filter(|l| l.contains(&format!("/{file}:")))
             .collect();
         if expect == "valid" {
-            assert!(lines.is_empty(), "{file} is valid but: {lines:#?}");
+            // Warnings (what Linkerd accepts but ignores) are not problems.
+            let problems: Vec<&&str> = lines
+                .iter()
+                .filter(|l| !l.starts_with("warning: "))
+                .collect();
+            assert!(problems.is_empty(), "{file} is valid but: {problems:#?}");
         } else {
             assert!(
                 lines.iter().any(|l| l.contains(expect)),

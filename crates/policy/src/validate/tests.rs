@@ -86,3 +86,39 @@ fn a_list_is_not_a_kubernetes_object() {
     let (docs, p) = document::parse_text("list.yaml", "- a\n- b\n");
     assert!(docs.is_empty() && p[0].message.contains("not a Kubernetes object"));
 }
+
+#[test]
+fn what_linkerd_accepts_but_ignores_is_a_warning_naming_the_field() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orphan, namespace: x}\nspec: {rules: [{}]}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: ingress, namespace: x}\nspec: {parentRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: public}]}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: dns, namespace: x}\nspec: {}\n---\n\
+        apiVersion: policy.linkerd.io/v1alpha1\nkind: EgressNetwork\nmetadata: {name: all, namespace: x}\nspec: {trafficPolicy: Allow}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: fine, namespace: x}\nspec: {parentRefs: [{kind: Service, name: web, port: 80}]}\n";
+    let (docs, problems) = document::parse_text("w.yaml", text);
+    let m = Manifests::from_documents(docs, problems);
+    assert!(m.validate().is_empty(), "{:?}", m.validate());
+    let w: Vec<String> = m
+        .warnings()
+        .iter()
+        .map(|p| format!("{} {}: {}", p.object, p.field, p.message))
+        .collect();
+    assert_eq!(w.len(), 4, "{w:#?}");
+    assert!(
+        w[0].contains(
+            "orphan spec.parentRefs: none: Linkerd accepts the route but attaches it to nothing"
+        ),
+        "{w:#?}"
+    );
+    assert!(
+        w[1].contains("ingress spec.parentRefs[0]: Gateway \"public\""),
+        "{w:#?}"
+    );
+    assert!(
+        w[2].contains("dns kind: Linkerd does not route UDPRoute"),
+        "{w:#?}"
+    );
+    assert!(
+        w[3].contains("all spec.networks: not set: it captures every network outside the cluster"),
+        "{w:#?}"
+    );
+}
