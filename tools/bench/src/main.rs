@@ -24,6 +24,33 @@ fn build(t: &Topology) -> MeshGraph {
     meshsim::graph(t, WINDOW, SystemTime::UNIX_EPOCH)
 }
 
+/// `t` with `k` routes on every HTTP/gRPC edge: `k - 1` named routes and Linkerd's default
+/// route sharing its requests evenly, the first named route failing a tenth more.
+fn with_routes(t: &Topology, k: usize) -> Topology {
+    let mut t = t.clone();
+    for e in t.edges.iter_mut().filter(|e| e.protocol != "tcp") {
+        e.routes = (1..k)
+            .map(|i| meshsim::RouteTraffic {
+                name: format!("route-{i}"),
+                share: 1.0 / k as f64,
+                success_rate: (i == 1).then_some(e.success_rate * 0.9),
+                latency_ms: None,
+            })
+            .collect();
+    }
+    t
+}
+
+/// The graph Linkerd 2.20's proxies give: with each edge's routes.
+fn build_routes(t: &Topology) -> MeshGraph {
+    meshsim::graph_as(
+        t,
+        WINDOW,
+        SystemTime::UNIX_EPOCH,
+        meshsim::LinkerdVersion::V2_20,
+    )
+}
+
 /// The next minute of the same mesh: a fifth of the edges change rate by 10%, one in fifty
 /// disappears, and success rates wobble under the threshold.
 pub(crate) fn next_minute(t: &Topology) -> Topology {
@@ -108,6 +135,48 @@ fn run_case(case: &str, n: usize) {
                 peak_rss_kib() as f64 / 1024.0
             );
         }
+        "routes" => {
+            // Five routes per HTTP/gRPC edge, built and published as delta, as "graph" does.
+            let (t, next) = (with_routes(&t, 5), with_routes(&next_minute(&t), 5));
+            let (mut builds, mut deltas) = (Vec::new(), Vec::new());
+            let mut sizes = (0, 0, 0);
+            for _ in 0..runs {
+                let start = Instant::now();
+                let a = build_routes(&t);
+                builds.push(start.elapsed());
+                let b = build_routes(&next);
+                let mut view = PublishedView::new(a, MetricTolerance::default());
+                let start = Instant::now();
+                let d = view.advance(b).expect("the mesh changed");
+                deltas.push(start.elapsed());
+                sizes = (
+                    view.graph().edges.len(),
+                    view.graph()
+                        .edges
+                        .values()
+                        .map(|e| e.routes.len())
+                        .sum::<usize>(),
+                    d.upserted_edges.len(),
+                );
+            }
+            let with =
+                prost::Message::encoded_len(&mesh_proto::pb::MeshGraph::from(&build_routes(&t)));
+            let without = prost::Message::encoded_len(&mesh_proto::pb::MeshGraph::from(&build(&t)));
+            let (b, d) = (median(builds), median(deltas));
+            println!(
+                "edges={} routes={} upserted={} build_ms={:.2} delta_ms={:.2} total_ms={:.2} peak_mib={:.1} payload_kib={} payload_without_routes_kib={} payload_ratio={:.2}",
+                sizes.0,
+                sizes.1,
+                sizes.2,
+                ms(b),
+                ms(d),
+                ms(b + d),
+                peak_rss_kib() as f64 / 1024.0,
+                with / 1024,
+                without / 1024,
+                with as f64 / without as f64
+            );
+        }
         "render" => {
             let g = build(&t);
             let (mut svgs, mut pngs) = (Vec::new(), Vec::new());
@@ -172,6 +241,7 @@ fn main() {
     let mut totals = Vec::new();
     for (case, sizes) in [
         ("graph", &[100, 1_000, 10_000][..]),
+        ("routes", &[1_000, 10_000][..]),
         ("render", &[100, 300][..]),
         ("collector", &[1_000, 10_000][..]),
         ("grpc-get", &[1_000, 10_000][..]),
@@ -195,17 +265,22 @@ fn main() {
             );
             // n is workloads, except for fanout, where it is streams (over 1,000 workloads).
             println!("{case:<8} n={n:<6} {line}");
-            if case == "graph" {
+            if case == "graph" || case == "routes" {
                 let total: f64 = line
                     .split_whitespace()
                     .find_map(|kv| kv.strip_prefix("total_ms="))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(f64::NAN);
-                totals.push((n, total));
+                totals.push((case, n, total));
             }
         }
     }
-    for w in totals.windows(2) {
+    let graph: Vec<(usize, f64)> = totals
+        .iter()
+        .filter(|(c, _, _)| *c == "graph")
+        .map(|(_, n, t)| (*n, *t))
+        .collect();
+    for w in graph.windows(2) {
         let ((n0, t0), (n1, t1)) = (w[0], w[1]);
         println!(
             "ratio  build+delta {n1} / {n0} workloads: {:.1}x time for {}x size",
@@ -213,7 +288,15 @@ fn main() {
             n1 / n0
         );
     }
-    if let Some((_, t)) = totals.iter().find(|(n, _)| *n == 10_000) {
+    for (_, n, t) in totals.iter().filter(|(c, _, _)| *c == "routes") {
+        if let Some((_, g)) = graph.iter().find(|(m, _)| m == n) {
+            println!(
+                "ratio  build+delta with 5 routes per edge / without, {n} workloads: {:.1}x",
+                t / g
+            );
+        }
+    }
+    if let Some((_, t)) = graph.iter().find(|(n, _)| *n == 10_000) {
         println!(
             "goal   build+delta for 10,000 workloads under 1000 ms: {:.0} ms ({})",
             t,

@@ -77,8 +77,15 @@ pub fn feed_as(
         return;
     }
     let secs = window.as_secs_f64();
+    // By `namespace/name`: a scan per edge would make 10,000-workload meshes quadratic.
+    let by_id: std::collections::HashMap<String, &WorkloadSpec> = topology
+        .workloads
+        .iter()
+        .map(|w| (format!("{}/{}", w.namespace, w.name), w))
+        .collect();
+    let workload = |id: &str| by_id.get(id).copied();
     for x in &topology.egress {
-        let Some(src) = topology.workload(&x.from).filter(|w| w.meshed) else {
+        let Some(src) = workload(&x.from).filter(|w| w.meshed) else {
             continue;
         };
         let (ns, name) = x.network.split_once('/').unwrap_or_default();
@@ -113,7 +120,7 @@ pub fn feed_as(
         }
     }
     for e in &topology.edges {
-        let (Some(src), Some(dst)) = (topology.workload(&e.from), topology.workload(&e.to)) else {
+        let (Some(src), Some(dst)) = (workload(&e.from), workload(&e.to)) else {
             continue;
         };
         let protocol = Protocol::parse(&e.protocol).expect("validated topology");
