@@ -49,7 +49,8 @@ token=demo-token
 printf '%s,demo,uid-demo,"system:masters"\ncollector-token,system:serviceaccount:linkerd-mcp:collector,uid-collector\nmcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-mcp\nchatbot-token,system:serviceaccount:linkerd-mcp:chatbot,uid-chatbot\n' \
   "$token" >"$work/tokens.csv"
 "$bin/kube-sim" --listen "127.0.0.1:$kube_port" --tls --tls-ca-out "$work/ca.crt" --token-file "$work/tokens.csv" \
-  --with-linkerd-crds --seed tools/kube-sim/seed/demo --seed docs/examples/chatbot-rbac >"$work/kube-sim.log" 2>&1 &
+  --with-linkerd-crds --seed tools/kube-sim/seed/demo --seed docs/examples/chatbot-rbac \
+  --seed docs/examples/linkerd-2.20 >"$work/kube-sim.log" 2>&1 &
 pids+=($!)
 cat >"$work/kubeconfig" <<YAML
 apiVersion: v1
@@ -62,9 +63,14 @@ YAML
 for _ in $(seq 1 50); do [ -s "$work/ca.crt" ] && break; sleep 0.1; done
 # The simulated proxies watch policy as real ones watch the policy controller, and refuse what
 # it denies (the collector's read-only identity is all they need). They are Linkerd 2.20's:
-# each call also reports its routes.
+# each call also reports its routes; emojivoto's web calls out through an EgressNetwork, and
+# its Server is rate limited (docs/examples/linkerd-2.20).
 for app in emojivoto:$sim_port booksapp:$books_port; do
-  "$bin/meshsim" --builtin "${app%%:*}" --listen "127.0.0.1:${app##*:}" --linkerd-version 2.20 \
+  case ${app%%:*} in
+    emojivoto) mesh=(--topology docs/examples/meshsim/emojivoto-2.20.yaml) ;;
+    *) mesh=(--builtin "${app%%:*}") ;;
+  esac
+  "$bin/meshsim" "${mesh[@]}" --listen "127.0.0.1:${app##*:}" --linkerd-version 2.20 \
     --kube-url "https://127.0.0.1:$kube_port" --kube-ca "$work/ca.crt" --kube-token collector-token \
     >"$work/meshsim-${app%%:*}.log" 2>&1 &
   pids+=($!)
@@ -131,6 +137,7 @@ try=(
   "$bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml $srv --dry-run    # what would change, and which traffic it would deny"
   "$bin/meshctl apply -f docs/examples/books-from-webapp-only.yaml $srv    # applied as you, audited"
   "$bin/meshctl graph $srv -o wide    # ~15 s later authors -> books shows its observed deny rate"
+  "$bin/meshctl routes emojivoto/web $srv    # each route of web's calls, like linkerd viz stat-outbound; 429s from web's rate limit"
   "curl -s 127.0.0.1:$books_port/authz    # what the simulated proxies admit and refuse"
   "$chat who-calls emojivoto/voting    # Slack: /mesh who-calls ..."
   "$chat --form docs/examples/chatbot/voting-from-web-only.yaml    # alice asks; a card with buttons"
@@ -142,7 +149,7 @@ try=(
   "$bin/meshctl graph $srv -n emojivoto -o json    # the GetMeshGraph RPC (gRPC reflection is on for other clients)"
   "$bin/meshctl graph $srv -o svg --out mesh.svg    # the picture, with policy verdicts"
   "$bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/web --to emojivoto/voting    # why policy admits it"
-  "$bin/meshctl validate -f tools/kube-sim/seed/demo"
+  "$bin/meshctl validate -f tools/kube-sim/seed/demo -f docs/examples/linkerd-2.20    # offline, against Linkerd's admission rules"
   "$kube get servers.policy.linkerd.io -A"
   "$kube -n emojivoto delete serverauthorizations.policy.linkerd.io internal-grpc    # then watch the verdicts turn"
   "curl -s 127.0.0.1:$sim_port/topology > t.yaml; \$EDITOR t.yaml; curl -X PUT --data-binary @t.yaml 127.0.0.1:$sim_port/topology"

@@ -232,6 +232,9 @@ impl View {
             if e.tls == TlsStatus::Plaintext {
                 label.push_str("\nPLAINTEXT");
             }
+            if let Some(r) = e.policy.observed_rate_limited_rps.filter(|r| *r > 0.0) {
+                let _ = write!(label, "\nrate limited {} rps (429)", fmt_num(r));
+            }
             // The route failing the most requests, when the proxies report routes.
             if let Some(r) = e.worst_route() {
                 let name = if r.id.kind == "default" {

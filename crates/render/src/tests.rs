@@ -293,6 +293,19 @@ fn an_edge_label_names_its_worst_route() {
         labelled,
         ["12.5 rps | 98.5% | p99 15ms\nworst route vote 50%"]
     );
+    // A rate limit's refusals are named too.
+    g.edges
+        .values_mut()
+        .next()
+        .unwrap()
+        .policy
+        .observed_rate_limited_rps = Some(1.0);
+    assert!(
+        View::of(&g)
+            .edges
+            .iter()
+            .any(|e| e.label.contains("\nrate limited 1 rps (429)"))
+    );
     // An edge whose routes all succeed names none.
     for r in &mut g.edges.values_mut().next().unwrap().routes {
         r.success_rate = Some(1.0);

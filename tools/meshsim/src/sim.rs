@@ -1252,10 +1252,11 @@ fn emit_routes(
     let names = family_names(proto);
     for (mix, c) in mix.iter().zip(counters) {
         let default = mix.kind == "default";
-        let group = match (mix.kind, at.kind) {
-            ("default", _) => "",
-            ("GRPCRoute", _) | (_, "EgressNetwork") => "gateway.networking.k8s.io",
-            _ => "policy.linkerd.io",
+        // Simulated routes are Gateway API's, as Linkerd 2.20 recommends.
+        let group = if default {
+            ""
+        } else {
+            "gateway.networking.k8s.io"
         };
         let route: Labels = vec![
             ("route_group", group.into()),

@@ -219,7 +219,7 @@ fn a_2_20_proxy_reports_each_route_as_the_real_one_does() {
         .find(|s| s.labels["route_name"] == "api-vote")
         .unwrap();
     assert_eq!(vote.labels["route_kind"], "HTTPRoute");
-    assert_eq!(vote.labels["route_group"], "policy.linkerd.io");
+    assert_eq!(vote.labels["route_group"], "gateway.networking.k8s.io");
     // Histogram bounds as the proxy writes them (prometheus-client floats), in seconds.
     let les: BTreeSet<&str> = samples
         .iter()
