@@ -125,9 +125,14 @@ pub enum Destination {
 
 impl Destination {
     /// Traffic leaving the mesh through EgressNetwork `namespace/name` on `port`: an external
-    /// node named by the EgressNetwork (`EgressNetwork egress/internet:443`).
-    pub fn egress(namespace: &str, name: &str, port: &str) -> Self {
-        Self::Authority(format!("EgressNetwork {namespace}/{name}:{port}"))
+    /// node named by the EgressNetwork, and by the host called when the proxy reports it
+    /// (`EgressNetwork egress/internet:443 (api.github.com)`).
+    pub fn egress(namespace: &str, name: &str, port: &str, hostname: &str) -> Self {
+        Self::Authority(if hostname.is_empty() {
+            format!("EgressNetwork {namespace}/{name}:{port}")
+        } else {
+            format!("EgressNetwork {namespace}/{name}:{port} ({hostname})")
+        })
     }
 
     /// The EgressNetwork `(namespace, name, port)` of a destination made by
@@ -136,6 +141,7 @@ impl Destination {
         let Self::Authority(a) = self else {
             return None;
         };
+        let a = a.split_once(" (").map_or(a.as_str(), |(n, _)| n);
         let (ns, rest) = a.strip_prefix("EgressNetwork ")?.split_once('/')?;
         let (name, port) = rest.rsplit_once(':')?;
         Some((ns, name, port))

@@ -501,7 +501,7 @@ mod tests {
     fn egress_edge(routes: &[(&str, &str, f64)]) -> Edge {
         let mut e = Edge::new(EdgeKey {
             src: wref("app"),
-            dst: Destination::egress("egress", "internet", "443"),
+            dst: Destination::egress("egress", "internet", "443", "api.github.com"),
             protocol: Protocol::Http,
         });
         e.routes = routes

@@ -156,7 +156,31 @@ pub struct GraphQueries {
     /// Route latency quantiles by route and backend, in [`ROUTE_FAMILIES`] order, each in
     /// [`QUANTILES`] order; seconds.
     pub route_latency: [[String; 3]; 2],
+    /// Requests to EgressNetworks by route, host and status, in [`EGRESS_FAMILIES`] order.
+    pub egress_statuses: [String; 2],
+    /// Their latency quantiles, as `route_latency`.
+    pub egress_latency: [[String; 3]; 2],
 }
+
+/// The route-level families, for traffic to EgressNetworks: a request the caller's own proxy
+/// refuses (`*-egress-deny`) never reaches a backend, so only these count it, and only these
+/// carry `hostname`. As (family prefix, status label, is gRPC).
+pub const EGRESS_FAMILIES: [(&str, &str, bool); 2] = [
+    ("outbound_http_route_request", "http_status", false),
+    ("outbound_grpc_route_request", "grpc_status", true),
+];
+
+/// Labels naming an egress route: its EgressNetwork parent, the route, the host called.
+pub const EGRESS_LABELS: [&str; 8] = [
+    "parent_kind",
+    "parent_namespace",
+    "parent_name",
+    "parent_port",
+    "route_kind",
+    "route_namespace",
+    "route_name",
+    "hostname",
+];
 
 /// The route metric families of Linkerd 2.14+ proxies (what `linkerd viz stat-outbound` reads),
 /// as (family prefix, status label, is gRPC).
@@ -194,6 +218,7 @@ impl GraphQueries {
         let w = window(win);
         let out = selector(&[eq("direction", "outbound")]);
         let out_dst = selector(&[eq("direction", "outbound"), eq("peer", "dst")]);
+        let egress = selector(&[eq("parent_kind", "EgressNetwork")]);
         let edge: Vec<&str> = [src_labels(), dst_labels()].concat();
         let with = |extra: &[&'static str]| [edge.clone(), extra.to_vec()].concat();
         let tls = ["tls", "server_id", "no_tls_reason"];
@@ -253,6 +278,16 @@ impl GraphQueries {
                 let by: Vec<&str> =
                     [src_labels(), ROUTE_LABELS.to_vec(), vec![status, "error"]].concat();
                 sum_increase(&format!("{family}_statuses_total"), "", &w, &by)
+            }),
+            egress_statuses: EGRESS_FAMILIES.map(|(family, status, _)| {
+                let by: Vec<&str> =
+                    [src_labels(), EGRESS_LABELS.to_vec(), vec![status, "error"]].concat();
+                sum_increase(&format!("{family}_statuses_total"), &egress, &w, &by)
+            }),
+            egress_latency: EGRESS_FAMILIES.map(|(family, _, _)| {
+                let by: Vec<&str> = [src_labels(), EGRESS_LABELS.to_vec()].concat();
+                QUANTILES
+                    .map(|q| quantile(q, &format!("{family}_duration_seconds"), &egress, &w, &by))
             }),
             route_latency: ROUTE_FAMILIES.map(|(family, _, _)| {
                 let by: Vec<&str> = [src_labels(), ROUTE_LABELS.to_vec()].concat();

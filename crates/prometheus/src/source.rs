@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use mesh_policy::overlay::AuthzSample;
 
-use crate::promql::{AUTHZ_METRICS, GraphQueries, OWNER_LABELS, ROUTE_FAMILIES};
+use crate::promql::{AUTHZ_METRICS, EGRESS_FAMILIES, GraphQueries, OWNER_LABELS, ROUTE_FAMILIES};
 
 /// Why Prometheus could not give us a graph.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +248,7 @@ impl PrometheusSource {
             .route_statuses
             .iter()
             .zip(&q.route_latency)
+            .chain(q.egress_statuses.iter().zip(&q.egress_latency))
             .flat_map(|(s, l)| std::iter::once(s).chain(l));
         let (rows, route_rows) = futures_util::future::try_join(
             futures_util::future::try_join_all(queries.map(|x| self.query(x))),
@@ -392,14 +393,19 @@ impl PrometheusSource {
         Ok(samples)
     }
 
-    /// Feeds the route families' answers (per family: statuses, then three quantiles).
+    /// Feeds the route families' answers (per family: statuses, then three quantiles): the
+    /// backend-level ones for traffic inside the mesh, the route-level ones for egress.
     fn add_routes(
         &self,
         builder: &mut GraphBuilder,
         rows: &[Vec<Series>],
         by_service: &BTreeMap<(WorkloadRef, String, String), Destination>,
     ) {
-        for ((_, status_label, grpc), answers) in ROUTE_FAMILIES.iter().zip(rows.chunks(4)) {
+        let families = ROUTE_FAMILIES
+            .iter()
+            .map(|f| (f, false))
+            .chain(EGRESS_FAMILIES.iter().map(|f| (f, true)));
+        for (((_, status_label, grpc), egress), answers) in families.zip(rows.chunks(4)) {
             let protocol = if *grpc {
                 Protocol::Grpc
             } else {
@@ -408,10 +414,15 @@ impl PrometheusSource {
             let [statuses, p50, p95, p99] = answers else {
                 continue;
             };
+            let to_egress =
+                |s: &Series| s.label("parent_kind").eq_ignore_ascii_case("EgressNetwork");
             for s in statuses {
                 let (Some(src), Some(count)) = (src_of(s), s.number()) else {
                     continue;
                 };
+                if to_egress(s) != egress {
+                    continue;
+                }
                 let dst = backend_of(s, &src, by_service);
                 builder.add_route(RouteSample {
                     src,
@@ -428,6 +439,9 @@ impl PrometheusSource {
                     let (Some(src), Some(v)) = (src_of(s), s.number()) else {
                         continue;
                     };
+                    if to_egress(s) != egress {
+                        continue;
+                    }
                     let dst = backend_of(s, &src, by_service);
                     builder.add_route_latency(RouteLatencySample {
                         src,
@@ -523,22 +537,24 @@ fn route_of(s: &Series) -> RouteId {
     }
 }
 
-/// Where a route-family series went: the destination the caller's legacy series show behind
-/// that backend Service, else the Service's name as `dst_of` spells it; an EgressNetwork backend
-/// is an external destination named by the EgressNetwork.
+/// Where a route-family series went: traffic to an EgressNetwork parent is an external
+/// destination named by it (and the host, when reported); otherwise the destination the
+/// caller's legacy series show behind the backend Service, else the Service's name as `dst_of`
+/// spells it.
 fn backend_of(
     s: &Series,
     src: &WorkloadRef,
     by_service: &BTreeMap<(WorkloadRef, String, String), Destination>,
 ) -> Destination {
-    let (kind, ns, name) = (
-        s.label("backend_kind"),
-        s.label("backend_namespace"),
-        s.label("backend_name"),
-    );
-    if kind.eq_ignore_ascii_case("EgressNetwork") {
-        return Destination::egress(ns, name, s.label("backend_port"));
+    if s.label("parent_kind").eq_ignore_ascii_case("EgressNetwork") {
+        return Destination::egress(
+            s.label("parent_namespace"),
+            s.label("parent_name"),
+            s.label("parent_port"),
+            s.label("hostname"),
+        );
     }
+    let (ns, name) = (s.label("backend_namespace"), s.label("backend_name"));
     by_service
         .get(&(src.clone(), ns.to_owned(), name.to_owned()))
         .cloned()

@@ -142,3 +142,29 @@ fn route_queries_read_the_families_and_labels_stat_outbound_reads() {
     let lat = &q.route_latency[0][2];
     assert!(lat.starts_with("histogram_quantile(0.99, sum(irate(outbound_http_route_backend_response_duration_seconds_bucket[1m])) by (le, "), "{lat}");
 }
+
+#[test]
+fn egress_is_read_from_the_route_level_families_with_the_host() {
+    let q = GraphQueries::new(Duration::from_secs(60));
+    let s = &q.egress_statuses[0];
+    assert!(
+        s.starts_with(r#"sum(increase(outbound_http_route_request_statuses_total{parent_kind="EgressNetwork"}[1m])) by ("#),
+        "{s}"
+    );
+    // What the reader needs to name the node and decide it.
+    for l in [
+        "parent_kind",
+        "parent_namespace",
+        "parent_name",
+        "parent_port",
+        "route_name",
+        "hostname",
+        "http_status",
+        "error",
+    ] {
+        assert!(s.contains(l), "{l} missing from {s}");
+    }
+    assert!(q.egress_latency[1][0].contains(
+        "outbound_grpc_route_request_duration_seconds_bucket{parent_kind=\"EgressNetwork\"}"
+    ));
+}

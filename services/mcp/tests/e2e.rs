@@ -764,7 +764,9 @@ async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_ag
             web.policy.clone().unwrap_or_default(),
         );
         decision(bot) == pb::policy_verdict::Decision::Audit
-            && b.observed_audit_rps.is_some_and(|r| (r - 3.0).abs() <= 0.3)
+            // Settled: the whole window is after the switch to audit (the rate climbs to 3/s
+            // as the window fills).
+            && b.observed_audit_rps.is_some_and(|r| (r - 3.0).abs() <= 0.1)
             && b.chain
                 .last()
                 .is_some_and(|c| c.contains("accessPolicy audit") && c.contains("would be refused"))
@@ -883,7 +885,8 @@ async fn rate_limits_and_egress_show_as_the_proxies_enforce_them() {
         let egress = g
             .edges
             .iter()
-            .find(|e| e.dst_authority == "EgressNetwork emojivoto/all-egress:443");
+            // Named by the EgressNetwork, and by the host the route metrics name.
+            .find(|e| e.dst_authority == "EgressNetwork emojivoto/all-egress:443 (api.github.com)");
         decision(bot) == pb::policy_verdict::Decision::Allowed
             && p.rate_limit == "emojivoto/web-rl: total 3/s"
             && near(p.observed_rate_limited_rps, 1.0)

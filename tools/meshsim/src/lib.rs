@@ -89,7 +89,12 @@ pub fn feed_as(
             continue;
         };
         let (ns, name) = x.network.split_once('/').unwrap_or_default();
-        let dst = Destination::egress(ns, name, &x.port.to_string());
+        let dst = Destination::egress(
+            ns,
+            name,
+            &x.port.to_string(),
+            x.hostname.as_deref().unwrap_or_default(),
+        );
         let protocol = Protocol::parse(&x.protocol).unwrap_or(Protocol::Http);
         let (mix, refused) = x.route_mix(&x.traffic_policy);
         for (m, deny) in mix.iter().zip(refused) {

@@ -284,6 +284,8 @@ type EgressKey = (String, String, String, usize);
 struct EgressFlow {
     spec: usize,
     mix: Vec<RouteMix>,
+    /// Per route: refused by the caller's own proxy (`*-egress-deny`).
+    refused: Vec<bool>,
     rates: Vec<RouteRates>,
     counters: Vec<RouteCounters>,
 }
@@ -451,6 +453,7 @@ impl Sim {
                     EgressFlow {
                         spec: i,
                         mix: mix.clone(),
+                        refused: refused.clone(),
                         rates,
                         counters,
                     },
@@ -509,6 +512,7 @@ impl Sim {
                     &at,
                     x.hostname.as_deref().unwrap_or_default(),
                     &flow.mix,
+                    &flow.refused,
                     &flow.counters,
                     &PairCtx::scrape(src, &self.pods[from][*pod]),
                 );
@@ -1115,6 +1119,7 @@ impl PairCtx<'_> {
             &at,
             "",
             &self.edge.route_mix(),
+            &vec![false; p.counters.routes.len()],
             &p.counters.routes,
             &Self::scrape(self.src, self.sp),
         );
@@ -1209,12 +1214,17 @@ struct Parent<'a> {
 /// level (with `hostname`) and the backend level, each with the labels `linkerd viz
 /// stat-outbound` reads. Refusals (by the destination's policy, or the client's own egress
 /// policy) come back at once as 403 or gRPC `PERMISSION_DENIED`; rate limits as 429.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per kind of parent, each naming all"
+)]
 fn emit_routes(
     f: &mut Families,
     grpc: bool,
     at: &Parent<'_>,
     hostname: &str,
     mix: &[RouteMix],
+    refused_here: &[bool],
     counters: &[RouteCounters],
     scrape: &Labels,
 ) {
@@ -1250,7 +1260,7 @@ fn emit_routes(
         "backend_section_name",
     ]);
     let names = family_names(proto);
-    for (mix, c) in mix.iter().zip(counters) {
+    for ((mix, c), &here) in mix.iter().zip(counters).zip(refused_here) {
         let default = mix.kind == "default";
         // Simulated routes are Gateway API's, as Linkerd 2.20 recommends.
         let group = if default {
@@ -1291,10 +1301,17 @@ fn emit_routes(
             (refused, c.denied),
             ("429", c.limited),
         ];
-        for (labels, family, buckets, hist) in [
-            (&at_route, names[1], &c.request_buckets, names[0]),
-            (&at_backend, names[4], &c.response_buckets, names[3]),
-        ] {
+        // What the caller's own proxy refuses (an egress route's failure filter) never reaches
+        // a backend: only the route-level families count it.
+        let levels: &[_] = if here {
+            &[(&at_route, names[1], &c.request_buckets, names[0])]
+        } else {
+            &[
+                (&at_route, names[1], &c.request_buckets, names[0]),
+                (&at_backend, names[4], &c.response_buckets, names[3]),
+            ]
+        };
+        for &(labels, family, buckets, hist) in levels {
             for (status, n) in rows {
                 if n > 0.0 {
                     let l = [
@@ -1317,8 +1334,10 @@ fn emit_routes(
                 total,
             );
         }
-        let l = [at_backend, scrape.clone()].concat();
-        f.add(names[2], &l, total);
+        if !here {
+            let l = [at_backend, scrape.clone()].concat();
+            f.add(names[2], &l, total);
+        }
     }
 }
 

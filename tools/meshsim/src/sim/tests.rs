@@ -750,6 +750,19 @@ fn egress_through_an_egress_network_is_reported_on_its_default_routes() {
     // 20 requests in 10 s: 5 on the HTTPRoute, 15 refused by the caller's proxy (403).
     assert!((by_route("github-api", "200") - 5.0).abs() < 1e-6);
     assert!((by_route("http-egress-deny", "403") - 15.0).abs() < 1e-6);
+    // Refused by the caller's own proxy: no backend ever saw those requests.
+    assert!(!samples.iter().any(|s| {
+        s.name.contains("_route_backend_")
+            && s.labels
+                .get("route_name")
+                .is_some_and(|r| r == "http-egress-deny")
+    }));
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "outbound_http_route_backend_requests_total"
+                && s.labels["route_name"] == "github-api")
+    );
     let s = egress[0];
     for (k, v) in [
         ("parent_group", "policy.linkerd.io"),
