@@ -157,6 +157,12 @@ impl Cluster {
                     format!("{}/{}/{}", x.group, x.kind, x.name),
                 )
             }),
+            egress_networks: merge(&a.egress_networks, &b.egress_networks, |x| {
+                (x.namespace.clone(), x.name.clone())
+            }),
+            rate_limits: merge(&a.rate_limits, &b.rate_limits, |x| {
+                (x.namespace.clone(), x.name.clone())
+            }),
             ..a.clone()
         };
         // Only the namespaces the proposal reaches are split anew; the rest are shared.
@@ -195,6 +201,7 @@ impl Cluster {
                 .iter()
                 .map(|x| x.namespace.clone()),
         );
+        out.extend(proposed.rate_limits.iter().map(|x| x.namespace.clone()));
         out.extend(
             proposed
                 .server_authorizations

@@ -24,6 +24,7 @@ pub mod index;
 pub mod kinds;
 mod manifests;
 pub mod overlay;
+pub mod propose;
 pub mod resources;
 pub mod validate;
 

@@ -50,7 +50,7 @@ use self::{
 pub use self::{
     args::{
         ApplyPlanArgs, AuditArgs, ExplainArgs, FailingArgs, GraphArgs, NamespaceArgs, PlanArgs,
-        WorkloadArgs,
+        ProposeArgs, WorkloadArgs,
     },
     backend::Backend,
 };
@@ -465,6 +465,78 @@ impl MeshAgent {
         Ok(answer(
             summary,
             json!({ "threshold": threshold, "routes": rows }),
+        ))
+    }
+
+    #[tool(
+        description = "Least-privilege Linkerd policy for a namespace (or one workload) from the \
+            traffic observed: a Server per called port unless one exists, a \
+            MeshTLSAuthentication with the observed client identities and an \
+            AuthorizationPolicy per Server, each saying which calls justify it; callers that \
+            cannot be admitted by identity (plaintext, unmeshed) are listed with what to do. \
+            Proved against the observed traffic (`newly_denied` is empty when sound). Returns \
+            the objects as YAML for plan_authorization_policy or meshctl apply. Changes nothing.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn propose_policy(
+        &self,
+        Parameters(a): Parameters<ProposeArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let since = match a.since.as_deref() {
+            None => None,
+            Some(s) => Some(
+                mesh_prometheus::parse_window(s)
+                    .map_err(|e| format!("since: {e}"))
+                    .map(|d| pbjson_types::Duration {
+                        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                        nanos: 0,
+                    })?,
+            ),
+        };
+        let req = pb::ProposePolicyRequest {
+            namespace: a.namespace.clone(),
+            workload: a.workload.clone().unwrap_or_default(),
+            since,
+            audit: a.audit,
+        };
+        let p = self
+            .backend
+            .propose(&self.who(&ctx), req)
+            .await
+            .map_err(|s| status_text(&s))?;
+        let target = match &a.workload {
+            Some(w) => format!("{}/{w}", a.namespace),
+            None => a.namespace.clone(),
+        };
+        let mut summary = format!(
+            "{} object(s) proposed for {target}, {} caller(s) need action",
+            p.objects.len(),
+            p.needs_action.len()
+        );
+        if !p.newly_denied.is_empty() {
+            summary = format!(
+                "WARNING: would deny {} observed edge(s); {summary}",
+                p.newly_denied.len()
+            );
+        }
+        Ok(answer(
+            summary,
+            json!({
+                "objects": p.objects.iter().map(|o| json!({
+                    "kind": o.kind, "namespace": o.namespace, "name": o.name,
+                    "justification": o.justification,
+                })).collect::<Vec<_>>(),
+                "needs_action": p.needs_action.iter().map(|n| json!({
+                    "caller": n.caller,
+                    "callee": id(n.callee.as_ref()),
+                    "rps": (n.rps * 100.0).round() / 100.0,
+                    "advice": n.advice,
+                })).collect::<Vec<_>>(),
+                "newly_denied": p.newly_denied,
+                "notes": p.notes,
+                "yaml": p.yaml,
+            }),
         ))
     }
 

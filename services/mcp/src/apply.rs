@@ -562,6 +562,18 @@ impl Applier {
         Ok(())
     }
 
+    /// The cluster view, once it has been read at least once.
+    pub fn ready_cluster(&self) -> Result<Arc<Cluster>, ApplyError> {
+        let cluster = self.cluster.borrow().clone();
+        if !cluster.health.ok && cluster.health.last_success.is_none() {
+            return Err(ApplyError::Unavailable(format!(
+                "the cluster view is not ready: {}",
+                cluster.health.error
+            )));
+        }
+        Ok(cluster)
+    }
+
     /// Linkerd's inbound authorization for one request from workload `from` to workload `to`
     /// (`namespace/name`), as the cluster's policy stands now: traffic or not.
     pub fn explain(&self, req: &pb::ExplainAccessRequest) -> Result<pb::PolicyVerdict, ApplyError> {

@@ -20,7 +20,7 @@ pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
     version,
     about = "Serves the Linkerd mesh graph over gRPC and HTTP",
     mut_arg("redis_url", |a| a.help("Redis/Valkey URL where collectors publish and replicas share MCP plans (`redis://` or `rediss://`)")),
-    mut_arg("prometheus_url", |a| a.help("linkerd-viz Prometheus, for the embedded collector")),
+    mut_arg("prometheus_url", |a| a.help("linkerd-viz Prometheus, for the embedded collector and for policy proposals over a window of their own (ProposePolicy since)")),
     mut_arg("window", |a| a.help("Metrics window of the embedded collector")),
     mut_arg("interval", |a| a.help("How often the embedded collector rebuilds"))
 )]
@@ -269,7 +269,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     if let Ok(a) = &applier {
         a.register_metrics(&mut registry);
     }
-    let service = GraphService::new(rx.clone(), history, args.heartbeat).with_applier(applier);
+    let service = GraphService::new(rx.clone(), history, args.heartbeat)
+        .with_applier(applier)
+        .with_prometheus(args.collect.prometheus_url.clone());
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await

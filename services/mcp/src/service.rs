@@ -52,6 +52,8 @@ pub struct GraphService {
     heartbeat: Duration,
     views: Arc<Mutex<ViewCache>>,
     applier: Result<Applier, String>,
+    /// linkerd-viz's Prometheus, for proposals over a window of the caller's choosing.
+    prometheus: Option<String>,
 }
 
 impl GraphService {
@@ -69,6 +71,7 @@ impl GraphService {
             heartbeat,
             views: Arc::default(),
             applier: Err("this server was started without a Kubernetes configuration".into()),
+            prometheus: None,
         };
         s.encode_each_version();
         s
@@ -94,6 +97,114 @@ impl GraphService {
                 }
             }
         });
+    }
+
+    /// Reads linkerd-viz's Prometheus at `url` when a proposal asks for a window (`since`) other
+    /// than the served graph's.
+    pub fn with_prometheus(mut self, url: Option<String>) -> Self {
+        self.prometheus = url;
+        self
+    }
+
+    /// Least-privilege policy for a namespace or workload from the traffic observed (the served
+    /// graph, or Prometheus over `since`), proved against that traffic. Changes nothing.
+    pub async fn propose(
+        &self,
+        r: pb::ProposePolicyRequest,
+    ) -> Result<pb::ProposePolicyResponse, Status> {
+        use mesh_policy::propose::{Access, Target, propose};
+        if !mesh_model::is_dns_label(&r.namespace) {
+            return Err(Status::invalid_argument(format!(
+                "namespace: {:?} is not a namespace name",
+                r.namespace
+            )));
+        }
+        if !r.workload.is_empty() && !mesh_model::is_dns_subdomain(&r.workload) {
+            return Err(Status::invalid_argument(format!(
+                "workload: {:?} is not a workload name",
+                r.workload
+            )));
+        }
+        let applier = self.applier.as_ref().map_err(|why| {
+            Status::unavailable(format!("proposing policy needs the cluster: {why}"))
+        })?;
+        let cluster = applier.ready_cluster().map_err(Status::from)?;
+        let graph: Arc<MeshGraph> = match r.since {
+            Some(since) if since.seconds > 0 => {
+                let since = Duration::from_secs(u64::try_from(since.seconds).unwrap_or(0));
+                if since > Duration::from_secs(90 * 24 * 3600) {
+                    return Err(Status::invalid_argument(
+                        "since: longer than 90 days; Prometheus keeps 15 days by default",
+                    ));
+                }
+                let url = self.prometheus.as_deref().ok_or_else(|| {
+                    Status::failed_precondition(
+                        "since: this mesh-mcp reads no Prometheus (--prometheus-url); \
+                         leave since out to use the served graph's window",
+                    )
+                })?;
+                // Long windows are one range-free query each: increase() over the window.
+                let source =
+                    mesh_prometheus::PrometheusSource::new(url, since, Duration::from_secs(60))
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let seen = source
+                    .observe(std::time::SystemTime::now())
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let mut g = seen.graph;
+                mesh_policy::overlay::apply(
+                    &mut g,
+                    &cluster,
+                    &seen.authz,
+                    &mut mesh_policy::overlay::Verdicts::default(),
+                );
+                Arc::new(g)
+            }
+            _ => current(&self.graph)?,
+        };
+        let target = Target {
+            namespace: r.namespace.clone(),
+            workload: (!r.workload.is_empty()).then(|| r.workload.clone()),
+        };
+        let access = if r.audit { Access::Audit } else { Access::Deny };
+        let p = propose(&graph, &cluster, &target, access)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(pb::ProposePolicyResponse {
+            objects: p
+                .objects
+                .iter()
+                .map(|o| pb::ProposedObject {
+                    kind: o.manifest["kind"].as_str().unwrap_or_default().to_owned(),
+                    namespace: o.manifest["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    name: o.manifest["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    manifest_json: o.manifest.to_string(),
+                    justification: o.why.clone(),
+                })
+                .collect(),
+            needs_action: p
+                .needs_action
+                .iter()
+                .map(|n| pb::CallerNeedingAction {
+                    caller: n.caller.clone(),
+                    callee: Some((&n.callee).into()),
+                    rps: n.rps,
+                    advice: n.advice.clone(),
+                })
+                .collect(),
+            newly_denied: p.newly_denied.clone(),
+            notes: p.notes.clone(),
+            yaml: p.to_yaml(),
+            window: Some(pbjson_types::Duration {
+                seconds: i64::try_from(graph.window.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+        })
     }
 
     /// Serves `ApplyAuthorizationPolicy` and `ApplyHTTPRoute` through `applier`, or answers
@@ -454,6 +565,13 @@ impl MeshService for GraphService {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         self.apply(req, Rpc::HttpRoute).await
+    }
+
+    async fn propose_policy(
+        &self,
+        req: Request<pb::ProposePolicyRequest>,
+    ) -> Result<Response<pb::ProposePolicyResponse>, Status> {
+        self.propose(req.into_inner()).await.map(Response::new)
     }
 
     async fn explain_access(

@@ -1086,6 +1086,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             ["apply_plan", {"plan_id": "$plan_id"}],
             ["apply_plan", {"plan_id": "$plan_id"}],
             ["find_failing_routes", {"threshold": 0.95}],
+            ["propose_policy", {"namespace": "emojivoto"}],
         ],
     }))
     .await;
@@ -1106,6 +1107,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             "list_policies",
             "plan_authorization_policy",
             "plan_http_route",
+            "propose_policy",
             "who_calls"
         ]
     );
@@ -1199,6 +1201,22 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     assert!(plan["diff"].as_str().unwrap().contains("books-policy"));
     assert!(call(10)["audit_id"].as_str().is_some_and(|a| !a.is_empty()));
     assert_eq!(calls[11]["is_error"], true);
+    // emojivoto's published policy already admits every observed caller: nothing to propose.
+    assert_eq!(calls[13]["is_error"], false, "{}", calls[13]);
+    assert_eq!(
+        call(13)["objects"].as_array().unwrap().len(),
+        0,
+        "{}",
+        call(13)
+    );
+    assert!(
+        call(13)["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("already admitted by emojivoto/internal-grpc")),
+        "{}",
+        call(13)
+    );
     // The failing routes, worst first: voting's default gRPC route (85%), then web's (92.5%).
     assert_eq!(calls[12]["is_error"], false, "{}", calls[12]);
     let routes: Vec<(&str, &str)> = call(12)["routes"]
@@ -1280,7 +1298,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     }))
     .await;
     let tools = out["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 8, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 9, "{:?}", tools.keys());
     assert!(!tools.contains_key("apply_plan"));
     assert_eq!(
         out["calls"][0]["structured"]["callers"][0]["from"],

@@ -38,6 +38,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Explain, offline, whether Linkerd's policy lets one workload call another, and why.
     Explain(ExplainArgs),
+    /// Propose least-privilege Linkerd policy for a namespace (or one workload) from the traffic
+    /// mesh-mcp observed, proved against it: each rule says which calls justify it, callers
+    /// that cannot be admitted by identity are listed. Changes nothing.
+    Propose(ProposeArgs),
     /// Change Linkerd policy through mesh-mcp: validated, checked against RBAC as you,
     /// dry-run on the server, what-if on observed traffic, then applied and audited.
     Apply(ApplyArgs),
@@ -137,6 +141,34 @@ pub enum ExplainOutput {
     Text,
     /// JSON: decision, server, defaultPolicy, authorizations, route, chain.
     Json,
+}
+
+/// `meshctl propose` flags.
+#[derive(Debug, clap::Args)]
+pub struct ProposeArgs {
+    /// mesh-mcp gRPC address.
+    #[arg(long, env = "MESH_SERVER")]
+    pub server: String,
+    /// Bearer token.
+    #[arg(long, env = "MESH_TOKEN")]
+    pub token: Option<String>,
+    /// The namespace to lock down.
+    #[arg(long, short = 'n', env = "MESH_NAMESPACE")]
+    pub namespace: String,
+    /// Only this workload of the namespace.
+    #[arg(long, env = "MESH_WORKLOAD")]
+    pub workload: Option<String>,
+    /// How far back to look at traffic, e.g. 7d, 24h (mesh-mcp reads its Prometheus);
+    /// default: the window of the graph mesh-mcp serves.
+    #[arg(long, env = "MESH_SINCE", value_parser = parse_window)]
+    pub since: Option<Duration>,
+    /// Servers with `accessPolicy: audit` (admit and flag) instead of `deny`.
+    #[arg(long)]
+    pub audit: bool,
+    /// `table` (what would be created, and why), `yaml` (the objects, for `meshctl apply -f`
+    /// and `meshctl validate -f`, justifications as comments) or `json` (the RPC's answer).
+    #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "table", value_parser = ["table", "yaml", "json"])]
+    pub output: String,
 }
 
 /// `meshctl explain` flags.
@@ -270,6 +302,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Command::Watch(w) => watch(w).await,
         Command::Validate(v) => validate(&v),
         Command::Explain(e) => explain(&e),
+        Command::Propose(p) => propose(p).await,
         Command::Apply(a) => apply(a).await,
     }
 }
@@ -302,6 +335,94 @@ async fn fetch(args: &GraphSource) -> Result<MeshGraph, Failure> {
         }
         (None, None) => unreachable!("clap requires one of --prometheus-url and --server"),
     })
+}
+
+async fn propose(args: ProposeArgs) -> Result<(), Failure> {
+    let mut c = connect(&args.server, Duration::from_secs(10)).await?;
+    let req = mesh_proto::pb::ProposePolicyRequest {
+        namespace: args.namespace.clone(),
+        workload: args.workload.clone().unwrap_or_default(),
+        since: args.since.map(|d| pbjson_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
+        audit: args.audit,
+    };
+    let r = c
+        .propose_policy(with_token(
+            req,
+            args.token.as_deref(),
+            Some(Duration::from_secs(90)),
+        )?)
+        .await
+        .map_err(|s| server_failure(&args.server, &s))?
+        .into_inner();
+    let text = match args.output.as_str() {
+        "yaml" => r.yaml.clone(),
+        "json" => {
+            let mut s = serde_json::to_string_pretty(&r).expect("proto JSON always serializes");
+            s.push('\n');
+            s
+        }
+        _ => proposal_table(&r),
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| Failure::new(1, format!("cannot write output: {e}")))
+}
+
+/// A proposal as a reader checks it: what it would deny first, then each object and why, the
+/// callers that need action, and what was left alone.
+pub fn proposal_table(r: &mesh_proto::pb::ProposePolicyResponse) -> String {
+    let mut out = String::new();
+    for d in &r.newly_denied {
+        out.push_str(&format!("WOULD DENY OBSERVED TRAFFIC: {d}\n"));
+    }
+    let window = r.window.as_ref().map_or(0, |w| w.seconds);
+    if r.objects.is_empty() {
+        out.push_str(&format!(
+            "nothing to propose from the last {window}s of traffic\n"
+        ));
+    } else {
+        let mut rows = vec![
+            ["KIND", "NAMESPACE", "NAME", "WHY"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for o in &r.objects {
+            let why = o.justification.first().cloned().unwrap_or_default();
+            let more = o.justification.len().saturating_sub(1);
+            rows.push(vec![
+                o.kind.clone(),
+                o.namespace.clone(),
+                o.name.clone(),
+                if more > 0 {
+                    format!("{why} (+{more} more)")
+                } else {
+                    why
+                },
+            ]);
+        }
+        out.push_str(&mesh_render::columns(&rows, "  "));
+        out.push_str(&format!(
+            "{} objects from the last {window}s of traffic; -o yaml prints them for meshctl apply -f\n",
+            r.objects.len()
+        ));
+    }
+    for n in &r.needs_action {
+        let callee = n
+            .callee
+            .as_ref()
+            .map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name));
+        out.push_str(&format!(
+            "needs action: {} -> {callee} ({:.2} rps): {}\n",
+            n.caller, n.rps, n.advice
+        ));
+    }
+    for n in &r.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
 }
 
 async fn routes(args: RoutesArgs) -> Result<(), Failure> {

@@ -2,10 +2,9 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
-use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+mod common;
 
-use mesh_model::MetricTolerance;
-use mesh_store::MemoryStore;
+use std::{path::PathBuf, process::Command, time::Duration};
 
 const BOOKS_POLICY: &str = r"
 apiVersion: policy.linkerd.io/v1beta3
@@ -39,47 +38,14 @@ async fn apply_shows_the_diff_the_what_if_and_the_audit_id() {
     })
     .await
     .unwrap();
-    let cfg = kube.kube_config("mcp-token");
-    let mut cluster = mesh_collector::watch::spawn(&kube::Client::try_from(cfg.clone()).unwrap());
-    let c = cluster.wait_for(|c| c.health.ok).await.unwrap().clone();
-    let graph = mesh_collector::run::join(
-        &meshsim::graph(
-            &meshsim::builtin("booksapp").unwrap(),
-            Duration::from_secs(60),
-            std::time::SystemTime::now(),
-        ),
-        &[],
-        &c,
-        &mut mesh_policy::overlay::Verdicts::default(),
-        std::time::SystemTime::now(),
-    );
-    let store = Arc::new(MemoryStore::new(100));
-    let mut publisher = mesh_collector::Publisher::start(store.clone(), MetricTolerance::default())
-        .await
-        .unwrap();
-    publisher.publish(graph).await.unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let history = mesh_mcp::History::default();
-    tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
-    rx.clone().wait_for(Option::is_some).await.unwrap();
-    let applier = mesh_mcp::apply::Applier::new(
-        cfg,
-        mesh_mcp::apply::Delegation::default(),
-        cluster,
-        rx.clone(),
-    );
-    let service =
-        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(30)).with_applier(applier);
     // admin is in system:masters in kube-sim, so RBAC lets it write.
-    let auth = mesh_mcp::TokenAuth::parse("tok,admin,u,\"system:masters\"\n").unwrap();
-    let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming(mesh_mcp::incoming(l)),
-    );
+    let addr = common::serve_mcp(
+        &kube,
+        &meshsim::builtin("booksapp").unwrap(),
+        meshsim::LinkerdVersion::V2_12,
+        "tok,admin,u,\"system:masters\"\n",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("books.yaml");
     std::fs::write(&file, BOOKS_POLICY).unwrap();

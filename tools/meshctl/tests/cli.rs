@@ -4,7 +4,9 @@
 fn the_cli_reference_is_current() {
     let bin = env!("CARGO_BIN_EXE_meshctl");
     mesh_testkit::check_cli_doc(bin, &[], "meshctl");
-    for sub in ["graph", "routes", "watch", "validate", "explain", "apply"] {
+    for sub in [
+        "graph", "routes", "watch", "validate", "explain", "propose", "apply",
+    ] {
         mesh_testkit::check_cli_doc(bin, &[sub], &format!("meshctl-{sub}"));
     }
 }

@@ -69,6 +69,22 @@ pub struct ExplainArgs {
     pub path: Option<String>,
 }
 
+/// What to lock down.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProposeArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// One workload of it; absent: every workload of the namespace.
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// How far back to look at traffic, e.g. `7d`, `24h`; absent: the served graph's window.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Servers with `accessPolicy: audit` (a rollout's first phase) instead of `deny`.
+    #[serde(default)]
+    pub audit: bool,
+}
+
 /// A change to plan: a manifest, or a structured spec (see the tool description).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PlanArgs {

@@ -93,6 +93,19 @@ impl Backend {
         .map(tonic::Response::into_inner)
     }
 
+    pub(super) async fn propose(
+        &self,
+        who: &Who,
+        req: pb::ProposePolicyRequest,
+    ) -> Result<pb::ProposePolicyResponse, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => s.propose_policy(r).await,
+            Self::Remote { client, .. } => client.clone().propose_policy(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
     pub(super) async fn apply(
         &self,
         who: &Who,

@@ -1,0 +1,406 @@
+//! Least-privilege policy proposed from observed traffic: for each workload of a namespace (or
+//! one workload), the Server, MeshTLSAuthentication and AuthorizationPolicy that admit exactly
+//! the callers the graph saw, and nothing else; each object says which observed edges justify
+//! it. Existing policy is respected: callers an authorization already admits need nothing, and
+//! an existing Server is reused. Callers that cannot be admitted by identity (plaintext,
+//! unmeshed, unknown identity) are listed with what to do; they are never admitted silently.
+//! The proposal is proved against the observed edges before anyone applies it: its what-if
+//! names every observed edge it would deny.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mesh_model::{Decision, Destination, Edge, MeshGraph, TlsStatus, WorkloadRef};
+use serde_json::{Value, json};
+
+use crate::{
+    Manifests,
+    cluster::{Cluster, ClusterWorkload},
+    document::Document,
+    overlay::verdict_of,
+};
+
+/// What to lock down: a namespace, or one workload of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The namespace.
+    pub namespace: String,
+    /// One workload's name; `None` for every workload of the namespace.
+    pub workload: Option<String>,
+}
+
+/// The Servers' `accessPolicy`: `deny` enforces; `audit` admits and flags what no
+/// authorization admits (the first phase of a rollout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `accessPolicy: audit`.
+    Audit,
+    /// `accessPolicy: deny`.
+    Deny,
+}
+
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// One proposed object and the observed edges that justify it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProposedObject {
+    /// The object, as `kubectl apply` takes it.
+    pub manifest: Value,
+    /// Why: one line per observed edge (or reason) it serves.
+    pub why: Vec<String>,
+}
+
+/// A caller the proposal cannot admit by identity, and what to do about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NeedsAction {
+    /// The calling workload (or authority).
+    pub caller: String,
+    /// The workload it calls.
+    pub callee: WorkloadRef,
+    /// Its requests per second in the window.
+    pub rps: f64,
+    /// Why it cannot be admitted by identity, and what to do.
+    pub advice: String,
+}
+
+/// The least-privilege proposal for a target.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Proposal {
+    /// Objects to create, in apply order (Servers, authentications, authorizations).
+    pub objects: Vec<ProposedObject>,
+    /// Callers that need action before enforcing.
+    pub needs_action: Vec<NeedsAction>,
+    /// Observed edges the proposal, applied, would deny, other than those in `needs_action`:
+    /// empty for a sound proposal.
+    pub newly_denied: Vec<String>,
+    /// Workloads left alone, and why (no traffic, unmeshed, already covered, no port known).
+    pub notes: Vec<String>,
+}
+
+/// Why no proposal can be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// The namespace has no workload in the Kubernetes view.
+    #[error("namespace {0} has no workloads in the Kubernetes view")]
+    UnknownNamespace(String),
+    /// The workload is not in the Kubernetes view.
+    #[error("no workload {0} in the Kubernetes view")]
+    UnknownWorkload(String),
+}
+
+/// Labels that name one pod or one revision: never part of a proposed selector.
+const POD_SPECIFIC: [&str; 3] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+];
+
+/// The least-privilege policy for `target`, from the edges `graph` observed and the policy in
+/// `cluster`, with Servers at `access`.
+pub fn propose(
+    graph: &MeshGraph,
+    cluster: &Cluster,
+    target: &Target,
+    access: Access,
+) -> Result<Proposal, ProposeError> {
+    let ns = target.namespace.as_str();
+    let workloads: Vec<(&WorkloadRef, &ClusterWorkload)> = cluster
+        .workloads
+        .iter()
+        .filter(|(id, _)| id.namespace == ns)
+        .filter(|(id, _)| target.workload.as_ref().is_none_or(|w| *w == id.name))
+        .map(|(id, cw)| (id, cw.as_ref()))
+        .collect();
+    if workloads.is_empty() {
+        return Err(match &target.workload {
+            Some(w) => ProposeError::UnknownWorkload(format!("{ns}/{w}")),
+            None => ProposeError::UnknownNamespace(ns.to_owned()),
+        });
+    }
+    let mut out = Proposal::default();
+    let mut targeted: BTreeSet<&WorkloadRef> = BTreeSet::new();
+    for (id, cw) in workloads {
+        let inbound: Vec<&Edge> = graph
+            .edges
+            .values()
+            .filter(|e| e.key.dst == Destination::Workload(id.clone()) && e.metrics.rps > 0.0)
+            .collect();
+        if !cw.meshed {
+            out.notes.push(format!(
+                "{id}: not meshed, so Linkerd policy does not apply"
+            ));
+            continue;
+        }
+        if inbound.is_empty() {
+            out.notes.push(format!(
+                "{id}: no traffic observed in the window; nothing proposed (a Server with no authorization would deny everything)"
+            ));
+            continue;
+        }
+        let Some(port) = cw.port else {
+            out.notes.push(format!(
+                "{id}: no Service port or named container port is known"
+            ));
+            continue;
+        };
+        targeted.insert(id);
+        propose_for(id, cw, port, &inbound, cluster, access, &mut out);
+    }
+    prove(graph, cluster, &targeted, &mut out);
+    Ok(out)
+}
+
+/// The objects for one workload's port.
+fn propose_for(
+    id: &WorkloadRef,
+    cw: &ClusterWorkload,
+    port: u16,
+    inbound: &[&Edge],
+    cluster: &Cluster,
+    access: Access,
+    out: &mut Proposal,
+) {
+    let ns = id.namespace.as_str();
+    // Identities to admit, with the edges that justify each; callers already admitted by an
+    // authorization need nothing.
+    let mut admit: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut spiffe: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut existing_server = None;
+    for e in inbound {
+        let v = verdict_of(cluster, e);
+        if existing_server.is_none() && !v.server.is_empty() {
+            existing_server = v.server.split_once('/').map(|(_, n)| n.to_owned());
+        }
+        let why = format!(
+            "{} -> {}: {:.2} rps observed ({})",
+            e.key.src, id, e.metrics.rps, e.key.protocol
+        );
+        if v.decision == Decision::Allowed && !v.authorization_policies.is_empty() {
+            out.notes.push(format!(
+                "{} -> {id}: already admitted by {}",
+                e.key.src,
+                v.authorization_policies.join(", ")
+            ));
+            continue;
+        }
+        if v.decision == Decision::Denied {
+            out.notes.push(format!(
+                "{} -> {id}: denied by the policy in force; the proposal keeps it denied",
+                e.key.src
+            ));
+            continue;
+        }
+        let advice = match (e.tls, e.client_identity.as_str()) {
+            (TlsStatus::Mtls, "") => Some(
+                "mTLS, but its identity is unknown: give it a service account of its own, or confirm its identity and add it to the MeshTLSAuthentication".to_owned(),
+            ),
+            (TlsStatus::Mtls, identity) => {
+                match mesh_model::service_account_of(identity) {
+                    Some((sa, sa_ns)) => admit
+                        .entry((sa_ns.to_owned(), sa.to_owned()))
+                        .or_default()
+                        .push(why.clone()),
+                    None => spiffe.entry(identity.to_owned()).or_default().push(why.clone()),
+                }
+                None
+            }
+            (_, _) if e.no_tls_reason.is_empty() => Some(
+                "not mTLS (unmeshed or unknown): mesh it, or admit its network with a NetworkAuthentication you confirm".to_owned(),
+            ),
+            (_, _) => Some(format!(
+                "not mTLS ({}): mesh it, or admit its network with a NetworkAuthentication you confirm",
+                e.no_tls_reason
+            )),
+        };
+        if let Some(advice) = advice {
+            out.needs_action.push(NeedsAction {
+                caller: e.key.src.to_string(),
+                callee: id.clone(),
+                rps: e.metrics.rps,
+                advice,
+            });
+        }
+    }
+    if admit.is_empty() && spiffe.is_empty() {
+        return;
+    }
+    let port_ref = cw
+        .pod
+        .ports
+        .iter()
+        .find(|(_, p)| *p == port)
+        .map_or_else(|| json!(port), |(name, _)| json!(name));
+    let port_word = port_ref
+        .as_str()
+        .map_or_else(|| port.to_string(), str::to_owned);
+    let server = match existing_server {
+        Some(name) => name,
+        None => {
+            let name = format!("{}-{port_word}", id.name);
+            let labels: BTreeMap<&String, &String> = cw
+                .pod
+                .labels
+                .iter()
+                .filter(|(k, _)| !POD_SPECIFIC.contains(&k.as_str()))
+                .collect();
+            out.objects.push(ProposedObject {
+                manifest: json!({
+                    "apiVersion": "policy.linkerd.io/v1beta3",
+                    "kind": "Server",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "podSelector": {"matchLabels": labels},
+                        "port": port_ref,
+                        "accessPolicy": access.as_str(),
+                    },
+                }),
+                why: vec![format!(
+                    "{id} receives traffic on port {port}; no Server selects it (accessPolicy {})",
+                    access.as_str()
+                )],
+            });
+            name
+        }
+    };
+    let authn = format!("{server}-observed-clients");
+    let mut why: Vec<String> = admit
+        .values()
+        .chain(spiffe.values())
+        .flatten()
+        .cloned()
+        .collect();
+    why.sort();
+    let mut spec = serde_json::Map::new();
+    if !admit.is_empty() {
+        spec.insert(
+            "identityRefs".into(),
+            admit
+                .keys()
+                .map(|(sa_ns, sa)| {
+                    let mut r = json!({"kind": "ServiceAccount", "name": sa});
+                    if sa_ns != ns {
+                        r["namespace"] = json!(sa_ns);
+                    }
+                    r
+                })
+                .collect(),
+        );
+    }
+    if !spiffe.is_empty() {
+        // identities and identityRefs exclude each other: identities then name everyone.
+        let mut all: Vec<String> = admit
+            .keys()
+            .map(|(sa_ns, sa)| cluster.policy_for(ns).sa_identity(sa, sa_ns))
+            .collect();
+        all.extend(spiffe.keys().cloned());
+        spec.remove("identityRefs");
+        spec.insert("identities".into(), json!(all));
+    }
+    out.objects.push(ProposedObject {
+        manifest: json!({
+            "apiVersion": "policy.linkerd.io/v1alpha1",
+            "kind": "MeshTLSAuthentication",
+            "metadata": {"name": authn, "namespace": ns},
+            "spec": Value::Object(spec),
+        }),
+        why: why.clone(),
+    });
+    out.objects.push(ProposedObject {
+        manifest: json!({
+            "apiVersion": "policy.linkerd.io/v1alpha1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": format!("{server}-observed"), "namespace": ns},
+            "spec": {
+                "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": server},
+                "requiredAuthenticationRefs": [
+                    {"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication", "name": authn},
+                ],
+            },
+        }),
+        why,
+    });
+}
+
+/// The proposal's what-if on every observed edge into the targeted workloads: an edge it would
+/// deny that is not already listed as needing action is a flaw of the proposal.
+fn prove(
+    graph: &MeshGraph,
+    cluster: &Cluster,
+    targeted: &BTreeSet<&WorkloadRef>,
+    out: &mut Proposal,
+) {
+    if out.objects.is_empty() {
+        return;
+    }
+    let docs: Vec<Document> = out
+        .objects
+        .iter()
+        .map(|o| Document {
+            file: "proposal".into(),
+            line: 0,
+            value: o.manifest.clone(),
+        })
+        .collect();
+    let set = Manifests::from_documents(docs, Vec::new()).policy_set();
+    let after = cluster.with_proposed(&set);
+    for e in graph.edges.values().filter(|e| e.metrics.rps > 0.0) {
+        let Destination::Workload(dst) = &e.key.dst else {
+            continue;
+        };
+        if !targeted.contains(dst) {
+            continue;
+        }
+        let before = verdict_of(cluster, e).decision;
+        let now = verdict_of(&after, e).decision;
+        let listed = out
+            .needs_action
+            .iter()
+            .any(|n| n.caller == e.key.src.to_string() && &n.callee == dst);
+        if now == Decision::Denied && before != Decision::Denied && !listed {
+            out.newly_denied.push(format!(
+                "{} -> {dst}: {:.2} rps observed would be denied",
+                e.key.src, e.metrics.rps
+            ));
+        }
+    }
+}
+
+impl Proposal {
+    /// The objects as multi-document YAML that `meshctl apply -f` and `meshctl validate -f`
+    /// take, each preceded by its justification, and every caller that needs action as a
+    /// comment at the top.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::from(
+            "# Least-privilege Linkerd policy proposed by linkerd-mcp from observed traffic.\n",
+        );
+        for d in &self.newly_denied {
+            out.push_str(&format!("# WOULD DENY OBSERVED TRAFFIC: {d}\n"));
+        }
+        for n in &self.needs_action {
+            out.push_str(&format!(
+                "# needs action: {} -> {} ({:.2} rps): {}\n",
+                n.caller, n.callee, n.rps, n.advice
+            ));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("# note: {n}\n"));
+        }
+        for o in &self.objects {
+            out.push_str("---\n");
+            for w in &o.why {
+                out.push_str(&format!("# {w}\n"));
+            }
+            out.push_str(&serde_yaml_ng::to_string(&o.manifest).expect("a manifest serializes"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

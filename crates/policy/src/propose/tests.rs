@@ -1,0 +1,266 @@
+//! Proposals over emojivoto's real manifests: no policy, partial policy, callers that cannot be
+//! admitted by identity, and the proof.
+
+use std::time::{Duration, SystemTime};
+
+use mesh_model::{EdgeKey, Protocol};
+
+use super::*;
+
+const EMOJIVOTO: &str = include_str!("../../../../tools/kube-sim/seed/demo/emojivoto.yaml");
+const EMOJIVOTO_POLICY: &str =
+    include_str!("../../../../tools/kube-sim/seed/demo/emojivoto-policy.yaml");
+
+fn w(name: &str) -> WorkloadRef {
+    WorkloadRef {
+        namespace: "emojivoto".into(),
+        kind: "Deployment".into(),
+        name: name.into(),
+    }
+}
+
+fn id(sa: &str) -> String {
+    format!("{sa}.emojivoto.serviceaccount.identity.linkerd.cluster.local")
+}
+
+/// emojivoto's three calls, as the graph observes them (vote-bot runs as `default`).
+fn graph() -> MeshGraph {
+    let mut g = MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH);
+    for (from, to, protocol, sa, rps) in [
+        ("vote-bot", "web", Protocol::Http, "default", 4.0),
+        ("web", "emoji", Protocol::Grpc, "web", 4.0),
+        ("web", "voting", Protocol::Grpc, "web", 2.0),
+    ] {
+        let mut e = Edge::new(EdgeKey {
+            src: w(from),
+            dst: Destination::Workload(w(to)),
+            protocol,
+        });
+        e.tls = TlsStatus::Mtls;
+        e.client_identity = id(sa);
+        e.metrics.rps = rps;
+        g.edges.insert(e.key.clone(), e);
+    }
+    g
+}
+
+fn cluster(extra: &[&str]) -> Cluster {
+    let mut texts = vec![EMOJIVOTO];
+    texts.extend(extra);
+    let (c, problems) = Cluster::from_manifests(&texts);
+    assert!(problems.is_empty(), "{problems:?}");
+    c
+}
+
+fn emojivoto() -> Target {
+    Target {
+        namespace: "emojivoto".into(),
+        workload: None,
+    }
+}
+
+fn names(p: &Proposal) -> Vec<String> {
+    p.objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                o.manifest["kind"].as_str().unwrap(),
+                o.manifest["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_namespace_without_policy_gets_exactly_its_observed_callers() {
+    let (g, c) = (graph(), cluster(&[]));
+    let p = propose(&g, &c, &emojivoto(), Access::Deny).unwrap();
+    assert_eq!(
+        names(&p),
+        [
+            "Server emoji-grpc",
+            "MeshTLSAuthentication emoji-grpc-observed-clients",
+            "AuthorizationPolicy emoji-grpc-observed",
+            "Server voting-grpc",
+            "MeshTLSAuthentication voting-grpc-observed-clients",
+            "AuthorizationPolicy voting-grpc-observed",
+            "Server web-http",
+            "MeshTLSAuthentication web-http-observed-clients",
+            "AuthorizationPolicy web-http-observed",
+        ]
+    );
+    assert!(p.newly_denied.is_empty(), "{:?}", p.newly_denied);
+    assert!(p.needs_action.is_empty());
+    let web_clients = &p.objects[7].manifest["spec"]["identityRefs"];
+    assert_eq!(
+        web_clients,
+        &json!([{"kind": "ServiceAccount", "name": "default"}])
+    );
+    assert!(
+        p.objects[7].why[0].starts_with("emojivoto/vote-bot -> emojivoto/web: 4.00 rps observed"),
+        "{:?}",
+        p.objects[7].why
+    );
+    assert_eq!(p.objects[0].manifest["spec"]["accessPolicy"], "deny");
+    assert_eq!(p.objects[0].manifest["spec"]["port"], "grpc");
+    // The YAML validates as Linkerd would admit it, and the objects hold the justifications.
+    let yaml = p.to_yaml();
+    let (docs, problems) = crate::document::parse_text("proposal.yaml", &yaml);
+    let m = Manifests::from_documents(docs, problems);
+    assert!(m.validate().is_empty(), "{:?}\n{yaml}", m.validate());
+    assert_eq!(m.policy_count(), 9);
+    assert!(
+        yaml.contains("# emojivoto/web -> emojivoto/voting: 2.00 rps observed (grpc)"),
+        "{yaml}"
+    );
+    // Enforced: every observed caller admitted, anyone else refused.
+    let after = c.with_proposed(&m.policy_set());
+    for e in g.edges.values() {
+        assert_eq!(
+            verdict_of(&after, e).decision,
+            Decision::Allowed,
+            "{:?}",
+            e.key
+        );
+    }
+    let mut stranger = g.edges.values().next().unwrap().clone();
+    stranger.client_identity = id("intruder");
+    assert_eq!(verdict_of(&after, &stranger).decision, Decision::Denied);
+}
+
+#[test]
+fn existing_policy_is_respected_and_only_the_gap_is_proposed() {
+    // voting-grpc exists, with web admitted by a ServerAuthorization; emoji and web have none.
+    let partial = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: voting-grpc, namespace: emojivoto}\n\
+        spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
+        apiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\nmetadata: {name: voting-web, namespace: emojivoto}\n\
+        spec: {server: {name: voting-grpc}, client: {meshTLS: {serviceAccounts: [{name: web}]}}}\n";
+    let p = propose(&graph(), &cluster(&[partial]), &emojivoto(), Access::Audit).unwrap();
+    assert!(
+        names(&p).iter().all(|n| !n.contains("voting")),
+        "{:?}",
+        names(&p)
+    );
+    assert!(
+        p.notes.iter().any(
+            |n| n.contains("web -> emojivoto/voting: already admitted by emojivoto/voting-web")
+        ),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(p.objects[0].manifest["spec"]["accessPolicy"], "audit");
+    // emojivoto's published policy admits all three: nothing to propose.
+    let p = propose(
+        &graph(),
+        &cluster(&[EMOJIVOTO_POLICY]),
+        &emojivoto(),
+        Access::Deny,
+    )
+    .unwrap();
+    assert!(p.objects.is_empty(), "{:?}", names(&p));
+    // An existing Server without authorizations is reused, not duplicated.
+    let server_only = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web-front, namespace: emojivoto}\n\
+        spec: {podSelector: {matchLabels: {app: web-svc}}, port: http, accessPolicy: audit}\n";
+    let p = propose(
+        &graph(),
+        &cluster(&[server_only]),
+        &Target {
+            namespace: "emojivoto".into(),
+            workload: Some("web".into()),
+        },
+        Access::Deny,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&p),
+        [
+            "MeshTLSAuthentication web-front-observed-clients",
+            "AuthorizationPolicy web-front-observed"
+        ]
+    );
+    assert_eq!(
+        p.objects[1].manifest["spec"]["targetRef"]["name"],
+        "web-front"
+    );
+}
+
+#[test]
+fn callers_without_an_identity_are_listed_never_admitted() {
+    let mut g = graph();
+    let mut plain = Edge::new(EdgeKey {
+        src: WorkloadRef {
+            namespace: "legacy".into(),
+            kind: "Deployment".into(),
+            name: "cron".into(),
+        },
+        dst: Destination::Workload(w("web")),
+        protocol: Protocol::Http,
+    });
+    plain.tls = TlsStatus::Plaintext;
+    plain.no_tls_reason = "not_provided_by_remote".into();
+    plain.metrics.rps = 0.5;
+    g.edges.insert(plain.key.clone(), plain);
+    let p = propose(&g, &cluster(&[]), &emojivoto(), Access::Deny).unwrap();
+    let [n] = p.needs_action.as_slice() else {
+        panic!("{:?}", p.needs_action)
+    };
+    assert_eq!(n.caller, "legacy/cron");
+    assert!(
+        n.advice
+            .contains("not mTLS (not_provided_by_remote): mesh it, or admit its network"),
+        "{}",
+        n.advice
+    );
+    // It is not in the authentication, and the proof does not count it as a flaw.
+    assert!(!p.to_yaml().contains("cron.legacy"));
+    assert!(p.newly_denied.is_empty());
+    assert!(
+        p.to_yaml()
+            .contains("# needs action: legacy/cron -> emojivoto/web (0.50 rps)")
+    );
+}
+
+#[test]
+fn bad_targets_and_quiet_workloads_say_why() {
+    let (g, c) = (graph(), cluster(&[]));
+    assert_eq!(
+        propose(
+            &g,
+            &c,
+            &Target {
+                namespace: "nope".into(),
+                workload: None
+            },
+            Access::Deny
+        ),
+        Err(ProposeError::UnknownNamespace("nope".into()))
+    );
+    assert_eq!(
+        propose(
+            &g,
+            &c,
+            &Target {
+                namespace: "emojivoto".into(),
+                workload: Some("ghost".into())
+            },
+            Access::Deny
+        ),
+        Err(ProposeError::UnknownWorkload("emojivoto/ghost".into()))
+    );
+    let p = propose(
+        &MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH),
+        &c,
+        &emojivoto(),
+        Access::Deny,
+    )
+    .unwrap();
+    assert!(p.objects.is_empty());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("emojivoto/web: no traffic observed")),
+        "{:?}",
+        p.notes
+    );
+}
