@@ -96,6 +96,16 @@ pub enum Command {
     },
     /// `policy <ns/workload>`: the policy objects and verdicts for its inbound edges.
     Policy(WorkloadArg),
+    /// `lockdown <namespace>[/<workload>] [since=7d]`: least-privilege policy proposed from the
+    /// traffic observed.
+    Lockdown {
+        /// The namespace.
+        namespace: String,
+        /// One workload of it.
+        workload: Option<String>,
+        /// How far back to look (mesh-mcp reads its Prometheus); `None`: its graph's window.
+        since: Option<std::time::Duration>,
+    },
     /// `authz apply` / `route apply`: opens the manifest form.
     Apply(ApplyKind),
     /// `alerts on [ns=a,b] [kind=plaintext,...]` / `alerts off`.
@@ -137,6 +147,10 @@ pub const USAGE: &[(&str, &str)] = &[
         "may src reach dst, and which policy says so",
     ),
     ("policy <ns/workload>", "the policy protecting a workload"),
+    (
+        "lockdown <namespace>[/<workload>] [since=7d]",
+        "least-privilege policy proposed from observed traffic",
+    ),
     (
         "authz apply",
         "propose an AuthorizationPolicy (opens a form; needs approval)",
@@ -265,6 +279,48 @@ pub fn parse(text: &str) -> Result<Command, Usage> {
                 "who-calls" => Command::WhoCalls(w),
                 "routes" => Command::Routes(w),
                 _ => Command::Policy(w),
+            })
+        }
+        "lockdown" => {
+            let Some(target) = rest.first() else {
+                return Err(Usage::of("which namespace?", "lockdown"));
+            };
+            let (namespace, workload) = match target.split_once('/') {
+                Some((ns, w)) => (ns, Some(w)),
+                None => (*target, None),
+            };
+            if !is_label(namespace) || workload.is_some_and(|w| !is_label(w)) {
+                return Err(Usage::of(
+                    format!(
+                        "`{}` is not a namespace (or namespace/workload) of Kubernetes names",
+                        clip(target)
+                    ),
+                    "lockdown",
+                ));
+            }
+            let since = match rest.get(1) {
+                None => None,
+                Some(s) => {
+                    let v = s.strip_prefix("since=").ok_or_else(|| {
+                        Usage::of(
+                            format!("unexpected `{}`; say since=7d", clip(s)),
+                            "lockdown",
+                        )
+                    })?;
+                    let d = humantime::parse_duration(v).map_err(|_| {
+                        Usage::of(
+                            format!("`{}` is not a duration like 7d or 24h", clip(v)),
+                            "lockdown",
+                        )
+                    })?;
+                    Some(d)
+                }
+            };
+            no_more(rest.get(2..).unwrap_or_default(), "lockdown")?;
+            Ok(Command::Lockdown {
+                namespace: namespace.to_owned(),
+                workload: workload.map(str::to_owned),
+                since,
             })
         }
         "tls" => {
@@ -408,6 +464,34 @@ mod tests {
         );
         assert_eq!(parse("policy a/b").unwrap(), Command::Policy(w("a", "b")));
         assert_eq!(parse("routes a/b").unwrap(), Command::Routes(w("a", "b")));
+        assert_eq!(
+            parse("lockdown emojivoto since=7d").unwrap(),
+            Command::Lockdown {
+                namespace: "emojivoto".into(),
+                workload: None,
+                since: Some(std::time::Duration::from_secs(7 * 86_400)),
+            }
+        );
+        assert_eq!(
+            parse("lockdown emojivoto/web").unwrap(),
+            Command::Lockdown {
+                namespace: "emojivoto".into(),
+                workload: Some("web".into()),
+                since: None,
+            }
+        );
+        assert!(
+            parse("lockdown")
+                .unwrap_err()
+                .problem
+                .contains("which namespace?")
+        );
+        assert!(
+            parse("lockdown x since=soon")
+                .unwrap_err()
+                .problem
+                .contains("not a duration")
+        );
         assert_eq!(parse("tls").unwrap(), Command::Tls);
         assert_eq!(
             parse("failing").unwrap(),

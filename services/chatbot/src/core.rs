@@ -122,6 +122,11 @@ impl Mcp {
             Command::Failing { threshold } => self.failing(*threshold).await,
             Command::Explain { from, to, port } => self.explain(from, to, *port).await,
             Command::Policy(w) => self.policy(w).await,
+            Command::Lockdown {
+                namespace,
+                workload,
+                since,
+            } => self.lockdown(namespace, workload.as_deref(), *since).await,
             Command::Apply(_) | Command::Alerts { .. } | Command::Help => Ok(help()),
         };
         out.unwrap_or_else(|s| status_reply("The mesh service could not answer", &s))
@@ -269,6 +274,58 @@ impl Mcp {
             r = r.code(route_table(&routes, MAX_ROWS), "routes.txt");
         }
         Ok(r.note(freshness(&g)))
+    }
+
+    async fn lockdown(
+        &self,
+        namespace: &str,
+        workload: Option<&str>,
+        since: Option<std::time::Duration>,
+    ) -> Result<Reply, McpError> {
+        let req = pb::ProposePolicyRequest {
+            namespace: namespace.to_owned(),
+            workload: workload.unwrap_or_default().to_owned(),
+            since: since.map(|d| pbjson_types::Duration {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            audit: false,
+        };
+        let p = self
+            .client()
+            .propose_policy(self.request(req)?)
+            .await?
+            .into_inner();
+        let target = workload.map_or_else(|| namespace.to_owned(), |w| format!("{namespace}/{w}"));
+        let mut r = Reply::new(format!("Least-privilege policy for {target}"))
+            .field("Objects", p.objects.len().to_string())
+            .field("Callers needing action", p.needs_action.len().to_string());
+        if !p.newly_denied.is_empty() {
+            r.tone = Tone::Warn;
+            r = r.text(format!(
+                "This proposal would deny observed traffic: {}",
+                p.newly_denied.join("; ")
+            ));
+        } else if p.objects.is_empty() {
+            r.tone = Tone::Good;
+            r = r.text("Nothing to propose: the policy in force already admits exactly the callers observed, or nothing called.");
+        } else {
+            r = r.text("Every observed caller stays admitted; anyone else would be denied.");
+        }
+        for n in p.needs_action.iter().take(MAX_ROWS) {
+            let callee = n
+                .callee
+                .as_ref()
+                .map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name));
+            r = r.text(format!(
+                "Needs action: {} -> {callee}: {}",
+                n.caller, n.advice
+            ));
+        }
+        if !p.objects.is_empty() {
+            r = r.code(p.yaml, "proposal.yaml");
+        }
+        Ok(r)
     }
 
     async fn plaintext(&self) -> Result<Reply, McpError> {

@@ -395,6 +395,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Apply(ApplyKind::Authz) => "authz-apply",
         Command::Apply(ApplyKind::Route) => "route-apply",
         Command::Alerts { .. } => "alerts",
+        Command::Lockdown { .. } => "lockdown",
         Command::Help => "help",
     }
 }
