@@ -206,6 +206,34 @@ impl PrometheusSource {
         Ok(parsed.data.map(|d| d.result).unwrap_or_default())
     }
 
+    /// How much history Prometheus keeps (`--storage.tsdb.retention.time`, from
+    /// `/api/v1/status/flags`; its default, 15 days, when unset). `None` when it does not say.
+    pub async fn retention(&self) -> Result<Option<Duration>, PromError> {
+        #[derive(Deserialize)]
+        struct Flags {
+            #[serde(default)]
+            data: HashMap<String, String>,
+        }
+        let url = format!("{}/api/v1/status/flags", self.base);
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let Ok(flags) = resp.json::<Flags>().await else {
+            return Ok(None);
+        };
+        Ok(flags
+            .data
+            .get("storage.tsdb.retention.time")
+            .and_then(|v| match v.as_str() {
+                // Unset: Prometheus's default.
+                "0s" | "" => Some(Duration::from_secs(15 * 86_400)),
+                v => humantime::parse_duration(v).ok(),
+            }))
+    }
+
     fn transport_error(&self, e: &reqwest::Error) -> PromError {
         if e.is_timeout() {
             return PromError::Timeout {

@@ -129,9 +129,10 @@ impl GraphService {
             Status::unavailable(format!("proposing policy needs the cluster: {why}"))
         })?;
         let cluster = applier.ready_cluster().map_err(Status::from)?;
+        let mut notes = Vec::new();
         let graph: Arc<MeshGraph> = match r.since {
             Some(since) if since.seconds > 0 => {
-                let since = Duration::from_secs(u64::try_from(since.seconds).unwrap_or(0));
+                let mut since = Duration::from_secs(u64::try_from(since.seconds).unwrap_or(0));
                 if since > Duration::from_secs(90 * 24 * 3600) {
                     return Err(Status::invalid_argument(
                         "since: longer than 90 days; Prometheus keeps 15 days by default",
@@ -143,6 +144,21 @@ impl GraphService {
                          leave since out to use the served graph's window",
                     )
                 })?;
+                // Longer than Prometheus keeps: say so, and use what exists.
+                let probe =
+                    mesh_prometheus::PrometheusSource::new(url, since, Duration::from_secs(10))
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if let Ok(Some(kept)) = probe.retention().await
+                    && kept < since
+                {
+                    notes.push(format!(
+                        "Prometheus keeps {} of history, less than the {} asked for: the proposal rests on the {} that exist",
+                        humantime::format_duration(kept),
+                        humantime::format_duration(since),
+                        humantime::format_duration(kept)
+                    ));
+                    since = kept;
+                }
                 // Long windows are one range-free query each: increase() over the window.
                 let source =
                     mesh_prometheus::PrometheusSource::new(url, since, Duration::from_secs(60))
@@ -198,7 +214,7 @@ impl GraphService {
                 })
                 .collect(),
             newly_denied: p.newly_denied.clone(),
-            notes: p.notes.clone(),
+            notes: notes.into_iter().chain(p.notes.iter().cloned()).collect(),
             yaml: p.to_yaml(),
             window: Some(pbjson_types::Duration {
                 seconds: i64::try_from(graph.window.as_secs()).unwrap_or(i64::MAX),

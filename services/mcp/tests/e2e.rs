@@ -924,6 +924,34 @@ async fn rate_limits_and_egress_show_as_the_proxies_enforce_them() {
             .any(|c| c.contains("trafficPolicy Deny refuses")),
         "{chain:?}"
     );
+
+    // A proposal over a window longer than Prometheus keeps says so and uses what exists.
+    let mut r = Request::new(pb::ProposePolicyRequest {
+        namespace: "emojivoto".into(),
+        since: Some(pbjson_types::Duration {
+            seconds: 30 * 86_400,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("authorization", "Bearer adm1n".parse().unwrap());
+    let p = c.clone().propose_policy(r).await.unwrap().into_inner();
+    assert!(
+        p.notes[0]
+            .starts_with("Prometheus keeps 15days of history, less than the 30days asked for"),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(p.window.unwrap().seconds, 15 * 86_400);
+    assert!(
+        p.objects
+            .iter()
+            .any(|o| o.kind == "Server" && o.name == "voting-grpc"),
+        "{:?}",
+        p.objects
+    );
+    assert!(p.newly_denied.is_empty(), "{:?}", p.newly_denied);
 }
 
 /// Redis is only a cache: while it is down mesh-mcp keeps answering from the graph it holds,
