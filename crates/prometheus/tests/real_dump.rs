@@ -18,7 +18,7 @@ use std::{
 
 use mesh_model::{Destination, Protocol, TlsStatus, WorkloadRef};
 use mesh_prometheus::PrometheusSource;
-use mesh_testkit::Prometheus;
+use mesh_testkit::{Prometheus, poll};
 
 const DUMP: &str = include_str!("fixtures/proxy-metrics/linkerd2-prommatch-sampleMetrics.txt");
 const NAMESPACE: &str = "linkerd-opaque-ports-test";
@@ -95,11 +95,12 @@ async fn the_real_2022_dump_gives_its_opaque_mtls_edge_and_nothing_else() {
         name: "opaque-pod".into(),
     };
     // A bounded poll: the window fills with scrapes before the rates settle.
-    let mut last = String::new();
-    let mut settled = None;
-    for _ in 0..60 {
-        if let Ok(g) = source.graph(SystemTime::now()).await {
-            last = format!(
+    let last = std::cell::RefCell::new(String::new());
+    let graph = poll(Duration::from_secs(60), Duration::from_secs(1), || {
+        let (source, src, dst, last) = (&source, &src, &dst, &last);
+        async move {
+            let g = source.graph(SystemTime::now()).await.ok()?;
+            *last.borrow_mut() = format!(
                 "{:#?}",
                 g.edges
                     .values()
@@ -107,20 +108,18 @@ async fn the_real_2022_dump_gives_its_opaque_mtls_edge_and_nothing_else() {
                     .collect::<Vec<_>>()
             );
             let hit = g.edges.values().any(|e| {
-                e.key.src == src
+                e.key.src == *src
                     && e.key.dst == Destination::Workload(dst.clone())
                     // One connection opened per second, 8323 bytes read per second.
                     && (e.metrics.rps - 1.0).abs() <= 0.1
                     && (e.metrics.read_bytes_per_sec - 8323.0).abs() <= 832.3
             });
-            if hit {
-                settled = Some(g);
-                break;
-            }
+            hit.then_some(g)
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let graph = settled.unwrap_or_else(|| panic!("the dump's edge never settled: {last}"));
+    })
+    .await;
+    let last = last.into_inner();
+    let graph = graph.unwrap_or_else(|| panic!("the dump's edge never settled: {last}"));
     assert_eq!(graph.edges.len(), 1, "only the opaque edge: {last}");
     let e = graph.edges.values().next().unwrap();
     assert_eq!(e.key.protocol, Protocol::Tcp);
