@@ -283,15 +283,41 @@ pub struct RouteId {
     pub parent: String,
 }
 
+impl RouteId {
+    /// Linkerd's own route as `[default http]`, else the route's name alone.
+    pub fn short_name(&self) -> String {
+        if self.is_default() {
+            format!("[default {}]", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Linkerd's own route as `[default http]`, else `namespace/name`.
+    pub fn qualified_name(&self) -> String {
+        if self.is_default() {
+            self.short_name()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.kind == "default"
+    }
+}
+
 impl fmt::Display for RouteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kind == "default" {
-            write!(f, "[default {}] on {}", self.name, self.parent)
+        if self.is_default() {
+            write!(f, "{} on {}", self.short_name(), self.parent)
         } else {
             write!(
                 f,
-                "{} {}/{} on {}",
-                self.kind, self.namespace, self.name, self.parent
+                "{} {} on {}",
+                self.kind,
+                self.qualified_name(),
+                self.parent
             )
         }
     }

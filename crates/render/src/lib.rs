@@ -237,14 +237,10 @@ impl View {
             }
             // The route failing the most requests, when the proxies report routes.
             if let Some(r) = e.worst_route() {
-                let name = if r.id.kind == "default" {
-                    format!("[default {}]", r.id.name)
-                } else {
-                    r.id.name.clone()
-                };
                 let _ = write!(
                     label,
-                    "\nworst route {name} {}%",
+                    "\nworst route {} {}%",
+                    r.id.short_name(),
                     fmt_num(r.success_rate.unwrap_or(1.0) * 100.0)
                 );
             }

@@ -471,11 +471,7 @@ pub fn routes_table(graph: &MeshGraph) -> String {
     let ms = |v: Option<f64>| opt(v, |p| format!("{p:.0}ms"));
     for e in graph.edges.values() {
         for r in &e.routes {
-            let route = if r.id.kind == "default" {
-                format!("[default {}]", r.id.name)
-            } else {
-                format!("{}/{}", r.id.namespace, r.id.name)
-            };
+            let route = r.id.qualified_name();
             rows.push(vec![
                 format!("{}/{}", e.key.src.namespace, e.key.src.name),
                 e.key.dst.to_string(),
@@ -903,11 +899,7 @@ fn routes_cell(e: &mesh_model::Edge) -> String {
         (n, None) => format!("{n} ok"),
         (n, Some(w)) => format!(
             "{n}, worst {} {}",
-            if w.id.kind == "default" {
-                format!("[default {}]", w.id.name)
-            } else {
-                w.id.name.clone()
-            },
+            w.id.short_name(),
             opt(w.success_rate, |s| format!("{:.1}%", s * 100.0))
         ),
     }

@@ -84,11 +84,13 @@ pub(super) fn edge_row(e: &pb::Edge) -> Value {
 /// One route of an edge, as agents read it: which route on which parent, and how it fares.
 pub(super) fn route_row(r: &pb::RouteStats) -> Value {
     let mut row = json!({
-        "route": if r.route_kind == "default" {
-            format!("[default {}]", r.route_name)
-        } else {
-            format!("{}/{}", r.route_namespace, r.route_name)
-        },
+        "route": mesh_model::RouteId {
+            kind: r.route_kind.clone(),
+            namespace: r.route_namespace.clone(),
+            name: r.route_name.clone(),
+            parent: String::new(),
+        }
+        .qualified_name(),
         "kind": r.route_kind,
         "parent": r.parent,
         "rps": (r.rps * 100.0).round() / 100.0,
