@@ -209,6 +209,63 @@ fn invalid(field: String, reason: impl Into<String>) -> TopologyError {
     }
 }
 
+fn check_latency(l: Latency, at: &str) -> Result<(), TopologyError> {
+    if l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99.is_finite() {
+        return Ok(());
+    }
+    Err(invalid(
+        at.to_owned(),
+        format!(
+            "need 0 < p50 <= p95 <= p99, got {} / {} / {}",
+            l.p50, l.p95, l.p99
+        ),
+    ))
+}
+
+/// The routes of an edge or egress flow at `at`: named, unique, shares 0..1 adding up to 1 at
+/// most, success rates 0..1, latencies ordered.
+fn check_routes(routes: &[RouteTraffic], at: &str) -> Result<(), TopologyError> {
+    let mut names = BTreeSet::new();
+    let mut total = 0.0;
+    for (r, route) in routes.iter().enumerate() {
+        let at = |f: &str| format!("{at}.routes[{r}].{f}");
+        if !mesh_model::is_dns_subdomain(&route.name) {
+            return Err(invalid(
+                at("name"),
+                format!("{:?} is not a Kubernetes name", route.name),
+            ));
+        }
+        if !names.insert(route.name.as_str()) {
+            return Err(invalid(
+                at("name"),
+                format!("duplicate route {}", route.name),
+            ));
+        }
+        if !(0.0..=1.0).contains(&route.share) {
+            return Err(invalid(
+                at("share"),
+                format!("{} is outside 0..1", route.share),
+            ));
+        }
+        total += route.share;
+        if let Some(sr) = route.success_rate
+            && !(0.0..=1.0).contains(&sr)
+        {
+            return Err(invalid(at("success_rate"), format!("{sr} is outside 0..1")));
+        }
+        if let Some(l) = route.latency_ms {
+            check_latency(l, &at("latency_ms"))?;
+        }
+    }
+    if total > 1.0 + 1e-9 {
+        return Err(invalid(
+            format!("{at}.routes"),
+            format!("the shares add up to {total}, more than 1"),
+        ));
+    }
+    Ok(())
+}
+
 // === impl Topology ===
 
 impl Topology {
@@ -296,68 +353,14 @@ impl Topology {
                     format!("{} is outside 0..1", e.success_rate),
                 ));
             }
-            let l = e.latency_ms;
-            if !(l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99.is_finite()) {
-                return Err(invalid(
-                    at("latency_ms"),
-                    format!(
-                        "need 0 < p50 <= p95 <= p99, got {} / {} / {}",
-                        l.p50, l.p95, l.p99
-                    ),
-                ));
-            }
+            check_latency(e.latency_ms, &at("latency_ms"))?;
             if e.port == 0 {
                 return Err(invalid(at("port"), "must be 1..65535"));
             }
             if e.tls == Some(true) && !self.both_meshed(e) {
                 return Err(invalid(at("tls"), "mTLS needs both ends meshed"));
             }
-            let mut names = BTreeSet::new();
-            let mut total = 0.0;
-            for (r, route) in e.routes.iter().enumerate() {
-                let at = |f: &str| format!("edges[{i}].routes[{r}].{f}");
-                if !mesh_model::is_dns_subdomain(&route.name) {
-                    return Err(invalid(
-                        at("name"),
-                        format!("{:?} is not a Kubernetes name", route.name),
-                    ));
-                }
-                if !names.insert(route.name.as_str()) {
-                    return Err(invalid(
-                        at("name"),
-                        format!("duplicate route {}", route.name),
-                    ));
-                }
-                if !(0.0..=1.0).contains(&route.share) {
-                    return Err(invalid(
-                        at("share"),
-                        format!("{} is outside 0..1", route.share),
-                    ));
-                }
-                total += route.share;
-                if let Some(sr) = route.success_rate
-                    && !(0.0..=1.0).contains(&sr)
-                {
-                    return Err(invalid(at("success_rate"), format!("{sr} is outside 0..1")));
-                }
-                if let Some(l) = route.latency_ms
-                    && !(l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99.is_finite())
-                {
-                    return Err(invalid(
-                        at("latency_ms"),
-                        format!(
-                            "need 0 < p50 <= p95 <= p99, got {} / {} / {}",
-                            l.p50, l.p95, l.p99
-                        ),
-                    ));
-                }
-            }
-            if total > 1.0 + 1e-9 {
-                return Err(invalid(
-                    at("routes"),
-                    format!("the shares add up to {total}, more than 1"),
-                ));
-            }
+            check_routes(&e.routes, &format!("edges[{i}]"))?;
             if !e.routes.is_empty() && e.protocol == "tcp" {
                 return Err(invalid(
                     at("routes"),
@@ -409,13 +412,7 @@ impl Topology {
                     "needs a rate of 0 or more and a port 1..65535",
                 ));
             }
-            let total: f64 = x.routes.iter().map(|r| r.share).sum();
-            if x.routes.iter().any(|r| !(0.0..=1.0).contains(&r.share)) || total > 1.0 + 1e-9 {
-                return Err(invalid(
-                    at("routes"),
-                    "shares must be 0..1 and add up to 1 at most",
-                ));
-            }
+            check_routes(&x.routes, &format!("egress[{i}]"))?;
         }
         Ok(())
     }
