@@ -219,6 +219,13 @@ impl GraphQueries {
         let out = selector(&[eq("direction", "outbound")]);
         let out_dst = selector(&[eq("direction", "outbound"), eq("peer", "dst")]);
         let egress = selector(&[eq("parent_kind", "EgressNetwork")]);
+        // stat-outbound's queries, grouped by every owner label and the whole route, parent
+        // and backend (viz groups by one resource and names only); for egress, the route-level
+        // families of EgressNetwork parents.
+        let (route_statuses, route_latency) =
+            route_family_queries(&ROUTE_FAMILIES, &ROUTE_LABELS, "", &w);
+        let (egress_statuses, egress_latency) =
+            route_family_queries(&EGRESS_FAMILIES, &EGRESS_LABELS, &egress, &w);
         let edge: Vec<&str> = [src_labels(), dst_labels()].concat();
         let with = |extra: &[&'static str]| [edge.clone(), extra.to_vec()].concat();
         let tls = ["tls", "server_id", "no_tls_reason"];
@@ -272,29 +279,32 @@ impl GraphQueries {
                 };
                 sum_increase(m, "", &w, &by)
             }),
-            // stat-outbound's queries, grouped by every owner label and the whole route,
-            // parent and backend (viz groups by one resource and names only).
-            route_statuses: ROUTE_FAMILIES.map(|(family, status, _)| {
-                let by: Vec<&str> =
-                    [src_labels(), ROUTE_LABELS.to_vec(), vec![status, "error"]].concat();
-                sum_increase(&format!("{family}_statuses_total"), "", &w, &by)
-            }),
-            egress_statuses: EGRESS_FAMILIES.map(|(family, status, _)| {
-                let by: Vec<&str> =
-                    [src_labels(), EGRESS_LABELS.to_vec(), vec![status, "error"]].concat();
-                sum_increase(&format!("{family}_statuses_total"), &egress, &w, &by)
-            }),
-            egress_latency: EGRESS_FAMILIES.map(|(family, _, _)| {
-                let by: Vec<&str> = [src_labels(), EGRESS_LABELS.to_vec()].concat();
-                QUANTILES
-                    .map(|q| quantile(q, &format!("{family}_duration_seconds"), &egress, &w, &by))
-            }),
-            route_latency: ROUTE_FAMILIES.map(|(family, _, _)| {
-                let by: Vec<&str> = [src_labels(), ROUTE_LABELS.to_vec()].concat();
-                QUANTILES.map(|q| quantile(q, &format!("{family}_duration_seconds"), "", &w, &by))
-            }),
+            route_statuses,
+            route_latency,
+            egress_statuses,
+            egress_latency,
         }
     }
+}
+
+/// For each route family, the statuses query (`<family>_statuses_total` by owner labels,
+/// `labels`, status and error) and the three latency quantiles (`<family>_duration_seconds`),
+/// over series matching `sel`.
+fn route_family_queries(
+    families: &[(&str, &str, bool); 2],
+    labels: &[&'static str],
+    sel: &str,
+    w: &str,
+) -> ([String; 2], [[String; 3]; 2]) {
+    let by: Vec<&str> = [src_labels(), labels.to_vec()].concat();
+    let statuses = families.map(|(family, status, _)| {
+        let by: Vec<&str> = [by.clone(), vec![status, "error"]].concat();
+        sum_increase(&format!("{family}_statuses_total"), sel, w, &by)
+    });
+    let latency = families.map(|(family, _, _)| {
+        QUANTILES.map(|q| quantile(q, &format!("{family}_duration_seconds"), sel, w, &by))
+    });
+    (statuses, latency)
 }
 
 #[cfg(test)]
