@@ -99,78 +99,85 @@ pub(crate) fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Medians of building a mesh's graph and publishing the next minute's as a delta.
+struct BuildFigures {
+    edges: usize,
+    routes: usize,
+    upserted: usize,
+    removed: usize,
+    build: Duration,
+    delta: Duration,
+}
+
+/// Builds `t` with `build` and advances the published view to `next`, `runs` times.
+fn build_and_delta(
+    t: &Topology,
+    next: &Topology,
+    build: fn(&Topology) -> MeshGraph,
+    runs: usize,
+) -> BuildFigures {
+    let (mut builds, mut deltas) = (Vec::new(), Vec::new());
+    let mut sizes = (0, 0, 0, 0);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let a = build(t);
+        builds.push(start.elapsed());
+        let b = build(next);
+        let mut view = PublishedView::new(a, MetricTolerance::default());
+        let start = Instant::now();
+        let d = view.advance(b).expect("the mesh changed");
+        deltas.push(start.elapsed());
+        let g = view.graph();
+        sizes = (
+            g.edges.len(),
+            g.edges.values().map(|e| e.routes.len()).sum(),
+            d.upserted_edges.len(),
+            d.removed_edges.len(),
+        );
+    }
+    BuildFigures {
+        edges: sizes.0,
+        routes: sizes.1,
+        upserted: sizes.2,
+        removed: sizes.3,
+        build: median(builds),
+        delta: median(deltas),
+    }
+}
+
 /// Runs one case in this process and prints `key=value` figures.
 fn run_case(case: &str, n: usize) {
     let t = meshsim::generate(n, 1).expect("generated topology is valid");
     let runs = if n >= 10_000 { 5 } else { 15 };
     match case {
         "graph" => {
-            let next = next_minute(&t);
-            let (mut builds, mut deltas) = (Vec::new(), Vec::new());
-            let mut sizes = (0, 0, 0);
-            for _ in 0..runs {
-                let start = Instant::now();
-                let a = build(&t);
-                builds.push(start.elapsed());
-                let b = build(&next);
-                let mut view = PublishedView::new(a, MetricTolerance::default());
-                let start = Instant::now();
-                let d = view.advance(b).expect("the mesh changed");
-                deltas.push(start.elapsed());
-                sizes = (
-                    view.graph().edges.len(),
-                    d.upserted_edges.len(),
-                    d.removed_edges.len(),
-                );
-            }
-            let (b, d) = (median(builds), median(deltas));
+            let r = build_and_delta(&t, &next_minute(&t), build, runs);
             println!(
                 "edges={} upserted={} removed={} build_ms={:.2} delta_ms={:.2} total_ms={:.2} peak_mib={:.1}",
-                sizes.0,
-                sizes.1,
-                sizes.2,
-                ms(b),
-                ms(d),
-                ms(b + d),
+                r.edges,
+                r.upserted,
+                r.removed,
+                ms(r.build),
+                ms(r.delta),
+                ms(r.build + r.delta),
                 peak_rss_kib() as f64 / 1024.0
             );
         }
         "routes" => {
             // Five routes per HTTP/gRPC edge, built and published as delta, as "graph" does.
             let (t, next) = (with_routes(&t, 5), with_routes(&next_minute(&t), 5));
-            let (mut builds, mut deltas) = (Vec::new(), Vec::new());
-            let mut sizes = (0, 0, 0);
-            for _ in 0..runs {
-                let start = Instant::now();
-                let a = build_routes(&t);
-                builds.push(start.elapsed());
-                let b = build_routes(&next);
-                let mut view = PublishedView::new(a, MetricTolerance::default());
-                let start = Instant::now();
-                let d = view.advance(b).expect("the mesh changed");
-                deltas.push(start.elapsed());
-                sizes = (
-                    view.graph().edges.len(),
-                    view.graph()
-                        .edges
-                        .values()
-                        .map(|e| e.routes.len())
-                        .sum::<usize>(),
-                    d.upserted_edges.len(),
-                );
-            }
+            let r = build_and_delta(&t, &next, build_routes, runs);
             let with =
                 prost::Message::encoded_len(&mesh_proto::pb::MeshGraph::from(&build_routes(&t)));
             let without = prost::Message::encoded_len(&mesh_proto::pb::MeshGraph::from(&build(&t)));
-            let (b, d) = (median(builds), median(deltas));
             println!(
                 "edges={} routes={} upserted={} build_ms={:.2} delta_ms={:.2} total_ms={:.2} peak_mib={:.1} payload_kib={} payload_without_routes_kib={} payload_ratio={:.2}",
-                sizes.0,
-                sizes.1,
-                sizes.2,
-                ms(b),
-                ms(d),
-                ms(b + d),
+                r.edges,
+                r.routes,
+                r.upserted,
+                ms(r.build),
+                ms(r.delta),
+                ms(r.build + r.delta),
                 peak_rss_kib() as f64 / 1024.0,
                 with / 1024,
                 without / 1024,
