@@ -181,7 +181,8 @@ impl Mcp {
         Ok(r.note(freshness(&g)))
     }
 
-    async fn edges(&self, w: &WorkloadArg, callers_only: bool) -> Result<Reply, McpError> {
+    /// The graph around workload `w`, or the refusal to answer when the mesh does not know it.
+    async fn workload_graph(&self, w: &WorkloadArg) -> Result<Result<MeshGraph, Reply>, McpError> {
         let g = self
             .graph(pb::GetMeshGraphRequest {
                 workload: w.to_string(),
@@ -192,12 +193,21 @@ impl Mcp {
             .workloads
             .keys()
             .any(|k| k.namespace == w.namespace && k.name == w.name);
-        if !known {
-            return Ok(Reply::refusal(
+        Ok(if known {
+            Ok(g)
+        } else {
+            Err(Reply::refusal(
                 format!("No workload {w}"),
                 format!("The mesh has no workload {w} with traffic in the window."),
-            ));
-        }
+            ))
+        })
+    }
+
+    async fn edges(&self, w: &WorkloadArg, callers_only: bool) -> Result<Reply, McpError> {
+        let g = match self.workload_graph(w).await? {
+            Ok(g) => g,
+            Err(refusal) => return Ok(refusal),
+        };
         let is_dst = |e: &&mesh_model::Edge| matches!(&e.key.dst, Destination::Workload(d) if d.namespace == w.namespace && d.name == w.name);
         let mut list: Vec<_> = g
             .edges
@@ -227,22 +237,10 @@ impl Mcp {
     }
 
     async fn routes(&self, w: &WorkloadArg) -> Result<Reply, McpError> {
-        let g = self
-            .graph(pb::GetMeshGraphRequest {
-                workload: w.to_string(),
-                ..Default::default()
-            })
-            .await?;
-        let known = g
-            .workloads
-            .keys()
-            .any(|k| k.namespace == w.namespace && k.name == w.name);
-        if !known {
-            return Ok(Reply::refusal(
-                format!("No workload {w}"),
-                format!("The mesh has no workload {w} with traffic in the window."),
-            ));
-        }
+        let g = match self.workload_graph(w).await? {
+            Ok(g) => g,
+            Err(refusal) => return Ok(refusal),
+        };
         let mut routes: Vec<(&mesh_model::Edge, &mesh_model::RouteStats)> = g
             .edges
             .values()
