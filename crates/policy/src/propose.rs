@@ -276,38 +276,34 @@ fn propose_for(
         .cloned()
         .collect();
     why.sort();
-    let mut spec = serde_json::Map::new();
-    if !admit.is_empty() {
-        spec.insert(
-            "identityRefs".into(),
-            admit
-                .keys()
-                .map(|(sa_ns, sa)| {
-                    let mut r = json!({"kind": "ServiceAccount", "name": sa});
-                    if sa_ns != ns {
-                        r["namespace"] = json!(sa_ns);
-                    }
-                    r
-                })
-                .collect(),
-        );
-    }
-    if !spiffe.is_empty() {
-        // identities and identityRefs exclude each other: identities then name everyone.
+    // identities and identityRefs exclude each other: a caller whose identity is not a
+    // service account's makes the authentication name everyone by identity.
+    let spec = if spiffe.is_empty() {
+        let refs: Vec<Value> = admit
+            .keys()
+            .map(|(sa_ns, sa)| {
+                let mut r = json!({"kind": "ServiceAccount", "name": sa});
+                if sa_ns != ns {
+                    r["namespace"] = json!(sa_ns);
+                }
+                r
+            })
+            .collect();
+        json!({ "identityRefs": refs })
+    } else {
         let mut all: Vec<String> = admit
             .keys()
             .map(|(sa_ns, sa)| cluster.policy_for(ns).sa_identity(sa, sa_ns))
             .collect();
         all.extend(spiffe.keys().cloned());
-        spec.remove("identityRefs");
-        spec.insert("identities".into(), json!(all));
-    }
+        json!({ "identities": all })
+    };
     out.objects.push(ProposedObject {
         manifest: json!({
             "apiVersion": "policy.linkerd.io/v1alpha1",
             "kind": "MeshTLSAuthentication",
             "metadata": {"name": authn, "namespace": ns},
-            "spec": Value::Object(spec),
+            "spec": spec,
         }),
         why: why.clone(),
     });
