@@ -20,19 +20,74 @@ async fn sim_as(
     t: meshsim::Topology,
     version: meshsim::LinkerdVersion,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
+    s.set_version(version);
+    serve_sim(Arc::new(tokio::sync::Mutex::new(s))).await
+}
+
+/// Serves `sim` on a free loopback port until the returned sender is dropped.
+async fn serve_sim(sim: meshsim::SharedSim) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(meshsim::serve_shared(l, sim, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// kube-sim with the Linkerd CRDs, emojivoto without its published policy, and the RBAC that
+/// lets the collector's and mesh-mcp's identities (`collector-token`, `mcp-token`) watch it.
+async fn emojivoto_cluster() -> kube_sim::KubeSim {
+    let seed =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
+    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
+                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
+            .into(),
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
+        let text = std::fs::read_to_string(seed.join(f)).unwrap();
+        cluster.load_yaml(&text).await.unwrap();
+    }
+    cluster
+}
+
+/// emojivoto, with vote-bot also calling voting (3/s, all successful).
+fn emojivoto_with_vote_bot_calling_voting() -> meshsim::Topology {
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    let mut second = t
+        .edges
+        .iter()
+        .find(|e| e.to == "emojivoto/voting")
+        .unwrap()
+        .clone();
+    second.from = "emojivoto/vote-bot".into();
+    second.rps = 3.0;
+    second.success_rate = 1.0;
+    t.edges.push(second);
+    t
+}
+
+/// meshsim impersonating `version`'s proxies, refusing what `cluster`'s policy denies as they
+/// would (it watches the cluster as the collector does).
+async fn following_sim(
+    t: meshsim::Topology,
+    version: meshsim::LinkerdVersion,
+    cluster: &kube_sim::KubeSim,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let mut s = meshsim::Sim::new(t, std::time::Instant::now());
     s.set_version(version);
-    tokio::spawn(meshsim::serve_shared(
-        l,
-        std::sync::Arc::new(tokio::sync::Mutex::new(s)),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    (addr, tx)
+    let sim = Arc::new(tokio::sync::Mutex::new(s));
+    meshsim::authz::follow(
+        sim.clone(),
+        mesh_collector::watch::spawn(&kube_client(cluster, "collector-token")),
+    );
+    serve_sim(sim).await
 }
 
 struct Mcp {
@@ -559,48 +614,11 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
 /// prediction within 10%, while web's calls stay admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
-    let seed =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
-    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
-                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
-            .into(),
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .unwrap();
     // emojivoto without its published policy: the install default admits everyone.
-    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
-        let text = std::fs::read_to_string(seed.join(f)).unwrap();
-        cluster.load_yaml(&text).await.unwrap();
-    }
-    let mut t = meshsim::builtin("emojivoto").unwrap();
-    let mut second = t
-        .edges
-        .iter()
-        .find(|e| e.to == "emojivoto/voting")
-        .unwrap()
-        .clone();
-    second.from = "emojivoto/vote-bot".into();
-    second.rps = 3.0;
-    second.success_rate = 1.0;
-    t.edges.push(second);
+    let cluster = emojivoto_cluster().await;
+    let t = emojivoto_with_vote_bot_calling_voting();
 
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let sim = Arc::new(tokio::sync::Mutex::new(meshsim::Sim::new(
-        t,
-        std::time::Instant::now(),
-    )));
-    meshsim::authz::follow(
-        sim.clone(),
-        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
-    );
-    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(meshsim::serve_shared(l, sim, async {
-        let _ = sim_stopped.await;
-    }));
+    let (addr, _stop_sim) = following_sim(t, meshsim::LinkerdVersion::V2_12, &cluster).await;
     let prom = Prometheus::start(&[addr]).await;
     let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
     let c = lazy_client(mcp.grpc);
@@ -690,45 +708,9 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
 /// the edges the audit verdicts named, at their audit rates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_agrees() {
-    let seed =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
-    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
-                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
-            .into(),
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .unwrap();
-    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
-        let text = std::fs::read_to_string(seed.join(f)).unwrap();
-        cluster.load_yaml(&text).await.unwrap();
-    }
-    let mut t = meshsim::builtin("emojivoto").unwrap();
-    let mut second = t
-        .edges
-        .iter()
-        .find(|e| e.to == "emojivoto/voting")
-        .unwrap()
-        .clone();
-    second.from = "emojivoto/vote-bot".into();
-    second.rps = 3.0;
-    second.success_rate = 1.0;
-    t.edges.push(second);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
-    s.set_version(meshsim::LinkerdVersion::V2_20);
-    let sim = Arc::new(tokio::sync::Mutex::new(s));
-    meshsim::authz::follow(
-        sim.clone(),
-        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
-    );
-    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(meshsim::serve_shared(l, sim, async {
-        let _ = sim_stopped.await;
-    }));
+    let cluster = emojivoto_cluster().await;
+    let t = emojivoto_with_vote_bot_calling_voting();
+    let (addr, _stop_sim) = following_sim(t, meshsim::LinkerdVersion::V2_20, &cluster).await;
     let prom = Prometheus::start(&[addr]).await;
     let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
     let c = lazy_client(mcp.grpc);
@@ -819,21 +801,7 @@ async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_ag
 /// an edge to the EgressNetwork, denied, at the rate the caller's proxy refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_egress_show_as_the_proxies_enforce_them() {
-    let seed =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
-    let cluster = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n\
-                 mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n"
-            .into(),
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .unwrap();
-    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
-        let text = std::fs::read_to_string(seed.join(f)).unwrap();
-        cluster.load_yaml(&text).await.unwrap();
-    }
+    let cluster = emojivoto_cluster().await;
     cluster
         .load_yaml(
             "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
@@ -860,19 +828,7 @@ async fn rate_limits_and_egress_show_as_the_proxies_enforce_them() {
         routes: Vec::new(),
         latency_ms: meshsim::Latency::default(),
     }];
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let mut s = meshsim::Sim::new(t, std::time::Instant::now());
-    s.set_version(meshsim::LinkerdVersion::V2_20);
-    let sim = Arc::new(tokio::sync::Mutex::new(s));
-    meshsim::authz::follow(
-        sim.clone(),
-        mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
-    );
-    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(meshsim::serve_shared(l, sim, async {
-        let _ = sim_stopped.await;
-    }));
+    let (addr, _stop_sim) = following_sim(t, meshsim::LinkerdVersion::V2_20, &cluster).await;
     let prom = Prometheus::start(&[addr]).await;
     let mcp = embedded_mcp(&prom.url, Some(cluster.kubeconfig("mcp-token")));
     let c = lazy_client(mcp.grpc);
