@@ -17,6 +17,7 @@ mod clock;
 mod delta;
 mod graph;
 pub mod input;
+pub mod rollout;
 mod samples;
 
 pub use self::{

@@ -5,8 +5,8 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
-    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, PlanStore, RedisStore, Result, Taken,
-    Transition,
+    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, PlanStore, RedisStore, Result,
+    RolloutEntry, RolloutStore, Taken, Transition, Updated,
 };
 
 /// Where shared state lives, as every binary reads it from its command line.
@@ -150,6 +150,39 @@ impl AlertStore for Backend {
         match self {
             Self::Memory(s) => s.members(set).await,
             Self::Redis(s) => s.members(set).await,
+        }
+    }
+}
+
+impl RolloutStore for Backend {
+    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
+        match self {
+            Self::Memory(s) => s.create_rollout(id, state, record).await,
+            Self::Redis(s) => s.create_rollout(id, state, record).await,
+        }
+    }
+    async fn get_rollout(&self, id: &str) -> Result<Option<RolloutEntry>> {
+        match self {
+            Self::Memory(s) => s.get_rollout(id).await,
+            Self::Redis(s) => s.get_rollout(id).await,
+        }
+    }
+    async fn update_rollout(
+        &self,
+        id: &str,
+        revision: u64,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<Updated> {
+        match self {
+            Self::Memory(s) => s.update_rollout(id, revision, state, record).await,
+            Self::Redis(s) => s.update_rollout(id, revision, state, record).await,
+        }
+    }
+    async fn rollout_ids(&self) -> Result<Vec<String>> {
+        match self {
+            Self::Memory(s) => s.rollout_ids().await,
+            Self::Redis(s) => s.rollout_ids().await,
         }
     }
 }

@@ -383,6 +383,82 @@ impl<S: AlertStore> AlertStore for std::sync::Arc<S> {
     }
 }
 
+/// What a [`RolloutStore`] holds for one rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutEntry {
+    /// Its state (the caller's word: `audit`, `moving:audit>enforced`, ...).
+    pub state: String,
+    /// Bumped by every update: what [`RolloutStore::update_rollout`] compares.
+    pub revision: u64,
+    /// The rollout as the caller stored it.
+    pub record: Vec<u8>,
+}
+
+/// What [`RolloutStore::update_rollout`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Updated {
+    /// Written: the new revision.
+    Written(u64),
+    /// Someone else updated it first: what it holds now.
+    Now(RolloutEntry),
+    /// No such rollout.
+    Missing,
+}
+
+/// Staged rollouts, shared by every replica and kept across restarts (no expiry): each update
+/// is a compare-and-set on the revision, so of two concurrent phase changes one wins.
+pub trait RolloutStore: Send + Sync + 'static {
+    /// Creates rollout `id` at revision 1 in `state`; `false` if it exists already.
+    fn create_rollout(
+        &self,
+        id: &str,
+        state: &str,
+        record: Vec<u8>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The rollout, if it exists.
+    fn get_rollout(&self, id: &str) -> impl Future<Output = Result<Option<RolloutEntry>>> + Send;
+
+    /// Replaces state and record only if the rollout is still at `revision`.
+    fn update_rollout(
+        &self,
+        id: &str,
+        revision: u64,
+        state: &str,
+        record: Vec<u8>,
+    ) -> impl Future<Output = Result<Updated>> + Send;
+
+    /// Every rollout's id, oldest first.
+    fn rollout_ids(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// A shared rollout store is a rollout store.
+impl<S: RolloutStore> RolloutStore for std::sync::Arc<S> {
+    fn create_rollout(
+        &self,
+        id: &str,
+        state: &str,
+        record: Vec<u8>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        (**self).create_rollout(id, state, record)
+    }
+    fn get_rollout(&self, id: &str) -> impl Future<Output = Result<Option<RolloutEntry>>> + Send {
+        (**self).get_rollout(id)
+    }
+    fn update_rollout(
+        &self,
+        id: &str,
+        revision: u64,
+        state: &str,
+        record: Vec<u8>,
+    ) -> impl Future<Output = Result<Updated>> + Send {
+        (**self).update_rollout(id, revision, state, record)
+    }
+    fn rollout_ids(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
+        (**self).rollout_ids()
+    }
+}
+
 /// Key names under a prefix (default `mesh:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -402,6 +478,10 @@ pub struct Keys {
     pub alert_subscriptions: String,
     /// Prefix of the chat bot's alert sets (`<prefix>alerts:<set>`).
     pub alert_set: String,
+    /// Prefix of rollout keys (`<prefix>rollouts:<id>`).
+    pub rollout: String,
+    /// The rollouts' ids by creation time (a sorted set).
+    pub rollout_index: String,
 }
 
 impl Keys {
@@ -416,6 +496,8 @@ impl Keys {
             approval: format!("{prefix}approvals:"),
             alert_subscriptions: format!("{prefix}alert-subscriptions"),
             alert_set: format!("{prefix}alerts:"),
+            rollout: format!("{prefix}rollouts:"),
+            rollout_index: format!("{prefix}rollouts"),
         }
     }
 }

@@ -26,6 +26,9 @@ struct State {
     approvals: std::collections::HashMap<String, (crate::ApprovalEntry, Instant, Instant)>,
     subscriptions: std::collections::BTreeMap<String, Vec<u8>>,
     sets: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    /// Rollouts, and their ids in creation order.
+    rollouts: std::collections::HashMap<String, crate::RolloutEntry>,
+    rollout_order: Vec<String>,
 }
 
 impl State {
@@ -289,5 +292,50 @@ impl crate::AlertStore for MemoryStore {
             .get(set)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+}
+
+impl crate::RolloutStore for MemoryStore {
+    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
+        let mut st = self.state.lock().await;
+        if st.rollouts.contains_key(id) {
+            return Ok(false);
+        }
+        let entry = crate::RolloutEntry {
+            state: state.to_owned(),
+            revision: 1,
+            record,
+        };
+        st.rollouts.insert(id.to_owned(), entry);
+        st.rollout_order.push(id.to_owned());
+        Ok(true)
+    }
+
+    async fn get_rollout(&self, id: &str) -> Result<Option<crate::RolloutEntry>> {
+        Ok(self.state.lock().await.rollouts.get(id).cloned())
+    }
+
+    async fn update_rollout(
+        &self,
+        id: &str,
+        revision: u64,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<crate::Updated> {
+        let mut st = self.state.lock().await;
+        Ok(match st.rollouts.get_mut(id) {
+            None => crate::Updated::Missing,
+            Some(e) if e.revision != revision => crate::Updated::Now(e.clone()),
+            Some(e) => {
+                e.revision += 1;
+                e.state = state.to_owned();
+                e.record = record;
+                crate::Updated::Written(e.revision)
+            }
+        })
+    }
+
+    async fn rollout_ids(&self) -> Result<Vec<String>> {
+        Ok(self.state.lock().await.rollout_order.clone())
     }
 }

@@ -100,6 +100,30 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'by', ARGV[3], 'at', now)
 return {1, s[3]}
 ";
 
+/// Creates a rollout at revision 1 unless it exists.
+const CREATE_ROLLOUT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'rev', 1, 'record', ARGV[2])
+return 1
+";
+
+/// Replaces a rollout's state and record only at the expected revision; otherwise answers
+/// what it holds.
+const UPDATE_ROLLOUT: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'state', 'rev', 'record')
+if not s[1] then
+  return {0}
+end
+if tonumber(s[2]) ~= tonumber(ARGV[1]) then
+  return {2, s[1], s[2], s[3]}
+end
+local rev = tonumber(s[2]) + 1
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'rev', rev, 'record', ARGV[3])
+return {1, rev}
+";
+
 /// Gives the lease up only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -124,6 +148,8 @@ pub struct RedisStore {
     release: Script,
     take_plan: Script,
     transition: Script,
+    create_rollout: Script,
+    update_rollout: Script,
     snapshot_ttl: Duration,
 }
 
@@ -193,6 +219,8 @@ impl RedisStore {
             release: Script::new(RELEASE),
             take_plan: Script::new(TAKE_PLAN),
             transition: Script::new(TRANSITION),
+            create_rollout: Script::new(CREATE_ROLLOUT),
+            update_rollout: Script::new(UPDATE_ROLLOUT),
             snapshot_ttl: Duration::ZERO,
         })
     }
@@ -605,6 +633,122 @@ impl crate::ApprovalStore for RedisStore {
                 "transition answered {other:?}"
             ))),
         }
+    }
+}
+
+impl crate::RolloutStore for RedisStore {
+    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
+        let key = format!("{}{id}", self.keys.rollout);
+        let created: u64 = self
+            .with(|mut c| async move {
+                self.create_rollout
+                    .key(&key)
+                    .arg(state)
+                    .arg(&record)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if created == 1 {
+            // The index is a listing aid, kept apart from the rollout's own key (one key per
+            // script, as a Redis Cluster needs); a lost index entry hides nothing stored.
+            let (index, now) = (
+                self.keys.rollout_index.clone(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as f64,
+            );
+            self.with(|mut c| {
+                let index = index.clone();
+                async move {
+                    redis::cmd("ZADD")
+                        .arg(&index)
+                        .arg("NX")
+                        .arg(now)
+                        .arg(id)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        }
+        Ok(created == 1)
+    }
+
+    async fn get_rollout(&self, id: &str) -> Result<Option<crate::RolloutEntry>> {
+        let key = format!("{}{id}", self.keys.rollout);
+        let (state, rev, record): (Option<String>, Option<u64>, Option<Vec<u8>>) = self
+            .with(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("state")
+                    .arg("rev")
+                    .arg("record")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (state, rev, record) {
+            (Some(state), Some(revision), Some(record)) => Some(crate::RolloutEntry {
+                state,
+                revision,
+                record,
+            }),
+            _ => None,
+        })
+    }
+
+    async fn update_rollout(
+        &self,
+        id: &str,
+        revision: u64,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<crate::Updated> {
+        let key = format!("{}{id}", self.keys.rollout);
+        let reply: Vec<Value> = self
+            .with(|mut c| async move {
+                self.update_rollout
+                    .key(&key)
+                    .arg(revision)
+                    .arg(state)
+                    .arg(&record)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        match reply.as_slice() {
+            [code] if num(code)? == 0 => Ok(crate::Updated::Missing),
+            [code, rev] if num(code)? == 1 => Ok(crate::Updated::Written(num(rev)?)),
+            [code, state, rev, record] if num(code)? == 2 => {
+                Ok(crate::Updated::Now(crate::RolloutEntry {
+                    state: redis::from_redis_value(state.clone()).map_err(corrupt)?,
+                    revision: redis::from_redis_value(rev.clone()).map_err(corrupt)?,
+                    record: redis::from_redis_value(record.clone()).map_err(corrupt)?,
+                }))
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "rollout update answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn rollout_ids(&self) -> Result<Vec<String>> {
+        let index = self.keys.rollout_index.clone();
+        self.with(|mut c| {
+            let index = index.clone();
+            async move {
+                redis::cmd("ZRANGE")
+                    .arg(&index)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+            }
+        })
+        .await
     }
 }
 

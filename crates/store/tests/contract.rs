@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mesh_store::{
     AlertStore, ApprovalStore, GraphStore, MemoryStore, PlanStore, Publication, RedisStore,
-    STREAM_START, StoreError, Taken, Transition,
+    RolloutStore, STREAM_START, StoreError, Taken, Transition, Updated,
 };
 use mesh_testkit::Redis;
 
@@ -203,6 +203,59 @@ async fn alert_state_is_shared_and_marks_once<S: AlertStore>(s: &S) {
     assert!(s.members("active").await.unwrap().is_empty());
 }
 
+/// Rollouts: created once, updated only at the revision read (of two racing updates one
+/// wins, the other is told what won), listed oldest first, never expiring.
+async fn rollouts_update_at_their_revision_only<S: RolloutStore>(s: &S) {
+    assert!(
+        s.create_rollout("r1", "proposed", b"one".to_vec())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.create_rollout("r1", "audit", b"again".to_vec())
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.create_rollout("r2", "proposed", b"two".to_vec())
+            .await
+            .unwrap()
+    );
+    let e = s.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (e.state.as_str(), e.revision, e.record.as_slice()),
+        ("proposed", 1, b"one".as_slice())
+    );
+    let (a, b) = tokio::join!(
+        s.update_rollout("r1", 1, "moving:proposed>audit", b"bob".to_vec()),
+        s.update_rollout("r1", 1, "moving:proposed>audit", b"carol".to_vec()),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (won, lost) = match (&a, &b) {
+        (Updated::Written(2), Updated::Now(now)) => (b"bob".as_slice(), now),
+        (Updated::Now(now), Updated::Written(2)) => (b"carol".as_slice(), now),
+        other => panic!("exactly one update must win: {other:?}"),
+    };
+    assert_eq!(lost.revision, 2);
+    assert_eq!(lost.record, won);
+    assert_eq!(
+        s.update_rollout("r1", 2, "audit", b"applied".to_vec())
+            .await
+            .unwrap(),
+        Updated::Written(3)
+    );
+    let e = s.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!((e.state.as_str(), e.revision), ("audit", 3));
+    assert_eq!(
+        s.update_rollout("nope", 1, "audit", Vec::new())
+            .await
+            .unwrap(),
+        Updated::Missing
+    );
+    assert!(s.get_rollout("nope").await.unwrap().is_none());
+    assert_eq!(s.rollout_ids().await.unwrap(), ["r1", "r2"]);
+}
+
 async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
     for _ in 0..100 {
         if let Some(l) = s.acquire(holder, ttl, 0).await.unwrap() {
@@ -333,6 +386,7 @@ async fn memory_store_meets_the_contract() {
     plans_are_single_use_expiring_and_bound_to_their_owner(&MemoryStore::new(10)).await;
     approvals_move_once_and_expire(&MemoryStore::new(10)).await;
     alert_state_is_shared_and_marks_once(&MemoryStore::new(10)).await;
+    rollouts_update_at_their_revision_only(&MemoryStore::new(10)).await;
 }
 
 fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
@@ -352,6 +406,7 @@ async fn redis_store_meets_the_contract() {
         .await;
     approvals_move_once_and_expire(&redis_store(&redis.url, "g:", 50)).await;
     alert_state_is_shared_and_marks_once(&redis_store(&redis.url, "h:", 50)).await;
+    rollouts_update_at_their_revision_only(&redis_store(&redis.url, "i:", 50)).await;
 }
 
 /// TLS (`rediss://`) with a private CA: the whole contract holds over it.
