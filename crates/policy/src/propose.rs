@@ -181,7 +181,18 @@ fn propose_for(
             "{} -> {}: {:.2} rps observed ({})",
             e.key.src, id, e.metrics.rps, e.key.protocol
         );
-        if v.decision == Decision::Allowed && !v.authorization_policies.is_empty() {
+        // What an earlier proposal of this target wrote (a rollout being re-proposed) is
+        // regenerated, with every caller it admits, rather than kept as someone else's policy:
+        // the new authentication must list the old callers as well as the new ones.
+        let ours = v
+            .server
+            .split_once('/')
+            .map(|(_, n)| format!("{ns}/{n}-observed"));
+        let only_ours = v
+            .authorization_policies
+            .iter()
+            .all(|p| Some(p) == ours.as_ref());
+        if v.decision == Decision::Allowed && !v.authorization_policies.is_empty() && !only_ours {
             out.notes.push(format!(
                 "{} -> {id}: already admitted by {}",
                 e.key.src,

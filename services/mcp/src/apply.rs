@@ -60,8 +60,8 @@ pub struct Delegation {
 /// API server then refuses the write if the object changed in between (optimistic
 /// concurrency), closing the window after [`check_preconditions`]'s read.
 fn reviewed_version<'a>(req: &'a pb::ApplyRequest, o: &Obj, main: bool) -> Option<&'a str> {
-    if main {
-        return Some(req.expected_resource_version.as_str()).filter(|v| !v.is_empty());
+    if main && !req.expected_resource_version.is_empty() {
+        return Some(req.expected_resource_version.as_str());
     }
     req.preconditions
         .iter()
@@ -101,8 +101,13 @@ fn check_preconditions(
             .and_then(|b| b.metadata.resource_version.clone())
             .unwrap_or_default();
         if now != p.resource_version {
+            let by = before[i]
+                .as_ref()
+                .and_then(last_manager)
+                .map(|m| format!(", last written by {m}"))
+                .unwrap_or_default();
             return Err(ApplyError::Stale(format!(
-                "{} changed since the change was reviewed ({} then, {} now): review it again",
+                "{} changed since the change was reviewed ({} then, {} now{by}): review it again",
                 objects[i].describe(),
                 shown(&p.resource_version),
                 shown(&now)
@@ -112,6 +117,18 @@ fn check_preconditions(
     Ok(())
 }
 
+/// The field manager that wrote `o` last (by its managed fields' times): who to ask about a
+/// change nobody reviewed.
+fn last_manager(o: &DynamicObject) -> Option<String> {
+    o.metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .filter(|m| m.manager.is_some())
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
+}
+
 /// Which RPC: decides the one main kind a request must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rpc {
@@ -119,6 +136,39 @@ pub enum Rpc {
     AuthorizationPolicy,
     /// `ApplyHTTPRoute`.
     HttpRoute,
+}
+
+/// What a request may hold: one RPC's main object with what it needs, or a rollout's phase
+/// (`AdvanceRollout`): any number of Servers, authentications and AuthorizationPolicies, each
+/// held to its own precondition, with no main object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    One(Rpc),
+    Rollout,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Self::One(rpc) => rpc.name(),
+            Self::Rollout => "AdvanceRollout",
+        }
+    }
+
+    fn main_kind(self) -> &'static str {
+        match self {
+            Self::One(rpc) => rpc.main_kind(),
+            Self::Rollout => "AuthorizationPolicy",
+        }
+    }
+
+    /// Most objects one request may carry: a rollout's phase covers a whole namespace.
+    fn max_objects(self) -> usize {
+        match self {
+            Self::One(_) => MAX_OBJECTS,
+            Self::Rollout => MAX_ROLLOUT_OBJECTS,
+        }
+    }
 }
 
 impl Rpc {
@@ -139,6 +189,9 @@ impl Rpc {
 
 /// Most objects one request may carry.
 const MAX_OBJECTS: usize = 16;
+
+/// Most objects one rollout phase may carry (three per workload port).
+pub const MAX_ROLLOUT_OBJECTS: usize = 600;
 
 /// How long parsing one request's manifest may take (bounded documents take milliseconds).
 const PARSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -370,7 +423,7 @@ impl Applier {
     }
 
     /// Step 1: whom the change is made as.
-    fn identity(
+    pub(crate) fn identity(
         &self,
         caller: &Caller,
         on_behalf_of: Option<pb::Identity>,
@@ -418,7 +471,7 @@ impl Applier {
     }
 
     /// Step 2: the request's objects, validated, in apply order (the main object last).
-    fn objects(rpc: Rpc, manifest: &str) -> Result<Vec<Obj>, ApplyError> {
+    fn objects(rpc: Shape, manifest: &str) -> Result<Vec<Obj>, ApplyError> {
         if manifest.trim().is_empty() {
             return Err(invalid("manifest: empty"));
         }
@@ -503,10 +556,11 @@ impl Applier {
                 body: v.clone(),
             });
         }
-        if out.len() > MAX_OBJECTS {
+        if out.len() > rpc.max_objects() {
             return Err(invalid(format!(
-                "manifest: {} objects; one request takes at most {MAX_OBJECTS}",
-                out.len()
+                "manifest: {} objects; one request takes at most {}",
+                out.len(),
+                rpc.max_objects()
             )));
         }
         for (i, o) in out.iter().enumerate() {
@@ -518,7 +572,7 @@ impl Applier {
             }
         }
         let mains = out.iter().filter(|o| o.kind == rpc.main_kind()).count();
-        if mains != 1 {
+        if mains != 1 && rpc != Shape::Rollout {
             return Err(invalid(format!(
                 "manifest: {} takes exactly one {}, found {mains}",
                 rpc.name(),
@@ -544,20 +598,26 @@ impl Applier {
             &["patch", "create", "delete"]
         };
         for verb in verbs {
-            let allowed = self
-                .steps
-                .may(&self.client, id, verb, o.target())
-                .await
-                .map_err(|e| api_error("SubjectAccessReview", "mesh-mcp", &e))?;
-            if !allowed {
-                return Err(ApplyError::Forbidden(format!(
-                    "{} may not {verb} {} in namespace {} (needed to apply {})",
-                    id.user,
-                    o.resource(),
-                    o.namespace,
-                    o.describe()
-                )));
-            }
+            self.review_verb(id, o, verb).await?;
+        }
+        Ok(())
+    }
+
+    /// May the identity `verb` the object? (A `SubjectAccessReview` as mesh-mcp.)
+    async fn review_verb(&self, id: &pb::Identity, o: &Obj, verb: &str) -> Result<(), ApplyError> {
+        let allowed = self
+            .steps
+            .may(&self.client, id, verb, o.target())
+            .await
+            .map_err(|e| api_error("SubjectAccessReview", "mesh-mcp", &e))?;
+        if !allowed {
+            return Err(ApplyError::Forbidden(format!(
+                "{} may not {verb} {} in namespace {} (needed to change {})",
+                id.user,
+                o.resource(),
+                o.namespace,
+                o.describe()
+            )));
         }
         Ok(())
     }
@@ -654,7 +714,21 @@ impl Applier {
         rpc: Rpc,
         req: pb::ApplyRequest,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        let done = self.run(caller, rpc, req).await;
+        self.counted(self.run(caller, Shape::One(rpc), req).await)
+    }
+
+    /// Runs the pipeline for a rollout's phase: `req.source` is the phase's manifest (Servers,
+    /// authentications, AuthorizationPolicies), every object held to its precondition.
+    pub async fn apply_phase(
+        &self,
+        caller: Option<Caller>,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, ApplyError> {
+        self.counted(self.run(caller, Shape::Rollout, req).await)
+    }
+
+    /// Counts a refusal by kind (`mesh_mcp_apply_errors_total{reason}`).
+    fn counted<T>(&self, done: Result<T, ApplyError>) -> Result<T, ApplyError> {
         if let Err(e) = &done {
             self.errors
                 .get_or_create(&ReasonLabel {
@@ -663,6 +737,131 @@ impl Applier {
                 .inc();
         }
         done
+    }
+
+    /// Deletes the objects of `manifest` as the requester, each only if it is still at the
+    /// resourceVersion its precondition names (what a rollout wrote): a rollout withdrawn from
+    /// audit removes what it created, never an edit someone made since. Reviewed like a write
+    /// (identity, audit fields, RBAC `delete`, a server-side dry-run), and audited.
+    pub async fn delete(
+        &self,
+        caller: Option<Caller>,
+        manifest: &str,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, ApplyError> {
+        self.counted(self.run_delete(caller, manifest, req).await)
+    }
+
+    async fn run_delete(
+        &self,
+        caller: Option<Caller>,
+        manifest: &str,
+        req: pb::ApplyRequest,
+    ) -> Result<pb::ApplyResponse, ApplyError> {
+        let caller = caller.ok_or_else(|| {
+            ApplyError::Unauthenticated(
+                "changes need an authenticated caller; this server runs with --insecure-no-auth"
+                    .into(),
+            )
+        })?;
+        let id = self.identity(&caller, req.on_behalf_of.clone())?;
+        self.audit_fields(&caller, &req)?;
+        let mut objects = Self::objects(Shape::Rollout, manifest)?;
+        // What names others goes first: authorizations, then authentications and Servers.
+        objects.reverse();
+        let mut report = Vec::with_capacity(objects.len());
+        let as_id = self.as_identity(&id)?;
+        let audit = audit_id();
+        for dry in [true, false] {
+            if !dry && req.dry_run {
+                break;
+            }
+            report.clear();
+            for o in &objects {
+                let want = reviewed_version(&req, o, false).unwrap_or_default();
+                let current = o
+                    .api(self.client.clone())
+                    .get_opt(&o.name)
+                    .await
+                    .map_err(|e| api_error(&format!("reading {}", o.describe()), "mesh-mcp", &e))?;
+                let Some(current) = current else {
+                    report.push(pb::AppliedObject {
+                        kind: o.kind.clone(),
+                        namespace: o.namespace.clone(),
+                        name: o.name.clone(),
+                        action: "unchanged".into(),
+                        ..Default::default()
+                    });
+                    continue;
+                };
+                let now = current
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default();
+                if !want.is_empty() && now != want {
+                    let by = last_manager(&current)
+                        .map(|m| format!(", last written by {m}"))
+                        .unwrap_or_default();
+                    return Err(ApplyError::Stale(format!(
+                        "{} changed since linkerd-mcp wrote it (resourceVersion {want} then, {now} now{by}): \
+                         it is left alone; review it and remove it by hand if it should go",
+                        o.describe()
+                    )));
+                }
+                if dry {
+                    self.review_verb(&id, o, "delete").await?;
+                }
+                let dp = DeleteParams {
+                    dry_run: dry,
+                    preconditions: Some(kube::api::Preconditions {
+                        resource_version: Some(now.clone()),
+                        uid: current.metadata.uid.clone(),
+                    }),
+                    ..DeleteParams::default()
+                };
+                o.api(as_id.clone())
+                    .delete(&o.name, &dp)
+                    .await
+                    .map_err(|e| api_error(&format!("deleting {}", o.describe()), &id.user, &e))?;
+                report.push(pb::AppliedObject {
+                    kind: o.kind.clone(),
+                    namespace: o.namespace.clone(),
+                    name: o.name.clone(),
+                    action: if dry { "would delete" } else { "deleted" }.into(),
+                    diff: unified(
+                        &reviewable(&serde_json::to_value(&current).unwrap_or_default()),
+                        "",
+                        &o.describe(),
+                    ),
+                    resource_version_before: now,
+                    ..Default::default()
+                });
+            }
+        }
+        let diff: String = report.iter().map(|a| a.diff.clone()).collect();
+        let record = json!({
+            "audit_id": audit,
+            "requested_by": caller.user,
+            "acted_as": id.user,
+            "groups": id.groups,
+            "approved_by": req.approved_by,
+            "reason": req.reason,
+            "dry_run": req.dry_run,
+            "objects": report
+                .iter()
+                .map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action))
+                .collect::<Vec<_>>(),
+        });
+        tracing::info!(target: "audit", record = %record, "policy deletion");
+        Ok(pb::ApplyResponse {
+            dry_run: req.dry_run,
+            diff,
+            audit_id: audit,
+            objects: report,
+            acted_as: Some(id),
+            ..Default::default()
+        })
     }
 
     /// Counts refused changes by kind into `registry` (`mesh_mcp_apply_errors_total`).
@@ -677,7 +876,7 @@ impl Applier {
     async fn run(
         &self,
         caller: Option<Caller>,
-        rpc: Rpc,
+        rpc: Shape,
         req: pb::ApplyRequest,
     ) -> Result<pb::ApplyResponse, ApplyError> {
         let caller = caller.ok_or_else(|| {
@@ -688,14 +887,25 @@ impl Applier {
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
         self.audit_fields(&caller, &req)?;
+        if rpc == Shape::Rollout && (req.expect_absent || !req.expected_resource_version.is_empty())
+        {
+            return Err(invalid(
+                "a rollout phase has no main object: every object's state goes in preconditions",
+            ));
+        }
         let manifest = match &req.source {
             Some(pb::apply_request::Source::Manifest(m)) => std::borrow::Cow::Borrowed(m),
-            Some(pb::apply_request::Source::Spec(spec)) => {
-                let cluster = self.cluster.borrow().clone();
-                std::borrow::Cow::Owned(crate::spec::manifest(rpc, spec, |sa, ns| {
-                    cluster.policy.sa_identity(sa, ns)
-                })?)
-            }
+            Some(pb::apply_request::Source::Spec(spec)) => match rpc {
+                Shape::Rollout => {
+                    return Err(invalid("a rollout holds its objects: it takes no spec"));
+                }
+                Shape::One(rpc) => {
+                    let cluster = self.cluster.borrow().clone();
+                    std::borrow::Cow::Owned(crate::spec::manifest(rpc, spec, |sa, ns| {
+                        cluster.policy.sa_identity(sa, ns)
+                    })?)
+                }
+            },
             None => return Err(invalid("a manifest or a spec is required")),
         };
         // Bounded before parsing, and parsed off the async workers with a deadline: a hostile

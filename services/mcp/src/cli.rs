@@ -271,7 +271,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     }
     let service = GraphService::new(rx.clone(), history, args.heartbeat)
         .with_applier(applier)
-        .with_prometheus(args.collect.prometheus_url.clone());
+        .with_prometheus(args.collect.prometheus_url.clone())
+        .with_rollouts(plans.clone());
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await

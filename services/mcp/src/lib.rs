@@ -9,6 +9,7 @@ pub mod cli;
 mod follower;
 mod http;
 pub mod oauth;
+pub mod rollout;
 mod service;
 pub mod spec;
 

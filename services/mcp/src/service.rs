@@ -47,13 +47,17 @@ pub type GraphWatch = watch::Receiver<Option<Arc<MeshGraph>>>;
 /// Serves the graph, and policy changes when an [`Applier`] is configured.
 #[derive(Clone, Debug)]
 pub struct GraphService {
-    graph: GraphWatch,
+    pub(crate) graph: GraphWatch,
     history: History,
     heartbeat: Duration,
     views: Arc<Mutex<ViewCache>>,
-    applier: Result<Applier, String>,
+    pub(crate) applier: Result<Applier, String>,
     /// linkerd-viz's Prometheus, for proposals over a window of the caller's choosing.
-    prometheus: Option<String>,
+    pub(crate) prometheus: Option<String>,
+    /// Where staged rollouts live (shared by replicas on Redis).
+    pub(crate) rollouts: mesh_store::Backend,
+    /// The time rollouts are stamped and gated with.
+    pub(crate) clock: crate::rollout::SharedClock,
 }
 
 impl GraphService {
@@ -72,6 +76,8 @@ impl GraphService {
             views: Arc::default(),
             applier: Err("this server was started without a Kubernetes configuration".into()),
             prometheus: None,
+            rollouts: mesh_store::Backend::memory(),
+            clock: crate::rollout::SharedClock::default(),
         };
         s.encode_each_version();
         s
@@ -103,6 +109,18 @@ impl GraphService {
     /// than the served graph's.
     pub fn with_prometheus(mut self, url: Option<String>) -> Self {
         self.prometheus = url;
+        self
+    }
+
+    /// Keeps staged rollouts in `store` (Redis: shared by replicas, kept across restarts).
+    pub fn with_rollouts(mut self, store: mesh_store::Backend) -> Self {
+        self.rollouts = store;
+        self
+    }
+
+    /// Stamps and gates rollouts with `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn mesh_model::Clock>) -> Self {
+        self.clock = crate::rollout::SharedClock(clock);
         self
     }
 
@@ -521,7 +539,7 @@ fn filter(
     })
 }
 
-fn current(graph: &GraphWatch) -> Result<Arc<MeshGraph>, Status> {
+pub(crate) fn current(graph: &GraphWatch) -> Result<Arc<MeshGraph>, Status> {
     graph.borrow().clone().ok_or_else(|| {
         Status::unavailable(
             "no graph published yet: is a collector running and writing to this store?",
@@ -588,6 +606,42 @@ impl MeshService for GraphService {
         req: Request<pb::ProposePolicyRequest>,
     ) -> Result<Response<pb::ProposePolicyResponse>, Status> {
         self.propose(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn start_rollout(
+        &self,
+        req: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        self.start_rollout(caller, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        GraphService::get_rollout(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_rollouts(
+        &self,
+        _req: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        GraphService::list_rollouts(self).await.map(Response::new)
+    }
+
+    async fn advance_rollout(
+        &self,
+        req: Request<pb::AdvanceRolloutRequest>,
+    ) -> Result<Response<pb::AdvanceRolloutResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        self.advance_rollout(caller, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn explain_access(

@@ -9,7 +9,8 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
 use tonic::Request;
 
-const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\nadm1n,admin,uid-2,\"system:masters\"\n";
+const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\nadm1n,admin,uid-2,\"system:masters\"\n\
+                      b0t,system:serviceaccount:linkerd-mcp:chatbot,uid-3\n";
 
 async fn sim(t: meshsim::Topology) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     sim_as(t, meshsim::LinkerdVersion::V2_12).await
@@ -793,6 +794,386 @@ async fn audit_mode_names_what_enforcing_would_refuse_and_the_what_if_of_deny_ag
     for ((_, rps), (_, audit)) in predicted.iter().zip(&named) {
         assert!((rps - audit).abs() <= 0.1 * audit, "{rps} vs audit {audit}");
     }
+}
+
+/// The rollout's requester: alice, as a member of mesh-admins (who may edit Linkerd policy).
+fn alice() -> pb::Identity {
+    pb::Identity {
+        user: "alice".into(),
+        groups: vec!["mesh-admins".into()],
+    }
+}
+
+/// A call as the chatbot (a delegator) makes it: with its own token, for alice.
+fn as_bot<T>(m: T) -> Request<T> {
+    let mut r = Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", "Bearer b0t".parse().unwrap());
+    r.set_timeout(Duration::from_secs(60));
+    r
+}
+
+/// `action` on rollout `id` as the bot does it after bob approved (or a dry-run, unapproved).
+async fn advance(
+    c: &MeshServiceClient<tonic::transport::Channel>,
+    id: &str,
+    action: pb::advance_rollout_request::Action,
+    dry_run: bool,
+) -> Result<pb::AdvanceRolloutResponse, tonic::Status> {
+    c.clone()
+        .advance_rollout(as_bot(pb::AdvanceRolloutRequest {
+            id: id.into(),
+            action: action.into(),
+            change: Some(pb::ApplyRequest {
+                dry_run,
+                on_behalf_of: Some(alice()),
+                approved_by: if dry_run { String::new() } else { "bob".into() },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls GetRollout (bounded) until the rollout satisfies `check`.
+async fn rollout_until(
+    c: &MeshServiceClient<tonic::transport::Channel>,
+    id: &str,
+    limit: Duration,
+    check: impl Fn(&pb::Rollout) -> bool,
+) -> Option<pb::Rollout> {
+    let check = &check;
+    poll(limit, Duration::from_millis(1000), || {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .get_rollout(authed(pb::GetRolloutRequest { id: id.into() }))
+                .await
+                .ok()?
+                .into_inner();
+            check(&r).then_some(r)
+        }
+    })
+    .await
+}
+
+fn gate_status(r: &pb::Rollout) -> pb::rollout_gate::Status {
+    r.gate.clone().unwrap_or_default().status()
+}
+
+/// The zero-trust rollout, end to end over real processes: emojivoto with no policy, meshsim
+/// following kube-sim as the proxies follow the policy controller, real Prometheus, the
+/// collector publishing through Redis, and mesh-mcp on that Redis, called as the chatbot does
+/// (for alice, approved by bob). The proposal admits exactly the three observed calls; audit
+/// applies; a new caller appears and the gate names it and refuses to enforce; mesh-mcp
+/// restarts mid-observation and the rollout is intact; the re-proposal adds the caller, the
+/// observation passes, enforce applies; every observed caller is still admitted and a stranger
+/// is denied; rollback returns to audit, and again withdraws what the rollout created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_goes_audit_first_and_enforces_only_after_a_clean_observation() {
+    use pb::advance_rollout_request::Action as A;
+    let cluster = emojivoto_cluster().await;
+    cluster
+        .load_yaml(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: policy-editor}\n\
+             rules: [{apiGroups: [policy.linkerd.io], resources: ['*'], verbs: [get, list, watch, create, patch, update, delete]}]\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: policy-editors}\n\
+             roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}\n\
+             subjects: [{kind: Group, name: mesh-admins}]\n",
+        )
+        .await
+        .unwrap();
+    let mut t = meshsim::builtin("emojivoto").unwrap();
+    let (addr, _stop_sim) =
+        following_sim(t.clone(), meshsim::LinkerdVersion::V2_20, &cluster).await;
+    let prom = Prometheus::start(&[addr]).await;
+    let redis = Redis::start().await;
+    let store = Arc::new(
+        mesh_store::RedisStore::new(&redis.url, "mesh:", 1000, Duration::from_secs(2)).unwrap(),
+    );
+    let sources = mesh_collector::run::Sources {
+        prometheus: mesh_prometheus::PrometheusSource::new(
+            &prom.url,
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+        kubernetes: mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
+    };
+    let _collector = tokio::spawn(mesh_collector::run::run(
+        sources,
+        store,
+        Duration::from_secs(1),
+        mesh_collector::run::Metrics::default(),
+        std::future::pending(),
+    ));
+    let mcp_args = [
+        "--redis-url",
+        &redis.url,
+        "--prometheus-url",
+        &prom.url,
+        "--delegator",
+        "system:serviceaccount:linkerd-mcp:chatbot",
+        "--delegate-group",
+        "mesh-admins",
+    ];
+    let mcp = start_mcp_with(&mcp_args, Some(cluster.kubeconfig("mcp-token")));
+    let c = lazy_client(mcp.grpc);
+    graph_until(&c, Duration::from_secs(90), |g| {
+        ["web", "emoji", "voting"].iter().all(|to| {
+            g.edges.iter().any(|e| {
+                e.dst.as_ref().is_some_and(|d| d.name == *to)
+                    && e.metrics.is_some_and(|m| m.rps > 0.0)
+            })
+        })
+    })
+    .await
+    .expect("emojivoto's three calls were never observed");
+
+    // Started for alice: the plan admits exactly the observed calls, in audit form.
+    let started = c
+        .clone()
+        .start_rollout(as_bot(pb::StartRolloutRequest {
+            namespace: "emojivoto".into(),
+            observe_for: Some(pbjson_types::Duration {
+                seconds: 15,
+                nanos: 0,
+            }),
+            on_behalf_of: Some(alice()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (started.phase.as_str(), started.requested_by.as_str()),
+        ("proposed", "alice")
+    );
+    let admits = |r: &pb::Rollout, authn: &str| -> Vec<String> {
+        let o = r.objects.iter().find(|o| o.name == authn).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o.manifest_json).unwrap();
+        v["spec"]["identityRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(started.objects.len(), 9, "{:#?}", started.objects);
+    assert_eq!(
+        admits(&started, "web-http-observed-clients"),
+        ["default"],
+        "vote-bot runs as default"
+    );
+    assert_eq!(admits(&started, "emoji-grpc-observed-clients"), ["web"]);
+    assert_eq!(admits(&started, "voting-grpc-observed-clients"), ["web"]);
+    assert!(
+        started.needs_action.is_empty(),
+        "{:?}",
+        started.needs_action
+    );
+    assert!(
+        started.notes.iter().all(|n| !n.contains("WOULD DENY")),
+        "{:?}",
+        started.notes
+    );
+    let id = started.id.clone();
+
+    // Enforcing before auditing is refused; the audit dry-run shows what would be created and
+    // that no observed call changes its verdict; approved, the audit phase applies.
+    let early = advance(&c, &id, A::Enforce, false).await.unwrap_err();
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition, "{early:?}");
+    let dry = advance(&c, &id, A::Audit, true).await.unwrap();
+    let change = dry.change.unwrap();
+    assert!(
+        change.objects.iter().all(|o| o.action == "would create"),
+        "{:?}",
+        change.objects
+    );
+    assert!(
+        change.affected_edges.is_empty(),
+        "{:?}",
+        change.affected_edges
+    );
+    let audit = advance(&c, &id, A::Audit, false).await.unwrap();
+    let r = audit.rollout.unwrap();
+    assert_eq!(r.phase, "audit");
+    let last = r.history.last().unwrap();
+    assert_eq!(
+        (
+            last.by.as_str(),
+            last.approved_by.as_str(),
+            last.outcome.as_str()
+        ),
+        ("alice", "bob", "applied")
+    );
+
+    // Too early to enforce: the gate waits.
+    let waiting = advance(&c, &id, A::Enforce, false).await.unwrap_err();
+    assert_eq!(waiting.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        waiting.message().contains("the gate has not passed"),
+        "{waiting:?}"
+    );
+
+    // A new caller: vote-bot starts calling emoji. Audit admits it and reports it; the gate
+    // names it and refuses to enforce.
+    let mut newcomer = t
+        .edges
+        .iter()
+        .find(|e| e.to == "emojivoto/emoji")
+        .unwrap()
+        .clone();
+    newcomer.from = "emojivoto/vote-bot".into();
+    newcomer.rps = 2.0;
+    newcomer.success_rate = 1.0;
+    t.edges.push(newcomer);
+    let put = reqwest::Client::new()
+        .put(format!("http://{addr}/topology"))
+        .body(t.to_yaml())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let blocked = rollout_until(&c, &id, Duration::from_secs(90), |r| {
+        gate_status(r) == pb::rollout_gate::Status::Blocked
+    })
+    .await
+    .expect("the gate never saw the new caller");
+    let g = blocked.gate.clone().unwrap();
+    assert_eq!(g.would_be_denied.len(), 1, "{g:?}");
+    assert_eq!(
+        (
+            g.would_be_denied[0].caller.as_str(),
+            g.would_be_denied[0].callee.as_str()
+        ),
+        ("emojivoto/vote-bot", "emojivoto/emoji")
+    );
+    assert!(g.source.starts_with("Prometheus"), "{g:?}");
+    assert!(
+        blocked.next.contains(&"repropose".to_owned()),
+        "{:?}",
+        blocked.next
+    );
+    let refused = advance(&c, &id, A::Enforce, false).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("emojivoto/vote-bot -> emojivoto/emoji"),
+        "{refused:?}"
+    );
+
+    // mesh-mcp restarts mid-observation: the rollout, its phase and history are in Redis.
+    drop(mcp);
+    let mcp = start_mcp_with(&mcp_args, Some(cluster.kubeconfig("mcp-token")));
+    let c = lazy_client(mcp.grpc);
+    let after_restart = rollout_until(&c, &id, Duration::from_secs(60), |r| r.phase == "audit")
+        .await
+        .expect("the rollout did not survive mesh-mcp's restart");
+    assert_eq!(after_restart.revision, blocked.revision);
+    assert_eq!(after_restart.history.len(), blocked.history.len());
+    graph_until(&c, Duration::from_secs(60), |g| {
+        find(&g.edges, "vote-bot", "emoji").is_some()
+    })
+    .await
+    .expect("the restarted mesh-mcp never served the new call");
+
+    // Re-proposed: emoji's authentication gains vote-bot's identity and keeps web's.
+    let re = advance(&c, &id, A::Repropose, false).await.unwrap();
+    assert!(
+        re.summary
+            .contains("changed MeshTLSAuthentication emoji-grpc-observed-clients"),
+        "{}",
+        re.summary
+    );
+    let r = re.rollout.unwrap();
+    assert!(r.plan_pending);
+    assert_eq!(
+        admits(&r, "emoji-grpc-observed-clients"),
+        ["default", "web"]
+    );
+    let pending = advance(&c, &id, A::Enforce, false).await.unwrap_err();
+    assert!(pending.message().contains("not applied yet"), "{pending:?}");
+    let reapplied = advance(&c, &id, A::Audit, false).await.unwrap();
+    assert_eq!(reapplied.rollout.unwrap().phase, "audit");
+    let open = rollout_until(&c, &id, Duration::from_secs(120), |r| {
+        gate_status(r) == pb::rollout_gate::Status::Open
+    })
+    .await
+    .expect("the observation never passed after the re-proposal");
+    assert!(open.gate.unwrap().summary.contains("0 would-be denials"));
+
+    // Enforced: the Servers deny; every observed call is still admitted, a stranger is not.
+    let enforced = advance(&c, &id, A::Enforce, false).await.unwrap();
+    assert_eq!(enforced.rollout.unwrap().phase, "enforced");
+    assert!(
+        enforced
+            .change
+            .unwrap()
+            .objects
+            .iter()
+            .any(|o| o.kind == "Server" && o.action == "updated")
+    );
+    graph_until(&c, Duration::from_secs(60), |g| {
+        g.edges.len() == 4
+            && g.edges.iter().all(|e| {
+                decision(e) == pb::policy_verdict::Decision::Allowed
+                    && e.policy
+                        .clone()
+                        .unwrap_or_default()
+                        .chain
+                        .iter()
+                        .any(|c| c.contains("-observed"))
+            })
+    })
+    .await
+    .expect("after enforcing, an observed call was not admitted");
+    // mesh-mcp's cluster view catches up with the enforced Servers within its watch.
+    let stranger = poll(Duration::from_secs(30), Duration::from_millis(500), || {
+        let mut c = c.clone();
+        async move {
+            let v = c
+                .explain_access(authed(pb::ExplainAccessRequest {
+                    from: "emojivoto/voting".into(),
+                    to: "emojivoto/web".into(),
+                    ..Default::default()
+                }))
+                .await
+                .ok()?
+                .into_inner();
+            (v.decision() != pb::policy_verdict::Decision::Audit).then_some(v)
+        }
+    })
+    .await
+    .expect("the stranger's verdict never left audit");
+    assert_eq!(
+        stranger.decision(),
+        pb::policy_verdict::Decision::Denied,
+        "{stranger:?}"
+    );
+
+    // Rollback: back to audit; once more: withdrawn, what the rollout created deleted.
+    let back = advance(&c, &id, A::Rollback, false).await.unwrap();
+    assert_eq!(back.rollout.unwrap().phase, "audit");
+    let gone = advance(&c, &id, A::Rollback, false).await.unwrap();
+    let r = gone.rollout.unwrap();
+    assert_eq!(r.phase, "withdrawn");
+    let deleted: Vec<&str> = gone
+        .change
+        .as_ref()
+        .unwrap()
+        .objects
+        .iter()
+        .filter(|o| o.action == "deleted")
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 9, "{:?}", gone.change);
+    assert!(r.next.is_empty());
+    let finished = advance(&c, &id, A::Audit, false).await.unwrap_err();
+    assert!(finished.message().contains("withdrawn"), "{finished:?}");
 }
 
 /// Linkerd 2.20's other two verdicts, end to end through real Prometheus: a Server with an

@@ -276,7 +276,7 @@ async fn serve(
                 .unwrap_or_default();
             patch(&mut st, &target, &ctx, ct, &query, &body)
         }
-        "delete" => delete(&mut st, &target, &ctx),
+        "delete" => delete(&mut st, &target, &ctx, &body),
         _ => delete_collection(&mut st, &target, &ctx, &query),
     }
 }
@@ -1373,13 +1373,34 @@ fn remove(st: &mut State, t: &Target, name: &str) -> Option<Value> {
     Some(removed)
 }
 
-fn delete(st: &mut State, t: &Target, ctx: &Ctx) -> ApiResult<Response> {
+fn delete(st: &mut State, t: &Target, ctx: &Ctx, body: &[u8]) -> ApiResult<Response> {
     let existing = st
         .store
         .get(&key(t, &t.name))
         .cloned()
         .ok_or_else(|| ApiError::not_found(&t.resource, &t.name))?;
-    if ctx.dry_run {
+    // DeleteOptions in the body, as the API server reads them: `dryRun` (clients such as
+    // kube-rs send it here rather than in the query), and preconditions, whose mismatch is a
+    // 409 naming both values, deleting nothing.
+    let mut dry_run = ctx.dry_run;
+    if !body.is_empty() {
+        let options = parse_json(body)?;
+        dry_run |= options["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+        for (field, path) in [("ResourceVersion", "resourceVersion"), ("UID", "uid")] {
+            let want = options["preconditions"][path].as_str();
+            let have = existing["metadata"][path].as_str().unwrap_or_default();
+            if let Some(want) = want.filter(|w| *w != have) {
+                return Err(ApiError::precondition_failed(format!(
+                    "Operation cannot be fulfilled on {} \"{}\": Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}",
+                    t.resource.qualified(),
+                    t.name
+                )));
+            }
+        }
+    }
+    if dry_run {
         return Ok(json_response(StatusCode::OK, &served(t, &existing), &[]));
     }
     let removed = remove(st, t, &t.name).expect("it exists");

@@ -98,6 +98,11 @@ impl ApiError {
         .with_details(details(name, &r.group, &r.plural))
     }
 
+    /// 409 Conflict on a failed delete precondition (`message` names both values).
+    pub fn precondition_failed(message: String) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
     /// 409 Conflict from server-side apply, with one cause per field.
     pub fn apply_conflict(causes: Vec<Value>, message: String) -> Self {
         Self::new(409, "Conflict", message).with_details(json!({ "causes": Value::Array(causes) }))

@@ -605,6 +605,54 @@ async fn dry_run_stores_nothing() {
         && r.query.contains("fieldManager=m")));
 }
 
+/// DeleteOptions as kube-rs sends them, in the body: `dryRun` deletes nothing, and a
+/// precondition on a resourceVersion that moved is a 409 naming both values.
+#[tokio::test]
+async fn delete_options_in_the_body_are_honoured() {
+    let sim = start(100).await;
+    let api: Api<ConfigMap> = Api::namespaced(admin(&sim), "a");
+    let made = api
+        .create(&PostParams::default(), &cm("doomed", &[("k", "v")]))
+        .await
+        .unwrap();
+    let rv = made.metadata.resource_version.clone().unwrap();
+    let dry = kube::api::DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.delete("doomed", &dry).await.unwrap();
+    assert!(
+        api.get_opt("doomed").await.unwrap().is_some(),
+        "a dry run deleted"
+    );
+    let stale = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    let e = status_of(api.delete("doomed", &stale).await.unwrap_err());
+    assert_eq!(e.code, 409);
+    assert!(
+        e.message.contains(&format!(
+            "Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: {rv}"
+        )),
+        "{}",
+        e.message
+    );
+    assert!(api.get_opt("doomed").await.unwrap().is_some());
+    let current = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some(rv),
+            uid: made.metadata.uid.clone(),
+        }),
+        ..Default::default()
+    };
+    api.delete("doomed", &current).await.unwrap();
+    assert!(api.get_opt("doomed").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn schema_violations_are_422_naming_the_field() {
     let sim = start(100).await;

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesh_model::{Destination, MeshGraph, PolicyVerdict, TlsStatus};
 use mesh_prometheus::{PrometheusSource, parse_window};
 
+pub mod rollout;
+
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = mesh_telemetry::EXIT_USAGE;
 
@@ -45,6 +47,11 @@ pub enum Command {
     /// Change Linkerd policy through mesh-mcp: validated, checked against RBAC as you,
     /// dry-run on the server, what-if on observed traffic, then applied and audited.
     Apply(ApplyArgs),
+    /// Roll least-privilege policy out in stages through mesh-mcp: start (proposed), advance to
+    /// audit (nothing denied, would-be denials reported), advance to enforce once the gate has
+    /// seen no would-be denial for long enough; rollback at any time.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 /// `meshctl apply` flags.
@@ -304,6 +311,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Command::Explain(e) => explain(&e),
         Command::Propose(p) => propose(p).await,
         Command::Apply(a) => apply(a).await,
+        Command::Rollout(r) => rollout::rollout(r).await,
     }
 }
 
@@ -662,7 +670,7 @@ fn explain(args: &ExplainArgs) -> Result<(), Failure> {
 type Client = mesh_proto::pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>;
 
 /// A failed call, said plainly; an answer that was HTTP but not gRPC names the likely mix-up.
-fn server_failure(server: &str, s: &tonic::Status) -> Failure {
+pub(crate) fn server_failure(server: &str, s: &tonic::Status) -> Failure {
     if s.message().contains("grpc-status header missing") {
         return Failure::new(
             1,
@@ -675,7 +683,7 @@ fn server_failure(server: &str, s: &tonic::Status) -> Failure {
     Failure::new(1, format!("{server}: {} ({:?})", s.message(), s.code()))
 }
 
-async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
+pub(crate) async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
     let url = if server.contains("://") {
         server.to_owned()
     } else {
@@ -697,7 +705,7 @@ async fn connect(server: &str, timeout: Duration) -> Result<Client, Failure> {
 }
 
 /// A request carrying the bearer token, with a deadline unless it is a stream.
-fn with_token<T>(
+pub(crate) fn with_token<T>(
     msg: T,
     token: Option<&str>,
     timeout: Option<Duration>,

@@ -185,6 +185,52 @@ fn existing_policy_is_respected_and_only_the_gap_is_proposed() {
     );
 }
 
+/// A rollout re-proposed after a new caller appeared: the proposal applied in audit is in the
+/// cluster, and the new caller shows as audited. The re-proposal regenerates the proposal's
+/// own authentication with the old callers and the new one (a list of only the new one would
+/// cut the old ones off), and reuses its Server.
+#[test]
+fn a_re_proposal_keeps_every_caller_its_earlier_proposal_admitted_and_adds_the_new_one() {
+    let (mut g, c) = (graph(), cluster(&[]));
+    let first = propose(&g, &c, &emojivoto(), Access::Audit).unwrap();
+    let applied = c.with_proposed(
+        &Manifests::from_documents(
+            crate::document::parse_text("p.yaml", &first.to_yaml()).0,
+            Vec::new(),
+        )
+        .policy_set(),
+    );
+    let mut newcomer = Edge::new(EdgeKey {
+        src: w("intruder"),
+        dst: Destination::Workload(w("web")),
+        protocol: Protocol::Http,
+    });
+    newcomer.tls = TlsStatus::Mtls;
+    newcomer.client_identity = id("intruder");
+    newcomer.metrics.rps = 1.0;
+    assert_eq!(verdict_of(&applied, &newcomer).decision, Decision::Audit);
+    g.edges.insert(newcomer.key.clone(), newcomer);
+    let again = propose(&g, &applied, &emojivoto(), Access::Audit).unwrap();
+    let web = again
+        .objects
+        .iter()
+        .find(|o| o.manifest["metadata"]["name"] == "web-http-observed-clients")
+        .expect("web's authentication regenerated");
+    assert_eq!(
+        web.manifest["spec"]["identityRefs"],
+        json!([
+            {"kind": "ServiceAccount", "name": "default"},
+            {"kind": "ServiceAccount", "name": "intruder"}
+        ])
+    );
+    assert!(
+        !names(&again).iter().any(|n| n.starts_with("Server ")),
+        "the Servers exist: {:?}",
+        names(&again)
+    );
+    assert!(again.newly_denied.is_empty(), "{:?}", again.newly_denied);
+}
+
 #[test]
 fn callers_without_an_identity_are_listed_never_admitted() {
     let mut g = graph();
