@@ -42,15 +42,15 @@ use self::{
     args::spec_of,
     backend::Who,
     format::{
-        answer, decision_name, edge_row, edge_row_with_routes, id, in_namespace, route_row,
-        status_text,
+        answer, decision_name, edge_row, edge_row_with_routes, id, in_namespace, rollout_json,
+        route_row, status_text,
     },
     notify::{Subscriptions, graph_changes, known_resource, notify_subscribers},
 };
 pub use self::{
     args::{
-        ApplyPlanArgs, AuditArgs, ExplainArgs, FailingArgs, GraphArgs, NamespaceArgs, PlanArgs,
-        ProposeArgs, WorkloadArgs,
+        AdvanceRolloutArgs, ApplyPlanArgs, AuditArgs, ExplainArgs, FailingArgs, GraphArgs,
+        NamespaceArgs, PlanArgs, ProposeArgs, RolloutArgs, StartRolloutArgs, WorkloadArgs,
     },
     backend::Backend,
 };
@@ -93,8 +93,13 @@ impl std::fmt::Debug for MeshAgent {
 }
 
 /// The mutation tools, hidden by `--read-only`.
-pub const MUTATION_TOOLS: [&str; 3] =
-    ["plan_authorization_policy", "plan_http_route", "apply_plan"];
+pub const MUTATION_TOOLS: [&str; 5] = [
+    "plan_authorization_policy",
+    "plan_http_route",
+    "apply_plan",
+    "start_rollout",
+    "advance_rollout",
+];
 
 #[tool_router]
 impl MeshAgent {
@@ -538,6 +543,158 @@ impl MeshAgent {
                 "yaml": p.yaml,
             }),
         ))
+    }
+
+    #[tool(
+        description = "Start a staged, audit-first rollout of least-privilege policy for a \
+            namespace (or one workload): the proposal of propose_policy, stored as a rollout in \
+            phase `proposed`. Nothing is applied: advance_rollout applies it in audit mode \
+            (nothing denied, would-be denials reported), then enforces it once the gate has \
+            seen no would-be-denied traffic for `observe_for`.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn start_rollout(
+        &self,
+        Parameters(a): Parameters<StartRolloutArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let window = |what: &str, v: &Option<String>| -> Result<_, String> {
+            v.as_deref()
+                .map(|s| {
+                    mesh_prometheus::parse_window(s)
+                        .map_err(|e| format!("{what}: {e}"))
+                        .map(|d| pbjson_types::Duration {
+                            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                            nanos: 0,
+                        })
+                })
+                .transpose()
+        };
+        let req = pb::StartRolloutRequest {
+            namespace: a.namespace.clone(),
+            workload: a.workload.clone().unwrap_or_default(),
+            since: window("since", &a.since)?,
+            observe_for: window("observe_for", &a.observe_for)?,
+            on_behalf_of: None,
+        };
+        let r = self
+            .backend
+            .start_rollout(&self.who(&ctx), req)
+            .await
+            .map_err(|s| status_text(&s))?;
+        let summary = format!(
+            "rollout {} started for {}: {} object(s) proposed, phase proposed; advance_rollout \
+             with action audit applies them in audit mode",
+            r.id,
+            a.workload
+                .as_ref()
+                .map_or_else(|| a.namespace.clone(), |w| format!("{}/{w}", a.namespace)),
+            r.objects.len()
+        );
+        Ok(answer(summary, rollout_json(&r)))
+    }
+
+    #[tool(
+        description = "A staged rollout: its phase (proposed, audit, enforced, withdrawn), the \
+            gate (would-be-denied callers seen in audit, and how long until enforcing is \
+            allowed), the actions allowed next, the plan with each object's justification, \
+            and the history of who moved it and who approved.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_rollout(
+        &self,
+        Parameters(a): Parameters<RolloutArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let r = self
+            .backend
+            .get_rollout(&self.who(&ctx), pb::GetRolloutRequest { id: a.id })
+            .await
+            .map_err(|s| status_text(&s))?;
+        let gate = r
+            .gate
+            .as_ref()
+            .map(|g| g.summary.clone())
+            .unwrap_or_default();
+        let summary = format!(
+            "rollout {} is {}; {gate}; next: {}",
+            r.id,
+            r.phase,
+            if r.next.is_empty() {
+                "nothing".into()
+            } else {
+                r.next.join(", ")
+            }
+        );
+        Ok(answer(summary, rollout_json(&r)))
+    }
+
+    #[tool(
+        description = "Move a rollout one step, as you, through the policy-change pipeline \
+            (RBAC, dry-run, what-if, audit): `audit` applies the plan with the Servers in audit \
+            mode, `enforce` switches them to deny (refused unless the gate is open), \
+            `rollback` goes back one phase (enforced -> audit; audit -> withdrawn, deleting \
+            what the rollout created), `repropose` proposes again from the traffic now (adding \
+            callers the gate named; applies nothing). Use dry_run first and show the diff. \
+            Changes the cluster unless dry_run.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn advance_rollout(
+        &self,
+        Parameters(a): Parameters<AdvanceRolloutArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        use pb::advance_rollout_request::Action;
+        let action = match a.action.as_str() {
+            "audit" => Action::Audit,
+            "enforce" => Action::Enforce,
+            "rollback" => Action::Rollback,
+            "repropose" => Action::Repropose,
+            other => {
+                return Err(format!(
+                    "action: {other:?} is not one of audit, enforce, rollback, repropose"
+                ));
+            }
+        };
+        let req = pb::AdvanceRolloutRequest {
+            id: a.id,
+            action: action.into(),
+            expected_revision: a.expected_revision.unwrap_or(0),
+            change: Some(pb::ApplyRequest {
+                dry_run: a.dry_run,
+                ..Default::default()
+            }),
+            since: None,
+        };
+        let r = self
+            .backend
+            .advance_rollout(&self.who(&ctx), req)
+            .await
+            .map_err(|s| status_text(&s))?;
+        let mut v = rollout_json(&r.rollout.clone().unwrap_or_default());
+        if let Some(c) = &r.change {
+            v["change"] = json!({
+                "dry_run": c.dry_run,
+                "audit_id": c.audit_id,
+                "objects": c.objects.iter().map(|o| json!({
+                    "kind": o.kind, "namespace": o.namespace, "name": o.name, "action": o.action,
+                })).collect::<Vec<_>>(),
+                "diff": c.diff,
+                "warnings": c.warnings,
+                "affected_edges": c.affected_edges.len(),
+            });
+        }
+        Ok(answer(r.summary, v))
     }
 
     #[tool(

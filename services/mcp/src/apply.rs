@@ -117,6 +117,18 @@ fn check_preconditions(
     Ok(())
 }
 
+/// Puts the server's own `note` (checked by nobody: it is not the caller's) before the
+/// requester's reason, once that reason has passed [`Applier::audit_fields`].
+fn with_note(req: &mut pb::ApplyRequest, note: Option<&str>) {
+    if let Some(note) = note.filter(|n| !n.is_empty()) {
+        req.reason = if req.reason.is_empty() {
+            note.to_owned()
+        } else {
+            format!("{note}: {}", req.reason)
+        };
+    }
+}
+
 /// The field manager that wrote `o` last (by its managed fields' times): who to ask about a
 /// change nobody reviewed.
 fn last_manager(o: &DynamicObject) -> Option<String> {
@@ -714,17 +726,20 @@ impl Applier {
         rpc: Rpc,
         req: pb::ApplyRequest,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        self.counted(self.run(caller, Shape::One(rpc), req).await)
+        self.counted(self.run(caller, Shape::One(rpc), req, None).await)
     }
 
     /// Runs the pipeline for a rollout's phase: `req.source` is the phase's manifest (Servers,
-    /// authentications, AuthorizationPolicies), every object held to its precondition.
+    /// authentications, AuthorizationPolicies), every object held to its precondition. `note`
+    /// (which rollout, which step) is the server's own, put before the requester's reason in
+    /// the audit trail.
     pub async fn apply_phase(
         &self,
         caller: Option<Caller>,
         req: pb::ApplyRequest,
+        note: &str,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        self.counted(self.run(caller, Shape::Rollout, req).await)
+        self.counted(self.run(caller, Shape::Rollout, req, Some(note)).await)
     }
 
     /// Counts a refusal by kind (`mesh_mcp_apply_errors_total{reason}`).
@@ -748,15 +763,17 @@ impl Applier {
         caller: Option<Caller>,
         manifest: &str,
         req: pb::ApplyRequest,
+        note: &str,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        self.counted(self.run_delete(caller, manifest, req).await)
+        self.counted(self.run_delete(caller, manifest, req, note).await)
     }
 
     async fn run_delete(
         &self,
         caller: Option<Caller>,
         manifest: &str,
-        req: pb::ApplyRequest,
+        mut req: pb::ApplyRequest,
+        note: &str,
     ) -> Result<pb::ApplyResponse, ApplyError> {
         let caller = caller.ok_or_else(|| {
             ApplyError::Unauthenticated(
@@ -766,6 +783,7 @@ impl Applier {
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
         self.audit_fields(&caller, &req)?;
+        with_note(&mut req, Some(note));
         let mut objects = Self::objects(Shape::Rollout, manifest)?;
         // What names others goes first: authorizations, then authentications and Servers.
         objects.reverse();
@@ -877,7 +895,8 @@ impl Applier {
         &self,
         caller: Option<Caller>,
         rpc: Shape,
-        req: pb::ApplyRequest,
+        mut req: pb::ApplyRequest,
+        note: Option<&str>,
     ) -> Result<pb::ApplyResponse, ApplyError> {
         let caller = caller.ok_or_else(|| {
             ApplyError::Unauthenticated(
@@ -887,6 +906,7 @@ impl Applier {
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
         self.audit_fields(&caller, &req)?;
+        with_note(&mut req, note);
         if rpc == Shape::Rollout && (req.expect_absent || !req.expected_resource_version.is_empty())
         {
             return Err(invalid(

@@ -712,11 +712,7 @@ impl GraphService {
             .applier
             .as_ref()
             .map_err(|why| Status::unavailable(format!("rollouts need the cluster: {why}")))?;
-        let reason = if change.reason.is_empty() {
-            format!("rollout {}: {from} -> {to}", rec.id)
-        } else {
-            format!("rollout {}: {from} -> {to}: {}", rec.id, change.reason)
-        };
+        let note = format!("rollout {}: {from} -> {to}", rec.id);
         let withdrawing = to == Phase::Withdrawn;
         let manifest = if withdrawing {
             let created: Vec<pb::ProposedObject> = rec
@@ -734,7 +730,7 @@ impl GraphService {
             dry_run: change.dry_run,
             on_behalf_of: change.on_behalf_of.clone(),
             approved_by: change.approved_by.clone(),
-            reason,
+            reason: change.reason.clone(),
             preconditions: rec.preconditions(withdrawing.then_some(rec.created.as_slice())),
             ..Default::default()
         };
@@ -747,9 +743,11 @@ impl GraphService {
                         ..Default::default()
                     });
                 }
-                applier.delete(Some(caller.clone()), &manifest, req).await
+                applier
+                    .delete(Some(caller.clone()), &manifest, req, &note)
+                    .await
             } else {
-                applier.apply_phase(Some(caller.clone()), req).await
+                applier.apply_phase(Some(caller.clone()), req, &note).await
             }
         };
         if change.dry_run {

@@ -1155,6 +1155,38 @@ async fn a_rollout_goes_audit_first_and_enforces_only_after_a_clean_observation(
         "{stranger:?}"
     );
 
+    // An agent over MCP sees the rollout enforced, and a dry-run of its rollback.
+    let out = python_mcp_client(&serde_json::json!({
+        "http": format!("http://127.0.0.1:{}/mcp", mcp.http), "token": "adm1n",
+        "calls": [
+            ["get_rollout", {"id": id}],
+            ["advance_rollout", {"id": id, "action": "rollback", "dry_run": true}],
+        ],
+    }))
+    .await;
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["is_error"], false, "{}", calls[0]);
+    assert_eq!(calls[0]["structured"]["phase"], "enforced");
+    assert_eq!(
+        calls[0]["structured"]["history"].as_array().unwrap().len(),
+        5
+    );
+    assert_eq!(calls[1]["is_error"], false, "{}", calls[1]);
+    let change = &calls[1]["structured"]["change"];
+    assert_eq!(change["dry_run"], true);
+    assert!(
+        change["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "Server" && o["action"] == "would update"),
+        "{change}"
+    );
+    assert_eq!(
+        calls[1]["structured"]["phase"], "enforced",
+        "a dry-run moves nothing"
+    );
+
     // Rollback: back to audit; once more: withdrawn, what the rollout created deleted.
     let back = advance(&c, &id, A::Rollback, false).await.unwrap();
     assert_eq!(back.rollout.unwrap().phase, "audit");
@@ -1452,6 +1484,9 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             ["apply_plan", {"plan_id": "$plan_id"}],
             ["find_failing_routes", {"threshold": 0.95}],
             ["propose_policy", {"namespace": "emojivoto"}],
+            ["start_rollout", {"namespace": "emojivoto"}],
+            ["get_rollout", {"id": "emojivoto-00000000"}],
+            ["advance_rollout", {"id": "emojivoto-00000000", "action": "sideways"}],
         ],
     }))
     .await;
@@ -1462,26 +1497,32 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     assert_eq!(
         names,
         [
+            "advance_rollout",
             "apply_plan",
             "explain_access",
             "find_failing_edges",
             "find_failing_routes",
             "find_plaintext_edges",
             "get_mesh_graph",
+            "get_rollout",
             "get_workload",
             "list_policies",
             "plan_authorization_policy",
             "plan_http_route",
             "propose_policy",
+            "start_rollout",
             "who_calls"
         ]
     );
     for (name, t) in tools {
         assert_eq!(t["schema"]["type"], "object", "{name}");
-        let read = !name.starts_with("plan_") && name != "apply_plan";
+        let read = !name.starts_with("plan_")
+            && !["apply_plan", "start_rollout", "advance_rollout"].contains(&name.as_str());
         assert_eq!(t["read_only"], read, "{name}");
     }
     assert_eq!(tools["apply_plan"]["destructive"], true);
+    assert_eq!(tools["advance_rollout"]["destructive"], true);
+    assert_eq!(tools["start_rollout"]["destructive"], false);
     assert_eq!(tools["plan_http_route"]["destructive"], false);
 
     let calls = out["calls"].as_array().unwrap();
@@ -1582,6 +1623,23 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
         "{}",
         call(13)
     );
+    // Rollouts: emojivoto's policy leaves nothing to roll out, and bad ids and actions are
+    // refused naming them.
+    for (i, want) in [
+        (14, "nothing to roll out for emojivoto"),
+        (15, "no rollout emojivoto-00000000"),
+        (
+            16,
+            "\"sideways\" is not one of audit, enforce, rollback, repropose",
+        ),
+    ] {
+        assert_eq!(calls[i]["is_error"], true, "{}", calls[i]);
+        assert!(
+            calls[i]["text"].as_str().unwrap().contains(want),
+            "{}",
+            calls[i]
+        );
+    }
     // The failing routes, worst first: voting's default gRPC route (85%), then web's (92.5%).
     assert_eq!(calls[12]["is_error"], false, "{}", calls[12]);
     let routes: Vec<(&str, &str)> = call(12)["routes"]
@@ -1663,7 +1721,8 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     }))
     .await;
     let tools = out["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 9, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 10, "{:?}", tools.keys());
+    assert!(tools.contains_key("get_rollout") && !tools.contains_key("advance_rollout"));
     assert!(!tools.contains_key("apply_plan"));
     assert_eq!(
         out["calls"][0]["structured"]["callers"][0]["from"],

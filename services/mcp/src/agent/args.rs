@@ -85,6 +85,46 @@ pub struct ProposeArgs {
     pub audit: bool,
 }
 
+/// A rollout to start.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StartRolloutArgs {
+    /// The namespace to lock down.
+    pub namespace: String,
+    /// One workload of it; absent: every workload of the namespace.
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// How far back to look at traffic, e.g. `7d`; absent: the served graph's window.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// How long audit must show no would-be-denied traffic before enforcing, e.g. `30m`
+    /// (the default).
+    #[serde(default)]
+    pub observe_for: Option<String>,
+}
+
+/// A rollout to read.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RolloutArgs {
+    /// The rollout's id (from start_rollout).
+    pub id: String,
+}
+
+/// A rollout step.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AdvanceRolloutArgs {
+    /// The rollout's id.
+    pub id: String,
+    /// `audit` (apply the plan in audit mode), `enforce` (only once the gate is open),
+    /// `rollback` (back one phase) or `repropose` (propose again from the traffic now).
+    pub action: String,
+    /// Dry-run: check RBAC, show the diff and what-if; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The revision you reviewed (from get_rollout); the step is refused if it moved since.
+    #[serde(default)]
+    pub expected_revision: Option<u64>,
+}
+
 /// A change to plan: a manifest, or a structured spec (see the tool description).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PlanArgs {

@@ -106,6 +106,45 @@ impl Backend {
         .map(tonic::Response::into_inner)
     }
 
+    pub(super) async fn start_rollout(
+        &self,
+        who: &Who,
+        req: pb::StartRolloutRequest,
+    ) -> Result<pb::Rollout, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => MeshService::start_rollout(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().start_rollout(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn get_rollout(
+        &self,
+        who: &Who,
+        req: pb::GetRolloutRequest,
+    ) -> Result<pb::Rollout, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => MeshService::get_rollout(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().get_rollout(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn advance_rollout(
+        &self,
+        who: &Who,
+        req: pb::AdvanceRolloutRequest,
+    ) -> Result<pb::AdvanceRolloutResponse, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => MeshService::advance_rollout(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().advance_rollout(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
     pub(super) async fn apply(
         &self,
         who: &Who,

@@ -123,3 +123,38 @@ pub(super) fn in_namespace(e: &pb::Edge, ns: Option<&str>) -> bool {
             || e.dst.as_ref().is_some_and(|d| d.namespace == ns)
     })
 }
+
+/// A rollout as an agent reads it.
+pub(super) fn rollout_json(r: &pb::Rollout) -> Value {
+    let gate = r.gate.clone().unwrap_or_default();
+    serde_json::json!({
+        "id": r.id,
+        "namespace": r.namespace,
+        "workload": r.workload,
+        "phase": r.phase,
+        "revision": r.revision,
+        "next": r.next,
+        "plan_pending": r.plan_pending,
+        "gate": {
+            "status": gate.status().as_str_name().to_ascii_lowercase(),
+            "summary": gate.summary,
+            "source": gate.source,
+            "would_be_denied": gate.would_be_denied.iter().map(|w| serde_json::json!({
+                "caller": w.caller, "callee": w.callee, "count": w.count.round(),
+            })).collect::<Vec<_>>(),
+        },
+        "objects": r.objects.iter().map(|o| serde_json::json!({
+            "kind": o.kind, "namespace": o.namespace, "name": o.name,
+            "justification": o.justification,
+        })).collect::<Vec<_>>(),
+        "needs_action": r.needs_action.iter().map(|n| serde_json::json!({
+            "caller": n.caller, "callee": id(n.callee.as_ref()), "advice": n.advice,
+        })).collect::<Vec<_>>(),
+        "history": r.history.iter().map(|h| serde_json::json!({
+            "from": h.from, "to": h.to, "by": h.by, "approved_by": h.approved_by,
+            "outcome": h.outcome, "audit_id": h.audit_id,
+        })).collect::<Vec<_>>(),
+        "last_error": r.last_error,
+        "yaml": r.yaml,
+    })
+}
