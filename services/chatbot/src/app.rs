@@ -92,6 +92,44 @@ impl Deliver for App {
     }
 }
 
+impl App {
+    /// Redraws message `message` in `target` (`slack:C1`, `discord:123`) as `reply`.
+    pub async fn edit_card(
+        &self,
+        target: &str,
+        message: &str,
+        reply: &Reply,
+    ) -> std::result::Result<(), String> {
+        match target.split_once(':') {
+            Some(("slack", channel)) => match &self.slack {
+                Some(s) => s
+                    .update(channel, message, reply)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("Slack is not configured".into()),
+            },
+            Some(("discord", channel)) => {
+                match (
+                    &self.discord,
+                    channel.parse::<u64>(),
+                    message.parse::<u64>(),
+                ) {
+                    (Some(d), Ok(c), Ok(m)) => d.edit(c, m, reply).await,
+                    (None, _, _) => Err("Discord is not configured".into()),
+                    _ => Err(format!("{target} {message} is not a Discord message")),
+                }
+            }
+            _ => Err(format!(
+                "{target:?} is not slack:<channel> or discord:<channel>"
+            )),
+        }
+        .inspect_err(|_| {
+            self.metrics
+                .chat_api_error(target.split(':').next().unwrap_or_default());
+        })
+    }
+}
+
 /// A request header as text, or why it is missing (signature checks name what was absent).
 pub fn header<'h>(
     headers: &'h axum::http::HeaderMap,

@@ -71,6 +71,9 @@ pub struct Approval {
     /// absent). The approved apply fails if any of them moved.
     #[serde(default)]
     pub reviewed: Vec<pb::ObjectPrecondition>,
+    /// A rollout step rather than a manifest: applied with `AdvanceRollout`.
+    #[serde(default)]
+    pub rollout: Option<crate::rollouts::RolloutStep>,
 }
 
 /// What a click does.
@@ -80,19 +83,21 @@ pub struct ClickOutcome {
     pub card: Option<Reply>,
     /// A reply only the clicker sees (why nothing happened).
     pub private: Option<Reply>,
+    /// A new message in the channel (the approval card of a rollout step).
+    pub post: Option<Reply>,
 }
 
 impl ClickOutcome {
     fn card(r: Reply) -> Self {
         Self {
             card: Some(r),
-            private: None,
+            ..Self::default()
         }
     }
     fn private(r: Reply) -> Self {
         Self {
-            card: None,
             private: Some(r),
+            ..Self::default()
         }
     }
 }
@@ -108,7 +113,7 @@ pub struct Approvals<S> {
     clock: Arc<dyn Clock>,
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -144,6 +149,22 @@ fn decision(d: i32) -> &'static str {
         pb::policy_verdict::Decision::Audit => "audit",
         _ => "unknown",
     }
+}
+
+/// The what-if of a dry-run, one line per observed edge whose decision changes.
+pub(crate) fn affected_lines(dry: &pb::ApplyResponse) -> Vec<String> {
+    dry.affected_edges
+        .iter()
+        .map(|e| {
+            format!(
+                "{}  {} -> {}  {:.2} rps",
+                e.edge.as_ref().map(edge_name).unwrap_or_default(),
+                decision(e.before),
+                decision(e.after),
+                e.rps
+            )
+        })
+        .collect()
 }
 
 fn edge_name(e: &pb::EdgeRef) -> String {
@@ -309,7 +330,6 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 )
             },
         );
-        let map = self.identities.borrow().clone();
         let a = Approval {
             id: new_id(),
             kind,
@@ -334,49 +354,57 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 .map(|o| format!("{} {} {}/{}", o.action, o.kind, o.namespace, o.name))
                 .collect(),
             diff: dry.diff.clone(),
-            affected: dry
-                .affected_edges
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}  {} -> {}  {:.2} rps",
-                        e.edge.as_ref().map(edge_name).unwrap_or_default(),
-                        decision(e.before),
-                        decision(e.after),
-                        e.rps
-                    )
-                })
-                .collect(),
+            affected: affected_lines(&dry),
             warnings: dry.warnings.clone(),
             dry_run_audit_id: dry.audit_id.clone(),
-            expires_at: self.now_unix() + map.approval_ttl.as_secs(),
+            expires_at: 0,
             reviewed: dry
                 .objects
                 .iter()
                 .filter(|o| Some(*o) != main)
                 .map(pb::ObjectPrecondition::from)
                 .collect(),
+            rollout: None,
         };
+        self.put_pending(a).await.unwrap_or_else(|r| r)
+    }
+
+    /// Stores a dry-run change as a pending approval (expiring after the map's TTL) and
+    /// returns its card; a change that changes nothing, or a store that does not answer, is
+    /// the reply instead.
+    pub(crate) async fn put_pending(&self, mut a: Approval) -> Result<Reply, Reply> {
+        let map = self.identities.borrow().clone();
+        a.expires_at = self.now_unix() + map.approval_ttl.as_secs();
         if a.actions.iter().all(|x| x.starts_with("unchanged")) {
-            return Reply::new(format!("No change: {} is already as written", a.target))
-                .text("The dry-run changed nothing, so there is nothing to approve.");
+            return Err(
+                Reply::new(format!("No change: {} is already as written", a.target))
+                    .text("The dry-run changed nothing, so there is nothing to approve."),
+            );
         }
-        let record = match serde_json::to_vec(&a) {
-            Ok(r) => r,
-            Err(e) => return Reply::refusal("Could not record the request", e.to_string()),
-        };
+        let record = serde_json::to_vec(&a)
+            .map_err(|e| Reply::refusal("Could not record the request", e.to_string()))?;
         if let Err(e) = self
             .store
             .put_approval(&a.id, record, map.approval_ttl)
             .await
         {
-            return Reply::refusal(
+            return Err(Reply::refusal(
                 "Could not record the request",
                 format!("The store is unavailable ({e}); nothing was changed. Try again shortly."),
-            );
+            ));
         }
         self.metrics.approval("requested");
-        pending_card(&a, map.approval_ttl)
+        Ok(pending_card(&a, map.approval_ttl))
+    }
+
+    /// The mesh service this flow calls.
+    pub(crate) fn mcp(&self) -> &Mcp {
+        &self.mcp
+    }
+
+    /// The bot's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// A button click: `approve`, `reject` or `redo` on approval `id`.
@@ -391,6 +419,11 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             Ok(k) => k,
             Err(r) => return ClickOutcome::private(*r),
         };
+        if let Some(step) = action.strip_prefix("rollout-") {
+            return self
+                .rollout_click(platform, chat_user, clicker, step, id)
+                .await;
+        }
         let entry = match self.store.get_approval(id).await {
             Ok(Some(e)) => e,
             Ok(None) => {
@@ -526,6 +559,22 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                     )
                     .await
                 {
+                    Ok(_) if let Some(step) = a.rollout.clone() => {
+                        let again = self
+                            .rollout_click(
+                                a.platform,
+                                &a.requester_chat,
+                                a.requester.clone(),
+                                &step.action,
+                                &step.id,
+                            )
+                            .await;
+                        ClickOutcome {
+                            card: again.post,
+                            private: again.private,
+                            post: None,
+                        }
+                    }
                     Ok(_) => ClickOutcome::card(
                         self.request(
                             a.platform,
@@ -639,26 +688,25 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                 a.reason, a.platform, approver.user
             )
         };
-        let res = self
-            .call(
-                a.kind,
-                pb::ApplyRequest {
-                    source: Some(pb::apply_request::Source::Manifest(a.manifest.clone())),
-                    dry_run: false,
-                    expected_resource_version: a.expected_resource_version.clone(),
-                    // A new object must still be new: nobody created it since the dry-run.
-                    expect_absent: a.expected_resource_version.is_empty(),
-                    on_behalf_of: Some(pb::Identity {
-                        user: a.requester.user.clone(),
-                        groups: a.requester.groups.clone(),
-                    }),
-                    approved_by: approver.user.clone(),
-                    reason,
-                    preconditions: a.reviewed.clone(),
-                    ..Default::default()
-                },
-            )
-            .await;
+        let req = pb::ApplyRequest {
+            source: Some(pb::apply_request::Source::Manifest(a.manifest.clone())),
+            dry_run: false,
+            expected_resource_version: a.expected_resource_version.clone(),
+            // A new object must still be new: nobody created it since the dry-run.
+            expect_absent: a.expected_resource_version.is_empty(),
+            on_behalf_of: Some(pb::Identity {
+                user: a.requester.user.clone(),
+                groups: a.requester.groups.clone(),
+            }),
+            approved_by: approver.user.clone(),
+            reason,
+            preconditions: a.reviewed.clone(),
+            ..Default::default()
+        };
+        let res = match &a.rollout {
+            Some(step) => self.apply_step(step, req).await,
+            None => self.call(a.kind, req).await,
+        };
         let (outcome, card) = match res {
             Ok(r) => {
                 let mut c = base_card(&a, format!("Applied: {}", a.target))
@@ -862,6 +910,7 @@ mod tests {
             dry_run_audit_id: String::new(),
             expires_at,
             reviewed: Vec::new(),
+            rollout: None,
         };
         let ttl = Duration::from_secs(3600);
         store

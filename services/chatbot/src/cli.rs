@@ -118,6 +118,10 @@ pub struct Args {
     /// the same preconditions, on the next Approve click.
     #[arg(long, env = "MESH_APPLY_RETRY_AFTER", default_value = "2m", value_parser = duration)]
     pub apply_retry_after: Duration,
+    /// How often the rollout cards the bot posted are redrawn with their gate's evidence (by
+    /// the replica holding the alert lease).
+    #[arg(long, env = "MESH_ROLLOUT_REFRESH", default_value = "15s", value_parser = duration)]
+    pub rollout_refresh: Duration,
     /// This replica's name in the alert lease (default: host name and PID).
     #[arg(long, env = "MESH_LEASE_HOLDER")]
     pub lease_holder: Option<String>,
@@ -269,6 +273,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         store: store.clone(),
         metrics: metrics.clone(),
     });
+    tokio::spawn(crate::rollouts::keep_cards_current(
+        app.clone(),
+        leader.clone(),
+        args.rollout_refresh,
+    ));
     tokio::spawn(alerts::run(
         mcp,
         store.clone(),

@@ -106,6 +106,8 @@ pub enum Command {
         /// How far back to look (mesh-mcp reads its Prometheus); `None`: its graph's window.
         since: Option<std::time::Duration>,
     },
+    /// `rollout start <namespace>[/<workload>] [since=7d] [observe=30m]` or `rollout <id>`.
+    Rollout(RolloutCommand),
     /// `authz apply` / `route apply`: opens the manifest form.
     Apply(ApplyKind),
     /// `alerts on [ns=a,b] [kind=plaintext,...]` / `alerts off`.
@@ -152,6 +154,14 @@ pub const USAGE: &[(&str, &str)] = &[
         "least-privilege policy proposed from observed traffic",
     ),
     (
+        "rollout start <namespace>[/<workload>] [since=7d] [observe=30m]",
+        "roll least-privilege policy out audit-first; each phase needs approval",
+    ),
+    (
+        "rollout <id>",
+        "a rollout's phase, gate and buttons for its next step",
+    ),
+    (
         "authz apply",
         "propose an AuthorizationPolicy (opens a form; needs approval)",
     ),
@@ -166,6 +176,27 @@ pub const USAGE: &[(&str, &str)] = &[
     ("alerts off", "no more alerts in this channel"),
     ("help", "this list"),
 ];
+
+/// What `rollout` asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutCommand {
+    /// Start a rollout (proposed; nothing applied).
+    Start {
+        /// The namespace.
+        namespace: String,
+        /// One workload of it.
+        workload: Option<String>,
+        /// How far back to look at traffic.
+        since: Option<std::time::Duration>,
+        /// How long audit must show no would-be denials.
+        observe: Option<std::time::Duration>,
+    },
+    /// The card of a rollout.
+    Show {
+        /// Its id.
+        id: String,
+    },
+}
 
 /// A command that could not be parsed: what is wrong and how it is used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,6 +263,59 @@ pub fn clip(s: &str) -> String {
     out
 }
 
+/// `<namespace>[/<workload>]`, both Kubernetes names.
+fn target(word: Option<&&str>, command: &str) -> Result<(String, Option<String>), Usage> {
+    let Some(target) = word else {
+        return Err(Usage::of("which namespace?", command));
+    };
+    let (namespace, workload) = match target.split_once('/') {
+        Some((ns, w)) => (ns, Some(w)),
+        None => (*target, None),
+    };
+    if !is_label(namespace) || workload.is_some_and(|w| !is_label(w)) {
+        return Err(Usage::of(
+            format!(
+                "`{}` is not a namespace (or namespace/workload) of Kubernetes names",
+                clip(target)
+            ),
+            command,
+        ));
+    }
+    Ok((namespace.to_owned(), workload.map(str::to_owned)))
+}
+
+/// `key=duration` options, each at most once, in any order; nothing else.
+fn durations<const N: usize>(
+    words: &[&str],
+    keys: [&str; N],
+    command: &str,
+) -> Result<[Option<std::time::Duration>; N], Usage> {
+    let mut out = [None; N];
+    for w in words {
+        let parsed = w
+            .split_once('=')
+            .and_then(|(k, v)| keys.iter().position(|x| *x == k).map(|i| (i, v)));
+        let Some((i, v)) = parsed else {
+            let say: Vec<String> = keys.iter().map(|k| format!("{k}=…")).collect();
+            return Err(Usage::of(
+                format!("unexpected `{}`; say {}", clip(w), say.join(" or ")),
+                command,
+            ));
+        };
+        if out[i].is_some() {
+            return Err(Usage::of(format!("{} given twice", keys[i]), command));
+        }
+        let d = humantime::parse_duration(v).map_err(|_| {
+            Usage::of(
+                format!("`{}` is not a duration like 7d or 30m", clip(v)),
+                command,
+            )
+        })?;
+        out[i] = Some(d);
+    }
+    Ok(out)
+}
+
 fn no_more(words: &[&str], command: &str) -> Result<(), Usage> {
     match words.first() {
         None => Ok(()),
@@ -282,47 +366,43 @@ pub fn parse(text: &str) -> Result<Command, Usage> {
             })
         }
         "lockdown" => {
-            let Some(target) = rest.first() else {
-                return Err(Usage::of("which namespace?", "lockdown"));
-            };
-            let (namespace, workload) = match target.split_once('/') {
-                Some((ns, w)) => (ns, Some(w)),
-                None => (*target, None),
-            };
-            if !is_label(namespace) || workload.is_some_and(|w| !is_label(w)) {
-                return Err(Usage::of(
-                    format!(
-                        "`{}` is not a namespace (or namespace/workload) of Kubernetes names",
-                        clip(target)
-                    ),
-                    "lockdown",
-                ));
-            }
-            let since = match rest.get(1) {
-                None => None,
-                Some(s) => {
-                    let v = s.strip_prefix("since=").ok_or_else(|| {
-                        Usage::of(
-                            format!("unexpected `{}`; say since=7d", clip(s)),
-                            "lockdown",
-                        )
-                    })?;
-                    let d = humantime::parse_duration(v).map_err(|_| {
-                        Usage::of(
-                            format!("`{}` is not a duration like 7d or 24h", clip(v)),
-                            "lockdown",
-                        )
-                    })?;
-                    Some(d)
-                }
-            };
-            no_more(rest.get(2..).unwrap_or_default(), "lockdown")?;
+            let (namespace, workload) = target(rest.first(), "lockdown")?;
+            let [since] = durations(rest.get(1..).unwrap_or_default(), ["since"], "lockdown")?;
             Ok(Command::Lockdown {
-                namespace: namespace.to_owned(),
-                workload: workload.map(str::to_owned),
+                namespace,
+                workload,
                 since,
             })
         }
+        "rollout" => match rest.first() {
+            None => Err(Usage::of("start a rollout, or which one?", "rollout")),
+            Some(&"start") => {
+                let (namespace, workload) = target(rest.get(1), "rollout")?;
+                let [since, observe] = durations(
+                    rest.get(2..).unwrap_or_default(),
+                    ["since", "observe"],
+                    "rollout",
+                )?;
+                Ok(Command::Rollout(RolloutCommand::Start {
+                    namespace,
+                    workload,
+                    since,
+                    observe,
+                }))
+            }
+            Some(id) => {
+                if id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(Usage::of(
+                        format!("`{}` is not a rollout id", clip(id)),
+                        "rollout",
+                    ));
+                }
+                no_more(rest.get(1..).unwrap_or_default(), "rollout")?;
+                Ok(Command::Rollout(RolloutCommand::Show {
+                    id: (*id).to_owned(),
+                }))
+            }
+        },
         "tls" => {
             no_more(rest, "tls")?;
             Ok(Command::Tls)
@@ -492,6 +572,38 @@ mod tests {
                 .problem
                 .contains("not a duration")
         );
+        assert_eq!(
+            parse("rollout start emojivoto/web observe=20m since=7d").unwrap(),
+            Command::Rollout(RolloutCommand::Start {
+                namespace: "emojivoto".into(),
+                workload: Some("web".into()),
+                since: Some(std::time::Duration::from_secs(7 * 86_400)),
+                observe: Some(std::time::Duration::from_secs(20 * 60)),
+            })
+        );
+        assert_eq!(
+            parse("rollout emojivoto-1a2b3c4d").unwrap(),
+            Command::Rollout(RolloutCommand::Show {
+                id: "emojivoto-1a2b3c4d".into()
+            })
+        );
+        for (bad, want) in [
+            ("rollout", "start a rollout, or which one?"),
+            ("rollout start", "which namespace?"),
+            (
+                "rollout start x observe=1h observe=2h",
+                "observe given twice",
+            ),
+            ("rollout start x when=1h", "say since=… or observe=…"),
+            ("rollout a/b", "is not a rollout id"),
+        ] {
+            let u = parse(bad).unwrap_err();
+            assert!(u.problem.contains(want), "{bad}: {}", u.problem);
+            assert!(
+                u.usage.iter().any(|l| l.starts_with("/mesh rollout")),
+                "{u:?}"
+            );
+        }
         assert_eq!(parse("tls").unwrap(), Command::Tls);
         assert_eq!(
             parse("failing").unwrap(),

@@ -127,7 +127,9 @@ impl Mcp {
                 workload,
                 since,
             } => self.lockdown(namespace, workload.as_deref(), *since).await,
-            Command::Apply(_) | Command::Alerts { .. } | Command::Help => Ok(help()),
+            Command::Apply(_) | Command::Alerts { .. } | Command::Rollout(_) | Command::Help => {
+                Ok(help())
+            }
         };
         out.unwrap_or_else(|s| status_reply("The mesh service could not answer", &s))
     }

@@ -172,6 +172,50 @@ impl Discord {
         Ok(())
     }
 
+    /// Answers a deferred interaction with `reply` and returns the message's id (`None` for a
+    /// private answer), so the bot can redraw it later.
+    pub async fn answer_message(&self, token: &str, reply: &Reply) -> Result<Option<u64>, String> {
+        if reply.ephemeral {
+            return self.answer(token, reply).await.map(|()| None);
+        }
+        let (body, files) = Self::body(reply)?;
+        let m = self
+            .bounded(
+                "edit original",
+                self.http
+                    .edit_original_interaction_response(token, &body, files),
+            )
+            .await?;
+        Ok(Some(m.id.get()))
+    }
+
+    /// A new message in the channel of an interaction, everyone sees it.
+    pub async fn followup(&self, token: &str, reply: &Reply) -> Result<(), String> {
+        let (body, files) = Self::body(reply)?;
+        self.bounded(
+            "followup",
+            self.http.create_followup_message(token, &body, files),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Redraws message `message` of `channel` (one the bot posted).
+    pub async fn edit(&self, channel: u64, message: u64, reply: &Reply) -> Result<(), String> {
+        let (body, files) = Self::body(reply)?;
+        self.bounded(
+            "edit message",
+            self.http.edit_message(
+                ChannelId::new(channel),
+                serenity::all::MessageId::new(message),
+                &body,
+                files,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A message only the clicker sees.
     pub async fn private(&self, token: &str, reply: &Reply) -> Result<(), String> {
         let mut reply = reply.clone();
@@ -227,7 +271,10 @@ pub fn slash_command() -> CreateCommand {
     for (usage, what) in command::USAGE {
         let mut words = usage.split_whitespace();
         let Some(name) = words.next() else { continue };
-        if name == "alerts" && usage.contains("off") {
+        // One subcommand per word: `alerts off` and `rollout <id>` share theirs.
+        if (name == "alerts" && usage.contains("off"))
+            || (name == "rollout" && !usage.contains("start"))
+        {
             continue;
         }
         let args: Vec<&str> = words.collect();
@@ -235,6 +282,8 @@ pub fn slash_command() -> CreateCommand {
         if !args.is_empty() {
             let hint = if name == "alerts" {
                 "on [ns=a,b] [kind=...] | off".to_owned()
+            } else if name == "rollout" {
+                "start <ns>[/<workload>] [since=7d] [observe=30m] | <id>".to_owned()
             } else {
                 args.join(" ")
             };
@@ -435,6 +484,38 @@ pub async fn interactions(
                         Err(e) => message(&Reply::refusal("Could not open the form", e)),
                     }
                 }
+                Ok(Command::Rollout(rc)) => {
+                    let app = app.clone();
+                    let channel = i.channel_id.clone().unwrap_or_default();
+                    tokio::spawn(async move {
+                        let (reply, id) =
+                            app.approvals.rollout(Platform::Discord, &user, &rc).await;
+                        let Some(d) = app.discord.as_ref() else {
+                            return;
+                        };
+                        match d.answer_message(&i.token, &reply).await {
+                            Ok(Some(message)) if id.is_some() && !channel.is_empty() => {
+                                let member = format!(
+                                    "discord:{channel}|{message}|{}",
+                                    id.unwrap_or_default()
+                                );
+                                let _ = mesh_store::AlertStore::mark(
+                                    &app.store,
+                                    crate::rollouts::CARDS,
+                                    &member,
+                                    true,
+                                )
+                                .await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                app.metrics.chat_api_error("discord");
+                                tracing::warn!(%e, "could not answer a Discord command");
+                            }
+                        }
+                    });
+                    respond(5, None)
+                }
                 Ok(Command::Alerts { on, filter }) => {
                     let channel = i.channel_id.unwrap_or_default();
                     message(
@@ -483,6 +564,12 @@ pub async fn interactions(
                 {
                     app.metrics.chat_api_error("discord");
                     tracing::warn!(%e, "could not answer a Discord click");
+                }
+                if let Some(p) = out.post
+                    && let Err(e) = d.followup(&i.token, &p).await
+                {
+                    app.metrics.chat_api_error("discord");
+                    tracing::warn!(%e, "could not post a Discord card");
                 }
             });
             respond(6, None)

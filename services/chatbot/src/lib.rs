@@ -13,4 +13,5 @@ pub mod identity;
 pub mod mcp_error;
 pub mod metrics;
 pub mod reply;
+pub mod rollouts;
 pub mod slack;

@@ -364,6 +364,45 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
             &app.set_alerts(&format!("slack:{}", cmd.channel_id), on, filter)
                 .await,
         ),
+        Command::Rollout(rc) => {
+            // Posted as a message of its own (not through response_url), so the bot knows it
+            // and keeps it current as the gate's evidence changes.
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (reply, id) = app
+                    .approvals
+                    .rollout(Platform::Slack, &cmd.user_id, &rc)
+                    .await;
+                let Some(slack) = app.slack.as_ref() else {
+                    return;
+                };
+                match (id, reply.ephemeral) {
+                    (Some(id), false) => match slack.post(&cmd.channel_id, &reply).await {
+                        Ok(ts) => {
+                            let member = format!("slack:{}|{ts}|{id}", cmd.channel_id);
+                            let _ = mesh_store::AlertStore::mark(
+                                &app.store,
+                                crate::rollouts::CARDS,
+                                &member,
+                                true,
+                            )
+                            .await;
+                        }
+                        Err(e) => {
+                            app.metrics.chat_api_error("slack");
+                            tracing::warn!(%e, "could not post a rollout card");
+                        }
+                    },
+                    _ => {
+                        if let Err(e) = slack.respond(&cmd, &reply).await {
+                            app.metrics.chat_api_error("slack");
+                            tracing::warn!(%e, "could not answer a Slack command");
+                        }
+                    }
+                }
+            });
+            StatusCode::OK.into_response()
+        }
         read => {
             // Acknowledge now; the answer follows through response_url.
             let app = app.clone();
@@ -396,6 +435,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Apply(ApplyKind::Route) => "route-apply",
         Command::Alerts { .. } => "alerts",
         Command::Lockdown { .. } => "lockdown",
+        Command::Rollout(_) => "rollout",
         Command::Help => "help",
     }
 }
@@ -493,6 +533,12 @@ pub async fn interactions(
                 {
                     app.metrics.chat_api_error("slack");
                     tracing::warn!(%e, "could not answer a Slack click");
+                }
+                if let Some(post) = out.post
+                    && let Err(e) = slack.post(&channel, &post).await
+                {
+                    app.metrics.chat_api_error("slack");
+                    tracing::warn!(%e, "could not post a Slack card");
                 }
             });
             StatusCode::OK.into_response()

@@ -137,13 +137,37 @@ impl McpHarness {
             meshsim::LinkerdVersion::V2_20,
         );
         let c = self.cluster.borrow().clone();
-        let graph = mesh_collector::run::join(
-            &base,
-            &[],
-            &c,
-            &mut mesh_policy::overlay::Verdicts::default(),
-            SystemTime::now(),
-        );
+        let join = |authz: &[mesh_policy::overlay::AuthzSample]| {
+            mesh_collector::run::join(
+                &base,
+                authz,
+                &c,
+                &mut mesh_policy::overlay::Verdicts::default(),
+                SystemTime::now(),
+            )
+        };
+        // What the simulated proxies count for the policy in force (meshsim's proxies decide
+        // with the same evaluation): allowed, allowed only by audit mode, or denied, per
+        // client identity, over the 60 s window.
+        let reported: Vec<mesh_policy::overlay::AuthzSample> = join(&[])
+            .edges
+            .values()
+            .filter_map(|e| {
+                let mesh_model::Destination::Workload(dst) = &e.key.dst else {
+                    return None;
+                };
+                let d = e.policy.decision;
+                Some(mesh_policy::overlay::AuthzSample {
+                    dst: dst.clone(),
+                    client_id: e.client_identity.clone(),
+                    tcp: e.key.protocol == mesh_model::Protocol::Tcp,
+                    allowed: d != mesh_model::Decision::Denied,
+                    audit: d == mesh_model::Decision::Audit,
+                    count: e.metrics.rps * 60.0,
+                })
+            })
+            .collect();
+        let graph = join(&reported);
         let mut publisher = self.publisher.lock().await;
         let published = publisher
             .publish(graph)

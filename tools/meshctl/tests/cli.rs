@@ -9,4 +9,7 @@ fn the_cli_reference_is_current() {
     ] {
         mesh_testkit::check_cli_doc(bin, &[sub], &format!("meshctl-{sub}"));
     }
+    for sub in ["start", "status", "advance", "rollback", "repropose"] {
+        mesh_testkit::check_cli_doc(bin, &["rollout", sub], &format!("meshctl-rollout-{sub}"));
+    }
 }
