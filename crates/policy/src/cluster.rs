@@ -34,6 +34,21 @@ pub struct ClusterWorkload {
     /// The port traffic to it arrives on: the first port of the first Service of its namespace
     /// that selects it, else its pods' first named port.
     pub port: Option<u16>,
+    /// Every port of every Service of its namespace that selects it: (Service, Service port,
+    /// the container port it forwards to). How a call to `Service svc:80` (a route's parent)
+    /// finds the port it reaches.
+    pub service_ports: Vec<(String, u16, u16)>,
+}
+
+impl ClusterWorkload {
+    /// The container port a call to port `port` of Service `service` reaches, if that Service
+    /// selects this workload.
+    pub fn target_port(&self, service: &str, port: u16) -> Option<u16> {
+        self.service_ports
+            .iter()
+            .find(|(s, p, _)| s == service && *p == port)
+            .map(|(_, _, t)| *t)
+    }
 }
 
 /// A Service: which pods it selects and the ports it forwards.
@@ -370,18 +385,35 @@ pub(crate) fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
 /// that selects it, a named targetPort resolved against the pod's ports; else the pod's first
 /// named port. Edges carry no port, so this is the best the cluster can say.
 pub(crate) fn port_of(services: &[&ServiceInfo], pod: &PodInfo) -> Option<u16> {
+    let resolved = service_ports(services, pod);
+    resolved
+        .first()
+        .map(|(_, _, t)| *t)
+        .or_else(|| pod.ports.first().map(|(_, p)| *p))
+}
+
+/// Each port of each Service that selects `pod`, with the container port it forwards to (a
+/// named targetPort resolved against the pod's ports; one that does not resolve is left out).
+pub(crate) fn service_ports(services: &[&ServiceInfo], pod: &PodInfo) -> Vec<(String, u16, u16)> {
     let selects = |s: &&&ServiceInfo| {
         !s.selector.is_empty() && s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
     };
-    let from_service = services.iter().find(selects).and_then(|s| {
-        let (port, target) = s.ports.first()?;
-        match target {
-            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            Value::String(name) => pod.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
-            _ => Some(*port),
-        }
-    });
-    from_service.or_else(|| pod.ports.first().map(|(_, p)| *p))
+    services
+        .iter()
+        .filter(selects)
+        .flat_map(|s| {
+            s.ports.iter().filter_map(|(port, target)| {
+                let t = match target {
+                    Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                    Value::String(name) => {
+                        pod.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+                    }
+                    _ => Some(*port),
+                }?;
+                Some((s.name.clone(), *port, t))
+            })
+        })
+        .collect()
 }
 
 /// Annotation that asks for a proxy.

@@ -351,6 +351,7 @@ impl Index {
             meshed,
             running_pods: 0,
             port: None,
+            service_ports: Vec::new(),
         };
         // Running pods count, and the first running pod's labels and ports (by name) are what
         // the proxies enforce now; during a rollout the template is ahead of them.
@@ -379,6 +380,7 @@ impl Index {
             .map(|(_, s)| s)
             .collect();
         out.port = port_of(&in_ns, &out.pod);
+        out.service_ports = crate::cluster::service_ports(&in_ns, &out.pod);
         Some(out)
     }
 

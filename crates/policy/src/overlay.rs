@@ -212,7 +212,7 @@ pub fn apply(
                 (Some(entry), _) => Some(entry),
                 (None, Some(cw)) => Some((
                     seen(cw),
-                    verdict(cluster, &e.key, e.tls, &e.client_identity),
+                    verdict(cluster, &e.key, e.tls, &e.client_identity, None),
                 )),
                 (None, None) => None,
             };
@@ -221,7 +221,7 @@ pub fn apply(
                     e.policy = entry.1.clone();
                     verdicts.map.insert(key, entry);
                 }
-                None => e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity),
+                None => e.policy = verdict(cluster, &e.key, e.tls, &e.client_identity, None),
             }
         }
         (
@@ -329,10 +329,48 @@ pub fn verdict_of(cluster: &Cluster, e: &mesh_model::Edge) -> PolicyVerdict {
     if let Some(v) = egress_verdict(cluster, e) {
         return v;
     }
-    verdict(cluster, &e.key, e.tls, &e.client_identity)
+    verdict(cluster, &e.key, e.tls, &e.client_identity, None)
 }
 
-fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) -> PolicyVerdict {
+/// The verdict on edge `e` for its calls to the destination's container port `port` (a
+/// workload served on several ports may have a Server on each).
+pub fn verdict_at(cluster: &Cluster, e: &mesh_model::Edge, port: u16) -> PolicyVerdict {
+    if let Some(v) = egress_verdict(cluster, e) {
+        return v;
+    }
+    verdict(cluster, &e.key, e.tls, &e.client_identity, Some(port))
+}
+
+/// The container ports edge `e` reaches on its destination `cw`: those of the Services its
+/// routes name as parents (Linkerd 2.14+ proxies report them), else the workload's own port.
+pub fn ports_of(e: &mesh_model::Edge, cw: &ClusterWorkload) -> Vec<u16> {
+    let mut ports: Vec<u16> = e
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let (kind, rest) = r.id.parent.split_once(' ')?;
+            let (name, port) = rest.rsplit_once(':')?;
+            let (_, service) = name.split_once('/')?;
+            (kind == "Service")
+                .then(|| cw.target_port(service, port.parse().ok()?))
+                .flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        ports.extend(cw.port);
+    }
+    ports
+}
+
+fn verdict(
+    cluster: &Cluster,
+    key: &EdgeKey,
+    tls: TlsStatus,
+    client_id: &str,
+    port: Option<u16>,
+) -> PolicyVerdict {
     let unknown = |why: String| PolicyVerdict {
         chain: vec![why],
         ..PolicyVerdict::default()
@@ -351,7 +389,7 @@ fn verdict(cluster: &Cluster, key: &EdgeKey, tls: TlsStatus, client_id: &str) ->
             "{dst} has no Linkerd proxy, so Linkerd policy does not apply"
         ));
     }
-    let Some(port) = cw.port else {
+    let Some(port) = port.or(cw.port) else {
         return unknown(format!(
             "no Service port or named container port is known for {dst}"
         ));

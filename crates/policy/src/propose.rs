@@ -16,7 +16,7 @@ use crate::{
     Manifests,
     cluster::{Cluster, ClusterWorkload},
     document::Document,
-    overlay::verdict_of,
+    overlay::{ports_of, verdict_at},
 };
 
 /// What to lock down: a namespace, or one workload of it.
@@ -143,14 +143,24 @@ pub fn propose(
             ));
             continue;
         }
-        let Some(port) = cw.port else {
+        // A Server per port the callers reached (a call's routes name the Service port it
+        // used; without routes, the workload's own port).
+        let mut by_port: BTreeMap<u16, Vec<&Edge>> = BTreeMap::new();
+        for e in &inbound {
+            for port in ports_of(e, cw) {
+                by_port.entry(port).or_default().push(e);
+            }
+        }
+        if by_port.is_empty() {
             out.notes.push(format!(
                 "{id}: no Service port or named container port is known"
             ));
             continue;
-        };
+        }
         targeted.insert(id);
-        propose_for(id, cw, port, &inbound, cluster, access, &mut out);
+        for (port, edges) in by_port {
+            propose_for(id, cw, port, &edges, cluster, access, &mut out);
+        }
     }
     prove(graph, cluster, &targeted, &mut out);
     Ok(out)
@@ -173,7 +183,7 @@ fn propose_for(
     let mut spiffe: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut existing_server = None;
     for e in inbound {
-        let v = verdict_of(cluster, e);
+        let v = verdict_at(cluster, e, port);
         if existing_server.is_none() && !v.server.is_empty() {
             existing_server = v.server.split_once('/').map(|(_, n)| n.to_owned());
         }
@@ -363,17 +373,22 @@ fn prove(
         if !targeted.contains(dst) {
             continue;
         }
-        let before = verdict_of(cluster, e).decision;
-        let now = verdict_of(&after, e).decision;
+        let Some(cw) = cluster.workloads.get(dst) else {
+            continue;
+        };
         let listed = out
             .needs_action
             .iter()
             .any(|n| n.caller == e.key.src.to_string() && &n.callee == dst);
-        if now == Decision::Denied && before != Decision::Denied && !listed {
-            out.newly_denied.push(format!(
-                "{} -> {dst}: {:.2} rps observed would be denied",
-                e.key.src, e.metrics.rps
-            ));
+        for port in ports_of(e, cw) {
+            let before = verdict_at(cluster, e, port).decision;
+            let now = verdict_at(&after, e, port).decision;
+            if now == Decision::Denied && before != Decision::Denied && !listed {
+                out.newly_denied.push(format!(
+                    "{} -> {dst} (port {port}): {:.2} rps observed would be denied",
+                    e.key.src, e.metrics.rps
+                ));
+            }
         }
     }
 }

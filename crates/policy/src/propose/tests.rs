@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use mesh_model::{EdgeKey, Protocol};
 
 use super::*;
+use crate::overlay::verdict_of;
 
 const EMOJIVOTO: &str = include_str!("../../../../tools/kube-sim/seed/demo/emojivoto.yaml");
 const EMOJIVOTO_POLICY: &str =
@@ -229,6 +230,81 @@ fn a_re_proposal_keeps_every_caller_its_earlier_proposal_admitted_and_adds_the_n
         names(&again)
     );
     assert!(again.newly_denied.is_empty(), "{:?}", again.newly_denied);
+}
+
+/// web served on two ports (web-svc:80 -> 8080 for the app, web-admin:9990 -> 9990 for an
+/// admin endpoint), each called by its own caller: a Server per port, each admitting only the
+/// callers of that port, so the admin caller cannot reach the app port afterwards, nor the app
+/// caller the admin port.
+#[test]
+fn each_port_a_workload_is_called_on_gets_its_own_server_and_callers() {
+    let admin_svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web-admin, namespace: emojivoto}\n\
+        spec: {selector: {app: web-svc}, ports: [{name: admin, port: 9990, targetPort: 9990}]}\n";
+    let c = cluster(&[admin_svc]);
+    let mut g = graph();
+    let route = |parent: &str| mesh_model::RouteStats {
+        id: mesh_model::RouteId {
+            kind: "default".into(),
+            namespace: String::new(),
+            name: "http".into(),
+            parent: parent.into(),
+        },
+        rps: 1.0,
+        ..Default::default()
+    };
+    for e in g.edges.values_mut() {
+        if e.key.dst == Destination::Workload(w("web")) {
+            e.routes = vec![route("Service emojivoto/web-svc:80")];
+        }
+    }
+    let mut admin = Edge::new(EdgeKey {
+        src: w("voting"),
+        dst: Destination::Workload(w("web")),
+        protocol: Protocol::Http,
+    });
+    admin.tls = TlsStatus::Mtls;
+    admin.client_identity = id("voting");
+    admin.metrics.rps = 0.5;
+    admin.routes = vec![route("Service emojivoto/web-admin:9990")];
+    g.edges.insert(admin.key.clone(), admin.clone());
+    let p = propose(
+        &g,
+        &c,
+        &Target {
+            namespace: "emojivoto".into(),
+            workload: Some("web".into()),
+        },
+        Access::Deny,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&p),
+        [
+            "Server web-http",
+            "MeshTLSAuthentication web-http-observed-clients",
+            "AuthorizationPolicy web-http-observed",
+            "Server web-9990",
+            "MeshTLSAuthentication web-9990-observed-clients",
+            "AuthorizationPolicy web-9990-observed",
+        ]
+    );
+    assert_eq!(p.objects[3].manifest["spec"]["port"], 9990);
+    assert_eq!(
+        p.objects[4].manifest["spec"]["identityRefs"],
+        json!([{"kind": "ServiceAccount", "name": "voting"}])
+    );
+    assert!(p.newly_denied.is_empty(), "{:?}", p.newly_denied);
+    let (docs, problems) = crate::document::parse_text("p.yaml", &p.to_yaml());
+    let after = c.with_proposed(&Manifests::from_documents(docs, problems).policy_set());
+    let bot = g
+        .edges
+        .values()
+        .find(|e| e.key.src == w("vote-bot"))
+        .unwrap();
+    assert_eq!(verdict_at(&after, bot, 8080).decision, Decision::Allowed);
+    assert_eq!(verdict_at(&after, bot, 9990).decision, Decision::Denied);
+    assert_eq!(verdict_at(&after, &admin, 9990).decision, Decision::Allowed);
+    assert_eq!(verdict_at(&after, &admin, 8080).decision, Decision::Denied);
 }
 
 #[test]
