@@ -47,6 +47,26 @@ impl Access {
     }
 }
 
+/// How to propose: the Servers' `accessPolicy`, and whether to authorize per route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The Servers' `accessPolicy`.
+    pub access: Access,
+    /// Authorize each observed HTTPRoute on its own (an inbound HTTPRoute on the Server with
+    /// the route's matches, and an authorization naming only that route's callers) where every
+    /// call to the port went through a named HTTPRoute; elsewhere, per Server, with a note.
+    pub per_route: bool,
+}
+
+impl From<Access> for Options {
+    fn from(access: Access) -> Self {
+        Self {
+            access,
+            per_route: false,
+        }
+    }
+}
+
 /// One proposed object and the observed edges that justify it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProposedObject {
@@ -107,8 +127,9 @@ pub fn propose(
     graph: &MeshGraph,
     cluster: &Cluster,
     target: &Target,
-    access: Access,
+    options: impl Into<Options>,
 ) -> Result<Proposal, ProposeError> {
+    let options = options.into();
     let ns = target.namespace.as_str();
     let workloads: Vec<(&WorkloadRef, &ClusterWorkload)> = cluster
         .workloads
@@ -159,7 +180,7 @@ pub fn propose(
         }
         targeted.insert(id);
         for (port, edges) in by_port {
-            propose_for(id, cw, port, &edges, cluster, access, &mut out);
+            propose_for(id, cw, port, &edges, cluster, options, &mut out);
         }
     }
     prove(graph, cluster, &targeted, &mut out);
@@ -173,9 +194,10 @@ fn propose_for(
     port: u16,
     inbound: &[&Edge],
     cluster: &Cluster,
-    access: Access,
+    options: Options,
     out: &mut Proposal,
 ) {
+    let access = options.access;
     let ns = id.namespace.as_str();
     // Identities to admit, with the edges that justify each; callers already admitted by an
     // authorization need nothing.
@@ -289,6 +311,13 @@ fn propose_for(
             name
         }
     };
+    if options.per_route
+        && spiffe.is_empty()
+        && let Some(routes) = per_route(id, &server, inbound, &admit, cluster, out)
+    {
+        out.objects.extend(routes);
+        return;
+    }
     let authn = format!("{server}-observed-clients");
     let mut why: Vec<String> = admit
         .values()
@@ -342,6 +371,161 @@ fn propose_for(
         }),
         why,
     });
+}
+
+/// The identity reference of a service account for an authentication in namespace `ns`.
+fn sa_ref(ns: &str, sa_ns: &str, sa: &str) -> Value {
+    let mut r = json!({"kind": "ServiceAccount", "name": sa});
+    if sa_ns != ns {
+        r["namespace"] = json!(sa_ns);
+    }
+    r
+}
+
+/// Service accounts (namespace, name) with the observed calls that justify admitting each.
+type Callers = BTreeMap<(String, String), Vec<String>>;
+
+/// Per-route objects for Server `server` of `id`: for each HTTPRoute the callers used, an
+/// inbound HTTPRoute on the Server with the same matches, the MeshTLSAuthentication of exactly
+/// its callers, and an AuthorizationPolicy targeting it. `None` (with a note) unless every
+/// admitted call went through a named HTTPRoute the cluster holds: once a route is attached to
+/// a Server, Linkerd refuses requests no route matches, so a call on the default route would be
+/// cut off.
+fn per_route(
+    id: &WorkloadRef,
+    server: &str,
+    inbound: &[&Edge],
+    admit: &Callers,
+    cluster: &Cluster,
+    out: &mut Proposal,
+) -> Option<Vec<ProposedObject>> {
+    let ns = id.namespace.as_str();
+    // Route (namespace, name) -> the service accounts that used it, with why.
+    let mut used: BTreeMap<(String, String), Callers> = BTreeMap::new();
+    for e in inbound {
+        let Some(sa) = mesh_model::service_account_of(&e.client_identity)
+            .map(|(sa, sa_ns)| (sa_ns.to_owned(), sa.to_owned()))
+            .filter(|k| admit.contains_key(k))
+        else {
+            continue;
+        };
+        let named: Vec<&mesh_model::RouteStats> = e
+            .routes
+            .iter()
+            .filter(|r| r.id.kind == "HTTPRoute")
+            .collect();
+        if named.is_empty() || named.len() != e.routes.len() {
+            out.notes.push(format!(
+                "{} -> {id}: not every call went through a named HTTPRoute, so the Server {server} is authorized as a whole",
+                e.key.src
+            ));
+            return None;
+        }
+        for r in named {
+            used.entry((r.id.namespace.clone(), r.id.name.clone()))
+                .or_default()
+                .entry(sa.clone())
+                .or_default()
+                .push(format!(
+                    "{} -> {id} via HTTPRoute {}/{}: {:.2} rps observed",
+                    e.key.src, r.id.namespace, r.id.name, r.rps
+                ));
+        }
+    }
+    if used.is_empty() {
+        return None;
+    }
+    let mut objects = Vec::new();
+    for ((route_ns, route_name), callers) in used {
+        let Some(route) = cluster
+            .policy
+            .routes
+            .iter()
+            .find(|r| r.kind == "HTTPRoute" && r.namespace == route_ns && r.name == route_name)
+        else {
+            out.notes.push(format!(
+                "HTTPRoute {route_ns}/{route_name} is not in the Kubernetes view, so the Server {server} is authorized as a whole"
+            ));
+            return None;
+        };
+        let rules: Vec<Value> = route
+            .rules
+            .iter()
+            .map(|alternatives| {
+                let matches: Vec<Value> = alternatives
+                    .iter()
+                    .map(|m| {
+                        let mut v = json!({});
+                        match &m.path {
+                            Some(crate::eval::PathMatch::Exact(p)) => {
+                                v["path"] = json!({"type": "Exact", "value": p});
+                            }
+                            Some(crate::eval::PathMatch::Prefix(p)) => {
+                                v["path"] = json!({"type": "PathPrefix", "value": p});
+                            }
+                            Some(crate::eval::PathMatch::Regex(p)) => {
+                                v["path"] = json!({"type": "RegularExpression", "value": p});
+                            }
+                            None => {}
+                        }
+                        if let Some(method) = &m.method {
+                            v["method"] = json!(method);
+                        }
+                        v
+                    })
+                    .collect();
+                if matches.is_empty() {
+                    json!({})
+                } else {
+                    json!({ "matches": matches })
+                }
+            })
+            .collect();
+        let base = format!("{server}-{route_name}");
+        let why: Vec<String> = callers.values().flatten().cloned().collect();
+        objects.push(ProposedObject {
+            manifest: json!({
+                "apiVersion": "policy.linkerd.io/v1beta3",
+                "kind": "HTTPRoute",
+                "metadata": {"name": base, "namespace": ns},
+                "spec": {
+                    "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": server}],
+                    "rules": if rules.is_empty() { vec![json!({})] } else { rules },
+                },
+            }),
+            why: vec![format!(
+                "the requests of HTTPRoute {route_ns}/{route_name}, as {id} receives them on Server {server}"
+            )],
+        });
+        let refs: Vec<Value> = callers
+            .keys()
+            .map(|(sa_ns, sa)| sa_ref(ns, sa_ns, sa))
+            .collect();
+        objects.push(ProposedObject {
+            manifest: json!({
+                "apiVersion": "policy.linkerd.io/v1alpha1",
+                "kind": "MeshTLSAuthentication",
+                "metadata": {"name": format!("{base}-observed-clients"), "namespace": ns},
+                "spec": {"identityRefs": refs},
+            }),
+            why: why.clone(),
+        });
+        objects.push(ProposedObject {
+            manifest: json!({
+                "apiVersion": "policy.linkerd.io/v1alpha1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"name": format!("{base}-observed"), "namespace": ns},
+                "spec": {
+                    "targetRef": {"group": "policy.linkerd.io", "kind": "HTTPRoute", "name": base},
+                    "requiredAuthenticationRefs": [
+                        {"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication", "name": format!("{base}-observed-clients")},
+                    ],
+                },
+            }),
+            why,
+        });
+    }
+    Some(objects)
 }
 
 /// The proposal's what-if on every observed edge into the targeted workloads: an edge it would

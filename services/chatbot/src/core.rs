@@ -290,6 +290,7 @@ impl Mcp {
                 nanos: 0,
             }),
             audit: false,
+            per_route: false,
         };
         let p = self
             .client()

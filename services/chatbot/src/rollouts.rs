@@ -181,6 +181,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                         since: since.map(pb_duration),
                         observe_for: observe.map(pb_duration),
                         on_behalf_of: Some(identity(&requester)),
+                        per_route: false,
                     };
                     mcp.client()
                         .start_rollout(mcp.change_request(req)?)

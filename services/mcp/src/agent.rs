@@ -504,6 +504,7 @@ impl MeshAgent {
             workload: a.workload.clone().unwrap_or_default(),
             since,
             audit: a.audit,
+            per_route: a.per_route,
         };
         let p = self
             .backend
@@ -581,6 +582,7 @@ impl MeshAgent {
             since: window("since", &a.since)?,
             observe_for: window("observe_for", &a.observe_for)?,
             on_behalf_of: None,
+            per_route: a.per_route,
         };
         let r = self
             .backend

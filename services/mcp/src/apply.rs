@@ -516,7 +516,10 @@ impl Applier {
             let api_version = v["apiVersion"].as_str().unwrap_or_default();
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
             let main = kind == rpc.main_kind();
-            let allowed = main || SUPPORTING.contains(&kind);
+            // A rollout's per-route plan holds inbound HTTPRoutes on its Servers.
+            let allowed = main
+                || SUPPORTING.contains(&kind)
+                || (rpc == Shape::Rollout && kind == "HTTPRoute" && group == "policy.linkerd.io");
             let Some(plural) = mesh_policy::kinds::find(group, kind)
                 .map(|k| k.plural)
                 .filter(|_| allowed && !matches!(r, Resource::Other))

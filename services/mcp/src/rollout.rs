@@ -69,6 +69,9 @@ pub struct Record {
     requested_by: String,
     created_ms: u64,
     observe_for_secs: u64,
+    /// Per-route authorizations, also when re-proposed.
+    #[serde(default)]
+    per_route: bool,
     /// The plan, in audit form, in apply order.
     plan: Vec<pb::ProposedObject>,
     needs_action: Vec<pb::CallerNeedingAction>,
@@ -401,6 +404,7 @@ impl GraphService {
                 workload: r.workload.clone(),
                 since: r.since,
                 audit: true,
+                per_route: r.per_route,
             })
             .await?;
         if p.objects.is_empty() {
@@ -427,6 +431,7 @@ impl GraphService {
             requested_by: id.user.clone(),
             created_ms: ms(now),
             observe_for_secs: observe_for.as_secs(),
+            per_route: r.per_route,
             plan: p.objects,
             needs_action: p.needs_action,
             notes: p
@@ -848,6 +853,7 @@ impl GraphService {
                 workload: rec.workload.clone(),
                 since: r.since,
                 audit: true,
+                per_route: rec.per_route,
             })
             .await?;
         let same = |a: &pb::ProposedObject, b: &pb::ProposedObject| {
@@ -873,8 +879,9 @@ impl GraphService {
         // Apply order: Servers, then authentications, then authorizations.
         let rank = |k: &str| match k {
             "Server" => 0,
-            "AuthorizationPolicy" => 2,
-            _ => 1,
+            "HTTPRoute" => 1,
+            "AuthorizationPolicy" => 3,
+            _ => 2,
         };
         rec.plan.sort_by_key(|o| rank(&o.kind));
         rec.needs_action = p.needs_action;

@@ -130,7 +130,7 @@ impl GraphService {
         &self,
         r: pb::ProposePolicyRequest,
     ) -> Result<pb::ProposePolicyResponse, Status> {
-        use mesh_policy::propose::{Access, Target, propose};
+        use mesh_policy::propose::{Access, Options, Target, propose};
         if !mesh_model::is_dns_label(&r.namespace) {
             return Err(Status::invalid_argument(format!(
                 "namespace: {:?} is not a namespace name",
@@ -201,7 +201,11 @@ impl GraphService {
             workload: (!r.workload.is_empty()).then(|| r.workload.clone()),
         };
         let access = if r.audit { Access::Audit } else { Access::Deny };
-        let p = propose(&graph, &cluster, &target, access)
+        let options = Options {
+            access,
+            per_route: r.per_route,
+        };
+        let p = propose(&graph, &cluster, &target, options)
             .map_err(|e| Status::not_found(e.to_string()))?;
         Ok(pb::ProposePolicyResponse {
             objects: p

@@ -172,6 +172,10 @@ pub struct ProposeArgs {
     /// Servers with `accessPolicy: audit` (admit and flag) instead of `deny`.
     #[arg(long)]
     pub audit: bool,
+    /// Authorize each observed HTTPRoute on its own (an inbound HTTPRoute on the Server and an
+    /// authorization naming only its callers) where every call went through a named HTTPRoute.
+    #[arg(long)]
+    pub per_route: bool,
     /// `table` (what would be created, and why), `yaml` (the objects, for `meshctl apply -f`
     /// and `meshctl validate -f`, justifications as comments) or `json` (the RPC's answer).
     #[arg(short = 'o', long, env = "MESH_OUTPUT", default_value = "table", value_parser = ["table", "yaml", "json"])]
@@ -355,6 +359,7 @@ async fn propose(args: ProposeArgs) -> Result<(), Failure> {
             nanos: 0,
         }),
         audit: args.audit,
+        per_route: args.per_route,
     };
     let r = c
         .propose_policy(with_token(

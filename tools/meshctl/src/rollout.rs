@@ -62,6 +62,9 @@ pub struct StartArgs {
     /// How long audit must show no would-be-denied traffic before enforcing (default 30m).
     #[arg(long, value_parser = parse_window)]
     pub observe: Option<Duration>,
+    /// Authorize each observed HTTPRoute on its own where every call went through one.
+    #[arg(long)]
+    pub per_route: bool,
 }
 
 /// `meshctl rollout status` flags.
@@ -147,6 +150,7 @@ pub async fn rollout(cmd: RolloutCommand) -> Result<(), Failure> {
                 since: a.since.map(pb_duration),
                 observe_for: a.observe.map(pb_duration),
                 on_behalf_of: None,
+                per_route: a.per_route,
             };
             let r = c
                 .start_rollout(with_token(

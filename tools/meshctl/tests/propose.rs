@@ -81,6 +81,15 @@ async fn propose_prints_a_table_and_yaml_that_validates() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("3 Linkerd policy objects: all valid"), "{out}");
 
+    // Per route: emojivoto's calls use Linkerd's default routes only, so each Server is
+    // authorized as a whole, and the table says why.
+    let (code, out, err) = propose(&["--per-route"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("9 objects"), "{out}");
+    assert!(
+        out.contains("not every call went through a named HTTPRoute"),
+        "{out}"
+    );
     let (code, _, err) = propose(&["--workload", "ghost"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(

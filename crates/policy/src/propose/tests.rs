@@ -307,6 +307,134 @@ fn each_port_a_workload_is_called_on_gets_its_own_server_and_callers() {
     assert_eq!(verdict_at(&after, &admin, 8080).decision, Decision::Denied);
 }
 
+/// Per route: web's callers all go through HTTPRoutes on web-svc (vote-bot through /api, the
+/// new frontend through /static). Each gets an inbound route on the Server with the same
+/// matches and an authorization naming only its callers; a request of one caller on the other
+/// route is refused, and so is a path no route matches. A caller on the default route makes
+/// the proposal fall back to the Server as a whole, saying why.
+#[test]
+fn per_route_proposals_admit_each_caller_on_its_own_routes_only() {
+    let routes = "apiVersion: policy.linkerd.io/v1beta3\nkind: HTTPRoute\nmetadata: {name: web-api, namespace: emojivoto}\n\
+        spec: {parentRefs: [{kind: Service, group: core, name: web-svc, port: 80}], rules: [{matches: [{path: {type: PathPrefix, value: /api}, method: POST}]}]}\n---\n\
+        apiVersion: policy.linkerd.io/v1beta3\nkind: HTTPRoute\nmetadata: {name: web-static, namespace: emojivoto}\n\
+        spec: {parentRefs: [{kind: Service, group: core, name: web-svc, port: 80}], rules: [{matches: [{path: {type: PathPrefix, value: /static}}]}]}\n";
+    let c = cluster(&[routes]);
+    let route = |name: &str| mesh_model::RouteStats {
+        id: mesh_model::RouteId {
+            kind: "HTTPRoute".into(),
+            namespace: "emojivoto".into(),
+            name: name.into(),
+            parent: "Service emojivoto/web-svc:80".into(),
+        },
+        rps: 1.0,
+        ..Default::default()
+    };
+    let mut g = graph();
+    for e in g.edges.values_mut() {
+        if e.key.dst == Destination::Workload(w("web")) {
+            e.routes = vec![route("web-api")];
+        }
+    }
+    let mut front = Edge::new(EdgeKey {
+        src: w("emoji"),
+        dst: Destination::Workload(w("web")),
+        protocol: Protocol::Http,
+    });
+    front.tls = TlsStatus::Mtls;
+    front.client_identity = id("emoji");
+    front.metrics.rps = 1.0;
+    front.routes = vec![route("web-static")];
+    g.edges.insert(front.key.clone(), front);
+    let web = Target {
+        namespace: "emojivoto".into(),
+        workload: Some("web".into()),
+    };
+    let opts = Options {
+        access: Access::Deny,
+        per_route: true,
+    };
+    let p = propose(&g, &c, &web, opts).unwrap();
+    assert_eq!(
+        names(&p),
+        [
+            "Server web-http",
+            "HTTPRoute web-http-web-api",
+            "MeshTLSAuthentication web-http-web-api-observed-clients",
+            "AuthorizationPolicy web-http-web-api-observed",
+            "HTTPRoute web-http-web-static",
+            "MeshTLSAuthentication web-http-web-static-observed-clients",
+            "AuthorizationPolicy web-http-web-static-observed",
+        ]
+    );
+    assert_eq!(
+        p.objects[1].manifest["spec"]["rules"],
+        json!([{"matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "POST"}]}])
+    );
+    assert_eq!(
+        p.objects[2].manifest["spec"]["identityRefs"],
+        json!([{"kind": "ServiceAccount", "name": "default"}])
+    );
+    assert!(p.newly_denied.is_empty(), "{:?}", p.newly_denied);
+    let yaml = p.to_yaml();
+    let (docs, problems) = crate::document::parse_text("p.yaml", &yaml);
+    let m = Manifests::from_documents(docs, problems);
+    assert!(m.validate().is_empty(), "{:?}\n{yaml}", m.validate());
+    let after = c.with_proposed(&m.policy_set());
+    let ask = |sa: &str, method: &str, path: &str| {
+        let req = crate::eval::AccessRequest {
+            client: crate::eval::ClientInfo {
+                identity: Some(id(sa)),
+                ip: None,
+                in_cluster: true,
+            },
+            pod: c.workloads[&w("web")].pod.clone(),
+            port: 8080,
+            method: Some(method.into()),
+            path: Some(path.into()),
+        };
+        crate::overlay::explain_request(&after, "emojivoto", &req, Vec::new()).decision
+    };
+    assert_eq!(ask("default", "POST", "/api/vote"), Decision::Allowed);
+    assert_eq!(ask("default", "GET", "/static/app.js"), Decision::Denied);
+    assert_eq!(ask("emoji", "GET", "/static/app.js"), Decision::Allowed);
+    assert_eq!(ask("emoji", "POST", "/api/vote"), Decision::Denied);
+    assert_eq!(ask("default", "GET", "/admin"), Decision::Denied);
+
+    // A caller on Linkerd's default route: per route would cut it off, so the Server is
+    // authorized as a whole.
+    let mut g2 = graph();
+    for e in g2.edges.values_mut() {
+        if e.key.dst == Destination::Workload(w("web")) {
+            e.routes = vec![mesh_model::RouteStats {
+                id: mesh_model::RouteId {
+                    kind: "default".into(),
+                    namespace: String::new(),
+                    name: "http".into(),
+                    parent: "Service emojivoto/web-svc:80".into(),
+                },
+                rps: 4.0,
+                ..Default::default()
+            }];
+        }
+    }
+    let p = propose(&g2, &c, &web, opts).unwrap();
+    assert_eq!(
+        names(&p),
+        [
+            "Server web-http",
+            "MeshTLSAuthentication web-http-observed-clients",
+            "AuthorizationPolicy web-http-observed"
+        ]
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("not every call went through a named HTTPRoute")),
+        "{:?}",
+        p.notes
+    );
+}
+
 #[test]
 fn callers_without_an_identity_are_listed_never_admitted() {
     let mut g = graph();

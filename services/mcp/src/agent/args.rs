@@ -83,6 +83,9 @@ pub struct ProposeArgs {
     /// Servers with `accessPolicy: audit` (a rollout's first phase) instead of `deny`.
     #[serde(default)]
     pub audit: bool,
+    /// Authorize each observed HTTPRoute on its own where every call went through one.
+    #[serde(default)]
+    pub per_route: bool,
 }
 
 /// A rollout to start.
@@ -100,6 +103,9 @@ pub struct StartRolloutArgs {
     /// (the default).
     #[serde(default)]
     pub observe_for: Option<String>,
+    /// Authorize each observed HTTPRoute on its own where every call went through one.
+    #[serde(default)]
+    pub per_route: bool,
 }
 
 /// A rollout to read.
