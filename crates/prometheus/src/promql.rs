@@ -215,15 +215,43 @@ pub const AUTHZ_METRICS: [(&str, bool, bool); 4] = [
 impl GraphQueries {
     /// The queries for a metrics window.
     pub fn new(win: Duration) -> Self {
+        Self::scoped(win, None)
+    }
+
+    /// The queries for calls into namespace `ns` only (what a proposal for it reads): outbound
+    /// series by `dst_namespace`, inbound and authorization series by the receiving pod's
+    /// `namespace`, route series by `parent_namespace`. Over a long window on a big mesh, a
+    /// fraction of the series.
+    pub fn into_namespace(win: Duration, ns: &str) -> Self {
+        Self::scoped(win, Some(ns))
+    }
+
+    fn scoped(win: Duration, ns: Option<&str>) -> Self {
         let w = window(win);
-        let out = selector(&[eq("direction", "outbound")]);
-        let out_dst = selector(&[eq("direction", "outbound"), eq("peer", "dst")]);
-        let egress = selector(&[eq("parent_kind", "EgressNetwork")]);
+        // `matchers`, and the namespace on label `name` when scoped; "" for no matcher at all.
+        let scoped = |name: &'static str, mut matchers: Vec<Matcher>| {
+            matchers.extend(ns.map(|ns| eq(name, ns)));
+            if matchers.is_empty() {
+                String::new()
+            } else {
+                selector(&matchers)
+            }
+        };
+        let out = scoped("dst_namespace", vec![eq("direction", "outbound")]);
+        let out_dst = scoped(
+            "dst_namespace",
+            vec![eq("direction", "outbound"), eq("peer", "dst")],
+        );
+        let egress = scoped("parent_namespace", vec![eq("parent_kind", "EgressNetwork")]);
         // stat-outbound's queries, grouped by every owner label and the whole route, parent
         // and backend (viz groups by one resource and names only); for egress, the route-level
         // families of EgressNetwork parents.
-        let (route_statuses, route_latency) =
-            route_family_queries(&ROUTE_FAMILIES, &ROUTE_LABELS, "", &w);
+        let (route_statuses, route_latency) = route_family_queries(
+            &ROUTE_FAMILIES,
+            &ROUTE_LABELS,
+            &scoped("parent_namespace", Vec::new()),
+            &w,
+        );
         let (egress_statuses, egress_latency) =
             route_family_queries(&EGRESS_FAMILIES, &EGRESS_LABELS, &egress, &w);
         let edge: Vec<&str> = [src_labels(), dst_labels()].concat();
@@ -254,17 +282,23 @@ impl GraphQueries {
             tcp_write: sum_increase("tcp_write_bytes_total", &out_dst, &w, &with(&tls)),
             identities_http: sum_increase(
                 "response_total",
-                &selector(&[eq("direction", "inbound"), eq("tls", "true")]),
+                &scoped(
+                    "namespace",
+                    vec![eq("direction", "inbound"), eq("tls", "true")],
+                ),
                 &w,
                 &ident,
             ),
             identities_tcp: sum_increase(
                 "tcp_open_total",
-                &selector(&[
-                    eq("direction", "inbound"),
-                    eq("peer", "src"),
-                    eq("tls", "true"),
-                ]),
+                &scoped(
+                    "namespace",
+                    vec![
+                        eq("direction", "inbound"),
+                        eq("peer", "src"),
+                        eq("tls", "true"),
+                    ],
+                ),
                 &w,
                 &ident,
             ),
@@ -277,7 +311,7 @@ impl GraphQueries {
                 } else {
                     ident.clone()
                 };
-                sum_increase(m, "", &w, &by)
+                sum_increase(m, &scoped("namespace", Vec::new()), &w, &by)
             }),
             route_statuses,
             route_latency,

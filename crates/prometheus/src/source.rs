@@ -172,6 +172,13 @@ impl PrometheusSource {
         self.window
     }
 
+    /// Reads only calls into namespace `ns` ([`GraphQueries::into_namespace`]).
+    #[must_use]
+    pub fn into_namespace(mut self, ns: &str) -> Self {
+        self.queries = GraphQueries::into_namespace(self.window, ns);
+        self
+    }
+
     /// The queries it sends.
     pub fn queries(&self) -> &GraphQueries {
         &self.queries

@@ -198,6 +198,7 @@ pub struct Prometheus {
     pub dir: tempfile::TempDir,
     port: u16,
     guard: Option<ChildGuard>,
+    flags: Vec<String>,
 }
 
 impl Prometheus {
@@ -211,6 +212,17 @@ impl Prometheus {
     /// As [`Prometheus::start`], scraping every `interval` (benchmarks use linkerd-viz's 15 s
     /// against big simulated meshes).
     pub async fn start_every(targets: &[SocketAddr], interval: Duration) -> Self {
+        Self::start_prepared(targets, interval, &[], |_| ()).await
+    }
+
+    /// As [`Prometheus::start_every`], with extra command-line `flags`, once `prepare` has
+    /// filled its data folder (e.g. with blocks backfilled by `promtool`).
+    pub async fn start_prepared(
+        targets: &[SocketAddr],
+        interval: Duration,
+        flags: &[&str],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let list = targets
@@ -226,11 +238,13 @@ impl Prometheus {
              scrape_interval: {every}ms\n    scrape_timeout: {timeout}ms\n    static_configs:\n      - targets: [{list}]\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
+        prepare(&dir.path().join("data"));
         let mut p = Self {
             url: format!("http://127.0.0.1:{port}"),
             dir,
             port,
             guard: None,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         };
         p.restart().await;
         p
@@ -258,7 +272,8 @@ impl Prometheus {
                     dir.join("data").display()
                 ))
                 .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-                .arg("--log.level=warn"),
+                .arg("--log.level=warn")
+                .args(&self.flags),
             &dir.join("prometheus.log"),
         ));
         let ready = format!("{}/-/ready", self.url);

@@ -561,7 +561,8 @@ impl GraphService {
             ));
         };
         let source = mesh_prometheus::PrometheusSource::new(url, window, Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .into_namespace(&rec.namespace);
         let authz = match source.observe(now).await {
             Ok(o) => o.authz,
             // No traffic at all in the window: nothing was audited either.

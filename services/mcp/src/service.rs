@@ -177,10 +177,12 @@ impl GraphService {
                     ));
                     since = kept;
                 }
-                // Long windows are one range-free query each: increase() over the window.
+                // Long windows are one range-free query each: increase() over the window, of
+                // the series of calls into the namespace only.
                 let source =
                     mesh_prometheus::PrometheusSource::new(url, since, Duration::from_secs(60))
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?
+                        .into_namespace(&r.namespace);
                 let seen = source
                     .observe(std::time::SystemTime::now())
                     .await

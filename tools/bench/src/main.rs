@@ -8,6 +8,7 @@ mod apply;
 mod chat;
 mod collector;
 mod failover;
+mod propose;
 mod serve;
 
 use std::{
@@ -225,6 +226,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "failover" => rt.block_on(failover::run(n)),
         "mcp" => rt.block_on(agent::run(n)),
         "chat" => rt.block_on(chat::run(n)),
+        "propose" => rt.block_on(propose::run(n)),
         _ => return false,
     }
     true
@@ -257,6 +259,7 @@ fn main() {
         ("apply", &[1_000][..]),
         ("mcp", &[1_000][..]),
         ("chat", &[200][..]),
+        ("propose", &[1_000][..]),
         ("failover", &[20][..]),
     ] {
         for &n in sizes {

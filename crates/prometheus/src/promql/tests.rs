@@ -109,3 +109,46 @@ fn windows_render_as_prometheus_durations() {
 fn label_values_are_escaped() {
     assert_eq!(selector(&[eq("a", r#"x"y\z"#)]), r#"{a="x\"y\\z"}"#);
 }
+
+/// A namespace's queries select only calls into it: outbound series by destination namespace,
+/// inbound and authorization series by the receiving pod's namespace, routes by parent; the
+/// rest of each query is the mesh-wide one's.
+#[test]
+fn namespace_queries_select_only_calls_into_it() {
+    let week = Duration::from_secs(7 * 86_400);
+    let (all, ns) = (
+        GraphQueries::new(week),
+        GraphQueries::into_namespace(week, "emojivoto"),
+    );
+    assert!(
+        ns.responses
+            .contains(r#"response_total{direction="outbound", dst_namespace="emojivoto"}[168h]"#),
+        "{}",
+        ns.responses
+    );
+    assert!(
+        ns.tcp_opened
+            .contains(r#"{direction="outbound", dst_namespace="emojivoto", peer="dst"}"#)
+    );
+    assert!(
+        ns.identities_http
+            .contains(r#"{direction="inbound", namespace="emojivoto", tls="true"}"#)
+    );
+    assert!(
+        ns.authz[0].contains(r#"inbound_http_authz_allow_total{namespace="emojivoto"}[168h]"#),
+        "{}",
+        ns.authz[0]
+    );
+    assert!(ns.route_statuses[0].contains(r#"{parent_namespace="emojivoto"}"#));
+    // Mesh-wide, the same queries without the namespace.
+    assert!(
+        all.authz[0].contains("inbound_http_authz_allow_total[168h]"),
+        "{}",
+        all.authz[0]
+    );
+    assert_eq!(
+        ns.responses.replace(r#", dst_namespace="emojivoto""#, ""),
+        all.responses
+    );
+    assert_eq!(ns.pods, all.pods);
+}
