@@ -494,18 +494,12 @@ pub async fn interactions(
                             return;
                         };
                         match d.answer_message(&i.token, &reply).await {
-                            Ok(Some(message)) if id.is_some() && !channel.is_empty() => {
-                                let member = format!(
-                                    "discord:{channel}|{message}|{}",
-                                    id.unwrap_or_default()
-                                );
-                                let _ = mesh_store::AlertStore::mark(
-                                    &app.store,
-                                    crate::rollouts::CARDS,
-                                    &member,
-                                    true,
-                                )
-                                .await;
+                            Ok(Some(message)) if !channel.is_empty() => {
+                                if let Some(id) = &id {
+                                    let (target, message) =
+                                        (format!("discord:{channel}"), message.to_string());
+                                    crate::rollouts::track_card(&app, &target, &message, id).await;
+                                }
                             }
                             Ok(_) => {}
                             Err(e) => {

@@ -58,6 +58,15 @@ fn identity(k: &KubeIdentity) -> pb::Identity {
     }
 }
 
+/// Rollout `id`, with its gate evaluated now.
+async fn fetch(mcp: &crate::core::Mcp, id: &str) -> Result<pb::Rollout, McpError> {
+    mcp.client()
+        .get_rollout(mcp.request(pb::GetRolloutRequest { id: id.to_owned() })?)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(McpError::from)
+}
+
 /// A rollout as a card: where it is, what the gate says, and a button per allowed step.
 pub fn rollout_card(r: &pb::Rollout) -> Reply {
     let target = if r.workload.is_empty() {
@@ -189,12 +198,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                         .map(tonic::Response::into_inner)
                         .map_err(McpError::from)
                 }
-                RolloutCommand::Show { id } => mcp
-                    .client()
-                    .get_rollout(mcp.request(pb::GetRolloutRequest { id: id.clone() })?)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(McpError::from),
+                RolloutCommand::Show { id } => fetch(&mcp, id).await,
             }
         }
         .await;
@@ -269,15 +273,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             ..ClickOutcome::default()
         };
         if step == "refresh" {
-            let r = async {
-                mcp.client()
-                    .get_rollout(mcp.request(pb::GetRolloutRequest { id: id.to_owned() })?)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(McpError::from)
-            }
-            .await;
-            return match r {
+            return match fetch(&mcp, id).await {
                 Ok(r) => card(Some(r), String::new()),
                 Err(e) => private("The rollout could not be read", &e),
             };
@@ -383,6 +379,15 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
     }
 }
 
+/// Remembers that `message` in `target` (`slack:C1`, `discord:123`) shows rollout `id`, so
+/// that [`keep_cards_current`] redraws it.
+pub async fn track_card(app: &crate::app::App, target: &str, message: &str, id: &str) {
+    let member = format!("{target}|{message}|{id}");
+    if let Err(e) = app.store.mark(CARDS, &member, true).await {
+        tracing::warn!(%e, rollout = id, "could not remember a rollout card: it will not be kept current");
+    }
+}
+
 /// Keeps the rollout cards the bot posted current while this replica holds the alert lease:
 /// every `every`, each card whose rollout changed (phase, revision, gate, would-be denials, or
 /// another minute observed) is redrawn; a withdrawn rollout's card is redrawn once more and
@@ -411,16 +416,7 @@ pub async fn keep_cards_current(
                 let _ = app.store.mark(CARDS, member, false).await;
                 continue;
             };
-            let mcp = &app.mcp;
-            let got = async {
-                mcp.client()
-                    .get_rollout(mcp.request(pb::GetRolloutRequest { id: id.to_owned() })?)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(McpError::from)
-            }
-            .await;
-            let r = match got {
+            let r = match fetch(&app.mcp, id).await {
                 Ok(r) => r,
                 Err(McpError::NotFound(_)) => {
                     let _ = app.store.mark(CARDS, member, false).await;

@@ -379,14 +379,8 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
                 match (id, reply.ephemeral) {
                     (Some(id), false) => match slack.post(&cmd.channel_id, &reply).await {
                         Ok(ts) => {
-                            let member = format!("slack:{}|{ts}|{id}", cmd.channel_id);
-                            let _ = mesh_store::AlertStore::mark(
-                                &app.store,
-                                crate::rollouts::CARDS,
-                                &member,
-                                true,
-                            )
-                            .await;
+                            let target = format!("slack:{}", cmd.channel_id);
+                            crate::rollouts::track_card(&app, &target, &ts, &id).await;
                         }
                         Err(e) => {
                             app.metrics.chat_api_error("slack");

@@ -341,20 +341,7 @@ async fn slack_click(
     action: &str,
     id: &str,
 ) -> Call {
-    let after = w.stand_in.last_seq().await;
-    let (status, body) = bot
-        .slack
-        .interaction(&SlackSender::click(
-            user,
-            "C0MESH",
-            ts,
-            action,
-            id,
-            &w.stand_in.response_url("click"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
+    let after = common::send_slack_click(w, bot, user, ts, action, id).await;
     w.stand_in
         .wait_for(after, WAIT, |c| {
             matches!(c.slack_method(), Some("chat.update" | "chat.postEphemeral"))

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use chatsim::{Call, DiscordSender, SlackSender};
+use chatsim::{Call, DiscordSender};
 use common::{World, discord_buttons, discord_text, escape_slack, slack_buttons, slack_text};
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use serde_json::Value;
@@ -79,31 +79,6 @@ async fn publish_until_verdict(
     );
 }
 
-async fn slack_click(
-    w: &World,
-    bot: &common::Bot,
-    user: &str,
-    ts: &str,
-    action: &str,
-    id: &str,
-) -> u64 {
-    let after = w.stand_in.last_seq().await;
-    let (status, body) = bot
-        .slack
-        .interaction(&SlackSender::click(
-            user,
-            "C0MESH",
-            ts,
-            action,
-            id,
-            &w.stand_in.response_url("click"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    after
-}
-
 /// The first Slack call after `after` that satisfies `check`, within `limit`.
 async fn slack_call(
     w: &World,
@@ -138,7 +113,8 @@ async fn card_shows(w: &World, after: u64, ts: &str, want: &str) -> Call {
 
 /// A step clicked by alice on the rollout card, its approval card, and bob's approval.
 async fn approved_step(w: &World, bot: &common::Bot, card_ts: &str, step: &str, id: &str) -> Call {
-    let after = slack_click(w, bot, "U0ALICE", card_ts, &format!("rollout-{step}"), id).await;
+    let after =
+        common::send_slack_click(w, bot, "U0ALICE", card_ts, &format!("rollout-{step}"), id).await;
     let card = slack_call(w, after, WAIT, "an approval card", |c| {
         matches!(
             c.slack_method(),
@@ -160,7 +136,8 @@ async fn approved_step(w: &World, bot: &common::Bot, card_ts: &str, step: &str, 
     );
     let buttons = slack_buttons(&v);
     assert_eq!(buttons[0].0, "approve", "{buttons:?}");
-    let after = slack_click(w, bot, "U0BOB", &card.ts(), "approve", &buttons[0].1).await;
+    let after =
+        common::send_slack_click(w, bot, "U0BOB", &card.ts(), "approve", &buttons[0].1).await;
     let done = slack_call(w, after, WAIT, "the approval's outcome", |c| {
         matches!(c.slack_method(), Some("chat.update" | "chat.postEphemeral"))
     })
@@ -276,7 +253,7 @@ async fn a_rollout_runs_from_chat_with_approvals_and_a_live_card() {
     drop(bot);
     let bot = w.bot("bot", &refresh);
     bot.ready().await;
-    let after = slack_click(&w, &bot, "U0ALICE", &ts, "rollout-enforce", &id).await;
+    let after = common::send_slack_click(&w, &bot, "U0ALICE", &ts, "rollout-enforce", &id).await;
     let refused = slack_call(&w, after, WAIT, "the gate's refusal", |c| {
         c.slack_method() == Some("chat.postEphemeral")
     })
@@ -290,7 +267,7 @@ async fn a_rollout_runs_from_chat_with_approvals_and_a_live_card() {
 
     // Re-proposed: emoji's clients gain vote-bot; applied in audit after approval; the
     // observation passes and the card says so.
-    let after = slack_click(&w, &bot, "U0ALICE", &ts, "rollout-repropose", &id).await;
+    let after = common::send_slack_click(&w, &bot, "U0ALICE", &ts, "rollout-repropose", &id).await;
     let re = slack_call(&w, after, WAIT, "the re-proposal", |c| {
         c.slack_method() == Some("chat.update")
     })

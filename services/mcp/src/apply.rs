@@ -434,6 +434,26 @@ impl Applier {
         Ok(())
     }
 
+    /// Who asks and whom the change is made as, with the audit fields checked and the
+    /// server's own `note` put before the reason.
+    fn requester(
+        &self,
+        caller: Option<Caller>,
+        req: &mut pb::ApplyRequest,
+        note: Option<&str>,
+    ) -> Result<(Caller, pb::Identity), ApplyError> {
+        let caller = caller.ok_or_else(|| {
+            ApplyError::Unauthenticated(
+                "changes need an authenticated caller; this server runs with --insecure-no-auth"
+                    .into(),
+            )
+        })?;
+        let id = self.identity(&caller, req.on_behalf_of.clone())?;
+        self.audit_fields(&caller, req)?;
+        with_note(req, note);
+        Ok((caller, id))
+    }
+
     /// Step 1: whom the change is made as.
     pub(crate) fn identity(
         &self,
@@ -778,15 +798,7 @@ impl Applier {
         mut req: pb::ApplyRequest,
         note: &str,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        let caller = caller.ok_or_else(|| {
-            ApplyError::Unauthenticated(
-                "changes need an authenticated caller; this server runs with --insecure-no-auth"
-                    .into(),
-            )
-        })?;
-        let id = self.identity(&caller, req.on_behalf_of.clone())?;
-        self.audit_fields(&caller, &req)?;
-        with_note(&mut req, Some(note));
+        let (caller, id) = self.requester(caller, &mut req, Some(note))?;
         let mut objects = Self::objects(Shape::Rollout, manifest)?;
         // What names others goes first: authorizations, then authentications and Servers.
         objects.reverse();
@@ -901,15 +913,7 @@ impl Applier {
         mut req: pb::ApplyRequest,
         note: Option<&str>,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        let caller = caller.ok_or_else(|| {
-            ApplyError::Unauthenticated(
-                "changes need an authenticated caller; this server runs with --insecure-no-auth"
-                    .into(),
-            )
-        })?;
-        let id = self.identity(&caller, req.on_behalf_of.clone())?;
-        self.audit_fields(&caller, &req)?;
-        with_note(&mut req, note);
+        let (caller, id) = self.requester(caller, &mut req, note)?;
         if rpc == Shape::Rollout && (req.expect_absent || !req.expected_resource_version.is_empty())
         {
             return Err(invalid(

@@ -397,45 +397,58 @@ pub fn proposal_table(r: &mesh_proto::pb::ProposePolicyResponse) -> String {
             "nothing to propose from the last {window}s of traffic\n"
         ));
     } else {
-        let mut rows = vec![
-            ["KIND", "NAMESPACE", "NAME", "WHY"]
-                .map(str::to_owned)
-                .to_vec(),
-        ];
-        for o in &r.objects {
-            let why = o.justification.first().cloned().unwrap_or_default();
-            let more = o.justification.len().saturating_sub(1);
-            rows.push(vec![
-                o.kind.clone(),
-                o.namespace.clone(),
-                o.name.clone(),
-                if more > 0 {
-                    format!("{why} (+{more} more)")
-                } else {
-                    why
-                },
-            ]);
-        }
-        out.push_str(&mesh_render::columns(&rows, "  "));
+        out.push_str(&objects_table(&r.objects));
         out.push_str(&format!(
             "{} objects from the last {window}s of traffic; -o yaml prints them for meshctl apply -f\n",
             r.objects.len()
         ));
     }
-    for n in &r.needs_action {
-        let callee = n
-            .callee
-            .as_ref()
-            .map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name));
-        out.push_str(&format!(
-            "needs action: {} -> {callee} ({:.2} rps): {}\n",
-            n.caller, n.rps, n.advice
-        ));
-    }
+    out.push_str(&needs_action_lines(&r.needs_action));
     for n in &r.notes {
         out.push_str(&format!("note: {n}\n"));
     }
     out
+}
+
+/// Proposed objects as a table: kind, namespace, name and the first call that justifies each.
+pub(crate) fn objects_table(objects: &[mesh_proto::pb::ProposedObject]) -> String {
+    let mut rows = vec![
+        ["KIND", "NAMESPACE", "NAME", "WHY"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for o in objects {
+        let why = o.justification.first().cloned().unwrap_or_default();
+        let more = o.justification.len().saturating_sub(1);
+        rows.push(vec![
+            o.kind.clone(),
+            o.namespace.clone(),
+            o.name.clone(),
+            if more > 0 {
+                format!("{why} (+{more} more)")
+            } else {
+                why
+            },
+        ]);
+    }
+    mesh_render::columns(&rows, "  ")
+}
+
+/// One line per caller a proposal cannot admit by identity, with what to do.
+pub(crate) fn needs_action_lines(callers: &[mesh_proto::pb::CallerNeedingAction]) -> String {
+    callers
+        .iter()
+        .map(|n| {
+            let callee = n
+                .callee
+                .as_ref()
+                .map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name));
+            format!(
+                "needs action: {} -> {callee} ({:.2} rps): {}\n",
+                n.caller, n.rps, n.advice
+            )
+        })
+        .collect()
 }
 
 async fn routes(args: RoutesArgs) -> Result<(), Failure> {

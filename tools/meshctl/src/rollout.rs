@@ -383,36 +383,8 @@ pub fn table(r: &pb::Rollout) -> String {
             r.next.join(", ")
         }
     ));
-    let mut rows = vec![
-        ["KIND", "NAMESPACE", "NAME", "WHY"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
-    for o in &r.objects {
-        let why = o.justification.first().cloned().unwrap_or_default();
-        let more = o.justification.len().saturating_sub(1);
-        rows.push(vec![
-            o.kind.clone(),
-            o.namespace.clone(),
-            o.name.clone(),
-            if more > 0 {
-                format!("{why} (+{more} more)")
-            } else {
-                why
-            },
-        ]);
-    }
-    out.push_str(&mesh_render::columns(&rows, "  "));
-    for n in &r.needs_action {
-        let callee = n
-            .callee
-            .as_ref()
-            .map_or_else(String::new, |w| format!("{}/{}", w.namespace, w.name));
-        out.push_str(&format!(
-            "needs action: {} -> {callee} ({:.2} rps): {}\n",
-            n.caller, n.rps, n.advice
-        ));
-    }
+    out.push_str(&crate::objects_table(&r.objects));
+    out.push_str(&crate::needs_action_lines(&r.needs_action));
     if !r.history.is_empty() {
         out.push_str("history:\n");
         for h in &r.history {

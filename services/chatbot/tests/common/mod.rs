@@ -207,6 +207,33 @@ impl Bot {
     }
 }
 
+/// Clicks a Slack button as `user` on message `ts` of C0MESH; returns the stand-in's sequence
+/// number before the click (what it caused comes after).
+pub async fn send_slack_click(
+    w: &World,
+    bot: &Bot,
+    user: &str,
+    ts: &str,
+    action: &str,
+    id: &str,
+) -> u64 {
+    let after = w.stand_in.last_seq().await;
+    let (status, body) = bot
+        .slack
+        .interaction(&SlackSender::click(
+            user,
+            "C0MESH",
+            ts,
+            action,
+            id,
+            &w.stand_in.response_url("click"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    after
+}
+
 /// Every Slack block's text, joined (to search rendered messages).
 pub fn slack_text(v: &serde_json::Value) -> String {
     let mut out = v["text"].as_str().unwrap_or_default().to_owned();
