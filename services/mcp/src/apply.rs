@@ -117,6 +117,32 @@ fn check_preconditions(
     Ok(())
 }
 
+/// The audit log's record of a change: one JSON object, whose values are escaped, so none (a
+/// reason, a diff) can forge another field or another line.
+fn audit_record(
+    audit: &str,
+    caller: &Caller,
+    id: &pb::Identity,
+    req: &pb::ApplyRequest,
+    objects: &[pb::AppliedObject],
+    diff: &str,
+) -> Value {
+    json!({
+        "audit_id": audit,
+        "requested_by": caller.user,
+        "acted_as": id.user,
+        "groups": id.groups,
+        "approved_by": req.approved_by,
+        "reason": req.reason,
+        "dry_run": req.dry_run,
+        "objects": objects
+            .iter()
+            .map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action))
+            .collect::<Vec<_>>(),
+        "diff": diff,
+    })
+}
+
 /// Puts the server's own `note` (checked by nobody: it is not the caller's) before the
 /// requester's reason, once that reason has passed [`Applier::audit_fields`].
 fn with_note(req: &mut pb::ApplyRequest, note: Option<&str>) {
@@ -873,19 +899,7 @@ impl Applier {
             }
         }
         let diff: String = report.iter().map(|a| a.diff.clone()).collect();
-        let record = json!({
-            "audit_id": audit,
-            "requested_by": caller.user,
-            "acted_as": id.user,
-            "groups": id.groups,
-            "approved_by": req.approved_by,
-            "reason": req.reason,
-            "dry_run": req.dry_run,
-            "objects": report
-                .iter()
-                .map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action))
-                .collect::<Vec<_>>(),
-        });
+        let record = audit_record(&audit, &caller, &id, &req, &report, &diff);
         tracing::info!(target: "audit", record = %record, "policy deletion");
         Ok(pb::ApplyResponse {
             dry_run: req.dry_run,
@@ -1067,22 +1081,7 @@ impl Applier {
                 .await?;
         }
         let diff: String = applied.iter().map(|a| a.diff.clone()).collect();
-        // One JSON record: values are escaped, so none (a reason, a diff) can forge another
-        // field or another line.
-        let record = json!({
-            "audit_id": audit,
-            "requested_by": caller.user,
-            "acted_as": id.user,
-            "groups": id.groups,
-            "approved_by": req.approved_by,
-            "reason": req.reason,
-            "dry_run": dry,
-            "objects": applied
-                .iter()
-                .map(|a| format!("{} {}/{}: {}", a.kind, a.namespace, a.name, a.action))
-                .collect::<Vec<_>>(),
-            "diff": diff,
-        });
+        let record = audit_record(&audit, &caller, &id, &req, &applied, &diff);
         tracing::info!(target: "audit", record = %record, "policy change");
         Ok(pb::ApplyResponse {
             dry_run: dry,

@@ -53,6 +53,31 @@ fn cluster(extra: &[&str]) -> Cluster {
     c
 }
 
+/// One route of a call: `kind` `default` (Linkerd's own, named `http`) or `HTTPRoute` in
+/// emojivoto, on `parent` (`Service ns/name:port`).
+fn route(kind: &str, name: &str, parent: &str) -> mesh_model::RouteStats {
+    let ns = if kind == "default" { "" } else { "emojivoto" };
+    mesh_model::RouteStats {
+        id: mesh_model::RouteId {
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            parent: parent.into(),
+        },
+        rps: 1.0,
+        ..Default::default()
+    }
+}
+
+/// Every call into web goes through `r`.
+fn web_calls_through(g: &mut MeshGraph, r: &mesh_model::RouteStats) {
+    for e in g.edges.values_mut() {
+        if e.key.dst == Destination::Workload(w("web")) {
+            e.routes = vec![r.clone()];
+        }
+    }
+}
+
 fn emojivoto() -> Target {
     Target {
         namespace: "emojivoto".into(),
@@ -242,21 +267,10 @@ fn each_port_a_workload_is_called_on_gets_its_own_server_and_callers() {
         spec: {selector: {app: web-svc}, ports: [{name: admin, port: 9990, targetPort: 9990}]}\n";
     let c = cluster(&[admin_svc]);
     let mut g = graph();
-    let route = |parent: &str| mesh_model::RouteStats {
-        id: mesh_model::RouteId {
-            kind: "default".into(),
-            namespace: String::new(),
-            name: "http".into(),
-            parent: parent.into(),
-        },
-        rps: 1.0,
-        ..Default::default()
-    };
-    for e in g.edges.values_mut() {
-        if e.key.dst == Destination::Workload(w("web")) {
-            e.routes = vec![route("Service emojivoto/web-svc:80")];
-        }
-    }
+    web_calls_through(
+        &mut g,
+        &route("default", "http", "Service emojivoto/web-svc:80"),
+    );
     let mut admin = Edge::new(EdgeKey {
         src: w("voting"),
         dst: Destination::Workload(w("web")),
@@ -265,7 +279,7 @@ fn each_port_a_workload_is_called_on_gets_its_own_server_and_callers() {
     admin.tls = TlsStatus::Mtls;
     admin.client_identity = id("voting");
     admin.metrics.rps = 0.5;
-    admin.routes = vec![route("Service emojivoto/web-admin:9990")];
+    admin.routes = vec![route("default", "http", "Service emojivoto/web-admin:9990")];
     g.edges.insert(admin.key.clone(), admin.clone());
     let p = propose(
         &g,
@@ -319,22 +333,9 @@ fn per_route_proposals_admit_each_caller_on_its_own_routes_only() {
         apiVersion: policy.linkerd.io/v1beta3\nkind: HTTPRoute\nmetadata: {name: web-static, namespace: emojivoto}\n\
         spec: {parentRefs: [{kind: Service, group: core, name: web-svc, port: 80}], rules: [{matches: [{path: {type: PathPrefix, value: /static}}]}]}\n";
     let c = cluster(&[routes]);
-    let route = |name: &str| mesh_model::RouteStats {
-        id: mesh_model::RouteId {
-            kind: "HTTPRoute".into(),
-            namespace: "emojivoto".into(),
-            name: name.into(),
-            parent: "Service emojivoto/web-svc:80".into(),
-        },
-        rps: 1.0,
-        ..Default::default()
-    };
+    let on_web = "Service emojivoto/web-svc:80";
     let mut g = graph();
-    for e in g.edges.values_mut() {
-        if e.key.dst == Destination::Workload(w("web")) {
-            e.routes = vec![route("web-api")];
-        }
-    }
+    web_calls_through(&mut g, &route("HTTPRoute", "web-api", on_web));
     let mut front = Edge::new(EdgeKey {
         src: w("emoji"),
         dst: Destination::Workload(w("web")),
@@ -343,7 +344,7 @@ fn per_route_proposals_admit_each_caller_on_its_own_routes_only() {
     front.tls = TlsStatus::Mtls;
     front.client_identity = id("emoji");
     front.metrics.rps = 1.0;
-    front.routes = vec![route("web-static")];
+    front.routes = vec![route("HTTPRoute", "web-static", on_web)];
     g.edges.insert(front.key.clone(), front);
     let web = Target {
         namespace: "emojivoto".into(),
@@ -403,20 +404,7 @@ fn per_route_proposals_admit_each_caller_on_its_own_routes_only() {
     // A caller on Linkerd's default route: per route would cut it off, so the Server is
     // authorized as a whole.
     let mut g2 = graph();
-    for e in g2.edges.values_mut() {
-        if e.key.dst == Destination::Workload(w("web")) {
-            e.routes = vec![mesh_model::RouteStats {
-                id: mesh_model::RouteId {
-                    kind: "default".into(),
-                    namespace: String::new(),
-                    name: "http".into(),
-                    parent: "Service emojivoto/web-svc:80".into(),
-                },
-                rps: 4.0,
-                ..Default::default()
-            }];
-        }
-    }
+    web_calls_through(&mut g2, &route("default", "http", on_web));
     let p = propose(&g2, &c, &web, opts).unwrap();
     assert_eq!(
         names(&p),
