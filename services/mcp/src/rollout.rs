@@ -181,8 +181,9 @@ impl Record {
             .collect()
     }
 
+    /// A re-proposed plan waits to be applied (nothing applied yet is not "re-proposed").
     fn plan_pending(&self) -> bool {
-        self.plan_revision > self.applied_plan_revision
+        self.applied_plan_revision > 0 && self.plan_revision > self.applied_plan_revision
     }
 
     fn step(&mut self, now: SystemTime, from: &str, to: &str, by: &str, approved_by: &str) {

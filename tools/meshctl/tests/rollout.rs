@@ -68,6 +68,10 @@ async fn rollout_start_status_advance_and_rollback_from_the_command_line() {
         .unwrap_or_else(|| panic!("no id in {out}"))
         .to_owned();
     assert!(id.starts_with("emojivoto-"), "{out}");
+    assert!(
+        !out.contains("re-proposed"),
+        "nothing was applied yet: {out}"
+    );
     for want in [
         "phase proposed  revision 1",
         "next: audit, repropose, rollback",
