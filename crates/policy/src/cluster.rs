@@ -381,12 +381,11 @@ pub(crate) fn split(all: &PolicySet) -> HashMap<String, Arc<PolicySet>> {
     out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
-/// The port traffic to a pod arrives on: the first port of the first Service (of its namespace)
-/// that selects it, a named targetPort resolved against the pod's ports; else the pod's first
-/// named port. Edges carry no port, so this is the best the cluster can say.
-pub(crate) fn port_of(services: &[&ServiceInfo], pod: &PodInfo) -> Option<u16> {
-    let resolved = service_ports(services, pod);
-    resolved
+/// The port traffic to a pod arrives on when a call says nothing of its port: the first
+/// resolved port of the Services that select it ([`service_ports`]); else the pod's first named
+/// port.
+pub(crate) fn port_of(service_ports: &[(String, u16, u16)], pod: &PodInfo) -> Option<u16> {
+    service_ports
         .first()
         .map(|(_, _, t)| *t)
         .or_else(|| pod.ports.first().map(|(_, p)| *p))

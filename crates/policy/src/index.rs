@@ -379,8 +379,9 @@ impl Index {
             .take_while(|((ns, _), _)| *ns == id.namespace)
             .map(|(_, s)| s)
             .collect();
-        out.port = port_of(&in_ns, &out.pod);
+        // Resolved once: the first is the workload's own port, all are its calls' ports.
         out.service_ports = crate::cluster::service_ports(&in_ns, &out.pod);
+        out.port = port_of(&out.service_ports, &out.pod);
         Some(out)
     }
 

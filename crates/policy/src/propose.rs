@@ -318,7 +318,6 @@ fn propose_for(
         out.objects.extend(routes);
         return;
     }
-    let authn = format!("{server}-observed-clients");
     let mut why: Vec<String> = admit
         .values()
         .chain(spiffe.values())
@@ -331,13 +330,7 @@ fn propose_for(
     let spec = if spiffe.is_empty() {
         let refs: Vec<Value> = admit
             .keys()
-            .map(|(sa_ns, sa)| {
-                let mut r = json!({"kind": "ServiceAccount", "name": sa});
-                if sa_ns != ns {
-                    r["namespace"] = json!(sa_ns);
-                }
-                r
-            })
+            .map(|(sa_ns, sa)| sa_ref(ns, sa_ns, sa))
             .collect();
         json!({ "identityRefs": refs })
     } else {
@@ -348,29 +341,49 @@ fn propose_for(
         all.extend(spiffe.keys().cloned());
         json!({ "identities": all })
     };
-    out.objects.push(ProposedObject {
-        manifest: json!({
-            "apiVersion": "policy.linkerd.io/v1alpha1",
-            "kind": "MeshTLSAuthentication",
-            "metadata": {"name": authn, "namespace": ns},
-            "spec": spec,
-        }),
-        why: why.clone(),
-    });
-    out.objects.push(ProposedObject {
-        manifest: json!({
-            "apiVersion": "policy.linkerd.io/v1alpha1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": format!("{server}-observed"), "namespace": ns},
-            "spec": {
-                "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": server},
-                "requiredAuthenticationRefs": [
-                    {"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication", "name": authn},
-                ],
+    out.objects
+        .extend(observed_authorization(ns, &server, "Server", spec, why));
+}
+
+/// The MeshTLSAuthentication `<base>-observed-clients` (spec `authn`) and the
+/// AuthorizationPolicy `<base>-observed` requiring it for the `target_kind` named `base`, both
+/// justified by `why`.
+fn observed_authorization(
+    ns: &str,
+    base: &str,
+    target_kind: &str,
+    authn: Value,
+    why: Vec<String>,
+) -> [ProposedObject; 2] {
+    let clients = format!("{base}-observed-clients");
+    [
+        ProposedObject {
+            manifest: {
+                let mut m = json!({
+                    "apiVersion": "policy.linkerd.io/v1alpha1",
+                    "kind": "MeshTLSAuthentication",
+                    "metadata": {"name": clients, "namespace": ns},
+                });
+                m["spec"] = authn;
+                m
             },
-        }),
-        why,
-    });
+            why: why.clone(),
+        },
+        ProposedObject {
+            manifest: json!({
+                "apiVersion": "policy.linkerd.io/v1alpha1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"name": format!("{base}-observed"), "namespace": ns},
+                "spec": {
+                    "targetRef": {"group": "policy.linkerd.io", "kind": target_kind, "name": base},
+                    "requiredAuthenticationRefs": [
+                        {"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication", "name": clients},
+                    ],
+                },
+            }),
+            why,
+        },
+    ]
 }
 
 /// The identity reference of a service account for an authentication in namespace `ns`.
@@ -501,29 +514,13 @@ fn per_route(
             .keys()
             .map(|(sa_ns, sa)| sa_ref(ns, sa_ns, sa))
             .collect();
-        objects.push(ProposedObject {
-            manifest: json!({
-                "apiVersion": "policy.linkerd.io/v1alpha1",
-                "kind": "MeshTLSAuthentication",
-                "metadata": {"name": format!("{base}-observed-clients"), "namespace": ns},
-                "spec": {"identityRefs": refs},
-            }),
-            why: why.clone(),
-        });
-        objects.push(ProposedObject {
-            manifest: json!({
-                "apiVersion": "policy.linkerd.io/v1alpha1",
-                "kind": "AuthorizationPolicy",
-                "metadata": {"name": format!("{base}-observed"), "namespace": ns},
-                "spec": {
-                    "targetRef": {"group": "policy.linkerd.io", "kind": "HTTPRoute", "name": base},
-                    "requiredAuthenticationRefs": [
-                        {"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication", "name": format!("{base}-observed-clients")},
-                    ],
-                },
-            }),
+        objects.extend(observed_authorization(
+            ns,
+            &base,
+            "HTTPRoute",
+            json!({ "identityRefs": refs }),
             why,
-        });
+        ));
     }
     Some(objects)
 }

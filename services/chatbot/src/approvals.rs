@@ -151,6 +151,16 @@ fn decision(d: i32) -> &'static str {
     }
 }
 
+/// Every namespace a dry-run's change writes to, and `main`'s: an approver must be allowed in
+/// each.
+pub(crate) fn written_namespaces(dry: &pb::ApplyResponse, main: &str) -> Vec<String> {
+    let mut ns: Vec<String> = dry.objects.iter().map(|o| o.namespace.clone()).collect();
+    ns.push(main.to_owned());
+    ns.sort();
+    ns.dedup();
+    ns
+}
+
 /// The what-if of a dry-run, one line per observed edge whose decision changes.
 pub(crate) fn affected_lines(dry: &pb::ApplyResponse) -> Vec<String> {
     dry.affected_edges
@@ -338,13 +348,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             platform,
             requester_chat: chat_user.to_owned(),
             requester,
-            namespaces: {
-                let mut ns: Vec<String> = dry.objects.iter().map(|o| o.namespace.clone()).collect();
-                ns.push(namespace.clone());
-                ns.sort();
-                ns.dedup();
-                ns
-            },
+            namespaces: written_namespaces(&dry, &namespace),
             namespace,
             target,
             expected_resource_version: rv,

@@ -342,10 +342,6 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         dry: pb::ApplyResponse,
     ) -> Result<Reply, Reply> {
         let to = summary.strip_prefix("dry-run: ").unwrap_or(summary);
-        let mut namespaces: Vec<String> = dry.objects.iter().map(|o| o.namespace.clone()).collect();
-        namespaces.push(r.namespace.clone());
-        namespaces.sort();
-        namespaces.dedup();
         let a = Approval {
             id: crate::approvals::new_id(),
             kind: ApplyKind::Authz,
@@ -355,7 +351,7 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             requester_chat: chat_user.to_owned(),
             requester,
             namespace: r.namespace.clone(),
-            namespaces,
+            namespaces: crate::approvals::written_namespaces(&dry, &r.namespace),
             target: format!("rollout {} ({step}: {to})", r.id),
             expected_resource_version: String::new(),
             actions: dry

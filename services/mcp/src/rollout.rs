@@ -134,6 +134,18 @@ fn new_id(namespace: &str) -> String {
     format!("{namespace}-{:08x}", salt & 0xffff_ffff)
 }
 
+/// A proposal's notes, with every observed call it would deny first-class among them.
+fn plan_notes(notes: Vec<String>, newly_denied: &[String]) -> Vec<String> {
+    notes
+        .into_iter()
+        .chain(
+            newly_denied
+                .iter()
+                .map(|d| format!("WOULD DENY OBSERVED TRAFFIC: {d}")),
+        )
+        .collect()
+}
+
 /// Why a request moves nothing, as the caller's status.
 fn refusal(r: &rollout::Refusal) -> Status {
     match r {
@@ -435,15 +447,7 @@ impl GraphService {
             per_route: r.per_route,
             plan: p.objects,
             needs_action: p.needs_action,
-            notes: p
-                .notes
-                .into_iter()
-                .chain(
-                    p.newly_denied
-                        .iter()
-                        .map(|d| format!("WOULD DENY OBSERVED TRAFFIC: {d}")),
-                )
-                .collect(),
+            notes: plan_notes(p.notes, &p.newly_denied),
             plan_revision: 1,
             ..Record::default()
         };
@@ -887,15 +891,7 @@ impl GraphService {
         };
         rec.plan.sort_by_key(|o| rank(&o.kind));
         rec.needs_action = p.needs_action;
-        rec.notes = p
-            .notes
-            .into_iter()
-            .chain(
-                p.newly_denied
-                    .iter()
-                    .map(|d| format!("WOULD DENY OBSERVED TRAFFIC: {d}")),
-            )
-            .collect();
+        rec.notes = plan_notes(p.notes, &p.newly_denied);
         let summary = if changed.is_empty() {
             "re-proposed: the plan already admits every caller observed".to_owned()
         } else {

@@ -7,23 +7,13 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propose_prints_a_table_and_yaml_that_validates() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let kube = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n".into(),
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .unwrap();
-    // emojivoto without its policy, and the RBAC that lets mesh-mcp's identity watch it.
-    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
-        let seed = std::fs::read_to_string(root.join("tools/kube-sim/seed/demo").join(f)).unwrap();
-        kube.load_yaml(&seed).await.unwrap();
-    }
+    let kube =
+        common::emojivoto_without_policy("mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n")
+            .await;
     let addr = common::serve_mcp(
         &kube,
         &meshsim::builtin("emojivoto").unwrap(),

@@ -8,26 +8,17 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_start_status_advance_and_rollback_from_the_command_line() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let kube = kube_sim::KubeSim::start(kube_sim::Config {
-        tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
-                 admin-token,admin,uid-a,\"system:masters\"\n"
-            .into(),
-        with_linkerd_crds: true,
-        ..kube_sim::Config::default()
-    })
-    .await
-    .unwrap();
-    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
-        let seed = std::fs::read_to_string(root.join("tools/kube-sim/seed/demo").join(f)).unwrap();
-        kube.load_yaml(&seed).await.unwrap();
-    }
+    let kube = common::emojivoto_without_policy(
+        "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
+         admin-token,admin,uid-a,\"system:masters\"\n",
+    )
+    .await;
     // alice (group devs) may edit Linkerd policy.
     kube.load_yaml(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: policy-editor}\n\

@@ -6,6 +6,27 @@ use std::{sync::Arc, time::Duration};
 use mesh_model::MetricTolerance;
 use mesh_store::MemoryStore;
 
+/// kube-sim with the Linkerd CRDs, emojivoto without its policy and the RBAC that lets
+/// mesh-mcp's identity watch it; `tokens` must hold `mcp-token`.
+#[allow(dead_code, reason = "each test file uses part of the common setup")]
+pub(crate) async fn emojivoto_without_policy(tokens: &str) -> kube_sim::KubeSim {
+    let seed =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/kube-sim/seed/demo");
+    let kube = kube_sim::KubeSim::start(kube_sim::Config {
+        tokens: tokens.into(),
+        with_linkerd_crds: true,
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    for f in ["emojivoto.yaml", "linkerd-mcp-rbac.yaml"] {
+        kube.load_yaml(&std::fs::read_to_string(seed.join(f)).unwrap())
+            .await
+            .unwrap();
+    }
+    kube
+}
+
 /// Serves `topology`'s graph, as `version`'s proxies report it, joined with `kube` (watched with
 /// `mcp-token`, which the seeded RBAC must let list and watch), to callers holding the tokens of
 /// `auth_csv`. Returns the gRPC address.
