@@ -57,7 +57,7 @@ bench:
 # toolchain runs it with RUSTC_BOOTSTRAP). New inputs that reach new code land in the corpora,
 # which `make test` replays.
 FUZZ_SECONDS ?= 180
-FUZZ_TARGETS = chat_command identity_map topology proto_graph
+FUZZ_TARGETS = chat_command slack_payload discord_payload identity_map topology proto_graph
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd crates/policy && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run manifest --sanitizer none -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048

@@ -9,7 +9,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
 use serenity::{
     all::{ApplicationId, ChannelId, CommandOptionType, GuildId},
     builder::{CreateAttachment, CreateCommand, CreateCommandOption},
@@ -21,6 +20,7 @@ use crate::{
     app::App,
     command::{self, ApplyKind, Command},
     identity::Platform,
+    payload::{self, DiscordInteraction},
     reply::{self, Reply},
 };
 
@@ -298,75 +298,6 @@ pub fn slash_command() -> CreateCommand {
     c
 }
 
-#[derive(Debug, Deserialize)]
-struct User {
-    id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Member {
-    user: User,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Opt {
-    name: String,
-    #[serde(default)]
-    value: Option<serde_json::Value>,
-    #[serde(default)]
-    options: Vec<Opt>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Input {
-    #[serde(default)]
-    custom_id: String,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    components: Vec<Input>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Data {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    options: Vec<Opt>,
-    #[serde(default)]
-    custom_id: String,
-    #[serde(default)]
-    components: Vec<Input>,
-}
-
-/// The fields of an interaction the bot uses.
-#[derive(Debug, Deserialize)]
-struct Interaction {
-    #[serde(rename = "type")]
-    kind: u8,
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    channel_id: Option<String>,
-    #[serde(default)]
-    member: Option<Member>,
-    #[serde(default)]
-    user: Option<User>,
-    #[serde(default)]
-    data: Option<Data>,
-}
-
-impl Interaction {
-    fn user_id(&self) -> String {
-        self.member
-            .as_ref()
-            .map(|m| &m.user)
-            .or(self.user.as_ref())
-            .map(|u| u.id.clone())
-            .unwrap_or_default()
-    }
-}
-
 fn respond(kind: u8, data: Option<serde_json::Value>) -> Response {
     let mut v = serde_json::json!({ "type": kind });
     if let Some(d) = data {
@@ -384,16 +315,6 @@ fn message(reply: &Reply) -> Response {
     }
 }
 
-/// Flattens text inputs of a modal submission.
-fn inputs(components: &[Input], out: &mut Vec<(String, String)>) {
-    for c in components {
-        if let Some(v) = &c.value {
-            out.push((c.custom_id.clone(), v.clone()));
-        }
-        inputs(&c.components, out);
-    }
-}
-
 /// `POST /discord/interactions`.
 pub async fn interactions(
     State(app): State<Arc<App>>,
@@ -408,41 +329,25 @@ pub async fn interactions(
         tracing::warn!(%why, "refused a Discord request");
         return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
     }
-    let i: Interaction = match serde_json::from_slice(&body) {
+    let interaction = match payload::discord_interaction(&body) {
         Ok(i) => i,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an interaction: {e}\n"),
-            )
-                .into_response();
-        }
+        Err(e) => return crate::slack::bad_request(&e),
     };
-    let user = i.user_id();
-    let data = i.data.unwrap_or_default();
-    match i.kind {
-        1 => respond(1, None),
-        2 => {
-            // `/mesh <sub> [args]`: the same text a Slack user types.
-            let text = match data.options.first() {
-                Some(sub) => {
-                    let args = sub
-                        .options
-                        .iter()
-                        .find(|o| o.name == "args")
-                        .and_then(|o| o.value.as_ref())
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    format!("{} {args}", sub.name)
-                }
-                None => String::new(),
-            };
-            if data.name != "mesh" {
+    match interaction {
+        DiscordInteraction::Ping => respond(1, None),
+        DiscordInteraction::Command {
+            user,
+            channel,
+            token,
+            name,
+            text,
+        } => {
+            if name != "mesh" {
                 return message(&Reply::refusal(
                     "Unknown command",
                     format!(
                         "/{} is not a command of this bot; try /mesh help",
-                        command::clip(&data.name)
+                        command::clip(&name)
                     ),
                 ));
             }
@@ -486,14 +391,14 @@ pub async fn interactions(
                 }
                 Ok(Command::Rollout(rc)) => {
                     let app = app.clone();
-                    let channel = i.channel_id.clone().unwrap_or_default();
+                    let channel = channel.unwrap_or_default();
                     tokio::spawn(async move {
                         let (reply, id) =
                             app.approvals.rollout(Platform::Discord, &user, &rc).await;
                         let Some(d) = app.discord.as_ref() else {
                             return;
                         };
-                        match d.answer_message(&i.token, &reply).await {
+                        match d.answer_message(&token, &reply).await {
                             Ok(Some(message)) if !channel.is_empty() => {
                                 if let Some(id) = &id {
                                     let (target, message) =
@@ -511,7 +416,7 @@ pub async fn interactions(
                     respond(5, None)
                 }
                 Ok(Command::Alerts { on, filter }) => {
-                    let channel = i.channel_id.unwrap_or_default();
+                    let channel = channel.unwrap_or_default();
                     message(
                         &app.set_alerts(&format!("discord:{channel}"), on, filter)
                             .await,
@@ -522,7 +427,7 @@ pub async fn interactions(
                     tokio::spawn(async move {
                         let reply = app.mcp.run(&read).await;
                         if let Some(d) = app.discord.as_ref()
-                            && let Err(e) = d.answer(&i.token, &reply).await
+                            && let Err(e) = d.answer(&token, &reply).await
                         {
                             app.metrics.chat_api_error("discord");
                             tracing::warn!(%e, "could not answer a Discord command");
@@ -532,11 +437,12 @@ pub async fn interactions(
                 }
             }
         }
-        3 => {
-            let Some((action, id)) = data.custom_id.split_once(':') else {
-                return (StatusCode::BAD_REQUEST, "unknown component\n").into_response();
-            };
-            let (action, id) = (action.to_owned(), id.to_owned());
+        DiscordInteraction::Click {
+            user,
+            token,
+            action,
+            id,
+        } => {
             app.metrics.command("discord", "button");
             let app = app.clone();
             tokio::spawn(async move {
@@ -548,19 +454,19 @@ pub async fn interactions(
                     return;
                 };
                 if let Some(card) = out.card
-                    && let Err(e) = d.redraw(&i.token, &card).await
+                    && let Err(e) = d.redraw(&token, &card).await
                 {
                     app.metrics.chat_api_error("discord");
                     tracing::warn!(%e, "could not update a Discord card");
                 }
                 if let Some(p) = out.private
-                    && let Err(e) = d.private(&i.token, &p).await
+                    && let Err(e) = d.private(&token, &p).await
                 {
                     app.metrics.chat_api_error("discord");
                     tracing::warn!(%e, "could not answer a Discord click");
                 }
                 if let Some(p) = out.post
-                    && let Err(e) = d.followup(&i.token, &p).await
+                    && let Err(e) = d.followup(&token, &p).await
                 {
                     app.metrics.chat_api_error("discord");
                     tracing::warn!(%e, "could not post a Discord card");
@@ -568,24 +474,13 @@ pub async fn interactions(
             });
             respond(6, None)
         }
-        5 => {
-            let kind = data
-                .custom_id
-                .strip_prefix("apply:")
-                .and_then(ApplyKind::from_word);
-            let Some(kind) = kind else {
-                return (StatusCode::BAD_REQUEST, "unknown form\n").into_response();
-            };
-            let mut values = Vec::new();
-            inputs(&data.components, &mut values);
-            let get = |k: &str| {
-                values
-                    .iter()
-                    .find(|(id, _)| id == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let (manifest, reason) = (get("manifest"), get("reason"));
+        DiscordInteraction::Form {
+            user,
+            token,
+            kind,
+            manifest,
+            reason,
+        } => {
             app.metrics.command("discord", "form");
             let app = app.clone();
             tokio::spawn(async move {
@@ -594,7 +489,7 @@ pub async fn interactions(
                     .request(Platform::Discord, &user, kind, &manifest, &reason)
                     .await;
                 if let Some(d) = app.discord.as_ref()
-                    && let Err(e) = d.answer(&i.token, &reply).await
+                    && let Err(e) = d.answer(&token, &reply).await
                 {
                     app.metrics.chat_api_error("discord");
                     tracing::warn!(%e, "could not post a Discord approval card");
@@ -602,10 +497,5 @@ pub async fn interactions(
             });
             respond(5, None)
         }
-        other => (
-            StatusCode::BAD_REQUEST,
-            format!("interaction type {other} is not handled\n"),
-        )
-            .into_response(),
     }
 }

@@ -12,6 +12,7 @@ pub mod discord;
 pub mod identity;
 pub mod mcp_error;
 pub mod metrics;
+pub mod payload;
 pub mod reply;
 pub mod rollouts;
 pub mod slack;

@@ -9,7 +9,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
 use slack_morphism::{
     prelude::*,
     signature_verifier::{SlackEventSignatureVerifier, SlackEventSignatureVerifierError},
@@ -19,8 +18,11 @@ use crate::{
     app::App,
     command::{self, ApplyKind, Command},
     identity::Platform,
+    payload::{self, PayloadError, SlackInteraction},
     reply::{self, File, Reply},
 };
+
+pub use crate::payload::SlashCommand;
 
 /// The Slack side: signature verifier and Web API client.
 pub struct Slack {
@@ -285,22 +287,6 @@ impl Slack {
     }
 }
 
-/// The fields of a slash command the bot uses.
-#[derive(Clone, Debug, Deserialize)]
-pub struct SlashCommand {
-    /// Who typed it.
-    pub user_id: String,
-    /// Where.
-    pub channel_id: String,
-    /// What followed `/mesh`.
-    #[serde(default)]
-    pub text: String,
-    /// Where to answer within 30 minutes.
-    pub response_url: String,
-    /// Opens a modal within 3 seconds.
-    pub trigger_id: String,
-}
-
 /// How long an inline step may take before the acknowledgement (platforms wait 3 s).
 pub const ACK: Duration = Duration::from_millis(2500);
 
@@ -334,15 +320,9 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     if let Err(why) = slack.verify(&headers, &body) {
         return refused(&app, &why);
     }
-    let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
+    let cmd = match payload::slack_command(&body) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not a slash command: {e}\n"),
-            )
-                .into_response();
-        }
+        Err(e) => return bad_request(&e),
     };
     let parsed = command::parse(&cmd.text);
     app.metrics
@@ -434,11 +414,6 @@ pub fn command_name(c: &Command) -> &'static str {
     }
 }
 
-#[derive(Deserialize)]
-struct Form {
-    payload: String,
-}
-
 /// `POST /slack/interactions`: buttons (`block_actions`) and the form (`view_submission`).
 pub async fn interactions(
     State(app): State<Arc<App>>,
@@ -451,33 +426,18 @@ pub async fn interactions(
     if let Err(why) = slack.verify(&headers, &body) {
         return refused(&app, &why);
     }
-    let payload: serde_json::Value = match serde_urlencoded::from_bytes::<Form>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|f| serde_json::from_str(&f.payload).map_err(|e| e.to_string()))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an interaction: {e}\n"),
-            )
-                .into_response();
-        }
+    let interaction = match payload::slack_interaction(&body) {
+        Ok(i) => i,
+        Err(e) => return bad_request(&e),
     };
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    let user = s(&payload["user"]["id"]);
-    match payload["type"].as_str() {
-        Some("view_submission") if payload["view"]["callback_id"] == "mesh-apply" => {
-            let view = &payload["view"];
-            let meta: serde_json::Value =
-                serde_json::from_str(view["private_metadata"].as_str().unwrap_or("{}"))
-                    .unwrap_or_default();
-            let kind: ApplyKind =
-                serde_json::from_value(meta["kind"].clone()).unwrap_or(ApplyKind::Authz);
-            let channel = s(&meta["channel"]);
-            let values = &view["state"]["values"];
-            let manifest = s(&values["manifest"]["manifest"]["value"]);
-            let reason = s(&values["reason"]["reason"]["value"]);
+    match interaction {
+        SlackInteraction::Form {
+            user,
+            kind,
+            channel,
+            manifest,
+            reason,
+        } => {
             app.metrics.command("slack", "form");
             let app = app.clone();
             // Close the form now; the dry-run's card (or refusal) follows in the channel.
@@ -501,11 +461,13 @@ pub async fn interactions(
             });
             StatusCode::OK.into_response()
         }
-        Some("block_actions") => {
-            let action = &payload["actions"][0];
-            let (action_id, value) = (s(&action["action_id"]), s(&action["value"]));
-            let channel = s(&payload["channel"]["id"]);
-            let ts = s(&payload["message"]["ts"]);
+        SlackInteraction::Click {
+            user,
+            action_id,
+            value,
+            channel,
+            ts,
+        } => {
             app.metrics.command("slack", "button");
             let app = app.clone();
             tokio::spawn(async move {
@@ -537,12 +499,12 @@ pub async fn interactions(
             });
             StatusCode::OK.into_response()
         }
-        other => (
-            StatusCode::BAD_REQUEST,
-            format!("interaction type {other:?} is not handled\n"),
-        )
-            .into_response(),
     }
+}
+
+/// A signed body the bot cannot read.
+pub(crate) fn bad_request(e: &PayloadError) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
 
 #[cfg(test)]

@@ -1,0 +1,12 @@
+//! Fuzzes the readers of what Slack posts once its signature holds (slash commands and
+//! interactions): any body reads as what the bot acts on or as a specific error, never a panic.
+//! Replayed in `make test` by `services/chatbot/tests/corpus.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mesh_chatbot::payload;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = payload::slack_command(data);
+    let _ = payload::slack_interaction(data);
+});
