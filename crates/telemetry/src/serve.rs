@@ -20,6 +20,10 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// Each request body must be read within this.
     pub body_timeout: Duration,
+    /// Request bodies above this many bytes are refused (`413`) before they are read whole:
+    /// not every handler reads its body through an extractor with a limit of its own (the MCP
+    /// endpoint's SDK collects it).
+    pub max_body: usize,
 }
 
 impl ConnLimits {
@@ -28,6 +32,8 @@ impl ConnLimits {
         max_connections: 1024,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
+        // gRPC's default message limit: the largest request any front end has a use for.
+        max_body: 4 * 1024 * 1024,
     };
 }
 
@@ -114,9 +120,13 @@ pub async fn serve_http(
         server::conn::auto::Builder,
         service::TowerToHyperService,
     };
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        limits.body_timeout,
-    ));
+    let router = router
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.max_body,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -201,6 +211,7 @@ mod tests {
             max_connections: 3,
             header_timeout: Duration::from_millis(300),
             body_timeout: Duration::from_secs(5),
+            ..ConnLimits::DEFAULT
         };
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();

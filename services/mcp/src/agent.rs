@@ -1013,9 +1013,20 @@ impl MeshAgent {
     }
 }
 
+/// The browser origins `/mcp` accepts when none are configured.
+const LOOPBACK_ORIGINS: [&str; 6] = [
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
+];
+
 /// `/mcp` (streamable HTTP) serving `agent`, answering only `Host` names in `allowed_hosts`
-/// (empty: loopback names) and, when given, browser origins in `allowed_origins`. No
-/// authentication: the caller layers it.
+/// (empty: loopback names) and browser `Origin`s in `allowed_origins` (empty: loopback pages).
+/// Requests without an `Origin` (every non-browser client) pass. No authentication: the caller
+/// layers it.
 pub fn router(
     agent: MeshAgent,
     allowed_hosts: &[String],
@@ -1028,9 +1039,15 @@ pub fn router(
     if !allowed_hosts.is_empty() {
         config = config.with_allowed_hosts(allowed_hosts.to_vec());
     }
-    if !allowed_origins.is_empty() {
-        config = config.with_allowed_origins(allowed_origins.to_vec());
+    // The SDK lets every origin through unless some are listed; a page on another site must
+    // not drive a local MCP server (the specification asks servers to check Origin), so the
+    // default mirrors the Host default: loopback pages only.
+    config = if allowed_origins.is_empty() {
+        config.with_allowed_origins(LOOPBACK_ORIGINS)
+    } else {
+        config.with_allowed_origins(allowed_origins.to_vec())
     }
+    .enforce_origin_validation();
     let mcp = StreamableHttpService::new(
         move || Ok(agent.clone()),
         LocalSessionManager::default().into(),

@@ -100,8 +100,8 @@ pub struct Args {
     /// names only). Repeatable; a name without port matches any port.
     #[arg(long, env = "MESH_MCP_ALLOWED_HOST", value_delimiter = ',')]
     pub mcp_allowed_host: Vec<String>,
-    /// A browser `Origin` allowed to call the MCP endpoint (e.g. `https://app.example.com`);
-    /// requests from other origins are refused. Repeatable.
+    /// A browser `Origin` allowed to call the MCP endpoint (e.g. `https://app.example.com`;
+    /// default: loopback pages only); requests from other origins are refused. Repeatable.
     #[arg(long, env = "MESH_MCP_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub mcp_allowed_origin: Vec<String>,
 }
