@@ -735,8 +735,10 @@ impl MeshService for GraphService {
                         };
                         let msg = match delta {
                             None => EncodedEvent::own(event(Event::Snapshot(pb::MeshGraph::from(&*view)))),
+                            // Nothing this stream sees changed: send nothing, and keep `last`
+                            // at what was delivered, so the next delta starts from the version
+                            // the client holds (a client checks `from_version` against it).
                             Some((d, _)) if d.is_topology_empty() && d.sources == last.sources => {
-                                last = view;
                                 continue;
                             }
                             // The same bytes for every stream of this filter.

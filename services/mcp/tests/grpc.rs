@@ -237,6 +237,33 @@ async fn watch_sends_the_filtered_view_and_an_edge_leaving_it_as_a_removal() {
     assert_eq!(delta.removed_edges[0].dst.as_ref().unwrap().name, "voting");
     assert!(delta.upserted_edges.is_empty());
 
+    // A version this stream does not see (the plaintext edge's traffic triples) sends nothing;
+    // the next delta starts from the version the stream delivered, so a client can check that
+    // it missed nothing, and heartbeats meanwhile say that same position.
+    let delivered = delta.to_version;
+    for (to, times) in [("emojivoto/voting", 3.0), ("emojivoto/emoji", 3.0)] {
+        for e in t.edges.iter_mut().filter(|e| e.to == to) {
+            e.rps *= times;
+        }
+        s.publisher.publish(build(&t)).await.unwrap();
+    }
+    let next = loop {
+        match stream.message().await.unwrap().unwrap().event {
+            Some(Event::Delta(d)) => break d,
+            Some(Event::Heartbeat(h)) => {
+                assert_eq!(h.position.unwrap().version, delivered, "heartbeat position");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        (next.from_version, next.to_version),
+        (delivered, delivered + 2),
+        "the delta covers the unseen version"
+    );
+    assert_eq!(next.upserted_edges.len(), 1);
+    assert_eq!(next.upserted_edges[0].dst.as_ref().unwrap().name, "emoji");
+
     // Resuming at the current position starts with a heartbeat, not a snapshot.
     let now = wait_for_graph(&mut c).await;
     let resume = pb::GraphPosition {
@@ -464,6 +491,7 @@ async fn silent_and_excess_grpc_connections_are_closed() {
         max_connections: 2,
         header_timeout: Duration::from_millis(300),
         body_timeout: Duration::from_secs(5),
+        ..mesh_telemetry::serve::ConnLimits::DEFAULT
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
