@@ -381,9 +381,16 @@ impl GraphStore for RedisStore {
         let mut c = match slot.as_ref() {
             Some(c) => c.clone(),
             None => {
+                // No response timeout of the client's own (redis-rs defaults to 500 ms, which
+                // cut every XREAD BLOCK longer than that short as a failure): the call below is
+                // bounded by the block time plus the store's timeout.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(None);
                 let c = tokio::time::timeout(
                     self.timeout,
-                    self.client.get_multiplexed_async_connection(),
+                    self.client
+                        .get_multiplexed_async_connection_with_config(&config),
                 )
                 .await
                 .map_err(|_| {
