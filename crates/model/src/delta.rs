@@ -213,6 +213,17 @@ impl GraphDelta {
         }
     }
 
+    /// How many workloads, edges and policy objects it upserts or removes: its size, in the
+    /// units of [`MeshGraph::items`].
+    pub fn items(&self) -> usize {
+        self.upserted_workloads.len()
+            + self.removed_workloads.len()
+            + self.upserted_edges.len()
+            + self.removed_edges.len()
+            + self.upserted_policies.len()
+            + self.removed_policies.len()
+    }
+
     /// Whether it changes no workload, edge or policy.
     pub fn is_topology_empty(&self) -> bool {
         self.upserted_workloads.is_empty()

@@ -458,6 +458,11 @@ pub struct MeshGraph {
 }
 
 impl MeshGraph {
+    /// How many workloads, edges and policy objects it holds.
+    pub fn items(&self) -> usize {
+        self.workloads.len() + self.edges.len() + self.policies.len()
+    }
+
     /// An empty graph at version 0.
     pub fn empty(window: Duration, generated_at: SystemTime) -> Self {
         Self {

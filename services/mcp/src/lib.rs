@@ -48,7 +48,10 @@ pub async fn follow<S: GraphStore>(
             Ok(step) => {
                 // Recorded before the graph is sent, so history always reaches the served version.
                 match step {
-                    Step::Applied(deltas) => history.record(deltas).await,
+                    Step::Applied(deltas) => {
+                        let items = follower.graph().map_or(0, MeshGraph::items);
+                        history.record(deltas, items).await;
+                    }
                     _ => history.reset().await,
                 }
                 backoff = Duration::from_millis(100);

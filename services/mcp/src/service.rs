@@ -337,11 +337,13 @@ impl GraphService {
 }
 
 /// What the follower knows beyond the graph itself: the whole-graph deltas most recently
-/// applied (at most [`History::KEPT`]), so a watch that resumes from a recent version gets one
-/// catch-up delta instead of a whole snapshot; and whether the store can be followed now.
+/// applied (at most [`History::KEPT`], and together no larger than the graph), so a watch that
+/// resumes from a recent version gets one catch-up delta instead of a whole snapshot; and
+/// whether the store can be followed now.
 #[derive(Clone, Debug)]
 pub struct History {
-    deltas: Arc<Mutex<VecDeque<Arc<GraphDelta>>>>,
+    /// The deltas, and how many items they hold together.
+    deltas: Arc<Mutex<(VecDeque<Arc<GraphDelta>>, usize)>>,
     /// The `store` source while the store cannot be followed; `None` while it can.
     store: Arc<watch::Sender<Option<SourceHealth>>>,
 }
@@ -375,23 +377,34 @@ impl History {
         self.store.borrow().clone()
     }
 
-    /// Appends applied deltas, dropping the oldest past [`Self::KEPT`].
-    pub async fn record(&self, deltas: Vec<GraphDelta>) {
-        let mut h = self.deltas.lock().await;
-        h.extend(deltas.into_iter().map(Arc::new));
-        while h.len() > Self::KEPT {
-            h.pop_front();
+    /// Appends applied deltas that led to a graph of `graph_items` items, dropping the oldest
+    /// past [`Self::KEPT`] or once the kept deltas hold more items than the graph (from there a
+    /// resuming watch is better served a snapshot, and memory stays within about one graph
+    /// however busy the mesh is).
+    pub async fn record(&self, deltas: Vec<GraphDelta>, graph_items: usize) {
+        let mut guard = self.deltas.lock().await;
+        let (h, items) = &mut *guard;
+        for d in deltas {
+            *items += d.items();
+            h.push_back(Arc::new(d));
+        }
+        let budget = graph_items.max(Self::KEPT);
+        while h.len() > Self::KEPT || (*items > budget && h.len() > 1) {
+            if let Some(d) = h.pop_front() {
+                *items -= d.items();
+            }
         }
     }
 
     /// Forgets everything: continuity was broken (a snapshot reload).
     pub async fn reset(&self) {
-        self.deltas.lock().await.clear();
+        *self.deltas.lock().await = (VecDeque::new(), 0);
     }
 
     /// The unbroken chain of deltas from `from` to `to` in `epoch`, if all of it is kept.
     async fn between(&self, epoch: u64, from: u64, to: u64) -> Option<Vec<Arc<GraphDelta>>> {
-        let h = self.deltas.lock().await;
+        let guard = self.deltas.lock().await;
+        let h = &guard.0;
         let start = h
             .iter()
             .position(|d| d.epoch == epoch && d.from_version == from)?;
@@ -779,5 +792,53 @@ impl MeshService for GraphService {
                 |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
             );
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+    use super::*;
+
+    /// The delta from `from` to `from + 1` in epoch 1, removing `n` edges.
+    fn delta(from: u64, n: usize) -> GraphDelta {
+        let edge = |i: usize| mesh_model::EdgeKey {
+            src: mesh_model::WorkloadRef::default(),
+            dst: mesh_model::Destination::Authority(format!("host-{i}:80")),
+            protocol: mesh_model::Protocol::Http,
+        };
+        GraphDelta {
+            from_version: from,
+            to_version: from + 1,
+            epoch: 1,
+            generated_at: std::time::SystemTime::UNIX_EPOCH,
+            upserted_workloads: Vec::new(),
+            removed_workloads: Vec::new(),
+            upserted_edges: Vec::new(),
+            removed_edges: (0..n).map(edge).collect(),
+            upserted_policies: Vec::new(),
+            removed_policies: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn history_holds_no_more_than_the_graph_it_leads_to() {
+        let h = History::default();
+        // 300 deltas of 10 items leading to a graph of 2,000: the newest 200 are kept.
+        h.record((0..300).map(|v| delta(v, 10)).collect(), 2_000)
+            .await;
+        assert_eq!(h.deltas.lock().await.0.len(), 200);
+        assert_eq!(h.deltas.lock().await.1, 2_000);
+        assert!(h.between(1, 99, 300).await.is_none(), "older than kept");
+        assert_eq!(h.between(1, 100, 300).await.unwrap().len(), 200);
+        // Small deltas: the count bound applies (and a one-delta history is always kept).
+        h.reset().await;
+        h.record((0..2_000).map(|v| delta(v, 0)).collect(), 10)
+            .await;
+        assert_eq!(h.deltas.lock().await.0.len(), History::KEPT);
+        h.reset().await;
+        h.record(vec![delta(0, 5_000)], 10).await;
+        assert_eq!(h.deltas.lock().await.0.len(), 1, "the newest delta is kept");
     }
 }
