@@ -160,9 +160,15 @@ pub(crate) async fn fanout(streams: usize) {
     let cpu0 = cpu_secs();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Duration>(streams);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    // Measured: the first delta built after every stream is open, to every stream, each held
+    // open until all have it (a stream closing early would add its cancellation to the work
+    // being measured).
+    let (go_tx, go_rx) = tokio::sync::watch::channel(None::<SystemTime>);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for i in 0..streams {
         let mut c = MeshServiceClient::new(channels[i / per_conn].clone());
         let (done, ready) = (done_tx.clone(), ready_tx.clone());
+        let (go, mut stop) = (go_rx.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let req = pb::WatchMeshGraphRequest {
                 namespaces: vec!["ns-000".into()],
@@ -179,27 +185,42 @@ pub(crate) async fn fanout(streams: usize) {
                     let at = d.generated_at.unwrap_or_default();
                     let sent =
                         SystemTime::UNIX_EPOCH + Duration::new(at.seconds as u64, at.nanos as u32);
-                    let _ = done
-                        .send(SystemTime::now().duration_since(sent).unwrap_or_default())
-                        .await;
-                    return;
+                    let start = *go.borrow();
+                    if start.is_some_and(|go| sent >= go) {
+                        let _ = done
+                            .send(SystemTime::now().duration_since(sent).unwrap_or_default())
+                            .await;
+                        break;
+                    }
                 }
             }
+            let _ = stop.changed().await;
         });
     }
     for _ in 0..streams {
         ready_rx.recv().await;
     }
+    let _ = go_tx.send(Some(SystemTime::now()));
     let rss_ready = rss_mib(child.0.id());
-    let mut worst = Duration::ZERO;
+    let mut arrivals = Vec::with_capacity(streams);
     for _ in 0..streams {
         if let Some(d) = done_rx.recv().await {
-            worst = worst.max(d);
+            arrivals.push(d);
         }
     }
+    let _ = stop_tx.send(true);
+    // The first arrival is the publish path (build stamp to the first stream); the spread
+    // after it is the fan-out itself.
+    arrivals.sort();
+    let first = arrivals.first().copied().unwrap_or_default();
+    let worst = arrivals.last().copied().unwrap_or_default();
     println!(
-        "streams={streams} delta_to_all_ms={:.1} server_rss_mib={:.1} client_cpu_s={:.2}",
+        "streams={streams} delta_to_all_ms={:.1} first_ms={:.1} median_ms={:.1} \
+         fanout_spread_ms={:.1} server_rss_mib={:.1} client_cpu_s={:.2}",
         worst.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+        pct(arrivals.clone(), 0.5),
+        (worst - first).as_secs_f64() * 1000.0,
         rss_ready,
         cpu_secs() - cpu0
     );
