@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo demo-check test check-fmt fmt clippy lint doc bench fuzz clean
+.PHONY: all deps build demo demo-check test check-fmt fmt clippy lint doc bench soak fuzz clean
 
 all: build
 
@@ -52,6 +52,14 @@ test: deps lint
 bench:
 	$(CARGO) build --release --locked -p mesh-collector
 	$(CARGO) run --release --locked -p mesh-bench
+
+# One mesh-mcp under 1,000 watch streams and 500 reads/s for SOAK_MINUTES while two collectors
+# publish a delta every 2 s and the leader is killed once; prints the totals and writes
+# target/soak/soak.{csv,svg,png}. Never part of `make test`.
+SOAK_MINUTES ?= 10
+soak: deps
+	$(CARGO) build --release --locked -p mesh-bench -p mesh-mcp -p mesh-collector
+	target/release/mesh-bench --case soak $(SOAK_MINUTES)
 
 # Fuzzes every reader of untrusted input, FUZZ_SECONDS each (cargo-fuzz; the one stable
 # toolchain runs it with RUSTC_BOOTSTRAP). New inputs that reach new code land in the corpora,

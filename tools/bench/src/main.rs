@@ -10,6 +10,7 @@ mod collector;
 mod failover;
 mod propose;
 mod serve;
+mod soak;
 
 use std::{
     process::Command,
@@ -227,6 +228,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "mcp" => rt.block_on(agent::run(n)),
         "chat" => rt.block_on(chat::run(n)),
         "propose" => rt.block_on(propose::run(n)),
+        "soak" => rt.block_on(soak::run(n)),
         _ => return false,
     }
     true
