@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use chatsim::{Call, DiscordSender, SlackSender};
-use common::{World, discord_buttons, discord_text, slack_buttons, slack_text};
+use common::{VOTING_POLICY, World, discord_buttons, discord_text, slack_buttons, slack_text};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -277,24 +277,6 @@ async fn every_command_is_answered_on_both_platforms_from_the_mcp_service() {
     }
 }
 
-/// A change from alice: only web may call voting.
-const VOTING_POLICY: &str = r"
-apiVersion: policy.linkerd.io/v1alpha1
-kind: MeshTLSAuthentication
-metadata: {name: voting-clients, namespace: emojivoto}
-spec:
-  identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: voting-policy, namespace: emojivoto}
-spec:
-  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}
-  requiredAuthenticationRefs:
-    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}
-";
-
-/// Posts the Slack form as `user`; returns the card (or ephemeral refusal) call.
 /// `user`'s form with [`VOTING_POLICY`], sent until the bot's answer says `want` (after an
 /// identity map change, which the bot picks up within seconds), for at most [`WAIT`].
 async fn form_until(w: &World, bot: &common::Bot, user: &str, want: &str) -> Option<Call> {
@@ -307,6 +289,7 @@ async fn form_until(w: &World, bot: &common::Bot, user: &str, want: &str) -> Opt
     .await
 }
 
+/// Posts the Slack form as `user`; returns the card (or ephemeral refusal) call.
 async fn slack_form(w: &World, bot: &common::Bot, user: &str, manifest: &str) -> Call {
     let after = w.stand_in.last_seq().await;
     let (status, body) = bot

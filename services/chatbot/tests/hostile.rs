@@ -11,26 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chatsim::{DiscordSender, SlackSender};
-use common::{World, slack_buttons, slack_text};
+use common::{VOTING_POLICY, World, slack_buttons, slack_text};
 
 const BOUND: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(20);
-
-const VOTING_POLICY: &str = r"
-apiVersion: policy.linkerd.io/v1alpha1
-kind: MeshTLSAuthentication
-metadata: {name: voting-clients, namespace: emojivoto}
-spec:
-  identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: voting-policy, namespace: emojivoto}
-spec:
-  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}
-  requiredAuthenticationRefs:
-    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}
-";
 
 /// Posts `body` to the Slack `path` with exactly these signature headers.
 async fn slack_raw(bot: &common::Bot, path: &str, body: &str, ts: &str, sig: &str) -> u16 {

@@ -15,45 +15,12 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use serde_json::Value;
 use tonic::{Code, Request, transport::Channel};
 
-const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
-admin-token,admin,uid-a,\"system:masters\"\n";
+mod common;
+use common::{BOOKS_POLICY, BOT, EDITORS, KUBE_TOKENS};
 
 const MCP_TOKENS: &str = "alice-t,alice,u1,\"devs\"\n\
 bob-t,bob,u2,\"mesh-admins\"\n\
 bot-t,system:serviceaccount:linkerd-mcp:chatbot,u3\n";
-
-const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
-
-/// mesh-admins may edit Linkerd policy; authors-only may edit MeshTLSAuthentications only.
-const EDITORS: &str = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: policy-editor}
-rules:
-  - apiGroups: [policy.linkerd.io]
-    resources: ['*']
-    verbs: [get, list, watch, create, patch, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: policy-editors}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}
-subjects: [{kind: Group, name: mesh-admins}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: authn-editor}
-rules:
-  - apiGroups: [policy.linkerd.io]
-    resources: [meshtlsauthentications]
-    verbs: [get, create, patch, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: authn-editors}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: authn-editor}
-subjects: [{kind: Group, name: authn-only}]
-";
 
 struct Env {
     h: McpHarness,
@@ -166,28 +133,6 @@ fn with(token: &str, r: pb::ApplyRequest) -> Request<pb::ApplyRequest> {
     r.set_timeout(Duration::from_secs(20));
     r
 }
-
-/// Only webapp may call books: a new Server on books and a policy with its authentication.
-const BOOKS_POLICY: &str = r"
-apiVersion: policy.linkerd.io/v1beta3
-kind: Server
-metadata: {name: books-server, namespace: booksapp}
-spec: {podSelector: {matchLabels: {app: books}}, port: service, proxyProtocol: HTTP/1}
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: MeshTLSAuthentication
-metadata: {name: books-clients, namespace: booksapp}
-spec:
-  identities: [webapp.booksapp.serviceaccount.identity.linkerd.cluster.local]
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: books-policy, namespace: booksapp}
-spec:
-  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}
-  requiredAuthenticationRefs:
-    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}
-";
 
 fn api(env: &Env, kind: &str, version: &str) -> kube::Api<DynamicObject> {
     kube::Api::namespaced_with(

@@ -18,13 +18,11 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Redis, free_port, poll};
 use tonic::{Code, Request, transport::Channel};
 
+mod common;
+use common::{BOOKS_POLICY, BOT, EDITORS, KUBE_TOKENS};
+
 /// How long a health read and a graph read may take while or after an attack is served.
 const BOUND: Duration = Duration::from_secs(5);
-
-const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
-
-const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
-admin-token,admin,uid-a,\"system:masters\"\n";
 
 /// alice (devs) may not edit policy, bob (mesh-admins) may, mallory has nothing, the bot is the
 /// one delegator, and root is an administrator of the cluster.
@@ -33,44 +31,6 @@ bob-t,bob,u2,\"mesh-admins\"\n\
 mallory-t,mallory,u4\n\
 root-t,root,u5,\"system:masters\"\n\
 bot-t,system:serviceaccount:linkerd-mcp:chatbot,u3\n";
-
-const EDITORS: &str = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: policy-editor}
-rules:
-  - apiGroups: [policy.linkerd.io]
-    resources: ['*']
-    verbs: [get, list, watch, create, patch, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: policy-editors}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}
-subjects: [{kind: Group, name: mesh-admins}]
-";
-
-/// Only webapp may call books.
-const BOOKS_POLICY: &str = r"
-apiVersion: policy.linkerd.io/v1beta3
-kind: Server
-metadata: {name: books-server, namespace: booksapp}
-spec: {podSelector: {matchLabels: {app: books}}, port: service, proxyProtocol: HTTP/1}
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: MeshTLSAuthentication
-metadata: {name: books-clients, namespace: booksapp}
-spec:
-  identities: [webapp.booksapp.serviceaccount.identity.linkerd.cluster.local]
----
-apiVersion: policy.linkerd.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: books-policy, namespace: booksapp}
-spec:
-  targetRef: {group: policy.linkerd.io, kind: Server, name: books-server}
-  requiredAuthenticationRefs:
-    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}
-";
 
 /// The service under attack and the world around it.
 struct Target {

@@ -13,17 +13,21 @@ use std::{
 use mesh_store::{GraphStore, RedisStore};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port};
 
-struct Replica {
-    guard: ChildGuard,
+/// A `mesh-collector` process and its admin port.
+pub(crate) struct Replica {
+    pub(crate) guard: ChildGuard,
     admin: u16,
 }
 
-fn spawn(
+/// Starts `mesh-collector` `name` on `prom` and `redis` with a 10 s window, building every
+/// `interval` (a duration as the flag takes it), with no cluster.
+pub(crate) fn spawn(
     bin: &std::path::Path,
     prom: &str,
     redis: &str,
     dir: &std::path::Path,
     name: &str,
+    interval: &str,
 ) -> Replica {
     let admin = free_port();
     let guard = ChildGuard::spawn(
@@ -34,7 +38,7 @@ fn spawn(
                 "--window",
                 "10s",
                 "--interval",
-                "1s",
+                interval,
                 "--lease-holder",
                 name,
             ])
@@ -48,6 +52,23 @@ fn spawn(
 /// A counter or gauge from the replica's admin port.
 async fn metric(r: &Replica, name: &str) -> Option<f64> {
     mesh_testkit::admin_metric(r.admin, name).await
+}
+
+/// The replica that leads, once both are up and exactly one leads (within 30 s).
+pub(crate) async fn leader(rs: &[Replica; 2]) -> Option<usize> {
+    for _ in 0..300 {
+        let (a, b) = (
+            metric(&rs[0], "mesh_collector_leader").await,
+            metric(&rs[1], "mesh_collector_leader").await,
+        );
+        if let (Some(a), Some(b)) = (a, b)
+            && a + b == 1.0
+        {
+            return Some(usize::from(b == 1.0));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 async fn epoch(store: &RedisStore) -> u64 {
@@ -86,6 +107,7 @@ pub(crate) async fn run(n: usize) {
             &redis.url,
             dir.path(),
             &format!("c{spawned}"),
+            "1s",
         )
     };
     let mut rs = [next(&mut spawned), next(&mut spawned)];
@@ -107,23 +129,7 @@ pub(crate) async fn run(n: usize) {
     let mut times = Vec::new();
     let mut refused = 0.0;
     for _ in 0..n {
-        // Both up, exactly one leading.
-        let mut leader = None;
-        for _ in 0..300 {
-            let (a, b) = (
-                metric(&rs[0], "mesh_collector_leader").await,
-                metric(&rs[1], "mesh_collector_leader").await,
-            );
-            leader = match (a, b) {
-                (Some(a), Some(b)) if a + b == 1.0 => Some(usize::from(b == 1.0)),
-                _ => None,
-            };
-            if leader.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let i = leader.expect("one leader");
+        let i = leader(&rs).await.expect("one leader");
         // Counters are exposed with `_total` (OpenMetrics); a missing one is a broken bench.
         refused += metric(&rs[i], "mesh_collector_fenced_writes_total")
             .await

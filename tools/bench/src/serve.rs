@@ -60,7 +60,8 @@ fn spawn_server(n: usize) -> (Child, u16) {
     (child, port)
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// Process `pid`'s resident memory in MiB (from `/proc`).
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -91,7 +92,11 @@ impl Drop for Kill {
     }
 }
 
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+/// The `p` quantile of `v` in milliseconds (0 for none).
+pub(crate) fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1000.0

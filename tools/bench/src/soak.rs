@@ -14,7 +14,7 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     sync::{
         Arc,
@@ -25,6 +25,8 @@ use std::{
 
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port};
+
+use crate::{failover, serve};
 use tonic::transport::Channel;
 
 /// Seconds per point of the series.
@@ -130,69 +132,6 @@ struct Read {
     ok: bool,
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
-}
-
-/// A collector replica: its process and admin port.
-struct Replica {
-    guard: ChildGuard,
-    admin: u16,
-}
-
-fn collector(bin: &Path, prom: &str, redis: &str, dir: &Path, name: &str) -> Replica {
-    let admin = free_port();
-    let guard = ChildGuard::spawn(
-        name,
-        Command::new(bin)
-            .args(["--prometheus-url", prom, "--redis-url", redis])
-            .args([
-                "--window",
-                "10s",
-                "--interval",
-                "2s",
-                "--lease-holder",
-                name,
-            ])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .env("KUBECONFIG", dir.join("none")),
-        &dir.join(format!("{name}.log")),
-    );
-    Replica { guard, admin }
-}
-
-/// The replica that leads, once exactly one does (bounded).
-async fn leader(rs: &[Replica; 2]) -> Option<usize> {
-    for _ in 0..300 {
-        let a = mesh_testkit::admin_metric(rs[0].admin, "mesh_collector_leader").await;
-        let b = mesh_testkit::admin_metric(rs[1].admin, "mesh_collector_leader").await;
-        if let (Some(a), Some(b)) = (a, b)
-            && a + b == 1.0
-        {
-            return Some(usize::from(b == 1.0));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
 /// One point of the series.
 struct Point {
     t: f64,
@@ -233,12 +172,13 @@ pub(crate) async fn run(minutes: usize) {
     let mut spawned = 0;
     let next_collector = |spawned: &mut usize| {
         *spawned += 1;
-        collector(
+        failover::spawn(
             &collector_bin,
             &prom.url,
             &redis.url,
             dir.path(),
             &format!("c{spawned}"),
+            "2s",
         )
     };
     let mut replicas = [next_collector(&mut spawned), next_collector(&mut spawned)];
@@ -439,9 +379,11 @@ pub(crate) async fn run(minutes: usize) {
     let mut tick = tokio::time::interval(BUCKET);
     while start.elapsed() < duration {
         tick.tick().await;
-        rss.push((start.elapsed().as_secs_f64(), rss_mib(mcp.pid())));
+        rss.push((start.elapsed().as_secs_f64(), serve::rss_mib(mcp.pid())));
         if killed_at.is_none() && start.elapsed() >= duration / 2 {
-            let i = leader(&replicas).await.expect("one collector leads");
+            let i = failover::leader(&replicas)
+                .await
+                .expect("one collector leads");
             replicas[i].guard.signal("KILL");
             killed_at = Some(start.elapsed().as_secs_f64());
             println!(
@@ -516,8 +458,8 @@ pub(crate) async fn run(minutes: usize) {
             t: (i + 1) as f64 * BUCKET.as_secs_f64(),
             reads: b.len() + errors_per[i],
             errors: errors_per[i],
-            p50: pct(b, 0.5),
-            p99: pct(b, 0.99),
+            p50: serve::pct(b.clone(), 0.5),
+            p99: serve::pct(b.clone(), 0.99),
             rss: rss
                 .iter()
                 .min_by(|a, b| {
@@ -529,7 +471,7 @@ pub(crate) async fn run(minutes: usize) {
         })
         .collect();
     let secs = duration.as_secs_f64();
-    let (p50, p99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
+    let (p50, p99) = (serve::pct(all.clone(), 0.5), serve::pct(all, 0.99));
     let rss_first = rss.first().map_or(0.0, |r| r.1);
     let rss_last = rss.last().map_or(0.0, |r| r.1);
     let rss_max = rss.iter().map(|r| r.1).fold(0.0, f64::max);

@@ -39,6 +39,23 @@ approval_ttl: {ttl}
     )
 }
 
+/// Only web may call voting: the change the chat tests request.
+pub const VOTING_POLICY: &str = r"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: voting-clients, namespace: emojivoto}
+spec:
+  identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: voting-policy, namespace: emojivoto}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}
+  requiredAuthenticationRefs:
+    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}
+";
+
 pub struct World {
     /// The mcp service and kube-sim behind it: devs and mesh-admins may edit Linkerd policy
     /// (`docs/examples/chatbot-rbac`), viewers may not.
