@@ -494,24 +494,29 @@ impl ViewCache {
         }
     }
 
-    /// The delta of filter `key` from `from` to `to`, and the same as an encoded event: computed
-    /// and encoded once, whatever the number of streams watching that filter.
+    /// The delta of filter `key` from `from` to `to`, stated as starting at version
+    /// `delivered` (what the stream's client holds: `from`'s version, or an older one whose view
+    /// was the same), and the same as an encoded event: computed and encoded once, whatever the
+    /// number of streams watching that filter from that version.
     fn delta(
         &mut self,
         key: &str,
+        delivered: u64,
         from: &MeshGraph,
         to: &MeshGraph,
     ) -> (Arc<GraphDelta>, EncodedEvent) {
         let list = self.deltas.entry(key.to_owned()).or_default();
         if let Some((.., d, e)) = list
             .iter()
-            .find(|(e, f, t, ..)| (*e, *f, *t) == (to.epoch, from.version, to.version))
+            .find(|(e, f, t, ..)| (*e, *f, *t) == (to.epoch, delivered, to.version))
         {
             return (d.clone(), e.clone());
         }
-        let d = Arc::new(GraphDelta::between(from, to, &MetricTolerance::EXACT));
+        let mut d = GraphDelta::between(from, to, &MetricTolerance::EXACT);
+        d.from_version = delivered;
+        let d = Arc::new(d);
         let e = EncodedEvent::shared(&event(Event::Delta(pb::GraphDelta::from(&*d))));
-        list.push((to.epoch, from.version, to.version, d.clone(), e.clone()));
+        list.push((to.epoch, delivered, to.version, d.clone(), e.clone()));
         if list.len() > 4 {
             list.remove(0);
         }
@@ -576,13 +581,19 @@ fn with_store(sources: &[SourceHealth], store: Option<&SourceHealth>) -> Vec<pb:
 }
 
 fn heartbeat(g: &MeshGraph, store: Option<&SourceHealth>) -> pb::MeshGraphEvent {
+    heartbeat_at(g, g.version, store)
+}
+
+/// A heartbeat with `g`'s sources at position (`g`'s epoch, `version`): the version a stream
+/// delivered, which is older than `g` when the versions since changed nothing it sees.
+fn heartbeat_at(g: &MeshGraph, version: u64, store: Option<&SourceHealth>) -> pb::MeshGraphEvent {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     event(Event::Heartbeat(pb::Heartbeat {
         position: Some(pb::GraphPosition {
             epoch: g.epoch,
-            version: g.version,
+            version,
         }),
         sent_at: Some(pbjson_types::Timestamp {
             seconds: i64::try_from(now.as_secs()).unwrap_or(0),
@@ -708,7 +719,11 @@ impl MeshService for GraphService {
         let history = self.history.clone();
         let key = format!("{f:?}");
         tokio::spawn(async move {
+            // The newest view this stream has seen, and the version its client holds: older
+            // than `last` when the versions since changed nothing this stream sees (they were
+            // not sent, so the next delta starts from `delivered`).
             let mut last = views.lock().await.view(&key, &f, &g);
+            let mut delivered = last.version;
             let kept = if resume.epoch == g.epoch && resume.version > 0 {
                 history.between(g.epoch, resume.version, g.version).await
             } else {
@@ -743,20 +758,31 @@ impl MeshService for GraphService {
                         let (view, delta) = {
                             let mut cache = views.lock().await;
                             let view = cache.view(&key, &f, &g);
-                            let delta = (view.epoch == last.epoch).then(|| cache.delta(&key, &last, &view));
+                            // Whether anything changed is asked of the delta every stream
+                            // at `last` shares; only one to send is stated from `delivered`.
+                            let delta = (view.epoch == last.epoch).then(|| {
+                                let shared = cache.delta(&key, last.version, &last, &view);
+                                let empty = shared.0.is_topology_empty() && shared.0.sources == last.sources;
+                                if empty || delivered == last.version {
+                                    shared
+                                } else {
+                                    cache.delta(&key, delivered, &last, &view)
+                                }
+                            });
                             (view, delta)
                         };
                         let msg = match delta {
                             None => EncodedEvent::own(event(Event::Snapshot(pb::MeshGraph::from(&*view)))),
-                            // Nothing this stream sees changed: send nothing, and keep `last`
-                            // at what was delivered, so the next delta starts from the version
-                            // the client holds (a client checks `from_version` against it).
+                            // Nothing this stream sees changed: send nothing; its client still
+                            // holds `delivered` (a client checks `from_version` against it).
                             Some((d, _)) if d.is_topology_empty() && d.sources == last.sources => {
+                                last = view;
                                 continue;
                             }
                             // The same bytes for every stream of this filter.
                             Some((_, encoded)) => encoded,
                         };
+                        delivered = view.version;
                         last = view;
                         if tx.send(Ok(msg)).await.is_err() {
                             break;
@@ -768,7 +794,7 @@ impl MeshService for GraphService {
                             break;
                         }
                         let health = store.borrow_and_update().clone();
-                        let beat = EncodedEvent::own(heartbeat(&last, health.as_ref()));
+                        let beat = EncodedEvent::own(heartbeat_at(&last, delivered, health.as_ref()));
                         if tx.send(Ok(beat)).await.is_err() {
                             break;
                         }
@@ -777,7 +803,7 @@ impl MeshService for GraphService {
                         // The position this stream has delivered, not the newest graph: a
                         // client resuming from it must not skip a delta still on its way.
                         let health = history.store_health();
-                        let beat = EncodedEvent::own(heartbeat(&last, health.as_ref()));
+                        let beat = EncodedEvent::own(heartbeat_at(&last, delivered, health.as_ref()));
                         if tx.send(Ok(beat)).await.is_err() {
                             break;
                         }

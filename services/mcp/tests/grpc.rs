@@ -9,6 +9,7 @@ use mesh_mcp::{Authenticator, GraphService, TokenAuth};
 use mesh_model::{MeshGraph, MetricTolerance};
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
 use mesh_store::MemoryStore;
+use mesh_testkit::poll;
 use tokio::sync::watch;
 use tonic::{Code, Request, transport::Channel};
 
@@ -241,12 +242,39 @@ async fn watch_sends_the_filtered_view_and_an_edge_leaving_it_as_a_removal() {
     // the next delta starts from the version the stream delivered, so a client can check that
     // it missed nothing, and heartbeats meanwhile say that same position.
     let delivered = delta.to_version;
-    for (to, times) in [("emojivoto/voting", 3.0), ("emojivoto/emoji", 3.0)] {
-        for e in t.edges.iter_mut().filter(|e| e.to == to) {
-            e.rps *= times;
-        }
-        s.publisher.publish(build(&t)).await.unwrap();
+    for e in t.edges.iter_mut().filter(|e| e.to == "emojivoto/voting") {
+        e.rps *= 3.0;
     }
+    s.publisher.publish(build(&t)).await.unwrap();
+    // The service holds the unseen version; two heartbeats later (200 ms apart) the stream
+    // has certainly handled it, and still names the version it delivered.
+    let at = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let mut c = c.clone();
+        async move {
+            let g = c
+                .get_mesh_graph(authed(pb::GetMeshGraphRequest::default()))
+                .await
+                .ok()?
+                .into_inner();
+            (g.version == delivered + 1).then_some(())
+        }
+    })
+    .await;
+    assert!(at.is_some(), "the unseen version was never served");
+    let mut beats = 0;
+    while beats < 2 {
+        match stream.message().await.unwrap().unwrap().event {
+            Some(Event::Heartbeat(h)) => {
+                assert_eq!(h.position.unwrap().version, delivered, "heartbeat position");
+                beats += 1;
+            }
+            other => panic!("nothing is sent for an unseen version: {other:?}"),
+        }
+    }
+    for e in t.edges.iter_mut().filter(|e| e.to == "emojivoto/emoji") {
+        e.rps *= 3.0;
+    }
+    s.publisher.publish(build(&t)).await.unwrap();
     let next = loop {
         match stream.message().await.unwrap().unwrap().event {
             Some(Event::Delta(d)) => break d,
