@@ -20,9 +20,9 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// Each request body must be read within this.
     pub body_timeout: Duration,
-    /// Request bodies above this many bytes are refused (`413`) before they are read whole:
-    /// not every handler reads its body through an extractor with a limit of its own (the MCP
-    /// endpoint's SDK collects it).
+    /// Request bodies are read to this many bytes at most: one that announces more is refused
+    /// (`413`) on its headers, one without a length fails when it gets there. One bound for
+    /// every route, whatever limit (if any) each handler's extractor or SDK keeps.
     pub max_body: usize,
 }
 
