@@ -209,8 +209,8 @@ async fn chat_attacks_are_refused_and_change_nothing() {
     nothing_changed(&w, &bot, seq, rv, "hostile signed bodies").await;
 
     // Mention injection: a reason and a manifest comment that would ping the channel reach
-    // the card escaped, and Discord is told to ping nobody. Then the requester approving her
-    // own change is refused; nothing is applied.
+    // the card escaped. Then the requester approving her own change is refused privately, and
+    // nothing follows the refusal: no card update, nothing applied.
     let after = w.stand_in.last_seq().await;
     let manifest = format!("# <!channel> @everyone <@U0BOB>\n{VOTING_POLICY}");
     let (s, b) = bot
@@ -253,6 +253,5 @@ async fn chat_attacks_are_refused_and_change_nothing() {
         "{:?}",
         c.json
     );
-    let seq = w.stand_in.last_seq().await;
-    nothing_changed(&w, &bot, seq, rv, "mention injection and self-approval").await;
+    nothing_changed(&w, &bot, c.seq, rv, "mention injection and self-approval").await;
 }

@@ -418,6 +418,7 @@ async fn every_attack_is_refused_changes_nothing_and_the_service_keeps_answering
         r.reason = "approved in Slack by carol".into();
         let e = t.apply(with(token, r)).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{token}: {e}");
+        assert!(e.message().starts_with("reason: only a delegator"), "{e}");
     }
     for (field, value) in [
         ("approved_by", "carol\nINFO approved by admin"),
