@@ -13,6 +13,7 @@
 //! `SOAK_OUT` (default `target/soak`).
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     path::PathBuf,
     process::Command,
@@ -51,45 +52,96 @@ struct Streams {
     bad_heartbeats: AtomicU64,
     /// Streams refused, ended or broken.
     errors: AtomicU64,
+    /// Times a stream said nothing for longer than two heartbeat intervals.
+    silences: AtomicU64,
 }
 
-/// Follows one watch stream until `stop`; returns the position it holds then.
+/// What a stream holds at the end: its position and its copy of the filtered view's edges.
+struct Held {
+    at: Option<(u64, u64)>,
+    edges: HashMap<String, pb::Edge>,
+}
+
+/// An edge's identity (source, destination, protocol) as a map key.
+fn edge_key(
+    src: Option<&pb::WorkloadRef>,
+    dst: Option<&pb::WorkloadRef>,
+    authority: &str,
+    protocol: &str,
+) -> String {
+    let w = |r: Option<&pb::WorkloadRef>| {
+        r.map(|r| format!("{}/{}/{}", r.namespace, r.kind, r.name))
+            .unwrap_or_default()
+    };
+    format!("{} {} {authority} {protocol}", w(src), w(dst))
+}
+
+fn edges_of(g: &pb::MeshGraph) -> HashMap<String, pb::Edge> {
+    g.edges
+        .iter()
+        .map(|e| {
+            let k = edge_key(
+                e.src.as_ref(),
+                e.dst.as_ref(),
+                &e.dst_authority,
+                &e.protocol,
+            );
+            (k, e.clone())
+        })
+        .collect()
+}
+
+/// Follows one watch stream until `stop`, keeping its own copy of the view from the snapshot
+/// and every delta; returns what it holds then.
 async fn follow(
     mut c: MeshServiceClient<Channel>,
     req: pb::WatchMeshGraphRequest,
     tally: Arc<Streams>,
     ready: tokio::sync::mpsc::Sender<()>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Option<(u64, u64)> {
+) -> Held {
+    let mut held = Held {
+        at: None,
+        edges: HashMap::new(),
+    };
     let mut s = match c.watch_mesh_graph(req).await {
         Ok(r) => r.into_inner(),
         Err(e) => {
             eprintln!("soak: a watch was refused: {e}");
             tally.errors.fetch_add(1, Relaxed);
-            return None;
+            let _ = ready.send(()).await;
+            return held;
         }
     };
-    let mut at: Option<(u64, u64)> = None;
+    let at = &mut held.at;
     loop {
+        // mesh-mcp's heartbeat is 15 s: a stream quiet for 35 s is a broken one.
         let next = tokio::select! {
-            m = s.message() => m,
-            _ = stop.changed() => return at,
+            m = tokio::time::timeout(Duration::from_secs(35), s.message()) => match m {
+                Ok(m) => m,
+                Err(_) => {
+                    tally.silences.fetch_add(1, Relaxed);
+                    continue;
+                }
+            },
+            _ = stop.changed() => return held,
         };
         let ev = match next {
             Ok(Some(ev)) => ev,
             Ok(None) => {
                 tally.errors.fetch_add(1, Relaxed);
-                return at;
+                return held;
             }
             Err(e) => {
                 eprintln!("soak: a watch broke: {e}");
                 tally.errors.fetch_add(1, Relaxed);
-                return at;
+                return held;
             }
         };
         match ev.event {
             Some(Event::Snapshot(g)) => {
-                match at {
+                held.edges = edges_of(&g);
+                match *at {
                     None => {
                         let _ = ready.send(()).await;
                     }
@@ -100,10 +152,27 @@ async fn follow(
                         tally.gaps.fetch_add(1, Relaxed);
                     }
                 }
-                at = Some((g.epoch, g.version));
+                *at = Some((g.epoch, g.version));
             }
             Some(Event::Delta(d)) => {
-                match at {
+                for r in &d.removed_edges {
+                    held.edges.remove(&edge_key(
+                        r.src.as_ref(),
+                        r.dst.as_ref(),
+                        &r.dst_authority,
+                        &r.protocol,
+                    ));
+                }
+                for e in d.upserted_edges {
+                    let k = edge_key(
+                        e.src.as_ref(),
+                        e.dst.as_ref(),
+                        &e.dst_authority,
+                        &e.protocol,
+                    );
+                    held.edges.insert(k, e);
+                }
+                match *at {
                     Some((e, v)) if d.epoch == e && d.from_version == v && d.to_version > v => {
                         tally.deltas.fetch_add(1, Relaxed);
                     }
@@ -111,12 +180,12 @@ async fn follow(
                         tally.gaps.fetch_add(1, Relaxed);
                     }
                 }
-                at = Some((d.epoch, d.to_version));
+                *at = Some((d.epoch, d.to_version));
             }
             Some(Event::Heartbeat(h)) => {
                 tally.heartbeats.fetch_add(1, Relaxed);
                 let p = h.position.unwrap_or_default();
-                if at != Some((p.epoch, p.version)) {
+                if *at != Some((p.epoch, p.version)) {
                     tally.bad_heartbeats.fetch_add(1, Relaxed);
                 }
             }
@@ -142,6 +211,7 @@ struct Point {
     rss: f64,
 }
 
+/// Runs the soak for `minutes` and prints its figures (see the module's comment).
 pub(crate) async fn run(minutes: usize) {
     let me = std::env::current_exe().expect("own path");
     let (mcp_bin, collector_bin) = (
@@ -264,6 +334,7 @@ pub(crate) async fn run(minutes: usize) {
         let c = MeshServiceClient::new(channels[i / 100].clone());
         followers.push((
             whole,
+            req.namespaces.clone(),
             tokio::spawn(follow(
                 c,
                 req,
@@ -274,11 +345,18 @@ pub(crate) async fn run(minutes: usize) {
         ));
     }
     drop(ready_tx);
-    for _ in 0..streams {
-        if ready_rx.recv().await.is_none() {
-            break;
+    let opened = tokio::time::timeout(Duration::from_secs(120), async {
+        for _ in 0..streams {
+            if ready_rx.recv().await.is_none() {
+                break;
+            }
         }
-    }
+    })
+    .await;
+    assert!(
+        opened.is_ok(),
+        "the watch streams did not open within 120 s"
+    );
     println!(
         "soak: {streams} watch streams open, {rate} reads/s for {minutes} min, graph of {} workloads and {} edges",
         first.workloads.len(),
@@ -422,11 +500,31 @@ pub(crate) async fn run(minutes: usize) {
     // A moment for the last delta to reach every stream, then each hands back its position.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
-    let mut behind = 0;
-    for (whole, f) in followers {
-        let at = f.await.ok().flatten();
-        if whole && at != Some(final_graph) {
+    // Every stream's own copy of its view must be the view the service serves now.
+    let (mut behind, mut differ) = (0, 0);
+    let mut served: HashMap<Vec<String>, HashMap<String, pb::Edge>> = HashMap::new();
+    for (whole, filter, f) in followers {
+        let Ok(held) = f.await else {
+            differ += 1;
+            continue;
+        };
+        if whole && held.at != Some(final_graph) {
             behind += 1;
+        }
+        if !served.contains_key(&filter) {
+            let g = reader
+                .clone()
+                .get_mesh_graph(pb::GetMeshGraphRequest {
+                    namespaces: filter.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("the final view")
+                .into_inner();
+            served.insert(filter.clone(), edges_of(&g));
+        }
+        if served.get(&filter) != Some(&held.edges) {
+            differ += 1;
         }
     }
 
@@ -479,7 +577,8 @@ pub(crate) async fn run(minutes: usize) {
     println!(
         "soak: minutes={minutes} streams={streams} reads={reads} reads_per_s={:.0} read_errors={errors} \
          shed={} read_p50_ms={p50:.2} read_p99_ms={p99:.2} deltas_delivered={} resyncs={} \
-         heartbeats={} gaps={} bad_heartbeats={} stream_errors={} whole_streams_behind_at_end={behind} \
+         heartbeats={} gaps={} bad_heartbeats={} stream_errors={} silences={} \
+         whole_streams_behind_at_end={behind} views_differing_at_end={differ} \
          final_position={}:{} rss_mib_first={rss_first:.1} rss_mib_last={rss_last:.1} rss_mib_max={rss_max:.1}",
         reads as f64 / secs,
         shed.load(Relaxed),
@@ -489,6 +588,7 @@ pub(crate) async fn run(minutes: usize) {
         tally.gaps.load(Relaxed),
         tally.bad_heartbeats.load(Relaxed),
         tally.errors.load(Relaxed),
+        tally.silences.load(Relaxed),
         final_graph.0,
         final_graph.1,
     );
@@ -499,9 +599,12 @@ pub(crate) async fn run(minutes: usize) {
         && tally.gaps.load(Relaxed) == 0
         && tally.bad_heartbeats.load(Relaxed) == 0
         && tally.errors.load(Relaxed) == 0
-        && behind == 0;
+        && tally.silences.load(Relaxed) == 0
+        && behind == 0
+        && differ == 0;
     println!(
-        "soak: {} (zero read errors, zero gaps, zero stream errors, every whole-graph stream at the final position)",
+        "soak: {} (zero read errors, zero gaps, zero broken or silent streams, every whole-graph \
+         stream at the final position, every stream's own copy equal to the view served)",
         if clean { "CLEAN" } else { "NOT CLEAN" }
     );
 
