@@ -145,6 +145,7 @@ impl World {
             admin,
             guard,
             url,
+            log: self.dir.path().join(format!("{name}.log")),
         }
     }
 
@@ -187,6 +188,8 @@ pub struct Bot {
     pub admin: u16,
     pub guard: ChildGuard,
     pub url: String,
+    /// Its log, shown when it does not come up.
+    pub log: PathBuf,
 }
 
 impl Bot {
@@ -206,10 +209,11 @@ impl Bot {
         .is_some()
     }
 
-    /// Waits (bounded) until the bot answers a signed PING.
+    /// Waits (bounded) until the bot answers a signed PING. The bound is generous: a debug
+    /// build starting while the other tests load both cores can take more than 10 s.
     pub async fn ready(&self) {
         let answered = mesh_testkit::poll(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             Duration::from_millis(50),
             || async {
                 matches!(
@@ -220,7 +224,11 @@ impl Bot {
             },
         )
         .await;
-        assert!(answered.is_some(), "mesh-chatbot never answered");
+        assert!(
+            answered.is_some(),
+            "mesh-chatbot never answered; its log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 }
 
