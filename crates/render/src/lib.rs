@@ -500,7 +500,8 @@ pub fn drawing(view: &View) -> Drawing {
     Drawing::new(canvas, view, &fills)
 }
 
-fn xml_escape(s: &str) -> String {
+/// `s` as XML text: `&`, `<` and `>` escaped.
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -27,7 +27,7 @@ use std::{
 };
 
 use mesh_proto::pb::{self, mesh_graph_event::Event, mesh_service_client::MeshServiceClient};
-use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port};
+use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
 
 use crate::{failover, serve};
 use tonic::transport::Channel;
@@ -272,36 +272,37 @@ pub(crate) async fn run(minutes: usize) {
     );
     let endpoint = format!("http://127.0.0.1:{grpc}");
     let connect = || async {
-        for _ in 0..600 {
-            if let Ok(ch) = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                .expect("endpoint")
-                .timeout(Duration::from_secs(10))
-                .connect()
-                .await
-            {
-                return ch;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("mesh-mcp never listened");
+        poll(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .expect("endpoint")
+                    .timeout(Duration::from_secs(10))
+                    .connect()
+                    .await
+                    .ok()
+            },
+        )
+        .await
+        .expect("mesh-mcp never listened")
     };
     let reader = MeshServiceClient::new(connect().await);
-    let first = {
-        let mut got = None;
-        for _ in 0..600 {
-            if let Ok(g) = reader
+    let first = poll(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let g = reader
                 .clone()
                 .get_mesh_graph(pb::GetMeshGraphRequest::default())
                 .await
-                && !g.get_ref().edges.is_empty()
-            {
-                got = Some(g.into_inner());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        got.expect("mesh-mcp never served a graph with edges")
-    };
+                .ok()?
+                .into_inner();
+            (!g.edges.is_empty()).then_some(g)
+        },
+    )
+    .await
+    .expect("mesh-mcp never served a graph with edges");
     let namespaces: Vec<String> = {
         let mut ns: Vec<String> = first
             .workloads
@@ -664,7 +665,7 @@ fn chart(points: &[Point], killed_at: Option<f64>, title: &str) -> String {
     let _ = write!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="22" font-size="14">{}</text>"#,
-        escape(title)
+        mesh_render::xml_escape(title)
     );
     // p50 is a flat line at this scale: its range goes in its label.
     let (lo, hi) = points
@@ -762,10 +763,4 @@ fn fmt_axis(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
