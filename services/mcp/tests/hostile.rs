@@ -184,8 +184,8 @@ impl Target {
             .map(tonic::Response::into_inner)
     }
 
-    /// Posts `body` to `/mcp` with `headers`; the status and the body.
-    async fn mcp_post(&self, headers: &[(&str, &str)], body: String) -> (u16, String) {
+    /// Posts `body` to `/mcp` with `headers`; the answer.
+    async fn mcp_send(&self, headers: &[(&str, &str)], body: String) -> reqwest::Response {
         let mut r = self
             .web
             .post(format!("http://127.0.0.1:{}/mcp", self.http))
@@ -194,7 +194,12 @@ impl Target {
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
-        let resp = r.body(body).send().await.unwrap();
+        r.body(body).send().await.unwrap()
+    }
+
+    /// Posts `body` to `/mcp` with `headers`; the status and the body.
+    async fn mcp_post(&self, headers: &[(&str, &str)], body: String) -> (u16, String) {
+        let resp = self.mcp_send(headers, body).await;
         let status = resp.status().as_u16();
         (status, resp.text().await.unwrap_or_default())
     }
@@ -500,9 +505,10 @@ async fn every_attack_is_refused_changes_nothing_and_the_service_keeps_answering
         )
         .await;
     assert!((400..500).contains(&s), "a deeply nested MCP body: {s} {b}");
-    // A real MCP session whose tool call carries a nested manifest: the tool refuses it.
-    let (s, b) = t
-        .mcp_post(
+    // A real MCP session, opened from a loopback page (which may use the endpoint), whose tool
+    // call carries a nested manifest: the tool refuses it.
+    let opened = t
+        .mcp_send(
             &[
                 ("authorization", bearer),
                 ("origin", "http://localhost:6274"),
@@ -510,17 +516,8 @@ async fn every_attack_is_refused_changes_nothing_and_the_service_keeps_answering
             initialize(),
         )
         .await;
-    assert_eq!(s, 200, "a loopback page may use the endpoint: {b}");
-    let session = t
-        .web
-        .post(format!("http://127.0.0.1:{}/mcp", t.http))
-        .header("authorization", bearer)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(initialize())
-        .send()
-        .await
-        .unwrap()
+    assert_eq!(opened.status(), 200, "a loopback page may use the endpoint");
+    let session = opened
         .headers()
         .get("mcp-session-id")
         .map(|v| v.to_str().unwrap().to_owned())
