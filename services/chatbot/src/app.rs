@@ -160,3 +160,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(app)
 }
+
+/// A signed body the bot cannot read: `400` with the reason, on either platform.
+impl axum::response::IntoResponse for crate::payload::PayloadError {
+    fn into_response(self) -> axum::response::Response {
+        (axum::http::StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
+    }
+}

@@ -331,7 +331,7 @@ pub async fn interactions(
     }
     let interaction = match payload::discord_interaction(&body) {
         Ok(i) => i,
-        Err(e) => return crate::slack::bad_request(&e),
+        Err(e) => return e.into_response(),
     };
     match interaction {
         DiscordInteraction::Ping => respond(1, None),

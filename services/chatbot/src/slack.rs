@@ -18,7 +18,7 @@ use crate::{
     app::App,
     command::{self, ApplyKind, Command},
     identity::Platform,
-    payload::{self, PayloadError, SlackInteraction},
+    payload::{self, SlackInteraction},
     reply::{self, File, Reply},
 };
 
@@ -322,7 +322,7 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     }
     let cmd = match payload::slack_command(&body) {
         Ok(c) => c,
-        Err(e) => return bad_request(&e),
+        Err(e) => return e.into_response(),
     };
     let parsed = command::parse(&cmd.text);
     app.metrics
@@ -428,7 +428,7 @@ pub async fn interactions(
     }
     let interaction = match payload::slack_interaction(&body) {
         Ok(i) => i,
-        Err(e) => return bad_request(&e),
+        Err(e) => return e.into_response(),
     };
     match interaction {
         SlackInteraction::Form {
@@ -500,11 +500,6 @@ pub async fn interactions(
             StatusCode::OK.into_response()
         }
     }
-}
-
-/// A signed body the bot cannot read.
-pub(crate) fn bad_request(e: &PayloadError) -> Response {
-    (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
 
 #[cfg(test)]
