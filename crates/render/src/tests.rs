@@ -225,7 +225,7 @@ fn verdicts_are_told_apart_without_colour() {
 
 #[test]
 fn no_label_crosses_its_own_line_and_the_canvas_fits() {
-    for g in [with_verdicts(), emojivoto()] {
+    for g in [with_verdicts(), emojivoto(), busy()] {
         let view = View::of(&g);
         let d = drawing(&view);
         assert_eq!(d.edges.len(), view.edges.len());
@@ -316,4 +316,102 @@ fn an_edge_label_names_its_worst_route() {
             .iter()
             .all(|e| !e.label.contains("worst"))
     );
+}
+
+/// A busier mesh than emojivoto: a hub calling everyone, a ring in both directions (two edges
+/// between each neighbouring pair share one route in layout-rs) and a cross-namespace call.
+fn busy() -> MeshGraph {
+    let mut edges = Vec::new();
+    for i in 0..8 {
+        let ns = if i % 2 == 0 { "shop" } else { "ops" };
+        let next = if (i + 1) % 2 == 0 { "shop" } else { "ops" };
+        let (a, b) = (
+            w(ns, &format!("svc{i}")),
+            w(next, &format!("svc{}", (i + 1) % 8)),
+        );
+        let tls = [TlsStatus::Mtls, TlsStatus::Plaintext, TlsStatus::Unknown][i % 3];
+        edges.push((w("shop", "hub"), a.clone(), TlsStatus::Mtls));
+        edges.push((a.clone(), b.clone(), tls));
+        edges.push((b, a, TlsStatus::Mtls));
+    }
+    graph(&edges)
+}
+
+/// An attribute of the first element in `tag` (its text up to `>`).
+fn attr(tag: &str, name: &str) -> f64 {
+    let key = format!(" {name}=\"");
+    let start = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
+    let len = tag[start..].find('"').unwrap();
+    tag[start..start + len].parse().unwrap()
+}
+
+#[test]
+fn every_label_sits_on_a_background_that_holds_its_text() {
+    for g in [with_verdicts(), emojivoto(), busy()] {
+        let s = svg(&g);
+        let edges = View::of(&g).edges.len();
+        // The drawing's offset: labels are drawn inside it.
+        let shift = &s[s.find("<g transform=\"translate(").unwrap() + 24..];
+        let (dx, dy) = shift[..shift.find(')').unwrap()].split_once(' ').unwrap();
+        let (dx, dy): (f64, f64) = (dx.parse().unwrap(), dy.parse().unwrap());
+        let groups: Vec<&str> = s.split("<g class=\"edge").skip(1).collect();
+        assert_eq!(groups.len(), edges);
+        let mut rects = Vec::new();
+        for g in &groups {
+            let group = &g[..g.find("</g>").unwrap()];
+            let rect = group
+                .find("<rect class=\"label\"")
+                .unwrap_or_else(|| panic!("a label without background: {group}"));
+            let text = group.find("<text").expect("a label");
+            assert!(
+                rect < text,
+                "the background is drawn first, behind the text: {group}"
+            );
+            let tag = &group[rect..rect + group[rect..].find('>').unwrap()];
+            assert!(tag.contains("fill=\"white\""), "{tag}");
+            rects.push((
+                attr(tag, "x") + dx,
+                attr(tag, "y") + dy,
+                attr(tag, "width"),
+                attr(tag, "height"),
+            ));
+        }
+        // The background is sized from the text: the laid-out text, in DejaVu, fits in it.
+        let tree = usvg::Tree::from_str(&s, &svg_options().unwrap()).unwrap();
+        let mut texts = Vec::new();
+        collect_text_boxes(tree.root(), &mut texts);
+        for (x, y, w, h) in rects {
+            let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+            let nearest = texts
+                .iter()
+                .min_by(|a, b| {
+                    let d = |t: &usvg::Rect| {
+                        (f64::from(t.x() + t.width() / 2.0) - cx)
+                            .hypot(f64::from(t.y() + t.height() / 2.0) - cy)
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap();
+            let (tx, ty) = (f64::from(nearest.x()), f64::from(nearest.y()));
+            let (tr, tb) = (f64::from(nearest.right()), f64::from(nearest.bottom()));
+            assert!(
+                tx >= x - 0.5 && ty >= y - 0.5 && tr <= x + w + 0.5 && tb <= y + h + 0.5,
+                "text {nearest:?} spills out of its background {:?}",
+                (x, y, w, h)
+            );
+        }
+    }
+}
+
+fn collect_text_boxes(g: &usvg::Group, out: &mut Vec<usvg::Rect>) {
+    for n in g.children() {
+        match n {
+            usvg::Node::Group(g) => collect_text_boxes(g, out),
+            usvg::Node::Text(t) => out.push(t.abs_bounding_box()),
+            _ => {}
+        }
+    }
 }
