@@ -16,6 +16,7 @@ pub mod approval;
 mod clock;
 mod delta;
 mod graph;
+pub mod history;
 pub mod input;
 pub mod rollout;
 mod samples;

@@ -18,8 +18,13 @@
 //! acquisition starts a new epoch, and a write that names a lease is refused unless that lease
 //! is the one held now, so a paused or partitioned former leader cannot write a single entry
 //! once its lease has lapsed, whoever holds it next.
+//!
+//! The change log (`<prefix>changes`, see [`HistoryStore`]) is written under the same lease:
+//! each change's record in the stream and the object's new state in `<prefix>changes:objects`,
+//! in one script.
 
 mod backend;
+pub mod history;
 mod memory;
 mod redis_store;
 
@@ -27,6 +32,7 @@ use std::time::Duration;
 
 pub use self::{
     backend::{Backend, StoreArgs},
+    history::{HistoryStore, LogEntry, LoggedChange, Retention},
     memory::MemoryStore,
     redis_store::RedisStore,
 };
@@ -482,6 +488,12 @@ pub struct Keys {
     pub rollout: String,
     /// The rollouts' ids by creation time (a sorted set).
     pub rollout_index: String,
+    /// The change log (a stream).
+    pub changes: String,
+    /// The objects as last logged (a hash).
+    pub changes_objects: String,
+    /// When the change log was first written (ms).
+    pub changes_since: String,
 }
 
 impl Keys {
@@ -498,6 +510,9 @@ impl Keys {
             alert_set: format!("{prefix}alerts:"),
             rollout: format!("{prefix}rollouts:"),
             rollout_index: format!("{prefix}rollouts"),
+            changes: format!("{prefix}changes"),
+            changes_objects: format!("{prefix}changes:objects"),
+            changes_since: format!("{prefix}changes:since"),
         }
     }
 }

@@ -29,6 +29,12 @@ struct State {
     /// Rollouts, and their ids in creation order.
     rollouts: std::collections::HashMap<String, crate::RolloutEntry>,
     rollout_order: Vec<String>,
+    /// The change log: stream id (ms, seq), key and record.
+    changes: VecDeque<((u64, u64), String, String)>,
+    /// The objects as last logged.
+    logged: std::collections::BTreeMap<String, String>,
+    /// Since when (ms) the log is complete: its first write, or its oldest change kept.
+    changes_since: Option<u64>,
 }
 
 impl State {
@@ -178,6 +184,91 @@ impl GraphStore for MemoryStore {
             st.leader = None;
         }
         Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl crate::HistoryStore for MemoryStore {
+    async fn append_changes(
+        &self,
+        lease: &Lease,
+        entries: Vec<crate::LogEntry>,
+        keep: crate::Retention,
+    ) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let token = lease.token();
+        if lease.epoch < st.epoch || st.held() != Some(token.as_str()) {
+            return Err(StoreError::Fenced {
+                writer: lease.epoch,
+                current: st.epoch,
+            });
+        }
+        let now = now_ms();
+        st.changes_since.get_or_insert(now);
+        for e in entries {
+            // Ids as Redis makes them: the clock's ms, a sequence within one ms.
+            let id = match st.changes.back() {
+                Some(((ms, seq), ..)) if *ms >= now => (*ms, seq + 1),
+                _ => (now, 0),
+            };
+            st.changes.push_back((id, e.key.clone(), e.record));
+            match e.after {
+                Some(after) => st.logged.insert(e.key, after),
+                None => st.logged.remove(&e.key),
+            };
+        }
+        let oldest =
+            now.saturating_sub(u64::try_from(keep.max_age.as_millis()).unwrap_or(u64::MAX));
+        while st
+            .changes
+            .front()
+            .is_some_and(|(id, ..)| st.changes.len() > keep.max_entries.max(1) || id.0 < oldest)
+        {
+            st.changes.pop_front();
+            if let Some(((ms, _), ..)) = st.changes.front() {
+                let ms = *ms;
+                st.changes_since = st.changes_since.max(Some(ms));
+            }
+        }
+        Ok(())
+    }
+
+    async fn logged_objects(&self) -> Result<Vec<(String, String)>> {
+        let st = self.state.lock().await;
+        Ok(st
+            .logged
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn changes_after(&self, after: &str, max: usize) -> Result<Vec<crate::LoggedChange>> {
+        let after = id_key(after);
+        let st = self.state.lock().await;
+        Ok(st
+            .changes
+            .iter()
+            .filter(|(id, ..)| *id > after)
+            .take(max.max(1))
+            .map(|((ms, seq), key, record)| crate::LoggedChange {
+                id: format!("{ms}-{seq}"),
+                at: std::time::UNIX_EPOCH + Duration::from_millis(*ms),
+                key: key.clone(),
+                record: record.clone(),
+            })
+            .collect())
+    }
+
+    async fn history_start(&self) -> Result<Option<std::time::SystemTime>> {
+        let st = self.state.lock().await;
+        Ok(st
+            .changes_since
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)))
     }
 }
 

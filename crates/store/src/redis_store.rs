@@ -124,6 +124,39 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'rev', rev, 'record', ARGV[3])
 return {1, rev}
 ";
 
+/// Appends change records (ARGV[5..], triples of key, state, record; a state of `-` is a
+/// deletion) and the objects' new states, only under the lease held now (ARGV[2]) and an
+/// epoch not older than the store's; then trims the log to ARGV[3] entries and ARGV[4] ms of
+/// age, by the server's clock, and moves the log's start (KEYS[3]) to the oldest change kept.
+const APPEND_CHANGES: &str = r"
+local current = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tonumber(ARGV[1]) < current or redis.call('GET', KEYS[5]) ~= ARGV[2] then
+  return redis.error_reply('FENCED ' .. current)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[3], now, 'NX')
+for i = 5, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], '*', 'key', ARGV[i], 'rec', ARGV[i + 2])
+  if ARGV[i + 1] == '-' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
+  + redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[4]))
+if trimmed > 0 then
+  -- Complete only from the oldest change kept on.
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  local ms = tonumber(string.match(first[1][1], '^(%d+)'))
+  if ms > tonumber(redis.call('GET', KEYS[3])) then
+    redis.call('SET', KEYS[3], ms)
+  end
+end
+return 1
+";
+
 /// Gives the lease up only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -150,6 +183,7 @@ pub struct RedisStore {
     transition: Script,
     create_rollout: Script,
     update_rollout: Script,
+    append_changes: Script,
     snapshot_ttl: Duration,
 }
 
@@ -221,6 +255,7 @@ impl RedisStore {
             transition: Script::new(TRANSITION),
             create_rollout: Script::new(CREATE_ROLLOUT),
             update_rollout: Script::new(UPDATE_ROLLOUT),
+            append_changes: Script::new(APPEND_CHANGES),
             snapshot_ttl: Duration::ZERO,
         })
     }
@@ -509,6 +544,106 @@ impl GraphStore for RedisStore {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Most changes one append script carries: a takeover that logs thousands of objects writes
+/// them in pieces, so no single script holds Redis for long.
+const APPEND_BATCH: usize = 256;
+
+impl crate::HistoryStore for RedisStore {
+    async fn append_changes(
+        &self,
+        lease: &Lease,
+        entries: Vec<crate::LogEntry>,
+        keep: crate::Retention,
+    ) -> Result<()> {
+        let keys = [
+            &self.keys.changes,
+            &self.keys.changes_objects,
+            &self.keys.changes_since,
+            &self.keys.epoch,
+            &self.keys.leader,
+        ];
+        let token = lease.token();
+        let age_ms = Self::millis(keep.max_age);
+        for batch in entries.chunks(APPEND_BATCH) {
+            let token = token.clone();
+            let r: Result<i64> = self
+                .with(|mut c| async move {
+                    let mut inv = self.append_changes.prepare_invoke();
+                    for k in keys {
+                        inv.key(k);
+                    }
+                    inv.arg(lease.epoch)
+                        .arg(token)
+                        .arg(keep.max_entries.max(1))
+                        .arg(age_ms);
+                    for e in batch {
+                        inv.arg(&e.key)
+                            .arg(e.after.as_deref().unwrap_or("-"))
+                            .arg(&e.record);
+                    }
+                    inv.invoke_async(&mut c).await
+                })
+                .await;
+            r.map_err(|e| match e {
+                StoreError::Fenced { current, .. } => StoreError::Fenced {
+                    writer: lease.epoch,
+                    current,
+                },
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn logged_objects(&self) -> Result<Vec<(String, String)>> {
+        let key = self.keys.changes_objects.clone();
+        let m: HashMap<String, String> = self
+            .with(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        Ok(m.into_iter().collect())
+    }
+
+    async fn changes_after(&self, after: &str, max: usize) -> Result<Vec<crate::LoggedChange>> {
+        let key = self.keys.changes.clone();
+        // Exclusive start: `(id`.
+        let start = format!(
+            "({}",
+            if after.is_empty() {
+                STREAM_START
+            } else {
+                after
+            }
+        );
+        let reply: redis::streams::StreamRangeReply = self
+            .with(|mut c| async move { c.xrange_count(key, start, "+", max.max(1)).await })
+            .await?;
+        reply
+            .ids
+            .into_iter()
+            .map(|id| {
+                let text = |k: &str| {
+                    field(&id.map, k).and_then(|v| {
+                        redis::from_redis_value::<String>(v.clone())
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))
+                    })
+                };
+                Ok(crate::LoggedChange {
+                    at: crate::history::time_of(&id.id),
+                    key: text("key")?,
+                    record: text("rec")?,
+                    id: id.id.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn history_start(&self) -> Result<Option<std::time::SystemTime>> {
+        let since = self.keys.changes_since.clone();
+        let ms: Option<u64> = self.with(|mut c| async move { c.get(since).await }).await?;
+        Ok(ms.map(|ms| std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
     }
 }
 

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use mesh_store::{
-    AlertStore, ApprovalStore, GraphStore, MemoryStore, PlanStore, Publication, RedisStore,
-    RolloutStore, STREAM_START, StoreError, Taken, Transition, Updated,
+    AlertStore, ApprovalStore, GraphStore, HistoryStore, LogEntry, MemoryStore, PlanStore,
+    Publication, RedisStore, Retention, RolloutStore, STREAM_START, StoreError, Taken, Transition,
+    Updated,
 };
 use mesh_testkit::Redis;
 
@@ -377,8 +378,119 @@ async fn the_stream_is_trimmed_and_readers_see_the_gap<S: GraphStore>(s: &S, max
     assert_eq!(kept.last().unwrap().to_version, max_len as u64 * 3);
 }
 
+fn change(key: &str, after: Option<&str>, record: &str) -> LogEntry {
+    LogEntry {
+        key: key.into(),
+        after: after.map(str::to_owned),
+        record: record.into(),
+    }
+}
+
+/// The change log: appended in order under the lease held now only, with each object's
+/// latest state; complete from its first write; trimmed by size and by age, after which it
+/// says it is complete only from past the last change trimmed away.
+async fn the_change_log_is_fenced_ordered_and_trimmed<S: GraphStore + HistoryStore>(s: &S) {
+    let keep = Retention::default();
+    assert_eq!(s.history_start().await.unwrap(), None, "never written");
+    assert!(s.changes_after(STREAM_START, 10).await.unwrap().is_empty());
+    let ttl = Duration::from_millis(300);
+    let a = s.acquire("a", ttl, 0).await.unwrap().unwrap();
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    s.append_changes(
+        &a,
+        vec![
+            change("apps/Deployment/ns/web", Some("v1"), "web created"),
+            change("apps/Deployment/ns/web", Some("v2"), "web changed"),
+            change("/Service/ns/web", Some("s1"), "svc created"),
+        ],
+        keep,
+    )
+    .await
+    .unwrap();
+    let all = s.changes_after(STREAM_START, 10).await.unwrap();
+    let records: Vec<&str> = all.iter().map(|c| c.record.as_str()).collect();
+    assert_eq!(records, ["web created", "web changed", "svc created"]);
+    assert!(all.iter().all(|c| c.at >= before), "{all:?}");
+    // Paging: strictly after the id given.
+    let next = s.changes_after(&all[0].id, 1).await.unwrap();
+    assert_eq!(next[0].record, "web changed");
+    let start = s.history_start().await.unwrap().unwrap();
+    assert!(start >= before && start <= all[0].at, "{start:?}");
+    let mut objects = s.logged_objects().await.unwrap();
+    objects.sort();
+    assert_eq!(
+        objects,
+        [
+            ("/Service/ns/web".to_owned(), "s1".to_owned()),
+            ("apps/Deployment/ns/web".to_owned(), "v2".to_owned())
+        ]
+    );
+    // a's lease lapses and b leads: a's late append is refused and changes nothing.
+    // b holds its lease for the rest of the test.
+    let b = poll_acquire(s, "b", Duration::from_secs(60)).await;
+    let late = s
+        .append_changes(&a, vec![change("/Service/ns/web", None, "late")], keep)
+        .await;
+    assert!(matches!(late, Err(StoreError::Fenced { .. })), "{late:?}");
+    assert_eq!(s.changes_after(STREAM_START, 10).await.unwrap().len(), 3);
+    s.append_changes(
+        &b,
+        vec![change("/Service/ns/web", None, "svc deleted")],
+        keep,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.logged_objects().await.unwrap().len(), 1, "the deletion");
+    // By size: Redis trims whole stream nodes (100 entries), so write well past them.
+    let many: Vec<LogEntry> = (0..450)
+        .map(|i| change(&format!("/Pod/ns/p{i}"), Some("p"), &format!("pod {i}")))
+        .collect();
+    let by_size = Retention {
+        max_entries: 10,
+        ..keep
+    };
+    s.append_changes(&b, many, by_size).await.unwrap();
+    let kept = s.changes_after(STREAM_START, 10_000).await.unwrap();
+    assert!(kept.len() < 454, "{} kept", kept.len());
+    assert_eq!(kept.last().unwrap().record, "pod 449");
+    assert_ne!(kept[0].record, "web created", "the oldest went first");
+    let start = s.history_start().await.unwrap().unwrap();
+    assert!(
+        start > all[0].at,
+        "complete only from the oldest change kept"
+    );
+    assert_eq!(start, kept[0].at);
+    // By age: once the newest kept change is older than the age kept, the next append trims
+    // everything before it.
+    let newest = kept.last().unwrap().at;
+    let by_age = Retention {
+        max_age: Duration::from_millis(1),
+        ..keep
+    };
+    let trimmed = mesh_testkit::poll(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async {
+            s.append_changes(
+                &b,
+                vec![change("/Pod/ns/late", Some("p"), "late pod")],
+                by_age,
+            )
+            .await
+            .unwrap();
+            let left = s.changes_after(STREAM_START, 10_000).await.unwrap();
+            left.iter().all(|c| c.at > newest).then_some(left)
+        },
+    )
+    .await
+    .expect("old changes trimmed by age");
+    assert!(trimmed.iter().all(|c| c.record == "late pod"));
+    assert_eq!(s.history_start().await.unwrap().unwrap(), trimmed[0].at);
+}
+
 #[tokio::test]
 async fn memory_store_meets_the_contract() {
+    the_change_log_is_fenced_ordered_and_trimmed(&MemoryStore::new(10)).await;
     snapshot_then_tail_misses_nothing(&MemoryStore::new(1000)).await;
     tail_wakes_on_publish(&MemoryStore::new(1000)).await;
     stale_epochs_are_fenced(&MemoryStore::new(1000)).await;
@@ -408,6 +520,7 @@ async fn redis_store_meets_the_contract() {
     approvals_move_once_and_expire(&redis_store(&redis.url, "g:", 50)).await;
     alert_state_is_shared_and_marks_once(&redis_store(&redis.url, "h:", 50)).await;
     rollouts_update_at_their_revision_only(&redis_store(&redis.url, "i:", 50)).await;
+    the_change_log_is_fenced_ordered_and_trimmed(&redis_store(&redis.url, "j:", 50)).await;
 }
 
 /// TLS (`rediss://`) with a private CA: the whole contract holds over it.
