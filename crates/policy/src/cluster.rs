@@ -76,6 +76,8 @@ pub struct Cluster {
     pub workloads: Arc<BTreeMap<WorkloadRef, Arc<ClusterWorkload>>>,
     /// Linkerd policy objects, as the graph carries them.
     pub policies: Arc<BTreeMap<PolicyKey, PolicyObject>>,
+    /// Every object it was built from, in its change-log form (what the collector logs).
+    pub objects: Arc<crate::history::Objects>,
     /// Health of the watches.
     pub health: SourceHealth,
 }
@@ -88,6 +90,7 @@ impl Cluster {
             by_namespace: HashMap::new(),
             workloads: Arc::default(),
             policies: Arc::default(),
+            objects: Arc::default(),
             health: SourceHealth {
                 source: "kubernetes".into(),
                 ok: false,

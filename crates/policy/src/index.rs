@@ -127,6 +127,8 @@ pub struct Index {
     dirty_namespaces: BTreeSet<String>,
     /// The policy objects typed, as of the last change to one of them.
     policy: Option<PolicyPart>,
+    /// Every object in its change-log form (shared with the last snapshot until one changes).
+    logged: Arc<crate::history::Objects>,
 }
 
 /// What the policy objects make, kept between snapshots until one of them changes.
@@ -169,6 +171,8 @@ impl Index {
         }
         self.remove(&key);
         self.seen.insert(key.clone(), print);
+        Arc::make_mut(&mut self.logged)
+            .insert(key.clone(), Arc::new(crate::history::Logged::of(&v)));
         self.insert(key, v);
         true
     }
@@ -177,6 +181,9 @@ impl Index {
     pub fn delete(&mut self, v: &Value) -> bool {
         let key = ObjectKey::of(v);
         let held = self.seen.remove(&key).is_some();
+        if held {
+            Arc::make_mut(&mut self.logged).remove(&key);
+        }
         self.remove(&key);
         held
     }
@@ -204,6 +211,7 @@ impl Index {
             .collect();
         for k in &gone {
             self.seen.remove(k);
+            Arc::make_mut(&mut self.logged).remove(k);
             self.remove(k);
         }
         !gone.is_empty()
@@ -457,6 +465,7 @@ impl Index {
             by_namespace: part.by_namespace.clone(),
             workloads: self.workloads.clone(),
             policies: part.policies.clone(),
+            objects: self.logged.clone(),
             health,
         };
         let mut problems: Vec<String> = self.problems.values().cloned().collect();

@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod document;
 pub mod eval;
+pub mod history;
 pub mod index;
 pub mod kinds;
 mod manifests;

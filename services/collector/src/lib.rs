@@ -3,6 +3,7 @@
 //! the two with policy verdicts, and publishes the result through `mesh-store` ([`run`],
 //! [`publish`]).
 
+pub mod changes;
 pub mod publish;
 pub mod run;
 pub mod watch;

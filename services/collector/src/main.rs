@@ -91,6 +91,7 @@ async fn main() {
         kubernetes: mesh_collector::cluster_from(
             &args.kube.config().await.unwrap_or_else(|e| usage(e)),
         ),
+        history: args.collect.history(),
     };
     let lease = mesh_collector::run::LeaseConfig {
         holder: args

@@ -15,7 +15,7 @@ use std::{
 };
 
 use mesh_model::{MeshGraph, MetricTolerance, SourceHealth};
-use mesh_store::{GraphStore, Lease, StoreError};
+use mesh_store::{GraphStore, HistoryStore, Lease, Retention, StoreError};
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
     registry::Registry,
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use mesh_policy::{cluster::Cluster, overlay::Verdicts};
 use mesh_prometheus::{Observation, PrometheusSource};
 
-use crate::Publisher;
+use crate::{Publisher, changes::ChangeLog};
 
 /// What the build loop reads and how often: the flags of `mesh-collector` and of mesh-mcp's
 /// embedded collector (`#[command(flatten)]`).
@@ -40,9 +40,23 @@ pub struct CollectArgs {
     /// How often to rebuild.
     #[arg(long, env = "MESH_INTERVAL", default_value = "10s", value_parser = mesh_prometheus::parse_window)]
     pub interval: Duration,
+    /// How long the change log (`<prefix>changes`) keeps a change.
+    #[arg(long, env = "MESH_HISTORY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
+    /// Most changes the change log keeps (the oldest go first).
+    #[arg(long, env = "MESH_HISTORY_MAX_CHANGES", default_value_t = 1_000_000)]
+    pub history_max_changes: usize,
 }
 
 impl CollectArgs {
+    /// What the change log keeps.
+    pub fn history(&self) -> Retention {
+        Retention {
+            max_age: self.history_retention,
+            max_entries: self.history_max_changes,
+        }
+    }
+
     /// The Prometheus source these flags name, or why there is none (`needs` says which flag
     /// asked for it).
     pub fn source(&self, needs: &str) -> Result<PrometheusSource, String> {
@@ -70,6 +84,8 @@ pub struct Metrics {
     acquisitions: Counter,
     fenced: Counter,
     store_ok: Gauge,
+    changes_logged: Counter,
+    history_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +105,8 @@ impl Default for Metrics {
             acquisitions: Counter::default(),
             fenced: Counter::default(),
             store_ok: Gauge::default(),
+            changes_logged: Counter::default(),
+            history_errors: Counter::default(),
         }
     }
 }
@@ -147,6 +165,16 @@ impl Metrics {
             "fenced_writes",
             "Writes the store refused because this replica no longer held the lease",
             self.fenced.clone(),
+        );
+        r.register(
+            "changes_logged",
+            "Object changes appended to the change log",
+            self.changes_logged.clone(),
+        );
+        r.register(
+            "history_errors",
+            "Change-log appends that failed (retried with the next build)",
+            self.history_errors.clone(),
         );
         r.register(
             "store_up",
@@ -292,10 +320,12 @@ pub struct Sources {
     pub prometheus: PrometheusSource,
     /// The cluster index (see [`crate::watch::spawn`], or [`crate::kubernetes`]).
     pub kubernetes: watch::Receiver<Arc<Cluster>>,
+    /// What the change log keeps.
+    pub history: Retention,
 }
 
 /// Runs with the default lease until `shutdown` resolves.
-pub async fn run<S: GraphStore + Clone>(
+pub async fn run<S: GraphStore + HistoryStore + Clone>(
     sources: Sources,
     store: S,
     interval: Duration,
@@ -315,7 +345,7 @@ pub async fn run<S: GraphStore + Clone>(
 
 /// Runs until `shutdown` resolves, publishing only while holding the lease `lease` describes;
 /// on shutdown the lease is given up.
-pub async fn run_leased<S: GraphStore + Clone>(
+pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
     sources: Sources,
     store: S,
     interval: Duration,
@@ -326,6 +356,7 @@ pub async fn run_leased<S: GraphStore + Clone>(
     let Sources {
         prometheus,
         mut kubernetes,
+        history,
     } = sources;
     tokio::pin!(shutdown);
     let (lease_tx, mut held) = watch::channel(None);
@@ -340,6 +371,7 @@ pub async fn run_leased<S: GraphStore + Clone>(
         stopped,
     ));
     let mut publisher: Option<Publisher<S>> = None;
+    let mut changes: Option<ChangeLog<S>> = None;
     let mut held_open = true;
     let mut last: Option<Observation> = None;
     let mut prom_health = SourceHealth {
@@ -380,8 +412,12 @@ pub async fn run_leased<S: GraphStore + Clone>(
                     l,
                     MetricTolerance::default(),
                 ));
+                changes = Some(ChangeLog::lead(store.clone(), l, history));
             }
-            (None, _) => publisher = None,
+            (None, _) => {
+                publisher = None;
+                changes = None;
+            }
         }
         let started = Instant::now();
         let now = SystemTime::now();
@@ -403,9 +439,9 @@ pub async fn run_leased<S: GraphStore + Clone>(
         }
         let cluster = kubernetes.borrow_and_update().clone();
         // A standby keeps its sources warm and builds nothing.
-        let Some(p) = publisher.as_mut() else {
+        if publisher.is_none() {
             continue;
-        };
+        }
         let mut build = match &last {
             Some(o) => join(&o.graph, &o.authz, &cluster, &mut verdicts, now),
             // Nothing from Prometheus yet: the cluster alone still tells who is in the mesh.
@@ -429,6 +465,26 @@ pub async fn run_leased<S: GraphStore + Clone>(
             tracing::warn!("the lease is past its local deadline; not publishing");
             continue;
         }
+        if let Some(log) = changes.as_mut() {
+            match log.record(&cluster).await {
+                Ok(n) => {
+                    metrics.changes_logged.inc_by(n as u64);
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    metrics.fenced.inc();
+                    tracing::warn!(error = %e, "the store refused a change-log write: another replica leads");
+                    (publisher, changes) = (None, None);
+                    continue;
+                }
+                Err(e) => {
+                    metrics.history_errors.inc();
+                    tracing::warn!(error = %e, "could not append to the change log; will retry with the next build");
+                }
+            }
+        }
+        let Some(p) = publisher.as_mut() else {
+            continue;
+        };
         match p.publish(build).await {
             Ok(v) => {
                 if let Some(v) = v {

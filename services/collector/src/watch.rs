@@ -30,13 +30,20 @@ fn api_resource(k: &Kind) -> ApiResource {
 }
 
 /// Keeps what the index reads. Pods shrink to what policy and topology need (a 10,000-pod
-/// cluster's full pod specs would dominate the collector's memory); everything loses
-/// `managedFields`.
+/// cluster's full pod specs would dominate the collector's memory); `managedFields` shrinks to
+/// the manager of the last write that was not to the status, which the change log records.
 fn slim(k: &Kind, mut v: Value) -> Value {
     v["apiVersion"] = Value::from(k.api_version());
     v["kind"] = Value::from(k.kind);
+    let manager = mesh_policy::history::field_manager(&v);
     if let Some(m) = v["metadata"].as_object_mut() {
         m.remove("managedFields");
+        if !manager.is_empty() {
+            m.insert(
+                "managedFields".into(),
+                serde_json::json!([{ "manager": manager }]),
+            );
+        }
     }
     if k.kind != "Pod" {
         return v;
@@ -49,6 +56,7 @@ fn slim(k: &Kind, mut v: Value) -> Value {
         "labels",
         "annotations",
         "ownerReferences",
+        "managedFields",
     ] {
         if !m[f].is_null() {
             meta.insert(f.into(), m[f].clone());
@@ -383,10 +391,10 @@ mod tests {
         // Only what policy and topology read is kept.
         assert!(slim_pod.get("status").is_none());
         assert!(slim_pod["spec"]["containers"][0].get("env").is_none());
-        assert!(
-            slim(&kind_of("Deployment"), deploy.clone())["metadata"]
-                .get("managedFields")
-                .is_none()
+        // Only the last writer is kept, for the change log.
+        assert_eq!(
+            slim(&kind_of("Deployment"), deploy.clone())["metadata"]["managedFields"],
+            json!([{"manager": "x"}])
         );
         let objects = vec![
             slim(&kind_of("Deployment"), deploy),

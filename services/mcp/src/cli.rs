@@ -228,6 +228,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         let sources = mesh_collector::run::Sources {
             prometheus: source,
             kubernetes: cluster.clone(),
+            history: args.collect.history(),
         };
         collector_metrics.register(&mut registry);
         tokio::spawn(mesh_collector::run::run(

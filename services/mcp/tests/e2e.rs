@@ -392,6 +392,7 @@ async fn collector_publishes_through_redis_to_mesh_mcp() {
     let sources = mesh_collector::run::Sources {
         prometheus: source,
         kubernetes: mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
+        history: mesh_store::Retention::default(),
     };
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = tokio::spawn(mesh_collector::run::run(
@@ -900,6 +901,7 @@ async fn a_rollout_goes_audit_first_and_enforces_only_after_a_clean_observation(
         )
         .unwrap(),
         kubernetes: mesh_collector::watch::spawn(&kube_client(&cluster, "collector-token")),
+        history: mesh_store::Retention::default(),
     };
     let _collector = tokio::spawn(mesh_collector::run::run(
         sources,
@@ -1348,6 +1350,7 @@ async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
     let sources = mesh_collector::run::Sources {
         prometheus: source,
         kubernetes: no_cluster.1.clone(),
+        history: mesh_store::Retention::default(),
     };
     let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = tokio::spawn(mesh_collector::run::run(

@@ -250,6 +250,7 @@ pub(crate) async fn serve_prom() {
         mesh_collector::run::Sources {
             prometheus: source,
             kubernetes,
+            history: mesh_store::Retention::default(),
         },
         store.clone(),
         Duration::from_secs(15),

@@ -1,0 +1,93 @@
+//! The change log writer: while leading, after each cluster snapshot, appends every object
+//! that changed since what the log last recorded (`mesh_policy::history::changes`), under the
+//! lease. A new leader first reads what the log last recorded, so a restart or a fail-over
+//! continues the log with neither duplicates (an object logged already is unchanged) nor gaps
+//! (what changed while nobody led is logged at takeover).
+
+use std::{collections::HashMap, sync::Arc};
+
+use mesh_policy::{
+    cluster::Cluster,
+    history::{self, Objects},
+};
+use mesh_store::{HistoryStore, Lease, LogEntry, Retention, StoreError};
+
+/// Appends changes under one lease.
+#[derive(Debug)]
+pub struct ChangeLog<S> {
+    store: S,
+    lease: Lease,
+    keep: Retention,
+    /// What the log last recorded (loaded at the first append of this lease).
+    logged: Option<HashMap<String, String>>,
+    /// The snapshot last logged: an unchanged one costs nothing.
+    last: Option<Arc<Objects>>,
+}
+
+impl<S: HistoryStore> ChangeLog<S> {
+    /// A writer under `lease`, keeping what `keep` says.
+    pub fn lead(store: S, lease: &Lease, keep: Retention) -> Self {
+        Self {
+            store,
+            lease: lease.clone(),
+            keep,
+            logged: None,
+            last: None,
+        }
+    }
+
+    /// Logs what changed in `cluster` since the log's last record; how many changes. Nothing
+    /// is logged from a cluster that is not fully listed: a kind not listed yet would read as
+    /// every one of its objects deleted.
+    pub async fn record(&mut self, cluster: &Cluster) -> Result<usize, StoreError> {
+        if !cluster.health.ok {
+            return Ok(0);
+        }
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &cluster.objects))
+        {
+            return Ok(0);
+        }
+        let logged = match &mut self.logged {
+            Some(l) => l,
+            None => {
+                let l = self.store.logged_objects().await?.into_iter().collect();
+                self.logged.insert(l)
+            }
+        };
+        let changes = history::changes(logged, &cluster.objects);
+        let mut entries = Vec::with_capacity(changes.len());
+        for (key, after, record) in &changes {
+            let record = serde_json::to_string(record)
+                .map_err(|e| StoreError::Corrupt(format!("change record: {e}")))?;
+            entries.push(LogEntry {
+                key: key.clone(),
+                after: after.clone(),
+                record,
+            });
+        }
+        let n = entries.len();
+        if n > 0 {
+            if let Err(e) = self
+                .store
+                .append_changes(&self.lease, entries, self.keep)
+                .await
+            {
+                // Some pieces may have been written: read back what the log holds next time.
+                self.logged = None;
+                self.last = None;
+                return Err(e);
+            }
+            for (key, after, _) in changes {
+                match after {
+                    Some(a) => logged.insert(key, a),
+                    None => logged.remove(&key),
+                };
+            }
+        }
+        self.last = Some(cluster.objects.clone());
+        Ok(n)
+    }
+}
