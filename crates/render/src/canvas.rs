@@ -4,7 +4,8 @@
 //! denied edge from an allowed one. So layout-rs draws into [`Canvas`], which only records the
 //! geometry; [`Drawing`] then places each label beside its line on a background, fits the
 //! canvas to what is drawn, and writes SVG in which every edge's TLS and policy verdict can be
-//! told apart without colour: dash patterns for TLS, arrowheads and words for the verdict.
+//! told apart without colour: dash patterns for TLS, arrowheads and words for the verdict. The
+//! diff picture uses the same page with its own `EdgeLook` per edge (what changed).
 
 use std::fmt::Write as _;
 
@@ -491,8 +492,8 @@ fn place_label(lines: &[(&[(f64, f64)], Rect)], own: usize, text: &str, avoid: &
 }
 
 /// The arrowhead of an edge: filled when allowed (or no verdict), hollow in audit, and a bar
-/// across the line when denied.
-fn head(samples: &[(f64, f64)], decision: Option<Decision>, colour: &str) -> String {
+/// across the line when denied; `scale` times its usual size, for heavy lines.
+fn head(samples: &[(f64, f64)], decision: Option<Decision>, colour: &str, scale: f64) -> String {
     let n = samples.len();
     if n < 2 {
         return String::new();
@@ -506,17 +507,20 @@ fn head(samples: &[(f64, f64)], decision: Option<Decision>, colour: &str) -> Str
     match decision {
         Some(Decision::Denied) => {
             // A tee: the line stops at a bar, as in "blocked".
-            let (cx, cy) = (tip.0 - ux * 3.0, tip.1 - uy * 3.0);
+            let (cx, cy) = (tip.0 - ux * 3.0 * scale, tip.1 - uy * 3.0 * scale);
+            let half = 8.0 * scale;
             format!(
-                "<line class=\"head-denied\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" stroke-width=\"4\"/>\n",
-                cx + px * 8.0,
-                cy + py * 8.0,
-                cx - px * 8.0,
-                cy - py * 8.0
+                "<line class=\"head-denied\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" stroke-width=\"{}\"/>\n",
+                cx + px * half,
+                cy + py * half,
+                cx - px * half,
+                cy - py * half,
+                4.0 * scale
             )
         }
         d => {
-            let base = (tip.0 - ux * 11.0, tip.1 - uy * 11.0);
+            let base = (tip.0 - ux * HEAD * scale, tip.1 - uy * HEAD * scale);
+            let half = 5.0 * scale;
             let fill = if d == Some(Decision::Audit) {
                 "white"
             } else {
@@ -526,13 +530,36 @@ fn head(samples: &[(f64, f64)], decision: Option<Decision>, colour: &str) -> Str
                 "<polygon class=\"head\" points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\" fill=\"{fill}\" stroke=\"{colour}\" stroke-width=\"1.5\"/>\n",
                 tip.0,
                 tip.1,
-                base.0 + px * 5.0,
-                base.1 + py * 5.0,
-                base.0 - px * 5.0,
-                base.1 - py * 5.0
+                base.0 + px * half,
+                base.1 + py * half,
+                base.0 - px * half,
+                base.1 - py * half
             )
         }
     }
+}
+
+/// Length of an arrowhead at scale 1.
+const HEAD: f64 = 11.0;
+
+/// `line` without its last `cut` pixels: a heavy line stops where its head begins instead of
+/// showing beside the head's narrow tip.
+fn trim_end(line: &[(f64, f64)], cut: f64) -> Vec<(f64, f64)> {
+    let mut left = cut;
+    let mut end = line.len();
+    while end >= 2 {
+        let (a, b) = (line[end - 2], line[end - 1]);
+        let len = (b.0 - a.0).hypot(b.1 - a.1);
+        if len >= left {
+            let t = (len - left) / len.max(1e-9);
+            let mut out = line[..end - 1].to_vec();
+            out.push((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t));
+            return out;
+        }
+        left -= len;
+        end -= 1;
+    }
+    line.iter().take(1).copied().collect()
 }
 
 fn text_block(out: &mut String, c: (f64, f64), text: &str, font: f64, fill: &str, bold: bool) {
@@ -557,36 +584,280 @@ fn text_block(out: &mut String, c: (f64, f64), text: &str, font: f64, fill: &str
     out.push_str("</text>\n");
 }
 
-/// One legend sample: a short line in the given style with its head, and a caption.
-fn legend_sample(
-    out: &mut String,
-    x: f64,
+/// How an edge's line is stroked. The graph strokes by TLS, the diff by what changed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stroke {
+    /// Line, head and label-frame colour.
+    pub(crate) colour: &'static str,
+    /// Line width.
+    pub(crate) width: f64,
+    /// An SVG dash attribute (` stroke-dasharray="…"`), empty for a solid line.
+    pub(crate) dash: &'static str,
+    /// A white core along the middle, so the line reads as a double line without colour.
+    pub(crate) double: bool,
+    /// Below 1 the whole edge (line, head and label) is faded.
+    pub(crate) opacity: f64,
+}
+
+impl Stroke {
+    /// The graph's stroke for a TLS status.
+    pub(crate) fn tls(t: TlsStatus, width: f64) -> Self {
+        let (colour, dash, _) = tls_look(t);
+        Self {
+            colour,
+            width,
+            dash,
+            double: false,
+            opacity: 1.0,
+        }
+    }
+
+    /// How much larger than usual the head of this line is: heavy lines get heavy heads.
+    fn head_scale(&self) -> f64 {
+        (self.width / 4.0).max(1.0)
+    }
+
+    /// The line along `samples` (drawn as `path_data` when given), then its head.
+    fn draw(
+        &self,
+        out: &mut String,
+        path_data: Option<&str>,
+        samples: &[(f64, f64)],
+        decision: Option<Decision>,
+    ) {
+        let scale = self.head_scale();
+        if scale > 1.0 && decision != Some(Decision::Denied) {
+            let mut d = String::new();
+            for (i, p) in trim_end(samples, HEAD * scale - 1.0).iter().enumerate() {
+                let _ = write!(
+                    d,
+                    "{}{:.1} {:.1}",
+                    if i == 0 { "M " } else { " L " },
+                    p.0,
+                    p.1
+                );
+            }
+            self.path(out, &d);
+        } else if let Some(d) = path_data {
+            self.path(out, d);
+        } else if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
+            self.path(out, &format!("M {} {} L {} {}", a.0, a.1, b.0, b.1));
+        }
+        out.push_str(&head(samples, decision, self.colour, scale));
+    }
+
+    fn path(&self, out: &mut String, d: &str) {
+        let _ = writeln!(
+            out,
+            "<path d=\"{d}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{}/>",
+            self.colour, self.width, self.dash
+        );
+        if self.double {
+            let _ = writeln!(
+                out,
+                "<path class=\"core\" d=\"{d}\" fill=\"none\" stroke=\"white\" stroke-width=\"{:.1}\"/>",
+                self.width / 3.0
+            );
+        }
+    }
+
+    /// ` opacity="…"` when faded, else nothing.
+    fn opacity_attr(&self) -> String {
+        if self.opacity < 1.0 {
+            format!(" opacity=\"{}\"", self.opacity)
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// How one edge is drawn, apart from its geometry and label text.
+#[derive(Clone, Debug)]
+pub(crate) struct EdgeLook {
+    /// Classes after `edge`, for readers of the SVG and for tests.
+    pub(crate) class: String,
+    /// The tooltip (plain text; escaped when written).
+    pub(crate) title: String,
+    /// The line.
+    pub(crate) stroke: Stroke,
+    /// The verdict the head shows: a bar for denied, hollow for audit, else filled.
+    pub(crate) head: Option<Decision>,
+    /// Colour of the label's words.
+    pub(crate) text_fill: &'static str,
+    /// Whether the label is bold.
+    pub(crate) bold: bool,
+}
+
+/// The graph's look of an edge: TLS as colour and dashes, the verdict as head and words.
+pub(crate) fn graph_look(v: &ViewEdge) -> EdgeLook {
+    let (_, _, tls) = tls_look(v.tls);
+    let denied = v.policy == Some(Decision::Denied);
+    let stroke = Stroke::tls(v.tls, if denied { 3.0 } else { 2.0 });
+    EdgeLook {
+        class: format!(
+            "tls-{tls} verdict-{}",
+            v.policy.map_or("none", Decision::as_str)
+        ),
+        title: format!(
+            "{} -> {}: {tls}{}",
+            v.from,
+            v.to,
+            v.policy
+                .map(|d| format!(", policy {}", verdict_word(d).to_lowercase()))
+                .unwrap_or_default()
+        ),
+        stroke,
+        head: v.policy,
+        text_fill: if denied { DENIED_TEXT } else { stroke.colour },
+        bold: denied,
+    }
+}
+
+/// The rows under a drawing: captions, namespaces and line samples, each row below the last.
+#[derive(Debug)]
+pub(crate) struct Legend {
+    out: String,
+    /// Baseline of the next row.
     y: f64,
-    tls: TlsStatus,
-    decision: Option<Decision>,
-    caption: &str,
-) -> f64 {
-    let (colour, dash, _) = tls_look(tls);
-    let samples: Vec<(f64, f64)> = (0..=8).map(|i| (x + f64::from(i) * 5.0, y)).collect();
-    let _ = writeln!(
-        out,
-        "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/>",
-        x + 40.0
-    );
-    out.push_str(&head(&samples, decision, colour));
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" font-size=\"13\" fill=\"#000000\">{}</text>",
-        x + 48.0,
-        y + 4.5,
-        xml_escape(caption)
-    );
-    x + 48.0 + 13.0 * CHAR_EM * caption.chars().count() as f64 + 24.0
+    /// Baseline of the last row written.
+    bottom: f64,
+    /// Right end of the widest row.
+    right: f64,
+    /// Past this x a row of samples goes on in a new row, so a small drawing does not get a
+    /// page several times its width.
+    wrap_at: f64,
+}
+
+/// Vertical distance between legend rows of samples.
+const ROW: f64 = 24.0;
+
+impl Legend {
+    /// An empty legend placed under `d`.
+    pub(crate) fn under(d: &Drawing) -> Self {
+        let y = d.bounds.h + 2.0 * MARGIN + 16.0;
+        Self {
+            out: String::new(),
+            y,
+            bottom: y,
+            right: 0.0,
+            wrap_at: (d.bounds.w + 2.0 * MARGIN).max(1000.0),
+        }
+    }
+
+    /// A line of text for the reader.
+    pub(crate) fn caption(&mut self, text: &str) {
+        let _ = writeln!(
+            self.out,
+            "<text x=\"{MARGIN}\" y=\"{}\" font-size=\"13\">{}</text>",
+            self.y,
+            xml_escape(text)
+        );
+        self.right = self
+            .right
+            .max(MARGIN + 13.0 * CHAR_EM * text.chars().count() as f64);
+        self.bottom = self.y;
+        self.y += 22.0;
+    }
+
+    /// A swatch per namespace, in its fill.
+    pub(crate) fn namespaces(&mut self, namespaces: &[(&str, &str)]) {
+        if namespaces.is_empty() {
+            return;
+        }
+        let (mut x, y) = (MARGIN, self.y);
+        for (ns, fill) in namespaces {
+            let _ = writeln!(
+                self.out,
+                "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{fill}\" stroke=\"#37474f\"/>\n<text x=\"{}\" y=\"{y}\" font-size=\"13\">{}</text>",
+                y - 11.0,
+                x + 20.0,
+                xml_escape(ns)
+            );
+            x += 40.0 + 13.0 * CHAR_EM * ns.chars().count() as f64;
+        }
+        self.right = self.right.max(x);
+        self.bottom = y;
+        self.y += ROW;
+    }
+
+    /// A row of samples: a short line in each stroke with its head, and a caption.
+    pub(crate) fn samples(&mut self, items: &[(Stroke, Option<Decision>, &str)]) {
+        let mut x = MARGIN;
+        for (stroke, decision, caption) in items {
+            let width = 48.0 + 13.0 * CHAR_EM * caption.chars().count() as f64 + 24.0;
+            if x > MARGIN && x + width > self.wrap_at {
+                self.y += ROW;
+                x = MARGIN;
+            }
+            let y = self.y;
+            let samples: Vec<(f64, f64)> = (0..=8).map(|i| (x + f64::from(i) * 5.0, y)).collect();
+            let _ = writeln!(self.out, "<g{}>", stroke.opacity_attr());
+            stroke.draw(&mut self.out, None, &samples, *decision);
+            let _ = writeln!(
+                self.out,
+                "</g>\n<text x=\"{}\" y=\"{}\" font-size=\"13\" fill=\"#000000\">{}</text>",
+                x + 48.0,
+                y + 4.5,
+                xml_escape(caption)
+            );
+            x += width;
+            self.right = self.right.max(x);
+        }
+        self.bottom = self.y;
+        self.y += ROW;
+    }
 }
 
 impl Drawing {
-    /// The SVG: the drawing moved to the margin, then a legend under it, on a white page.
+    /// The graph's SVG: the drawing, then a legend of namespaces, TLS styles and (when the view
+    /// has verdicts) policy verdicts.
     pub(crate) fn svg(&self, view: &View, namespaces: &[(&str, &str)]) -> String {
+        let mut legend = Legend::under(self);
+        if let Some(note) = &view.note {
+            legend.caption(note);
+        }
+        legend.namespaces(namespaces);
+        legend.samples(&[
+            (Stroke::tls(TlsStatus::Mtls, 2.0), None, "solid green: mTLS"),
+            (
+                Stroke::tls(TlsStatus::Plaintext, 2.0),
+                None,
+                "dashed red: plaintext",
+            ),
+            (
+                Stroke::tls(TlsStatus::Unknown, 2.0),
+                None,
+                "dotted grey: TLS unknown",
+            ),
+        ]);
+        if view.edges.iter().any(|e| e.policy.is_some()) {
+            let mtls = Stroke::tls(TlsStatus::Mtls, 2.0);
+            legend.samples(&[
+                (mtls, Some(Decision::Allowed), "allowed by policy"),
+                (mtls, Some(Decision::Denied), "DENIED by policy (bar)"),
+                (
+                    mtls,
+                    Some(Decision::Audit),
+                    "AUDIT: would be denied (hollow)",
+                ),
+                (
+                    mtls,
+                    Some(Decision::Unknown),
+                    "policy ?: depends on the request",
+                ),
+            ]);
+        }
+        self.page(view, |_, v| graph_look(v), &legend)
+    }
+
+    /// The SVG page: the drawing moved to the margin, each edge drawn as `look` says (given its
+    /// index in the view), then the legend under it, on white.
+    pub(crate) fn page(
+        &self,
+        view: &View,
+        look: impl Fn(usize, &ViewEdge) -> EdgeLook,
+        legend: &Legend,
+    ) -> String {
         let b = self.bounds;
         let (dx, dy) = (MARGIN - b.x, MARGIN - b.y);
         let mut body = String::new();
@@ -594,45 +865,7 @@ impl Drawing {
             let Some(v) = view.edges.get(e.index) else {
                 continue;
             };
-            let (colour, dash, tls) = tls_look(v.tls);
-            let verdict = v.policy.map_or("none", Decision::as_str);
-            let _ = writeln!(
-                body,
-                "<g class=\"edge tls-{tls} verdict-{verdict}\"><title>{} -&gt; {}: {}{}</title>",
-                xml_escape(&v.from),
-                xml_escape(&v.to),
-                tls,
-                v.policy
-                    .map(|d| format!(", policy {}", verdict_word(d).to_lowercase()))
-                    .unwrap_or_default()
-            );
-            let width = if v.policy == Some(Decision::Denied) {
-                3.0
-            } else {
-                2.0
-            };
-            let _ = writeln!(
-                body,
-                "<path d=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{width}\"{dash}/>",
-                e.path_data
-            );
-            body.push_str(&head(&e.samples, v.policy, colour));
-            let r = e.label_box;
-            let _ = writeln!(
-                body,
-                "<rect class=\"label\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"{colour}\" stroke-width=\"0.6\"/>",
-                r.x, r.y, r.w, r.h
-            );
-            let denied = v.policy == Some(Decision::Denied);
-            text_block(
-                &mut body,
-                (r.x + r.w / 2.0, r.y + r.h / 2.0),
-                &label_text(v),
-                EDGE_FONT,
-                if denied { DENIED_TEXT } else { colour },
-                denied,
-            );
-            body.push_str("</g>\n");
+            edge_svg(&mut body, e, &look(e.index, v), &label_text(v));
         }
         for n in &self.nodes {
             let r = n.rect;
@@ -655,59 +888,40 @@ impl Drawing {
                 false,
             );
         }
-
-        // The legend, under the drawing.
-        let mut legend = String::new();
-        let mut y = b.h + 2.0 * MARGIN + 16.0;
-        if let Some(note) = &view.note {
-            let _ = writeln!(
-                legend,
-                "<text x=\"{MARGIN}\" y=\"{y}\" font-size=\"13\">{}</text>",
-                xml_escape(note)
-            );
-            y += 22.0;
-        }
-        let mut x = MARGIN;
-        for (ns, fill) in namespaces {
-            let _ = writeln!(
-                legend,
-                "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{fill}\" stroke=\"#37474f\"/>\n<text x=\"{}\" y=\"{y}\" font-size=\"13\">{}</text>",
-                y - 11.0,
-                x + 20.0,
-                xml_escape(ns)
-            );
-            x += 40.0 + 13.0 * CHAR_EM * ns.chars().count() as f64;
-        }
-        let mut right = x;
-        if !namespaces.is_empty() {
-            y += 24.0;
-        }
-        let mut x = MARGIN;
-        for (tls, caption) in [
-            (TlsStatus::Mtls, "solid green: mTLS"),
-            (TlsStatus::Plaintext, "dashed red: plaintext"),
-            (TlsStatus::Unknown, "dotted grey: TLS unknown"),
-        ] {
-            x = legend_sample(&mut legend, x, y, tls, None, caption);
-        }
-        right = right.max(x);
-        if view.edges.iter().any(|e| e.policy.is_some()) {
-            y += 24.0;
-            let mut x = MARGIN;
-            for (d, caption) in [
-                (Decision::Allowed, "allowed by policy"),
-                (Decision::Denied, "DENIED by policy (bar)"),
-                (Decision::Audit, "AUDIT: would be denied (hollow)"),
-                (Decision::Unknown, "policy ?: depends on the request"),
-            ] {
-                x = legend_sample(&mut legend, x, y, TlsStatus::Mtls, Some(d), caption);
-            }
-            right = right.max(x);
-        }
-        let width = (b.w + 2.0 * MARGIN).max(right).ceil();
-        let height = (y + MARGIN).ceil();
+        let width = (b.w + 2.0 * MARGIN).max(legend.right).ceil();
+        let height = (legend.bottom + MARGIN).ceil();
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"'{FONT_FAMILY}', sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<g transform=\"translate({dx:.1} {dy:.1})\">\n{body}</g>\n{legend}</svg>\n"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"'{FONT_FAMILY}', sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<g transform=\"translate({dx:.1} {dy:.1})\">\n{body}</g>\n{}</svg>\n",
+            legend.out
         )
     }
+}
+
+/// One edge: its line, its head, and its label on a white background drawn first, so no line
+/// (its own included) shows through the words.
+fn edge_svg(out: &mut String, e: &DrawnEdge, look: &EdgeLook, text: &str) {
+    let s = look.stroke;
+    let _ = writeln!(
+        out,
+        "<g class=\"edge {}\"{}><title>{}</title>",
+        look.class,
+        s.opacity_attr(),
+        xml_escape(&look.title)
+    );
+    s.draw(out, Some(&e.path_data), &e.samples, look.head);
+    let r = e.label_box;
+    let _ = writeln!(
+        out,
+        "<rect class=\"label\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"{}\" stroke-width=\"0.6\"/>",
+        r.x, r.y, r.w, r.h, s.colour
+    );
+    text_block(
+        out,
+        (r.x + r.w / 2.0, r.y + r.h / 2.0),
+        text,
+        EDGE_FONT,
+        look.text_fill,
+        look.bold,
+    );
+    out.push_str("</g>\n");
 }

@@ -8,6 +8,9 @@
 //! in greyscale too. Past [`COLLAPSE_THRESHOLD`] workloads a picture is unreadable, so
 //! the view collapses to one node per namespace and says so.
 //!
+//! [`diff_svg`] draws what changed between two graphs: both graphs' edges, each marked by a line
+//! style and a word (added, removed, regressed, verdict or TLS changed), the rest faint.
+//!
 //! Text: layout-rs asks for the Times font, which minimal systems lack; resvg silently drops text
 //! it has no font for. We rewrite the font to DejaVu Sans (Debian `fonts-dejavu-core`) and
 //! refuse to rasterise when it is missing instead of producing a picture without words.
@@ -30,10 +33,12 @@ use layout::{
     },
     topo::layout::VisualGraph,
 };
-use mesh_model::{Decision, Destination, MeshGraph, PolicyVerdict, TlsStatus};
+use mesh_model::{Decision, Destination, Edge, MeshGraph, PolicyVerdict, TlsStatus, Workload};
 
 mod canvas;
 pub use canvas::{Drawing, DrawnEdge, DrawnNode, Rect};
+mod diff;
+pub use diff::{diff_png, diff_svg};
 use resvg::{tiny_skia, usvg};
 
 /// Above this many workloads the picture shows one node per namespace.
@@ -186,6 +191,70 @@ fn dst_node(d: &Destination) -> (String, String) {
     }
 }
 
+/// A workload's node: name, namespace, and whether it is unmeshed.
+fn workload_node(w: &Workload) -> Node {
+    let mut label = format!("{}\n{}", w.id.name, w.id.namespace);
+    if !w.meshed {
+        label.push_str("\n(unmeshed)");
+    }
+    Node {
+        id: w.id.to_string(),
+        label,
+        namespace: w.id.namespace.clone(),
+        meshed: w.meshed,
+    }
+}
+
+/// An edge's text in the full view: metrics, PLAINTEXT, a rate limit's refusals and the
+/// worst route.
+fn full_label(e: &Edge) -> String {
+    let m = &e.metrics;
+    let mut label = edge_label(m.rps, m.success_rate, m.latency_p99_ms);
+    if e.tls == TlsStatus::Plaintext {
+        label.push_str("\nPLAINTEXT");
+    }
+    if let Some(r) = e.policy.observed_rate_limited_rps.filter(|r| *r > 0.0) {
+        let _ = write!(label, "\nrate limited {} rps (429)", fmt_num(r));
+    }
+    // The route failing the most requests, when the proxies report routes.
+    if let Some(r) = e.worst_route() {
+        let _ = write!(
+            label,
+            "\nworst route {} {}%",
+            r.id.short_name(),
+            fmt_num(r.success_rate.unwrap_or(1.0) * 100.0)
+        );
+    }
+    label
+}
+
+/// One node per namespace (with its workload count), then one per authority.
+fn namespace_nodes(counts: &BTreeMap<&str, usize>, authorities: BTreeSet<String>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = counts
+        .iter()
+        .map(|(ns, n)| Node {
+            id: (*ns).to_owned(),
+            label: format!("{ns}\n{n} workloads"),
+            namespace: (*ns).to_owned(),
+            meshed: true,
+        })
+        .collect();
+    nodes.extend(authorities.into_iter().map(|a| Node {
+        id: a.clone(),
+        label: a,
+        namespace: String::new(),
+        meshed: false,
+    }));
+    nodes
+}
+
+/// What a collapsed view tells its reader.
+fn collapse_note(workloads: usize) -> String {
+    format!(
+        "{workloads} workloads: collapsed to one node per namespace; filter by namespace to see workloads"
+    )
+}
+
 // === impl View ===
 
 impl View {
@@ -203,20 +272,7 @@ impl View {
         let mut nodes: BTreeMap<String, Node> = graph
             .workloads
             .values()
-            .map(|w| {
-                let id = w.id.to_string();
-                let mut label = format!("{}\n{}", w.id.name, w.id.namespace);
-                if !w.meshed {
-                    label.push_str("\n(unmeshed)");
-                }
-                let node = Node {
-                    id: id.clone(),
-                    label,
-                    namespace: w.id.namespace.clone(),
-                    meshed: w.meshed,
-                };
-                (id, node)
-            })
+            .map(|w| (w.id.to_string(), workload_node(w)))
             .collect();
         let mut edges = Vec::new();
         for e in graph.edges.values() {
@@ -227,28 +283,11 @@ impl View {
                 namespace: ns,
                 meshed: false,
             });
-            let m = &e.metrics;
-            let mut label = edge_label(m.rps, m.success_rate, m.latency_p99_ms);
-            if e.tls == TlsStatus::Plaintext {
-                label.push_str("\nPLAINTEXT");
-            }
-            if let Some(r) = e.policy.observed_rate_limited_rps.filter(|r| *r > 0.0) {
-                let _ = write!(label, "\nrate limited {} rps (429)", fmt_num(r));
-            }
-            // The route failing the most requests, when the proxies report routes.
-            if let Some(r) = e.worst_route() {
-                let _ = write!(
-                    label,
-                    "\nworst route {} {}%",
-                    r.id.short_name(),
-                    fmt_num(r.success_rate.unwrap_or(1.0) * 100.0)
-                );
-            }
             edges.push(ViewEdge {
                 from: e.key.src.to_string(),
                 to,
                 tls: e.tls,
-                label,
+                label: full_label(e),
                 policy: verdict(&e.policy),
             });
         }
@@ -300,21 +339,7 @@ impl View {
             a.mtls |= e.tls == TlsStatus::Mtls;
             a.policy = worst(a.policy, verdict(&e.policy));
         }
-        let mut nodes: Vec<Node> = counts
-            .iter()
-            .map(|(ns, n)| Node {
-                id: (*ns).to_owned(),
-                label: format!("{ns}\n{n} workloads"),
-                namespace: (*ns).to_owned(),
-                meshed: true,
-            })
-            .collect();
-        nodes.extend(extra.into_iter().map(|a| Node {
-            id: a.clone(),
-            label: a,
-            namespace: String::new(),
-            meshed: false,
-        }));
+        let nodes = namespace_nodes(&counts, extra);
         let edges = agg
             .into_iter()
             .map(|((from, to), a)| {
@@ -340,10 +365,7 @@ impl View {
         Self {
             nodes,
             edges,
-            note: Some(format!(
-                "{} workloads: collapsed to one node per namespace; filter by namespace to see workloads",
-                graph.workloads.len()
-            )),
+            note: Some(collapse_note(graph.workloads.len())),
         }
     }
 

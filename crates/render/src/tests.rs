@@ -1,6 +1,9 @@
 use std::time::{Duration, SystemTime};
 
-use mesh_model::{Edge, EdgeKey, Protocol, Workload, WorkloadRef};
+use mesh_model::{
+    Edge, EdgeKey, Protocol, Workload, WorkloadRef,
+    history::{Change, ChangeKind, ObjectChange, Operation, Thresholds, graph_changes},
+};
 use resvg::usvg;
 
 use super::*;
@@ -351,58 +354,62 @@ fn attr(tag: &str, name: &str) -> f64 {
 #[test]
 fn every_label_sits_on_a_background_that_holds_its_text() {
     for g in [with_verdicts(), emojivoto(), busy()] {
-        let s = svg(&g);
-        let edges = View::of(&g).edges.len();
-        // The drawing's offset: labels are drawn inside it.
-        let shift = &s[s.find("<g transform=\"translate(").unwrap() + 24..];
-        let (dx, dy) = shift[..shift.find(')').unwrap()].split_once(' ').unwrap();
-        let (dx, dy): (f64, f64) = (dx.parse().unwrap(), dy.parse().unwrap());
-        let groups: Vec<&str> = s.split("<g class=\"edge").skip(1).collect();
-        assert_eq!(groups.len(), edges);
-        let mut rects = Vec::new();
-        for g in &groups {
-            let group = &g[..g.find("</g>").unwrap()];
-            let rect = group
-                .find("<rect class=\"label\"")
-                .unwrap_or_else(|| panic!("a label without background: {group}"));
-            let text = group.find("<text").expect("a label");
-            assert!(
-                rect < text,
-                "the background is drawn first, behind the text: {group}"
-            );
-            let tag = &group[rect..rect + group[rect..].find('>').unwrap()];
-            assert!(tag.contains("fill=\"white\""), "{tag}");
-            rects.push((
-                attr(tag, "x") + dx,
-                attr(tag, "y") + dy,
-                attr(tag, "width"),
-                attr(tag, "height"),
-            ));
-        }
-        // The background is sized from the text: the laid-out text, in DejaVu, fits in it.
-        let tree = usvg::Tree::from_str(&s, &svg_options().unwrap()).unwrap();
-        let mut texts = Vec::new();
-        collect_text_boxes(tree.root(), &mut texts);
-        for (x, y, w, h) in rects {
-            let (cx, cy) = (x + w / 2.0, y + h / 2.0);
-            let nearest = texts
-                .iter()
-                .min_by(|a, b| {
-                    let d = |t: &usvg::Rect| {
-                        (f64::from(t.x() + t.width() / 2.0) - cx)
-                            .hypot(f64::from(t.y() + t.height() / 2.0) - cy)
-                    };
-                    d(a).total_cmp(&d(b))
-                })
-                .unwrap();
-            let (tx, ty) = (f64::from(nearest.x()), f64::from(nearest.y()));
-            let (tr, tb) = (f64::from(nearest.right()), f64::from(nearest.bottom()));
-            assert!(
-                tx >= x - 0.5 && ty >= y - 0.5 && tr <= x + w + 0.5 && tb <= y + h + 0.5,
-                "text {nearest:?} spills out of its background {:?}",
-                (x, y, w, h)
-            );
-        }
+        assert_labels_on_backgrounds(&svg(&g), View::of(&g).edges.len());
+    }
+}
+
+/// Every one of the `edges` edge groups of `s` draws a white background first, then its label,
+/// and the label as laid out in DejaVu fits in the background.
+fn assert_labels_on_backgrounds(s: &str, edges: usize) {
+    // The drawing's offset: labels are drawn inside it.
+    let shift = &s[s.find("<g transform=\"translate(").unwrap() + 24..];
+    let (dx, dy) = shift[..shift.find(')').unwrap()].split_once(' ').unwrap();
+    let (dx, dy): (f64, f64) = (dx.parse().unwrap(), dy.parse().unwrap());
+    let groups: Vec<&str> = s.split("<g class=\"edge").skip(1).collect();
+    assert_eq!(groups.len(), edges);
+    let mut rects = Vec::new();
+    for g in &groups {
+        let group = &g[..g.find("</g>").unwrap()];
+        let rect = group
+            .find("<rect class=\"label\"")
+            .unwrap_or_else(|| panic!("a label without background: {group}"));
+        let text = group.find("<text").expect("a label");
+        assert!(
+            rect < text,
+            "the background is drawn first, behind the text: {group}"
+        );
+        let tag = &group[rect..rect + group[rect..].find('>').unwrap()];
+        assert!(tag.contains("fill=\"white\""), "{tag}");
+        rects.push((
+            attr(tag, "x") + dx,
+            attr(tag, "y") + dy,
+            attr(tag, "width"),
+            attr(tag, "height"),
+        ));
+    }
+    // The background is sized from the text: the laid-out text, in DejaVu, fits in it.
+    let tree = usvg::Tree::from_str(s, &svg_options().unwrap()).unwrap();
+    let mut texts = Vec::new();
+    collect_text_boxes(tree.root(), &mut texts);
+    for (x, y, w, h) in rects {
+        let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+        let nearest = texts
+            .iter()
+            .min_by(|a, b| {
+                let d = |t: &usvg::Rect| {
+                    (f64::from(t.x() + t.width() / 2.0) - cx)
+                        .hypot(f64::from(t.y() + t.height() / 2.0) - cy)
+                };
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap();
+        let (tx, ty) = (f64::from(nearest.x()), f64::from(nearest.y()));
+        let (tr, tb) = (f64::from(nearest.right()), f64::from(nearest.bottom()));
+        assert!(
+            tx >= x - 0.5 && ty >= y - 0.5 && tr <= x + w + 0.5 && tb <= y + h + 0.5,
+            "text {nearest:?} spills out of its background {:?}",
+            (x, y, w, h)
+        );
     }
 }
 
@@ -414,4 +421,218 @@ fn collect_text_boxes(g: &usvg::Group, out: &mut Vec<usvg::Rect>) {
             _ => {}
         }
     }
+}
+
+/// Before and after of a small mesh in which every kind of change happens once: vote-bot -> web
+/// goes away, web -> translate appears, web -> emoji fails 40% of its requests, web -> voting
+/// loses mTLS and is denied; batch -> web stays as it was. Plus one object change.
+fn changed_mesh() -> (MeshGraph, MeshGraph, Vec<Change>) {
+    let ns = "emojivoto";
+    let before = graph(&[
+        (w(ns, "vote-bot"), w(ns, "web"), TlsStatus::Mtls),
+        (w(ns, "web"), w(ns, "emoji"), TlsStatus::Mtls),
+        (w(ns, "web"), w(ns, "voting"), TlsStatus::Mtls),
+        (w("other", "batch"), w(ns, "web"), TlsStatus::Unknown),
+    ]);
+    let mut after = graph(&[
+        (w(ns, "web"), w(ns, "emoji"), TlsStatus::Mtls),
+        (w(ns, "web"), w(ns, "voting"), TlsStatus::Plaintext),
+        (w("other", "batch"), w(ns, "web"), TlsStatus::Unknown),
+        (w(ns, "web"), w(ns, "translate"), TlsStatus::Mtls),
+    ]);
+    let mut before = before;
+    for (g, decision) in [
+        (&mut before, Decision::Allowed),
+        (&mut after, Decision::Denied),
+    ] {
+        for e in g.edges.values_mut() {
+            if e.key.dst.to_string() == "emojivoto/voting" {
+                e.policy.chain = vec!["a step".into()];
+                e.policy.decision = decision;
+            }
+        }
+    }
+    for e in after.edges.values_mut() {
+        if e.key.dst.to_string() == "emojivoto/emoji" {
+            e.metrics.success_rate = Some(0.6);
+        }
+        if e.key.dst.to_string() == "emojivoto/voting" {
+            e.no_tls_reason = "<no identity> & no luck".into();
+        }
+    }
+    let mut changes: Vec<Change> = graph_changes(&before, &after, &Thresholds::default())
+        .into_iter()
+        .map(|what| Change {
+            at: SystemTime::UNIX_EPOCH,
+            what,
+        })
+        .collect();
+    changes.push(Change {
+        at: SystemTime::UNIX_EPOCH,
+        what: ChangeKind::Object(Box::new(ObjectChange {
+            group: "policy.linkerd.io".into(),
+            kind: "AuthorizationPolicy".into(),
+            namespace: ns.into(),
+            name: "voting".into(),
+            operation: Operation::Deleted,
+            resource_version: "7".into(),
+            field_manager: "kubectl".into(),
+            requested_by: String::new(),
+            approved_by: String::new(),
+            audit_id: String::new(),
+            diff: vec![],
+        })),
+    });
+    (before, after, changes)
+}
+
+#[test]
+fn a_diff_marks_each_change_in_line_and_words_and_explains_them() {
+    let (before, after, changes) = changed_mesh();
+    let s = diff_svg(&before, &after, &changes);
+    let added = edge_group(&s, "emojivoto/web", "emojivoto/translate");
+    assert!(
+        added.contains("diff-added")
+            && added.contains("+ added")
+            && added.contains("stroke-width=\"4.5\""),
+        "{added}"
+    );
+    let removed = edge_group(&s, "emojivoto/vote-bot", "emojivoto/web");
+    assert!(
+        removed.contains("diff-removed")
+            && removed.contains("− removed")
+            && removed.contains("stroke-dasharray=\"6,4\""),
+        "{removed}"
+    );
+    let regressed = edge_group(&s, "emojivoto/web", "emojivoto/emoji");
+    assert!(
+        regressed.contains("diff-regressed")
+            && regressed.contains("▼ success 98.5% → 60%")
+            && regressed.contains("class=\"core\""),
+        "a double line and the numbers: {regressed}"
+    );
+    let changed = edge_group(&s, "emojivoto/web", "emojivoto/voting");
+    for text in [
+        "diff-changed",
+        "⚖ allowed → denied",
+        "mTLS → plaintext (&lt;no identity&gt; &amp; no luck)",
+        "class=\"head-denied\"",
+        "stroke-dasharray=\"12,4,2,4\"",
+    ] {
+        assert!(changed.contains(text), "{text} missing: {changed}");
+    }
+    let unchanged = edge_group(&s, "other/batch", "emojivoto/web");
+    assert!(
+        unchanged.contains("diff-unchanged") && unchanged.contains("opacity=\"0.35\""),
+        "drawn faint: {unchanged}"
+    );
+    for text in [
+        "Edge changes: 1 added, 1 removed, 1 regression, 1 verdict change, 1 TLS change",
+        "1 object change (see list)",
+        "thick solid: + added",
+        "thin dashed grey: − removed",
+        "double line: ▼ regressed",
+        "dash-dot: ⚖ verdict or TLS changed",
+        "faint: unchanged",
+        "bar: denied now",
+        // vote-bot calls no one any more; translate is new.
+        "(gone)",
+        "(new)",
+    ] {
+        assert!(s.contains(text), "{text} missing");
+    }
+    assert_labels_on_backgrounds(&s, 5);
+    // It parses, every text gets glyphs, and it rasterises.
+    let tree = usvg::Tree::from_str(&s, &svg_options().unwrap()).unwrap();
+    let (mut rendered, mut empty) = (0, 0);
+    count_text(tree.root(), &mut rendered, &mut empty);
+    assert!(rendered >= 15, "{rendered} text elements rendered");
+    assert_eq!(empty, 0, "text without glyphs");
+    let png = diff_png(&before, &after, &changes).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn an_unchanged_graph_diffs_to_faint_edges_only() {
+    let g = with_verdicts();
+    let s = diff_svg(&g, &g, &[]);
+    let groups = s.matches("<g class=\"edge").count();
+    assert_eq!(groups, g.edges.len());
+    assert_eq!(
+        s.matches("<g class=\"edge diff-unchanged\"").count(),
+        groups
+    );
+    for marking in [
+        "diff-added",
+        "diff-removed",
+        "diff-regressed",
+        "diff-changed",
+        "(new)",
+        "(gone)",
+        "object change",
+    ] {
+        assert!(!s.contains(marking), "{marking} in an unchanged diff");
+    }
+    assert!(s.contains("No edge changes"));
+    // The legend still explains the markings, and the denied edge's bar.
+    assert!(s.contains("thick solid: + added") && s.contains("bar: denied now"));
+    assert!(!diff_png(&g, &g, &[]).unwrap().is_empty());
+    let empty = MeshGraph::empty(Duration::from_secs(60), SystemTime::UNIX_EPOCH);
+    assert!(!diff_png(&empty, &empty, &[]).unwrap().is_empty());
+}
+
+#[test]
+fn a_large_diff_collapses_and_counts_changes_per_namespace_pair() {
+    let edges: Vec<_> = (0..200)
+        .map(|i| {
+            (
+                w(&format!("ns{}", i % 4), &format!("a{i}")),
+                w(&format!("ns{}", (i + 1) % 4), &format!("b{i}")),
+                TlsStatus::Mtls,
+            )
+        })
+        .collect();
+    let before = graph(&edges);
+    let mut after = before.clone();
+    // Three ns0 -> ns1 edges stop; one ns1 -> ns2 edge loses half its traffic.
+    let gone: Vec<EdgeKey> = after
+        .edges
+        .keys()
+        .filter(|k| k.src.namespace == "ns0")
+        .take(3)
+        .cloned()
+        .collect();
+    for k in &gone {
+        after.edges.remove(k);
+    }
+    let slow = after
+        .edges
+        .values_mut()
+        .find(|e| e.key.src.namespace == "ns1")
+        .unwrap();
+    slow.metrics.rps = 1.0;
+    let changes: Vec<Change> = graph_changes(&before, &after, &Thresholds::default())
+        .into_iter()
+        .map(|what| Change {
+            at: SystemTime::UNIX_EPOCH,
+            what,
+        })
+        .collect();
+    assert_eq!(changes.len(), 4);
+    let s = diff_svg(&before, &after, &changes);
+    assert!(s.contains("400 workloads: collapsed to one node per namespace"));
+    let removed = edge_group(&s, "ns0", "ns1");
+    assert!(
+        removed.contains("diff-removed")
+            && removed.contains("− removed ×3")
+            && removed.contains("47 unchanged edges"),
+        "{removed}"
+    );
+    let slower = edge_group(&s, "ns1", "ns2");
+    assert!(
+        slower.contains("diff-regressed") && slower.contains(">▼ rps<"),
+        "{slower}"
+    );
+    assert_eq!(s.matches("<g class=\"edge").count(), 4);
+    usvg::Tree::from_str(&s, &svg_options().unwrap()).unwrap();
 }
