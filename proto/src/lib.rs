@@ -563,6 +563,7 @@ impl From<&model::MeshGraph> for pb::MeshGraph {
             edges: g.edges.values().map(Into::into).collect(),
             policies: g.policies.values().map(Into::into).collect(),
             sources: g.sources.iter().map(Into::into).collect(),
+            point_in_time: None,
         }
     }
 }
@@ -658,3 +659,160 @@ impl TryFrom<pb::GraphDelta> for model::GraphDelta {
 
 #[cfg(test)]
 mod tests;
+
+// === History: changes between two moments ===
+
+/// The wire form of a timestamp.
+pub fn timestamp_to_pb(t: SystemTime) -> pbjson_types::Timestamp {
+    timestamp(t)
+}
+
+/// A wire timestamp as a time; refused before 1970.
+pub fn timestamp_from_pb(t: &pbjson_types::Timestamp) -> Result<SystemTime, InvalidMessage> {
+    system_time(t)
+}
+
+impl From<&model::history::ObjectChange> for pb::ObjectChange {
+    fn from(c: &model::history::ObjectChange) -> Self {
+        Self {
+            group: c.group.clone(),
+            kind: c.kind.clone(),
+            namespace: c.namespace.clone(),
+            name: c.name.clone(),
+            operation: c.operation.as_str().to_owned(),
+            resource_version: c.resource_version.clone(),
+            field_manager: c.field_manager.clone(),
+            requested_by: c.requested_by.clone(),
+            via: c.via.clone(),
+            approved_by: c.approved_by.clone(),
+            audit_id: c.audit_id.clone(),
+            diff: c.diff.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::ObjectChange> for model::history::ObjectChange {
+    type Error = InvalidMessage;
+    fn try_from(c: pb::ObjectChange) -> Result<Self, InvalidMessage> {
+        let operation = model::history::Operation::parse(&c.operation).ok_or_else(|| {
+            InvalidMessage::Invalid {
+                field: "object.operation",
+                reason: format!("{:?} is not one of created, changed, deleted", c.operation),
+            }
+        })?;
+        Ok(Self {
+            group: c.group,
+            kind: c.kind,
+            namespace: c.namespace,
+            name: c.name,
+            operation,
+            resource_version: c.resource_version,
+            field_manager: c.field_manager,
+            requested_by: c.requested_by,
+            via: c.via,
+            approved_by: c.approved_by,
+            audit_id: c.audit_id,
+            diff: c.diff,
+        })
+    }
+}
+
+fn metric_from_pb(m: &str) -> Result<model::history::Metric, InvalidMessage> {
+    use model::history::Metric;
+    [Metric::SuccessRate, Metric::LatencyP99, Metric::Rps]
+        .into_iter()
+        .find(|x| x.as_str() == m)
+        .ok_or_else(|| InvalidMessage::Invalid {
+            field: "regression.metric",
+            reason: format!("{m:?} is not one of success_rate, latency_p99_ms, rps"),
+        })
+}
+
+impl From<&model::history::Change> for pb::GraphChange {
+    fn from(c: &model::history::Change) -> Self {
+        use model::history::ChangeKind as K;
+        use pb::graph_change::Change as C;
+        let change = match &c.what {
+            K::EdgeAdded(e) => C::EdgeAdded((&**e).into()),
+            K::EdgeRemoved(e) => C::EdgeRemoved((&**e).into()),
+            K::TlsChanged {
+                edge,
+                from,
+                to,
+                reason,
+            } => C::TlsChanged(pb::TlsChange {
+                edge: Some(edge.into()),
+                from: pb::TlsStatus::from(*from).into(),
+                to: pb::TlsStatus::from(*to).into(),
+                reason: reason.clone(),
+            }),
+            K::VerdictChanged { edge, from, to, by } => C::VerdictChanged(pb::VerdictChange {
+                edge: Some(edge.into()),
+                from: decision_to_pb(*from).into(),
+                to: decision_to_pb(*to).into(),
+                by: by.clone(),
+            }),
+            K::Regression {
+                edge,
+                metric,
+                from,
+                to,
+            } => C::Regression(pb::Regression {
+                edge: Some(edge.into()),
+                metric: metric.as_str().to_owned(),
+                from: *from,
+                to: *to,
+            }),
+            K::Object(o) => C::Object((&**o).into()),
+        };
+        Self {
+            at: Some(timestamp(c.at)),
+            change: Some(change),
+        }
+    }
+}
+
+impl TryFrom<pb::GraphChange> for model::history::Change {
+    type Error = InvalidMessage;
+    fn try_from(c: pb::GraphChange) -> Result<Self, InvalidMessage> {
+        use model::history::ChangeKind as K;
+        use pb::graph_change::Change as C;
+        let at = system_time(c.at.as_ref().ok_or(InvalidMessage::Missing("change.at"))?)?;
+        let edge = |e: Option<pb::EdgeRef>| -> Result<model::EdgeKey, InvalidMessage> {
+            e.ok_or(InvalidMessage::Missing("change.edge"))?.try_into()
+        };
+        let tls = |t: i32, field: &'static str| {
+            pb::TlsStatus::try_from(t)
+                .ok()
+                .and_then(tls_status)
+                .ok_or_else(|| InvalidMessage::Invalid {
+                    field,
+                    reason: format!("{t} is not a TLS status"),
+                })
+        };
+        let what = match c.change.ok_or(InvalidMessage::Missing("change.change"))? {
+            C::EdgeAdded(e) => K::EdgeAdded(Box::new(e.try_into()?)),
+            C::EdgeRemoved(e) => K::EdgeRemoved(Box::new(e.try_into()?)),
+            C::TlsChanged(t) => K::TlsChanged {
+                edge: edge(t.edge)?,
+                from: tls(t.from, "tls_changed.from")?,
+                to: tls(t.to, "tls_changed.to")?,
+                reason: t.reason,
+            },
+            C::VerdictChanged(v) => K::VerdictChanged {
+                edge: edge(v.edge)?,
+                from: decision_from_pb(v.from),
+                to: decision_from_pb(v.to),
+                by: v.by,
+            },
+            C::Regression(r) => K::Regression {
+                edge: edge(r.edge)?,
+                metric: metric_from_pb(&r.metric)?,
+                from: r.from,
+                to: r.to,
+            },
+            C::Object(o) => K::Object(Box::new(o.try_into()?)),
+        };
+        Ok(Self { at, what })
+    }
+}

@@ -16,6 +16,8 @@ pub enum Operation {
     Changed,
     /// It went away.
     Deleted,
+    /// It existed when the change log began (the log's first record of it, not a change).
+    Listed,
 }
 
 impl Operation {
@@ -25,6 +27,7 @@ impl Operation {
             Self::Created => "created",
             Self::Changed => "changed",
             Self::Deleted => "deleted",
+            Self::Listed => "listed",
         }
     }
 
@@ -34,6 +37,7 @@ impl Operation {
             "created" => Some(Self::Created),
             "changed" => Some(Self::Changed),
             "deleted" => Some(Self::Deleted),
+            "listed" => Some(Self::Listed),
             _ => None,
         }
     }
@@ -56,8 +60,12 @@ pub struct ObjectChange {
     pub resource_version: String,
     /// The field manager of the last write (from `managedFields`), empty when unknown.
     pub field_manager: String,
-    /// `linkerd-mcp.io/requested-by`: who asked for a change made through linkerd-mcp.
+    /// Who asked for a change made through linkerd-mcp: the person it acted as
+    /// (`linkerd-mcp.io/acted-as`).
     pub requested_by: String,
+    /// The caller that made the change for them when it was not them, e.g. the chat bot
+    /// (`linkerd-mcp.io/requested-by`).
+    pub via: String,
     /// `linkerd-mcp.io/approved-by`: who approved it.
     pub approved_by: String,
     /// `linkerd-mcp.io/audit-id`: the audit record of the change.
@@ -79,11 +87,16 @@ impl ObjectChange {
     /// Who made the change, as well as it is known: requester and approver when it came
     /// through linkerd-mcp, else the field manager.
     pub fn actor(&self) -> String {
-        match (self.requested_by.as_str(), self.approved_by.as_str()) {
-            ("", _) if self.field_manager.is_empty() => "unknown".into(),
-            ("", _) => format!("field manager {}", self.field_manager),
+        let who = match (self.requested_by.as_str(), self.approved_by.as_str()) {
+            ("", _) if self.field_manager.is_empty() => return "by an unknown writer".into(),
+            ("", _) => return format!("by field manager {}", self.field_manager),
             (r, "") => format!("requested by {r}"),
             (r, a) => format!("requested by {r}, approved by {a}"),
+        };
+        if self.via.is_empty() {
+            who
+        } else {
+            format!("{who} (through {})", self.via)
         }
     }
 }
@@ -175,6 +188,102 @@ impl ChangeKind {
             Self::VerdictChanged { .. } => "verdict",
             Self::Regression { .. } => "regression",
             Self::Object(_) => "object",
+        }
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+fn edge_name(k: &EdgeKey) -> String {
+    format!("{} -> {} ({})", k.src, k.dst, k.protocol)
+}
+
+fn tls_word(t: TlsStatus) -> &'static str {
+    match t {
+        TlsStatus::Mtls => "mTLS",
+        TlsStatus::Plaintext => "plaintext",
+        TlsStatus::Unknown => "unknown TLS",
+    }
+}
+
+/// One line a person reads: what changed, on which edge or object, and who changed it.
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EdgeAdded(e) => write!(
+                f,
+                "new edge {} at {:.2} rps, {}",
+                edge_name(&e.key),
+                e.metrics.rps,
+                tls_word(e.tls)
+            ),
+            Self::EdgeRemoved(e) => write!(
+                f,
+                "edge gone {} (was {:.2} rps)",
+                edge_name(&e.key),
+                e.metrics.rps
+            ),
+            Self::TlsChanged {
+                edge,
+                from,
+                to,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{}: {} -> {}",
+                    edge_name(edge),
+                    tls_word(*from),
+                    tls_word(*to)
+                )?;
+                if !reason.is_empty() && *to != TlsStatus::Mtls {
+                    write!(f, " ({reason})")?;
+                }
+                Ok(())
+            }
+            Self::VerdictChanged { edge, from, to, by } => {
+                write!(
+                    f,
+                    "{}: policy {} -> {}",
+                    edge_name(edge),
+                    from.as_str(),
+                    to.as_str()
+                )?;
+                if !by.is_empty() {
+                    write!(f, " (by {by})")?;
+                }
+                Ok(())
+            }
+            Self::Regression {
+                edge,
+                metric,
+                from,
+                to,
+            } => match metric {
+                Metric::SuccessRate => write!(
+                    f,
+                    "{}: success rate {} -> {}",
+                    edge_name(edge),
+                    pct(*from),
+                    pct(*to)
+                ),
+                Metric::LatencyP99 => {
+                    write!(f, "{}: p99 {from:.0} ms -> {to:.0} ms", edge_name(edge))
+                }
+                Metric::Rps => write!(f, "{}: {from:.2} rps -> {to:.2} rps", edge_name(edge)),
+            },
+            Self::Object(o) => {
+                write!(f, "{} {}, {}", o.object(), o.operation.as_str(), o.actor())?;
+                if let Some(first) = o.diff.first() {
+                    write!(f, ": {first}")?;
+                    if o.diff.len() > 1 {
+                        write!(f, " (+{} more)", o.diff.len() - 1)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -423,6 +532,7 @@ mod tests {
             resource_version: "7".into(),
             field_manager: "kubectl".into(),
             requested_by: String::new(),
+            via: String::new(),
             approved_by: String::new(),
             audit_id: String::new(),
             diff: vec![],

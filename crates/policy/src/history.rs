@@ -21,6 +21,7 @@ use crate::index::ObjectKey;
 
 /// The annotations linkerd-mcp writes on what it applies (see mesh-mcp's apply path).
 const REQUESTED_BY: &str = "linkerd-mcp.io/requested-by";
+const ACTED_AS: &str = "linkerd-mcp.io/acted-as";
 const APPROVED_BY: &str = "linkerd-mcp.io/approved-by";
 const AUDIT_ID: &str = "linkerd-mcp.io/audit-id";
 
@@ -131,7 +132,8 @@ pub struct Record {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// `created`, `changed` or `deleted`.
+    /// `created`, `changed`, `deleted`, or `listed` (in the log's first records: the object
+    /// existed when the log began).
     pub op: String,
     /// resourceVersion after the change (before it, for a deletion).
     #[serde(default)]
@@ -139,9 +141,12 @@ pub struct Record {
     /// Field manager of the write.
     #[serde(default)]
     pub manager: String,
-    /// Requester, when the change came through linkerd-mcp.
+    /// Requester (the person acted as), when the change came through linkerd-mcp.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub requested_by: String,
+    /// The caller that acted for the requester, when not the requester (e.g. the chat bot).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via: String,
     /// Approver, when one approved it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub approved_by: String,
@@ -176,11 +181,17 @@ impl Record {
         };
         // The requester and approver belong to this change only if it is the write that set a
         // new audit id: a later edit by someone else keeps the old annotations.
-        let (mut requested_by, mut approved_by, mut audit_id) =
-            (String::new(), String::new(), String::new());
+        let (mut requested_by, mut via, mut approved_by, mut audit_id) =
+            (String::new(), String::new(), String::new(), String::new());
         let id = annotation(&a, AUDIT_ID);
         if !id.is_empty() && id != annotation(&b, AUDIT_ID) {
-            requested_by = annotation(&a, REQUESTED_BY);
+            let caller = annotation(&a, REQUESTED_BY);
+            requested_by = annotation(&a, ACTED_AS);
+            if requested_by.is_empty() {
+                requested_by.clone_from(&caller);
+            } else if caller != requested_by {
+                via = caller;
+            }
             approved_by = annotation(&a, APPROVED_BY);
             audit_id = id;
         }
@@ -204,6 +215,7 @@ impl Record {
                 .unwrap_or_default(),
             manager: after.map(|a| a.field_manager.clone()).unwrap_or_default(),
             requested_by,
+            via,
             approved_by,
             audit_id,
             diff,
@@ -222,6 +234,7 @@ impl Record {
             resource_version: self.rv.clone(),
             field_manager: self.manager.clone(),
             requested_by: self.requested_by.clone(),
+            via: self.via.clone(),
             approved_by: self.approved_by.clone(),
             audit_id: self.audit_id.clone(),
             diff: self.diff.clone(),
@@ -282,15 +295,20 @@ fn diff_values(path: &str, b: &Value, a: &Value, out: &mut Vec<String>) {
 }
 
 /// What changed from `logged` (the objects as last logged: key text to logged form) to
-/// `now`, in key order: `(key, the object now or None, record)`.
+/// `now`, in key order: `(key, the object now or None, record)`. With `first`, the log begins
+/// here: every object is `listed`, not created.
 pub fn changes(
     logged: &HashMap<String, String>,
     now: &Objects,
+    first: bool,
 ) -> Vec<(String, Option<String>, Record)> {
     let mut out = Vec::new();
     for (k, l) in now {
         let key = key_text(k);
-        if let Some(r) = Record::of(k, logged.get(&key).map(String::as_str), Some(l)) {
+        if let Some(mut r) = Record::of(k, logged.get(&key).map(String::as_str), Some(l)) {
+            if first {
+                r.op = Operation::Listed.as_str().to_owned();
+            }
             out.push((key, Some(l.text.clone()), r));
         }
     }
@@ -358,7 +376,8 @@ mod tests {
         let bumped = Logged::of(&policy("2", &["web"], json!({})));
         assert_eq!(Record::of(&key, Some(&v1.text), Some(&bumped)), None);
         let audited = json!({
-            "linkerd-mcp.io/requested-by": "alice", "linkerd-mcp.io/approved-by": "bob",
+            "linkerd-mcp.io/requested-by": "system:serviceaccount:linkerd-mcp:chatbot",
+            "linkerd-mcp.io/acted-as": "alice", "linkerd-mcp.io/approved-by": "bob",
             "linkerd-mcp.io/audit-id": "a-1",
             "kubectl.kubernetes.io/last-applied-configuration": "{...}"});
         let v3 = Logged::of(&policy("3", &["web", "vote-bot"], audited.clone()));
@@ -372,6 +391,7 @@ mod tests {
             ),
             ("alice", "bob", "a-1")
         );
+        assert_eq!(r.via, "system:serviceaccount:linkerd-mcp:chatbot");
         assert!(
             r.diff
                 .contains(&r#"spec.identities: ["web"] -> ["web","vote-bot"]"#.to_owned()),
@@ -415,7 +435,7 @@ mod tests {
         let mut store: HashMap<String, String> = HashMap::new();
         let mut log = Vec::new();
         for now in [&t1, &t2] {
-            for (k, after, r) in changes(&store, now) {
+            for (k, after, r) in changes(&store, now, false) {
                 match after {
                     Some(a) => store.insert(k, a),
                     None => store.remove(&k),
@@ -446,9 +466,9 @@ mod tests {
         assert!(objects_before(store, &log).is_empty(), "before everything");
         // Nothing changed: nothing logged.
         let mut again = HashMap::new();
-        for (k, a, _) in changes(&HashMap::new(), &t2) {
+        for (k, a, _) in changes(&HashMap::new(), &t2, true) {
             again.insert(k, a.unwrap());
         }
-        assert!(changes(&again, &t2).is_empty());
+        assert!(changes(&again, &t2, false).is_empty());
     }
 }

@@ -89,6 +89,8 @@ pub struct PrometheusSource {
     window: Duration,
     timeout: Duration,
     queries: GraphQueries,
+    /// Evaluate every query at this moment (PromQL's `time`) instead of now.
+    at: Option<SystemTime>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +166,7 @@ impl PrometheusSource {
             window,
             timeout,
             queries: GraphQueries::new(window),
+            at: None,
         })
     }
 
@@ -179,6 +182,13 @@ impl PrometheusSource {
         self
     }
 
+    /// Evaluates every query at `t` (PromQL's `time` parameter): the window ending then.
+    #[must_use]
+    pub fn at(mut self, t: SystemTime) -> Self {
+        self.at = Some(t);
+        self
+    }
+
     /// The queries it sends.
     pub fn queries(&self) -> &GraphQueries {
         &self.queries
@@ -190,7 +200,7 @@ impl PrometheusSource {
         let resp = self
             .client
             .post(&url)
-            .form(&[("query", query)])
+            .form(&self.form(query))
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
@@ -211,6 +221,18 @@ impl PrometheusSource {
             });
         }
         Ok(parsed.data.map(|d| d.result).unwrap_or_default())
+    }
+
+    /// An instant query's form: the query, and its time when evaluated in the past.
+    fn form<'a>(&self, query: &'a str) -> Vec<(&'static str, std::borrow::Cow<'a, str>)> {
+        let mut form = vec![("query", std::borrow::Cow::Borrowed(query))];
+        if let Some(t) = self.at {
+            let secs = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            form.push(("time", std::borrow::Cow::Owned(format!("{secs:.3}"))));
+        }
+        form
     }
 
     /// How much history Prometheus keeps (`--storage.tsdb.retention.time`, from

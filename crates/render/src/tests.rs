@@ -478,6 +478,7 @@ fn changed_mesh() -> (MeshGraph, MeshGraph, Vec<Change>) {
             resource_version: "7".into(),
             field_manager: "kubectl".into(),
             requested_by: String::new(),
+            via: String::new(),
             approved_by: String::new(),
             audit_id: String::new(),
             diff: vec![],

@@ -186,3 +186,35 @@ impl RolloutStore for Backend {
         }
     }
 }
+
+impl crate::HistoryStore for Backend {
+    async fn append_changes(
+        &self,
+        lease: &crate::Lease,
+        entries: Vec<crate::LogEntry>,
+        keep: crate::Retention,
+    ) -> Result<()> {
+        match self {
+            Self::Memory(s) => s.append_changes(lease, entries, keep).await,
+            Self::Redis(s) => s.append_changes(lease, entries, keep).await,
+        }
+    }
+    async fn logged_objects(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Self::Memory(s) => s.logged_objects().await,
+            Self::Redis(s) => s.logged_objects().await,
+        }
+    }
+    async fn changes_after(&self, after: &str, max: usize) -> Result<Vec<crate::LoggedChange>> {
+        match self {
+            Self::Memory(s) => s.changes_after(after, max).await,
+            Self::Redis(s) => s.changes_after(after, max).await,
+        }
+    }
+    async fn history_start(&self) -> Result<Option<std::time::SystemTime>> {
+        match self {
+            Self::Memory(s) => s.history_start().await,
+            Self::Redis(s) => s.history_start().await,
+        }
+    }
+}

@@ -18,8 +18,9 @@ pub struct ChangeLog<S> {
     store: S,
     lease: Lease,
     keep: Retention,
-    /// What the log last recorded (loaded at the first append of this lease).
-    logged: Option<HashMap<String, String>>,
+    /// What the log last recorded (loaded at the first append of this lease), and whether
+    /// the log is still to begin.
+    logged: Option<(HashMap<String, String>, bool)>,
     /// The snapshot last logged: an unchanged one costs nothing.
     last: Option<Arc<Objects>>,
 }
@@ -50,14 +51,16 @@ impl<S: HistoryStore> ChangeLog<S> {
         {
             return Ok(0);
         }
-        let logged = match &mut self.logged {
+        let (logged, first) = match &mut self.logged {
             Some(l) => l,
             None => {
-                let l = self.store.logged_objects().await?.into_iter().collect();
-                self.logged.insert(l)
+                let l: HashMap<String, String> =
+                    self.store.logged_objects().await?.into_iter().collect();
+                let first = l.is_empty() && self.store.history_start().await?.is_none();
+                self.logged.insert((l, first))
             }
         };
-        let changes = history::changes(logged, &cluster.objects);
+        let changes = history::changes(logged, &cluster.objects, *first);
         let mut entries = Vec::with_capacity(changes.len());
         for (key, after, record) in &changes {
             let record = serde_json::to_string(record)
@@ -86,6 +89,7 @@ impl<S: HistoryStore> ChangeLog<S> {
                     None => logged.remove(&key),
                 };
             }
+            *first = false;
         }
         self.last = Some(cluster.objects.clone());
         Ok(n)

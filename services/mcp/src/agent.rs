@@ -42,15 +42,16 @@ use self::{
     args::spec_of,
     backend::Who,
     format::{
-        answer, decision_name, edge_row, edge_row_with_routes, id, in_namespace, rollout_json,
-        route_row, status_text,
+        answer, change_row, decision_name, edge_row, edge_row_with_routes, id, in_namespace,
+        rollout_json, route_row, status_text,
     },
     notify::{Subscriptions, graph_changes, known_resource, notify_subscribers},
 };
 pub use self::{
     args::{
-        AdvanceRolloutArgs, ApplyPlanArgs, AuditArgs, ExplainArgs, FailingArgs, GraphArgs,
-        NamespaceArgs, PlanArgs, ProposeArgs, RolloutArgs, StartRolloutArgs, WorkloadArgs,
+        AdvanceRolloutArgs, ApplyPlanArgs, AuditArgs, ChangedArgs, ExplainArgs, FailingArgs,
+        GraphArgs, NamespaceArgs, PlanArgs, ProposeArgs, RolloutArgs, StartRolloutArgs,
+        WorkloadArgs,
     },
     backend::Backend,
 };
@@ -184,6 +185,14 @@ impl MeshAgent {
                 }
             },
         };
+        let at =
+            a.at.as_deref()
+                .map(|t| {
+                    mesh_prometheus::parse_moment(t, std::time::SystemTime::now())
+                        .map(mesh_proto::timestamp_to_pb)
+                        .map_err(|e| format!("at: {e}"))
+                })
+                .transpose()?;
         let v = self
             .backend
             .view(
@@ -194,6 +203,7 @@ impl MeshAgent {
                     tls,
                     min_rps: a.min_rps.unwrap_or(0.0),
                     include_policies: false,
+                    at,
                 },
             )
             .await
@@ -234,6 +244,9 @@ impl MeshAgent {
             "denied_edges": denied,
             "stale_sources": stale,
         });
+        if let Some(p) = &v.point {
+            out["point_in_time"] = serde_json::to_value(p).unwrap_or_default();
+        }
         if a.full {
             let max = a.max_edges.unwrap_or(DEFAULT_MAX_EDGES).max(1);
             out["edge_list"] = edges
@@ -253,6 +266,85 @@ impl MeshAgent {
                 .take(10)
                 .map(|e| edge_row(&pb::Edge::from(*e)))
                 .collect();
+        }
+        Ok(answer(summary, out))
+    }
+
+    #[tool(
+        description = "What changed in the mesh between two moments: edges that appeared or \
+            vanished, edges that lost or gained mTLS, policy verdicts that turned, success \
+            rate, p99 or traffic that regressed, and the Kubernetes objects (policy, \
+            workloads, namespaces) created, changed or deleted in between with who requested \
+            and approved each change, earliest first. Give since (e.g. 1h) or from and to \
+            (RFC 3339 in UTC, or a duration ago like -2h). Optionally namespaces. The first \
+            question of an incident: what changed?",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn what_changed(
+        &self,
+        Parameters(a): Parameters<ChangedArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let now = std::time::SystemTime::now();
+        let moment = |field: &str, v: &str| {
+            mesh_prometheus::parse_moment(v, now)
+                .map(mesh_proto::timestamp_to_pb)
+                .map_err(|e| format!("{field}: {e}"))
+        };
+        let from = match (a.since.as_deref(), a.from.as_deref()) {
+            (Some(_), Some(_)) => return Err("give since or from, not both".into()),
+            (None, None) => return Err("give since (e.g. 1h) or from".into()),
+            (Some(s), None) => mesh_proto::timestamp_to_pb(
+                now - mesh_prometheus::parse_since(s).map_err(|e| format!("since: {e}"))?,
+            ),
+            (None, Some(f)) => moment("from", f)?,
+        };
+        let to = a.to.as_deref().map(|t| moment("to", t)).transpose()?;
+        let d = self
+            .backend
+            .diff(
+                &self.who(&ctx),
+                pb::DiffMeshGraphRequest {
+                    from: Some(from),
+                    to,
+                    namespaces: a.namespaces,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|s| status_text(&s))?;
+        let changes: Vec<mesh_model::history::Change> = d
+            .changes
+            .into_iter()
+            .map(mesh_model::history::Change::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the diff could not be read: {e}"))?;
+        let max = a.max_changes.unwrap_or(100).max(1);
+        let count = |label: &str| changes.iter().filter(|c| c.what.label() == label).count();
+        let summary = format!(
+            "{} changes: {} object changes, {} edges added, {} removed, {} TLS changes, {} \
+             verdict changes, {} regressions",
+            changes.len(),
+            count("object"),
+            count("edge-added"),
+            count("edge-removed"),
+            count("tls"),
+            count("verdict"),
+            count("regression")
+        );
+        let mut out = json!({
+            "from": d.from.map(|t| crate::past::rfc3339(mesh_proto::timestamp_from_pb(&t).unwrap_or(now))),
+            "to": d.to.map(|t| crate::past::rfc3339(mesh_proto::timestamp_from_pb(&t).unwrap_or(now))),
+            "changes": changes.iter().take(max).map(change_row).collect::<Vec<_>>(),
+            "from_point": serde_json::to_value(&d.from_point).unwrap_or_default(),
+            "to_point": serde_json::to_value(&d.to_point).unwrap_or_default(),
+        });
+        if changes.len() > max {
+            out["note"] = json!(format!(
+                "showing the earliest {max} of {} changes; narrow the span or namespaces, or \
+                 raise max_changes",
+                changes.len()
+            ));
         }
         Ok(answer(summary, out))
     }

@@ -222,6 +222,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let mut registry = prometheus_client::registry::Registry::default();
     let collector_metrics = mesh_collector::run::Metrics::default();
     let mut plans = crate::agent::Plans::memory();
+    let changes;
     if args.embedded_collector {
         let source = args.collect.source("--embedded-collector").map_err(usage)?;
         let store = mesh_store::MemoryStore::new(1000);
@@ -238,6 +239,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             collector_metrics,
             std::future::pending(),
         ));
+        changes = mesh_store::Backend::Memory(Arc::new(store.clone()));
         tokio::spawn(crate::follow(store, tx, history.clone()));
     } else {
         let store = args
@@ -248,6 +250,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         let store = Arc::new(store);
         // Replicas share MCP plans through the store, so any of them can apply one.
         plans = crate::agent::Plans::Redis(store.clone());
+        changes = mesh_store::Backend::Redis(store.clone());
         tokio::spawn(crate::follow(store, tx, history.clone()));
     }
 
@@ -273,7 +276,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let service = GraphService::new(rx.clone(), history, args.heartbeat)
         .with_applier(applier)
         .with_prometheus(args.collect.prometheus_url.clone())
-        .with_rollouts(plans.clone());
+        .with_rollouts(plans.clone())
+        .with_history(changes);
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await

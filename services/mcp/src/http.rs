@@ -21,6 +21,7 @@ pub(crate) fn routes(
 ) -> Router {
     Router::new()
         .route("/v1/graph", get(http_graph))
+        .route("/v1/diff", get(http_diff))
         .with_state((service.clone(), auth.clone()))
         .merge(mcp_router(args, service, auth, plans))
 }
@@ -110,6 +111,76 @@ struct GraphQuery {
     tls: Option<String>,
     min_rps: Option<f64>,
     include_policies: Option<bool>,
+    /// A past moment: RFC 3339, or a duration ago (`-1h`).
+    at: Option<String>,
+}
+
+/// Refuses a request without a token the service accepts (401, or 503 when the token cannot
+/// be checked now).
+async fn authenticate(
+    auth: Option<&Authenticator>,
+    headers: &HeaderMap,
+) -> Result<(), axum::response::Response> {
+    let Some(a) = auth else {
+        return Ok(());
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    a.authenticate(header).await.map(|_| ()).map_err(|s| {
+        let code = if s.code() == tonic::Code::Unavailable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        (code, format!("{}\n", s.message())).into_response()
+    })
+}
+
+/// A gRPC status as the HTTP answer with the same meaning.
+fn status_response(s: &tonic::Status) -> axum::response::Response {
+    let code = match s.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, format!("{}\n", s.message())).into_response()
+}
+
+fn bad_request(why: String) -> axum::response::Response {
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(v).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn namespaces(q: Option<String>) -> Vec<String> {
+    q.map(|n| n.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A moment from a query parameter, as a wire timestamp.
+fn moment(
+    field: &str,
+    v: Option<&str>,
+    now: std::time::SystemTime,
+) -> Result<Option<pbjson_types::Timestamp>, axum::response::Response> {
+    v.filter(|v| !v.is_empty())
+        .map(|v| {
+            mesh_prometheus::parse_moment(v, now)
+                .map(mesh_proto::timestamp_to_pb)
+                .map_err(|e| bad_request(format!("{field}: {e}")))
+        })
+        .transpose()
 }
 
 async fn http_graph(
@@ -117,56 +188,79 @@ async fn http_graph(
     headers: HeaderMap,
     Query(q): Query<GraphQuery>,
 ) -> axum::response::Response {
-    if let Some(a) = auth {
-        let header = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(s) = a.authenticate(header).await {
-            let code = if s.code() == tonic::Code::Unavailable {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            return (code, format!("{}\n", s.message())).into_response();
-        }
+    if let Err(r) = authenticate(auth.as_ref(), &headers).await {
+        return r;
     }
     let tls = match q.tls.as_deref() {
         None | Some("") => 0,
         Some(t) => match mesh_proto::pb::TlsStatus::from_str_name(&t.to_ascii_uppercase()) {
             Some(v) => v as i32,
-            None => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN\n"),
-                )
-                    .into_response();
-            }
+            None => return bad_request(format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN")),
         },
     };
+    let at = match moment("at", q.at.as_deref(), std::time::SystemTime::now()) {
+        Ok(at) => at,
+        Err(r) => return r,
+    };
     let req = mesh_proto::pb::GetMeshGraphRequest {
-        namespaces: q
-            .namespaces
-            .map(|n| n.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
+        namespaces: namespaces(q.namespaces),
         workload: q.workload.unwrap_or_default(),
         tls,
         min_rps: q.min_rps.unwrap_or(0.0),
         include_policies: q.include_policies.unwrap_or(false),
+        at,
     };
     match svc.view(req).await {
-        Ok(v) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&v.to_pb()).unwrap_or_default(),
-        )
-            .into_response(),
-        Err(s) => {
-            let code = match s.code() {
-                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                tonic::Code::NotFound => StatusCode::NOT_FOUND,
-                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (code, format!("{}\n", s.message())).into_response()
-        }
+        Ok(v) => json(&v.to_pb()),
+        Err(s) => status_response(&s),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DiffQuery {
+    /// How far back from now (`1h`); instead of `from`.
+    since: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    namespaces: Option<String>,
+    include_graphs: Option<bool>,
+}
+
+/// `GET /v1/diff?since=1h` or `?from=..&to=..`: `DiffMeshGraph` as JSON.
+async fn http_diff(
+    State((svc, auth)): State<(GraphService, Option<Authenticator>)>,
+    headers: HeaderMap,
+    Query(q): Query<DiffQuery>,
+) -> axum::response::Response {
+    if let Err(r) = authenticate(auth.as_ref(), &headers).await {
+        return r;
+    }
+    let now = std::time::SystemTime::now();
+    let from = match (q.since.as_deref(), q.from.as_deref()) {
+        (Some(_), Some(_)) => return bad_request("give since or from, not both".into()),
+        (None, None) => return bad_request("give since (e.g. 1h) or from".into()),
+        (Some(s), None) => match mesh_prometheus::parse_since(s) {
+            Ok(d) => Some(mesh_proto::timestamp_to_pb(now - d)),
+            Err(e) => return bad_request(format!("since: {e}")),
+        },
+        (None, Some(f)) => match moment("from", Some(f), now) {
+            Ok(f) => f,
+            Err(r) => return r,
+        },
+    };
+    let to = match moment("to", q.to.as_deref(), now) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let req = mesh_proto::pb::DiffMeshGraphRequest {
+        from,
+        to,
+        namespaces: namespaces(q.namespaces),
+        include_graphs: q.include_graphs.unwrap_or(false),
+        ..Default::default()
+    };
+    match svc.diff(req).await {
+        Ok(d) => json(&d),
+        Err(s) => status_response(&s),
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 mod follower;
 mod http;
 pub mod oauth;
+mod past;
 pub mod rollout;
 mod service;
 pub mod spec;

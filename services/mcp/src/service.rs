@@ -30,6 +30,8 @@ pub struct GraphView {
     pub graph: Arc<MeshGraph>,
     /// Its sources' health, with the store's while it is down.
     pub sources: Vec<SourceHealth>,
+    /// For a graph of a past moment: how it was made.
+    pub point: Option<pb::PointInTime>,
 }
 
 impl GraphView {
@@ -37,6 +39,7 @@ impl GraphView {
     pub fn to_pb(&self) -> pb::MeshGraph {
         let mut out = pb::MeshGraph::from(&*self.graph);
         out.sources = self.sources.iter().map(Into::into).collect();
+        out.point_in_time.clone_from(&self.point);
         out
     }
 }
@@ -58,6 +61,8 @@ pub struct GraphService {
     pub(crate) rollouts: mesh_store::Backend,
     /// The time rollouts are stamped and gated with.
     pub(crate) clock: crate::rollout::SharedClock,
+    /// The collector's change log, for graphs of past moments and diffs.
+    pub(crate) past: Option<crate::past::Past>,
 }
 
 impl GraphService {
@@ -78,6 +83,7 @@ impl GraphService {
             prometheus: None,
             rollouts: mesh_store::Backend::memory(),
             clock: crate::rollout::SharedClock::default(),
+            past: None,
         };
         s.encode_each_version();
         s
@@ -110,6 +116,119 @@ impl GraphService {
     pub fn with_prometheus(mut self, url: Option<String>) -> Self {
         self.prometheus = url;
         self
+    }
+
+    /// Reads the collector's change log from `store`, for graphs of past moments (`at`) and
+    /// diffs.
+    pub fn with_history(mut self, store: mesh_store::Backend) -> Self {
+        self.past = Some(crate::past::Past { store });
+        self
+    }
+
+    /// The metrics window of past graphs: the served graph's, so a past graph reads as the
+    /// collector built it then.
+    fn window(&self) -> Duration {
+        self.graph
+            .borrow()
+            .as_ref()
+            .map_or(Duration::from_secs(60), |g| g.window)
+    }
+
+    fn past(&self, what: &str) -> Result<&crate::past::Past, Status> {
+        self.past.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "{what}: this mesh-mcp keeps no history (it reads no change log)"
+            ))
+        })
+    }
+
+    /// The graph at `at`, filtered as `r` says.
+    async fn view_at(
+        &self,
+        r: pb::GetMeshGraphRequest,
+        at: &pbjson_types::Timestamp,
+    ) -> Result<GraphView, Status> {
+        let at = mesh_proto::timestamp_from_pb(at)
+            .map_err(|e| Status::invalid_argument(format!("at: {e}")))?;
+        let f = filter(
+            r.namespaces,
+            &r.workload,
+            r.tls,
+            r.min_rps,
+            r.include_policies,
+        )?;
+        let past = self.past("at")?;
+        let prom = crate::past::source_at(
+            self.prometheus.as_deref(),
+            self.window(),
+            "at",
+            at,
+            std::time::SystemTime::now(),
+        )
+        .await?;
+        let p = past.graph_at(&prom, at, &f).await?;
+        Ok(GraphView {
+            sources: p.graph.sources.clone(),
+            graph: Arc::new(p.graph),
+            point: Some(p.point),
+        })
+    }
+
+    /// What changed between two moments (`DiffMeshGraph`).
+    pub async fn diff(&self, r: pb::DiffMeshGraphRequest) -> Result<pb::MeshGraphDiff, Status> {
+        let now = std::time::SystemTime::now();
+        let from = r
+            .from
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("from: required (the earlier moment)"))
+            .and_then(|t| {
+                mesh_proto::timestamp_from_pb(t)
+                    .map_err(|e| Status::invalid_argument(format!("from: {e}")))
+            })?;
+        let to = match &r.to {
+            Some(t) => mesh_proto::timestamp_from_pb(t)
+                .map_err(|e| Status::invalid_argument(format!("to: {e}")))?,
+            None => now,
+        };
+        if from >= to {
+            return Err(Status::invalid_argument(format!(
+                "from ({}) is not before to ({})",
+                crate::past::rfc3339(from),
+                crate::past::rfc3339(to)
+            )));
+        }
+        let defaults = mesh_model::history::Thresholds::default();
+        let pick = |v: f64, field: &str, d: f64| -> Result<f64, Status> {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: {v} is not a threshold (0 for the default)"
+                )));
+            }
+            Ok(if v == 0.0 { d } else { v })
+        };
+        let thresholds = mesh_model::history::Thresholds {
+            success_drop: pick(r.success_drop, "success_drop", defaults.success_drop)?,
+            p99_factor: pick(r.p99_factor, "p99_factor", defaults.p99_factor)?,
+            rps_share: pick(r.rps_share, "rps_share", defaults.rps_share)?,
+            ..defaults
+        };
+        let f = filter(r.namespaces, "", 0, 0.0, true)?;
+        let past = self.past("from")?;
+        let window = self.window();
+        let prometheus = self.prometheus.as_deref();
+        let prom = crate::past::source_at(prometheus, window, "from", from, now).await?;
+        crate::past::source_at(prometheus, window, "to", to, now).await?;
+        let (changes, a, b) = past.diff(&prom, from, to, &f, &thresholds).await?;
+        let graph = |g: &MeshGraph| r.include_graphs.then(|| pb::MeshGraph::from(g));
+        Ok(pb::MeshGraphDiff {
+            from: Some(mesh_proto::timestamp_to_pb(from)),
+            to: Some(mesh_proto::timestamp_to_pb(to)),
+            changes: changes.iter().map(Into::into).collect(),
+            from_graph: graph(&a.graph),
+            to_graph: graph(&b.graph),
+            from_point: Some(a.point),
+            to_point: Some(b.point),
+        })
     }
 
     /// Keeps staged rollouts in `store` (Redis: shared by replicas, kept across restarts).
@@ -256,7 +375,10 @@ impl GraphService {
 
     /// The graph `GetMeshGraph` would answer `r` with, not encoded: for in-process callers
     /// (MCP tools), which read a few figures of it. Views are shared per filter and version.
-    pub async fn view(&self, r: pb::GetMeshGraphRequest) -> Result<GraphView, Status> {
+    pub async fn view(&self, mut r: pb::GetMeshGraphRequest) -> Result<GraphView, Status> {
+        if let Some(at) = r.at.take() {
+            return self.view_at(r, &at).await;
+        }
         self.keyed_view(r).await.map(|(_, v)| v)
     }
 
@@ -296,7 +418,14 @@ impl GraphService {
         let graph = self.views.lock().await.view(&key, &f, &g);
         let store = self.history.store_health();
         let sources = graph.sources.iter().cloned().chain(store).collect();
-        Ok((key, GraphView { graph, sources }))
+        Ok((
+            key,
+            GraphView {
+                graph,
+                sources,
+                point: None,
+            },
+        ))
     }
 
     /// `view` (of filter `key`) encoded without its sources, once per version: a whole graph
@@ -611,10 +740,24 @@ impl MeshService for GraphService {
         &self,
         req: Request<pb::GetMeshGraphRequest>,
     ) -> Result<Response<EncodedGraph>, Status> {
-        let (key, v) = self.keyed_view(req.into_inner()).await?;
+        let req = req.into_inner();
+        if req.at.is_some() {
+            // A past graph is built for its one answer: nothing to share.
+            let v = self.view(req).await?;
+            let bytes = prost::Message::encode_to_vec(&v.to_pb());
+            return Ok(Response::new(EncodedGraph::new(bytes.into(), Vec::new())));
+        }
+        let (key, v) = self.keyed_view(req).await?;
         let graph = self.encoded(&key, &v.graph).await?;
         let sources = v.sources.iter().map(Into::into).collect();
         Ok(Response::new(EncodedGraph::new(graph, sources)))
+    }
+
+    async fn diff_mesh_graph(
+        &self,
+        req: Request<pb::DiffMeshGraphRequest>,
+    ) -> Result<Response<pb::MeshGraphDiff>, Status> {
+        self.diff(req.into_inner()).await.map(Response::new)
     }
 
     async fn apply_authorization_policy(

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesh_model::{Destination, MeshGraph, PolicyVerdict, TlsStatus};
 use mesh_prometheus::{PrometheusSource, parse_window};
 
+pub mod diff;
 pub mod rollout;
 
 /// Exit code for bad configuration (BSD `EX_USAGE`).
@@ -52,6 +53,10 @@ pub enum Command {
     /// seen no would-be denial for long enough; rollback at any time.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// What changed in the mesh between two moments, from mesh-mcp: edges added and removed,
+    /// TLS and verdict changes, regressions, and the Kubernetes objects changed in between
+    /// with who requested and approved each change, earliest first.
+    Diff(diff::DiffArgs),
 }
 
 /// `meshctl apply` flags.
@@ -256,6 +261,16 @@ pub struct GraphSource {
     /// Time limit for each Prometheus query.
     #[arg(long, env = "MESH_TIMEOUT", default_value = "10s", value_parser = parse_window)]
     pub timeout: Duration,
+    /// The graph as it was at this moment: RFC 3339 in UTC (`2026-12-07T10:32:00Z`) or a
+    /// duration ago (`-1h`). With --server, policy and workloads are replayed from the change
+    /// log; with --prometheus-url, only the metrics are of that moment.
+    #[arg(long, env = "MESH_AT", allow_hyphen_values = true, value_parser = parse_at)]
+    pub at: Option<SystemTime>,
+}
+
+/// A moment on the command line (see `mesh_prometheus::parse_moment`).
+pub(crate) fn parse_at(s: &str) -> Result<SystemTime, String> {
+    mesh_prometheus::parse_moment(s, SystemTime::now())
 }
 
 /// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
@@ -316,34 +331,55 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Command::Propose(p) => propose(p).await,
         Command::Apply(a) => apply(a).await,
         Command::Rollout(r) => rollout::rollout(r).await,
+        Command::Diff(d) => diff::diff(d).await,
     }
 }
 
 /// The graph from Prometheus or mesh-mcp, limited to the asked namespaces.
 async fn fetch(args: &GraphSource) -> Result<MeshGraph, Failure> {
+    fetch_with_point(args).await.map(|(g, _)| g)
+}
+
+/// [`fetch`], and for a graph of a past moment from mesh-mcp how it was made.
+async fn fetch_with_point(
+    args: &GraphSource,
+) -> Result<(MeshGraph, Option<mesh_proto::pb::PointInTime>), Failure> {
     Ok(match (&args.prometheus_url, &args.server) {
         (Some(url), _) => {
-            let source = PrometheusSource::new(url, args.window, args.timeout)
+            let mut source = PrometheusSource::new(url, args.window, args.timeout)
                 .map_err(|e| Failure::new(EXIT_USAGE, e))?;
-            source
-                .graph(SystemTime::now())
+            if let Some(at) = args.at {
+                source = source.at(at);
+            }
+            let g = source
+                .graph(args.at.unwrap_or_else(SystemTime::now))
                 .await
                 .map_err(|e| Failure::new(1, e))?
-                .filter_namespaces(&args.namespaces)
+                .filter_namespaces(&args.namespaces);
+            (g, None)
         }
         (None, Some(server)) => {
             let mut c = connect(server, args.timeout).await?;
             let req = mesh_proto::pb::GetMeshGraphRequest {
                 namespaces: args.namespaces.clone(),
+                at: args.at.map(mesh_proto::timestamp_to_pb),
                 ..Default::default()
             };
-            let g = c
-                .get_mesh_graph(with_token(req, args.token.as_deref(), Some(args.timeout))?)
+            // A past graph is built from Prometheus for this answer: allow it the time.
+            let limit = if args.at.is_some() {
+                args.timeout.max(Duration::from_secs(60))
+            } else {
+                args.timeout
+            };
+            let mut g = c
+                .get_mesh_graph(with_token(req, args.token.as_deref(), Some(limit))?)
                 .await
                 .map_err(|s| server_failure(server, &s))?
                 .into_inner();
-            mesh_model::MeshGraph::try_from(g)
-                .map_err(|e| Failure::new(1, format!("{server} answered an invalid graph: {e}")))?
+            let point = g.point_in_time.take();
+            let g = mesh_model::MeshGraph::try_from(g)
+                .map_err(|e| Failure::new(1, format!("{server} answered an invalid graph: {e}")))?;
+            (g, point)
         }
         (None, None) => unreachable!("clap requires one of --prometheus-url and --server"),
     })
@@ -527,11 +563,27 @@ async fn graph(args: GraphArgs) -> Result<(), Failure> {
             "-o png writes binary data: pass --out FILE or redirect standard output",
         ));
     }
-    let graph = fetch(&args.source).await?;
+    let (graph, point) = fetch_with_point(&args.source).await?;
     let width = (args.out.is_none() && std::io::stdout().is_terminal())
         .then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
         .flatten();
-    let bytes = render(&graph, args.output, width).map_err(|e| Failure::new(1, e))?;
+    let mut bytes = render(&graph, args.output, width).map_err(|e| Failure::new(1, e))?;
+    if let Some(p) = point {
+        match args.output {
+            Output::Json => {
+                let mut wire = mesh_proto::pb::MeshGraph::from(&graph);
+                wire.point_in_time = Some(p);
+                let mut s =
+                    serde_json::to_string_pretty(&wire).expect("proto JSON always serializes");
+                s.push('\n');
+                bytes = s.into_bytes();
+            }
+            Output::Table | Output::Wide => {
+                bytes.extend(diff::point_lines("graph", &p).into_bytes());
+            }
+            Output::Dot | Output::Svg | Output::Png => {}
+        }
+    }
     match &args.out {
         Some(path) => std::fs::write(path, &bytes)
             .map_err(|e| Failure::new(1, format!("cannot write {}: {e}", path.display()))),

@@ -5,7 +5,7 @@ fn the_cli_reference_is_current() {
     let bin = env!("CARGO_BIN_EXE_meshctl");
     mesh_testkit::check_cli_doc(bin, &[], "meshctl");
     for sub in [
-        "graph", "routes", "watch", "validate", "explain", "propose", "apply",
+        "graph", "routes", "watch", "validate", "explain", "propose", "apply", "diff",
     ] {
         mesh_testkit::check_cli_doc(bin, &[sub], &format!("meshctl-{sub}"));
     }

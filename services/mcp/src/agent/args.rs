@@ -23,6 +23,30 @@ pub struct GraphArgs {
     /// Cap on edges in a full answer (default 200).
     #[serde(default)]
     pub max_edges: Option<usize>,
+    /// The graph as it was at this moment instead of now: RFC 3339 in UTC
+    /// (`2026-12-07T10:32:00Z`) or a duration ago (`-1h`), within Prometheus's retention.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// The span of `what_changed`: `since` (a duration back from now), or `from` and `to`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ChangedArgs {
+    /// How far back from now, e.g. `1h`, `15m`, `2d`.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The earlier moment (instead of `since`): RFC 3339 in UTC or a duration ago (`-2h`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The later moment (default now): RFC 3339 in UTC or a duration ago.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Only these namespaces; empty: all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Most changes listed (default 100), the earliest first.
+    #[serde(default)]
+    pub max_changes: Option<usize>,
 }
 
 /// One workload, `namespace/name`.

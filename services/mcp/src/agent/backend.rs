@@ -69,15 +69,32 @@ impl Backend {
         match self {
             Self::Local(s) => s.view(req).await,
             Self::Remote { .. } => {
-                let g = self.graph(who, req).await?;
+                let mut g = self.graph(who, req).await?;
+                let point = g.point_in_time.take();
                 let graph = mesh_model::MeshGraph::try_from(g)
                     .map_err(|e| Status::internal(format!("the graph could not be read: {e}")))?;
                 Ok(crate::GraphView {
                     sources: graph.sources.clone(),
                     graph: Arc::new(graph),
+                    point,
                 })
             }
         }
+    }
+
+    pub(super) async fn diff(
+        &self,
+        who: &Who,
+        req: pb::DiffMeshGraphRequest,
+    ) -> Result<pb::MeshGraphDiff, Status> {
+        let mut r = self.request(who, req)?;
+        // A diff builds graphs to date its changes: more than one read's time.
+        r.set_timeout(Duration::from_secs(120));
+        match self {
+            Self::Local(s) => s.diff_mesh_graph(r).await,
+            Self::Remote { client, .. } => client.clone().diff_mesh_graph(r).await,
+        }
+        .map(tonic::Response::into_inner)
     }
 
     pub(super) async fn explain(

@@ -158,3 +158,26 @@ pub(super) fn rollout_json(r: &pb::Rollout) -> Value {
         "yaml": r.yaml,
     })
 }
+
+/// One change of `what_changed`: when, what kind, the sentence, and the fields to act on.
+pub(super) fn change_row(c: &mesh_model::history::Change) -> Value {
+    use mesh_model::history::ChangeKind as K;
+    let mut row = json!({
+        "at": crate::past::rfc3339(c.at),
+        "kind": c.what.label(),
+        "what": c.what.to_string(),
+    });
+    if let Some(e) = c.what.edge() {
+        row["from"] = json!(e.src.to_string());
+        row["to"] = json!(e.dst.to_string());
+    }
+    if let K::Object(o) = &c.what {
+        row["object"] = json!({
+            "kind": o.kind, "namespace": o.namespace, "name": o.name,
+            "operation": o.operation.as_str(), "resource_version": o.resource_version,
+            "field_manager": o.field_manager, "requested_by": o.requested_by, "via": o.via,
+            "approved_by": o.approved_by, "audit_id": o.audit_id, "diff": o.diff,
+        });
+    }
+    row
+}

@@ -30,6 +30,7 @@ pub(crate) async fn emojivoto_without_policy(tokens: &str) -> kube_sim::KubeSim 
 /// Serves `topology`'s graph, as `version`'s proxies report it, joined with `kube` (watched with
 /// `mcp-token`, which the seeded RBAC must let list and watch), to callers holding the tokens of
 /// `auth_csv`. Returns the gRPC address.
+#[allow(dead_code, reason = "each test file uses part of the common setup")]
 pub(crate) async fn serve_mcp(
     kube: &kube_sim::KubeSim,
     topology: &meshsim::Topology,
