@@ -117,6 +117,13 @@ pub enum Command {
         /// What to send.
         filter: AlertFilter,
     },
+    /// `diff <duration> [namespace]`: what changed in the mesh since then.
+    Diff {
+        /// How far back.
+        since: std::time::Duration,
+        /// Only this namespace.
+        namespace: Option<String>,
+    },
     /// `help`.
     Help,
 }
@@ -149,6 +156,10 @@ pub const USAGE: &[(&str, &str)] = &[
         "may src reach dst, and which policy says so",
     ),
     ("policy <ns/workload>", "the policy protecting a workload"),
+    (
+        "diff <duration> [namespace]",
+        "what changed since then (e.g. `diff 1h`): objects and who changed them, edges, TLS, verdicts, regressions, with a picture",
+    ),
     (
         "lockdown <namespace>[/<workload>] [since=7d]",
         "least-privilege policy proposed from observed traffic",
@@ -354,6 +365,24 @@ pub fn parse(text: &str) -> Result<Command, Usage> {
             };
             no_more(rest.get(1..).unwrap_or_default(), "graph")?;
             Ok(Command::Graph { namespace })
+        }
+        "diff" => {
+            let Some(d) = rest.first() else {
+                return Err(Usage::of("since when? e.g. `diff 1h`", "diff"));
+            };
+            let since = mesh_prometheus::parse_since(d).map_err(|e| Usage::of(e, "diff"))?;
+            let namespace = match rest.get(1) {
+                None => None,
+                Some(ns) if is_label(ns) => Some((*ns).to_owned()),
+                Some(ns) => {
+                    return Err(Usage::of(
+                        format!("`{}` is not a namespace name", clip(ns)),
+                        "diff",
+                    ));
+                }
+            };
+            no_more(rest.get(2..).unwrap_or_default(), "diff")?;
+            Ok(Command::Diff { since, namespace })
         }
         "edges" | "who-calls" | "routes" | "policy" => {
             let w = workload(rest.first().copied(), &verb_lc)?;

@@ -122,6 +122,7 @@ impl Mcp {
             Command::Failing { threshold } => self.failing(*threshold).await,
             Command::Explain { from, to, port } => self.explain(from, to, *port).await,
             Command::Policy(w) => self.policy(w).await,
+            Command::Diff { since, namespace } => self.diff(*since, namespace.as_deref()).await,
             Command::Lockdown {
                 namespace,
                 workload,
@@ -181,6 +182,91 @@ impl Mcp {
             Err(e) => r = r.note(format!("no picture: {e}")),
         }
         Ok(r.note(freshness(&g)))
+    }
+
+    /// What changed in the last `since`: a list read top to bottom in time, counts, and the
+    /// picture with added, removed and regressed edges and turned verdicts marked.
+    async fn diff(
+        &self,
+        since: std::time::Duration,
+        namespace: Option<&str>,
+    ) -> Result<Reply, McpError> {
+        let now = std::time::SystemTime::now();
+        let req = pb::DiffMeshGraphRequest {
+            from: Some(mesh_proto::timestamp_to_pb(now - since)),
+            namespaces: namespace.map(str::to_owned).into_iter().collect(),
+            include_graphs: true,
+            ..Default::default()
+        };
+        // A diff builds graphs to date its changes: the change deadline, not a read's.
+        let d = self
+            .client()
+            .diff_mesh_graph(self.change_request(req)?)
+            .await?
+            .into_inner();
+        let changes: Vec<mesh_model::history::Change> = d
+            .changes
+            .iter()
+            .cloned()
+            .map(mesh_model::history::Change::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| McpError::Unreadable(e.to_string()))?;
+        let scope = namespace.map_or_else(|| "the mesh".to_owned(), |n| format!("namespace {n}"));
+        let count = |label: &str| {
+            changes
+                .iter()
+                .filter(|c| c.what.label() == label)
+                .count()
+                .to_string()
+        };
+        let mut r = Reply::new(format!(
+            "What changed in {scope} in the last {}",
+            humantime::format_duration(since)
+        ))
+        .field("Objects changed", count("object"))
+        .field("Edges added", count("edge-added"))
+        .field("Edges removed", count("edge-removed"))
+        .field("TLS changes", count("tls"))
+        .field("Verdict changes", count("verdict"))
+        .field("Regressions", count("regression"));
+        if changes.is_empty() {
+            r = r.text("Nothing changed.");
+        } else {
+            if changes.iter().any(|c| {
+                matches!(
+                    c.what.label(),
+                    "tls" | "verdict" | "regression" | "edge-removed"
+                )
+            }) {
+                r.tone = Tone::Warn;
+            }
+            let lines: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{}  {}", humantime::format_rfc3339_seconds(c.at), c.what))
+                .collect();
+            r = r.code(lines.join("\n"), "changes.txt");
+        }
+        let graph = |g: &Option<pb::MeshGraph>| {
+            MeshGraph::try_from(g.clone().unwrap_or_default())
+                .map_err(|e| McpError::Unreadable(e.to_string()))
+        };
+        match mesh_render::diff_png(&graph(&d.from_graph)?, &graph(&d.to_graph)?, &changes) {
+            Ok(png) => {
+                r.image = Some(File {
+                    name: "mesh-diff.png".into(),
+                    bytes: png,
+                });
+            }
+            Err(e) => r = r.note(format!("no picture: {e}")),
+        }
+        for (end, p) in [("start", &d.from_point), ("end", &d.to_point)] {
+            if let Some(p) = p
+                && !p.objects_exact
+            {
+                r = r.note(format!("At the {end}: {}", p.objects_note));
+            }
+        }
+        Ok(r)
     }
 
     /// The graph around workload `w`, or the refusal to answer when the mesh does not know it.

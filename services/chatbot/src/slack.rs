@@ -410,6 +410,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Alerts { .. } => "alerts",
         Command::Lockdown { .. } => "lockdown",
         Command::Rollout(_) => "rollout",
+        Command::Diff { .. } => "diff",
         Command::Help => "help",
     }
 }

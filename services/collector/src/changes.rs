@@ -38,10 +38,12 @@ impl<S: HistoryStore> ChangeLog<S> {
     }
 
     /// Logs what changed in `cluster` since the log's last record; how many changes. Nothing
-    /// is logged from a cluster that is not fully listed: a kind not listed yet would read as
-    /// every one of its objects deleted.
+    /// is logged before the cluster was listed (every object would read as deleted). A kind
+    /// this collector may not list reads as empty: a leader with fewer rights than the last
+    /// would log that kind's objects deleted, so give every replica the same RBAC (the chart
+    /// does).
     pub async fn record(&mut self, cluster: &Cluster) -> Result<usize, StoreError> {
-        if !cluster.health.ok {
+        if cluster.objects.is_empty() && !cluster.health.ok {
             return Ok(0);
         }
         if self

@@ -85,6 +85,7 @@ async fn start(tweak: fn(Applier) -> Applier) -> Env {
         mcp_tokens: MCP_TOKENS.into(),
         heartbeat: Duration::from_secs(30),
         tweak,
+        prometheus_url: None,
     })
     .await;
     h.kube.load_yaml(EDITORS).await.unwrap();

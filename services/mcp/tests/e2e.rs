@@ -1490,6 +1490,9 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             ["start_rollout", {"namespace": "emojivoto"}],
             ["get_rollout", {"id": "emojivoto-00000000"}],
             ["advance_rollout", {"id": "emojivoto-00000000", "action": "sideways"}],
+            ["what_changed", {"since": "10m", "namespaces": ["booksapp"]}],
+            ["get_mesh_graph", {"at": "-2s"}],
+            ["what_changed", {"since": "10m", "from": "-1h"}],
         ],
     }))
     .await;
@@ -1514,6 +1517,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             "plan_http_route",
             "propose_policy",
             "start_rollout",
+            "what_changed",
             "who_calls"
         ]
     );
@@ -1682,6 +1686,60 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
         applied.metadata.annotations.unwrap()["linkerd-mcp.io/requested-by"],
         "admin"
     );
+    // What changed: the plan applied above, with who asked for it (the change log follows the
+    // cluster within a rebuild, about a second, so `GET /v1/diff` is asked until it shows);
+    // a graph of a moment ago, saying how it was made; a question with two starts, refused.
+    assert_eq!(calls[17]["is_error"], false, "{}", calls[17]);
+    assert!(call(17)["changes"].is_array(), "{}", call(17));
+    let diff = format!(
+        "http://127.0.0.1:{}/v1/diff?since=10m&namespaces=booksapp",
+        mcp.http
+    );
+    let logged = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let d: serde_json::Value = reqwest::Client::new()
+                .get(&diff)
+                .bearer_auth("adm1n")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            d["changes"]
+                .as_array()?
+                .iter()
+                .find(|c| c["object"]["name"] == "books-policy")
+                .cloned()
+        },
+    )
+    .await
+    .expect("the applied plan in the change log");
+    assert_eq!(
+        (
+            logged["object"]["operation"].as_str(),
+            logged["object"]["requestedBy"].as_str()
+        ),
+        (Some("created"), Some("admin")),
+        "{logged}"
+    );
+    assert_eq!(calls[18]["is_error"], false, "{}", calls[18]);
+    assert!(
+        call(18)["point_in_time"]["metricsNote"]
+            .as_str()
+            .is_some_and(|n| n.contains("Prometheus")),
+        "{}",
+        call(18)
+    );
+    assert_eq!(calls[19]["is_error"], true);
+    assert!(
+        calls[19]["text"]
+            .as_str()
+            .unwrap()
+            .contains("give since or from, not both")
+    );
     assert_eq!(out["resources"][0], "mesh://graph");
     assert_eq!(out["graph_resource"]["edges"].as_array().unwrap().len(), 3);
     assert_eq!(out["prompts"][0], "audit-mesh");
@@ -1724,7 +1782,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     }))
     .await;
     let tools = out["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 10, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 11, "{:?}", tools.keys());
     assert!(tools.contains_key("get_rollout") && !tools.contains_key("advance_rollout"));
     assert!(!tools.contains_key("apply_plan"));
     assert_eq!(

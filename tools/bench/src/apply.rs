@@ -43,6 +43,7 @@ pub(crate) async fn run(n: usize) {
         mcp_tokens: "tok,admin,u,\"system:masters\"\n".into(),
         heartbeat: Duration::from_secs(60),
         tweak: |a| a,
+        prometheus_url: None,
     })
     .await;
     let (kube, addr) = (&h.kube, h.addr);

@@ -72,6 +72,7 @@ pub(crate) async fn run(n: usize) {
         mcp_tokens: format!("bot,{BOT},u\n"),
         heartbeat: Duration::from_secs(60),
         tweak: |a| a,
+        prometheus_url: None,
     })
     .await;
     let mcp_addr = h.addr;

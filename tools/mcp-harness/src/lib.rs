@@ -11,11 +11,11 @@ use std::{
 };
 
 use kube_sim::KubeSim;
-use mesh_collector::Publisher;
+use mesh_collector::{Publisher, changes::ChangeLog};
 use mesh_mcp::apply::{Applier, Delegation};
 use mesh_model::MetricTolerance;
 use mesh_policy::cluster::Cluster;
-use mesh_store::MemoryStore;
+use mesh_store::{GraphStore, MemoryStore, Retention};
 use tokio::sync::{Mutex, oneshot, watch};
 
 /// How to start one.
@@ -35,6 +35,9 @@ pub struct Options {
     pub heartbeat: Duration,
     /// Adjusts the apply pipeline (its test hooks); `|a| a` for none.
     pub tweak: fn(Applier) -> Applier,
+    /// linkerd-viz's Prometheus, for graphs of past moments and diffs (the cluster's changes
+    /// are logged as a collector logs them either way).
+    pub prometheus_url: Option<String>,
 }
 
 /// A running mcp service and the cluster behind it.
@@ -56,6 +59,21 @@ impl Drop for McpHarness {
             let _ = s.send(());
         }
     }
+}
+
+/// Logs every change of the cluster to the change log, as the leading collector does.
+fn log_changes(mut log: ChangeLog<Arc<MemoryStore>>, mut cluster: watch::Receiver<Arc<Cluster>>) {
+    tokio::spawn(async move {
+        loop {
+            let now = cluster.borrow_and_update().clone();
+            if let Err(e) = log.record(&now).await {
+                tracing::warn!(error = %e, "could not log the cluster's changes");
+            }
+            if cluster.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// The workspace root.
@@ -85,16 +103,26 @@ impl McpHarness {
             .expect("the cluster is indexed within 20 s")
             .expect("the cluster watch runs");
         let store = Arc::new(MemoryStore::new(100));
-        let publisher = Publisher::start(store.clone(), MetricTolerance::default())
+        // The harness leads for as long as it runs, as the one collector would.
+        let lease = store
+            .acquire("mcp-harness", Duration::from_secs(86_400), 0)
             .await
-            .expect("an in-process store");
+            .expect("an in-process store")
+            .expect("a free lease");
+        let publisher = Publisher::lead(store.clone(), &lease, MetricTolerance::default());
+        log_changes(
+            ChangeLog::lead(store.clone(), &lease, Retention::default()),
+            cluster.clone(),
+        );
         let (tx, mut rx) = watch::channel(None);
         let history = mesh_mcp::History::default();
-        tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
+        tokio::spawn(mesh_mcp::follow(store.clone(), tx, history.clone()));
         let applier = Applier::new(config, o.delegation, cluster.clone(), rx.clone()).map(o.tweak);
         let kept = applier.as_ref().ok().cloned();
-        let service =
-            mesh_mcp::GraphService::new(rx.clone(), history, o.heartbeat).with_applier(applier);
+        let service = mesh_mcp::GraphService::new(rx.clone(), history, o.heartbeat)
+            .with_applier(applier)
+            .with_prometheus(o.prometheus_url.clone())
+            .with_history(mesh_store::Backend::Memory(store));
         let auth = mesh_mcp::TokenAuth::parse(&o.mcp_tokens).expect("a token file");
         let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -124,6 +152,11 @@ impl McpHarness {
             .expect("the graph is served within 10 s")
             .expect("the follower runs");
         h
+    }
+
+    /// The cluster as the service sees it, as it changes (for simulators that follow it).
+    pub fn cluster_watch(&self) -> watch::Receiver<Arc<Cluster>> {
+        self.cluster.clone()
     }
 
     /// Publishes the graph of `t` joined with the cluster as it is now; returns the version

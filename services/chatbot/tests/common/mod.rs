@@ -72,6 +72,11 @@ pub fn root() -> PathBuf {
 
 impl World {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// As [`World::start`], with mesh-mcp reading `prometheus_url` for graphs of past moments.
+    pub async fn start_with(prometheus_url: Option<String>) -> Self {
         let topology = meshsim::builtin("emojivoto").unwrap();
         let mcp = McpHarness::start(Options {
             kube_tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
@@ -86,6 +91,7 @@ impl World {
             mcp_tokens: format!("bot-t,{BOT_SA},u3\n"),
             heartbeat: Duration::from_secs(2),
             tweak: |a| a,
+            prometheus_url,
         })
         .await;
         let world = Self {
