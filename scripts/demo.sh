@@ -142,6 +142,8 @@ try=(
   "$chat who-calls emojivoto/voting    # Slack: /mesh who-calls ..."
   "$chat --form docs/examples/chatbot/voting-from-web-only.yaml    # alice asks; a card with buttons"
   "$chat --user U0BOB --click approve:<id from the card>    # bob approves; applied as alice"
+  "$bin/meshctl diff $srv --since 5m    # what changed: the policies applied above with who asked and approved, the verdicts they turned"
+  "$chat diff 5m    # Slack: /mesh diff 5m, with the picture of the difference"
   "$bin/chatsim discord --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --seed $seed tls"
   "curl -s 127.0.0.1:$chat_port/calls    # every Slack/Discord API call the bot made, alerts to C0MESH among them"
   "npx -y @modelcontextprotocol/inspector@2.12.0 --cli --tool-arg workload=emojivoto/voting --tool-name who_calls --method tools/call -- $bin/mesh-mcp stdio $srv    # MCP"

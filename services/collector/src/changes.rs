@@ -62,7 +62,11 @@ impl<S: HistoryStore> ChangeLog<S> {
                 self.logged.insert((l, first))
             }
         };
-        let changes = history::changes(logged, &cluster.objects, *first);
+        let changes = match &self.last {
+            // The log records the last snapshot: only what differs from it can have changed.
+            Some(last) => history::changes_since(logged, last, &cluster.objects),
+            None => history::changes(logged, &cluster.objects, *first),
+        };
         let mut entries = Vec::with_capacity(changes.len());
         for (key, after, record) in &changes {
             let record = serde_json::to_string(record)

@@ -8,6 +8,7 @@ mod apply;
 mod chat;
 mod collector;
 mod failover;
+mod history;
 mod propose;
 mod serve;
 mod soak;
@@ -229,6 +230,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "chat" => rt.block_on(chat::run(n)),
         "propose" => rt.block_on(propose::run(n)),
         "soak" => rt.block_on(soak::run(n)),
+        "history" => rt.block_on(history::run(n)),
         _ => return false,
     }
     true
@@ -262,6 +264,7 @@ fn main() {
         ("mcp", &[1_000][..]),
         ("chat", &[200][..]),
         ("propose", &[1_000][..]),
+        ("history", &[1_000, 10_000][..]),
         ("failover", &[20][..]),
     ] {
         for &n in sizes {

@@ -28,7 +28,7 @@ pub(crate) async fn serve(n: usize) {
     publisher.publish(build(&t)).await.expect("publish");
     let (tx, rx) = tokio::sync::watch::channel(None);
     // Announce the port only once the graph is loaded, so measurements start on a full server.
-    tokio::spawn(follow_and_serve(store, tx, rx, true).await);
+    tokio::spawn(follow_and_serve(store, tx, rx, true, None).await);
     let flip = t
         .edges
         .iter()
@@ -258,7 +258,9 @@ pub(crate) async fn serve_prom() {
         std::future::pending(),
     ));
     let (tx, rx) = tokio::sync::watch::channel(None);
-    follow_and_serve(store, tx, rx, false).await.await;
+    // Graphs of past moments read this Prometheus too (no cluster, so no change log).
+    let past = Some((url, mesh_store::Backend::Memory(store.clone())));
+    follow_and_serve(store, tx, rx, false, past).await.await;
 }
 
 /// The child's server: follows `store`, serves gRPC on a free port and prints `port=N` (once
@@ -268,6 +270,7 @@ async fn follow_and_serve(
     tx: tokio::sync::watch::Sender<Option<Arc<mesh_model::MeshGraph>>>,
     rx: mesh_mcp::GraphWatch,
     wait: bool,
+    past: Option<(String, mesh_store::Backend)>,
 ) -> impl Future<Output = ()> {
     let history = mesh_mcp::History::default();
     tokio::spawn(mesh_mcp::follow(store, tx, history.clone()));
@@ -278,7 +281,12 @@ async fn follow_and_serve(
             .expect("follower runs");
     }
     let routes = mesh_mcp::grpc_routes(
-        mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
+        match past {
+            Some((url, log)) => mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60))
+                .with_prometheus(Some(url))
+                .with_history(log),
+            None => mesh_mcp::GraphService::new(rx, history, Duration::from_secs(60)),
+        },
         None,
     )
     .await;
@@ -387,13 +395,28 @@ pub(crate) async fn prom_get(n: usize) {
         .apply(&g);
         direct.push(start.elapsed());
     }
+    // The graph of a moment ago (GetMeshGraph at): the same Prometheus read, at that time.
+    let mut past = Vec::new();
+    for _ in 0..3 {
+        let req = pb::GetMeshGraphRequest {
+            at: Some(mesh_proto::timestamp_to_pb(
+                SystemTime::now() - Duration::from_secs(30),
+            )),
+            ..Default::default()
+        };
+        let mut r = tonic::Request::new(req);
+        r.set_timeout(Duration::from_secs(120));
+        let start = Instant::now();
+        c.get_mesh_graph(r).await.expect("get at");
+        past.push(start.elapsed());
+    }
     let (fp50, dp50, wp50) = (
         pct(times.clone(), 0.5),
         pct(direct.clone(), 0.5),
         pct(whole.clone(), 0.5),
     );
     println!(
-        "series={} warm_s={:.0} filtered_p50_ms={fp50:.3} filtered_p99_ms={:.3} filtered_bytes={} whole_p50_ms={wp50:.1} whole_p99_ms={:.1} whole_bytes={} prometheus_p50_ms={dp50:.0} prometheus_p99_ms={:.0} ratio_filtered={:.0}x ratio_whole={:.0}x server_rss_mib={:.1}",
+        "series={} warm_s={:.0} filtered_p50_ms={fp50:.3} filtered_p99_ms={:.3} filtered_bytes={} whole_p50_ms={wp50:.1} whole_p99_ms={:.1} whole_bytes={} prometheus_p50_ms={dp50:.0} prometheus_p99_ms={:.0} ratio_filtered={:.0}x ratio_whole={:.0}x at_p50_ms={:.0} at_max_ms={:.0} server_rss_mib={:.1}",
         series(&prom.url).await,
         warm.as_secs_f64(),
         pct(times, 0.99),
@@ -403,6 +426,8 @@ pub(crate) async fn prom_get(n: usize) {
         pct(direct, 0.99),
         dp50 / fp50,
         dp50 / wp50,
+        pct(past.clone(), 0.5),
+        pct(past, 1.0),
         rss_mib(child.0.id())
     );
 }
