@@ -171,12 +171,19 @@ fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
 }
 
 fn system_time(t: &pbjson_types::Timestamp) -> Result<SystemTime, InvalidMessage> {
-    let secs = u64::try_from(t.seconds).map_err(|_| InvalidMessage::Invalid {
+    let invalid = |reason: &str| InvalidMessage::Invalid {
         field: "timestamp",
-        reason: "before 1970".into(),
-    })?;
-    let nanos = u32::try_from(t.nanos).unwrap_or(0);
-    Ok(UNIX_EPOCH + Duration::new(secs, nanos))
+        reason: reason.into(),
+    };
+    let secs = u64::try_from(t.seconds).map_err(|_| invalid("before 1970"))?;
+    // Timestamps of callers are input: out of range is an answer, never a panic.
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| invalid("nanos outside 0..1e9"))?;
+    UNIX_EPOCH
+        .checked_add(Duration::new(secs, nanos))
+        .ok_or_else(|| invalid("too far in the future"))
 }
 
 // === WorkloadRef, Workload ===
@@ -815,4 +822,9 @@ impl TryFrom<pb::GraphChange> for model::history::Change {
         };
         Ok(Self { at, what })
     }
+}
+
+/// The changes of a diff as the model holds them, earliest first.
+pub fn diff_changes(d: &pb::MeshGraphDiff) -> Result<Vec<model::history::Change>, InvalidMessage> {
+    d.changes.iter().cloned().map(TryInto::try_into).collect()
 }

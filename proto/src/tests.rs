@@ -188,3 +188,24 @@ fn invalid_protocol_is_refused_with_the_field() {
         "field `edge.protocol`: \"udp\" is not one of http, grpc, tcp"
     );
 }
+
+#[test]
+fn a_caller_timestamp_out_of_range_is_an_error_not_a_panic() {
+    for (seconds, nanos) in [(-1, 0), (0, 1_000_000_000), (0, -1)] {
+        let t = pbjson_types::Timestamp { seconds, nanos };
+        assert!(crate::timestamp_from_pb(&t).is_err(), "{seconds}s {nanos}ns");
+    }
+    // The largest is a time (far in the future, which the service then refuses), not a panic.
+    let _ = crate::timestamp_from_pb(&pbjson_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 999_999_999,
+    });
+    let t = pbjson_types::Timestamp {
+        seconds: 1_796_639_520,
+        nanos: 5,
+    };
+    assert_eq!(
+        crate::timestamp_to_pb(crate::timestamp_from_pb(&t).unwrap()),
+        t
+    );
+}

@@ -56,7 +56,7 @@ pub struct ObjectChange {
     pub name: String,
     /// What happened.
     pub operation: Operation,
-    /// The object's resourceVersion after the change (before it, for a deletion).
+    /// The object's resourceVersion after the change (empty for a deletion).
     pub resource_version: String,
     /// The field manager of the last write (from `managedFields`), empty when unknown.
     pub field_manager: String,

@@ -31,8 +31,9 @@ pub const MAX_DIFF_LINES: usize = 20;
 const MAX_VALUE_CHARS: usize = 80;
 
 /// An object as the change log holds it: without what changes on every write or is not
-/// content (resourceVersion, generation, uid, creation time, managed fields, status, kubectl's
-/// last-applied copy of the spec), so a status update or a resync is not a change.
+/// content (resourceVersion, generation, uid, managed fields, status, kubectl's last-applied
+/// copy of the spec), so a status update or a resync is not a change. The creation time stays:
+/// it never changes, and of two Servers selecting the same port the older wins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {
     /// The logged form, as compact JSON (keys sorted: the same object gives the same text).
@@ -53,7 +54,6 @@ impl Logged {
                 "resourceVersion",
                 "generation",
                 "uid",
-                "creationTimestamp",
                 "managedFields",
                 "selfLink",
             ] {
@@ -135,7 +135,8 @@ pub struct Record {
     /// `created`, `changed`, `deleted`, or `listed` (in the log's first records: the object
     /// existed when the log began).
     pub op: String,
-    /// resourceVersion after the change (before it, for a deletion).
+    /// resourceVersion after the change (empty for a deletion: the watch's last version of a
+    /// deleted object is not kept).
     #[serde(default)]
     pub rv: String,
     /// Field manager of the write.

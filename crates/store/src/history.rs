@@ -79,12 +79,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn history_start(&self) -> impl Future<Output = Result<Option<SystemTime>>> + Send;
 }
 
-/// The stream id of the first change at or after `t` could have (`<ms>-0`).
-pub fn id_at(t: SystemTime) -> String {
+/// The stream id after every change appended in `t`'s millisecond: reading after it gives the
+/// changes that came after `t`.
+pub fn id_after(t: SystemTime) -> String {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    format!("{ms}-0")
+    format!("{ms}-{}", u64::MAX)
 }
 
 /// When a change with stream id `id` was appended.

@@ -145,7 +145,7 @@ for i = 5, #ARGV, 3 do
   end
 end
 local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
-  + redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[4]))
+  + redis.call('XTRIM', KEYS[1], 'MINID', '~', math.max(0, now - tonumber(ARGV[4])))
 if trimmed > 0 then
   -- Complete only from the oldest change kept on.
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)

@@ -204,13 +204,8 @@ impl Mcp {
             .diff_mesh_graph(self.change_request(req)?)
             .await?
             .into_inner();
-        let changes: Vec<mesh_model::history::Change> = d
-            .changes
-            .iter()
-            .cloned()
-            .map(mesh_model::history::Change::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(|e| McpError::Unreadable(e.to_string()))?;
+        let changes =
+            mesh_proto::diff_changes(&d).map_err(|e| McpError::Unreadable(e.to_string()))?;
         let scope = namespace.map_or_else(|| "the mesh".to_owned(), |n| format!("namespace {n}"));
         let count = |label: &str| {
             changes
@@ -258,6 +253,9 @@ impl Mcp {
                 });
             }
             Err(e) => r = r.note(format!("no picture: {e}")),
+        }
+        for n in &d.notes {
+            r = r.note(n.clone());
         }
         for (end, p) in [("start", &d.from_point), ("end", &d.to_point)] {
             if let Some(p) = p

@@ -137,10 +137,10 @@ async fn mesh_diff_lists_who_changed_what_then_what_broke_with_a_picture() {
         );
         let t = slack_text(call.json.as_ref().unwrap());
         last.lock().await.clone_from(&t);
-        (t.contains("plaintext") && t.contains("success rate")).then_some(t)
+        (t.contains("plaintext") && t.contains("success rate")).then_some((t, after))
     })
     .await;
-    let Some(text) = text else {
+    let Some((text, asked)) = text else {
         panic!(
             "the diff never showed the TLS change and the regression; last answer:\n{}",
             last.lock().await
@@ -161,10 +161,10 @@ async fn mesh_diff_lists_who_changed_what_then_what_broke_with_a_picture() {
         policy < tls && policy < regression,
         "earliest first:\n{text}"
     );
-    // The picture of the difference goes up with it.
+    // The picture of the difference goes up with that answer.
     let png = w
         .stand_in
-        .wait_for(0, WAIT, |c| {
+        .wait_for(asked, WAIT, |c| {
             c.path == "/api/files.getUploadURLExternal" && c.query.contains("mesh-diff.png")
         })
         .await
@@ -177,7 +177,6 @@ async fn mesh_diff_lists_who_changed_what_then_what_broke_with_a_picture() {
     assert!(bytes.files[0].1 > 1000, "{:?}", bytes.files);
 
     // Bad input: one clear answer.
-    let after = w.stand_in.last_seq().await;
     let (status, body) = bot
         .slack
         .command(
@@ -190,5 +189,4 @@ async fn mesh_diff_lists_who_changed_what_then_what_broke_with_a_picture() {
         .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("is not a duration"), "{body}");
-    let _ = after;
 }

@@ -37,11 +37,17 @@ impl<S: HistoryStore> ChangeLog<S> {
         }
     }
 
+    /// The epoch of the lease it writes under.
+    pub fn epoch(&self) -> u64 {
+        self.lease.epoch
+    }
+
     /// Logs what changed in `cluster` since the log's last record; how many changes. Nothing
-    /// is logged before the cluster was listed (every object would read as deleted). A kind
-    /// this collector may not list reads as empty: a leader with fewer rights than the last
-    /// would log that kind's objects deleted, so give every replica the same RBAC (the chart
-    /// does).
+    /// is logged before the cluster was listed (every object would read as deleted), and no
+    /// deletion while a watch is failing (a kind whose list failed reads as empty): those wait
+    /// for a healthy snapshot. A kind this collector may never list reads as empty: a leader
+    /// with fewer rights than the last would log its objects deleted, so give every replica
+    /// the same RBAC (the chart does).
     pub async fn record(&mut self, cluster: &Cluster) -> Result<usize, StoreError> {
         if cluster.objects.is_empty() && !cluster.health.ok {
             return Ok(0);
@@ -62,11 +68,19 @@ impl<S: HistoryStore> ChangeLog<S> {
                 self.logged.insert((l, first))
             }
         };
-        let changes = match &self.last {
+        let mut changes = match &self.last {
             // The log records the last snapshot: only what differs from it can have changed.
             Some(last) => history::changes_since(logged, last, &cluster.objects),
             None => history::changes(logged, &cluster.objects, *first),
         };
+        let deletions = changes
+            .iter()
+            .filter(|(_, after, _)| after.is_none())
+            .count();
+        let held_back = !cluster.health.ok && deletions > 0;
+        if held_back {
+            changes.retain(|(_, after, _)| after.is_some());
+        }
         let mut entries = Vec::with_capacity(changes.len());
         for (key, after, record) in &changes {
             let record = serde_json::to_string(record)
@@ -97,7 +111,9 @@ impl<S: HistoryStore> ChangeLog<S> {
             }
             *first = false;
         }
-        self.last = Some(cluster.objects.clone());
+        // With deletions held back, the next snapshot is compared with the whole log again, so
+        // they are found once the watches are healthy.
+        self.last = (!held_back).then(|| cluster.objects.clone());
         Ok(n)
     }
 }

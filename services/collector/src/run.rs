@@ -370,8 +370,18 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
         metrics.clone(),
         stopped,
     ));
+    // The change log is written by a task of its own, at each change of the cluster: a
+    // Prometheus read in progress must not delay (and misdate) what Kubernetes changed.
+    tokio::spawn(log_changes(
+        store.clone(),
+        held.clone(),
+        kubernetes.clone(),
+        history,
+        deadline.clone(),
+        metrics.clone(),
+        stop.subscribe(),
+    ));
     let mut publisher: Option<Publisher<S>> = None;
-    let mut changes: Option<ChangeLog<S>> = None;
     let mut held_open = true;
     let mut last: Option<Observation> = None;
     let mut prom_health = SourceHealth {
@@ -412,12 +422,8 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
                     l,
                     MetricTolerance::default(),
                 ));
-                changes = Some(ChangeLog::lead(store.clone(), l, history));
             }
-            (None, _) => {
-                publisher = None;
-                changes = None;
-            }
+            (None, _) => publisher = None,
         }
         let started = Instant::now();
         let now = SystemTime::now();
@@ -465,23 +471,6 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
             tracing::warn!("the lease is past its local deadline; not publishing");
             continue;
         }
-        if let Some(log) = changes.as_mut() {
-            match log.record(&cluster).await {
-                Ok(n) => {
-                    metrics.changes_logged.inc_by(n as u64);
-                }
-                Err(e @ StoreError::Fenced { .. }) => {
-                    metrics.fenced.inc();
-                    tracing::warn!(error = %e, "the store refused a change-log write: another replica leads");
-                    (publisher, changes) = (None, None);
-                    continue;
-                }
-                Err(e) => {
-                    metrics.history_errors.inc();
-                    tracing::warn!(error = %e, "could not append to the change log; will retry with the next build");
-                }
-            }
-        }
         let Some(p) = publisher.as_mut() else {
             continue;
         };
@@ -512,6 +501,59 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
         metrics
             .build_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// How soon a change-log append that failed is tried again when nothing else happens.
+const LOG_RETRY: Duration = Duration::from_secs(1);
+
+/// While this replica leads, logs every change of the cluster as it arrives; stops with the
+/// loop (`stop`) or when its sources close.
+async fn log_changes<S: HistoryStore + Clone>(
+    store: S,
+    mut held: watch::Receiver<Option<Lease>>,
+    mut cluster: watch::Receiver<Arc<Cluster>>,
+    keep: Retention,
+    deadline: watch::Receiver<Instant>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut log: Option<ChangeLog<S>> = None;
+    loop {
+        let lease = held.borrow_and_update().clone();
+        match (&lease, &log) {
+            (Some(l), Some(g)) if g.epoch() == l.epoch => {}
+            (Some(l), _) => log = Some(ChangeLog::lead(store.clone(), l, keep)),
+            (None, _) => log = None,
+        }
+        let mut failed = false;
+        // Past the local deadline the lease may be another's already: not a single write.
+        if let Some(g) = log.as_mut()
+            && Instant::now() < *deadline.borrow()
+        {
+            let now = cluster.borrow_and_update().clone();
+            match g.record(&now).await {
+                Ok(n) => {
+                    metrics.changes_logged.inc_by(n as u64);
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    metrics.fenced.inc();
+                    tracing::warn!(error = %e, "the store refused a change-log write: another replica leads");
+                    log = None;
+                }
+                Err(e) => {
+                    metrics.history_errors.inc();
+                    failed = true;
+                    tracing::warn!(error = %e, "could not append to the change log; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            r = cluster.changed() => if r.is_err() { return },
+            r = held.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(LOG_RETRY), if failed => {}
+        }
     }
 }
 

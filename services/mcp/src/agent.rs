@@ -286,20 +286,8 @@ impl MeshAgent {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, String> {
         let now = std::time::SystemTime::now();
-        let moment = |field: &str, v: &str| {
-            mesh_prometheus::parse_moment(v, now)
-                .map(mesh_proto::timestamp_to_pb)
-                .map_err(|e| format!("{field}: {e}"))
-        };
-        let from = match (a.since.as_deref(), a.from.as_deref()) {
-            (Some(_), Some(_)) => return Err("give since or from, not both".into()),
-            (None, None) => return Err("give since (e.g. 1h) or from".into()),
-            (Some(s), None) => mesh_proto::timestamp_to_pb(
-                now - mesh_prometheus::parse_since(s).map_err(|e| format!("since: {e}"))?,
-            ),
-            (None, Some(f)) => moment("from", f)?,
-        };
-        let to = a.to.as_deref().map(|t| moment("to", t)).transpose()?;
+        let (from, to) =
+            crate::past::span(a.since.as_deref(), a.from.as_deref(), a.to.as_deref(), now)?;
         let d = self
             .backend
             .diff(
@@ -313,12 +301,9 @@ impl MeshAgent {
             )
             .await
             .map_err(|s| status_text(&s))?;
-        let changes: Vec<mesh_model::history::Change> = d
-            .changes
-            .into_iter()
-            .map(mesh_model::history::Change::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("the diff could not be read: {e}"))?;
+        let notes = d.notes.clone();
+        let changes =
+            mesh_proto::diff_changes(&d).map_err(|e| format!("the diff could not be read: {e}"))?;
         let max = a.max_changes.unwrap_or(100).max(1);
         let count = |label: &str| changes.iter().filter(|c| c.what.label() == label).count();
         let summary = format!(
@@ -338,6 +323,7 @@ impl MeshAgent {
             "changes": changes.iter().take(max).map(change_row).collect::<Vec<_>>(),
             "from_point": serde_json::to_value(&d.from_point).unwrap_or_default(),
             "to_point": serde_json::to_value(&d.to_point).unwrap_or_default(),
+            "notes": notes,
         });
         if changes.len() > max {
             out["note"] = json!(format!(

@@ -142,7 +142,8 @@ fn status_response(s: &tonic::Status) -> axum::response::Response {
     let code = match s.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        // This server was not set up for it (e.g. no Prometheus for past graphs).
+        tonic::Code::FailedPrecondition => StatusCode::NOT_IMPLEMENTED,
         tonic::Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -235,25 +236,18 @@ async fn http_diff(
     if let Err(r) = authenticate(auth.as_ref(), &headers).await {
         return r;
     }
-    let now = std::time::SystemTime::now();
-    let from = match (q.since.as_deref(), q.from.as_deref()) {
-        (Some(_), Some(_)) => return bad_request("give since or from, not both".into()),
-        (None, None) => return bad_request("give since (e.g. 1h) or from".into()),
-        (Some(s), None) => match mesh_prometheus::parse_since(s) {
-            Ok(d) => Some(mesh_proto::timestamp_to_pb(now - d)),
-            Err(e) => return bad_request(format!("since: {e}")),
-        },
-        (None, Some(f)) => match moment("from", Some(f), now) {
-            Ok(f) => f,
-            Err(r) => return r,
-        },
-    };
-    let to = match moment("to", q.to.as_deref(), now) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let span = crate::past::span(
+        q.since.as_deref(),
+        q.from.as_deref(),
+        q.to.as_deref(),
+        std::time::SystemTime::now(),
+    );
+    let (from, to) = match span {
+        Ok(s) => s,
+        Err(e) => return bad_request(e),
     };
     let req = mesh_proto::pb::DiffMeshGraphRequest {
-        from,
+        from: Some(from),
         to,
         namespaces: namespaces(q.namespaces),
         include_graphs: q.include_graphs.unwrap_or(false),

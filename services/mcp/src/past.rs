@@ -11,7 +11,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use mesh_model::{
@@ -29,8 +29,10 @@ const SKEW: Duration = Duration::from_secs(5);
 pub(crate) const MAX_REPLAY: usize = 200_000;
 /// Changes read per store call.
 const PAGE: usize = 5_000;
-/// Most graphs built to date the changes of one diff.
+/// Most graphs built to date the changes of one diff, and the most time spent building them:
+/// what is left undated then is dated at the end of the span, and the answer says so.
 const MAX_PROBES: usize = 48;
+const PROBE_BUDGET: Duration = Duration::from_secs(60);
 /// Longest a Prometheus query of a past graph may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,12 +48,35 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// A graph at a moment, how it was made, and the object changes read on the way.
+/// A graph at a moment and how it was made.
 pub(crate) struct PastGraph {
+    /// The graph, filtered.
     pub(crate) graph: MeshGraph,
+    /// How exact each part is.
     pub(crate) point: pb::PointInTime,
-    /// Object changes after the moment, oldest first, with when each happened.
-    pub(crate) later: Vec<(SystemTime, Record)>,
+}
+
+/// What the change log says from one moment on, read once for every graph built from it.
+pub(crate) struct Timeline {
+    /// Since when the log is complete (`None`: no log).
+    start: Option<SystemTime>,
+    /// The objects as last logged.
+    current: HashMap<String, String>,
+    /// Every change after the moment it was read from, oldest first, with its time.
+    later: Vec<(SystemTime, Record)>,
+}
+
+impl Timeline {
+    /// The objects as they were at `at` (not before the moment the timeline was read from).
+    fn objects_at(&self, at: SystemTime) -> Vec<serde_json::Value> {
+        let undo: Vec<Record> = self
+            .later
+            .iter()
+            .filter(|(t, _)| *t > at)
+            .map(|(_, r)| r.clone())
+            .collect();
+        mesh_policy::history::objects_before(self.current.clone(), &undo)
+    }
 }
 
 /// Refuses a moment in the future or before Prometheus's retention.
@@ -84,7 +109,7 @@ async fn check_moment(
 impl Past {
     /// Every object change after `after`, oldest first, with its time.
     async fn changes_after(&self, after: SystemTime) -> Result<Vec<(SystemTime, Record)>, Status> {
-        let mut from = id_after(after);
+        let mut from = mesh_store::history::id_after(after);
         let mut out = Vec::new();
         loop {
             let page = self
@@ -113,28 +138,39 @@ impl Past {
         }
     }
 
-    /// The graph at `at` (a moment already checked), namespaces filtered as `filter` says.
-    pub(crate) async fn graph_at(
-        &self,
-        prom: &mesh_prometheus::PrometheusSource,
-        at: SystemTime,
-        filter: &GraphFilter,
-    ) -> Result<PastGraph, Status> {
-        let start = self
-            .store
-            .history_start()
-            .await
-            .map_err(|e| Status::unavailable(format!("the change log: {e}")))?;
-        let later = self.changes_after(at).await?;
+    /// The change log from `from` on.
+    pub(crate) async fn timeline(&self, from: SystemTime) -> Result<Timeline, Status> {
+        let unavailable =
+            |e: mesh_store::StoreError| Status::unavailable(format!("the change log: {e}"));
+        let start = self.store.history_start().await.map_err(unavailable)?;
+        // The objects first: a change appended after this read is read below too, and undoing
+        // it from the objects read here gives the same state as before it.
         let current: HashMap<String, String> = self
             .store
             .logged_objects()
             .await
-            .map_err(|e| Status::unavailable(format!("the change log: {e}")))?
+            .map_err(unavailable)?
             .into_iter()
             .collect();
-        let records: Vec<Record> = later.iter().map(|(_, r)| r.clone()).collect();
-        let objects = mesh_policy::history::objects_before(current, &records);
+        let later = self.changes_after(from).await?;
+        Ok(Timeline {
+            start,
+            current,
+            later,
+        })
+    }
+
+    /// The graph at `at` (a moment already checked, not before the timeline's), namespaces
+    /// filtered as `filter` says.
+    pub(crate) async fn graph_at(
+        &self,
+        timeline: &Timeline,
+        prom: &mesh_prometheus::PrometheusSource,
+        at: SystemTime,
+        filter: &GraphFilter,
+    ) -> Result<PastGraph, Status> {
+        let start = timeline.start;
+        let objects = timeline.objects_at(at);
         let (objects_exact, objects_note) = match start {
             None => (
                 false,
@@ -226,11 +262,7 @@ impl Past {
             history_start: start.map(mesh_proto::timestamp_to_pb),
             metrics_note,
         };
-        Ok(PastGraph {
-            graph,
-            point,
-            later,
-        })
+        Ok(PastGraph { graph, point })
     }
 
     /// What changed from `from` to `to` (moments already checked, `from < to`).
@@ -241,13 +273,19 @@ impl Past {
         to: SystemTime,
         filter: &GraphFilter,
         t: &Thresholds,
-    ) -> Result<(Vec<Change>, PastGraph, PastGraph), Status> {
+    ) -> Result<Diff, Status> {
+        // One diff at a time per replica: each reads Prometheus tens of times.
+        let _turn = DIFFS
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let timeline = self.timeline(from).await?;
         let (at_from, at_to) = (prom.clone().at(from), prom.clone().at(to));
         let (a, b) = tokio::try_join!(
-            self.graph_at(&at_from, from, filter),
-            self.graph_at(&at_to, to, filter)
+            self.graph_at(&timeline, &at_from, from, filter),
+            self.graph_at(&timeline, &at_to, to, filter)
         )?;
-        let mut changes: Vec<Change> = a
+        let mut changes: Vec<Change> = timeline
             .later
             .iter()
             // Pods come and go with every rollout: their workloads' changes say it. What
@@ -261,30 +299,66 @@ impl Past {
             })
             .collect();
         let found = history::graph_changes(&a.graph, &b.graph, t);
-        let mut probes: BTreeMap<SystemTime, Arc<MeshGraph>> = BTreeMap::new();
+        let mut probes = Probes {
+            graphs: BTreeMap::new(),
+            until: Instant::now() + PROBE_BUDGET,
+        };
+        let mut undated = 0;
         for c in found {
-            let at = self
-                .first_seen(prom, &c, &a.graph, (from, to), filter, t, &mut probes)
-                .await?;
+            let at = match self
+                .first_seen(
+                    &timeline,
+                    prom,
+                    &c,
+                    &a.graph,
+                    (from, to),
+                    filter,
+                    t,
+                    &mut probes,
+                )
+                .await?
+            {
+                Some(at) => at,
+                None => {
+                    undated += 1;
+                    to
+                }
+            };
             changes.push(Change { at, what: c });
         }
         history::sort_changes(&mut changes);
-        Ok((changes, a, b))
+        let mut notes = Vec::new();
+        if undated > 0 {
+            notes.push(format!(
+                "{undated} edge changes are dated at the end of the span: dating them would have \
+                 taken more than {} graphs or {}s of Prometheus reads; narrow the span or the \
+                 namespaces",
+                MAX_PROBES,
+                PROBE_BUDGET.as_secs()
+            ));
+        }
+        Ok(Diff {
+            changes,
+            from: a,
+            to: b,
+            notes,
+        })
     }
 
-    /// When `c` (true at `to`, not at `from`) first held, to within [`resolution`]; `to` when
-    /// the probes for this diff are spent.
+    /// When `c` (true at `to`, not at `from`) first held, to within [`resolution`]; `None`
+    /// when this diff's probes are spent before it is known.
     #[allow(clippy::too_many_arguments, reason = "one bisection's whole context")]
     async fn first_seen(
         &self,
+        timeline: &Timeline,
         prom: &mesh_prometheus::PrometheusSource,
         c: &ChangeKind,
         before: &MeshGraph,
         (from, to): (SystemTime, SystemTime),
         filter: &GraphFilter,
         t: &Thresholds,
-        probes: &mut BTreeMap<SystemTime, Arc<MeshGraph>>,
-    ) -> Result<SystemTime, Status> {
+        probes: &mut Probes,
+    ) -> Result<Option<SystemTime>, Status> {
         let step = resolution(to.duration_since(from).unwrap_or_default());
         let (mut lo, mut hi) = (from, to);
         while hi.duration_since(lo).unwrap_or_default() > step {
@@ -299,13 +373,15 @@ impl Past {
             if mid <= lo || mid >= hi {
                 break;
             }
-            let g = match probes.get(&mid) {
+            let g = match probes.graphs.get(&mid) {
                 Some(g) => g.clone(),
-                None if probes.len() >= MAX_PROBES => return Ok(hi),
+                None if probes.graphs.len() >= MAX_PROBES || Instant::now() >= probes.until => {
+                    return Ok(None);
+                }
                 None => {
                     let at_mid = prom.clone().at(mid);
-                    let g = Arc::new(self.graph_at(&at_mid, mid, filter).await?.graph);
-                    probes.insert(mid, g.clone());
+                    let g = Arc::new(self.graph_at(timeline, &at_mid, mid, filter).await?.graph);
+                    probes.graphs.insert(mid, g.clone());
                     g
                 }
             };
@@ -315,9 +391,30 @@ impl Past {
                 lo = mid;
             }
         }
-        Ok(hi)
+        Ok(Some(hi))
     }
 }
+
+/// The graphs built to date one diff's changes, and until when more may be built.
+struct Probes {
+    graphs: BTreeMap<SystemTime, Arc<MeshGraph>>,
+    until: Instant,
+}
+
+/// What changed between two moments, the graphs at both, and what the answer should say.
+pub(crate) struct Diff {
+    /// Every change, earliest first.
+    pub(crate) changes: Vec<Change>,
+    /// The graph at the start.
+    pub(crate) from: PastGraph,
+    /// The graph at the end.
+    pub(crate) to: PastGraph,
+    /// What is approximate about the answer.
+    pub(crate) notes: Vec<String>,
+}
+
+/// Diffs running at once in this process.
+static DIFFS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// How finely a diff over `span` dates graph-level changes: a 64th of it, at least a second.
 pub(crate) fn resolution(span: Duration) -> Duration {
@@ -328,14 +425,6 @@ fn in_namespaces(r: &Record, f: &GraphFilter) -> bool {
     f.namespaces.is_empty()
         || f.namespaces.contains(&r.namespace)
         || (r.kind == "Namespace" && f.namespaces.contains(&r.name))
-}
-
-/// The stream id just after every change at `t`'s millisecond.
-fn id_after(t: SystemTime) -> String {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{ms}-{}", u64::MAX)
 }
 
 /// Checks `at` for a past graph and the source that reads it.
@@ -356,4 +445,35 @@ pub(crate) async fn source_at(
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     check_moment(what, at, now, &prom).await?;
     Ok(prom.at(at))
+}
+
+/// The span of a diff from a reader's words: `since` (a duration back from `now`) or `from`,
+/// and `to` (default now); moments in RFC 3339 or a duration ago (`-1h`).
+pub(crate) fn span(
+    since: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    now: SystemTime,
+) -> Result<(pbjson_types::Timestamp, Option<pbjson_types::Timestamp>), String> {
+    let moment = |field: &str, v: &str| {
+        mesh_prometheus::parse_moment(v, now)
+            .map(mesh_proto::timestamp_to_pb)
+            .map_err(|e| format!("{field}: {e}"))
+    };
+    let from = match (
+        since.filter(|s| !s.is_empty()),
+        from.filter(|f| !f.is_empty()),
+    ) {
+        (Some(_), Some(_)) => return Err("give since or from, not both".into()),
+        (None, None) => return Err("give since (e.g. 1h) or from".into()),
+        (Some(s), None) => mesh_proto::timestamp_to_pb(
+            now - mesh_prometheus::parse_since(s).map_err(|e| format!("since: {e}"))?,
+        ),
+        (None, Some(f)) => moment("from", f)?,
+    };
+    let to = to
+        .filter(|t| !t.is_empty())
+        .map(|t| moment("to", t))
+        .transpose()?;
+    Ok((from, to))
 }

@@ -166,7 +166,8 @@ impl GraphService {
             std::time::SystemTime::now(),
         )
         .await?;
-        let p = past.graph_at(&prom, at, &f).await?;
+        let timeline = past.timeline(at).await?;
+        let p = past.graph_at(&timeline, &prom, at, &f).await?;
         Ok(GraphView {
             sources: p.graph.sources.clone(),
             graph: Arc::new(p.graph),
@@ -218,16 +219,17 @@ impl GraphService {
         let prometheus = self.prometheus.as_deref();
         let prom = crate::past::source_at(prometheus, window, "from", from, now).await?;
         crate::past::source_at(prometheus, window, "to", to, now).await?;
-        let (changes, a, b) = past.diff(&prom, from, to, &f, &thresholds).await?;
+        let d = past.diff(&prom, from, to, &f, &thresholds).await?;
         let graph = |g: &MeshGraph| r.include_graphs.then(|| pb::MeshGraph::from(g));
         Ok(pb::MeshGraphDiff {
             from: Some(mesh_proto::timestamp_to_pb(from)),
             to: Some(mesh_proto::timestamp_to_pb(to)),
-            changes: changes.iter().map(Into::into).collect(),
-            from_graph: graph(&a.graph),
-            to_graph: graph(&b.graph),
-            from_point: Some(a.point),
-            to_point: Some(b.point),
+            changes: d.changes.iter().map(Into::into).collect(),
+            from_graph: graph(&d.from.graph),
+            to_graph: graph(&d.to.graph),
+            from_point: Some(d.from.point),
+            to_point: Some(d.to.point),
+            notes: d.notes,
         })
     }
 

@@ -3,7 +3,6 @@
 
 use std::{io::Write as _, path::PathBuf, time::Duration, time::SystemTime};
 
-use mesh_model::history::Change;
 use mesh_proto::pb;
 
 use crate::{EXIT_USAGE, Failure, connect, server_failure, with_token};
@@ -64,12 +63,7 @@ pub(crate) fn point_lines(what: &str, p: &pb::PointInTime) -> String {
 
 /// The changes as a table, earliest first, with how each end was made.
 pub fn diff_table(d: &pb::MeshGraphDiff) -> Result<String, String> {
-    let changes: Vec<Change> = d
-        .changes
-        .iter()
-        .cloned()
-        .map(Change::try_from)
-        .collect::<Result<_, _>>()
+    let changes = mesh_proto::diff_changes(d)
         .map_err(|e| format!("the server answered an unreadable diff: {e}"))?;
     let mut out = String::new();
     if changes.is_empty() {
@@ -95,6 +89,9 @@ pub fn diff_table(d: &pb::MeshGraphDiff) -> Result<String, String> {
             when(d.to.as_ref())
         ));
     }
+    for n in &d.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
     for (what, p) in [("from", &d.from_point), ("to", &d.to_point)] {
         if let Some(p) = p
             && !p.objects_exact
@@ -112,12 +109,7 @@ pub fn diff_picture(d: &pb::MeshGraphDiff, png: bool) -> Result<Vec<u8>, String>
             .map_err(|e| format!("the server answered an unreadable graph: {e}"))
     };
     let (before, after) = (graph(&d.from_graph)?, graph(&d.to_graph)?);
-    let changes: Vec<Change> = d
-        .changes
-        .iter()
-        .cloned()
-        .map(Change::try_from)
-        .collect::<Result<_, _>>()
+    let changes = mesh_proto::diff_changes(d)
         .map_err(|e| format!("the server answered an unreadable diff: {e}"))?;
     if png {
         mesh_render::diff_png(&before, &after, &changes).map_err(|e| e.to_string())
