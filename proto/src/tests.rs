@@ -193,7 +193,10 @@ fn invalid_protocol_is_refused_with_the_field() {
 fn a_caller_timestamp_out_of_range_is_an_error_not_a_panic() {
     for (seconds, nanos) in [(-1, 0), (0, 1_000_000_000), (0, -1)] {
         let t = pbjson_types::Timestamp { seconds, nanos };
-        assert!(crate::timestamp_from_pb(&t).is_err(), "{seconds}s {nanos}ns");
+        assert!(
+            crate::timestamp_from_pb(&t).is_err(),
+            "{seconds}s {nanos}ns"
+        );
     }
     // The largest is a time (far in the future, which the service then refuses), not a panic.
     let _ = crate::timestamp_from_pb(&pbjson_types::Timestamp {

@@ -396,7 +396,7 @@ mod tests {
 
     use super::*;
 
-    fn policy(rv: &str, ids: &[&str], annotations: Value) -> Value {
+    fn policy(rv: &str, ids: &[&str], annotations: &Value) -> Value {
         json!({
             "apiVersion": "policy.linkerd.io/v1alpha1", "kind": "MeshTLSAuthentication",
             "metadata": {"name": "voting-clients", "namespace": "emojivoto", "resourceVersion": rv,
@@ -412,20 +412,20 @@ mod tests {
 
     #[test]
     fn a_status_or_version_bump_is_no_change_and_a_spec_change_is_one_with_its_actors() {
-        let key = ObjectKey::of(&policy("1", &[], json!({})));
-        let v1 = Logged::of(&policy("1", &["web"], json!({})));
+        let key = ObjectKey::of(&policy("1", &[], &json!({})));
+        let v1 = Logged::of(&policy("1", &["web"], &json!({})));
         assert_eq!(
             v1.field_manager, "linkerd-mcp",
             "status writes do not count"
         );
-        let bumped = Logged::of(&policy("2", &["web"], json!({})));
+        let bumped = Logged::of(&policy("2", &["web"], &json!({})));
         assert_eq!(Record::of(&key, Some(&v1.text), Some(&bumped)), None);
         let audited = json!({
             "linkerd-mcp.io/requested-by": "system:serviceaccount:linkerd-mcp:chatbot",
             "linkerd-mcp.io/acted-as": "alice", "linkerd-mcp.io/approved-by": "bob",
             "linkerd-mcp.io/audit-id": "a-1",
             "kubectl.kubernetes.io/last-applied-configuration": "{...}"});
-        let v3 = Logged::of(&policy("3", &["web", "vote-bot"], audited.clone()));
+        let v3 = Logged::of(&policy("3", &["web", "vote-bot"], &audited));
         let r = Record::of(&key, Some(&v1.text), Some(&v3)).unwrap();
         assert_eq!((r.op.as_str(), r.rv.as_str()), ("changed", "3"));
         assert_eq!(
@@ -449,7 +449,7 @@ mod tests {
             r.diff
         );
         // A later edit by someone else keeps the annotations but is not theirs.
-        let v4 = Logged::of(&policy("4", &["web"], audited));
+        let v4 = Logged::of(&policy("4", &["web"], &audited));
         let r = Record::of(&key, Some(&v3.text), Some(&v4)).unwrap();
         assert_eq!(
             (r.requested_by.as_str(), r.manager.as_str()),

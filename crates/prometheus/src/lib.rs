@@ -9,33 +9,6 @@ mod source;
 
 pub use self::source::{Observation, PromError, PrometheusSource, Series};
 
-#[cfg(test)]
-mod moment_tests {
-    use std::time::{Duration, SystemTime};
-
-    use super::*;
-
-    #[test]
-    fn moments_are_rfc3339_or_a_duration_ago_and_bad_ones_say_why() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        assert_eq!(parse_moment("-90s", now), Ok(now - Duration::from_secs(90)));
-        assert_eq!(
-            parse_moment("2026-12-07T10:32:00Z", now),
-            Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_639_520))
-        );
-        for bad in ["yesterday", "-", "-1x", "2026-13-07T10:32:00Z", ""] {
-            let e = parse_moment(bad, now).unwrap_err();
-            assert!(
-                e.contains(&format!("{:?}", bad.trim_start_matches('-'))) || e.contains(bad),
-                "{bad}: {e}"
-            );
-        }
-        assert!(parse_since("0s").unwrap_err().contains("at least 1s"));
-        assert!(parse_since("1000d").unwrap_err().contains("longer than"));
-        assert_eq!(parse_since("1h"), Ok(Duration::from_secs(3600)));
-    }
-}
-
 /// Longest look back a history question may ask (Prometheus keeps 15 days by default; long
 /// term stores keep more).
 pub const MAX_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(400 * 86_400);
@@ -76,4 +49,31 @@ pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("invalid window {s:?}: must be at least 1s"));
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod moment_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn moments_are_rfc3339_or_a_duration_ago_and_bad_ones_say_why() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_moment("-90s", now), Ok(now - Duration::from_secs(90)));
+        assert_eq!(
+            parse_moment("2026-12-07T10:32:00Z", now),
+            Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_639_520))
+        );
+        for bad in ["yesterday", "-", "-1x", "2026-13-07T10:32:00Z", ""] {
+            let e = parse_moment(bad, now).unwrap_err();
+            assert!(
+                e.contains(&format!("{:?}", bad.trim_start_matches('-'))) || e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_since("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_since("1000d").unwrap_err().contains("longer than"));
+        assert_eq!(parse_since("1h"), Ok(Duration::from_secs(3600)));
+    }
 }

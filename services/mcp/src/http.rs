@@ -152,7 +152,7 @@ fn status_response(s: &tonic::Status) -> axum::response::Response {
     (code, format!("{}\n", s.message())).into_response()
 }
 
-fn bad_request(why: String) -> axum::response::Response {
+fn bad_request(why: &str) -> axum::response::Response {
     (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
 }
 
@@ -169,17 +169,17 @@ fn namespaces(q: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A moment from a query parameter, as a wire timestamp.
+/// A moment from a query parameter, as a wire timestamp; why not, for a 400.
 fn moment(
     field: &str,
     v: Option<&str>,
     now: std::time::SystemTime,
-) -> Result<Option<pbjson_types::Timestamp>, axum::response::Response> {
+) -> Result<Option<pbjson_types::Timestamp>, String> {
     v.filter(|v| !v.is_empty())
         .map(|v| {
             mesh_prometheus::parse_moment(v, now)
                 .map(mesh_proto::timestamp_to_pb)
-                .map_err(|e| bad_request(format!("{field}: {e}")))
+                .map_err(|e| format!("{field}: {e}"))
         })
         .transpose()
 }
@@ -196,12 +196,12 @@ async fn http_graph(
         None | Some("") => 0,
         Some(t) => match mesh_proto::pb::TlsStatus::from_str_name(&t.to_ascii_uppercase()) {
             Some(v) => v as i32,
-            None => return bad_request(format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN")),
+            None => return bad_request(&format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN")),
         },
     };
     let at = match moment("at", q.at.as_deref(), std::time::SystemTime::now()) {
         Ok(at) => at,
-        Err(r) => return r,
+        Err(e) => return bad_request(&e),
     };
     let req = mesh_proto::pb::GetMeshGraphRequest {
         namespaces: namespaces(q.namespaces),
@@ -244,7 +244,7 @@ async fn http_diff(
     );
     let (from, to) = match span {
         Ok(s) => s,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(&e),
     };
     let req = mesh_proto::pb::DiffMeshGraphRequest {
         from: Some(from),

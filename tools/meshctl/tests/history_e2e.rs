@@ -314,7 +314,7 @@ async fn what_changed_is_one_command_and_the_past_graph_is_the_graph_of_then() {
     let first = |pred: &dyn Fn(&Value) -> bool| {
         changes
             .iter()
-            .position(|c| pred(c))
+            .position(pred)
             .unwrap_or_else(|| panic!("missing in {changes:#?}"))
     };
     let is_web_voting = |e: &Value| e["src"]["name"] == "web" && e["dst"]["name"] == "voting";
