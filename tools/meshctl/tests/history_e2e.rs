@@ -26,23 +26,6 @@ bot-t,system:serviceaccount:linkerd-mcp:chatbot,u3\n";
 const KUBE_TOKENS: &str = "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
 collector-token,system:serviceaccount:linkerd-mcp:collector,uid-c\n";
 
-/// devs may edit Linkerd policy.
-const EDITORS: &str = r"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: policy-editor}
-rules:
-  - apiGroups: [policy.linkerd.io]
-    resources: ['*']
-    verbs: [get, list, watch, create, patch, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: policy-editors}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}
-subjects: [{kind: Group, name: devs}]
-";
-
 /// Only web may call voting.
 const VOTING_POLICY: &str = r"
 apiVersion: policy.linkerd.io/v1beta3
@@ -117,7 +100,12 @@ fn edges(g: &Value) -> std::collections::BTreeMap<String, (String, String, f64, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_changed_is_one_command_and_the_past_graph_is_the_graph_of_then() {
     let kube = common::emojivoto_without_policy(KUBE_TOKENS).await;
-    kube.load_yaml(EDITORS).await.unwrap();
+    // devs may edit Linkerd policy (the chat example's RBAC).
+    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/examples/chatbot-rbac/rbac.yaml");
+    kube.load_yaml(&std::fs::read_to_string(rbac).unwrap())
+        .await
+        .unwrap();
     let topology = meshsim::builtin("emojivoto").unwrap();
     let mut sim = meshsim::Sim::new(topology.clone(), std::time::Instant::now());
     sim.set_version(meshsim::LinkerdVersion::V2_20);
@@ -294,22 +282,24 @@ async fn what_changed_is_one_command_and_the_past_graph_is_the_graph_of_then() {
     // One command: what changed since t0.
     let from = rfc3339(t0);
     let to = rfc3339(SystemTime::now());
-    let o = meshctl(&[
-        "diff",
-        "--server",
-        &server,
-        "--token",
-        "alice-t",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--namespace",
-        "emojivoto",
-        "-o",
-        "json",
-    ]);
-    let d: Value = serde_json::from_str(&ok(&o)).unwrap();
+    let diff = |output: &str| {
+        ok(&meshctl(&[
+            "diff",
+            "--server",
+            &server,
+            "--token",
+            "alice-t",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--namespace",
+            "emojivoto",
+            "-o",
+            output,
+        ]))
+    };
+    let d: Value = serde_json::from_str(&diff("json")).unwrap();
     let changes = d["changes"].as_array().unwrap();
     let first = |pred: &dyn Fn(&Value) -> bool| {
         changes
@@ -361,40 +351,14 @@ async fn what_changed_is_one_command_and_the_past_graph_is_the_graph_of_then() {
     );
 
     // The same as a table a person reads, and as a picture.
-    let table = ok(&meshctl(&[
-        "diff",
-        "--server",
-        &server,
-        "--token",
-        "alice-t",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "-n",
-        "emojivoto",
-    ]));
+    let table = diff("table");
     assert!(
         table.contains("requested by alice, approved by bob"),
         "{table}"
     );
     assert!(table.contains("mTLS -> plaintext"), "{table}");
     assert!(table.contains("success rate"), "{table}");
-    let svg = ok(&meshctl(&[
-        "diff",
-        "--server",
-        &server,
-        "--token",
-        "alice-t",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "-n",
-        "emojivoto",
-        "-o",
-        "svg",
-    ]));
+    let svg = diff("svg");
     assert!(svg.contains("<svg"), "{svg:.200}");
     for marked in ["mTLS → plaintext", "▼ success", "⚖ allowed → denied"] {
         assert!(
