@@ -364,8 +364,14 @@ fn edge_changes(b: &Edge, a: &Edge, t: &Thresholds, out: &mut Vec<ChangeKind>) {
     // An edge whose verdict was never computed on one side (no cluster known) did not turn.
     if b.policy.decision != a.policy.decision && b.policy.is_evaluated() && a.policy.is_evaluated()
     {
+        // What decides it now: the authorizations that admit it, else the explain chain's last
+        // step (why a Server refuses it), else the default policy.
         let by = if a.policy.authorization_policies.is_empty() {
-            a.policy.default_policy.clone()
+            a.policy
+                .chain
+                .last()
+                .cloned()
+                .unwrap_or_else(|| a.policy.default_policy.clone())
         } else {
             a.policy.authorization_policies.join(", ")
         };
@@ -506,6 +512,12 @@ mod tests {
         ]);
         let found = graph_changes(&before, &after, &Thresholds::default());
         let labels: Vec<&str> = found.iter().map(ChangeKind::label).collect();
+        assert!(
+            found
+                .iter()
+                .any(|c| matches!(c, ChangeKind::VerdictChanged { by, .. } if by == "deny")),
+            "a denial says why: {found:#?}"
+        );
         assert_eq!(
             labels,
             ["edge-removed", "edge-added", "tls", "verdict", "regression"],
