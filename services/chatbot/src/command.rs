@@ -370,7 +370,7 @@ pub fn parse(text: &str) -> Result<Command, Usage> {
             let Some(d) = rest.first() else {
                 return Err(Usage::of("since when? e.g. `diff 1h`", "diff"));
             };
-            let since = mesh_prometheus::parse_since(d).map_err(|e| Usage::of(e, "diff"))?;
+            let since = mesh_telemetry::parse_since(d).map_err(|e| Usage::of(e, "diff"))?;
             let namespace = match rest.get(1) {
                 None => None,
                 Some(ns) if is_label(ns) => Some((*ns).to_owned()),

@@ -185,13 +185,10 @@ impl MeshAgent {
                 }
             },
         };
+        let now = std::time::SystemTime::now();
         let at =
             a.at.as_deref()
-                .map(|t| {
-                    mesh_prometheus::parse_moment(t, std::time::SystemTime::now())
-                        .map(mesh_proto::timestamp_to_pb)
-                        .map_err(|e| format!("at: {e}"))
-                })
+                .map(|t| crate::past::moment("at", t, now))
                 .transpose()?;
         let v = self
             .backend

@@ -169,21 +169,6 @@ fn namespaces(q: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A moment from a query parameter, as a wire timestamp; why not, for a 400.
-fn moment(
-    field: &str,
-    v: Option<&str>,
-    now: std::time::SystemTime,
-) -> Result<Option<pbjson_types::Timestamp>, String> {
-    v.filter(|v| !v.is_empty())
-        .map(|v| {
-            mesh_prometheus::parse_moment(v, now)
-                .map(mesh_proto::timestamp_to_pb)
-                .map_err(|e| format!("{field}: {e}"))
-        })
-        .transpose()
-}
-
 async fn http_graph(
     State((svc, auth)): State<(GraphService, Option<Authenticator>)>,
     headers: HeaderMap,
@@ -199,7 +184,12 @@ async fn http_graph(
             None => return bad_request(&format!("tls: {t:?} is not MTLS, PLAINTEXT or UNKNOWN")),
         },
     };
-    let at = match moment("at", q.at.as_deref(), std::time::SystemTime::now()) {
+    let at =
+        q.at.as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::past::moment("at", v, std::time::SystemTime::now()))
+            .transpose();
+    let at = match at {
         Ok(at) => at,
         Err(e) => return bad_request(&e),
     };

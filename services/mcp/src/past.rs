@@ -455,11 +455,6 @@ pub(crate) fn span(
     to: Option<&str>,
     now: SystemTime,
 ) -> Result<(pbjson_types::Timestamp, Option<pbjson_types::Timestamp>), String> {
-    let moment = |field: &str, v: &str| {
-        mesh_prometheus::parse_moment(v, now)
-            .map(mesh_proto::timestamp_to_pb)
-            .map_err(|e| format!("{field}: {e}"))
-    };
     let from = match (
         since.filter(|s| !s.is_empty()),
         from.filter(|f| !f.is_empty()),
@@ -467,13 +462,25 @@ pub(crate) fn span(
         (Some(_), Some(_)) => return Err("give since or from, not both".into()),
         (None, None) => return Err("give since (e.g. 1h) or from".into()),
         (Some(s), None) => mesh_proto::timestamp_to_pb(
-            now - mesh_prometheus::parse_since(s).map_err(|e| format!("since: {e}"))?,
+            now - mesh_telemetry::parse_since(s).map_err(|e| format!("since: {e}"))?,
         ),
-        (None, Some(f)) => moment("from", f)?,
+        (None, Some(f)) => moment("from", f, now)?,
     };
     let to = to
         .filter(|t| !t.is_empty())
-        .map(|t| moment("to", t))
+        .map(|t| moment("to", t, now))
         .transpose()?;
     Ok((from, to))
+}
+
+/// A moment in a reader's words (RFC 3339, or a duration ago such as `-1h`) as a wire
+/// timestamp; the error names `field`.
+pub(crate) fn moment(
+    field: &str,
+    v: &str,
+    now: SystemTime,
+) -> Result<pbjson_types::Timestamp, String> {
+    mesh_telemetry::parse_moment(v, now)
+        .map(mesh_proto::timestamp_to_pb)
+        .map_err(|e| format!("{field}: {e}"))
 }

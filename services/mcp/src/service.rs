@@ -148,8 +148,7 @@ impl GraphService {
         r: pb::GetMeshGraphRequest,
         at: &pbjson_types::Timestamp,
     ) -> Result<GraphView, Status> {
-        let at = mesh_proto::timestamp_from_pb(at)
-            .map_err(|e| Status::invalid_argument(format!("at: {e}")))?;
+        let at = instant("at", at)?;
         let f = filter(
             r.namespaces,
             &r.workload,
@@ -182,13 +181,9 @@ impl GraphService {
             .from
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("from: required (the earlier moment)"))
-            .and_then(|t| {
-                mesh_proto::timestamp_from_pb(t)
-                    .map_err(|e| Status::invalid_argument(format!("from: {e}")))
-            })?;
+            .and_then(|t| instant("from", t))?;
         let to = match &r.to {
-            Some(t) => mesh_proto::timestamp_from_pb(t)
-                .map_err(|e| Status::invalid_argument(format!("to: {e}")))?,
+            Some(t) => instant("to", t)?,
             None => now,
         };
         if from >= to {
@@ -692,6 +687,11 @@ fn filter(
         min_rps,
         include_policies,
     })
+}
+
+/// A caller's timestamp as a time; `INVALID_ARGUMENT` naming `field` when out of range.
+fn instant(field: &str, t: &pbjson_types::Timestamp) -> Result<std::time::SystemTime, Status> {
+    mesh_proto::timestamp_from_pb(t).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 pub(crate) fn current(graph: &GraphWatch) -> Result<Arc<MeshGraph>, Status> {

@@ -18,7 +18,7 @@ pub struct DiffArgs {
     #[arg(long, env = "MESH_TOKEN")]
     pub token: Option<String>,
     /// From this long ago until now, e.g. `90s`, `15m`, `1h`.
-    #[arg(long, env = "MESH_SINCE", value_parser = mesh_prometheus::parse_since, conflicts_with_all = ["from", "to"])]
+    #[arg(long, env = "MESH_SINCE", value_parser = mesh_telemetry::parse_since, conflicts_with_all = ["from", "to"])]
     pub since: Option<Duration>,
     /// The earlier moment: RFC 3339 in UTC (`2026-12-07T10:32:00Z`) or a duration ago (`-2h`).
     #[arg(long, env = "MESH_FROM", allow_hyphen_values = true, value_parser = crate::parse_at, requires = "to")]

@@ -268,9 +268,9 @@ pub struct GraphSource {
     pub at: Option<SystemTime>,
 }
 
-/// A moment on the command line (see `mesh_prometheus::parse_moment`).
+/// A moment on the command line (see `mesh_telemetry::parse_moment`).
 pub(crate) fn parse_at(s: &str) -> Result<SystemTime, String> {
-    mesh_prometheus::parse_moment(s, SystemTime::now())
+    mesh_telemetry::parse_moment(s, SystemTime::now())
 }
 
 /// `meshctl graph` flags; each also reads `MESH_<FLAG>`.
