@@ -248,6 +248,43 @@ impl From<model::TlsStatus> for pb::TlsStatus {
     }
 }
 
+/// How every refusal of a write that waits for approvals begins (`FAILED_PRECONDITION`): front
+/// ends that can ask for the approval instead (`meshctl apply`, the MCP `apply_plan`) look for it.
+pub const APPROVAL_REQUIRED: &str = "approval required";
+
+/// Whether `s` refuses a write because it needs approvals first.
+pub fn needs_approval(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::FailedPrecondition && s.message().starts_with(APPROVAL_REQUIRED)
+}
+
+/// Every approval state with its word, as people read and type it.
+pub const APPROVAL_STATES: [(pb::ApprovalState, &str); 8] = [
+    (pb::ApprovalState::Pending, "pending"),
+    (pb::ApprovalState::Applying, "applying"),
+    (pb::ApprovalState::Applied, "applied"),
+    (pb::ApprovalState::Stale, "stale"),
+    (pb::ApprovalState::Failed, "failed"),
+    (pb::ApprovalState::Unknown, "unknown"),
+    (pb::ApprovalState::Rejected, "rejected"),
+    (pb::ApprovalState::Expired, "expired"),
+];
+
+/// The word for an approval state (`pending`, `applied`, ...); `unspecified` for others.
+pub fn approval_state_word(state: i32) -> &'static str {
+    APPROVAL_STATES
+        .iter()
+        .find(|(s, _)| *s as i32 == state)
+        .map_or("unspecified", |(_, w)| w)
+}
+
+/// The approval state a word names.
+pub fn approval_state_of(word: &str) -> Option<pb::ApprovalState> {
+    APPROVAL_STATES
+        .iter()
+        .find(|(_, w)| w.eq_ignore_ascii_case(word))
+        .map(|(s, _)| *s)
+}
+
 /// Maps the wire TLS status; `None` for `TLS_STATUS_UNSPECIFIED` (useful as "no filter").
 pub fn tls_status(t: pb::TlsStatus) -> Option<model::TlsStatus> {
     match t {

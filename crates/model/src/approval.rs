@@ -234,6 +234,30 @@ pub fn step(
     }
 }
 
+/// What one more approval does to an approval in `state` that needs `needed` distinct
+/// approvers and, counting this one, has `have`: the checks of [`step`] (expiry, decided,
+/// in progress), and the approval stays [`ApprovalState::Pending`] until the last one needed.
+pub fn step_vote(
+    state: ApprovalState,
+    have: u32,
+    needed: u32,
+    event: ApprovalEvent,
+    now: SystemTime,
+) -> Result<Transition, Refusal> {
+    let t = step(state, event, now)?;
+    if state == ApprovalState::Pending
+        && matches!(event, ApprovalEvent::Approve { .. })
+        && have < needed
+    {
+        return Ok(Transition {
+            from: ApprovalState::Pending,
+            to: ApprovalState::Pending,
+            min_age: Duration::ZERO,
+        });
+    }
+    Ok(t)
+}
+
 /// What the store found when it could not make a transition: the approval was no longer in the
 /// state the transition started from. Says why nothing happened.
 pub fn refusal_after_race(now_in: ApprovalState, attempted: Transition) -> Refusal {
@@ -317,6 +341,32 @@ mod tests {
                 assert_eq!(live(state, event), want, "{state} + {event:?}");
             }
         }
+    }
+
+    #[test]
+    fn approvals_short_of_the_threshold_keep_it_pending() {
+        let stay = Ok(Transition {
+            from: S::Pending,
+            to: S::Pending,
+            min_age: Duration::ZERO,
+        });
+        assert_eq!(step_vote(S::Pending, 1, 2, approve(), at(50)), stay);
+        assert_eq!(
+            step_vote(S::Pending, 2, 2, approve(), at(50)),
+            live(S::Pending, approve())
+        );
+        assert_eq!(
+            step_vote(S::Pending, 1, 2, approve(), at(100)),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(
+            step_vote(S::Rejected, 1, 2, approve(), at(50)),
+            Err(Refusal::Decided(S::Rejected))
+        );
+        assert_eq!(
+            step_vote(S::Pending, 0, 2, reject(), at(50)),
+            live(S::Pending, reject())
+        );
     }
 
     #[test]

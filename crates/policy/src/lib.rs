@@ -17,6 +17,7 @@
 //!   MeshGraph edges ──overlay::verdict_of / explain_request──> PolicyVerdict, Explanation
 //! ```
 
+pub mod approval;
 pub mod cluster;
 pub mod document;
 pub mod eval;

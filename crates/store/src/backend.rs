@@ -5,8 +5,8 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
-    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, PlanStore, RedisStore, Result,
-    RolloutEntry, RolloutStore, Taken, Transition, Updated,
+    AlertStore, ApprovalEntry, ApprovalStore, MemoryStore, PlanStore, RecordEntry, RecordStore,
+    RedisStore, Result, Shelf, Taken, Transition, Updated,
 };
 
 /// Where shared state lives, as every binary reads it from its command line.
@@ -154,35 +154,48 @@ impl AlertStore for Backend {
     }
 }
 
-impl RolloutStore for Backend {
-    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
-        match self {
-            Self::Memory(s) => s.create_rollout(id, state, record).await,
-            Self::Redis(s) => s.create_rollout(id, state, record).await,
-        }
-    }
-    async fn get_rollout(&self, id: &str) -> Result<Option<RolloutEntry>> {
-        match self {
-            Self::Memory(s) => s.get_rollout(id).await,
-            Self::Redis(s) => s.get_rollout(id).await,
-        }
-    }
-    async fn update_rollout(
+impl RecordStore for Backend {
+    async fn create_record(
         &self,
+        shelf: Shelf,
+        id: &str,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<bool> {
+        match self {
+            Self::Memory(s) => s.create_record(shelf, id, state, record).await,
+            Self::Redis(s) => s.create_record(shelf, id, state, record).await,
+        }
+    }
+    async fn get_record(&self, shelf: Shelf, id: &str) -> Result<Option<RecordEntry>> {
+        match self {
+            Self::Memory(s) => s.get_record(shelf, id).await,
+            Self::Redis(s) => s.get_record(shelf, id).await,
+        }
+    }
+    async fn update_record(
+        &self,
+        shelf: Shelf,
         id: &str,
         revision: u64,
         state: &str,
         record: Vec<u8>,
     ) -> Result<Updated> {
         match self {
-            Self::Memory(s) => s.update_rollout(id, revision, state, record).await,
-            Self::Redis(s) => s.update_rollout(id, revision, state, record).await,
+            Self::Memory(s) => s.update_record(shelf, id, revision, state, record).await,
+            Self::Redis(s) => s.update_record(shelf, id, revision, state, record).await,
         }
     }
-    async fn rollout_ids(&self) -> Result<Vec<String>> {
+    async fn record_ids(&self, shelf: Shelf) -> Result<Vec<String>> {
         match self {
-            Self::Memory(s) => s.rollout_ids().await,
-            Self::Redis(s) => s.rollout_ids().await,
+            Self::Memory(s) => s.record_ids(shelf).await,
+            Self::Redis(s) => s.record_ids(shelf).await,
+        }
+    }
+    async fn remove_record(&self, shelf: Shelf, id: &str) -> Result<()> {
+        match self {
+            Self::Memory(s) => s.remove_record(shelf, id).await,
+            Self::Redis(s) => s.remove_record(shelf, id).await,
         }
     }
 }

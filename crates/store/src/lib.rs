@@ -389,79 +389,107 @@ impl<S: AlertStore> AlertStore for std::sync::Arc<S> {
     }
 }
 
-/// What a [`RolloutStore`] holds for one rollout.
+/// Which kind of long-lived record: each shelf has its own keys and its own listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shelf {
+    /// Staged rollouts (`<prefix>rollouts:<id>`).
+    Rollouts,
+    /// Approval requests of mesh-mcp, from every front end (`<prefix>requests:<id>`).
+    Approvals,
+}
+
+/// What a [`RecordStore`] holds for one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutEntry {
-    /// Its state (the caller's word: `audit`, `moving:audit>enforced`, ...).
+pub struct RecordEntry {
+    /// Its state (the caller's word: `audit`, `moving:audit>enforced`, `pending`, ...).
     pub state: String,
-    /// Bumped by every update: what [`RolloutStore::update_rollout`] compares.
+    /// Bumped by every update: what [`RecordStore::update_record`] compares.
     pub revision: u64,
-    /// The rollout as the caller stored it.
+    /// The record as the caller stored it.
     pub record: Vec<u8>,
 }
 
-/// What [`RolloutStore::update_rollout`] found.
+/// What [`RecordStore::update_record`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Updated {
     /// Written: the new revision.
     Written(u64),
     /// Someone else updated it first: what it holds now.
-    Now(RolloutEntry),
-    /// No such rollout.
+    Now(RecordEntry),
+    /// No such record.
     Missing,
 }
 
-/// Staged rollouts, shared by every replica and kept across restarts (no expiry): each update
-/// is a compare-and-set on the revision, so of two concurrent phase changes one wins.
-pub trait RolloutStore: Send + Sync + 'static {
-    /// Creates rollout `id` at revision 1 in `state`; `false` if it exists already.
-    fn create_rollout(
+/// Records that outlive a request (rollouts, approval requests), shared by every replica and
+/// kept across restarts: each update is a compare-and-set on the revision, so of two
+/// concurrent changes (two phase moves, two approvals) one wins and the other sees it.
+pub trait RecordStore: Send + Sync + 'static {
+    /// Creates record `id` on `shelf` at revision 1 in `state`; `false` if it exists already.
+    fn create_record(
         &self,
+        shelf: Shelf,
         id: &str,
         state: &str,
         record: Vec<u8>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// The rollout, if it exists.
-    fn get_rollout(&self, id: &str) -> impl Future<Output = Result<Option<RolloutEntry>>> + Send;
-
-    /// Replaces state and record only if the rollout is still at `revision`.
-    fn update_rollout(
+    /// The record, if it exists.
+    fn get_record(
         &self,
+        shelf: Shelf,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RecordEntry>>> + Send;
+
+    /// Replaces state and record only if the record is still at `revision`.
+    fn update_record(
+        &self,
+        shelf: Shelf,
         id: &str,
         revision: u64,
         state: &str,
         record: Vec<u8>,
     ) -> impl Future<Output = Result<Updated>> + Send;
 
-    /// Every rollout's id, oldest first.
-    fn rollout_ids(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Every id on `shelf`, oldest first.
+    fn record_ids(&self, shelf: Shelf) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Removes a record (kept past its use: its retention is over).
+    fn remove_record(&self, shelf: Shelf, id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// A shared rollout store is a rollout store.
-impl<S: RolloutStore> RolloutStore for std::sync::Arc<S> {
-    fn create_rollout(
+/// A shared record store is a record store.
+impl<S: RecordStore> RecordStore for std::sync::Arc<S> {
+    fn create_record(
         &self,
+        shelf: Shelf,
         id: &str,
         state: &str,
         record: Vec<u8>,
     ) -> impl Future<Output = Result<bool>> + Send {
-        (**self).create_rollout(id, state, record)
+        (**self).create_record(shelf, id, state, record)
     }
-    fn get_rollout(&self, id: &str) -> impl Future<Output = Result<Option<RolloutEntry>>> + Send {
-        (**self).get_rollout(id)
-    }
-    fn update_rollout(
+    fn get_record(
         &self,
+        shelf: Shelf,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RecordEntry>>> + Send {
+        (**self).get_record(shelf, id)
+    }
+    fn update_record(
+        &self,
+        shelf: Shelf,
         id: &str,
         revision: u64,
         state: &str,
         record: Vec<u8>,
     ) -> impl Future<Output = Result<Updated>> + Send {
-        (**self).update_rollout(id, revision, state, record)
+        (**self).update_record(shelf, id, revision, state, record)
     }
-    fn rollout_ids(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
-        (**self).rollout_ids()
+    fn record_ids(&self, shelf: Shelf) -> impl Future<Output = Result<Vec<String>>> + Send {
+        (**self).record_ids(shelf)
+    }
+    fn remove_record(&self, shelf: Shelf, id: &str) -> impl Future<Output = Result<()>> + Send {
+        (**self).remove_record(shelf, id)
     }
 }
 
@@ -488,6 +516,10 @@ pub struct Keys {
     pub rollout: String,
     /// The rollouts' ids by creation time (a sorted set).
     pub rollout_index: String,
+    /// Prefix of approval request keys (`<prefix>requests:<id>`).
+    pub request: String,
+    /// The approval requests' ids by creation time (a sorted set).
+    pub request_index: String,
     /// The change log (a stream).
     pub changes: String,
     /// The objects as last logged (a hash).
@@ -510,9 +542,21 @@ impl Keys {
             alert_set: format!("{prefix}alerts:"),
             rollout: format!("{prefix}rollouts:"),
             rollout_index: format!("{prefix}rollouts"),
+            request: format!("{prefix}requests:"),
+            request_index: format!("{prefix}requests"),
             changes: format!("{prefix}changes"),
             changes_objects: format!("{prefix}changes:objects"),
             changes_since: format!("{prefix}changes:since"),
+        }
+    }
+}
+
+impl Keys {
+    /// A shelf's key prefix and its index (a sorted set of ids by creation time).
+    pub fn shelf(&self, shelf: Shelf) -> (&str, &str) {
+        match shelf {
+            Shelf::Rollouts => (&self.rollout, &self.rollout_index),
+            Shelf::Approvals => (&self.request, &self.request_index),
         }
     }
 }

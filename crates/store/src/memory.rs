@@ -26,9 +26,9 @@ struct State {
     approvals: std::collections::HashMap<String, (crate::ApprovalEntry, Instant, Instant)>,
     subscriptions: std::collections::BTreeMap<String, Vec<u8>>,
     sets: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
-    /// Rollouts, and their ids in creation order.
-    rollouts: std::collections::HashMap<String, crate::RolloutEntry>,
-    rollout_order: Vec<String>,
+    /// Records by shelf and id, and each shelf's ids in creation order.
+    records: std::collections::HashMap<(crate::Shelf, String), crate::RecordEntry>,
+    record_order: std::collections::HashMap<crate::Shelf, Vec<String>>,
     /// The change log: stream id (ms, seq), key and record.
     changes: VecDeque<((u64, u64), String, String)>,
     /// The objects as last logged.
@@ -386,35 +386,56 @@ impl crate::AlertStore for MemoryStore {
     }
 }
 
-impl crate::RolloutStore for MemoryStore {
-    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
+impl crate::RecordStore for MemoryStore {
+    async fn create_record(
+        &self,
+        shelf: crate::Shelf,
+        id: &str,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<bool> {
         let mut st = self.state.lock().await;
-        if st.rollouts.contains_key(id) {
+        let key = (shelf, id.to_owned());
+        if st.records.contains_key(&key) {
             return Ok(false);
         }
-        let entry = crate::RolloutEntry {
+        let entry = crate::RecordEntry {
             state: state.to_owned(),
             revision: 1,
             record,
         };
-        st.rollouts.insert(id.to_owned(), entry);
-        st.rollout_order.push(id.to_owned());
+        st.records.insert(key, entry);
+        st.record_order
+            .entry(shelf)
+            .or_default()
+            .push(id.to_owned());
         Ok(true)
     }
 
-    async fn get_rollout(&self, id: &str) -> Result<Option<crate::RolloutEntry>> {
-        Ok(self.state.lock().await.rollouts.get(id).cloned())
+    async fn get_record(
+        &self,
+        shelf: crate::Shelf,
+        id: &str,
+    ) -> Result<Option<crate::RecordEntry>> {
+        Ok(self
+            .state
+            .lock()
+            .await
+            .records
+            .get(&(shelf, id.to_owned()))
+            .cloned())
     }
 
-    async fn update_rollout(
+    async fn update_record(
         &self,
+        shelf: crate::Shelf,
         id: &str,
         revision: u64,
         state: &str,
         record: Vec<u8>,
     ) -> Result<crate::Updated> {
         let mut st = self.state.lock().await;
-        Ok(match st.rollouts.get_mut(id) {
+        Ok(match st.records.get_mut(&(shelf, id.to_owned())) {
             None => crate::Updated::Missing,
             Some(e) if e.revision != revision => crate::Updated::Now(e.clone()),
             Some(e) => {
@@ -426,7 +447,23 @@ impl crate::RolloutStore for MemoryStore {
         })
     }
 
-    async fn rollout_ids(&self) -> Result<Vec<String>> {
-        Ok(self.state.lock().await.rollout_order.clone())
+    async fn record_ids(&self, shelf: crate::Shelf) -> Result<Vec<String>> {
+        Ok(self
+            .state
+            .lock()
+            .await
+            .record_order
+            .get(&shelf)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn remove_record(&self, shelf: crate::Shelf, id: &str) -> Result<()> {
+        let mut st = self.state.lock().await;
+        st.records.remove(&(shelf, id.to_owned()));
+        if let Some(order) = st.record_order.get_mut(&shelf) {
+            order.retain(|x| x != id);
+        }
+        Ok(())
     }
 }

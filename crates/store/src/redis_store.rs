@@ -778,9 +778,16 @@ impl crate::ApprovalStore for RedisStore {
     }
 }
 
-impl crate::RolloutStore for RedisStore {
-    async fn create_rollout(&self, id: &str, state: &str, record: Vec<u8>) -> Result<bool> {
-        let key = format!("{}{id}", self.keys.rollout);
+impl crate::RecordStore for RedisStore {
+    async fn create_record(
+        &self,
+        shelf: crate::Shelf,
+        id: &str,
+        state: &str,
+        record: Vec<u8>,
+    ) -> Result<bool> {
+        let (prefix, index) = self.keys.shelf(shelf);
+        let key = format!("{prefix}{id}");
         let created: u64 = self
             .with(|mut c| async move {
                 self.create_rollout
@@ -792,10 +799,10 @@ impl crate::RolloutStore for RedisStore {
             })
             .await?;
         if created == 1 {
-            // The index is a listing aid, kept apart from the rollout's own key (one key per
+            // The index is a listing aid, kept apart from the record's own key (one key per
             // script, as a Redis Cluster needs); a lost index entry hides nothing stored.
             let (index, now) = (
-                self.keys.rollout_index.clone(),
+                index.to_owned(),
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
@@ -818,8 +825,12 @@ impl crate::RolloutStore for RedisStore {
         Ok(created == 1)
     }
 
-    async fn get_rollout(&self, id: &str) -> Result<Option<crate::RolloutEntry>> {
-        let key = format!("{}{id}", self.keys.rollout);
+    async fn get_record(
+        &self,
+        shelf: crate::Shelf,
+        id: &str,
+    ) -> Result<Option<crate::RecordEntry>> {
+        let key = format!("{}{id}", self.keys.shelf(shelf).0);
         let (state, rev, record): (Option<String>, Option<u64>, Option<Vec<u8>>) = self
             .with(|mut c| async move {
                 redis::cmd("HMGET")
@@ -832,7 +843,7 @@ impl crate::RolloutStore for RedisStore {
             })
             .await?;
         Ok(match (state, rev, record) {
-            (Some(state), Some(revision), Some(record)) => Some(crate::RolloutEntry {
+            (Some(state), Some(revision), Some(record)) => Some(crate::RecordEntry {
                 state,
                 revision,
                 record,
@@ -841,14 +852,15 @@ impl crate::RolloutStore for RedisStore {
         })
     }
 
-    async fn update_rollout(
+    async fn update_record(
         &self,
+        shelf: crate::Shelf,
         id: &str,
         revision: u64,
         state: &str,
         record: Vec<u8>,
     ) -> Result<crate::Updated> {
-        let key = format!("{}{id}", self.keys.rollout);
+        let key = format!("{}{id}", self.keys.shelf(shelf).0);
         let reply: Vec<Value> = self
             .with(|mut c| async move {
                 self.update_rollout
@@ -865,7 +877,7 @@ impl crate::RolloutStore for RedisStore {
             [code] if num(code)? == 0 => Ok(crate::Updated::Missing),
             [code, rev] if num(code)? == 1 => Ok(crate::Updated::Written(num(rev)?)),
             [code, state, rev, record] if num(code)? == 2 => {
-                Ok(crate::Updated::Now(crate::RolloutEntry {
+                Ok(crate::Updated::Now(crate::RecordEntry {
                     state: redis::from_redis_value(state.clone()).map_err(corrupt)?,
                     revision: redis::from_redis_value(rev.clone()).map_err(corrupt)?,
                     record: redis::from_redis_value(record.clone()).map_err(corrupt)?,
@@ -877,8 +889,8 @@ impl crate::RolloutStore for RedisStore {
         }
     }
 
-    async fn rollout_ids(&self) -> Result<Vec<String>> {
-        let index = self.keys.rollout_index.clone();
+    async fn record_ids(&self, shelf: crate::Shelf) -> Result<Vec<String>> {
+        let index = self.keys.shelf(shelf).1.to_owned();
         self.with(|mut c| {
             let index = index.clone();
             async move {
@@ -888,6 +900,20 @@ impl crate::RolloutStore for RedisStore {
                     .arg(-1)
                     .query_async(&mut c)
                     .await
+            }
+        })
+        .await
+    }
+
+    async fn remove_record(&self, shelf: crate::Shelf, id: &str) -> Result<()> {
+        let (prefix, index) = self.keys.shelf(shelf);
+        let (key, index) = (format!("{prefix}{id}"), index.to_owned());
+        // The record first: an index entry without its record is skipped by readers.
+        self.with(|mut c| {
+            let (key, index) = (key.clone(), index.clone());
+            async move {
+                c.del::<_, ()>(&key).await?;
+                c.zrem::<_, _, ()>(&index, id).await
             }
         })
         .await

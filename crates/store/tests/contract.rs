@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use mesh_store::{
     AlertStore, ApprovalStore, GraphStore, HistoryStore, LogEntry, MemoryStore, PlanStore,
-    Publication, RedisStore, Retention, RolloutStore, STREAM_START, StoreError, Taken, Transition,
-    Updated,
+    Publication, RecordStore, RedisStore, Retention, STREAM_START, Shelf, StoreError, Taken,
+    Transition, Updated,
 };
 use mesh_testkit::Redis;
 
@@ -204,32 +204,34 @@ async fn alert_state_is_shared_and_marks_once<S: AlertStore>(s: &S) {
     assert!(s.members("active").await.unwrap().is_empty());
 }
 
-/// Rollouts: created once, updated only at the revision read (of two racing updates one
-/// wins, the other is told what won), listed oldest first, never expiring.
-async fn rollouts_update_at_their_revision_only<S: RolloutStore>(s: &S) {
+/// Records: created once, updated only at the revision read (of two racing updates one
+/// wins, the other is told what won), listed oldest first per shelf, never expiring, removed
+/// on request; the shelves do not see each other's records.
+async fn records_update_at_their_revision_only<S: RecordStore>(s: &S) {
+    let r = Shelf::Rollouts;
     assert!(
-        s.create_rollout("r1", "proposed", b"one".to_vec())
+        s.create_record(r, "r1", "proposed", b"one".to_vec())
             .await
             .unwrap()
     );
     assert!(
-        !s.create_rollout("r1", "audit", b"again".to_vec())
+        !s.create_record(r, "r1", "audit", b"again".to_vec())
             .await
             .unwrap()
     );
     assert!(
-        s.create_rollout("r2", "proposed", b"two".to_vec())
+        s.create_record(r, "r2", "proposed", b"two".to_vec())
             .await
             .unwrap()
     );
-    let e = s.get_rollout("r1").await.unwrap().unwrap();
+    let e = s.get_record(r, "r1").await.unwrap().unwrap();
     assert_eq!(
         (e.state.as_str(), e.revision, e.record.as_slice()),
         ("proposed", 1, b"one".as_slice())
     );
     let (a, b) = tokio::join!(
-        s.update_rollout("r1", 1, "moving:proposed>audit", b"bob".to_vec()),
-        s.update_rollout("r1", 1, "moving:proposed>audit", b"carol".to_vec()),
+        s.update_record(r, "r1", 1, "moving:proposed>audit", b"bob".to_vec()),
+        s.update_record(r, "r1", 1, "moving:proposed>audit", b"carol".to_vec()),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let (won, lost) = match (&a, &b) {
@@ -240,21 +242,33 @@ async fn rollouts_update_at_their_revision_only<S: RolloutStore>(s: &S) {
     assert_eq!(lost.revision, 2);
     assert_eq!(lost.record, won);
     assert_eq!(
-        s.update_rollout("r1", 2, "audit", b"applied".to_vec())
+        s.update_record(r, "r1", 2, "audit", b"applied".to_vec())
             .await
             .unwrap(),
         Updated::Written(3)
     );
-    let e = s.get_rollout("r1").await.unwrap().unwrap();
+    let e = s.get_record(r, "r1").await.unwrap().unwrap();
     assert_eq!((e.state.as_str(), e.revision), ("audit", 3));
     assert_eq!(
-        s.update_rollout("nope", 1, "audit", Vec::new())
+        s.update_record(r, "nope", 1, "audit", Vec::new())
             .await
             .unwrap(),
         Updated::Missing
     );
-    assert!(s.get_rollout("nope").await.unwrap().is_none());
-    assert_eq!(s.rollout_ids().await.unwrap(), ["r1", "r2"]);
+    assert!(s.get_record(r, "nope").await.unwrap().is_none());
+    assert_eq!(s.record_ids(r).await.unwrap(), ["r1", "r2"]);
+    let a = Shelf::Approvals;
+    assert!(s.get_record(a, "r1").await.unwrap().is_none());
+    assert!(
+        s.create_record(a, "r1", "pending", b"req".to_vec())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.record_ids(a).await.unwrap(), ["r1"]);
+    s.remove_record(a, "r1").await.unwrap();
+    assert!(s.get_record(a, "r1").await.unwrap().is_none());
+    assert!(s.record_ids(a).await.unwrap().is_empty());
+    assert_eq!(s.get_record(r, "r1").await.unwrap().unwrap().revision, 3);
 }
 
 async fn poll_acquire<S: GraphStore>(s: &S, holder: &str, ttl: Duration) -> mesh_store::Lease {
@@ -499,7 +513,7 @@ async fn memory_store_meets_the_contract() {
     plans_are_single_use_expiring_and_bound_to_their_owner(&MemoryStore::new(10)).await;
     approvals_move_once_and_expire(&MemoryStore::new(10)).await;
     alert_state_is_shared_and_marks_once(&MemoryStore::new(10)).await;
-    rollouts_update_at_their_revision_only(&MemoryStore::new(10)).await;
+    records_update_at_their_revision_only(&MemoryStore::new(10)).await;
 }
 
 fn redis_store(url: &str, prefix: &str, max_len: usize) -> std::sync::Arc<RedisStore> {
@@ -519,7 +533,7 @@ async fn redis_store_meets_the_contract() {
         .await;
     approvals_move_once_and_expire(&redis_store(&redis.url, "g:", 50)).await;
     alert_state_is_shared_and_marks_once(&redis_store(&redis.url, "h:", 50)).await;
-    rollouts_update_at_their_revision_only(&redis_store(&redis.url, "i:", 50)).await;
+    records_update_at_their_revision_only(&redis_store(&redis.url, "i:", 50)).await;
     the_change_log_is_fenced_ordered_and_trimmed(&redis_store(&redis.url, "j:", 50)).await;
 }
 

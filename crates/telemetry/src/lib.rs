@@ -4,6 +4,57 @@
 
 pub mod serve;
 
+/// Loads the file at `path` with `load` and keeps it current: the file is checked every
+/// `every` (modification time and size); a changed file that `load` refuses is logged with
+/// its reason and the last good value stays in force. `what` names it in the logs.
+pub fn watch_file<T, E>(
+    what: &'static str,
+    path: std::path::PathBuf,
+    every: std::time::Duration,
+    load: impl Fn(&std::path::Path) -> Result<T, E> + Send + 'static,
+) -> Result<tokio::sync::watch::Receiver<std::sync::Arc<T>>, E>
+where
+    T: Send + Sync + 'static,
+    E: std::fmt::Display,
+{
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                m.len(),
+            )
+        })
+    };
+    // Stamped with what was loaded, so a change right after start is not missed.
+    let mut last = stamp(&path);
+    let first = load(&path)?;
+    let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(first));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            let now = stamp(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match load(&path) {
+                Ok(v) => {
+                    tracing::info!(path = %path.display(), "{what} reloaded");
+                    tx.send_replace(std::sync::Arc::new(v));
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "{what} not reloaded; the previous one stays");
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// Exit code for bad configuration (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 

@@ -4,7 +4,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -222,37 +222,7 @@ pub type Identities = watch::Receiver<Arc<IdentityMap>>;
 /// Loads `path` and keeps it current: the file is checked every `every`; a changed file that
 /// fails to parse is logged and the last good map stays in force.
 pub fn watch_file(path: PathBuf, every: Duration) -> Result<Identities, MapError> {
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-    };
-    // Stamped with what was loaded, so a change right after start is not missed.
-    let mut last = stamp(&path);
-    let map = IdentityMap::load(&path)?;
-    let (tx, rx) = watch::channel(Arc::new(map));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if tx.is_closed() {
-                return;
-            }
-            let now = stamp(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            match IdentityMap::load(&path) {
-                Ok(map) => {
-                    tracing::info!(path = %path.display(), users = map.users.len(), "identity map reloaded");
-                    tx.send_replace(Arc::new(map));
-                }
-                Err(e) => tracing::error!(%e, "identity map not reloaded; the previous one stays"),
-            }
-        }
-    });
-    Ok(rx)
+    mesh_telemetry::watch_file("identity map", path, every, IdentityMap::load)
 }
 
 #[cfg(test)]

@@ -49,9 +49,9 @@ use self::{
 };
 pub use self::{
     args::{
-        AdvanceRolloutArgs, ApplyPlanArgs, AuditArgs, ChangedArgs, ExplainArgs, FailingArgs,
-        GraphArgs, NamespaceArgs, PlanArgs, ProposeArgs, RolloutArgs, StartRolloutArgs,
-        WorkloadArgs,
+        AdvanceRolloutArgs, ApplyPlanArgs, ApprovalArgs, AuditArgs, ChangedArgs, ExplainArgs,
+        FailingArgs, GraphArgs, ListApprovalsArgs, NamespaceArgs, PlanArgs, ProposeArgs,
+        RolloutArgs, StartRolloutArgs, WorkloadArgs,
     },
     backend::Backend,
 };
@@ -133,20 +133,31 @@ impl MeshAgent {
     }
 
     fn who(&self, ctx: &RequestContext<RoleServer>) -> Who {
+        // Every MCP caller is an agent: named by its client as it introduced itself.
+        let agent = ctx
+            .peer
+            .peer_info()
+            .and_then(|i| crate::auth::agent_name(&i.client_info.name))
+            .unwrap_or_else(|| "mcp-client".into());
         match &self.backend {
             Backend::Local(_) => {
                 let caller = ctx
                     .extensions
                     .get::<axum::http::request::Parts>()
-                    .and_then(|p| p.extensions.get::<Caller>().cloned());
+                    .and_then(|p| p.extensions.get::<Caller>().cloned())
+                    .map(|c| Caller {
+                        agent: Some(agent.clone()),
+                        ..c
+                    });
                 let key = caller.as_ref().map_or_else(String::new, |c| {
                     format!("{}|{}", c.user, c.groups.join(","))
                 });
-                Who { caller, key }
+                Who { caller, key, agent }
             }
             Backend::Remote { .. } => Who {
                 caller: None,
                 key: "stdio".into(),
+                agent,
             },
         }
     }
@@ -993,10 +1004,75 @@ impl MeshAgent {
     }
 
     #[tool(
+        description = "An approval request apply_plan made: its state (pending, applying, \
+            applied, stale, failed, unknown, rejected, expired), who approved so far of how \
+            many needed, and once applied the audit id.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_approval(
+        &self,
+        Parameters(a): Parameters<ApprovalArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        self.approval(&self.who(&ctx), a.id).await
+    }
+
+    #[tool(
+        description = "Approval requests, newest first: optionally only one state (pending, \
+            applied, rejected, ...) or one namespace.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_approvals(
+        &self,
+        Parameters(a): Parameters<ListApprovalsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let states = match a.state.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(w) => vec![
+                mesh_proto::approval_state_of(w)
+                    .ok_or_else(|| format!("state: {w:?} is not an approval state"))?
+                    .into(),
+            ],
+        };
+        let l = self
+            .backend
+            .list_approvals(
+                &self.who(&ctx),
+                pb::ListApprovalsRequest {
+                    states,
+                    namespace: a.namespace.unwrap_or_default(),
+                    limit: 50,
+                },
+            )
+            .await
+            .map_err(|s| status_text(&s))?;
+        let rows: Vec<Value> = l.approvals.iter().map(approval_json).collect();
+        Ok(answer(
+            format!("{} approval request(s)", rows.len()),
+            json!({ "approvals": rows }),
+        ))
+    }
+
+    #[tool(
         description = "Apply a plan made by plan_authorization_policy or plan_http_route, as you, \
             exactly as reviewed: refused when the plan expired, was already applied, was made \
             by someone else, or when its object changed since it was planned. Changes the \
-            cluster: show the plan's diff and affected edges to the user first.",
+            cluster: show the plan's diff and affected edges to the user first. Where the \
+            approval policy wants people to approve (always, for agents, where it says agents \
+            only propose), nothing is applied yet: it returns an approval request (state \
+            pending) that people approve in chat or with meshctl; follow it with get_approval. \
+            Give a one-line reason: the approvers see it.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -1038,7 +1114,47 @@ impl MeshAgent {
         } else {
             Rpc::AuthorizationPolicy
         };
-        match self.backend.apply(&who, rpc, plan.request).await {
+        match self.backend.apply(&who, rpc, plan.request.clone()).await {
+            Err(s) if mesh_proto::needs_approval(&s) => {
+                // The approval policy wants people first: the plan becomes a request they see
+                // (in chat, meshctl approvals), applied as this caller once they approve.
+                let mut change = plan.request;
+                change.reason = a
+                    .reason
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let ap = self
+                    .backend
+                    .request_approval(
+                        &who,
+                        pb::RequestApprovalRequest {
+                            kind: if rpc == Rpc::HttpRoute {
+                                pb::ChangeKind::HttpRoute
+                            } else {
+                                pb::ChangeKind::AuthorizationPolicy
+                            }
+                            .into(),
+                            change: Some(change),
+                            agent: who.agent.clone(),
+                            front_end: "mcp".into(),
+                        },
+                    )
+                    .await
+                    .map_err(|s| status_text(&s))?;
+                let summary = format!(
+                    "not applied yet: {} needs {} approval(s) under {} ({}); approval {} is \
+                     waiting for people. Tell the user, and check it with get_approval; do \
+                     not plan it again.",
+                    a.plan_id,
+                    ap.needed,
+                    ap.rule,
+                    s.message(),
+                    ap.id
+                );
+                Ok(answer(summary, json!({ "approval": approval_json(&ap) })))
+            }
             Ok(r) => {
                 let objects: Vec<Value> = r
                     .objects
@@ -1054,6 +1170,62 @@ impl MeshAgent {
             Err(s) => Err(status_text(&s)),
         }
     }
+}
+
+impl MeshAgent {
+    /// The approval tools' shared body: one request, as the service holds it now.
+    async fn approval(&self, who: &Who, id: String) -> Result<CallToolResult, String> {
+        let ap = self
+            .backend
+            .get_approval(who, id)
+            .await
+            .map_err(|s| status_text(&s))?;
+        let summary = format!(
+            "approval {}: {}, {} of {} approval(s){}{}",
+            ap.id,
+            mesh_proto::approval_state_word(ap.state),
+            ap.approvals.len(),
+            ap.needed,
+            if ap.audit_id.is_empty() {
+                String::new()
+            } else {
+                format!("; applied, audit id {}", ap.audit_id)
+            },
+            if ap.outcome.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", ap.outcome)
+            }
+        );
+        Ok(answer(summary, json!({ "approval": approval_json(&ap) })))
+    }
+}
+
+/// An approval request as agents read it.
+fn approval_json(a: &pb::Approval) -> Value {
+    let time = |t: &Option<pbjson_types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| mesh_proto::timestamp_from_pb(t).ok())
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    };
+    json!({
+        "id": a.id,
+        "state": mesh_proto::approval_state_word(a.state),
+        "needed": a.needed,
+        "approved_by": a.approvals.iter().map(|v| v.user.as_str()).collect::<Vec<_>>(),
+        "rule": a.rule,
+        "requested_by": a.requested_by,
+        "on_behalf_of": a.on_behalf_of.as_ref().map(|i| i.user.as_str()),
+        "agent": a.agent,
+        "reason": a.reason,
+        "namespaces": a.namespaces,
+        "objects": a.objects.iter().map(|o| format!("{} {} {}/{}", o.action, o.kind, o.namespace, o.name)).collect::<Vec<_>>(),
+        "created_at": time(&a.created_at),
+        "expires_at": time(&a.expires_at),
+        "rejected_by": a.rejected_by,
+        "audit_id": a.audit_id,
+        "outcome": a.outcome,
+    })
 }
 
 #[prompt_router]

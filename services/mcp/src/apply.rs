@@ -22,6 +22,7 @@ use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PatchParams, PostParams},
 };
 use mesh_model::{Decision, MeshGraph};
+use mesh_policy::approval::{ApprovalPolicy, Gate, Subject};
 use mesh_policy::cluster::Cluster;
 use mesh_policy::{Manifests, resources::Resource};
 use mesh_proto::pb;
@@ -126,13 +127,18 @@ fn audit_record(
     req: &pb::ApplyRequest,
     objects: &[pb::AppliedObject],
     diff: &str,
+    grant: Option<&Grant>,
 ) -> Value {
     json!({
         "audit_id": audit,
         "requested_by": caller.user,
+        "agent": grant.and_then(|g| g.agent.as_deref()).or(caller.agent.as_deref()),
         "acted_as": id.user,
         "groups": id.groups,
         "approved_by": req.approved_by,
+        "approvers": grant.map(|g| g.approvers.clone()).unwrap_or_default(),
+        "approval_id": grant.map(|g| g.approval_id.as_str()),
+        "approval_rule": grant.map(|g| g.rule.as_str()),
         "reason": req.reason,
         "dry_run": req.dry_run,
         "objects": objects
@@ -141,6 +147,14 @@ fn audit_record(
             .collect::<Vec<_>>(),
         "diff": diff,
     })
+}
+
+/// A caller as the approval policy sees it.
+pub fn subject(c: &Caller) -> Subject {
+    Subject {
+        user: c.user.clone(),
+        groups: c.groups.clone(),
+    }
 }
 
 /// Puts the server's own `note` (checked by nobody: it is not the caller's) before the
@@ -297,6 +311,35 @@ pub struct Applier {
     graph: crate::GraphWatch,
     steps: Arc<dyn ApiSteps>,
     errors: Family<ReasonLabel, Counter>,
+    /// Who must approve which writes (reloaded with its file).
+    policy: watch::Receiver<Arc<ApprovalPolicy>>,
+    /// The time freezes are judged by.
+    clock: Arc<dyn mesh_model::Clock>,
+}
+
+/// The approvals an approved change was granted: lets its apply past the approval gate, and
+/// goes into its audit trail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// The approval request's id.
+    pub approval_id: String,
+    /// Every approver, in the order they approved.
+    pub approvers: Vec<String>,
+    /// The approval policy rules that applied.
+    pub rule: String,
+    /// The agent that proposed the change, if one did.
+    pub agent: Option<String>,
+    /// Why, as the requester (or their agent) said when asking.
+    pub reason: String,
+}
+
+/// Every namespace a change's objects are in, sorted once each: an approver must be allowed in
+/// each, and each namespace's rule applies.
+pub fn written_namespaces(objects: &[pb::AppliedObject]) -> Vec<String> {
+    let mut ns: Vec<String> = objects.iter().map(|o| o.namespace.clone()).collect();
+    ns.sort();
+    ns.dedup();
+    ns
 }
 
 /// The `reason` label of `mesh_mcp_apply_errors_total`.
@@ -411,7 +454,56 @@ impl Applier {
             graph,
             steps: Arc::new(ApiServer),
             errors: Family::default(),
+            policy: watch::channel(Arc::new(ApprovalPolicy::default())).1,
+            clock: Arc::new(mesh_model::SystemClock),
         })
+    }
+
+    /// Holds writes to `policy` (who must approve what, kept current by its file watcher),
+    /// judging freezes by `clock`.
+    #[must_use]
+    pub fn with_approval_policy(
+        mut self,
+        policy: watch::Receiver<Arc<ApprovalPolicy>>,
+        clock: Arc<dyn mesh_model::Clock>,
+    ) -> Self {
+        self.policy = policy;
+        self.clock = clock;
+        self
+    }
+
+    /// The time freezes and approval deadlines are judged by.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The approval policy in force now.
+    pub fn approval_policy(&self) -> Arc<ApprovalPolicy> {
+        self.policy.borrow().clone()
+    }
+
+    /// Whether `caller` counts as an agent: it calls through an agent front end, or the
+    /// approval policy lists it as one.
+    pub fn is_agent(&self, caller: &Caller) -> bool {
+        caller.agent.is_some() || self.approval_policy().is_agent(&subject(caller))
+    }
+
+    /// The approval gate of a write by `caller` as `id` to `objects`: straight through, or
+    /// refused with the rule that wants approvals (or that does not let the requester ask).
+    fn gate(
+        &self,
+        caller: &Caller,
+        id: &pb::Identity,
+        objects: &[pb::AppliedObject],
+    ) -> Result<Gate, ApplyError> {
+        let policy = self.approval_policy();
+        let need = policy.requirement(&written_namespaces(objects));
+        let requester = Subject {
+            user: id.user.clone(),
+            groups: id.groups.clone(),
+        };
+        need.gate(&requester, self.is_agent(caller), self.clock.now())
+            .map_err(|e| ApplyError::Forbidden(e.to_string()))
     }
 
     /// Asks `steps` instead of the API server whether a write is allowed, and writes through
@@ -775,7 +867,23 @@ impl Applier {
         rpc: Rpc,
         req: pb::ApplyRequest,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        self.counted(self.run(caller, Shape::One(rpc), req, None).await)
+        self.counted(self.run(caller, Shape::One(rpc), req, None, None).await)
+    }
+
+    /// Runs the pipeline for a change its approvers approved (`grant`): past the approval
+    /// gate, with every approver in its audit trail. Everything else is checked again (RBAC,
+    /// admission, the reviewed versions): approval is not a way around them.
+    pub async fn apply_granted(
+        &self,
+        caller: Caller,
+        rpc: Rpc,
+        req: pb::ApplyRequest,
+        grant: &Grant,
+    ) -> Result<pb::ApplyResponse, ApplyError> {
+        self.counted(
+            self.run(Some(caller), Shape::One(rpc), req, None, Some(grant))
+                .await,
+        )
     }
 
     /// Runs the pipeline for a rollout's phase: `req.source` is the phase's manifest (Servers,
@@ -788,7 +896,10 @@ impl Applier {
         req: pb::ApplyRequest,
         note: &str,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        self.counted(self.run(caller, Shape::Rollout, req, Some(note)).await)
+        self.counted(
+            self.run(caller, Shape::Rollout, req, Some(note), None)
+                .await,
+        )
     }
 
     /// Counts a refusal by kind (`mesh_mcp_apply_errors_total{reason}`).
@@ -899,7 +1010,7 @@ impl Applier {
             }
         }
         let diff: String = report.iter().map(|a| a.diff.clone()).collect();
-        let record = audit_record(&audit, &caller, &id, &req, &report, &diff);
+        let record = audit_record(&audit, &caller, &id, &req, &report, &diff, None);
         tracing::info!(target: "audit", record = %record, "policy deletion");
         Ok(pb::ApplyResponse {
             dry_run: req.dry_run,
@@ -926,8 +1037,17 @@ impl Applier {
         rpc: Shape,
         mut req: pb::ApplyRequest,
         note: Option<&str>,
+        grant: Option<&Grant>,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        let (caller, id) = self.requester(caller, &mut req, note)?;
+        let caller = caller.ok_or_else(|| {
+            ApplyError::Unauthenticated(
+                "changes need an authenticated caller; this server runs with --insecure-no-auth"
+                    .into(),
+            )
+        })?;
+        let id = self.identity(&caller, req.on_behalf_of.clone())?;
+        // The audit fields are checked once the approval gate has spoken (below): a change that
+        // waits for approvals takes its requester's reason with the approval request instead.
         if rpc == Shape::Rollout && (req.expect_absent || !req.expected_resource_version.is_empty())
         {
             return Err(invalid(
@@ -1076,12 +1196,61 @@ impl Applier {
         if !dry && !changed {
             warnings.push("nothing to change: the cluster already holds this".into());
         }
+        if changed && grant.is_none() {
+            match self.gate(&caller, &id, &applied) {
+                Ok(Gate::Direct) => {}
+                Ok(Gate::Approval { needed }) if dry => warnings.push(format!(
+                    "making this change needs {needed} approval(s) under {}: ask with RequestApproval",
+                    self.approval_policy()
+                        .requirement(&written_namespaces(&applied))
+                        .names()
+                )),
+                Ok(Gate::Approval { needed }) => {
+                    return Err(ApplyError::NeedsApproval(format!(
+                        "{}: {} wants {needed} approval(s) for this change{}; \
+                         nothing was written. Ask with RequestApproval (`meshctl apply` does, \
+                         and prints the approval id; the MCP tool apply_plan does for agents)",
+                        mesh_proto::APPROVAL_REQUIRED,
+                        self.approval_policy()
+                            .requirement(&written_namespaces(&applied))
+                            .names(),
+                        if self.is_agent(&caller) {
+                            " made by an agent"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                Err(e) if dry => warnings.push(e.message().to_owned()),
+                Err(e) => return Err(e),
+            }
+        }
+        match grant {
+            Some(g) => {
+                // The service's own record of who approved and why, never a caller's.
+                req.approved_by = g.approvers.join(",");
+                req.reason.clone_from(&g.reason);
+            }
+            None => {
+                self.audit_fields(&caller, &req)?;
+                with_note(&mut req, note);
+            }
+        }
         if !dry && changed {
-            self.write(&id, &caller, &req, &objects, &before, &audit, &mut applied)
-                .await?;
+            self.write(
+                &id,
+                &caller,
+                &req,
+                &objects,
+                &before,
+                &audit,
+                &mut applied,
+                grant,
+            )
+            .await?;
         }
         let diff: String = applied.iter().map(|a| a.diff.clone()).collect();
-        let record = audit_record(&audit, &caller, &id, &req, &applied, &diff);
+        let record = audit_record(&audit, &caller, &id, &req, &applied, &diff, grant);
         tracing::info!(target: "audit", record = %record, "policy change");
         Ok(pb::ApplyResponse {
             dry_run: dry,
@@ -1109,6 +1278,7 @@ impl Applier {
         before: &[Option<DynamicObject>],
         audit: &str,
         report: &mut [pb::AppliedObject],
+        grant: Option<&Grant>,
     ) -> Result<(), ApplyError> {
         let as_id = self.as_identity(id)?;
         let main = objects.len() - 1;
@@ -1125,6 +1295,13 @@ impl Applier {
         }
         if !req.reason.is_empty() {
             annotations.insert(format!("{AUDIT_PREFIX}reason"), req.reason.clone());
+        }
+        if let Some(g) = grant {
+            annotations.insert(format!("{AUDIT_PREFIX}approval-id"), g.approval_id.clone());
+            annotations.insert(format!("{AUDIT_PREFIX}approval-rule"), g.rule.clone());
+            if let Some(agent) = &g.agent {
+                annotations.insert(format!("{AUDIT_PREFIX}proposed-by"), agent.clone());
+            }
         }
         let mut written: Vec<(usize, DynamicObject)> = Vec::new();
         for (i, o) in objects.iter().enumerate() {
@@ -1203,13 +1380,17 @@ impl Applier {
         }
         // Events only once every write stood (a rolled-back change has none).
         for (i, after) in &written {
-            self.event(&objects[*i], after, caller, id, req, audit)
+            self.event(&objects[*i], after, caller, id, req, audit, grant)
                 .await;
         }
         Ok(())
     }
 
     /// A Kubernetes Event on the applied object (mesh-mcp's own identity; best effort).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one pipeline step's whole context, as write's"
+    )]
     async fn event(
         &self,
         o: &Obj,
@@ -1218,15 +1399,25 @@ impl Applier {
         id: &pb::Identity,
         req: &pb::ApplyRequest,
         audit: &str,
+        grant: Option<&Grant>,
     ) {
         use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
         );
-        let approved = if req.approved_by.is_empty() {
-            String::new()
-        } else {
-            format!(", approved by {}", req.approved_by)
+        let approved = match grant {
+            Some(g) => format!(
+                ", approved by {} under {} (approval {}){}",
+                g.approvers.join(", "),
+                g.rule,
+                g.approval_id,
+                g.agent
+                    .as_ref()
+                    .map(|a| format!(", proposed by agent {a}"))
+                    .unwrap_or_default()
+            ),
+            None if req.approved_by.is_empty() => String::new(),
+            None => format!(", approved by {}", req.approved_by),
         };
         let ev = Event {
             metadata: kube::api::ObjectMeta {

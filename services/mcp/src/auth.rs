@@ -14,12 +14,35 @@ use tokio::sync::Mutex;
 use tonic::Status;
 
 /// Who made a request (put in the request's extensions).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     /// User name.
     pub user: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// The agent calling for this identity (an MCP client's name), when one is: its changes
+    /// answer to the approval policy's rules for agents.
+    pub agent: Option<String>,
+}
+
+/// The gRPC metadata an agent front end (`mesh-mcp stdio`) names its agent with. Claiming to
+/// be an agent only adds restrictions; identities that must always count as agents are listed
+/// in the approval policy (`agents`).
+pub const AGENT_HEADER: &str = "x-linkerd-mcp-agent";
+
+/// Longest agent name kept.
+pub(crate) const MAX_AGENT_NAME: usize = 64;
+
+/// An agent's name as shown on cards and in the audit: control characters dropped, at most
+/// [`MAX_AGENT_NAME`] characters; `None` when nothing is left.
+pub fn agent_name(raw: &str) -> Option<String> {
+    let name: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_AGENT_NAME)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Checks bearer tokens.
@@ -67,6 +90,7 @@ impl TokenAuth {
             let caller = Caller {
                 user: user.to_owned(),
                 groups,
+                agent: None,
             };
             if tokens.insert(token.to_owned(), caller).is_some() {
                 return Err(want("this token is already on an earlier line"));
@@ -270,6 +294,7 @@ async fn review(
     Ok(Ok(Caller {
         user: user.username.unwrap_or_default(),
         groups: user.groups.unwrap_or_default(),
+        agent: None,
     }))
 }
 

@@ -93,6 +93,12 @@ pub struct Args {
     /// Prefix for groups from tokens, as kube-apiserver's --oidc-groups-prefix (e.g. `oidc:`).
     #[arg(long, env = "MESH_OAUTH_GROUPS_PREFIX", default_value = "")]
     pub oauth_groups_prefix: String,
+    /// The approval policy (YAML): who must approve which policy changes, per namespace, and
+    /// what agents may do. Checked whole at start (an error stops mesh-mcp) and reloaded when
+    /// the file changes (a broken edit is logged and the last good policy stays). Without it,
+    /// writes need no approval and approval requests cannot be approved.
+    #[arg(long, env = "MESH_APPROVAL_POLICY")]
+    pub approval_policy: Option<PathBuf>,
     /// Serve MCP without its mutation tools (plan_*, apply_plan).
     #[arg(long, env = "MESH_READ_ONLY")]
     pub read_only: bool,
@@ -268,15 +274,31 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             "--delegate-group {bad}: system groups can never be delegated"
         )));
     }
+    let approval_policy = match &args.approval_policy {
+        Some(path) => mesh_telemetry::watch_file(
+            "approval policy",
+            path.clone(),
+            Duration::from_secs(2),
+            |p: &std::path::Path| {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("--approval-policy {}: {e}", p.display()))?;
+                mesh_policy::approval::ApprovalPolicy::parse(&text)
+                    .map_err(|e| format!("--approval-policy {}: {e}", p.display()))
+            },
+        )
+        .map_err(usage)?,
+        None => watch::channel(Arc::new(mesh_policy::approval::ApprovalPolicy::default())).1,
+    };
     let applier = kube_config
-        .and_then(|c| crate::apply::Applier::new(c, delegation, cluster.clone(), rx.clone()));
+        .and_then(|c| crate::apply::Applier::new(c, delegation, cluster.clone(), rx.clone()))
+        .map(|a| a.with_approval_policy(approval_policy, Arc::new(mesh_model::SystemClock)));
     if let Ok(a) = &applier {
         a.register_metrics(&mut registry);
     }
     let service = GraphService::new(rx.clone(), history, args.heartbeat)
         .with_applier(applier)
         .with_prometheus(args.collect.prometheus_url.clone())
-        .with_rollouts(plans.clone())
+        .with_records(plans.clone())
         .with_history(changes);
     let routes = crate::grpc_routes(service.clone(), auth.clone()).await;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod apply;
+mod approvals;
 mod auth;
 pub mod cli;
 mod follower;
@@ -21,7 +22,7 @@ use mesh_store::GraphStore;
 use tokio::sync::watch;
 
 pub use self::{
-    auth::{Authenticator, Caller, TokenAuth},
+    auth::{AGENT_HEADER, Authenticator, Caller, TokenAuth, agent_name},
     follower::{Follower, FollowerError, Step},
     service::{GraphService, GraphView, GraphWatch, History},
 };

@@ -193,7 +193,11 @@ impl JwtVerifier {
                  --oauth-groups-prefix)"
             )));
         }
-        Ok(Ok(Caller { user, groups }))
+        Ok(Ok(Caller {
+            user,
+            groups,
+            agent: None,
+        }))
     }
 
     /// The protected resource metadata (RFC 9728) for this server.

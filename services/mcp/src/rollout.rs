@@ -18,7 +18,7 @@ use std::{
 
 use mesh_model::rollout::{self, Action, Event, Gate, Phase, RolloutState, WouldBeDenied};
 use mesh_proto::pb::{self, advance_rollout_request::Action as PbAction};
-use mesh_store::{RolloutStore, Updated};
+use mesh_store::{RecordStore, Shelf, Updated};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tonic::Status;
@@ -55,7 +55,7 @@ impl std::fmt::Debug for SharedClock {
 }
 
 impl SharedClock {
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.0.now()
     }
 }
@@ -358,8 +358,8 @@ impl GraphService {
             )));
         }
         let entry = self
-            .rollouts
-            .get_rollout(id)
+            .records
+            .get_record(Shelf::Rollouts, id)
             .await
             .map_err(|e| store_error(&e))?
             .ok_or_else(|| Status::not_found(format!("no rollout {id}")))?;
@@ -378,8 +378,8 @@ impl GraphService {
     async fn save(&self, revision: u64, state: RolloutState, rec: &Record) -> Result<u64, Status> {
         let bytes = serde_json::to_vec(rec).map_err(|e| Status::internal(e.to_string()))?;
         match self
-            .rollouts
-            .update_rollout(&rec.id, revision, &state.word(), bytes)
+            .records
+            .update_record(Shelf::Rollouts, &rec.id, revision, &state.word(), bytes)
             .await
             .map_err(|e| store_error(&e))?
         {
@@ -457,8 +457,8 @@ impl GraphService {
         }
         let bytes = serde_json::to_vec(&rec).map_err(|e| Status::internal(e.to_string()))?;
         let created = self
-            .rollouts
-            .create_rollout(&rec.id, Phase::Proposed.as_str(), bytes)
+            .records
+            .create_record(Shelf::Rollouts, &rec.id, Phase::Proposed.as_str(), bytes)
             .await
             .map_err(|e| store_error(&e))?;
         if !created {
@@ -487,8 +487,8 @@ impl GraphService {
     /// Every rollout, newest first (gates not evaluated).
     pub async fn list_rollouts(&self) -> Result<pb::ListRolloutsResponse, Status> {
         let ids = self
-            .rollouts
-            .rollout_ids()
+            .records
+            .record_ids(Shelf::Rollouts)
             .await
             .map_err(|e| store_error(&e))?;
         let mut out = Vec::with_capacity(ids.len());

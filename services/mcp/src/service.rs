@@ -57,8 +57,11 @@ pub struct GraphService {
     pub(crate) applier: Result<Applier, String>,
     /// linkerd-viz's Prometheus, for proposals over a window of the caller's choosing.
     pub(crate) prometheus: Option<String>,
-    /// Where staged rollouts live (shared by replicas on Redis).
-    pub(crate) rollouts: mesh_store::Backend,
+    /// Where staged rollouts and approval requests live (shared by replicas on Redis).
+    pub(crate) records: mesh_store::Backend,
+    /// Bumped whenever this replica changes an approval request: wakes its watchers at once
+    /// (other replicas' changes reach them by polling).
+    pub(crate) approvals_changed: Arc<watch::Sender<u64>>,
     /// The time rollouts are stamped and gated with.
     pub(crate) clock: crate::rollout::SharedClock,
     /// The collector's change log, for graphs of past moments and diffs.
@@ -81,7 +84,8 @@ impl GraphService {
             views: Arc::default(),
             applier: Err("this server was started without a Kubernetes configuration".into()),
             prometheus: None,
-            rollouts: mesh_store::Backend::memory(),
+            records: mesh_store::Backend::memory(),
+            approvals_changed: Arc::new(watch::channel(0).0),
             clock: crate::rollout::SharedClock::default(),
             past: None,
         };
@@ -228,9 +232,10 @@ impl GraphService {
         })
     }
 
-    /// Keeps staged rollouts in `store` (Redis: shared by replicas, kept across restarts).
-    pub fn with_rollouts(mut self, store: mesh_store::Backend) -> Self {
-        self.rollouts = store;
+    /// Keeps staged rollouts and approval requests in `store` (Redis: shared by replicas, kept
+    /// across restarts).
+    pub fn with_records(mut self, store: mesh_store::Backend) -> Self {
+        self.records = store;
         self
     }
 
@@ -453,7 +458,7 @@ impl GraphService {
         let applier = self.applier.as_ref().map_err(|why| {
             Status::unavailable(format!("policy changes are not available: {why}"))
         })?;
-        let caller = req.extensions().get::<Caller>().cloned();
+        let caller = caller_of(&req);
         applier
             .apply(caller, rpc, req.into_inner())
             .await
@@ -736,6 +741,21 @@ fn heartbeat_at(g: &MeshGraph, version: u64, store: Option<&SourceHealth>) -> pb
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
 
+/// The authenticated caller of a request, with the agent an agent front end names
+/// ([`crate::auth::AGENT_HEADER`]).
+fn caller_of<T>(req: &Request<T>) -> Option<Caller> {
+    let mut caller = req.extensions().get::<Caller>().cloned()?;
+    if let Some(agent) = req
+        .metadata()
+        .get(crate::auth::AGENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::agent_name)
+    {
+        caller.agent = Some(agent);
+    }
+    Some(caller)
+}
+
 #[tonic::async_trait]
 impl MeshService for GraphService {
     async fn get_mesh_graph(
@@ -807,6 +827,66 @@ impl MeshService for GraphService {
         _req: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         GraphService::list_rollouts(self).await.map(Response::new)
+    }
+
+    async fn request_approval(
+        &self,
+        req: Request<pb::RequestApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = caller_of(&req);
+        GraphService::request_approval(self, caller, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_approval(
+        &self,
+        req: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        GraphService::get_approval(self, &req.get_ref().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_approvals(
+        &self,
+        req: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        GraphService::list_approvals(self, req.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = caller_of(&req);
+        GraphService::approve(self, caller, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reject(
+        &self,
+        req: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = caller_of(&req);
+        GraphService::reject(self, caller, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type WatchApprovalsStream = crate::approvals::ApprovalStream;
+
+    async fn watch_approvals(
+        &self,
+        req: Request<pb::WatchApprovalsRequest>,
+    ) -> Result<Response<Self::WatchApprovalsStream>, Status> {
+        Ok(Response::new(GraphService::watch_approvals(
+            self,
+            req.into_inner(),
+        )))
     }
 
     async fn advance_rollout(

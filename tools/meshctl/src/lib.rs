@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesh_model::{Destination, MeshGraph, PolicyVerdict, TlsStatus};
 use mesh_prometheus::{PrometheusSource, parse_window};
 
+pub mod approvals;
 pub mod diff;
 pub mod rollout;
 
@@ -57,6 +58,10 @@ pub enum Command {
     /// TLS and verdict changes, regressions, and the Kubernetes objects changed in between
     /// with who requested and approved each change, earliest first.
     Diff(diff::DiffArgs),
+    /// Changes waiting for people under mesh-mcp's approval policy (from agents, chat or
+    /// `meshctl apply`): list them, show one, approve or reject as yourself.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 /// `meshctl apply` flags.
@@ -332,6 +337,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Command::Apply(a) => apply(a).await,
         Command::Rollout(r) => rollout::rollout(r).await,
         Command::Diff(d) => diff::diff(d).await,
+        Command::Approvals(a) => approvals::approvals(a).await,
     }
 }
 
@@ -832,14 +838,23 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
         preconditions: Vec::new(),
     };
     let mut c = connect(&args.server, Duration::from_secs(10)).await?;
-    let r = with_token(req, args.token.as_deref(), Some(Duration::from_secs(60)))?;
-    let answer = if route {
+    let r = with_token(
+        req.clone(),
+        args.token.as_deref(),
+        Some(Duration::from_secs(60)),
+    )?;
+    let answer = match if route {
         c.apply_http_route(r).await
     } else {
         c.apply_authorization_policy(r).await
-    }
-    .map_err(|s| server_failure(&args.server, &s))?
-    .into_inner();
+    } {
+        Ok(a) => a.into_inner(),
+        // The approval policy wants people first: ask them, and say where to follow it.
+        Err(s) if mesh_proto::needs_approval(&s) && !args.dry_run => {
+            return request_approval(&args, &mut c, req, route, s.message()).await;
+        }
+        Err(s) => return Err(server_failure(&args.server, &s)),
+    };
     if args.output == "json" {
         println!(
             "{}",
@@ -880,6 +895,53 @@ async fn apply(args: ApplyArgs) -> Result<(), Failure> {
         "\n{} as {who}; audit id {}",
         if answer.dry_run { "dry-run" } else { "applied" },
         answer.audit_id
+    );
+    Ok(())
+}
+
+/// Turns a change the approval policy holds back into an approval request, printing its id.
+async fn request_approval(
+    args: &ApplyArgs,
+    c: &mut mesh_proto::pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>,
+    mut change: mesh_proto::pb::ApplyRequest,
+    route: bool,
+    why: &str,
+) -> Result<(), Failure> {
+    use mesh_proto::pb;
+    change.force = false;
+    let req = pb::RequestApprovalRequest {
+        kind: if route {
+            pb::ChangeKind::HttpRoute
+        } else {
+            pb::ChangeKind::AuthorizationPolicy
+        }
+        .into(),
+        change: Some(change),
+        agent: String::new(),
+        front_end: "cli".into(),
+    };
+    let ap = c
+        .request_approval(with_token(
+            req,
+            args.token.as_deref(),
+            Some(Duration::from_secs(60)),
+        )?)
+        .await
+        .map_err(|s| server_failure(&args.server, &s))?
+        .into_inner();
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "approval": ap }))
+                .expect("proto JSON")
+        );
+        return Ok(());
+    }
+    print!("{}", approvals::detail(&ap));
+    println!(
+        "\nnot applied yet: {why}\napproval requested: {} (needs {} approval(s) under {}); follow \
+         it with `meshctl approvals show {}`",
+        ap.id, ap.needed, ap.rule, ap.id
     );
     Ok(())
 }

@@ -12,4 +12,11 @@ fn the_cli_reference_is_current() {
     for sub in ["start", "status", "advance", "rollback", "repropose"] {
         mesh_testkit::check_cli_doc(bin, &["rollout", sub], &format!("meshctl-rollout-{sub}"));
     }
+    for sub in ["list", "show", "approve", "reject"] {
+        mesh_testkit::check_cli_doc(
+            bin,
+            &["approvals", sub],
+            &format!("meshctl-approvals-{sub}"),
+        );
+    }
 }

@@ -172,6 +172,28 @@ pub struct PlanArgs {
 pub struct ApplyPlanArgs {
     /// The id `plan_authorization_policy` or `plan_http_route` returned.
     pub plan_id: String,
+    /// Why the change is wanted, in one line: shown to the people asked to approve it.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An approval request to look at.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ApprovalArgs {
+    /// The approval id `apply_plan` returned.
+    pub id: String,
+}
+
+/// Which approval requests to list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ListApprovalsArgs {
+    /// Only requests in this state: pending, applying, applied, stale, failed, unknown,
+    /// rejected or expired.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Only requests writing this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 pub(super) fn spec_of(rpc: Rpc, spec: Value) -> Result<pb::PolicySpec, String> {

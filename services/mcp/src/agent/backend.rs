@@ -22,6 +22,8 @@ pub enum Backend {
 pub(super) struct Who {
     pub(super) caller: Option<Caller>,
     pub(super) key: String,
+    /// The MCP client's name: every call is an agent's.
+    pub(super) agent: String,
 }
 
 impl Backend {
@@ -39,6 +41,12 @@ impl Backend {
                     .parse()
                     .map_err(|_| Status::invalid_argument("the token is not a valid header"))?;
                 r.metadata_mut().insert("authorization", v);
+                // Names the agent to the remote service (only ever adds restrictions).
+                if let Some(agent) =
+                    crate::auth::agent_name(&who.agent).and_then(|a| a.parse().ok())
+                {
+                    r.metadata_mut().insert(crate::auth::AGENT_HEADER, agent);
+                }
             }
         }
         Ok(r)
@@ -158,6 +166,41 @@ impl Backend {
         match self {
             Self::Local(s) => MeshService::advance_rollout(&**s, r).await,
             Self::Remote { client, .. } => client.clone().advance_rollout(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn request_approval(
+        &self,
+        who: &Who,
+        req: pb::RequestApprovalRequest,
+    ) -> Result<pb::Approval, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => MeshService::request_approval(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().request_approval(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn get_approval(&self, who: &Who, id: String) -> Result<pb::Approval, Status> {
+        let r = self.request(who, pb::GetApprovalRequest { id })?;
+        match self {
+            Self::Local(s) => MeshService::get_approval(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().get_approval(r).await,
+        }
+        .map(tonic::Response::into_inner)
+    }
+
+    pub(super) async fn list_approvals(
+        &self,
+        who: &Who,
+        req: pb::ListApprovalsRequest,
+    ) -> Result<pb::ListApprovalsResponse, Status> {
+        let r = self.request(who, req)?;
+        match self {
+            Self::Local(s) => MeshService::list_approvals(&**s, r).await,
+            Self::Remote { client, .. } => client.clone().list_approvals(r).await,
         }
         .map(tonic::Response::into_inner)
     }

@@ -18,6 +18,9 @@ pub enum ApplyError {
     /// An object moved since the change was reviewed: review it again.
     #[error("{0}")]
     Stale(String),
+    /// The approval policy wants people to approve this change first.
+    #[error("{0}")]
+    NeedsApproval(String),
     /// The API server refused the write as conflicting (another field manager, a race).
     #[error("{0}")]
     Conflict(String),
@@ -49,6 +52,7 @@ impl ApplyError {
             Self::Invalid(_) => "invalid",
             Self::Forbidden(_) => "forbidden",
             Self::Stale(_) => "stale",
+            Self::NeedsApproval(_) => "needs_approval",
             Self::Conflict(_) => "conflict",
             Self::Precondition(_) => "precondition",
             Self::NotFound(_) => "not_found",
@@ -66,6 +70,7 @@ impl ApplyError {
             | Self::Invalid(m)
             | Self::Forbidden(m)
             | Self::Stale(m)
+            | Self::NeedsApproval(m)
             | Self::Conflict(m)
             | Self::Precondition(m)
             | Self::NotFound(m)
@@ -84,6 +89,7 @@ impl ApplyError {
             Self::Invalid(_) => Self::Invalid(message),
             Self::Forbidden(_) => Self::Forbidden(message),
             Self::Stale(_) => Self::Stale(message),
+            Self::NeedsApproval(_) => Self::NeedsApproval(message),
             Self::Conflict(_) => Self::Conflict(message),
             Self::Precondition(_) => Self::Precondition(message),
             Self::NotFound(_) => Self::NotFound(message),
@@ -105,9 +111,10 @@ impl From<ApplyError> for tonic::Status {
             ApplyError::Unauthenticated(_) => Code::Unauthenticated,
             ApplyError::Invalid(_) => Code::InvalidArgument,
             ApplyError::Forbidden(_) => Code::PermissionDenied,
-            ApplyError::Stale(_) | ApplyError::Conflict(_) | ApplyError::Precondition(_) => {
-                Code::FailedPrecondition
-            }
+            ApplyError::Stale(_)
+            | ApplyError::NeedsApproval(_)
+            | ApplyError::Conflict(_)
+            | ApplyError::Precondition(_) => Code::FailedPrecondition,
             ApplyError::NotFound(_) => Code::NotFound,
             ApplyError::Exhausted(_) => Code::ResourceExhausted,
             ApplyError::Unavailable(_) => Code::Unavailable,
@@ -139,6 +146,10 @@ mod tests {
             ),
             (
                 ApplyError::Stale("a".into()),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ApplyError::NeedsApproval("a".into()),
                 tonic::Code::FailedPrecondition,
             ),
             (
