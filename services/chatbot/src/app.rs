@@ -93,6 +93,30 @@ impl Deliver for App {
 }
 
 impl App {
+    /// Posts `reply` to `target` (`slack:C1`, `discord:123`): the message's id where the
+    /// platform gives one the bot can edit later (Slack's `ts`).
+    pub async fn post_card(
+        &self,
+        target: &str,
+        reply: &Reply,
+    ) -> std::result::Result<Option<String>, String> {
+        match target.split_once(':') {
+            Some(("slack", channel)) => match &self.slack {
+                Some(s) => s
+                    .post(channel, reply)
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                None => Err("Slack is not configured".into()),
+            },
+            _ => self.deliver(target, reply).await.map(|()| None),
+        }
+        .inspect_err(|_| {
+            self.metrics
+                .chat_api_error(target.split(':').next().unwrap_or_default());
+        })
+    }
+
     /// Redraws message `message` in `target` (`slack:C1`, `discord:123`) as `reply`.
     pub async fn edit_card(
         &self,

@@ -88,13 +88,15 @@ pub struct ClickOutcome {
 }
 
 impl ClickOutcome {
-    fn card(r: Reply) -> Self {
+    /// Redraws the card as `r`.
+    pub(crate) fn card(r: Reply) -> Self {
         Self {
             card: Some(r),
             ..Self::default()
         }
     }
-    fn private(r: Reply) -> Self {
+    /// Answers the clicker alone with `r`.
+    pub(crate) fn private(r: Reply) -> Self {
         Self {
             private: Some(r),
             ..Self::default()
@@ -419,6 +421,9 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         action: &str,
         id: &str,
     ) -> ClickOutcome {
+        if id.starts_with(crate::requests::ID_PREFIX) {
+            return self.decide(platform, chat_user, action, id).await;
+        }
         let clicker = match self.identity(platform, chat_user) {
             Ok(k) => k,
             Err(r) => return ClickOutcome::private(*r),

@@ -96,6 +96,11 @@ pub struct Args {
     /// Deadline of every call to the mcp service, Slack, Discord and Redis.
     #[arg(long, env = "MESH_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
     pub timeout: Duration,
+    /// Where cards of approval requests from other front ends (agents over MCP, `meshctl
+    /// apply`) go: `slack:C123` or `discord:123` for every namespace, `NAMESPACE=slack:C123`
+    /// for one (instead of the default). Repeatable.
+    #[arg(long, env = "MESH_APPROVAL_CHANNEL", value_delimiter = ',')]
+    pub approval_channel: Vec<String>,
     /// A Slack channel id that always gets alerts. Repeatable.
     #[arg(long, env = "MESH_ALERT_SLACK_CHANNEL", value_delimiter = ',')]
     pub alert_slack_channel: Vec<String>,
@@ -273,6 +278,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         store: store.clone(),
         metrics: metrics.clone(),
     });
+    let channels = crate::requests::Channels::parse(&args.approval_channel).map_err(usage)?;
+    tokio::spawn(crate::requests::keep_cards(
+        app.clone(),
+        leader.clone(),
+        channels,
+    ));
     tokio::spawn(crate::rollouts::keep_cards_current(
         app.clone(),
         leader.clone(),

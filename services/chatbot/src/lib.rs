@@ -14,5 +14,6 @@ pub mod mcp_error;
 pub mod metrics;
 pub mod payload;
 pub mod reply;
+pub mod requests;
 pub mod rollouts;
 pub mod slack;

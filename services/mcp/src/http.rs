@@ -33,17 +33,18 @@ fn mcp_router(
     auth: Option<Authenticator>,
     plans: crate::agent::Plans,
 ) -> Router {
-    let agent = crate::agent::MeshAgent::new(
-        crate::agent::Backend::Local(Box::new(service)),
-        args.read_only,
-    )
-    .with_plans(plans);
     let metadata = auth
         .as_ref()
         .and_then(Authenticator::oauth)
         .map(crate::oauth::JwtVerifier::resource_metadata);
-    let protected = crate::agent::router(agent, &args.mcp_allowed_host, &args.mcp_allowed_origin)
-        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth));
+    let protected = crate::mcp_routes(
+        service,
+        auth,
+        plans,
+        args.read_only,
+        &args.mcp_allowed_host,
+        &args.mcp_allowed_origin,
+    );
     match metadata {
         // RFC 9728: where clients learn which authorization server issues tokens for /mcp.
         Some(m) => {
@@ -63,6 +64,22 @@ fn mcp_router(
         }
         None => protected,
     }
+}
+
+/// `/mcp` over `service` behind `auth`, without the OAuth discovery documents.
+pub(crate) fn protected_mcp(
+    service: GraphService,
+    auth: Option<Authenticator>,
+    plans: crate::agent::Plans,
+    read_only: bool,
+    hosts: &[String],
+    origins: &[String],
+) -> Router {
+    let agent =
+        crate::agent::MeshAgent::new(crate::agent::Backend::Local(Box::new(service)), read_only)
+            .with_plans(plans);
+    crate::agent::router(agent, hosts, origins)
+        .layer(axum::middleware::from_fn_with_state(auth, mcp_auth))
 }
 
 /// Authenticates MCP requests as gRPC ones and hands the [`crate::Caller`] to the tools;

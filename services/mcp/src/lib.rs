@@ -172,6 +172,26 @@ pub fn http_incoming(
     })
 }
 
+/// `/mcp` (the Model Context Protocol over streamable HTTP) over `service`, behind `auth` as
+/// the gRPC service is: the route `mesh-mcp run --http-listen` serves, for embedding.
+pub fn mcp_routes(
+    service: GraphService,
+    auth: Option<Authenticator>,
+    plans: agent::Plans,
+    read_only: bool,
+    allowed_hosts: &[String],
+    allowed_origins: &[String],
+) -> axum::Router {
+    http::protected_mcp(
+        service,
+        auth,
+        plans,
+        read_only,
+        allowed_hosts,
+        allowed_origins,
+    )
+}
+
 /// The gRPC routes: `MeshService` (behind `auth`, when given), health and reflection (open, as
 /// probes and tooling expect).
 pub async fn grpc_routes(

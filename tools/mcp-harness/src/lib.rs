@@ -46,6 +46,10 @@ pub struct McpHarness {
     pub kube: KubeSim,
     /// The gRPC address.
     pub addr: SocketAddr,
+    /// The MCP endpoint (streamable HTTP), e.g. `http://127.0.0.1:PORT/mcp`.
+    pub mcp_url: String,
+    /// Stops the MCP endpoint when the harness drops.
+    _mcp_stop: oneshot::Sender<()>,
     /// The apply pipeline behind it (its metrics, for tests), if it could be made.
     pub applier: Option<Applier>,
     publisher: Mutex<Publisher<Arc<MemoryStore>>>,
@@ -123,8 +127,31 @@ impl McpHarness {
             .with_applier(applier)
             .with_prometheus(o.prometheus_url.clone())
             .with_history(mesh_store::Backend::Memory(store));
-        let auth = mesh_mcp::TokenAuth::parse(&o.mcp_tokens).expect("a token file");
-        let routes = mesh_mcp::grpc_routes(service, Some(auth.into())).await;
+        let auth: mesh_mcp::Authenticator = mesh_mcp::TokenAuth::parse(&o.mcp_tokens)
+            .expect("a token file")
+            .into();
+        // MCP over streamable HTTP, for real MCP clients (agents), behind the same tokens.
+        let mcp = mesh_mcp::mcp_routes(
+            service.clone(),
+            Some(auth.clone()),
+            mesh_mcp::agent::Plans::memory(),
+            false,
+            &[],
+            &[],
+        );
+        let ml = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let mcp_url = format!("http://{}/mcp", ml.local_addr().expect("its address"));
+        let (mcp_stop, mcp_stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(ml, mcp)
+                .with_graceful_shutdown(async {
+                    let _ = mcp_stopped.await;
+                })
+                .await;
+        });
+        let routes = mesh_mcp::grpc_routes(service, Some(auth)).await;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -141,6 +168,8 @@ impl McpHarness {
         let h = Self {
             kube,
             addr,
+            mcp_url,
+            _mcp_stop: mcp_stop,
             applier: kept,
             publisher: Mutex::new(publisher),
             cluster,

@@ -14,7 +14,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use chatsim::{DiscordSender, SlackSender, StandIn};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use mcp_harness::{McpHarness, Options};
-use mesh_mcp::apply::Delegation;
+use mesh_mcp::apply::{Applier, Delegation};
 use mesh_testkit::{ChildGuard, Redis, free_port};
 
 pub const BOT_SA: &str = "system:serviceaccount:linkerd-mcp:chatbot";
@@ -77,6 +77,20 @@ impl World {
 
     /// As [`World::start`], with mesh-mcp reading `prometheus_url` for graphs of past moments.
     pub async fn start_with(prometheus_url: Option<String>) -> Self {
+        Self::start_full(prometheus_url, |a| a, "").await
+    }
+
+    /// As [`World::start`], with mesh-mcp's pipeline `tweak`ed (its approval policy) and
+    /// `tokens` (token-file lines) accepted besides the bot's.
+    pub async fn start_tweaked(tweak: fn(Applier) -> Applier, tokens: &str) -> Self {
+        Self::start_full(None, tweak, tokens).await
+    }
+
+    async fn start_full(
+        prometheus_url: Option<String>,
+        tweak: fn(Applier) -> Applier,
+        tokens: &str,
+    ) -> Self {
         let topology = meshsim::builtin("emojivoto").unwrap();
         let mcp = McpHarness::start(Options {
             kube_tokens: "mcp-token,system:serviceaccount:linkerd-mcp:mcp,uid-m\n\
@@ -88,9 +102,9 @@ impl World {
                 delegators: vec![BOT_SA.into()],
                 allowed_groups: vec!["devs".into(), "mesh-admins".into(), "viewers".into()],
             },
-            mcp_tokens: format!("bot-t,{BOT_SA},u3\n"),
+            mcp_tokens: format!("bot-t,{BOT_SA},u3\n{tokens}"),
             heartbeat: Duration::from_secs(2),
-            tweak: |a| a,
+            tweak,
             prometheus_url,
         })
         .await;

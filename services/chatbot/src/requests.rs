@@ -1,0 +1,428 @@
+//! mesh-mcp's approval requests in chat: the bot is one front end of the one approval service.
+//! Requests from any front end (an agent over MCP, `meshctl apply`, this bot) get a card in
+//! the namespace's channel, with the approvals so far ("1 of 2: bob"); Approve and Reject are
+//! decided by mesh-mcp as the person who clicked (the bot delegates), and every card of a
+//! request is redrawn as it changes, whoever approved it and wherever.
+//!
+//! ```text
+//!  WatchApprovals ─> new pending request from elsewhere ─> card in its namespace's channels
+//!                 └> any change ─> every card of it redrawn (the lease holder only)
+//!  click ─> Approve / Reject on behalf of the clicker ─> the card, or why not (privately)
+//! ```
+
+use std::{collections::BTreeMap, fmt::Write as _, sync::Arc, time::Duration};
+
+use mesh_proto::pb;
+use mesh_store::AlertStore;
+use tokio::sync::watch;
+
+use crate::{
+    approvals::{Approvals, ClickOutcome},
+    identity::Platform,
+    mcp_error::McpError,
+    reply::{Button, ButtonStyle, Reply, Tone},
+};
+
+/// The cards the bot shows of approval requests: members `target|message|id`.
+pub const CARDS: &str = "approval-request-cards";
+/// Requests whose card was posted (by any replica): each is posted once.
+const POSTED: &str = "approval-requests-posted";
+/// Every id mesh-mcp gives an approval request starts so (the bot's own rollout approvals do
+/// not).
+pub const ID_PREFIX: &str = "ap-";
+
+/// Where cards of requests from other front ends go: `--approval-channel [NAMESPACE=]TARGET`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Channels {
+    /// For namespaces without channels of their own.
+    pub default: Vec<String>,
+    /// By namespace.
+    pub namespaces: BTreeMap<String, Vec<String>>,
+}
+
+impl Channels {
+    /// Reads the flag's values: `slack:C1` (default), `payments=slack:C2` (one namespace).
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        let mut c = Self::default();
+        for v in values {
+            let (ns, target) = match v.split_once('=') {
+                Some((ns, t)) => (Some(ns), t),
+                None => (None, v.as_str()),
+            };
+            let ok = match target.split_once(':') {
+                Some(("slack", ch)) => !ch.is_empty(),
+                Some(("discord", ch)) => ch.parse::<u64>().is_ok(),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "--approval-channel {v}: the target must be slack:<channel id> or \
+                     discord:<channel id>"
+                ));
+            }
+            match ns {
+                Some("") => {
+                    return Err(format!("--approval-channel {v}: empty namespace"));
+                }
+                Some(ns) => c
+                    .namespaces
+                    .entry(ns.to_owned())
+                    .or_default()
+                    .push(target.to_owned()),
+                None => c.default.push(target.to_owned()),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The channels of a request writing `namespaces`, each once.
+    pub fn of(&self, namespaces: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for ns in namespaces {
+            for t in self.namespaces.get(ns).unwrap_or(&self.default) {
+                if !out.contains(t) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        if namespaces.is_empty() {
+            out.clone_from(&self.default);
+        }
+        out
+    }
+}
+
+fn state(a: &pb::Approval) -> &'static str {
+    mesh_proto::approval_state_word(a.state)
+}
+
+/// Who asked: "alice", or "copilot for alice" when an agent proposed it.
+pub fn requester(a: &pb::Approval) -> String {
+    let person = a
+        .on_behalf_of
+        .as_ref()
+        .map_or(a.requested_by.as_str(), |i| i.user.as_str());
+    if a.agent.is_empty() {
+        person.to_owned()
+    } else {
+        format!("proposed by {} for {person}", a.agent)
+    }
+}
+
+/// "1 of 2: bob".
+pub fn tally(a: &pb::Approval) -> String {
+    let names: Vec<&str> = a.approvals.iter().map(|v| v.user.as_str()).collect();
+    let mut s = format!("{} of {}", names.len(), a.needed);
+    if !names.is_empty() {
+        let _ = write!(s, ": {}", names.join(", "));
+    }
+    s
+}
+
+fn target(a: &pb::Approval) -> String {
+    a.objects
+        .last()
+        .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+        .unwrap_or_else(|| "policy change".into())
+}
+
+/// The card of a request, as it is now.
+pub fn card(a: &pb::Approval) -> Reply {
+    let what = target(a);
+    let (title, tone) = match state(a) {
+        "pending" => (format!("Approval needed: {what}"), Tone::Info),
+        "applying" => (format!("Being applied: {what}"), Tone::Info),
+        "applied" => (format!("Applied: {what}"), Tone::Good),
+        "stale" => (format!("Not applied: {what} changed"), Tone::Bad),
+        "failed" => (format!("Not applied: {what}"), Tone::Bad),
+        "unknown" => (format!("Outcome unknown: {what}"), Tone::Warn),
+        "rejected" => (format!("Rejected: {what}"), Tone::Bad),
+        "expired" => (format!("Expired: {what}"), Tone::Bad),
+        other => (format!("{other}: {what}"), Tone::Warn),
+    };
+    let mut r = Reply::new(title)
+        .field("Requested by", requester(a))
+        .field("Acts as", {
+            let id = a.on_behalf_of.clone().unwrap_or_default();
+            if id.groups.is_empty() {
+                id.user
+            } else {
+                format!("{} [{}]", id.user, id.groups.join(", "))
+            }
+        })
+        .field("Via", a.front_end.clone())
+        .field("Rule", a.rule.clone())
+        .field("Approvals", tally(a));
+    if !a.reason.is_empty() {
+        r = r.field("Reason", a.reason.clone());
+    }
+    if !a.rejected_by.is_empty() {
+        r = r.field("Rejected by", a.rejected_by.clone());
+    }
+    if !a.audit_id.is_empty() {
+        r = r.field("Audit id", a.audit_id.clone());
+    }
+    let objects: String = a.objects.iter().fold(String::new(), |mut s, o| {
+        let _ = writeln!(s, "{} {} {}/{}", o.action, o.kind, o.namespace, o.name);
+        s
+    });
+    r = r.code(objects, "objects.txt");
+    if state(a) == "pending" {
+        let affected: Vec<String> = a
+            .affected_edges
+            .iter()
+            .map(|e| {
+                let edge = e.edge.clone().unwrap_or_default();
+                let w = |r: Option<pb::WorkloadRef>| {
+                    r.map(|r| format!("{}/{}", r.namespace, r.name))
+                        .unwrap_or_default()
+                };
+                format!(
+                    "{} -> {}  {} -> {}  {:.2} rps",
+                    w(edge.src),
+                    w(edge.dst),
+                    e.before().as_str_name().to_ascii_lowercase(),
+                    e.after().as_str_name().to_ascii_lowercase(),
+                    e.rps
+                )
+            })
+            .collect();
+        r = if affected.is_empty() {
+            r.text("What-if: no observed edge changes its decision.")
+        } else {
+            r.text("What-if: observed edges whose decision changes")
+                .code(affected.join("\n"), "affected-edges.txt")
+        };
+        r = r.code(a.diff.clone(), "diff.txt");
+        r.buttons = vec![
+            Button {
+                label: "Approve".into(),
+                action: "approve".into(),
+                value: a.id.clone(),
+                style: ButtonStyle::Good,
+            },
+            Button {
+                label: "Reject".into(),
+                action: "reject".into(),
+                value: a.id.clone(),
+                style: ButtonStyle::Danger,
+            },
+        ];
+    }
+    if !a.outcome.is_empty() {
+        r = r.code(a.outcome.clone(), "outcome.txt");
+    }
+    for w in &a.warnings {
+        r = r.note(format!("Warning: {w}"));
+    }
+    r.tone = tone;
+    r.note(format!(
+        "Approval {}: each approver acts as themselves; the change is made as the requester \
+         once enough people approve.",
+        a.id
+    ))
+}
+
+impl<S: mesh_store::ApprovalStore + Clone> Approvals<S> {
+    /// A click on a mesh-mcp approval request's card: decided by mesh-mcp as the clicker.
+    pub(crate) async fn decide(
+        &self,
+        platform: Platform,
+        chat_user: &str,
+        action: &str,
+        id: &str,
+    ) -> ClickOutcome {
+        let clicker = match self.identity(platform, chat_user) {
+            Ok(k) => k,
+            Err(r) => return ClickOutcome::private(*r),
+        };
+        let req = pb::DecideApprovalRequest {
+            id: id.to_owned(),
+            on_behalf_of: Some(pb::Identity {
+                user: clicker.user.clone(),
+                groups: clicker.groups.clone(),
+            }),
+            reason: format!("in {platform}"),
+            front_end: "chat".into(),
+        };
+        let mcp = self.mcp().clone();
+        let mut c = mcp.client();
+        let res = match (action, mcp.change_request(req)) {
+            (_, Err(e)) => Err(e),
+            ("approve", Ok(r)) => c.approve(r).await.map_err(McpError::from),
+            ("reject", Ok(r)) => c.reject(r).await.map_err(McpError::from),
+            (other, _) => {
+                return ClickOutcome::private(Reply::refusal(
+                    "Unknown button",
+                    format!(
+                        "`{}` is not an action on approval requests.",
+                        crate::command::clip(other)
+                    ),
+                ));
+            }
+        };
+        match res {
+            Ok(a) => {
+                let a = a.into_inner();
+                self.metrics().approval(state(&a));
+                ClickOutcome::card(card(&a))
+            }
+            Err(e) => {
+                self.metrics().approval("refused_by_policy");
+                let title = match action {
+                    "approve" => "Your approval was not counted",
+                    _ => "Not rejected",
+                };
+                let private = Reply::refusal(title, e.message().to_owned());
+                // Redrawn as it is now (an expired or decided request shows so).
+                let now = match mcp.request(pb::GetApprovalRequest { id: id.to_owned() }) {
+                    Ok(r) => c.get_approval(r).await.ok().map(|a| card(&a.into_inner())),
+                    Err(_) => None,
+                };
+                ClickOutcome {
+                    card: now,
+                    private: Some(private),
+                    post: None,
+                }
+            }
+        }
+    }
+}
+
+/// Remembers that `message` in `target` shows approval request `id`, so it is redrawn as the
+/// request changes.
+pub async fn track_card(app: &crate::app::App, target: &str, message: &str, id: &str) {
+    let member = format!("{target}|{message}|{id}");
+    if let Err(e) = app.store.mark(CARDS, &member, true).await {
+        tracing::warn!(%e, approval = id, "could not remember an approval card: it will not be kept current");
+    }
+}
+
+/// Follows mesh-mcp's approval requests while this replica holds the alert lease: posts a
+/// card of each new request from another front end to its namespace's channels (once, across
+/// replicas), and redraws every card of a request when it changes. Reconnects with backoff.
+pub async fn keep_cards(
+    app: Arc<crate::app::App>,
+    leader: watch::Receiver<bool>,
+    channels: Channels,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let stream = match app.mcp.stream_request(pb::WatchApprovalsRequest::default()) {
+            Ok(r) => app.mcp.client().watch_approvals(r).await,
+            Err(e) => {
+                tracing::warn!(%e, "cannot watch approval requests");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        match stream {
+            Ok(s) => {
+                backoff = Duration::from_millis(200);
+                let mut s = s.into_inner();
+                while let Ok(Some(a)) = s.message().await {
+                    if *leader.borrow() {
+                        show(&app, &channels, &a).await;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(%e, "approval watch refused"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn show(app: &crate::app::App, channels: &Channels, a: &pb::Approval) {
+    let cards = app.store.members(CARDS).await.unwrap_or_default();
+    let suffix = format!("|{}", a.id);
+    let mine: Vec<&String> = cards.iter().filter(|m| m.ends_with(&suffix)).collect();
+    let new = state(a) == "pending" && a.front_end != "chat" && mine.is_empty();
+    if new && app.store.mark(POSTED, &a.id, true).await.unwrap_or(false) {
+        for target in channels.of(&a.namespaces) {
+            match app.post_card(&target, &card(a)).await {
+                Ok(Some(message)) => track_card(app, &target, &message, &a.id).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%e, approval = %a.id, %target, "could not post an approval card")
+                }
+            }
+        }
+        app.metrics.approval("card_posted");
+        return;
+    }
+    for member in mine {
+        let mut parts = member.splitn(3, '|');
+        let (Some(target), Some(message)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if let Err(e) = app.edit_card(target, message, &card(a)).await {
+            tracing::warn!(%e, approval = %a.id, "could not redraw an approval card");
+        }
+        if !matches!(state(a), "pending" | "applying") {
+            let _ = app.store.mark(CARDS, member, false).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_go_by_namespace_with_a_default() {
+        let c = Channels::parse(&[
+            "slack:C0ALL".into(),
+            "payments=slack:C0PAY".into(),
+            "payments=discord:42".into(),
+        ])
+        .unwrap();
+        assert_eq!(c.of(&["payments".into()]), ["slack:C0PAY", "discord:42"]);
+        assert_eq!(c.of(&["web".into(), "shop".into()]), ["slack:C0ALL"]);
+        assert_eq!(
+            c.of(&["web".into(), "payments".into()]),
+            ["slack:C0ALL", "slack:C0PAY", "discord:42"]
+        );
+        for bad in ["payments=", "C0", "discord:x", "=slack:C1", "teams:1"] {
+            assert!(Channels::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_card_says_who_proposed_for_whom_and_the_approvals_so_far() {
+        let a = pb::Approval {
+            id: "ap-1".into(),
+            state: pb::ApprovalState::Pending.into(),
+            requested_by: "alice".into(),
+            on_behalf_of: Some(pb::Identity {
+                user: "alice".into(),
+                groups: vec![],
+            }),
+            agent: "copilot".into(),
+            reason: "only web calls voting".into(),
+            needed: 2,
+            approvals: vec![pb::ApprovalVote {
+                user: "bob".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = card(&a);
+        let field = |k: &str| {
+            r.fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(field("Requested by"), "proposed by copilot for alice");
+        assert_eq!(field("Approvals"), "1 of 2: bob");
+        assert_eq!(field("Reason"), "only web calls voting");
+        assert_eq!(r.buttons.len(), 2);
+        let applied = card(&pb::Approval {
+            state: pb::ApprovalState::Applied.into(),
+            ..a
+        });
+        assert!(applied.buttons.is_empty() && applied.title.starts_with("Applied"));
+    }
+}
