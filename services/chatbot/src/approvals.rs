@@ -129,13 +129,6 @@ fn unix(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn kind_name(kind: ApplyKind) -> &'static str {
-    match kind {
-        ApplyKind::Authz => "AuthorizationPolicy",
-        ApplyKind::Route => "HTTPRoute",
-    }
-}
-
 fn who(k: &KubeIdentity) -> String {
     if k.groups.is_empty() {
         k.user.clone()
@@ -251,25 +244,9 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             })
     }
 
-    fn call(
-        &self,
-        kind: ApplyKind,
-        req: pb::ApplyRequest,
-    ) -> impl Future<Output = Result<pb::ApplyResponse, McpError>> + Send + 'static {
-        let mcp = self.mcp.clone();
-        async move {
-            let mut c = mcp.client();
-            let r = mcp.change_request(req)?;
-            let res = match kind {
-                ApplyKind::Authz => c.apply_authorization_policy(r).await,
-                ApplyKind::Route => c.apply_http_route(r).await,
-            };
-            res.map(tonic::Response::into_inner).map_err(McpError::from)
-        }
-    }
-
-    /// A change asked for: dry-run as the requester (refusals come back at once, and no card
-    /// is posted), then the approval card.
+    /// A change asked for in chat: an approval request of mesh-mcp, made for the requester
+    /// (dry-run as them; refusals come back at once and no card is posted). Returns the card,
+    /// and the request's id when it is one (for the card to be kept current).
     pub async fn request(
         &self,
         platform: Platform,
@@ -277,24 +254,30 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         kind: ApplyKind,
         manifest: &str,
         reason: &str,
-    ) -> Reply {
+    ) -> (Reply, Option<String>) {
         let requester = match self.identity(platform, chat_user) {
             Ok(k) => k,
-            Err(r) => return *r,
+            Err(r) => return (*r, None),
         };
         if manifest.trim().is_empty() {
-            return Reply::refusal(
-                "No manifest",
-                "The form was empty: paste the YAML of the change.",
+            return (
+                Reply::refusal(
+                    "No manifest",
+                    "The form was empty: paste the YAML of the change.",
+                ),
+                None,
             );
         }
         if manifest.len() > MAX_MANIFEST {
-            return Reply::refusal(
-                "Manifest too large",
-                format!(
-                    "The manifest is {} bytes; at most {MAX_MANIFEST}. One policy change at a time.",
-                    manifest.len()
+            return (
+                Reply::refusal(
+                    "Manifest too large",
+                    format!(
+                        "The manifest is {} bytes; at most {MAX_MANIFEST}. One policy change at a time.",
+                        manifest.len()
+                    ),
                 ),
+                None,
             );
         }
         // One line: mesh-mcp refuses control characters in what reaches the audit trail.
@@ -305,74 +288,56 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             .chars()
             .take(200)
             .collect::<String>();
-        let dry = self
-            .call(
-                kind,
-                pb::ApplyRequest {
-                    source: Some(pb::apply_request::Source::Manifest(manifest.to_owned())),
-                    dry_run: true,
-                    on_behalf_of: Some(pb::Identity {
-                        user: requester.user.clone(),
-                        groups: requester.groups.clone(),
-                    }),
-                    reason: reason.clone(),
-                    ..Default::default()
-                },
-            )
-            .await;
-        let dry = match dry {
-            Ok(d) => d,
-            Err(s) => {
-                self.metrics.approval("refused_at_dry_run");
-                return status_reply("Your change was refused at the dry-run (as you)", &s);
+        let req = pb::RequestApprovalRequest {
+            kind: match kind {
+                ApplyKind::Authz => pb::ChangeKind::AuthorizationPolicy,
+                ApplyKind::Route => pb::ChangeKind::HttpRoute,
             }
+            .into(),
+            change: Some(pb::ApplyRequest {
+                source: Some(pb::apply_request::Source::Manifest(manifest.to_owned())),
+                on_behalf_of: Some(pb::Identity {
+                    user: requester.user.clone(),
+                    groups: requester.groups.clone(),
+                }),
+                reason: if reason.is_empty() {
+                    format!("asked in {platform}")
+                } else {
+                    reason
+                },
+                ..Default::default()
+            }),
+            agent: String::new(),
+            front_end: "chat".into(),
         };
-        let main = dry
-            .objects
-            .iter()
-            .find(|o| o.kind == kind_name(kind))
-            .or_else(|| dry.objects.first());
-        let (namespace, target, rv) = main.map_or_else(
-            || (String::new(), kind_name(kind).to_owned(), String::new()),
-            |o| {
+        let mcp = self.mcp.clone();
+        let asked = match mcp.change_request(req) {
+            Ok(r) => mcp
+                .client()
+                .request_approval(r)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(McpError::from),
+            Err(e) => Err(e),
+        };
+        match asked {
+            Ok(a) => {
+                self.metrics.approval("requested");
+                (crate::requests::card(&a), Some(a.id))
+            }
+            Err(e) if e.message().starts_with("no change") => {
+                let r = Reply::new("No change: the cluster already holds this")
+                    .text("The dry-run changed nothing, so there is nothing to approve.");
+                (r, None)
+            }
+            Err(e) => {
+                self.metrics.approval("refused_at_dry_run");
                 (
-                    o.namespace.clone(),
-                    format!("{} {}/{}", o.kind, o.namespace, o.name),
-                    o.resource_version_before.clone(),
+                    status_reply("Your change was refused at the dry-run (as you)", &e),
+                    None,
                 )
-            },
-        );
-        let a = Approval {
-            id: new_id(),
-            kind,
-            manifest: manifest.to_owned(),
-            reason,
-            platform,
-            requester_chat: chat_user.to_owned(),
-            requester,
-            namespaces: written_namespaces(&dry, &namespace),
-            namespace,
-            target,
-            expected_resource_version: rv,
-            actions: dry
-                .objects
-                .iter()
-                .map(|o| format!("{} {} {}/{}", o.action, o.kind, o.namespace, o.name))
-                .collect(),
-            diff: dry.diff.clone(),
-            affected: affected_lines(&dry),
-            warnings: dry.warnings.clone(),
-            dry_run_audit_id: dry.audit_id.clone(),
-            expires_at: 0,
-            reviewed: dry
-                .objects
-                .iter()
-                .filter(|o| Some(*o) != main)
-                .map(pb::ObjectPrecondition::from)
-                .collect(),
-            rollout: None,
-        };
-        self.put_pending(a).await.unwrap_or_else(|r| r)
+            }
+        }
     }
 
     /// Stores a dry-run change as a pending approval (expiring after the map's TTL) and
@@ -411,6 +376,11 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
     /// The bot's metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The identity map in force.
+    pub(crate) fn identities(&self) -> &Identities {
+        &self.identities
     }
 
     /// A button click: `approve`, `reject` or `redo` on approval `id`.
@@ -469,6 +439,12 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
             .collect();
         let approver = denied_in.is_empty();
         match action {
+            "approve" if a.rollout.is_none() => ClickOutcome::private(Reply::refusal(
+                "Ask again",
+                "This card predates mesh-mcp's approval requests, which every change now goes \
+                 through; nothing was applied. Ask again with `/mesh authz apply` or \
+                 `/mesh route apply`.",
+            )),
             "approve" => {
                 if is_requester && !map.allow_self_approval {
                     self.metrics.approval("self_approval_refused");
@@ -592,7 +568,8 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
                             &a.manifest,
                             &a.reason,
                         )
-                        .await,
+                        .await
+                        .0,
                     ),
                     Err(refused) => refused,
                 }
@@ -714,7 +691,12 @@ impl<S: ApprovalStore + Clone> Approvals<S> {
         };
         let res = match &a.rollout {
             Some(step) => self.apply_step(step, req).await,
-            None => self.call(a.kind, req).await,
+            // Other changes are mesh-mcp's approval requests now (`click` sends such a card's
+            // Approve there); a card from before that has nothing to apply here.
+            None => Err(McpError::Refused(
+                "this card predates mesh-mcp's approval requests: ask again with /mesh authz apply"
+                    .into(),
+            )),
         };
         let (outcome, card) = match res {
             Ok(r) => {

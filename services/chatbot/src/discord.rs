@@ -484,7 +484,8 @@ pub async fn interactions(
             app.metrics.command("discord", "form");
             let app = app.clone();
             tokio::spawn(async move {
-                let reply = app
+                // Discord cards are redrawn by their buttons' interactions.
+                let (reply, _) = app
                     .approvals
                     .request(Platform::Discord, &user, kind, &manifest, &reason)
                     .await;

@@ -207,6 +207,11 @@ impl IdentityMap {
             .map(|u| &u.kubernetes)
     }
 
+    /// Whether some chat user of the map acts as Kubernetes user `user`.
+    pub fn maps_to(&self, user: &str) -> bool {
+        self.users.iter().any(|u| u.kubernetes.user == user)
+    }
+
     /// May `who` approve a change in `namespace`?
     pub fn may_approve(&self, who: &KubeIdentity, namespace: &str) -> bool {
         match self.namespace_approvers.get(namespace) {

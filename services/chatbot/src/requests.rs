@@ -162,6 +162,14 @@ pub fn card(a: &pb::Approval) -> Reply {
     if !a.audit_id.is_empty() {
         r = r.field("Audit id", a.audit_id.clone());
     }
+    if state(a) == "pending"
+        && let Some(t) = a
+            .expires_at
+            .as_ref()
+            .and_then(|t| mesh_proto::timestamp_from_pb(t).ok())
+    {
+        r = r.field("Expires", humantime::format_rfc3339_seconds(t).to_string());
+    }
     let objects: String = a.objects.iter().fold(String::new(), |mut s, o| {
         let _ = writeln!(s, "{} {} {}/{}", o.action, o.kind, o.namespace, o.name);
         s
@@ -236,6 +244,31 @@ impl<S: mesh_store::ApprovalStore + Clone> Approvals<S> {
             Ok(k) => k,
             Err(r) => return ClickOutcome::private(*r),
         };
+        let mcp = self.mcp().clone();
+        let mut c = mcp.client();
+        // A change asked for in chat is made as the person the bot vouched for then: if the map
+        // no longer holds them, the bot does not approve on their behalf.
+        if action == "approve" {
+            let asked = match mcp.request(pb::GetApprovalRequest { id: id.to_owned() }) {
+                Ok(r) => c.get_approval(r).await.map_err(McpError::from),
+                Err(e) => Err(e),
+            };
+            if let Ok(a) = asked.map(tonic::Response::into_inner)
+                && a.front_end == "chat"
+            {
+                let user = a.on_behalf_of.map(|i| i.user).unwrap_or_default();
+                if !self.identities().borrow().maps_to(&user) {
+                    self.metrics().approval("requester_unmapped");
+                    return ClickOutcome::private(Reply::refusal(
+                        "The requester is no longer mapped",
+                        format!(
+                            "{user} is no longer in the bot's identity map, so the change \
+                             cannot be made as them from chat; nothing was applied."
+                        ),
+                    ));
+                }
+            }
+        }
         let req = pb::DecideApprovalRequest {
             id: id.to_owned(),
             on_behalf_of: Some(pb::Identity {
@@ -245,8 +278,6 @@ impl<S: mesh_store::ApprovalStore + Clone> Approvals<S> {
             reason: format!("in {platform}"),
             front_end: "chat".into(),
         };
-        let mcp = self.mcp().clone();
-        let mut c = mcp.client();
         let res = match (action, mcp.change_request(req)) {
             (_, Err(e)) => Err(e),
             ("approve", Ok(r)) => c.approve(r).await.map_err(McpError::from),
@@ -274,9 +305,15 @@ impl<S: mesh_store::ApprovalStore + Clone> Approvals<S> {
                     _ => "Not rejected",
                 };
                 let private = Reply::refusal(title, e.message().to_owned());
-                // Redrawn as it is now (an expired or decided request shows so).
+                // An expired request's card still offers its buttons: redrawn as expired.
                 let now = match mcp.request(pb::GetApprovalRequest { id: id.to_owned() }) {
-                    Ok(r) => c.get_approval(r).await.ok().map(|a| card(&a.into_inner())),
+                    Ok(r) => c
+                        .get_approval(r)
+                        .await
+                        .ok()
+                        .map(tonic::Response::into_inner)
+                        .filter(|a| state(a) == "expired")
+                        .map(|a| card(&a)),
                     Err(_) => None,
                 };
                 ClickOutcome {
@@ -349,6 +386,11 @@ async fn show(app: &crate::app::App, channels: &Channels, a: &pb::Approval) {
             }
         }
         app.metrics.approval("card_posted");
+        return;
+    }
+    // Applying is a moment between the last approval and its outcome; the click that made it
+    // redraws its own card with the outcome.
+    if state(a) == "applying" {
         return;
     }
     for member in mine {

@@ -443,7 +443,7 @@ pub async fn interactions(
             let app = app.clone();
             // Close the form now; the dry-run's card (or refusal) follows in the channel.
             tokio::spawn(async move {
-                let reply = app
+                let (reply, id) = app
                     .approvals
                     .request(Platform::Slack, &user, kind, &manifest, &reason)
                     .await;
@@ -453,7 +453,17 @@ pub async fn interactions(
                 let res = if reply.ephemeral {
                     slack.ephemeral(&channel, &user, &reply).await
                 } else {
-                    slack.post(&channel, &reply).await.map(|_| ())
+                    match slack.post(&channel, &reply).await {
+                        Ok(ts) => {
+                            // Kept current as the request is approved, here or elsewhere.
+                            if let Some(id) = &id {
+                                let target = format!("slack:{channel}");
+                                crate::requests::track_card(&app, &target, &ts, id).await;
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
                 };
                 if let Err(e) = res {
                     app.metrics.chat_api_error("slack");

@@ -249,7 +249,7 @@ async fn chat_attacks_are_refused_and_change_nothing() {
         .await
         .expect("a private refusal");
     assert!(
-        slack_text(c.json.as_ref().unwrap()).contains("You cannot approve your own change"),
+        slack_text(c.json.as_ref().unwrap()).contains("alice requested this change"),
         "{:?}",
         c.json
     );

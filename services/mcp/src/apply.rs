@@ -45,6 +45,9 @@ pub use self::{
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "linkerd-mcp";
+/// How a dry-run's warning that the change waits for approvals begins (an approval request
+/// drops it: it is the asking).
+pub const NEEDS_APPROVALS: &str = "making this change needs";
 /// Annotation prefix of the audit trail on applied objects.
 pub const AUDIT_PREFIX: &str = "linkerd-mcp.io/";
 
@@ -1196,11 +1199,14 @@ impl Applier {
         if !dry && !changed {
             warnings.push("nothing to change: the cluster already holds this".into());
         }
-        if changed && grant.is_none() {
+        // A rollout's phases are approved step by step in its own flow (chat cards for each
+        // step); only agents, who may never approve, are held to the policy there too.
+        let gated = rpc != Shape::Rollout || self.is_agent(&caller);
+        if changed && grant.is_none() && gated {
             match self.gate(&caller, &id, &applied) {
                 Ok(Gate::Direct) => {}
                 Ok(Gate::Approval { needed }) if dry => warnings.push(format!(
-                    "making this change needs {needed} approval(s) under {}: ask with RequestApproval",
+                    "{NEEDS_APPROVALS} {needed} approval(s) under {}: ask with RequestApproval",
                     self.approval_policy()
                         .requirement(&written_namespaces(&applied))
                         .names()

@@ -56,6 +56,40 @@ spec:
     - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}
 ";
 
+/// mesh-mcp's approval policy in the chat tests: one approval by a mesh-admin, carol alone in
+/// booksapp.
+pub const CHAT_POLICY: &str = "version: 1
+default:
+  approvals: 1
+  approvers: { groups: [mesh-admins] }
+  ttl: 30m
+namespaces:
+  booksapp:
+    approvers: { users: [carol] }
+";
+
+/// Seconds mesh-mcp's approval clock runs ahead of the wall clock (per test process: nextest
+/// runs each test in its own).
+pub static SKEW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+struct Skewed;
+
+impl mesh_model::Clock for Skewed {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+            + Duration::from_secs(SKEW.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Holds mesh-mcp's writes to [`CHAT_POLICY`], on the [`SKEW`]ed clock.
+pub fn chat_policy(a: Applier) -> Applier {
+    let policy = mesh_policy::approval::ApprovalPolicy::parse(CHAT_POLICY).unwrap();
+    a.with_approval_policy(
+        tokio::sync::watch::channel(std::sync::Arc::new(policy)).1,
+        std::sync::Arc::new(Skewed),
+    )
+}
+
 pub struct World {
     /// The mcp service and kube-sim behind it: devs and mesh-admins may edit Linkerd policy
     /// (`docs/examples/chatbot-rbac`), viewers may not.
@@ -77,7 +111,7 @@ impl World {
 
     /// As [`World::start`], with mesh-mcp reading `prometheus_url` for graphs of past moments.
     pub async fn start_with(prometheus_url: Option<String>) -> Self {
-        Self::start_full(prometheus_url, |a| a, "").await
+        Self::start_full(prometheus_url, chat_policy, "").await
     }
 
     /// As [`World::start`], with mesh-mcp's pipeline `tweak`ed (its approval policy) and
