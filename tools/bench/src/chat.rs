@@ -23,14 +23,14 @@ use mesh_store::{Backend as Store, RedisStore};
 const SECRET: &str = "bench-signing-secret";
 const BOT: &str = "system:serviceaccount:linkerd-mcp:chatbot";
 
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+pub(crate) fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1000.0
 }
 
 /// Polls the stand-in (every 0.2 ms) for the first call after `after` on `path`.
-async fn wait(s: &StandIn, after: u64, check: impl Fn(&chatsim::Call) -> bool) -> chatsim::Call {
+pub(crate) async fn wait(s: &StandIn, after: u64, check: impl Fn(&chatsim::Call) -> bool) -> chatsim::Call {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(c) = s
@@ -47,7 +47,7 @@ async fn wait(s: &StandIn, after: u64, check: impl Fn(&chatsim::Call) -> bool) -
     }
 }
 
-fn manifest(i: usize) -> String {
+pub(crate) fn manifest(i: usize) -> String {
     format!(
         "apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
          metadata: {{name: bench-{i}, namespace: booksapp}}\n\
@@ -71,7 +71,7 @@ pub(crate) async fn run(n: usize) {
         },
         mcp_tokens: format!("bot,{BOT},u\n"),
         heartbeat: Duration::from_secs(60),
-        tweak: |a| a,
+        tweak: crate::approvals::one_approver,
         prometheus_url: None,
     })
     .await;

@@ -4,6 +4,7 @@
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
 mod agent;
+mod approvals;
 mod apply;
 mod chat;
 mod collector;
@@ -231,6 +232,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "propose" => rt.block_on(propose::run(n)),
         "soak" => rt.block_on(soak::run(n)),
         "history" => rt.block_on(history::run(n)),
+        "approvals" => rt.block_on(approvals::run(n)),
         _ => return false,
     }
     true
@@ -263,6 +265,7 @@ fn main() {
         ("apply", &[1_000][..]),
         ("mcp", &[1_000][..]),
         ("chat", &[200][..]),
+        ("approvals", &[40][..]),
         ("propose", &[1_000][..]),
         ("history", &[1_000, 10_000][..]),
         ("failover", &[20][..]),
