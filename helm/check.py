@@ -31,6 +31,14 @@ FULL = {
         "oauth": {"issuer": "https://login.example.com", "audience": "https://mcp.example.com/mcp", "usernamePrefix": "-", "groupsPrefix": "oidc:"},
         "mcpAllowedHosts": ["mcp.example.com"],
         "autoscaling": {"enabled": True},
+        "approvalPolicy": {
+            "version": 1,
+            "default": {"approvals": 1, "approvers": {"groups": ["mesh-admins"]}, "ttl": "30m"},
+            "namespaces": {"payments": {"approvals": 2, "approvers": {"users": ["bob", "carol"]},
+                                        "agents_propose_only": True,
+                                        "freezes": [{"from": "2026-12-24T00:00:00Z", "to": "2026-12-27T00:00:00Z",
+                                                     "override_groups": ["sre-oncall"]}]}},
+        },
     },
     "linkerd": {"clientNamespaces": ["platform", "chatops"]},
     "chatbot": {
@@ -44,6 +52,7 @@ FULL = {
             "approval_ttl": "30m",
         },
         "alerts": {"slackChannels": ["C0MESH"], "discordChannels": ["1000000000000000001"]},
+        "approvalChannels": ["slack:C0MESH", "payments=slack:C0PAY"],
     },
     "serviceMonitor": {"enabled": True,
                        "scraperIdentities": ["prometheus-k8s.monitoring.serviceaccount.identity.linkerd.cluster.local"]},
@@ -131,6 +140,9 @@ def main():
     must_refuse("chatbot user acting as system:masters",
                 {"chatbot": {"identityMap": {"users": [{"slack": "U1", "kubernetes": {"user": "a", "groups": ["system:masters"]}}]}}},
                 "/chatbot/identityMap/users/0/kubernetes/groups/0")
+    must_refuse("a system group approving",
+                {"mcp": {"approvalPolicy": {"version": 1, "default": {"approvers": {"groups": ["system:masters"]}}}}},
+                "/mcp/approvalPolicy/default/approvers/groups/0")
     must_refuse("external Redis without its Secret", {"valkey": {"enabled": False}}, "externalRedis.urlSecret")
     (out / "default.yaml").write_text(yaml.safe_dump_all(default))
     (out / "full.yaml").write_text(yaml.safe_dump_all(full))

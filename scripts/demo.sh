@@ -80,6 +80,7 @@ KUBECONFIG="$work/kubeconfig" "$bin/mesh-mcp" --embedded-collector --prometheus-
   --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
   --token-file "$work/tokens.csv" \
   --delegator system:serviceaccount:linkerd-mcp:chatbot --delegate-group devs,mesh-admins \
+  --approval-policy docs/examples/approval-policy.yaml \
   >"$work/mesh-mcp.log" 2>&1 &
 pids+=($!)
 # The chatbot against loopback stand-ins for Slack's Web API and Discord's REST API; chatsim
@@ -93,7 +94,7 @@ pids+=($!)
   --slack-signing-secret "$secret" --slack-bot-token xoxb-demo --slack-api-url "http://127.0.0.1:$chat_port/api" \
   --discord-public-key "$("$bin/chatsim" public-key --seed "$seed")" --discord-application-id 1200000000000000001 \
   --discord-bot-token demo --discord-api-url "http://127.0.0.1:$chat_port" \
-  --alert-slack-channel C0MESH >"$work/mesh-chatbot.log" 2>&1 &
+  --alert-slack-channel C0MESH --approval-channel slack:C0MESH >"$work/mesh-chatbot.log" 2>&1 &
 pids+=($!)
 
 echo "demo: meshsim emojivoto on 127.0.0.1:$sim_port, booksapp on 127.0.0.1:$books_port, Prometheus on $prom"
@@ -142,6 +143,7 @@ try=(
   "$chat who-calls emojivoto/voting    # Slack: /mesh who-calls ..."
   "$chat --form docs/examples/chatbot/voting-from-web-only.yaml    # alice asks; a card with buttons"
   "$chat --user U0BOB --click approve:<id from the card>    # bob approves; applied as alice"
+  "$bin/meshctl approvals list $srv    # every approval request (docs/examples/approval-policy.yaml): from chat, agents, meshctl"
   "$bin/meshctl diff $srv --since 5m    # what changed: the policies applied above with who asked and approved, the verdicts they turned"
   "$chat diff 5m    # Slack: /mesh diff 5m, with the picture of the difference"
   "$bin/chatsim discord --bot http://127.0.0.1:$bot_port --stand-in http://127.0.0.1:$chat_port --seed $seed tls"

@@ -277,6 +277,19 @@ pub fn approval_state_word(state: i32) -> &'static str {
         .map_or("unspecified", |(_, w)| w)
 }
 
+/// An object's action as a request shows it: its dry-run's "would create" reads "created" once
+/// the request is applied.
+pub fn approval_action(state: i32, action: &str) -> &str {
+    if state != pb::ApprovalState::Applied as i32 {
+        return action;
+    }
+    match action {
+        "would create" => "created",
+        "would update" => "updated",
+        other => other,
+    }
+}
+
 /// The approval state a word names.
 pub fn approval_state_of(word: &str) -> Option<pb::ApprovalState> {
     APPROVAL_STATES

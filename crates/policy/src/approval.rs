@@ -249,10 +249,11 @@ impl RawRule {
         let Ok(count) = usize::try_from(approvals) else {
             return base.clone();
         };
-        if approvers.groups.is_empty() && approvers.users.len() < count {
+        let distinct: std::collections::BTreeSet<&String> = approvers.users.iter().collect();
+        if approvers.groups.is_empty() && distinct.len() < count {
             problems.push(format!(
                 "{name}: {approvals} approvals needed but only {} approver(s) listed",
-                approvers.users.len()
+                distinct.len()
             ));
         }
         let ttl = match self.ttl {
@@ -273,18 +274,24 @@ impl RawRule {
                 }
             },
         };
-        let freezes = match self.freezes {
-            None => base.freezes.clone(),
+        // A namespace's freezes add to the default's: a freeze of the whole mesh holds
+        // everywhere.
+        let mut freezes = base.freezes.clone();
+        freezes.extend(match self.freezes {
+            None => Vec::new(),
             Some(fs) => fs
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, f)| {
                     let at = format!("{name}.freezes[{i}]");
+                    // RFC 3339 with its offset (`Z` or `+02:00`): a freeze is a moment, not a
+                    // wall-clock time of some zone.
                     let time = |field: &str, v: &str, problems: &mut Vec<String>| {
-                        humantime::parse_rfc3339_weak(v)
+                        v.parse::<k8s_openapi::jiff::Timestamp>()
+                            .map(SystemTime::from)
                             .map_err(|e| {
                                 problems.push(format!(
-                                    "{at}.{field}: {v:?} is not an RFC 3339 time ({e})"
+                                    "{at}.{field}: {v:?} is not an RFC 3339 time with an offset ({e})"
                                 ));
                             })
                             .ok()
@@ -311,7 +318,8 @@ impl RawRule {
                     })
                 })
                 .collect(),
-        };
+        });
+        freezes.dedup();
         Rule {
             name: name.to_owned(),
             approvals,
@@ -338,12 +346,12 @@ impl ApprovalPolicy {
         let raw: RawPolicy =
             serde_yaml_ng::from_str(text).map_err(|e| PolicyError::one(e.to_string()))?;
         let mut problems = Vec::new();
+        // Absent means the first version: files written before it was stated stay readable.
         match raw.version {
-            Some(VERSION) => {}
+            None | Some(VERSION) => {}
             Some(v) => problems.push(format!(
                 "version: {v}; this mesh-mcp reads version {VERSION}"
             )),
-            None => problems.push(format!("version: missing (write `version: {VERSION}`)")),
         }
         let default = raw.default.resolve("default", &Rule::open(), &mut problems);
         let namespaces = raw

@@ -79,16 +79,17 @@ pub struct IdentityMap {
     /// Chat users and their Kubernetes identities.
     #[serde(default)]
     pub users: Vec<UserEntry>,
-    /// Who may approve changes in any namespace.
+    /// Who may approve rollout steps in any namespace (policy changes are approved under
+    /// mesh-mcp's approval policy).
     #[serde(default)]
     pub approvers: Approvers,
     /// Approvers for one namespace; where a namespace is listed, only they approve there.
     #[serde(default)]
     pub namespace_approvers: BTreeMap<String, Approvers>,
-    /// May a requester approve their own change?
+    /// May a requester approve their own rollout step?
     #[serde(default)]
     pub allow_self_approval: bool,
-    /// How long an approval card stays valid (`30m`, `2h`).
+    /// How long a rollout step's approval card stays valid (`30m`, `2h`).
     #[serde(default = "default_ttl", with = "humantime_serde_str")]
     pub approval_ttl: Duration,
 }

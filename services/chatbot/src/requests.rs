@@ -171,7 +171,8 @@ pub fn card(a: &pb::Approval) -> Reply {
         r = r.field("Expires", humantime::format_rfc3339_seconds(t).to_string());
     }
     let objects: String = a.objects.iter().fold(String::new(), |mut s, o| {
-        let _ = writeln!(s, "{} {} {}/{}", o.action, o.kind, o.namespace, o.name);
+        let action = mesh_proto::approval_action(a.state, &o.action);
+        let _ = writeln!(s, "{action} {} {}/{}", o.kind, o.namespace, o.name);
         s
     });
     r = r.code(objects, "objects.txt");

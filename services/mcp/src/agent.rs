@@ -1219,7 +1219,14 @@ fn approval_json(a: &pb::Approval) -> Value {
         "agent": a.agent,
         "reason": a.reason,
         "namespaces": a.namespaces,
-        "objects": a.objects.iter().map(|o| format!("{} {} {}/{}", o.action, o.kind, o.namespace, o.name)).collect::<Vec<_>>(),
+        "objects": a
+            .objects
+            .iter()
+            .map(|o| {
+                let action = mesh_proto::approval_action(a.state, &o.action);
+                format!("{action} {} {}/{}", o.kind, o.namespace, o.name)
+            })
+            .collect::<Vec<_>>(),
         "created_at": time(&a.created_at),
         "expires_at": time(&a.expires_at),
         "rejected_by": a.rejected_by,

@@ -485,10 +485,54 @@ impl Applier {
         self.policy.borrow().clone()
     }
 
+    /// Whether `caller` may act for others (a configured delegator, e.g. the chatbot).
+    pub fn is_delegator(&self, caller: &Caller) -> bool {
+        self.delegation.delegators.contains(&caller.user)
+    }
+
     /// Whether `caller` counts as an agent: it calls through an agent front end, or the
     /// approval policy lists it as one.
     pub fn is_agent(&self, caller: &Caller) -> bool {
         caller.agent.is_some() || self.approval_policy().is_agent(&subject(caller))
+    }
+
+    /// The approval gate of a rollout step (a phase applied, or what it created withdrawn).
+    /// Its steps are approved one at a time on the chatbot's rollout cards, which send the
+    /// approver (a delegator's `approved_by`, someone other than the requester): that is one
+    /// approval. A step where the policy wants none goes through; where it wants one, only so
+    /// approved; where it wants more, or for an agent that only proposes, it is refused.
+    fn rollout_gate(
+        &self,
+        caller: &Caller,
+        id: &pb::Identity,
+        req: &pb::ApplyRequest,
+        objects: &[pb::AppliedObject],
+    ) -> Result<(), ApplyError> {
+        let needed = match self.gate(caller, id, objects)? {
+            Gate::Direct => return Ok(()),
+            Gate::Approval { needed } => needed,
+        };
+        let approved_once = self.is_delegator(caller)
+            && !req.approved_by.is_empty()
+            && req.approved_by != id.user
+            && !self.is_agent(caller);
+        if needed == 1 && approved_once {
+            return Ok(());
+        }
+        Err(ApplyError::NeedsApproval(format!(
+            "{}: {} wants {needed} approval(s) for this rollout step; nothing was written. \
+             Advance it from chat, where each step is approved on its card{}",
+            mesh_proto::APPROVAL_REQUIRED,
+            self.approval_policy()
+                .requirement(&written_namespaces(objects))
+                .names(),
+            if needed > 1 {
+                " (rollout steps collect one approval: where a rule wants more, apply the phases \
+                 with meshctl apply, which asks for them)"
+            } else {
+                ""
+            }
+        )))
     }
 
     /// The approval gate of a write by `caller` as `id` to `objects`: straight through, or
@@ -528,29 +572,31 @@ impl Applier {
     /// (the chatbot sets them after a real approval; anyone else could forge a second person),
     /// and never with control characters, which would forge lines in Events and logs.
     fn audit_fields(&self, caller: &Caller, req: &pb::ApplyRequest) -> Result<(), ApplyError> {
+        self.audit_field(caller, "approved_by", &req.approved_by)?;
+        self.audit_field(caller, "reason", &req.reason)
+    }
+
+    /// One audit field, as [`Applier::audit_fields`] checks them.
+    fn audit_field(&self, caller: &Caller, field: &str, value: &str) -> Result<(), ApplyError> {
         let delegator = self.delegation.delegators.contains(&caller.user);
-        for (field, value, max) in [
-            ("approved_by", &req.approved_by, 253),
-            ("reason", &req.reason, 1024),
-        ] {
-            if value.is_empty() {
-                continue;
-            }
-            if !delegator {
-                return Err(ApplyError::Forbidden(format!(
-                    "{field}: only a delegator (--delegator, e.g. the chatbot after an approval) may \
-                     set it; {} is not one",
-                    caller.user
-                )));
-            }
-            if value.chars().any(char::is_control) {
-                return Err(invalid(format!(
-                    "{field}: control characters (newlines, tabs, escapes) are not allowed"
-                )));
-            }
-            if value.chars().count() > max {
-                return Err(invalid(format!("{field}: at most {max} characters")));
-            }
+        let max = if field == "approved_by" { 253 } else { 1024 };
+        if value.is_empty() {
+            return Ok(());
+        }
+        if !delegator {
+            return Err(ApplyError::Forbidden(format!(
+                "{field}: only a delegator (--delegator, e.g. the chatbot after an approval) may \
+                 set it; {} is not one",
+                caller.user
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{field}: control characters (newlines, tabs, escapes) are not allowed"
+            )));
+        }
+        if value.chars().count() > max {
+            return Err(invalid(format!("{field}: at most {max} characters")));
         }
         Ok(())
     }
@@ -940,6 +986,16 @@ impl Applier {
     ) -> Result<pb::ApplyResponse, ApplyError> {
         let (caller, id) = self.requester(caller, &mut req, Some(note))?;
         let mut objects = Self::objects(Shape::Rollout, manifest)?;
+        if !req.dry_run {
+            let named: Vec<pb::AppliedObject> = objects
+                .iter()
+                .map(|o| pb::AppliedObject {
+                    namespace: o.namespace.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            self.rollout_gate(&caller, &id, &req, &named)?;
+        }
         // What names others goes first: authorizations, then authentications and Servers.
         objects.reverse();
         let mut report = Vec::with_capacity(objects.len());
@@ -1049,8 +1105,12 @@ impl Applier {
             )
         })?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
-        // The audit fields are checked once the approval gate has spoken (below): a change that
-        // waits for approvals takes its requester's reason with the approval request instead.
+        // Who approved is checked at once; the reason once the approval gate has spoken
+        // (below): a change that waits for approvals takes its requester's reason with the
+        // approval request instead.
+        if grant.is_none() {
+            self.audit_field(&caller, "approved_by", &req.approved_by)?;
+        }
         if rpc == Shape::Rollout && (req.expect_absent || !req.expected_resource_version.is_empty())
         {
             return Err(invalid(
@@ -1199,10 +1259,10 @@ impl Applier {
         if !dry && !changed {
             warnings.push("nothing to change: the cluster already holds this".into());
         }
-        // A rollout's phases are approved step by step in its own flow (chat cards for each
-        // step); only agents, who may never approve, are held to the policy there too.
-        let gated = rpc != Shape::Rollout || self.is_agent(&caller);
-        if changed && grant.is_none() && gated {
+        if changed && rpc == Shape::Rollout && !dry {
+            self.rollout_gate(&caller, &id, &req, &applied)?;
+        }
+        if changed && grant.is_none() && rpc != Shape::Rollout {
             match self.gate(&caller, &id, &applied) {
                 Ok(Gate::Direct) => {}
                 Ok(Gate::Approval { needed }) if dry => warnings.push(format!(
@@ -1238,7 +1298,7 @@ impl Applier {
                 req.reason.clone_from(&g.reason);
             }
             None => {
-                self.audit_fields(&caller, &req)?;
+                self.audit_field(&caller, "reason", &req.reason)?;
                 with_note(&mut req, note);
             }
         }

@@ -56,6 +56,8 @@ struct Vote {
     user: String,
     at_ms: u64,
     front_end: String,
+    #[serde(default)]
+    reason: String,
 }
 
 /// A request as stored (JSON under `<prefix>requests:<id>`; the state is the entry's own).
@@ -115,10 +117,14 @@ fn new_id() -> String {
     format!("ap-{salt:016x}")
 }
 
-/// The front end a request or decision names: one of the known words (default `grpc`).
-fn front_end(word: &str) -> Result<String, Status> {
+/// The front end a request or decision names: one of the known words (default `grpc`);
+/// `chat` only from a delegator (the chatbot), so nobody hides a request from chat's cards.
+fn front_end(word: &str, delegator: bool) -> Result<String, Status> {
     match word {
         "" => Ok("grpc".into()),
+        "chat" if !delegator => Err(Status::permission_denied(
+            "front_end: chat is the chatbot's (a delegator's) to name",
+        )),
         "mcp" | "chat" | "cli" | "grpc" => Ok(word.to_owned()),
         other => Err(Status::invalid_argument(format!(
             "front_end: {other:?}; one of mcp, chat, cli, grpc"
@@ -220,6 +226,7 @@ impl Stored {
                     user: v.user.clone(),
                     at: ts(v.at_ms),
                     front_end: v.front_end.clone(),
+                    reason: v.reason.clone(),
                 })
                 .collect(),
             rejected_by: self.rejected_by.clone(),
@@ -242,7 +249,7 @@ impl Stored {
     fn finished_before(&self, state: ApprovalState, cutoff: SystemTime) -> bool {
         match state {
             ApprovalState::Pending => at_ms(self.expires_ms) < cutoff,
-            ApprovalState::Applying => false,
+            ApprovalState::Applying => at_ms(self.applying_since_ms) < cutoff,
             _ => at_ms(self.decided_ms.max(self.created_ms)) < cutoff,
         }
     }
@@ -352,7 +359,7 @@ impl GraphService {
                  it empty",
             ));
         }
-        let front_end = front_end(&r.front_end)?;
+        let front_end = front_end(&r.front_end, applier.is_delegator(&caller))?;
         let why = reason(&change.reason)?;
         // The requester's reason is theirs to give here: it is kept with the request and put
         // in the audit trail by the service, not passed as a delegator's field.
@@ -562,7 +569,15 @@ impl GraphService {
                 caller.user
             )));
         }
-        let front_end = front_end(&r.front_end)?;
+        let front_end = front_end(&r.front_end, applier.is_delegator(&caller))?;
+        let said = reason(&r.reason)?;
+        if approver.user.contains(',') || approver.user.starts_with("system:") {
+            return Err(Status::permission_denied(format!(
+                "{:?} cannot approve: system identities never approve, and approver names hold \
+                 no commas (the approved-by annotation lists them comma-separated)",
+                approver.user
+            )));
+        }
         for _ in 0..RACES {
             let (entry, rec) = self.load_approval(&r.id).await?;
             let state = Self::state_of(&entry)?;
@@ -590,9 +605,24 @@ impl GraphService {
                 )
                 .map_err(|e| Status::permission_denied(e.to_string()))?;
             }
+            // Retrying an apply its replica abandoned is an approver's to do, not anyone's.
+            if state == ApprovalState::Applying
+                && !need.rules.iter().all(|x| x.approvers.admits(&approver))
+            {
+                return Err(Status::permission_denied(format!(
+                    "{} is not an approver under {}",
+                    approver.user, rec.rule
+                )));
+            }
             let have = u32::try_from(rec.votes.len() + 1).unwrap_or(u32::MAX);
             let event = ApprovalEvent::Approve {
-                expires_at: at_ms(rec.expires_ms),
+                // A take-over finishes what was approved in time: its deadline is not the
+                // request's.
+                expires_at: if state == ApprovalState::Applying {
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX))
+                } else {
+                    at_ms(rec.expires_ms)
+                },
                 retry_after: RETRY_AFTER,
             };
             let t = approval::step_vote(state, have, needed, event, now).map_err(refusal_status)?;
@@ -610,6 +640,7 @@ impl GraphService {
                     user: approver.user.clone(),
                     at_ms: ms(now),
                     front_end: front_end.clone(),
+                    reason: said.clone(),
                 });
             }
             if t.to == ApprovalState::Applying {
@@ -634,7 +665,12 @@ impl GraphService {
                     if t.to == ApprovalState::Pending {
                         return Ok(next.to_pb(ApprovalState::Pending, rev, now));
                     }
-                    return self.make(applier, next, rev).await;
+                    // Run to its end even if the caller goes away: a change half-written and
+                    // an outcome never recorded would be worse than a late answer.
+                    let (me, applier) = (self.clone(), applier.clone());
+                    return tokio::spawn(async move { me.make(&applier, next, rev).await })
+                        .await
+                        .map_err(|e| Status::internal(format!("the apply task failed: {e}")))?;
                 }
                 // Someone else moved it meanwhile: judge again on what it is now.
                 Updated::Now(_) => {}
@@ -734,16 +770,20 @@ impl GraphService {
         r: pb::DecideApprovalRequest,
     ) -> Result<pb::Approval, Status> {
         let applier = self.approvals_applier()?;
+        let delegated = r.on_behalf_of.is_some();
         let (who, caller) = Self::decider(applier, caller, r.on_behalf_of)?;
         let why = reason(&r.reason)?;
-        front_end(&r.front_end)?;
+        front_end(&r.front_end, applier.is_delegator(&caller))?;
         for _ in 0..RACES {
             let (entry, rec) = self.load_approval(&r.id).await?;
             let state = Self::state_of(&entry)?;
             let now = self.approval_now();
             let policy = applier.approval_policy();
             let need = policy.requirement(&rec.namespaces);
-            let own = who.user == rec.acted_as.user || caller.user == rec.requested_by;
+            // The person it is made as withdraws it; so does the caller that asked, unless that
+            // caller acts for others (the chatbot): then only the person it acted for.
+            let own = who.user == rec.acted_as.user
+                || (caller.user == rec.requested_by && !delegated);
             let approver = !policy.is_agent(&who)
                 && caller.agent.is_none()
                 && need.rules.iter().all(|x| x.approvers.admits(&who));
@@ -801,30 +841,27 @@ impl GraphService {
         let me = self.clone();
         let mut changed = self.approvals_changed.subscribe();
         tokio::spawn(async move {
-            // What the watcher has been sent: id -> (revision, state).
+            // What the watcher has been sent (or told is history): id -> (revision, state).
             let mut seen: HashMap<String, (u64, i32)> = HashMap::new();
-            let pending = pb::ListApprovalsRequest {
-                states: vec![pb::ApprovalState::Pending.into()],
-                namespace: r.namespace.clone(),
-                limit: 0,
-            };
             let recent = pb::ListApprovalsRequest {
                 namespace: r.namespace,
                 ..Default::default()
             };
+            let pending: i32 = pb::ApprovalState::Pending.into();
             let mut first = true;
             loop {
-                let list = if first { &pending } else { &recent };
-                match me.list_approvals(list).await {
+                match me.list_approvals(&recent).await {
                     Ok(l) => {
-                        // Oldest first, as they happened.
+                        // Oldest first, as they happened. The first answer is one snapshot:
+                        // what is pending is sent, the rest is history, not news.
                         for a in l.approvals.into_iter().rev() {
                             let key = (a.revision, a.state);
-                            if first || seen.get(&a.id) != Some(&key) {
-                                seen.insert(a.id.clone(), key);
-                                if tx.send(Ok(a)).await.is_err() {
-                                    return;
-                                }
+                            if seen.get(&a.id) == Some(&key) {
+                                continue;
+                            }
+                            seen.insert(a.id.clone(), key);
+                            if (!first || a.state == pending) && tx.send(Ok(a)).await.is_err() {
+                                return;
                             }
                         }
                     }
@@ -833,22 +870,11 @@ impl GraphService {
                         return;
                     }
                 }
-                if first {
-                    // Everything else already there is history, not news.
-                    if let Ok(l) = me.list_approvals(&recent).await {
-                        for a in l.approvals {
-                            seen.entry(a.id.clone()).or_insert((a.revision, a.state));
-                        }
-                    }
-                    first = false;
-                }
+                first = false;
+                // Bounded: what fell out of the newest answers is forgotten.
                 if seen.len() > 4 * MAX_LIST {
                     seen.clear();
-                    if let Ok(l) = me.list_approvals(&recent).await {
-                        for a in l.approvals {
-                            seen.insert(a.id.clone(), (a.revision, a.state));
-                        }
-                    }
+                    first = true;
                 }
                 tokio::select! {
                     () = tx.closed() => return,

@@ -807,7 +807,7 @@ impl MeshService for GraphService {
         &self,
         req: Request<pb::StartRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        let caller = req.extensions().get::<Caller>().cloned();
+        let caller = caller_of(&req);
         self.start_rollout(caller, req.into_inner())
             .await
             .map(Response::new)
@@ -893,7 +893,7 @@ impl MeshService for GraphService {
         &self,
         req: Request<pb::AdvanceRolloutRequest>,
     ) -> Result<Response<pb::AdvanceRolloutResponse>, Status> {
-        let caller = req.extensions().get::<Caller>().cloned();
+        let caller = caller_of(&req);
         self.advance_rollout(caller, req.into_inner())
             .await
             .map(Response::new)

@@ -89,6 +89,20 @@ async fn the_chart_renders_validates_and_grants_exactly_what_each_service_needs(
         .unwrap();
     let client = kube::Client::try_from(kube.kube_config("admin-token")).unwrap();
 
+    // The approval policy the chart renders is one mesh-mcp takes.
+    let policy = serde_yaml_ng::Deserializer::from_str(&full)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .find(|v| {
+            v["kind"] == "ConfigMap"
+                && v["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-approval-policy"))
+        })
+        .expect("the approval policy's ConfigMap");
+    let text = policy["data"]["approval-policy.yaml"].as_str().unwrap();
+    let parsed = mesh_policy::approval::ApprovalPolicy::parse(text).unwrap();
+    assert_eq!(parsed.rule("payments").approvals, 2);
+
     // Linkerd's custom resources (both renderings) against the CRDs: a strict server-side
     // dry-run, as `kubectl apply --dry-run=server` would do.
     let mut checked = 0;

@@ -1509,9 +1509,11 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
             "find_failing_edges",
             "find_failing_routes",
             "find_plaintext_edges",
+            "get_approval",
             "get_mesh_graph",
             "get_rollout",
             "get_workload",
+            "list_approvals",
             "list_policies",
             "plan_authorization_policy",
             "plan_http_route",
@@ -1782,7 +1784,7 @@ async fn mcp_clients_use_every_tool_over_http_and_stdio() {
     }))
     .await;
     let tools = out["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 11, "{:?}", tools.keys());
+    assert_eq!(tools.len(), 13, "{:?}", tools.keys());
     assert!(tools.contains_key("get_rollout") && !tools.contains_key("advance_rollout"));
     assert!(!tools.contains_key("apply_plan"));
     assert_eq!(

@@ -423,7 +423,14 @@ async fn every_attack_is_refused_changes_nothing_and_the_service_keeps_answering
         r.reason = "approved in Slack by carol".into();
         let e = t.apply(with(token, r)).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{token}: {e}");
-        assert!(e.message().starts_with("reason: only a delegator"), "{e}");
+        // A reason is judged once the approval gate has spoken; alice, who may not write
+        // here at all, is refused for that first.
+        let why = if token == "alice-t" {
+            "alice may not"
+        } else {
+            "reason: only a delegator"
+        };
+        assert!(e.message().starts_with(why), "{e}");
     }
     for (field, value) in [
         ("approved_by", "carol\nINFO approved by admin"),

@@ -126,7 +126,12 @@ pub(crate) async fn run(n: usize) {
             mesh_mcp::AGENT_HEADER,
             "bench-agent".parse().expect("header"),
         );
-        let id = client.request_approval(r).await.expect("request").into_inner().id;
+        let id = client
+            .request_approval(r)
+            .await
+            .expect("request")
+            .into_inner()
+            .id;
         let card = wait(&stand_in, after, |c| {
             c.slack_method() == Some("chat.postMessage")
                 && c.json.as_ref().is_some_and(|v| v.to_string().contains(&id))

@@ -30,7 +30,11 @@ pub(crate) fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
 }
 
 /// Polls the stand-in (every 0.2 ms) for the first call after `after` on `path`.
-pub(crate) async fn wait(s: &StandIn, after: u64, check: impl Fn(&chatsim::Call) -> bool) -> chatsim::Call {
+pub(crate) async fn wait(
+    s: &StandIn,
+    after: u64,
+    check: impl Fn(&chatsim::Call) -> bool,
+) -> chatsim::Call {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(c) = s

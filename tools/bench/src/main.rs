@@ -4,8 +4,8 @@
 //! resident set (`VmHWM`) is its alone. Run with `make bench`; never part of `make test`.
 
 mod agent;
-mod approvals;
 mod apply;
+mod approvals;
 mod chat;
 mod collector;
 mod failover;

@@ -72,7 +72,7 @@ pub struct IdArgs {
     pub server: Server,
     /// The approval id (`meshctl apply` and `meshctl approvals list` print it).
     pub id: String,
-    /// Why (recorded with a rejection; approvals are recorded by who and when).
+    /// Why (recorded with the approval or the rejection).
     #[arg(long)]
     pub reason: Option<String>,
 }
@@ -310,7 +310,8 @@ pub fn detail(ap: &pb::Approval) -> String {
         time(&ap.expires_at)
     );
     for o in &ap.objects {
-        let _ = writeln!(out, "  {} {} {}/{}", o.action, o.kind, o.namespace, o.name);
+        let action = mesh_proto::approval_action(ap.state, &o.action);
+        let _ = writeln!(out, "  {action} {} {}/{}", o.kind, o.namespace, o.name);
     }
     for e in &ap.affected_edges {
         let edge = e.edge.clone().unwrap_or_default();

@@ -218,13 +218,12 @@ agents: { groups: ["system:serviceaccounts"] }
         "namespaces.Payments_1.approvals: 11; at most 10",
         "namespaces.web: 3 approvals needed but only 2 approver(s) listed",
         "namespaces.web.freezes[0]: from must be before to",
-        "namespaces.web.freezes[1].from: \"soon\" is not an RFC 3339 time",
+        "namespaces.web.freezes[1].from: \"soon\" is not an RFC 3339 time with an offset",
         "agents.groups: \"system:serviceaccounts\"",
     ] {
         assert!(text.contains(want), "{want:?} not in {text}");
     }
     for (text, want) in [
-        ("default: {}", "version: missing"),
         ("version: 2", "version: 2; this mesh-mcp reads version 1"),
         (
             "version: 1\ndefault: { approvals: 1 }",
@@ -249,6 +248,17 @@ agents: { groups: ["system:serviceaccounts"] }
 }
 
 #[test]
+fn the_documented_example_is_a_valid_policy() {
+    let p = ApprovalPolicy::parse(include_str!(
+        "../../../../docs/examples/approval-policy.yaml"
+    ))
+    .unwrap();
+    assert_eq!(p.rule("payments").approvals, 2);
+    assert!(p.rule("emojivoto").agents_propose_only);
+    assert!(p.is_agent(&Subject::new("agent:copilot", &[])));
+}
+
+#[test]
 fn without_a_file_every_write_goes_straight_through() {
     let p = ApprovalPolicy::default();
     let now = SystemTime::UNIX_EPOCH;
@@ -270,4 +280,21 @@ fn without_a_file_every_write_goes_straight_through() {
         ),
         Err(VoteRefused::NotApprover { .. })
     ));
+}
+
+#[test]
+fn freezes_add_up_keep_their_offsets_and_a_file_without_version_is_the_first() {
+    let p = ApprovalPolicy::parse(
+        "default:\n  approvers: { groups: [a] }\n  freezes: [{ from: \"2026-12-24T00:00:00+02:00\", to: \"2026-12-25T00:00:00Z\" }]\n\
+         namespaces:\n  web:\n    freezes: [{ from: \"2027-01-01T00:00:00Z\", to: \"2027-01-02T00:00:00Z\" }]\n",
+    )
+    .unwrap();
+    let web = p.rule("web");
+    assert_eq!(
+        web.freezes.len(),
+        2,
+        "the default's freeze holds in web too"
+    );
+    assert_eq!(web.freezes[0].from, at("2026-12-23T22:00:00Z"));
+    assert_eq!(p.default.freezes.len(), 1);
 }
