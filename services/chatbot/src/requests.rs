@@ -357,6 +357,11 @@ pub async fn keep_cards(
         match stream {
             Ok(s) => {
                 backoff = Duration::from_millis(200);
+                // What was decided while the bot was not watching: the stream starts with
+                // what is pending, so the cards it tracks are brought up to date first.
+                if *leader.borrow() {
+                    catch_up(&app, &channels).await;
+                }
                 let mut s = s.into_inner();
                 while let Ok(Some(a)) = s.message().await {
                     if *leader.borrow() {
@@ -368,6 +373,25 @@ pub async fn keep_cards(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Redraws the tracked cards (at most 50 a time) from their requests as they are now.
+async fn catch_up(app: &crate::app::App, channels: &Channels) {
+    let cards = app.store.members(CARDS).await.unwrap_or_default();
+    let mut ids: Vec<&str> = cards.iter().filter_map(|m| m.rsplit('|').next()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids.into_iter().take(50) {
+        let Ok(r) = app
+            .mcp
+            .request(pb::GetApprovalRequest { id: id.to_owned() })
+        else {
+            continue;
+        };
+        if let Ok(a) = app.mcp.client().get_approval(r).await {
+            show(app, channels, &a.into_inner()).await;
+        }
     }
 }
 

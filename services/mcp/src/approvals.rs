@@ -484,6 +484,12 @@ impl GraphService {
         &self,
         r: &pb::ListApprovalsRequest,
     ) -> Result<pb::ListApprovalsResponse, Status> {
+        if r.states.len() > mesh_proto::APPROVAL_STATES.len() {
+            return Err(Status::invalid_argument(format!(
+                "states: at most {} (there are no more)",
+                mesh_proto::APPROVAL_STATES.len()
+            )));
+        }
         let limit = match usize::try_from(r.limit).unwrap_or(MAX_LIST) {
             0 => MAX_LIST,
             n => n.min(MAX_LIST),
@@ -782,8 +788,8 @@ impl GraphService {
             let need = policy.requirement(&rec.namespaces);
             // The person it is made as withdraws it; so does the caller that asked, unless that
             // caller acts for others (the chatbot): then only the person it acted for.
-            let own = who.user == rec.acted_as.user
-                || (caller.user == rec.requested_by && !delegated);
+            let own =
+                who.user == rec.acted_as.user || (caller.user == rec.requested_by && !delegated);
             let approver = !policy.is_agent(&who)
                 && caller.agent.is_none()
                 && need.rules.iter().all(|x| x.approvers.admits(&who));

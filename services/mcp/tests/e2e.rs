@@ -1858,3 +1858,109 @@ fn the_cli_reference_is_current() {
     mesh_testkit::check_cli_doc(bin, &[], "mesh-mcp");
     mesh_testkit::check_cli_doc(bin, &["stdio"], "mesh-mcp-stdio");
 }
+
+/// The approval policy file: checked whole at start (a broken one stops mesh-mcp with its
+/// reason), reloaded on change; a broken edit is logged with its reason and the last good
+/// policy stays in force until a good one replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_policy_file_is_checked_and_a_broken_edit_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("approval-policy.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\ndefault: { approvals: 1, approvers: { users: [\"system:admin\"] } }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+        .args(["--embedded-collector", "--insecure-no-auth"])
+        .args(["--prometheus-url", "http://127.0.0.1:1"])
+        .arg("--approval-policy")
+        .arg(&file)
+        .env("MESH_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().count() == 1
+            && err.contains("default.approvers.users: \"system:admin\": system identities"),
+        "{err}"
+    );
+
+    // emojivoto needs an approval; admin's dry-run says so, and its write is held back.
+    let held = "version: 1\ndefault: { approvals: 0, approvers: { groups: [mesh-admins] } }\n\
+                namespaces:\n  emojivoto: { approvals: 1 }\n";
+    std::fs::write(&file, held).unwrap();
+    let cluster = kube().await;
+    let path = file.to_str().unwrap().to_owned();
+    let mcp = start_mcp_with(
+        &[
+            "--embedded-collector",
+            "--prometheus-url",
+            "http://127.0.0.1:1",
+            "--approval-policy",
+            &path,
+        ],
+        Some(cluster.kubeconfig("mcp-token")),
+    );
+    let c = lazy_client(mcp.grpc);
+    let manifest = "apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+                    metadata: {name: reload-check, namespace: emojivoto}\n\
+                    spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n\
+                    ---\napiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+                    metadata: {name: reload-check, namespace: emojivoto}\n\
+                    spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
+                    requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: reload-check}]\n";
+    // Whether admin's write would be held back now (its dry-run warns so).
+    let held_back = || async {
+        let r = admin_apply(&c, manifest, true).await.ok()?.into_inner();
+        Some(
+            r.warnings
+                .iter()
+                .any(|w| w.starts_with(mesh_mcp::apply::NEEDS_APPROVALS)),
+        )
+    };
+    let first = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { held_back().await },
+    )
+    .await;
+    assert_eq!(first, Some(true), "mesh-mcp never answered the dry-run");
+    let e = admin_apply(&c, manifest, false).await.unwrap_err();
+    assert!(mesh_proto::needs_approval(&e), "{e:?}");
+
+    // A broken edit: logged with why, and the write is still held back.
+    std::fs::write(&file, held.replace("approvals: 1", "approvals: 11")).unwrap();
+    let log = mcp._dir.path().join("mesh-mcp.log");
+    let said = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("approval policy not reloaded")
+                .then_some(text)
+        },
+    )
+    .await
+    .expect("the broken edit was never reported");
+    assert!(
+        said.contains("namespaces.emojivoto.approvals: 11; at most 10"),
+        "{said}"
+    );
+    assert_eq!(held_back().await, Some(true), "the last good policy stays");
+
+    // A good edit takes over: emojivoto needs nobody now.
+    std::fs::write(
+        &file,
+        held.replace("approvals: 1 }", "approvals: 0, ttl: 10m }"),
+    )
+    .unwrap();
+    let freed = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async { (held_back().await == Some(false)).then_some(()) },
+    )
+    .await;
+    assert!(freed.is_some(), "the good edit was never loaded");
+}
