@@ -142,6 +142,37 @@ pub fn fuzz_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Runs the official MCP Python SDK driver (`services/mcp/tests/mcp_client.py`, in the venv
+/// `make test` installs under `.tools/mcp-venv`) with `plan`, bounded to 120 s; its JSON answer.
+pub async fn python_mcp_client(plan: &serde_json::Value) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".tools/mcp-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make test` (scripts/deps.sh) installs the MCP Python SDK there",
+        python.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python)
+            .arg(root.join("services/mcp/tests/mcp_client.py"))
+            .arg(plan.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the MCP client did not finish within 120 s")
+    .expect("the MCP client starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the MCP client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
 /// Checks that `docs/cli/<doc>.txt` holds what `bin args... --help` prints, so the
 /// configuration reference in the docs cannot drift from the binaries. With `UPDATE_CLI_DOCS=1`
 /// it rewrites the file instead (then review the diff).

@@ -809,24 +809,29 @@ pub fn pending_card(a: &Approval, ttl: Duration) -> Reply {
     } else {
         Tone::Warn
     };
-    r.buttons = vec![
+    r.buttons = decision_buttons(&a.id);
+    r.note(format!(
+        "Dry-run audit id {}. An approver other than the requester applies it as the requester.",
+        a.dry_run_audit_id
+    ))
+}
+
+/// Approve and Reject for approval `id`.
+pub(crate) fn decision_buttons(id: &str) -> Vec<Button> {
+    vec![
         Button {
             label: "Approve".into(),
             action: "approve".into(),
-            value: a.id.clone(),
+            value: id.to_owned(),
             style: ButtonStyle::Good,
         },
         Button {
             label: "Reject".into(),
             action: "reject".into(),
-            value: a.id.clone(),
+            value: id.to_owned(),
             style: ButtonStyle::Danger,
         },
-    ];
-    r.note(format!(
-        "Dry-run audit id {}. An approver other than the requester applies it as the requester.",
-        a.dry_run_audit_id
-    ))
+    ]
 }
 
 /// Why a click did nothing while the store did not answer.

@@ -20,7 +20,7 @@ use crate::{
     approvals::{Approvals, ClickOutcome},
     identity::Platform,
     mcp_error::McpError,
-    reply::{Button, ButtonStyle, Reply, Tone},
+    reply::{Reply, Tone},
 };
 
 /// The cards the bot shows of approval requests: members `target|message|id`.
@@ -203,20 +203,7 @@ pub fn card(a: &pb::Approval) -> Reply {
                 .code(affected.join("\n"), "affected-edges.txt")
         };
         r = r.code(a.diff.clone(), "diff.txt");
-        r.buttons = vec![
-            Button {
-                label: "Approve".into(),
-                action: "approve".into(),
-                value: a.id.clone(),
-                style: ButtonStyle::Good,
-            },
-            Button {
-                label: "Reject".into(),
-                action: "reject".into(),
-                value: a.id.clone(),
-                style: ButtonStyle::Danger,
-            },
-        ];
+        r.buttons = crate::approvals::decision_buttons(&a.id);
     }
     if !a.outcome.is_empty() {
         r = r.code(a.outcome.clone(), "outcome.txt");

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use clap::Parser as _;
 use mesh_mcp::apply::Applier;
 use mesh_policy::approval::ApprovalPolicy;
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 use common::{VOTING_POLICY, World, send_slack_click, slack_buttons, slack_text};
@@ -39,36 +39,6 @@ fn with_policy(a: Applier) -> Applier {
     )
 }
 
-/// Runs the MCP Python SDK driver (`services/mcp/tests/mcp_client.py`) with `plan`.
-async fn agent(plan: &Value) -> Value {
-    let root = common::root();
-    let python = root.join(".tools/mcp-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `make test` (scripts/deps.sh) installs the MCP Python SDK there",
-        python.display()
-    );
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python)
-            .arg(root.join("services/mcp/tests/mcp_client.py"))
-            .arg(plan.to_string())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the MCP client did not finish within 120 s")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the MCP client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
 /// `meshctl` as a person at a terminal runs it.
 async fn meshctl(args: &[&str]) -> Result<(), String> {
     let args =
@@ -90,7 +60,7 @@ async fn an_agents_change_reaches_chat_and_is_applied_once_two_people_approve() 
     let after = w.stand_in.last_seq().await;
 
     // The agent plans and applies as alice: an approval request comes back, nothing applied.
-    let out = agent(&json!({
+    let out = mesh_testkit::python_mcp_client(&json!({
         "http": w.mcp.mcp_url,
         "token": "alice-t",
         "calls": [
@@ -216,7 +186,7 @@ async fn an_agents_change_reaches_chat_and_is_applied_once_two_people_approve() 
     assert!(slack_buttons(redrawn.json.as_ref().unwrap()).is_empty());
 
     // The agent reads the outcome.
-    let out = agent(&json!({
+    let out = mesh_testkit::python_mcp_client(&json!({
         "http": w.mcp.mcp_url,
         "token": "alice-t",
         "calls": [["get_approval", {"id": id}]],

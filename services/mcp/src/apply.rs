@@ -152,6 +152,15 @@ fn audit_record(
     })
 }
 
+/// The caller of a change, which must be known: changes are made as someone.
+fn authenticated(caller: Option<Caller>) -> Result<Caller, ApplyError> {
+    caller.ok_or_else(|| {
+        ApplyError::Unauthenticated(
+            "changes need an authenticated caller; this server runs with --insecure-no-auth".into(),
+        )
+    })
+}
+
 /// A caller as the approval policy sees it.
 pub fn subject(c: &Caller) -> Subject {
     Subject {
@@ -609,12 +618,7 @@ impl Applier {
         req: &mut pb::ApplyRequest,
         note: Option<&str>,
     ) -> Result<(Caller, pb::Identity), ApplyError> {
-        let caller = caller.ok_or_else(|| {
-            ApplyError::Unauthenticated(
-                "changes need an authenticated caller; this server runs with --insecure-no-auth"
-                    .into(),
-            )
-        })?;
+        let caller = authenticated(caller)?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
         self.audit_fields(&caller, req)?;
         with_note(req, note);
@@ -1098,12 +1102,7 @@ impl Applier {
         note: Option<&str>,
         grant: Option<&Grant>,
     ) -> Result<pb::ApplyResponse, ApplyError> {
-        let caller = caller.ok_or_else(|| {
-            ApplyError::Unauthenticated(
-                "changes need an authenticated caller; this server runs with --insecure-no-auth"
-                    .into(),
-            )
-        })?;
+        let caller = authenticated(caller)?;
         let id = self.identity(&caller, req.on_behalf_of.clone())?;
         // Who approved is checked at once; the reason once the approval gate has spoken
         // (below): a change that waits for approvals takes its requester's reason with the

@@ -32,6 +32,7 @@ use crate::{
     Caller, GraphService,
     apply::{Applier, ApplyError, Grant, Rpc, subject, written_namespaces},
     auth::agent_name,
+    rollout::{at_ms, ms},
 };
 
 /// Decided (or expired) requests are kept this long for `GetApproval` and the audit.
@@ -89,19 +90,6 @@ struct Stored {
     review: pb::ApplyResponse,
     audit_id: String,
     outcome: String,
-}
-
-fn ms(t: SystemTime) -> u64 {
-    u64::try_from(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
-fn at_ms(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 fn store_error(e: &mesh_store::StoreError) -> Status {
@@ -325,6 +313,20 @@ impl GraphService {
                 entry.state
             ))
         })
+    }
+
+    /// Writes `next` in state `to` if the request is still at `revision`.
+    async fn put_next(
+        &self,
+        next: &Stored,
+        revision: u64,
+        to: ApprovalState,
+    ) -> Result<Updated, Status> {
+        let bytes = serde_json::to_vec(next).map_err(|e| Status::internal(e.to_string()))?;
+        self.records
+            .update_record(Shelf::Approvals, &next.id, revision, to.as_str(), bytes)
+            .await
+            .map_err(|e| store_error(&e))
     }
 
     /// Stores a change to be made once enough people approve: dry-run as the requester now
@@ -652,19 +654,7 @@ impl GraphService {
             if t.to == ApprovalState::Applying {
                 next.applying_since_ms = ms(now);
             }
-            let bytes = serde_json::to_vec(&next).map_err(|e| Status::internal(e.to_string()))?;
-            match self
-                .records
-                .update_record(
-                    Shelf::Approvals,
-                    &rec.id,
-                    entry.revision,
-                    t.to.as_str(),
-                    bytes,
-                )
-                .await
-                .map_err(|e| store_error(&e))?
-            {
+            match self.put_next(&next, entry.revision, t.to).await? {
                 Updated::Written(rev) => {
                     self.approvals_notify();
                     audit("approved", &next, &approver.user);
@@ -732,13 +722,7 @@ impl GraphService {
             rec.audit_id.clone_from(&audit_id);
             rec.outcome.clone_from(&why);
             rec.decided_ms = ms(now);
-            let bytes = serde_json::to_vec(&rec).map_err(|e| Status::internal(e.to_string()))?;
-            match self
-                .records
-                .update_record(Shelf::Approvals, &rec.id, revision, t.to.as_str(), bytes)
-                .await
-                .map_err(|e| store_error(&e))?
-            {
+            match self.put_next(&rec, revision, t.to).await? {
                 Updated::Written(rev) => {
                     self.approvals_notify();
                     audit(t.to.as_str(), &rec, "mesh-mcp");
@@ -811,19 +795,7 @@ impl GraphService {
             next.rejected_by.clone_from(&who.user);
             next.rejection_reason.clone_from(&why);
             next.decided_ms = ms(now);
-            let bytes = serde_json::to_vec(&next).map_err(|e| Status::internal(e.to_string()))?;
-            match self
-                .records
-                .update_record(
-                    Shelf::Approvals,
-                    &rec.id,
-                    entry.revision,
-                    t.to.as_str(),
-                    bytes,
-                )
-                .await
-                .map_err(|e| store_error(&e))?
-            {
+            match self.put_next(&next, entry.revision, t.to).await? {
                 Updated::Written(rev) => {
                     self.approvals_notify();
                     audit("rejected", &next, &who.user);

@@ -94,7 +94,8 @@ fn key(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind} {namespace}/{name}")
 }
 
-fn ms(t: SystemTime) -> u64 {
+/// Milliseconds since the epoch (how records keep their times).
+pub(crate) fn ms(t: SystemTime) -> u64 {
     u64::try_from(
         t.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -103,7 +104,8 @@ fn ms(t: SystemTime) -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-fn at_ms(ms: u64) -> SystemTime {
+/// The time a record's milliseconds since the epoch name.
+pub(crate) fn at_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 

@@ -1423,32 +1423,7 @@ async fn a_redis_outage_is_served_through_marked_stale_and_heals() {
 
 /// The official MCP Python SDK (`make test` installs it in `.tools/mcp-venv`) driving mesh-mcp.
 async fn python_mcp_client(plan: &serde_json::Value) -> serde_json::Value {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("../../.tools/mcp-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `make test` (scripts/deps.sh) installs the MCP Python SDK there",
-        python.display()
-    );
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python)
-            .arg(root.join("tests/mcp_client.py"))
-            .arg(plan.to_string())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the MCP client did not finish within 120 s")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the MCP client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    mesh_testkit::python_mcp_client(plan).await
 }
 
 /// A real MCP client nobody here wrote, over streamable HTTP and over stdio: every read tool

@@ -138,38 +138,26 @@ pub async fn approvals(cmd: ApprovalsCommand) -> Result<(), Failure> {
                 .into_inner();
             show(s, &ap)
         }
-        ApprovalsCommand::Approve(a) => {
-            let s = &a.server;
-            let mut c = connect(&s.server, Duration::from_secs(10)).await?;
-            let req = decision(&a);
-            // The last approval applies the change: the apply's time on top of the call's.
-            let ap = c
-                .approve(with_token(
-                    req,
-                    s.token.as_deref(),
-                    Some(Duration::from_secs(90)),
-                )?)
-                .await
-                .map_err(|e| server_failure(&s.server, &e))?
-                .into_inner();
-            show(s, &ap)
-        }
-        ApprovalsCommand::Reject(a) => {
-            let s = &a.server;
-            let mut c = connect(&s.server, Duration::from_secs(10)).await?;
-            let req = decision(&a);
-            let ap = c
-                .reject(with_token(
-                    req,
-                    s.token.as_deref(),
-                    Some(Duration::from_secs(30)),
-                )?)
-                .await
-                .map_err(|e| server_failure(&s.server, &e))?
-                .into_inner();
-            show(s, &ap)
-        }
+        ApprovalsCommand::Approve(a) => decide(&a, true).await,
+        ApprovalsCommand::Reject(a) => decide(&a, false).await,
     }
+}
+
+/// Approves (`approve`) or rejects approval `a.id` as the token's identity.
+async fn decide(a: &IdArgs, approve: bool) -> Result<(), Failure> {
+    let s = &a.server;
+    let mut c = connect(&s.server, Duration::from_secs(10)).await?;
+    // The last approval applies the change: the apply's time on top of the call's.
+    let limit = Duration::from_secs(if approve { 90 } else { 30 });
+    let req = with_token(decision(a), s.token.as_deref(), Some(limit))?;
+    let ap = if approve {
+        c.approve(req).await
+    } else {
+        c.reject(req).await
+    }
+    .map_err(|e| server_failure(&s.server, &e))?
+    .into_inner();
+    show(s, &ap)
 }
 
 fn decision(a: &IdArgs) -> pb::DecideApprovalRequest {
