@@ -505,6 +505,19 @@ impl GraphService {
         let cutoff = now
             .checked_sub(KEEP_DECIDED)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        // The oldest few are looked at too, so that requests beyond the newest scanned are
+        // still pruned once their week is over.
+        for id in ids.iter().take(ids.len().saturating_sub(MAX_SCAN).min(20)) {
+            if let Ok(Some(entry)) = self.records.get_record(Shelf::Approvals, id).await
+                && let (Ok(rec), Some(state)) = (
+                    serde_json::from_slice::<Stored>(&entry.record),
+                    ApprovalState::parse(&entry.state),
+                )
+                && rec.finished_before(state, cutoff)
+            {
+                let _ = self.records.remove_record(Shelf::Approvals, id).await;
+            }
+        }
         let mut out = Vec::new();
         for id in ids.iter().rev().take(MAX_SCAN) {
             let Some(entry) = self
@@ -729,18 +742,21 @@ impl GraphService {
                     return Ok(rec.to_pb(t.to, rev, now));
                 }
                 Updated::Now(now_entry) => {
-                    // Only this apply moves it out of applying; anything else is a take-over
-                    // that ran the same change under the same preconditions.
-                    if Self::state_of(&now_entry)? != ApprovalState::Applying {
-                        let theirs: Stored = serde_json::from_slice(&now_entry.record)
-                            .map_err(|e| Status::internal(e.to_string()))?;
-                        return Ok(theirs.to_pb(
-                            Self::state_of(&now_entry)?,
-                            now_entry.revision,
-                            now,
-                        ));
+                    // Another attempt of the same change (a take-over, under the same
+                    // preconditions) recorded first. It stands, unless it could not tell and
+                    // this one applied: what happened beats "may or may not have".
+                    let theirs_state = Self::state_of(&now_entry)?;
+                    let unsure =
+                        matches!(theirs_state, ApprovalState::Unknown | ApprovalState::Failed);
+                    if theirs_state == ApprovalState::Applying
+                        || (unsure && outcome == ApplyOutcome::Applied)
+                    {
+                        revision = now_entry.revision;
+                        continue;
                     }
-                    revision = now_entry.revision;
+                    let theirs: Stored = serde_json::from_slice(&now_entry.record)
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    return Ok(theirs.to_pb(theirs_state, now_entry.revision, now));
                 }
                 Updated::Missing => {
                     return Err(Status::not_found(format!("no approval request {}", rec.id)));
