@@ -290,6 +290,38 @@ pub fn approval_action(state: i32, action: &str) -> &str {
     }
 }
 
+/// Who asked for an approval request: the person it is made for ("alice"), or the agent and
+/// that person ("copilot for alice").
+pub fn approval_requester(a: &pb::Approval) -> String {
+    let person = a
+        .on_behalf_of
+        .as_ref()
+        .map_or(a.requested_by.as_str(), |i| i.user.as_str());
+    if a.agent.is_empty() {
+        person.to_owned()
+    } else {
+        format!("{} for {person}", a.agent)
+    }
+}
+
+/// An approval request's approvals so far, as people read them: "1 of 2: bob".
+pub fn approval_tally(a: &pb::Approval) -> String {
+    let names: Vec<&str> = a.approvals.iter().map(|v| v.user.as_str()).collect();
+    if names.is_empty() {
+        format!("0 of {}", a.needed)
+    } else {
+        format!("{} of {}: {}", names.len(), a.needed, names.join(", "))
+    }
+}
+
+/// The main object of an approval request's change ("AuthorizationPolicy ns/name"): the last
+/// one its review lists.
+pub fn approval_target(a: &pb::Approval) -> Option<String> {
+    a.objects
+        .last()
+        .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+}
+
 /// The approval state a word names.
 pub fn approval_state_of(word: &str) -> Option<pb::ApprovalState> {
     APPROVAL_STATES

@@ -287,8 +287,17 @@ impl RawRule {
                     // RFC 3339 with its offset (`Z` or `+02:00`): a freeze is a moment, not a
                     // wall-clock time of some zone.
                     let time = |field: &str, v: &str, problems: &mut Vec<String>| {
-                        v.parse::<k8s_openapi::jiff::Timestamp>()
-                            .map(SystemTime::from)
+                        // Through milliseconds: jiff's `SystemTime` conversion needs its `std`
+                        // feature, which not every build of this crate turns on.
+                        let parsed = v
+                            .parse::<k8s_openapi::jiff::Timestamp>()
+                            .map_err(|e| e.to_string())
+                            .and_then(|t| {
+                                u64::try_from(t.as_millisecond())
+                                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+                                    .map_err(|_| "before 1970".to_owned())
+                            });
+                        parsed
                             .map_err(|e| {
                                 problems.push(format!(
                                     "{at}.{field}: {v:?} is not an RFC 3339 time with an offset ({e})"

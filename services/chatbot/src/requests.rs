@@ -96,39 +96,19 @@ fn state(a: &pb::Approval) -> &'static str {
     mesh_proto::approval_state_word(a.state)
 }
 
-/// Who asked: "alice", or "copilot for alice" when an agent proposed it.
-pub fn requester(a: &pb::Approval) -> String {
-    let person = a
-        .on_behalf_of
-        .as_ref()
-        .map_or(a.requested_by.as_str(), |i| i.user.as_str());
+/// Who asked: "alice", or "proposed by copilot for alice" when an agent proposed it.
+fn requester(a: &pb::Approval) -> String {
+    let who = mesh_proto::approval_requester(a);
     if a.agent.is_empty() {
-        person.to_owned()
+        who
     } else {
-        format!("proposed by {} for {person}", a.agent)
+        format!("proposed by {who}")
     }
-}
-
-/// "1 of 2: bob".
-pub fn tally(a: &pb::Approval) -> String {
-    let names: Vec<&str> = a.approvals.iter().map(|v| v.user.as_str()).collect();
-    let mut s = format!("{} of {}", names.len(), a.needed);
-    if !names.is_empty() {
-        let _ = write!(s, ": {}", names.join(", "));
-    }
-    s
-}
-
-fn target(a: &pb::Approval) -> String {
-    a.objects
-        .last()
-        .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
-        .unwrap_or_else(|| "policy change".into())
 }
 
 /// The card of a request, as it is now.
 pub fn card(a: &pb::Approval) -> Reply {
-    let what = target(a);
+    let what = mesh_proto::approval_target(a).unwrap_or_else(|| "policy change".into());
     let (title, tone) = match state(a) {
         "pending" => (format!("Approval needed: {what}"), Tone::Info),
         "applying" => (format!("Being applied: {what}"), Tone::Info),
@@ -152,7 +132,7 @@ pub fn card(a: &pb::Approval) -> Reply {
         })
         .field("Via", a.front_end.clone())
         .field("Rule", a.rule.clone())
-        .field("Approvals", tally(a));
+        .field("Approvals", mesh_proto::approval_tally(a));
     if !a.reason.is_empty() {
         r = r.field("Reason", a.reason.clone());
     }

@@ -9,14 +9,14 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube_sim::KubeSim;
-use mcp_harness::{McpHarness, Options};
-use mesh_mcp::apply::{ApiServer, ApiSteps, Applier, Delegation, Target};
+use mcp_harness::McpHarness;
+use mesh_mcp::apply::{ApiServer, ApiSteps, Applier, Target};
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use serde_json::Value;
 use tonic::{Code, Request, transport::Channel};
 
 mod common;
-use common::{BOOKS_POLICY, BOT, EDITORS, KUBE_TOKENS};
+use common::{BOOKS_POLICY, BOT};
 
 const MCP_TOKENS: &str = "alice-t,alice,u1,\"devs\"\n\
 bob-t,bob,u2,\"mesh-admins\"\n\
@@ -74,28 +74,8 @@ impl ApiSteps for BreakPolicyWrites {
 }
 
 async fn start(tweak: fn(Applier) -> Applier) -> Env {
-    let h = McpHarness::start(Options {
-        kube_tokens: KUBE_TOKENS.into(),
-        extra_seeds: Vec::new(),
-        topology: meshsim::builtin("booksapp").unwrap(),
-        delegation: Delegation {
-            delegators: vec![BOT.into()],
-            allowed_groups: vec!["mesh-admins".into(), "devs".into(), "authn-only".into()],
-        },
-        mcp_tokens: MCP_TOKENS.into(),
-        heartbeat: Duration::from_secs(30),
-        tweak,
-        prometheus_url: None,
-    })
-    .await;
-    h.kube.load_yaml(EDITORS).await.unwrap();
-    let client = MeshServiceClient::new(
-        Channel::from_shared(format!("http://{}", h.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let (h, client) =
+        common::start_booksapp(MCP_TOKENS, &["mesh-admins", "devs", "authn-only"], tweak).await;
     Env { h, client }
 }
 

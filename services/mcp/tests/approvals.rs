@@ -13,14 +13,14 @@ use std::{
 };
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use mcp_harness::{McpHarness, Options};
-use mesh_mcp::apply::{Applier, Delegation};
+use mcp_harness::McpHarness;
+use mesh_mcp::apply::Applier;
 use mesh_policy::approval::ApprovalPolicy;
 use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use tonic::{Code, Request, transport::Channel};
 
 mod common;
-use common::{BOOKS_POLICY, BOT, EDITORS, KUBE_TOKENS};
+use common::BOOKS_POLICY;
 
 const MCP_TOKENS: &str = "alice-t,alice,u1,\"mesh-admins\"\n\
 bob-t,bob,u2,\"mesh-admins\"\n\
@@ -74,28 +74,7 @@ struct Env {
 }
 
 async fn start() -> Env {
-    let h = McpHarness::start(Options {
-        kube_tokens: KUBE_TOKENS.into(),
-        extra_seeds: Vec::new(),
-        topology: meshsim::builtin("booksapp").unwrap(),
-        delegation: Delegation {
-            delegators: vec![BOT.into()],
-            allowed_groups: vec!["mesh-admins".into()],
-        },
-        mcp_tokens: MCP_TOKENS.into(),
-        heartbeat: Duration::from_secs(30),
-        tweak: with_policy,
-        prometheus_url: None,
-    })
-    .await;
-    h.kube.load_yaml(EDITORS).await.unwrap();
-    let client = MeshServiceClient::new(
-        Channel::from_shared(format!("http://{}", h.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let (h, client) = common::start_booksapp(MCP_TOKENS, &["mesh-admins"], with_policy).await;
     Env { h, client }
 }
 

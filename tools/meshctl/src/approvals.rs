@@ -177,45 +177,16 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
 }
 
 fn show(s: &Server, ap: &pb::Approval) -> Result<(), Failure> {
-    if s.output == "json" {
+    print_approval(&s.output, ap)
+}
+
+/// One request as `output` (`json`: `{"approval": ...}`, its proto3 JSON; else in words).
+pub(crate) fn print_approval(output: &str, ap: &pb::Approval) -> Result<(), Failure> {
+    if output == "json" {
         return print_json(&serde_json::json!({ "approval": ap }));
     }
     print!("{}", detail(ap));
     Ok(())
-}
-
-/// Who asked: the person, or the agent and the person it asked for.
-pub fn requester(ap: &pb::Approval) -> String {
-    let person = ap
-        .on_behalf_of
-        .as_ref()
-        .map_or(ap.requested_by.as_str(), |i| i.user.as_str());
-    if ap.agent.is_empty() {
-        person.to_owned()
-    } else {
-        format!("{} for {person}", ap.agent)
-    }
-}
-
-fn approvers(ap: &pb::Approval) -> String {
-    let names: Vec<&str> = ap.approvals.iter().map(|v| v.user.as_str()).collect();
-    format!(
-        "{} of {}{}",
-        names.len(),
-        ap.needed,
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", names.join(", "))
-        }
-    )
-}
-
-fn main_object(ap: &pb::Approval) -> String {
-    ap.objects
-        .last()
-        .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
-        .unwrap_or_default()
 }
 
 /// The list as a table.
@@ -231,9 +202,9 @@ pub fn table(list: &[pb::Approval]) -> String {
             [
                 a.id.clone(),
                 mesh_proto::approval_state_word(a.state).to_owned(),
-                approvers(a),
-                requester(a),
-                main_object(a),
+                mesh_proto::approval_tally(a),
+                mesh_proto::approval_requester(a),
+                mesh_proto::approval_target(a).unwrap_or_default(),
             ]
         })
         .collect();
@@ -285,12 +256,17 @@ pub fn detail(ap: &pb::Approval) -> String {
         ap.id,
         mesh_proto::approval_state_word(ap.state)
     );
-    let _ = writeln!(out, "requested by {} ({})", requester(ap), ap.front_end);
+    let _ = writeln!(
+        out,
+        "requested by {} ({})",
+        mesh_proto::approval_requester(ap),
+        ap.front_end
+    );
     if !ap.reason.is_empty() {
         let _ = writeln!(out, "reason: {}", ap.reason);
     }
     let _ = writeln!(out, "rule: {}", ap.rule);
-    let _ = writeln!(out, "approvals: {}", approvers(ap));
+    let _ = writeln!(out, "approvals: {}", mesh_proto::approval_tally(ap));
     let _ = writeln!(
         out,
         "created {}, expires {}",

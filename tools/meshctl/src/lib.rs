@@ -929,15 +929,10 @@ async fn request_approval(
         .await
         .map_err(|s| server_failure(&args.server, &s))?
         .into_inner();
+    approvals::print_approval(&args.output, &ap)?;
     if args.output == "json" {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "approval": ap }))
-                .expect("proto JSON")
-        );
         return Ok(());
     }
-    print!("{}", approvals::detail(&ap));
     println!(
         "\nnot applied yet: {why}\napproval requested: {} (needs {} approval(s) under {}); follow \
          it with `meshctl approvals show {}`",

@@ -62,3 +62,39 @@ spec:
   requiredAuthenticationRefs:
     - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: books-clients}
 ";
+
+/// mesh-mcp over kube-sim (the demo cluster and [`EDITORS`]) with booksapp's graph: `tokens`
+/// accepted, [`BOT`] the one delegator (with `groups`), the pipeline `tweak`ed; and a client
+/// of its gRPC port.
+pub async fn start_booksapp(
+    tokens: &str,
+    groups: &[&str],
+    tweak: fn(mesh_mcp::apply::Applier) -> mesh_mcp::apply::Applier,
+) -> (
+    mcp_harness::McpHarness,
+    mesh_proto::pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>,
+) {
+    let h = mcp_harness::McpHarness::start(mcp_harness::Options {
+        kube_tokens: KUBE_TOKENS.into(),
+        extra_seeds: Vec::new(),
+        topology: meshsim::builtin("booksapp").unwrap(),
+        delegation: mesh_mcp::apply::Delegation {
+            delegators: vec![BOT.into()],
+            allowed_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        },
+        mcp_tokens: tokens.into(),
+        heartbeat: std::time::Duration::from_secs(30),
+        tweak,
+        prometheus_url: None,
+    })
+    .await;
+    h.kube.load_yaml(EDITORS).await.unwrap();
+    let client = mesh_proto::pb::mesh_service_client::MeshServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", h.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    (h, client)
+}
