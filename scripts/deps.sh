@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages linkerd-mcp's tests and demo need, when missing:
-# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures), kubectl and
-# Python's venv and Node.js; and the official MCP Python SDK into .tools/mcp-venv.
+# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures), kubectl,
+# Chromium with chromedriver (the console's browser tests), Python's venv and Node.js; and
+# the official MCP Python SDK into .tools/mcp-venv.
 # Runs `apt-get update` at most once. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
@@ -15,6 +16,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+
+# The console's tests drive Debian's Chromium, headless, through its WebDriver (chromedriver).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 # The MCP conformance suite runs on Node.js (npm installs it into .tools/conformance).
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)

@@ -113,9 +113,9 @@ fn front_end(word: &str, delegator: bool) -> Result<String, Status> {
         "chat" if !delegator => Err(Status::permission_denied(
             "front_end: chat is the chatbot's (a delegator's) to name",
         )),
-        "mcp" | "chat" | "cli" | "grpc" => Ok(word.to_owned()),
+        "mcp" | "chat" | "cli" | "grpc" | "web" => Ok(word.to_owned()),
         other => Err(Status::invalid_argument(format!(
-            "front_end: {other:?}; one of mcp, chat, cli, grpc"
+            "front_end: {other:?}; one of mcp, chat, cli, grpc, web"
         ))),
     }
 }

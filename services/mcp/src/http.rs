@@ -23,6 +23,11 @@ pub(crate) fn routes(
         .route("/v1/graph", get(http_graph))
         .route("/v1/diff", get(http_diff))
         .with_state((service.clone(), auth.clone()))
+        .merge(crate::console::routes(
+            service.clone(),
+            auth.clone(),
+            !args.http_listen.is_some_and(|a| a.ip().is_loopback()),
+        ))
         .merge(mcp_router(args, service, auth, plans))
 }
 
@@ -155,7 +160,7 @@ async fn authenticate(
 }
 
 /// A gRPC status as the HTTP answer with the same meaning.
-fn status_response(s: &tonic::Status) -> axum::response::Response {
+pub(crate) fn status_response(s: &tonic::Status) -> axum::response::Response {
     let code = match s.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,

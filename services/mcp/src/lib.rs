@@ -7,6 +7,7 @@ pub mod apply;
 mod approvals;
 mod auth;
 pub mod cli;
+mod console;
 mod follower;
 mod http;
 pub mod oauth;

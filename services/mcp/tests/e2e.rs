@@ -9,6 +9,9 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
 use tonic::Request;
 
+#[path = "e2e/console.rs"]
+mod console;
+
 const TOKENS: &str = "t0ken,alice,uid-1,\"devs\"\nadm1n,admin,uid-2,\"system:masters\"\n\
                       b0t,system:serviceaccount:linkerd-mcp:chatbot,uid-3\n";
 

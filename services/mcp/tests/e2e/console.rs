@@ -1,0 +1,596 @@
+//! The web console in a real browser: Debian's Chromium, headless, driven over WebDriver
+//! (chromedriver) against the demo's stack (meshsim following kube-sim, real Prometheus,
+//! mesh-mcp with its embedded collector). What an on-call engineer does: sign in, watch an edge
+//! turn plaintext without reloading, explain a denied edge, look back in time, approve a change;
+//! and what an attacker cannot: read the page without signing in, post from another site.
+
+use std::{path::PathBuf, time::Duration};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use mesh_testkit::{ChildGuard, Prometheus, free_port, poll, require_tool};
+use serde_json::json;
+
+use super::{
+    emojivoto_cluster, emojivoto_with_vote_bot_calling_voting, following_sim, graph_until,
+    lazy_client, start_mcp_with,
+};
+use mesh_proto::pb;
+
+/// vote-bot may not call voting: only web is authorized on voting's gRPC port.
+const VOTING_POLICY: &str = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+    metadata: {name: voting-grpc, namespace: emojivoto}\n\
+    spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
+    apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+    metadata: {name: voting-clients, namespace: emojivoto}\n\
+    spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
+    apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+    metadata: {name: voting-policy, namespace: emojivoto}\n\
+    spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
+    requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
+
+/// The change people approve on the page: vote-bot (emojivoto runs it as the `default` service
+/// account) is let in too, by a second policy on the Server; Linkerd admits what any admits.
+const LET_VOTE_BOT_IN: &str = "apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+    metadata: {name: vote-bot-client, namespace: emojivoto}\n\
+    spec: {identities: [default.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
+    apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+    metadata: {name: voting-vote-bot, namespace: emojivoto}\n\
+    spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
+    requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: vote-bot-client}]\n";
+
+/// alice's group may edit Linkerd policy (her dry-runs pass RBAC).
+const DEVS_EDIT_POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
+    metadata: {name: policy-editor}\n\
+    rules: [{apiGroups: [policy.linkerd.io], resources: ['*'], verbs: [get, list, watch, create, patch, update, delete]}]\n---\n\
+    apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+    metadata: {name: devs-edit-policy}\n\
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: policy-editor}\n\
+    subjects: [{kind: Group, name: devs}]\n";
+
+/// Changes in emojivoto wait for one approval by a `devs` member (alice).
+const APPROVALS: &str = "version: 1\ndefault: {approvals: 0, approvers: {groups: [devs]}}\n\
+    namespaces:\n  emojivoto: {approvals: 1, approvers: {groups: [devs]}, ttl: 30m}\n";
+
+/// A headless Chromium under chromedriver, both killed by PID when dropped.
+pub(crate) struct Browser {
+    pub(crate) client: Client,
+    _driver: ChildGuard,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and a Chromium session with a fresh profile; the
+    /// flags keep Chromium off the network it would otherwise call home on.
+    pub(crate) async fn start() -> Self {
+        let chromium = require_tool("chromium");
+        let driver = require_tool("chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let guard = ChildGuard::spawn(
+            "chromedriver",
+            std::process::Command::new(driver).arg(format!("--port={port}")),
+            &profile.path().join("chromedriver.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        poll(Duration::from_secs(20), Duration::from_millis(100), || {
+            let url = url.clone();
+            async move {
+                reqwest::get(format!("{url}/status"))
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await
+        .expect("chromedriver answers /status within 20 s");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().join("profile").display()),
+                    "--window-size=1280,900",
+                ],
+            }),
+        );
+        // chromedriver is plain HTTP on loopback: no TLS stack to pick.
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(http)
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("a Chromium session");
+        Self {
+            client,
+            _driver: guard,
+            _profile: profile,
+        }
+    }
+
+    /// The attribute `attr` of the first element matching `css`, if any.
+    pub(crate) async fn attr(&self, css: &str, attr: &str) -> Option<String> {
+        let e = self.client.find(Locator::Css(css)).await.ok()?;
+        e.attr(attr).await.ok().flatten()
+    }
+
+    /// Waits (bounded) until the element `css` exists with `attr` equal to `want`.
+    pub(crate) async fn until_attr(&self, css: &str, attr: &str, want: &str, limit: Duration) {
+        let got = poll(limit, Duration::from_millis(200), || async {
+            (self.attr(css, attr).await.as_deref() == Some(want)).then_some(())
+        })
+        .await;
+        if got.is_none() {
+            let now = self.attr(css, attr).await;
+            let src = self.client.source().await.unwrap_or_default();
+            panic!(
+                "{css} never had {attr}={want:?} within {limit:?} (it has {now:?}); page:\n{}",
+                src.chars().take(4000).collect::<String>()
+            );
+        }
+    }
+
+    /// Waits (bounded) until the page's text contains `needle`.
+    pub(crate) async fn until_text(&self, css: &str, needle: &str, limit: Duration) -> String {
+        let got = poll(limit, Duration::from_millis(200), || async {
+            let e = self.client.find(Locator::Css(css)).await.ok()?;
+            let t = e.text().await.ok()?;
+            t.contains(needle).then_some(t)
+        })
+        .await;
+        match got {
+            Some(t) => t,
+            None => panic!(
+                "{css} never said {needle:?} within {limit:?}; page:\n{}",
+                self.client
+                    .source()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(4000)
+                    .collect::<String>()
+            ),
+        }
+    }
+}
+
+fn edge(src: &str, dst: &str) -> String {
+    format!("g.edge[data-src=\"emojivoto/{src}\"][data-dst=\"emojivoto/{dst}\"]")
+}
+
+/// Where the tests leave screenshots: the workspace's `target/console`.
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Signs `b` in with `token` through the login form.
+async fn sign_in(b: &Browser, base: &str, token: &str) {
+    b.client.goto(&format!("{base}/ui/login")).await.unwrap();
+    let field = b.client.find(Locator::Css("#token")).await.unwrap();
+    field.send_keys(token).await.unwrap();
+    b.client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+fn as_admin<T>(m: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", "Bearer adm1n".parse().unwrap());
+    r.set_timeout(Duration::from_secs(20));
+    r
+}
+
+/// A change asked for by the admin, waiting for alice's approval.
+async fn ask(
+    c: &pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>,
+    manifest: &str,
+) -> String {
+    let a = c
+        .clone()
+        .request_approval(as_admin(pb::RequestApprovalRequest {
+            kind: pb::ChangeKind::AuthorizationPolicy as i32,
+            change: Some(pb::ApplyRequest {
+                source: Some(pb::apply_request::Source::Manifest(manifest.into())),
+                reason: "vote-bot needs voting".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.state(), pb::ApprovalState::Pending, "{a:?}");
+    a.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
+    // The demo's stack, with voting closed to vote-bot.
+    let cluster = emojivoto_cluster().await;
+    cluster.load_yaml(VOTING_POLICY).await.unwrap();
+    cluster.load_yaml(DEVS_EDIT_POLICY).await.unwrap();
+    let t = emojivoto_with_vote_bot_calling_voting();
+    let (sim, _stop_sim) = following_sim(t.clone(), meshsim::LinkerdVersion::V2_20, &cluster).await;
+    let prom = Prometheus::start(&[sim]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("approvals.yaml");
+    std::fs::write(&policy, APPROVALS).unwrap();
+    let policy = policy.display().to_string();
+    let mcp = start_mcp_with(
+        &[
+            "--embedded-collector",
+            "--prometheus-url",
+            &prom.url,
+            "--window",
+            "10s",
+            "--interval",
+            "1s",
+            "--approval-policy",
+            &policy,
+        ],
+        Some(cluster.kubeconfig("mcp-token")),
+    );
+    let c = lazy_client(mcp.grpc);
+    graph_until(&c, Duration::from_secs(90), |g| {
+        g.edges.len() == t.edges.len()
+            && g.edges.iter().any(|e| {
+                e.src.as_ref().is_some_and(|s| s.name == "vote-bot")
+                    && e.policy
+                        .as_ref()
+                        .is_some_and(|p| p.decision() == pb::policy_verdict::Decision::Denied)
+            })
+    })
+    .await
+    .expect("the graph never showed vote-bot -> voting denied");
+    let base = format!("http://127.0.0.1:{}", mcp.http);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // Without sign-in: nothing. The API answers 401, the page sends the browser to sign in.
+    for path in ["/ui/api/graph", "/ui/api/events", "/ui/api/diff?from=-1m"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(!r.text().await.unwrap().contains("emojivoto"), "{path}");
+    }
+    let b = Browser::start().await;
+    b.client.goto(&format!("{base}/ui/")).await.unwrap();
+    assert!(
+        b.client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/ui/login")
+    );
+    let page = b.client.source().await.unwrap();
+    assert!(
+        !page.contains("emojivoto") && !page.contains("data-src"),
+        "{page}"
+    );
+    let r = http.get(format!("{base}/ui/login")).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+
+    // A wrong token is refused and says so; alice's opens the graph.
+    sign_in(&b, &base, "not-a-token").await;
+    b.until_text("#login-error", "sign-in refused", Duration::from_secs(10))
+        .await;
+    sign_in(&b, &base, "t0ken").await;
+    b.until_text("#user", "alice", Duration::from_secs(10))
+        .await;
+
+    // emojivoto's edges, with their TLS and verdicts, as attributes scripts can read.
+    let limit = Duration::from_secs(30);
+    b.until_attr(&edge("web", "emoji"), "data-tls", "mtls", limit)
+        .await;
+    b.until_attr(&edge("web", "voting"), "data-tls", "mtls", limit)
+        .await;
+    b.until_attr(&edge("vote-bot", "web"), "data-tls", "mtls", limit)
+        .await;
+    b.until_attr(&edge("web", "voting"), "data-verdict", "allowed", limit)
+        .await;
+    b.until_attr(&edge("vote-bot", "voting"), "data-verdict", "denied", limit)
+        .await;
+
+    // Screenshots at two sizes, for the README and for people reading a failed run.
+    for (w, h) in [(1280, 900), (900, 650)] {
+        b.client.set_window_size(w, h).await.unwrap();
+        let png = b.client.screenshot().await.unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} bytes",
+            png.len()
+        );
+        std::fs::write(shots().join(format!("graph-{w}x{h}.png")), png).unwrap();
+    }
+    b.client.set_window_size(1280, 900).await.unwrap();
+
+    // The denied edge explains itself, naming the Server and the policy.
+    b.client
+        .find(Locator::Css(&format!(
+            "{} text.edge-label",
+            edge("vote-bot", "voting")
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.until_text("#edge-verdict", "denied", limit).await;
+    let why = b.until_text("#panel", "voting-grpc", limit).await;
+    assert!(why.contains("voting-policy"), "{why}");
+
+    // What would letting vote-bot in do? Dry-run as alice, on the live traffic.
+    b.client
+        .find(Locator::Css("#whatif-manifest"))
+        .await
+        .unwrap()
+        .send_keys(LET_VOTE_BOT_IN)
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("#whatif-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let what_if = b
+        .until_text("#whatif-result", "would change verdict", limit)
+        .await;
+    assert!(
+        what_if.contains("emojivoto/vote-bot → emojivoto/voting: denied → allowed"),
+        "{what_if}"
+    );
+
+    // An edge turns plaintext in meshsim: the page follows within seconds, without a reload.
+    b.client
+        .execute("window.__sameLoad = 42;", vec![])
+        .await
+        .unwrap();
+    let mut plain = t.clone();
+    for e in &mut plain.edges {
+        if e.from == "emojivoto/web" && e.to == "emojivoto/voting" {
+            e.tls = Some(false);
+            e.no_tls_reason = Some("not_provided_by_remote".into());
+        }
+    }
+    // Rewinding needs Prometheus to hold a full window before the change: wait until a moment
+    // just past reads back whole (the first scrapes give no rates yet).
+    let session = b
+        .client
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name() == "lmcp_session")
+        .expect("the session cookie");
+    let session = format!("lmcp_session={}", session.value());
+    poll(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let g: serde_json::Value = http
+                .get(format!("{base}/ui/api/graph?at=-3s&workload=emojivoto/web"))
+                .header("cookie", &session)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            g["edges"]
+                .as_array()?
+                .iter()
+                .any(|e| e["dst"]["name"] == "voting" && e["protocol"] == "grpc")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("the past graph never read back whole");
+    let changed_at = std::time::Instant::now();
+    let r = http
+        .put(format!("http://{sim}/topology"))
+        .body(plain.to_yaml())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    b.until_attr(
+        &edge("web", "voting"),
+        "data-tls",
+        "plaintext",
+        Duration::from_secs(45),
+    )
+    .await;
+    let same = b
+        .client
+        .execute("return window.__sameLoad;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(42), "the page reloaded");
+
+    // The time slider: before the change, the edge was mTLS; and "what changed" says so.
+    let back = changed_at.elapsed().as_secs() + 3;
+    b.client
+        .execute(
+            "const s = document.getElementById('slider'); s.value = arguments[0]; \
+             s.dispatchEvent(new Event('change'));",
+            vec![json!(-i64::try_from(back).unwrap())],
+        )
+        .await
+        .unwrap();
+    b.until_attr("body", "data-past", &format!("-{back}s"), limit)
+        .await;
+    let then = format!("{}:not(.ghost)", edge("web", "voting"));
+    b.until_attr(&then, "data-tls", "mtls", limit).await;
+    b.until_attr(&then, "data-diff", "changed", limit).await;
+    b.until_text("#changes", "TLS mtls → plaintext", limit)
+        .await;
+    b.client
+        .execute(
+            "const s = document.getElementById('slider'); s.value = 0; \
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.until_attr(&edge("web", "voting"), "data-tls", "plaintext", limit)
+        .await;
+
+    // An approval made on the page: applied, recorded with alice's name and the console.
+    let id = ask(&c, LET_VOTE_BOT_IN).await;
+    b.client
+        .goto(&format!("{base}/ui/approvals"))
+        .await
+        .unwrap();
+    b.until_attr(
+        &format!("article[id=\"{id}\"]"),
+        "data-state",
+        "pending",
+        limit,
+    )
+    .await;
+    b.client
+        .find(Locator::Css(&format!(
+            "article[id=\"{id}\"] button.approve"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.until_text("#notice", "applied", limit).await;
+    let done = c
+        .clone()
+        .get_approval(as_admin(pb::GetApprovalRequest { id: id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state(), pb::ApprovalState::Applied, "{done:?}");
+    assert_eq!(done.approvals.len(), 1);
+    assert_eq!(
+        (
+            done.approvals[0].user.as_str(),
+            done.approvals[0].front_end.as_str()
+        ),
+        ("alice", "web")
+    );
+    assert!(!done.audit_id.is_empty());
+    // The picture follows: vote-bot is let in.
+    b.client.goto(&format!("{base}/ui/")).await.unwrap();
+    b.until_attr(
+        &edge("vote-bot", "voting"),
+        "data-verdict",
+        "allowed",
+        Duration::from_secs(45),
+    )
+    .await;
+
+    // Another site's form posting to the console is refused: the browser withholds the
+    // SameSite=Strict cookie from it, and a forged origin with a stolen cookie meets the
+    // origin check and the CSRF token.
+    let id = ask(&c, &LET_VOTE_BOT_IN.replace("vote-bot", "bot-two")).await;
+    let attacker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil = attacker.local_addr().unwrap().port();
+    let form = format!(
+        "<html><body><form id=f method=post action=\"{base}/ui/approvals/{id}/approve\">\
+         <input name=csrf value=guess></form><script>document.getElementById('f').submit()\
+         </script></body></html>"
+    );
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let form = form.clone();
+                async move { axum::response::Html(form) }
+            }),
+        );
+        axum::serve(attacker, app).await.unwrap();
+    });
+    b.client
+        .goto(&format!("http://localhost:{evil}/"))
+        .await
+        .unwrap();
+    poll(limit, Duration::from_millis(200), || async {
+        let u = b.client.current_url().await.ok()?;
+        (u.port() == Some(mcp.http)).then_some(())
+    })
+    .await
+    .expect("the forged form was posted");
+    let still = c
+        .clone()
+        .get_approval(as_admin(pb::GetApprovalRequest { id: id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.state(), pb::ApprovalState::Pending, "{still:?}");
+    let forged = http
+        .post(format!("{base}/ui/approvals/{id}/approve"))
+        .header("cookie", &session)
+        .header("origin", format!("http://localhost:{evil}"))
+        .form(&[("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let no_token = http
+        .post(format!("{base}/ui/approvals/{id}/approve"))
+        .header("cookie", &session)
+        .form(&[("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 403);
+    assert!(no_token.text().await.unwrap().contains("CSRF"));
+    let still = c
+        .clone()
+        .get_approval(as_admin(pb::GetApprovalRequest { id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.state(), pb::ApprovalState::Pending);
+
+    // Signing out ends the session: the page is gone again.
+    b.client.goto(&format!("{base}/ui/")).await.unwrap();
+    b.client
+        .find(Locator::Css("form.who button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    poll(limit, Duration::from_millis(200), || async {
+        let u = b.client.current_url().await.ok()?;
+        u.path().ends_with("/ui/login").then_some(())
+    })
+    .await
+    .expect("signed out to the login page");
+    let after = http
+        .get(format!("{base}/ui/api/graph"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    b.client.clone().close().await.unwrap();
+}
