@@ -93,6 +93,15 @@ pub struct Args {
     /// Prefix for groups from tokens, as kube-apiserver's --oidc-groups-prefix (e.g. `oidc:`).
     #[arg(long, env = "MESH_OAUTH_GROUPS_PREFIX", default_value = "")]
     pub oauth_groups_prefix: String,
+    /// The web console's OpenID Connect client id at --oauth-issuer: the console then offers
+    /// sign-in there (authorization code with PKCE; register `<console URL>/ui/callback` as its
+    /// redirect URI). Without it, the console signs in with a bearer token.
+    #[arg(long, env = "MESH_UI_OIDC_CLIENT_ID", requires = "oauth_issuer")]
+    pub ui_oidc_client_id: Option<String>,
+    /// The console's external URL, e.g. `https://mcp.example.com` (the OIDC redirect URI is
+    /// built on it); default: the scheme and `Host` each request arrives with.
+    #[arg(long, env = "MESH_UI_URL")]
+    pub ui_url: Option<String>,
     /// The approval policy (YAML): who must approve which policy changes, per namespace, and
     /// what agents may do. Checked whole at start (an error stops mesh-mcp) and reloaded when
     /// the file changes (a broken edit is logged and the last good policy stays). Without it,
@@ -320,7 +329,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| usage(format!("--http-listen {addr}: {e}")))?;
-        let app = crate::http::routes(&args, service.clone(), auth.clone(), plans);
+        let app =
+            crate::http::routes(&args, service.clone(), auth.clone(), plans).map_err(usage)?;
         servers.spawn(async move {
             mesh_telemetry::serve::serve_http(
                 l,

@@ -8,6 +8,7 @@
 //! or OpenID Connect when configured; the session lives here and re-checks its token on every
 //! request, so what the console may do is exactly what the token may do over gRPC.
 
+mod oidc;
 mod session;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -78,6 +79,41 @@ impl From<tonic::Status> for Refused {
     }
 }
 
+/// How the console is set up, from mesh-mcp's flags.
+pub(crate) struct Options {
+    /// Cookies carry `Secure` (everywhere but a loopback listener).
+    secure: bool,
+    /// Sign-in through the OAuth issuer, when a client id is configured.
+    oidc: Option<oidc::Oidc>,
+    /// The console's external URL (no trailing slash), if configured.
+    url: Option<String>,
+}
+
+impl Options {
+    /// The console's options from mesh-mcp's flags.
+    pub(crate) fn of(args: &crate::cli::Args) -> Result<Self, String> {
+        let oidc = match (
+            &args.ui_oidc_client_id,
+            &args.oauth_issuer,
+            &args.oauth_audience,
+        ) {
+            (Some(id), Some(issuer), Some(aud)) => Some(oidc::Oidc::new(issuer, id, aud)?),
+            _ => None,
+        };
+        let url = match &args.ui_url {
+            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                return Err(format!("--ui-url {u}: an http(s) URL"));
+            }
+            u => u.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+        };
+        Ok(Self {
+            secure: !args.http_listen.is_some_and(|a| a.ip().is_loopback()),
+            oidc,
+            url,
+        })
+    }
+}
+
 /// The console's shared state.
 #[derive(Clone)]
 struct Console {
@@ -85,6 +121,9 @@ struct Console {
     auth: Authenticator,
     sessions: Sessions,
     streams: Arc<Semaphore>,
+    oidc: Option<oidc::Oidc>,
+    url: Option<String>,
+    secure: bool,
 }
 
 /// A request from a signed-in browser.
@@ -96,7 +135,7 @@ struct Viewer {
 
 /// The console's routes. Without an authenticator (`--insecure-no-auth`) there is nobody to
 /// sign in as, so every page says so instead of serving the mesh to anyone.
-pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, secure: bool) -> Router {
+pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Options) -> Router {
     let Some(auth) = auth else {
         let off = || async {
             (
@@ -112,13 +151,18 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, secure:
     let state = Console {
         service,
         auth,
-        sessions: Sessions::new(secure),
+        sessions: Sessions::new(o.secure),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        oidc: o.oidc,
+        url: o.url,
+        secure: o.secure,
     };
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(graph_page))
         .route("/ui/login", get(login_page).post(login))
+        .route("/ui/login/oidc", get(oidc_start))
+        .route("/ui/callback", get(oidc_callback))
         .route("/ui/logout", post(logout))
         .route("/ui/approvals", get(approvals_page))
         .route("/ui/approvals/{id}/{decision}", post(decide))
@@ -228,12 +272,129 @@ fn json<T: serde::Serialize>(v: &T) -> Response {
 #[template(path = "console/login.html")]
 struct LoginPage {
     error: String,
+    /// The OpenID Connect issuer to offer, when configured.
+    issuer: String,
 }
 
-async fn login_page() -> Response {
-    html(&LoginPage {
-        error: String::new(),
-    })
+impl Console {
+    fn login(&self, error: String) -> LoginPage {
+        LoginPage {
+            error,
+            issuer: self
+                .oidc
+                .as_ref()
+                .map_or_else(String::new, |o| o.issuer().to_owned()),
+        }
+    }
+
+    /// The console's base URL as the browser reaches it (for the OIDC redirect URI).
+    fn base(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.url {
+            return u.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{host}")
+    }
+}
+
+async fn login_page(State(c): State<Console>) -> Response {
+    html(&c.login(String::new()))
+}
+
+/// The cookie that pins an OIDC sign-in to the browser that started it: `Lax`, as the
+/// issuer's redirect back is a cross-site navigation.
+const STATE_COOKIE: &str = "lmcp_oidc";
+
+/// Sends the browser to the issuer, with a fresh state and PKCE challenge.
+async fn oidc_start(State(c): State<Console>, headers: HeaderMap) -> Result<Response, Refused> {
+    let Some(o) = &c.oidc else {
+        return Err(Refused::BadRequest(
+            "sign-in with OpenID Connect is not configured (--ui-oidc-client-id)".into(),
+        ));
+    };
+    let redirect = format!("{}/ui/callback", c.base(&headers));
+    let (url, state) = o
+        .start(&redirect)
+        .await
+        .map_err(|e| Refused::Status(tonic::Status::unavailable(e.to_string())))?;
+    let cookie = c.sessions.state_cookie(STATE_COOKIE, &state, 600);
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/signed-in.html")]
+struct SignedIn {
+    user: String,
+}
+
+/// The issuer's redirect back: the state must be this browser's, the code is exchanged with
+/// the PKCE verifier, and the access token must pass as any other would.
+async fn oidc_callback(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let again = |code: StatusCode, error: String| (code, html(&c.login(error))).into_response();
+    let Some(o) = &c.oidc else {
+        return again(
+            StatusCode::NOT_FOUND,
+            "sign-in with OpenID Connect is not configured".into(),
+        );
+    };
+    let state = q.state.unwrap_or_default();
+    let pinned = session::cookie_value(&headers, STATE_COOKIE).unwrap_or_default();
+    if state.is_empty() || !same_secret(&state, pinned) {
+        return again(
+            StatusCode::BAD_REQUEST,
+            oidc::OidcError::UnknownState.to_string(),
+        );
+    }
+    if let Some(e) = q.error {
+        let why = format!("{e} {}", q.error_description.unwrap_or_default());
+        let why = why.chars().filter(|c| !c.is_control()).take(300).collect();
+        return again(
+            StatusCode::UNAUTHORIZED,
+            oidc::OidcError::Refused(why).to_string(),
+        );
+    }
+    let token = match o.finish(&state, &q.code.unwrap_or_default()).await {
+        Ok(t) => t,
+        Err(e) => {
+            let code = match e {
+                oidc::OidcError::UnknownState => StatusCode::BAD_REQUEST,
+                oidc::OidcError::Discovery { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return again(code, e.to_string());
+        }
+    };
+    match c.auth.authenticate(Some(&format!("Bearer {token}"))).await {
+        Ok(caller) => {
+            tracing::info!(user = %caller.user, "console sign-in (OpenID Connect)");
+            let session = c.sessions.open(token).await;
+            let clear = c.sessions.state_cookie(STATE_COOKIE, "", 0);
+            let mut r = html(&SignedIn { user: caller.user });
+            r.headers_mut().append(header::SET_COOKIE, session);
+            r.headers_mut().append(header::SET_COOKIE, clear);
+            r
+        }
+        Err(s) => again(
+            StatusCode::UNAUTHORIZED,
+            format!("the issuer's token is not accepted here: {}", s.message()),
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -244,8 +405,7 @@ struct LoginForm {
 /// Signs in with a bearer token; only from this origin, so another site cannot sign a browser
 /// in as someone else.
 async fn login(State(c): State<Console>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
-    let again =
-        |code: StatusCode, error: String| (code, html(&LoginPage { error })).into_response();
+    let again = |code: StatusCode, error: String| (code, html(&c.login(error))).into_response();
     if let Some(why) = foreign_origin(&headers) {
         return again(StatusCode::FORBIDDEN, format!("refused: {why}"));
     }

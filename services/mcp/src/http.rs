@@ -12,23 +12,23 @@ use axum::{
 
 use crate::{Authenticator, GraphService, cli::Args};
 
-/// Every HTTP route of the service port.
+/// Every HTTP route of the service port, or why the flags do not make one.
 pub(crate) fn routes(
     args: &Args,
     service: GraphService,
     auth: Option<Authenticator>,
     plans: crate::agent::Plans,
-) -> Router {
-    Router::new()
+) -> Result<Router, String> {
+    Ok(Router::new()
         .route("/v1/graph", get(http_graph))
         .route("/v1/diff", get(http_diff))
         .with_state((service.clone(), auth.clone()))
         .merge(crate::console::routes(
             service.clone(),
             auth.clone(),
-            !args.http_listen.is_some_and(|a| a.ip().is_loopback()),
+            crate::console::Options::of(args)?,
         ))
-        .merge(mcp_router(args, service, auth, plans))
+        .merge(mcp_router(args, service, auth, plans)))
 }
 
 /// `/mcp`: streamable HTTP MCP, behind the same bearer tokens as gRPC.

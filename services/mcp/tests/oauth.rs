@@ -40,9 +40,24 @@ async fn issuer() -> Issuer {
     jwk.common.key_id = Some("k1".into());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    let meta = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+    let meta = json!({
+        "issuer": url,
+        "jwks_uri": format!("{url}/jwks"),
+        "authorization_endpoint": format!("{url}/authorize"),
+        "token_endpoint": format!("{url}/token"),
+        "code_challenge_methods_supported": ["S256"],
+    });
     let jwks = json!({"keys": [jwk]});
+    let codes = Codes::default();
     let app = axum::Router::new()
+        .route(
+            "/authorize",
+            axum::routing::get(authorize).with_state(codes.clone()),
+        )
+        .route(
+            "/token",
+            axum::routing::post(token_endpoint).with_state((codes, key.clone(), url.clone())),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             axum::routing::get(move || async move { axum::Json(meta) }),
@@ -65,6 +80,78 @@ async fn issuer() -> Issuer {
         key,
         stop: Some(stop),
     }
+}
+
+/// Codes the issuer handed out: code -> (PKCE challenge, redirect URI, resource).
+type Codes =
+    std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, (String, String, String)>>>;
+
+/// The issuer's sign-in page, consenting at once as alice: back to the client with a code.
+async fn authorize(
+    axum::extract::State(codes): axum::extract::State<Codes>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if q.get("client_id").map(String::as_str) != Some("console")
+        || q.get("code_challenge_method").map(String::as_str) != Some("S256")
+        || q.get("response_type").map(String::as_str) != Some("code")
+    {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad authorization request",
+        )
+            .into_response();
+    }
+    let code = format!("code-{}", codes.lock().await.len());
+    let redirect = q["redirect_uri"].clone();
+    codes.lock().await.insert(
+        code.clone(),
+        (
+            q["code_challenge"].clone(),
+            redirect.clone(),
+            q["resource"].clone(),
+        ),
+    );
+    let state = &q["state"];
+    axum::response::Redirect::to(&format!("{redirect}?code={code}&state={state}")).into_response()
+}
+
+/// The token endpoint: a code once, with the verifier of its challenge and its redirect URI.
+async fn token_endpoint(
+    axum::extract::State((codes, key, iss)): axum::extract::State<(Codes, EncodingKey, String)>,
+    axum::extract::Form(f): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let refuse = |why: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    let Some((challenge, redirect, resource)) = codes.lock().await.remove(&f["code"]) else {
+        return refuse("unknown or used code");
+    };
+    let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+    let s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    if s256 != challenge {
+        return refuse("code_verifier does not match the challenge");
+    }
+    if f.get("redirect_uri") != Some(&redirect)
+        || f.get("client_id").map(String::as_str) != Some("console")
+    {
+        return refuse("redirect_uri or client_id differs");
+    }
+    let token = mint(
+        &key,
+        "k1",
+        &json!({"iss": iss, "aud": resource, "sub": "alice", "groups": ["devs"], "exp": now() + 300}),
+    );
+    axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 300}))
+        .into_response()
 }
 
 fn now() -> u64 {
@@ -254,4 +341,141 @@ async fn the_binary_publishes_its_resource_metadata_and_accepts_the_issuers_toke
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(body.contains("linkerd-mcp"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_through_the_issuer_with_pkce() {
+    let iss = issuer().await;
+    let http = free_port();
+    let base = format!("http://127.0.0.1:{http}");
+    let aud = format!("{base}/mcp");
+    let dir = tempfile::tempdir().unwrap();
+    let _mcp = ChildGuard::spawn(
+        "mesh-mcp",
+        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+            .args([
+                "--embedded-collector",
+                "--prometheus-url",
+                "http://127.0.0.1:1",
+            ])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
+            .args(["--ui-oidc-client-id", "console"])
+            .env("KUBECONFIG", dir.path().join("none")),
+        &dir.path().join("mesh-mcp.log"),
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let login = poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        let client = client.clone();
+        let url = format!("{base}/ui/login");
+        async move { client.get(&url).send().await.ok()?.text().await.ok() }
+    })
+    .await
+    .expect("no login page");
+    assert!(
+        login.contains(&format!("Sign in with {}", iss.url)),
+        "{login}"
+    );
+    assert!(
+        login.contains("name=\"token\""),
+        "the token form stays: {login}"
+    );
+
+    // Off to the issuer, with a PKCE challenge and a state pinned in a Lax cookie.
+    let start = client
+        .get(format!("{base}/ui/login/oidc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303);
+    let to = start.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with(&format!("{}/authorize?", iss.url)), "{to}");
+    assert!(
+        to.contains("code_challenge_method=S256") && to.contains("code_challenge="),
+        "{to}"
+    );
+    assert!(
+        to.contains(&format!(
+            "redirect_uri={}",
+            urlencode(&format!("{base}/ui/callback"))
+        )),
+        "{to}"
+    );
+    let pin = start.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        pin.starts_with("lmcp_oidc=") && pin.contains("SameSite=Lax") && pin.contains("HttpOnly"),
+        "{pin}"
+    );
+    let pin = pin.split(';').next().unwrap().to_owned();
+
+    // The issuer sends the browser back with a code.
+    let back = client.get(&to).send().await.unwrap();
+    assert_eq!(back.status(), 303);
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        callback.starts_with(&format!("{base}/ui/callback?code=")),
+        "{callback}"
+    );
+
+    // Without the pinning cookie (another browser, or a forged link): refused.
+    let forged = client.get(&callback).send().await.unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(forged.text().await.unwrap().contains("not started here"));
+
+    // The browser that started it: signed in, with a Strict session cookie.
+    let done = client
+        .get(&callback)
+        .header("cookie", &pin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let session = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("lmcp_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("SameSite=Strict") && session.contains("HttpOnly"),
+        "{session}"
+    );
+    let body = done.text().await.unwrap();
+    assert!(
+        body.contains(&format!("Signed in as {}#alice", iss.url)),
+        "{body}"
+    );
+    let session = session.split(';').next().unwrap().to_owned();
+    let page = client
+        .get(format!("{base}/ui/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains(&format!("{}#alice", iss.url))
+    );
+
+    // The code and the state are spent: replaying the callback signs nobody in.
+    let replay = client
+        .get(&callback)
+        .header("cookie", &pin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400);
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("x", s)]).unwrap()[2..].to_owned()
 }

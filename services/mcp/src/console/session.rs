@@ -112,6 +112,16 @@ impl Sessions {
         self.cookie("", 0)
     }
 
+    /// A `Set-Cookie` value for a short-lived cookie `name` (`SameSite=Lax`: it must come
+    /// back with the OIDC issuer's cross-site redirect).
+    pub(crate) fn state_cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("lmcp_oidc=; Path=/ui; Max-Age=0"))
+    }
+
     /// A `Set-Cookie` value for the session cookie.
     fn cookie(&self, id: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
