@@ -7,7 +7,7 @@
 pub mod promql;
 mod source;
 
-pub use self::source::{Observation, PromError, PrometheusSource, Series};
+pub use self::source::{Observation, PromError, PrometheusSource, RangeSeries, Series};
 
 /// Parses a metrics window such as `30s`, `1m` or `1h30m`.
 pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {

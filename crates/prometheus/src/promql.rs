@@ -127,6 +127,64 @@ pub fn dst_labels() -> Vec<&'static str> {
     ]
 }
 
+/// One edge's golden metrics over time (the console's plots): requests per second, success
+/// rate and p99 latency, each a `rate` over `w` of viz's outbound series for the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeSeries {
+    /// `sum(rate(response_total{..}[w]))`.
+    pub rps: String,
+    /// Successful responses over all responses (`classification="success"`).
+    pub success: String,
+    /// `histogram_quantile(0.99, sum(irate(response_latency_ms_bucket{..}[w])) by (le))`.
+    pub p99: String,
+}
+
+/// The label naming a workload of `kind` (`deployment` for a Deployment, ...), if viz's scrape
+/// config sets one.
+pub fn owner_label(kind: &str) -> Option<&'static str> {
+    OWNER_LABELS
+        .iter()
+        .find(|(_, k)| k.eq_ignore_ascii_case(kind))
+        .map(|(l, _)| *l)
+}
+
+impl EdgeSeries {
+    /// The queries for calls from `src` to `dst`, each `(namespace, kind, name)`; `None` when a
+    /// kind has no owner label (the series do not name it).
+    pub fn new(src: (&str, &str, &str), dst: (&str, &str, &str), w: Duration) -> Option<Self> {
+        let (sl, dl) = (owner_label(src.1)?, owner_label(dst.1)?);
+        let dst_label: &'static str = match dl {
+            "deployment" => "dst_deployment",
+            "statefulset" => "dst_statefulset",
+            "daemonset" => "dst_daemonset",
+            "replicationcontroller" => "dst_replicationcontroller",
+            "cronjob" => "dst_cronjob",
+            _ => "dst_k8s_job",
+        };
+        let base = vec![
+            eq("direction", "outbound"),
+            eq("namespace", src.0),
+            eq(sl, src.2),
+            eq("dst_namespace", dst.0),
+            eq(dst_label, dst.2),
+        ];
+        let all = selector(&base);
+        let mut ok = base;
+        ok.push(eq("classification", "success"));
+        let ok = selector(&ok);
+        let w = window(w);
+        Some(Self {
+            rps: format!("sum(rate(response_total{all}[{w}]))"),
+            success: format!(
+                "sum(rate(response_total{ok}[{w}])) / sum(rate(response_total{all}[{w}]))"
+            ),
+            p99: format!(
+                "histogram_quantile(0.99, sum(irate(response_latency_ms_bucket{all}[{w}])) by (le))"
+            ),
+        })
+    }
+}
+
 /// The queries one graph build sends.
 #[derive(Clone, Debug)]
 pub struct GraphQueries {

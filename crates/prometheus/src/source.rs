@@ -94,20 +94,35 @@ pub struct PrometheusSource {
 }
 
 #[derive(Deserialize)]
-struct ApiResponse {
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct ApiResponse<T = Series> {
     status: String,
-    #[serde(default)]
-    data: Option<ApiData>,
+    #[serde(default = "none")]
+    data: Option<ApiData<T>>,
     #[serde(default, rename = "errorType")]
     error_type: String,
     #[serde(default)]
     error: String,
 }
 
+fn none<T>() -> Option<T> {
+    None
+}
+
 #[derive(Deserialize)]
-struct ApiData {
-    #[serde(default)]
-    result: Vec<Series>,
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct ApiData<T> {
+    #[serde(default = "Vec::new")]
+    result: Vec<T>,
+}
+
+/// One series of a range query (a matrix): its labels and `[timestamp, "value"]` points.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RangeSeries {
+    /// Labels.
+    pub metric: HashMap<String, String>,
+    /// The points, oldest first.
+    pub values: Vec<(f64, String)>,
 }
 
 /// One series of an instant vector: its labels and value.
@@ -196,17 +211,49 @@ impl PrometheusSource {
 
     /// Runs one instant query.
     pub async fn query(&self, query: &str) -> Result<Vec<Series>, PromError> {
-        let url = format!("{}/api/v1/query", self.base);
+        self.post("query", query, &self.form(query)).await
+    }
+
+    /// Runs one range query from `start` to `end` every `step` (a matrix: one series per
+    /// label set, each with its points).
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let form = [
+            ("query", std::borrow::Cow::Borrowed(query)),
+            ("start", format!("{:.3}", secs(start)).into()),
+            ("end", format!("{:.3}", secs(end)).into()),
+            ("step", format!("{:.3}", step.as_secs_f64()).into()),
+        ];
+        self.post("query_range", query, &form).await
+    }
+
+    /// POSTs `form` to `/api/v1/<api>` and reads the result of `query`.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        api: &str,
+        query: &str,
+        form: &[(&'static str, std::borrow::Cow<'_, str>)],
+    ) -> Result<Vec<T>, PromError> {
+        let url = format!("{}/api/v1/{api}", self.base);
         let resp = self
             .client
             .post(&url)
-            .form(&self.form(query))
+            .form(form)
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| self.transport_error(&e))?;
-        let parsed: ApiResponse =
+        let parsed: ApiResponse<T> =
             serde_json::from_str(&body).map_err(|_| PromError::NotPrometheus {
                 url: self.base.clone(),
                 status,

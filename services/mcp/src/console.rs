@@ -172,6 +172,7 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Opti
         .route("/ui/api/events", get(api_events))
         .route("/ui/api/diff", get(api_diff))
         .route("/ui/api/explain", get(api_explain))
+        .route("/ui/api/series", get(api_series))
         .route("/ui/api/whatif", post(api_whatif))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(headers))
@@ -698,6 +699,116 @@ async fn api_explain(
     };
     let verdict = MeshService::explain_access(&c.service, as_viewer(&v, req)).await?;
     Ok(json(&verdict.into_inner()))
+}
+
+#[derive(serde::Deserialize)]
+struct SeriesQuery {
+    /// The caller, `namespace/name`.
+    src: String,
+    /// The callee, `namespace/name`.
+    dst: String,
+}
+
+/// How far back the edge panel's plots reach, and their resolution.
+const SERIES_SPAN: Duration = Duration::from_secs(3600);
+const SERIES_STEP: Duration = Duration::from_secs(30);
+/// The rate window of each point: a minute, as `linkerd viz` reads golden metrics.
+const SERIES_RATE: Duration = Duration::from_secs(60);
+
+/// The edge's requests per second, success rate and p99 over the last hour, from Prometheus
+/// (viz's outbound series, one range query each): the edge panel's plots.
+async fn api_series(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Response, Refused> {
+    viewer(&c, &headers, false).await?;
+    let url = c.service.prometheus.clone().ok_or_else(|| {
+        Refused::Status(tonic::Status::failed_precondition(
+            "this mesh-mcp reads no Prometheus (--prometheus-url): no history to plot",
+        ))
+    })?;
+    let view = c
+        .service
+        .view(pb::GetMeshGraphRequest {
+            workload: q.src.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let edge = view
+        .graph
+        .edges
+        .values()
+        .find(|e| {
+            let dst = match &e.key.dst {
+                mesh_model::Destination::Workload(w) => format!("{}/{}", w.namespace, w.name),
+                mesh_model::Destination::Authority(a) => a.clone(),
+            };
+            format!("{}/{}", e.key.src.namespace, e.key.src.name) == q.src && dst == q.dst
+        })
+        .ok_or_else(|| {
+            Refused::Status(tonic::Status::not_found(format!(
+                "no edge {} -> {} in the graph",
+                q.src, q.dst
+            )))
+        })?;
+    let mesh_model::Destination::Workload(dst) = &edge.key.dst else {
+        return Err(Refused::BadRequest(
+            "plots are for edges between workloads, not to an authority".into(),
+        ));
+    };
+    let src = &edge.key.src;
+    let queries = mesh_prometheus::promql::EdgeSeries::new(
+        (&src.namespace, &src.kind, &src.name),
+        (&dst.namespace, &dst.kind, &dst.name),
+        SERIES_RATE,
+    )
+    .ok_or_else(|| {
+        Refused::BadRequest(format!(
+            "{}s and {}s carry no owner label in viz's series",
+            src.kind, dst.kind
+        ))
+    })?;
+    let prom = mesh_prometheus::PrometheusSource::new(&url, SERIES_RATE, Duration::from_secs(10))
+        .map_err(|e| Refused::Status(tonic::Status::failed_precondition(e.to_string())))?;
+    let end = std::time::SystemTime::now();
+    let start = end - SERIES_SPAN;
+    let range = |query: String| {
+        let prom = prom.clone();
+        async move {
+            let got = prom.query_range(&query, start, end, SERIES_STEP).await;
+            got.map(|series| {
+                series
+                    .into_iter()
+                    .next()
+                    .map(|s| {
+                        s.values
+                            .into_iter()
+                            .filter_map(|(t, v)| {
+                                v.parse::<f64>()
+                                    .ok()
+                                    .filter(|v| v.is_finite())
+                                    .map(|v| (t, v))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+        }
+    };
+    let (rps, success, p99) = tokio::join!(
+        range(queries.rps),
+        range(queries.success),
+        range(queries.p99)
+    );
+    let unavailable =
+        |e: mesh_prometheus::PromError| Refused::Status(tonic::Status::unavailable(e.to_string()));
+    Ok(json(&serde_json::json!({
+        "step_seconds": SERIES_STEP.as_secs(),
+        "rps": rps.map_err(unavailable)?,
+        "success_rate": success.map_err(unavailable)?,
+        "latency_p99_ms": p99.map_err(unavailable)?,
+    })))
 }
 
 #[derive(serde::Deserialize)]

@@ -152,3 +152,37 @@ fn namespace_queries_select_only_calls_into_it() {
     );
     assert_eq!(ns.pods, all.pods);
 }
+
+#[test]
+fn an_edges_series_name_both_workloads_by_their_owner_labels() {
+    let q = EdgeSeries::new(
+        ("emojivoto", "Deployment", "web"),
+        ("emojivoto", "StatefulSet", "voting"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    // The selector sorts its matchers by name.
+    let sel = "{deployment=\"web\", direction=\"outbound\", dst_namespace=\"emojivoto\", \
+               dst_statefulset=\"voting\", namespace=\"emojivoto\"}";
+    assert_eq!(q.rps, format!("sum(rate(response_total{sel}[1m]))"));
+    assert!(
+        q.success.contains("classification=\"success\""),
+        "{}",
+        q.success
+    );
+    assert_eq!(
+        q.p99,
+        format!(
+            "histogram_quantile(0.99, sum(irate(response_latency_ms_bucket{sel}[1m])) by (le))"
+        )
+    );
+    // A kind viz's scrape config does not label (a bare Pod): no query rather than a wrong one.
+    assert!(
+        EdgeSeries::new(
+            ("a", "Pod", "x"),
+            ("a", "Deployment", "y"),
+            Duration::from_secs(60)
+        )
+        .is_none()
+    );
+}

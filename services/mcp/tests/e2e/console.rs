@@ -182,6 +182,30 @@ async fn sign_in(b: &Browser, base: &str, token: &str) {
         .unwrap();
 }
 
+/// The first server-sent event of `r`: its name and id (bounded: 20 s).
+async fn first_event(mut r: reqwest::Response) -> (String, String) {
+    assert_eq!(r.status(), 200);
+    let mut text = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some((event, _)) = text.split_once("\n\n") {
+                let field = |name: &str| {
+                    event
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_owned())
+                        .unwrap_or_default()
+                };
+                return (field("event:"), field("id:"));
+            }
+        }
+        panic!("the stream ended before an event: {text}");
+    })
+    .await;
+    got.expect("an event within 20 s")
+}
+
 fn as_admin<T>(m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
     r.metadata_mut()
@@ -338,6 +362,14 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
     b.until_text("#edge-verdict", "denied", limit).await;
     let why = b.until_text("#panel", "voting-grpc", limit).await;
     assert!(why.contains("voting-policy"), "{why}");
+    // Its last hour, from Prometheus: requests per second plotted.
+    b.until_text("#plot-rps figcaption", "requests/s", limit)
+        .await;
+    assert!(
+        b.attr("#plot-rps polyline", "points")
+            .await
+            .is_some_and(|p| !p.is_empty())
+    );
 
     // What would letting vote-bot in do? Dry-run as alice, on the live traffic.
     b.client
@@ -363,6 +395,9 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
     );
 
     // An edge turns plaintext in meshsim: the page follows within seconds, without a reload.
+    let web = "g[data-workload=\"emojivoto/web\"] rect";
+    let spot = (b.attr(web, "x").await, b.attr(web, "y").await);
+    assert!(spot.0.is_some() && spot.1.is_some());
     b.client
         .execute("window.__sameLoad = 42;", vec![])
         .await
@@ -407,6 +442,64 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
     )
     .await
     .expect("the past graph never read back whole");
+
+    // The live feed resumes where a dropped connection left off: no second snapshot.
+    let events = format!("{base}/ui/api/events?namespace=emojivoto");
+    let first = http
+        .get(&events)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let (kind, id) = first_event(first).await;
+    assert_eq!(kind, "snapshot");
+    let again = http
+        .get(&events)
+        .header("cookie", &session)
+        .header("last-event-id", &id)
+        .send()
+        .await
+        .unwrap();
+    let (kind, _) = first_event(again).await;
+    assert!(
+        kind == "delta" || kind == "heartbeat",
+        "resumed with {kind}"
+    );
+
+    // Bad input: a clear refusal, nothing done.
+    let big = "x".repeat(9000);
+    let r = http
+        .post(format!("{base}/ui/login"))
+        .form(&[("token", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("1 to 8192 printable characters")
+    );
+    for (query, why) in [("tls=maybe", "is not mtls"), ("min_rps=-1", "0 or more")] {
+        let r = http
+            .get(format!("{base}/ui/api/graph?{query}"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        assert!(r.text().await.unwrap().contains(why), "{query}");
+    }
+    let huge = http
+        .post(format!("{base}/ui/api/whatif"))
+        .header("cookie", &session)
+        .header("content-type", "application/json")
+        .body(format!("{{\"manifest\": \"{}\"}}", "x".repeat(300 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
     let changed_at = std::time::Instant::now();
     let r = http
         .put(format!("http://{sim}/topology"))
@@ -428,6 +521,8 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(same, json!(42), "the page reloaded");
+    // ... and nothing moved: web is where it was.
+    assert_eq!((b.attr(web, "x").await, b.attr(web, "y").await), spot);
 
     // The time slider: before the change, the edge was mTLS; and "what changed" says so.
     let back = changed_at.elapsed().as_secs() + 3;

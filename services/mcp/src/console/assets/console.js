@@ -51,6 +51,12 @@
     return n;
   }
 
+  // Replaces `node`'s children with `kids`, flattened, leaving out null and false.
+  function fill(node, ...kids) {
+    node.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false)
+      .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
+  }
+
   function setStatus(text, cls) {
     statusEl.textContent = text;
     statusEl.className = `status ${cls || ''}`;
@@ -214,7 +220,7 @@
       el('svg:marker', { id: 'bar', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto' }, el('svg:path', { d: 'M8,0 L8,10', class: 'bar' }))));
     drawn.layers = { ns: el('svg:g', { class: 'namespaces' }), edges: el('svg:g', { class: 'edges' }), nodes: el('svg:g', { class: 'nodes' }) };
     svg.append(drawn.layers.ns, drawn.layers.edges, drawn.layers.nodes);
-    canvas.replaceChildren(svg);
+    fill(canvas, svg);
   }
 
   function pick(what) {
@@ -352,7 +358,7 @@
       el('tr', {}, el('th', {}, 'route'), el('th', {}, 'rps'), el('th', {}, 'success'), el('th', {}, 'p99 ms')),
       e.routes.map((r) => el('tr', {}, el('td', {}, `${r.routeKind} ${r.routeNamespace ? `${r.routeNamespace}/` : ''}${r.routeName || ''}`),
         el('td', {}, num(r.rps)), el('td', {}, r.successRate === undefined ? '–' : `${num(r.successRate * 100, 1)}%`), el('td', {}, num(r.latencyP99Ms, 0))))) : null;
-    panel.replaceChildren(
+    fill(panel, 
       el('button', { class: 'close', onclick: () => { panel.hidden = true; selected = null; draw(); } }, '×'),
       el('h2', {}, `${wref(e.src)} → ${dstName(e)}`),
       dl([
@@ -370,6 +376,7 @@
         ['Rate limit', p.rateLimit], ['Observed allowed /s', p.observedAllowRps], ['Observed denied /s', p.observedDenyRps],
         ['Allowed only by audit /s', p.observedAuditRps], ['Disagreement', p.disagreement],
       ]),
+      e.dst ? [el('h3', {}, 'Last hour'), plots(e)] : null,
       el('h4', {}, 'Why'), chain,
       e.dst ? el('button', { onclick: () => explain(e, fresh) }, 'Explain again from the cluster') : null, fresh,
       routes ? [el('h3', {}, 'Routes'), routes] : null,
@@ -377,12 +384,39 @@
     panel.hidden = false;
   }
 
+  // A small line plot of [time, value] points, with its last value and its peak.
+  function sparkline(id, title, points, fmt) {
+    const W = 260, H = 40;
+    if (!points.length) return el('p', { id, class: 'note' }, `${title}: no data in the last hour`);
+    const t0 = points[0][0], t1 = points[points.length - 1][0] || t0 + 1;
+    const max = Math.max(...points.map((p) => p[1]), 1e-9);
+    const xy = points.map(([t, v]) => `${((t - t0) / Math.max(t1 - t0, 1)) * W},${H - (v / max) * H}`).join(' ');
+    return el('figure', { id, class: 'spark' },
+      el('figcaption', {}, `${title}: ${fmt(points[points.length - 1][1])} now, peak ${fmt(max)}`),
+      el('svg:svg', { width: W, height: H + 2, viewBox: `0 -1 ${W} ${H + 2}`, role: 'img', 'aria-label': title },
+        el('svg:polyline', { points: xy, class: 'spark-line' })));
+  }
+
+  function plots(e) {
+    const box = el('div', { id: 'plots' }, el('p', { class: 'note' }, 'reading Prometheus…'));
+    const q = new URLSearchParams({ src: wref(e.src), dst: wref(e.dst) });
+    fetch(`/ui/api/series?${q}`, { credentials: 'same-origin' }).then(async (r) => {
+      if (!r.ok) { fill(box, el('p', { class: 'note' }, await r.text())); return; }
+      const s = await r.json();
+      fill(box, 
+        sparkline('plot-rps', 'requests/s', s.rps, (v) => num(v)),
+        sparkline('plot-success', 'success', s.success_rate, (v) => `${num(v * 100, 1)}%`),
+        sparkline('plot-p99', 'p99', s.latency_p99_ms, (v) => `${num(v, 0)} ms`));
+    }).catch((err) => fill(box, el('p', { class: 'error' }, String(err))));
+    return box;
+  }
+
   async function explain(e, into) {
     const q = new URLSearchParams({ from: wref(e.src), to: wref(e.dst) });
     const r = await fetch(`/ui/api/explain?${q}`, { credentials: 'same-origin' });
-    if (!r.ok) { into.replaceChildren(el('p', { class: 'error' }, await r.text())); return; }
+    if (!r.ok) { fill(into, el('p', { class: 'error' }, await r.text())); return; }
     const v = await r.json();
-    into.replaceChildren(el('p', {}, `Now: ${(v.decision || 'none').toLowerCase()}`), el('ol', {}, (v.chain || []).map((c) => el('li', {}, c))));
+    fill(into, el('p', {}, `Now: ${(v.decision || 'none').toLowerCase()}`), el('ol', {}, (v.chain || []).map((c) => el('li', {}, c))));
   }
 
   function whatIf() {
@@ -390,16 +424,16 @@
     const kind = el('select', { id: 'whatif-kind' }, el('option', { value: 'AuthorizationPolicy' }, 'AuthorizationPolicy'), el('option', { value: 'HTTPRoute' }, 'HTTPRoute'));
     const text = el('textarea', { id: 'whatif-manifest', rows: 8, placeholder: 'paste a manifest (YAML): what would it do to live traffic?' });
     const run = async () => {
-      out.replaceChildren(el('p', {}, 'dry-running as you…'));
+      fill(out, el('p', {}, 'dry-running as you…'));
       const r = await fetch('/ui/api/whatif', {
         method: 'POST', credentials: 'same-origin',
         headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
         body: JSON.stringify({ kind: kind.value, manifest: text.value }),
       });
-      if (!r.ok) { out.replaceChildren(el('p', { class: 'error' }, await r.text())); return; }
+      if (!r.ok) { fill(out, el('p', { class: 'error' }, await r.text())); return; }
       const a = await r.json();
       const edges = a.affectedEdges || [];
-      out.replaceChildren(
+      fill(out, 
         el('p', {}, edges.length ? `${edges.length} observed edge(s) would change verdict:` : 'No observed edge would change verdict.'),
         el('ul', {}, edges.map((x) => el('li', {}, `${wref(x.edge.src)} → ${x.edge.dst ? wref(x.edge.dst) : x.edge.dstAuthority}: ${(x.before || '').toLowerCase()} → ${(x.after || '').toLowerCase()} (${num(x.rps)} rps)`))),
         (a.warnings || []).map((w) => el('p', { class: 'warning' }, w)),
@@ -416,7 +450,7 @@
     const list = (edges, other) => el('ul', {}, edges.map((e) => el('li', {},
       el('a', { href: '#', onclick: (ev) => { ev.preventDefault(); pick({ edge: edgeKey(e) }); } },
         `${other(e)}: ${tlsWord(e.tls)}, ${verdictWord(e)}, ${num((e.metrics || {}).rps, 1)} rps`))));
-    panel.replaceChildren(
+    fill(panel, 
       el('button', { class: 'close', onclick: () => { panel.hidden = true; selected = null; draw(); } }, '×'),
       el('h2', {}, n),
       dl([['Kind', w.ref && w.ref.kind], ['Service account', w.serviceAccount], ['Identity', w.identity],
@@ -467,11 +501,11 @@
     if (dr.ok) {
       const d = await dr.json();
       const items = (d.changes || []).map((c) => el('li', {}, `${c.at ? new Date(c.at).toLocaleTimeString() : ''} ${describe(c)}`));
-      changesEl.replaceChildren(el('h3', {}, `What changed since ${ago(secs)}`),
+      fill(changesEl, el('h3', {}, `What changed since ${ago(secs)}`),
         items.length ? el('ol', { id: 'change-list' }, items) : el('p', {}, 'Nothing changed.'),
         (d.notes || []).map((n) => el('p', { class: 'note' }, n)));
     } else {
-      changesEl.replaceChildren(el('p', { class: 'error' }, await dr.text()));
+      fill(changesEl, el('p', { class: 'error' }, await dr.text()));
     }
   }
 
