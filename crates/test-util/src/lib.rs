@@ -1,6 +1,6 @@
 //! Helpers for linkerd-mcp's tests: free loopback ports, child processes that are killed by PID
 //! when dropped (also when a test panics), real `prometheus` started on a free port, bounded
-//! polling, and a parser for the Prometheus text exposition.
+//! polling, a parser for the Prometheus text exposition, and a headless Chromium ([`Browser`]).
 //!
 //! Tests never skip for want of a tool: `make test` installs `prometheus`, `redis-server` and
 //! friends first, and [`require_tool`] fails loudly when one is missing.
@@ -13,6 +13,9 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+mod browser;
+pub use browser::Browser;
 
 /// A free port on 127.0.0.1 (bound, then released for the caller to bind).
 pub fn free_port() -> u16 {

@@ -90,6 +90,15 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    /// Token sign-in over plain HTTP, nothing else configured.
+    pub(crate) fn plain() -> Self {
+        Self {
+            secure: false,
+            oidc: None,
+            url: None,
+        }
+    }
+
     /// The console's options from mesh-mcp's flags.
     pub(crate) fn of(args: &crate::cli::Args) -> Result<Self, String> {
         let oidc = match (

@@ -173,6 +173,13 @@ pub fn http_incoming(
     })
 }
 
+/// The web console (`/ui/`) over `service` behind `auth`, signing in with bearer tokens over
+/// plain HTTP: for servers built in process (the test and benchmark harness); mesh-mcp's own
+/// HTTP port serves it as its flags say.
+pub fn console_routes(service: GraphService, auth: Option<Authenticator>) -> axum::Router {
+    console::routes(service, auth, console::Options::plain())
+}
+
 /// `/mcp` (the Model Context Protocol over streamable HTTP) over `service`, behind `auth` as
 /// the gRPC service is: the route `mesh-mcp run --http-listen` serves, for embedding.
 pub fn mcp_routes(

@@ -8,6 +8,7 @@ mod apply;
 mod approvals;
 mod chat;
 mod collector;
+mod console;
 mod failover;
 mod history;
 mod propose;
@@ -233,6 +234,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "soak" => rt.block_on(soak::run(n)),
         "history" => rt.block_on(history::run(n)),
         "approvals" => rt.block_on(approvals::run(n)),
+        "console" => rt.block_on(console::run(n)),
         _ => return false,
     }
     true
@@ -266,6 +268,7 @@ fn main() {
         ("mcp", &[1_000][..]),
         ("chat", &[200][..]),
         ("approvals", &[40][..]),
+        ("console", &[100, 1_000][..]),
         ("propose", &[1_000][..]),
         ("history", &[1_000, 10_000][..]),
         ("failover", &[20][..]),

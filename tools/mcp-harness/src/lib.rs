@@ -48,6 +48,8 @@ pub struct McpHarness {
     pub addr: SocketAddr,
     /// The MCP endpoint (streamable HTTP), e.g. `http://127.0.0.1:PORT/mcp`.
     pub mcp_url: String,
+    /// The same HTTP server's base URL (`http://127.0.0.1:<port>`): the console is at `/ui/`.
+    pub http_base: String,
     /// Stops the MCP endpoint when the harness drops.
     _mcp_stop: oneshot::Sender<()>,
     /// The apply pipeline behind it (its metrics, for tests), if it could be made.
@@ -138,11 +140,17 @@ impl McpHarness {
             false,
             &[],
             &[],
-        );
+        )
+        // The web console on the same port, signing in with the same tokens.
+        .merge(mesh_mcp::console_routes(
+            service.clone(),
+            Some(auth.clone()),
+        ));
         let ml = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
-        let mcp_url = format!("http://{}/mcp", ml.local_addr().expect("its address"));
+        let http_base = format!("http://{}", ml.local_addr().expect("its address"));
+        let mcp_url = format!("{http_base}/mcp");
         let (mcp_stop, mcp_stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(ml, mcp)
@@ -169,6 +177,7 @@ impl McpHarness {
             kube,
             addr,
             mcp_url,
+            http_base,
             _mcp_stop: mcp_stop,
             applier: kept,
             publisher: Mutex::new(publisher),

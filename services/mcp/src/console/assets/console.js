@@ -82,6 +82,7 @@
     source.addEventListener('failed', (m) => setStatus(`watch failed: ${m.data}`, 'bad'));
     source.addEventListener('snapshot', (m) => {
       const g = JSON.parse(m.data);
+      window.__lmcpSnapshotBytes = m.data.length;
       live.workloads.clear();
       live.edges.clear();
       for (const w of g.workloads || []) live.workloads.set(wref(w.ref), w);
@@ -100,9 +101,12 @@
       live.version = Number(d.toVersion || 0);
       live.epoch = Number(d.epoch || 0);
       showSources(d.sources);
-      window.__lmcpDeltas.push({ at: performance.timeOrigin + performance.now(), generatedAt: d.generatedAt, version: live.version });
-      if (window.__lmcpDeltas.length > 1000) window.__lmcpDeltas.shift();
+      // Arrival and drawn, by the page's clock (epoch milliseconds): what `make bench` reads.
+      const seen = { at: performance.timeOrigin + performance.now(), generatedAt: d.generatedAt, version: live.version };
       if (!past) draw();
+      seen.drawnAt = performance.timeOrigin + performance.now();
+      window.__lmcpDeltas.push(seen);
+      if (window.__lmcpDeltas.length > 1000) window.__lmcpDeltas.shift();
     });
     source.addEventListener('heartbeat', (m) => showSources(JSON.parse(m.data).sources));
   }
