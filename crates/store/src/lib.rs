@@ -396,6 +396,8 @@ pub enum Shelf {
     Rollouts,
     /// Approval requests of mesh-mcp, from every front end (`<prefix>requests:<id>`).
     Approvals,
+    /// Web console sessions, shared by every mesh-mcp replica (`<prefix>console-sessions:<id>`).
+    Sessions,
 }
 
 /// What a [`RecordStore`] holds for one record.
@@ -520,6 +522,10 @@ pub struct Keys {
     pub request: String,
     /// The approval requests' ids by creation time (a sorted set).
     pub request_index: String,
+    /// Prefix of console session keys (`<prefix>console-sessions:<id>`).
+    pub session: String,
+    /// The console sessions' ids by creation time (a sorted set).
+    pub session_index: String,
     /// The change log (a stream).
     pub changes: String,
     /// The objects as last logged (a hash).
@@ -544,6 +550,8 @@ impl Keys {
             rollout_index: format!("{prefix}rollouts"),
             request: format!("{prefix}requests:"),
             request_index: format!("{prefix}requests"),
+            session: format!("{prefix}console-sessions:"),
+            session_index: format!("{prefix}console-sessions"),
             changes: format!("{prefix}changes"),
             changes_objects: format!("{prefix}changes:objects"),
             changes_since: format!("{prefix}changes:since"),
@@ -557,6 +565,7 @@ impl Keys {
         match shelf {
             Shelf::Rollouts => (&self.rollout, &self.rollout_index),
             Shelf::Approvals => (&self.request, &self.request_index),
+            Shelf::Sessions => (&self.session, &self.session_index),
         }
     }
 }

@@ -1,40 +1,45 @@
-//! Console sign-in state: server-side sessions named by an unguessable cookie, each holding the
-//! bearer token it was opened with (re-checked on every request, so a revoked token or an
-//! expired JWT ends the session at once) and the CSRF token its forms must return.
+//! Console sign-in state: sessions named by an unguessable cookie, kept in the shared store
+//! (every mesh-mcp replica behind the Service, or Linkerd's per-request balancing, finds the
+//! same session), each holding the bearer token it was opened with (re-checked on every
+//! request, so a revoked token or an expired JWT ends the session at once) and the CSRF token
+//! its forms must return. The store keys sessions by the hash of their id: reading the store
+//! does not give out cookies.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use tokio::sync::Mutex;
+use mesh_store::{RecordStore as _, Shelf};
+use sha2::Digest as _;
 
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "lmcp_session";
-/// A session ends this long after sign-in, whatever happens.
+/// A session ends this long after sign-in, whatever happens (sooner when its token does).
 const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// ... or this long after its last request.
-const IDLE: Duration = Duration::from_secs(3600);
-/// Sessions held at once; the oldest goes when a sign-in would pass it.
+/// Sessions held at once; the oldest go when a sign-in would pass it.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions looked at for expiry on each sign-in, oldest first.
+const PRUNE_SCAN: usize = 64;
 
 /// One signed-in browser.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Session {
     /// What it signed in with: a bearer token the service's authenticator accepts.
     pub(crate) token: String,
     /// Every write must carry this (form field `csrf` or header `x-csrf-token`).
     pub(crate) csrf: String,
-    opened: Instant,
-    seen: Instant,
+    /// When it was opened (ms since the epoch).
+    opened_ms: u64,
 }
 
-/// The sessions of one mesh-mcp process.
+/// Why a session could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("the session store: {0}")]
+pub(crate) struct StoreError(String);
+
+/// The sessions of every mesh-mcp sharing `store`.
 #[derive(Clone, Debug)]
 pub(crate) struct Sessions {
-    by_id: Arc<Mutex<HashMap<String, Session>>>,
+    store: mesh_store::Backend,
     /// Cookies carry `Secure` (everywhere but a loopback listener, where browsers use http).
     secure: bool,
 }
@@ -57,59 +62,103 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The store's key for session `id`.
+fn key(id: &str) -> String {
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn expired(s: &Session, now: u64) -> bool {
+    now.saturating_sub(s.opened_ms) >= u64::try_from(LIFETIME.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Sessions {
-    /// No sessions yet; cookies `Secure` when `secure`.
-    pub(crate) fn new(secure: bool) -> Self {
-        Self {
-            by_id: Arc::default(),
-            secure,
-        }
+    /// Sessions in `store`; cookies `Secure` when `secure`.
+    pub(crate) fn new(store: mesh_store::Backend, secure: bool) -> Self {
+        Self { store, secure }
     }
 
     /// Opens a session for `token`; the `Set-Cookie` value that names it.
-    pub(crate) async fn open(&self, token: String) -> HeaderValue {
+    pub(crate) async fn open(&self, token: String) -> Result<HeaderValue, StoreError> {
+        self.prune().await?;
         let id = random_hex();
-        let now = Instant::now();
-        let mut map = self.by_id.lock().await;
-        map.retain(|_, s| live(s, now));
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.opened)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
+        let s = Session {
+            token,
+            csrf: random_hex(),
+            opened_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&s).map_err(|e| StoreError(e.to_string()))?;
+        self.store
+            .create_record(Shelf::Sessions, &key(&id), "open", bytes)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(self.cookie(&id, LIFETIME.as_secs()))
+    }
+
+    /// Drops expired sessions among the oldest, and the oldest past [`MAX_SESSIONS`].
+    async fn prune(&self) -> Result<(), StoreError> {
+        let ids = self
+            .store
+            .record_ids(Shelf::Sessions)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        let over = ids.len().saturating_sub(MAX_SESSIONS - 1);
+        let now = now_ms();
+        for (i, k) in ids.iter().take(PRUNE_SCAN.max(over)).enumerate() {
+            let gone = i < over
+                || match self.store.get_record(Shelf::Sessions, k).await {
+                    Ok(Some(e)) => serde_json::from_slice::<Session>(&e.record)
+                        .map_or(true, |s| expired(&s, now)),
+                    Ok(None) => true,
+                    Err(e) => return Err(StoreError(e.to_string())),
+                };
+            if gone {
+                self.store
+                    .remove_record(Shelf::Sessions, k)
+                    .await
+                    .map_err(|e| StoreError(e.to_string()))?;
+            }
         }
-        map.insert(
-            id.clone(),
-            Session {
-                token,
-                csrf: random_hex(),
-                opened: now,
-                seen: now,
-            },
-        );
-        self.cookie(&id, LIFETIME.as_secs())
+        Ok(())
     }
 
     /// The session the request's cookie names, if it is live.
-    pub(crate) async fn get(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = cookie_value(headers, COOKIE)?;
-        let now = Instant::now();
-        let mut map = self.by_id.lock().await;
-        let s = map.get_mut(id)?;
-        if !live(s, now) {
-            map.remove(id);
-            return None;
+    pub(crate) async fn get(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(String, Session)>, StoreError> {
+        let Some(id) = cookie_value(headers, COOKIE)
+            .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Ok(None);
+        };
+        let got = self
+            .store
+            .get_record(Shelf::Sessions, &key(id))
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        let Some(s) = got.and_then(|e| serde_json::from_slice::<Session>(&e.record).ok()) else {
+            return Ok(None);
+        };
+        if expired(&s, now_ms()) {
+            self.close(id).await?;
+            return Ok(None);
         }
-        s.seen = now;
-        Some((id.to_owned(), s.clone()))
+        Ok(Some((id.to_owned(), s)))
     }
 
     /// Ends the session `id`; the `Set-Cookie` value that clears the browser's cookie.
-    pub(crate) async fn close(&self, id: &str) -> HeaderValue {
-        self.by_id.lock().await.remove(id);
-        self.cookie("", 0)
+    pub(crate) async fn close(&self, id: &str) -> Result<HeaderValue, StoreError> {
+        self.store
+            .remove_record(Shelf::Sessions, &key(id))
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(self.cookie("", 0))
     }
 
     /// A `Set-Cookie` value for a short-lived cookie `name` (`SameSite=Lax`: it must come
@@ -131,10 +180,6 @@ impl Sessions {
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("lmcp_session=; Path=/ui; Max-Age=0"))
     }
-}
-
-fn live(s: &Session, now: Instant) -> bool {
-    now.duration_since(s.opened) < LIFETIME && now.duration_since(s.seen) < IDLE
 }
 
 /// The value of cookie `name` in the request, if sent.
@@ -174,8 +219,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_is_found_by_its_cookie_and_gone_once_closed() {
-        let s = Sessions::new(false);
-        let set = s.open("t0ken".into()).await;
+        let s = Sessions::new(mesh_store::Backend::memory(), false);
+        let set = s.open("t0ken".into()).await.unwrap();
         let set = set.to_str().unwrap().to_owned();
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict"),
@@ -191,16 +236,17 @@ mod tests {
             header::COOKIE,
             format!("a=b; {COOKIE}={id}").parse().unwrap(),
         );
-        let (got, sess) = s.get(&h).await.unwrap();
+        let (got, sess) = s.get(&h).await.unwrap().unwrap();
         assert_eq!((got.as_str(), sess.token.as_str()), (id, "t0ken"));
         assert_eq!(sess.csrf.len(), 64);
-        let cleared = s.close(id).await;
+        let cleared = s.close(id).await.unwrap();
         assert!(cleared.to_str().unwrap().contains("Max-Age=0"));
-        assert!(s.get(&h).await.is_none());
+        assert!(s.get(&h).await.unwrap().is_none());
         assert!(
-            Sessions::new(true)
+            Sessions::new(mesh_store::Backend::memory(), true)
                 .open("x".into())
                 .await
+                .unwrap()
                 .to_str()
                 .unwrap()
                 .ends_with("; Secure")

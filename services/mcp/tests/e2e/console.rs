@@ -287,6 +287,14 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         what_if.contains("emojivoto/vote-bot → emojivoto/voting: denied → allowed"),
         "{what_if}"
     );
+    // The picture the README shows: the denied edge explained.
+    let png = b.client.screenshot().await.unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    std::fs::write(shots().join("explained-1280x900.png"), png).unwrap();
 
     // An edge turns plaintext in meshsim: the page follows within seconds, without a reload.
     let web = "g[data-workload=\"emojivoto/web\"] rect";
@@ -582,4 +590,77 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         .unwrap();
     assert_eq!(after.status(), 401);
     b.client.clone().close().await.unwrap();
+}
+
+/// Two replicas on one Redis: a browser signed in through one is signed in at the other (the
+/// Service, or Linkerd's per-request balancing, sends its requests to either); signing out at
+/// one ends it at both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_are_shared_by_the_replicas() {
+    let redis = mesh_testkit::Redis::start().await;
+    let (a, b) = (
+        start_mcp_with(&["--redis-url", &redis.url], None),
+        start_mcp_with(&["--redis-url", &redis.url], None),
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let at = |m: &super::Mcp, path: &str| format!("http://127.0.0.1:{}{path}", m.http);
+    let signed = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let r = http
+                .post(at(&a, "/ui/login"))
+                .form(&[("token", "t0ken")])
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 303).then_some(r)
+        },
+    )
+    .await
+    .expect("replica a signs alice in");
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let r = http
+                .get(at(&b, "/ui/"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(r)
+        },
+    )
+    .await
+    .expect("replica b knows alice's session");
+    let body = page.text().await.unwrap();
+    assert!(body.contains("alice"), "{body}");
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let out = http
+        .post(at(&b, "/ui/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let gone = http
+        .get(at(&a, "/ui/api/graph"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
 }
