@@ -9,6 +9,18 @@ use mesh_proto::pb::{self, mesh_service_client::MeshServiceClient};
 use mesh_testkit::{ChildGuard, Prometheus, Redis, free_port, poll};
 use tonic::Request;
 
+/// vote-bot may not call voting: only web is authorized on voting's gRPC port.
+const VOTING_POLICY: &str = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
+    metadata: {name: voting-grpc, namespace: emojivoto}\n\
+    spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
+    apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
+    metadata: {name: voting-clients, namespace: emojivoto}\n\
+    spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
+    apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+    metadata: {name: voting-policy, namespace: emojivoto}\n\
+    spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
+    requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
+
 #[path = "e2e/console.rs"]
 mod console;
 
@@ -643,16 +655,7 @@ async fn what_if_prediction_matches_the_deny_rate_observed_after_the_apply() {
     .await
     .expect("voting's two callers were never observed, admitted, at their rates");
 
-    let policy = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
-        metadata: {name: voting-grpc, namespace: emojivoto}\n\
-        spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
-        apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
-        metadata: {name: voting-clients, namespace: emojivoto}\n\
-        spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
-        apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
-        metadata: {name: voting-policy, namespace: emojivoto}\n\
-        spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
-        requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
+    let policy = VOTING_POLICY;
     let apply = |dry_run: bool| {
         let sent = admin_apply(&c, policy, dry_run);
         async move { sent.await.unwrap().into_inner() }

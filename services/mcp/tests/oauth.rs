@@ -154,6 +154,29 @@ async fn token_endpoint(
         .into_response()
 }
 
+/// The mesh-mcp binary on HTTP port `http`, trusting `iss` for tokens whose audience is its
+/// `/mcp`, with `extra` flags; no Prometheus or cluster behind it. Killed when dropped.
+fn oauth_mcp(iss: &Issuer, http: u16, extra: &[&str]) -> (ChildGuard, tempfile::TempDir) {
+    let aud = format!("http://127.0.0.1:{http}/mcp");
+    let dir = tempfile::tempdir().unwrap();
+    let guard = ChildGuard::spawn(
+        "mesh-mcp",
+        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
+            .args([
+                "--embedded-collector",
+                "--prometheus-url",
+                "http://127.0.0.1:1",
+            ])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
+            .args(extra)
+            .env("KUBECONFIG", dir.path().join("none")),
+        &dir.path().join("mesh-mcp.log"),
+    );
+    (guard, dir)
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -287,21 +310,7 @@ async fn the_binary_publishes_its_resource_metadata_and_accepts_the_issuers_toke
     let iss = issuer().await;
     let http = free_port();
     let aud = format!("http://127.0.0.1:{http}/mcp");
-    let dir = tempfile::tempdir().unwrap();
-    let _mcp = ChildGuard::spawn(
-        "mesh-mcp",
-        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
-            .args([
-                "--embedded-collector",
-                "--prometheus-url",
-                "http://127.0.0.1:1",
-            ])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
-            .env("KUBECONFIG", dir.path().join("none")),
-        &dir.path().join("mesh-mcp.log"),
-    );
+    let _mcp = oauth_mcp(&iss, http, &[]);
     let client = reqwest::Client::new();
     let meta_url = format!("http://127.0.0.1:{http}/.well-known/oauth-protected-resource/mcp");
     let meta: serde_json::Value = poll(Duration::from_secs(30), Duration::from_millis(100), || {
@@ -348,23 +357,7 @@ async fn the_console_signs_in_through_the_issuer_with_pkce() {
     let iss = issuer().await;
     let http = free_port();
     let base = format!("http://127.0.0.1:{http}");
-    let aud = format!("{base}/mcp");
-    let dir = tempfile::tempdir().unwrap();
-    let _mcp = ChildGuard::spawn(
-        "mesh-mcp",
-        Command::new(env!("CARGO_BIN_EXE_mesh-mcp"))
-            .args([
-                "--embedded-collector",
-                "--prometheus-url",
-                "http://127.0.0.1:1",
-            ])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
-            .args(["--ui-oidc-client-id", "console"])
-            .env("KUBECONFIG", dir.path().join("none")),
-        &dir.path().join("mesh-mcp.log"),
-    );
+    let _mcp = oauth_mcp(&iss, http, &["--ui-oidc-client-id", "console"]);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))

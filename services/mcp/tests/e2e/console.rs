@@ -11,22 +11,10 @@ use mesh_testkit::{Browser, Prometheus, poll};
 use serde_json::json;
 
 use super::{
-    emojivoto_cluster, emojivoto_with_vote_bot_calling_voting, following_sim, graph_until,
-    lazy_client, start_mcp_with,
+    VOTING_POLICY, emojivoto_cluster, emojivoto_with_vote_bot_calling_voting, following_sim,
+    graph_until, lazy_client, start_mcp_with,
 };
 use mesh_proto::pb;
-
-/// vote-bot may not call voting: only web is authorized on voting's gRPC port.
-const VOTING_POLICY: &str = "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\n\
-    metadata: {name: voting-grpc, namespace: emojivoto}\n\
-    spec: {podSelector: {matchLabels: {app: voting-svc}}, port: grpc, proxyProtocol: gRPC}\n---\n\
-    apiVersion: policy.linkerd.io/v1alpha1\nkind: MeshTLSAuthentication\n\
-    metadata: {name: voting-clients, namespace: emojivoto}\n\
-    spec: {identities: [web.emojivoto.serviceaccount.identity.linkerd.cluster.local]}\n---\n\
-    apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
-    metadata: {name: voting-policy, namespace: emojivoto}\n\
-    spec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: voting-grpc}\n  \
-    requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: voting-clients}]\n";
 
 /// The change people approve on the page: vote-bot (emojivoto runs it as the `default` service
 /// account) is let in too, by a second policy on the Server; Linkerd admits what any admits.
@@ -287,7 +275,11 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         what_if.contains("emojivoto/vote-bot → emojivoto/voting: denied → allowed"),
         "{what_if}"
     );
-    // The picture the README shows: the denied edge explained.
+    // The picture the README shows: the denied edge explained, the panel from its top.
+    b.client
+        .execute("document.getElementById('panel').scrollTop = 0;", vec![])
+        .await
+        .unwrap();
     let png = b.client.screenshot().await.unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

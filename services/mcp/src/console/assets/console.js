@@ -94,16 +94,17 @@
     });
     source.addEventListener('delta', (m) => {
       const d = JSON.parse(m.data);
+      const changed = { workloads: (d.removedWorkloads || []).length + (d.upsertedWorkloads || []).length > 0, edges: new Set() };
       for (const w of d.removedWorkloads || []) live.workloads.delete(wref(w));
       for (const w of d.upsertedWorkloads || []) live.workloads.set(wref(w.ref), w);
-      for (const e of d.removedEdges || []) live.edges.delete(edgeKey(e));
-      for (const e of d.upsertedEdges || []) live.edges.set(edgeKey(e), e);
+      for (const e of d.removedEdges || []) { live.edges.delete(edgeKey(e)); changed.edges.add(edgeKey(e)); }
+      for (const e of d.upsertedEdges || []) { live.edges.set(edgeKey(e), e); changed.edges.add(edgeKey(e)); }
       live.version = Number(d.toVersion || 0);
       live.epoch = Number(d.epoch || 0);
       showSources(d.sources);
       // Arrival and drawn, by the page's clock (epoch milliseconds): what `make bench` reads.
       const seen = { at: performance.timeOrigin + performance.now(), generatedAt: d.generatedAt, version: live.version };
-      if (!past) draw();
+      if (!past) drawDelta(changed);
       seen.drawnAt = performance.timeOrigin + performance.now();
       window.__lmcpDeltas.push(seen);
       if (window.__lmcpDeltas.length > 1000) window.__lmcpDeltas.shift();
@@ -262,6 +263,55 @@
     return g;
   }
 
+  // Draws (or updates in place) edge `e` of `shown`; its key, or null without both slots.
+  function drawEdge(shown, e, extra) {
+    const k = edgeKey(e);
+    const a = layout.slots.get(wref(e.src)), b = layout.slots.get(dstName(e));
+    if (!a || !b) return null;
+    const tls = tlsWord(e.tls), verdict = verdictWord(e);
+    // A pair calling both ways: bend each way apart.
+    const back = shown.edges.has(`${dstName(e)}>${wref(e.src)}|${e.protocol || ''}`);
+    const [d, mx, my] = edgePath(a, b, back ? 14 : 0);
+    const m = e.metrics || {};
+    const head = verdict === 'denied' ? 'url(#bar)' : verdict === 'audit' ? 'url(#head-hollow)' : 'url(#head)';
+    const g = edgeEl(k);
+    setAttrs(g, {
+      class: ['edge', `tls-${tls}`, `verdict-${verdict}`, extra, selected && selected.edge === k ? 'selected' : ''].filter(Boolean).join(' '),
+      'data-src': wref(e.src), 'data-dst': dstName(e), 'data-tls': tls, 'data-verdict': verdict, 'data-key': k,
+      // Looking back: how this edge differs from now (added since, removed since, changed).
+      'data-diff': past ? (extra.split(' ')[0].replace('diff-', '') || 'same') : null,
+    });
+    const [title, hit, line, label] = g.children;
+    title.textContent = `${wref(e.src)} → ${dstName(e)}: ${tls}, ${verdict}, ${num(m.rps, 1)} rps`;
+    setAttrs(hit, { d });
+    setAttrs(line, { d, class: `edge-line tls-${tls}`, 'stroke-dasharray': tls === 'plaintext' ? '8 5' : tls === 'unknown' ? '2 4' : null, 'marker-end': head });
+    setAttrs(label, { x: mx, y: my - 4 });
+    label.textContent = `${mark[verdict]} ${num(m.rps, 1)} rps`;
+    return k;
+  }
+
+  // After a delta that changed only edges between workloads already placed: those edges alone.
+  // Anything else (a workload, a fresh slot, looking back) redraws the whole picture.
+  function drawDelta(changed) {
+    if (past || !svg || changed.workloads) { draw(); return; }
+    for (const k of changed.edges) {
+      const e = live.edges.get(k);
+      if (e && (!layout.slots.has(wref(e.src)) || !layout.slots.has(dstName(e)))) { draw(); return; }
+    }
+    for (const k of changed.edges) {
+      const e = live.edges.get(k);
+      if (e) drawEdge(live, e, '');
+      else { const g = drawn.edges.get(k); if (g) { g.remove(); drawn.edges.delete(k); } }
+      // Its reverse bends apart from it only while both exist.
+      const [src, rest] = k.split('>');
+      const [dst, proto] = rest.split('|');
+      const back = live.edges.get(`${dst}>${src}|${proto}`);
+      if (back) drawEdge(live, back, '');
+    }
+    setAttrs(svg, { 'data-version': live.version });
+    document.body.dataset.version = String(live.version);
+  }
+
   function draw() {
     frame();
     const shown = past ? past.graph : live;
@@ -293,31 +343,6 @@
       setAttrs(g.children[1], { x: LEFT + c.first * COL_W, y: TOP - 14 });
     }
     const keep = new Set();
-    const drawEdge = (e, extra) => {
-      const k = edgeKey(e);
-      const a = layout.slots.get(wref(e.src)), b = layout.slots.get(dstName(e));
-      if (!a || !b) return;
-      keep.add(k);
-      const tls = tlsWord(e.tls), verdict = verdictWord(e);
-      // A pair calling both ways: bend each way apart.
-      const back = shown.edges.has(`${dstName(e)}>${wref(e.src)}|${e.protocol || ''}`);
-      const [d, mx, my] = edgePath(a, b, back ? 14 : 0);
-      const m = e.metrics || {};
-      const head = verdict === 'denied' ? 'url(#bar)' : verdict === 'audit' ? 'url(#head-hollow)' : 'url(#head)';
-      const g = edgeEl(k);
-      setAttrs(g, {
-        class: ['edge', `tls-${tls}`, `verdict-${verdict}`, extra, selected && selected.edge === k ? 'selected' : ''].filter(Boolean).join(' '),
-        'data-src': wref(e.src), 'data-dst': dstName(e), 'data-tls': tls, 'data-verdict': verdict, 'data-key': k,
-        // Looking back: how this edge differs from now (added since, removed since, changed).
-        'data-diff': past ? (extra.split(' ')[0].replace('diff-', '') || 'same') : null,
-      });
-      const [title, hit, line, label] = g.children;
-      title.textContent = `${wref(e.src)} → ${dstName(e)}: ${tls}, ${verdict}, ${num(m.rps, 1)} rps`;
-      setAttrs(hit, { d });
-      setAttrs(line, { d, class: `edge-line tls-${tls}`, 'stroke-dasharray': tls === 'plaintext' ? '8 5' : tls === 'unknown' ? '2 4' : null, 'marker-end': head });
-      setAttrs(label, { x: mx, y: my - 4 });
-      label.textContent = `${mark[verdict]} ${num(m.rps, 1)} rps`;
-    };
     for (const e of shown.edges.values()) {
       let extra = '';
       if (past) {
@@ -325,9 +350,13 @@
         if (!now) extra = 'diff-removed';
         else if (tlsWord(now.tls) !== tlsWord(e.tls) || verdictWord(now) !== verdictWord(e)) extra = 'diff-changed';
       }
-      drawEdge(e, extra);
+      const k = drawEdge(shown, e, extra);
+      if (k) keep.add(k);
     }
-    for (const e of ghosts.values()) drawEdge(e, 'diff-added ghost');
+    for (const e of ghosts.values()) {
+      const k = drawEdge(shown, e, 'diff-added ghost');
+      if (k) keep.add(k);
+    }
     for (const [k, g] of drawn.edges) if (!keep.has(k)) { g.remove(); drawn.edges.delete(k); }
     const text = search.value.trim().toLowerCase();
     for (const n of names) {
