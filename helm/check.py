@@ -29,6 +29,7 @@ FULL = {
         "readOnly": True,
         "tokenFileSecret": "linkerd-mcp-tokens",
         "oauth": {"issuer": "https://login.example.com", "audience": "https://mcp.example.com/mcp", "usernamePrefix": "-", "groupsPrefix": "oidc:"},
+        "console": {"oidcClientId": "linkerd-mcp-console", "url": "https://mcp.example.com"},
         "mcpAllowedHosts": ["mcp.example.com"],
         "autoscaling": {"enabled": True},
         "approvalPolicy": {
