@@ -150,7 +150,7 @@ try=(
   "curl -s 127.0.0.1:$chat_port/calls    # every Slack/Discord API call the bot made, alerts to C0MESH among them"
   "npx -y @modelcontextprotocol/inspector@2.12.0 --cli --tool-arg workload=emojivoto/voting --tool-name who_calls --method tools/call -- $bin/mesh-mcp stdio $srv    # MCP"
   "curl -s -H 'Authorization: Bearer $token' '127.0.0.1:$http_port/v1/graph?workload=emojivoto/voting'"
-  "curl -s -c \"$work/console.cookies\" -d token=$token -o /dev/null 127.0.0.1:$http_port/ui/login && curl -sf -b \"$work/console.cookies\" '127.0.0.1:$http_port/ui/api/graph?namespace=emojivoto' | head -c 300; echo    # the console's feed, signed in as a browser is"
+  "curl -s -c \"$work/console.cookies\" -d token=$token -o /dev/null 127.0.0.1:$http_port/ui/login && curl -sf -b \"$work/console.cookies\" -o \"$work/console-graph.json\" '127.0.0.1:$http_port/ui/api/graph?namespace=emojivoto' && head -c 300 \"$work/console-graph.json\" && echo    # the console's feed, signed in as a browser is"
   "$bin/meshctl graph $srv -n emojivoto -o json    # the GetMeshGraph RPC (gRPC reflection is on for other clients)"
   "$bin/meshctl graph $srv -o svg --out mesh.svg    # the picture, with policy verdicts"
   "$bin/meshctl explain --manifests tools/kube-sim/seed/demo --from emojivoto/web --to emojivoto/voting    # why policy admits it"
