@@ -304,7 +304,6 @@ async fn graph_page(State(c): State<Console>, headers: HeaderMap) -> Result<Resp
                 .keys()
                 .map(|w| w.namespace.clone())
                 .collect();
-            ns.dedup();
             ns.sort();
             ns.dedup();
             ns
