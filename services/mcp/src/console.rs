@@ -53,6 +53,8 @@ enum Refused {
     Forbidden(String),
     /// A filter or field the console cannot take.
     BadRequest(String),
+    /// Too many live pictures: try again shortly (503 with `Retry-After`).
+    Busy(String),
     /// The service's own refusal, with its HTTP meaning.
     Status(tonic::Status),
 }
@@ -68,7 +70,32 @@ impl IntoResponse for Refused {
                 (StatusCode::FORBIDDEN, format!("refused: {why}\n")).into_response()
             }
             Self::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
-            Self::Status(s) => crate::http::status_response(&s),
+            Self::Busy(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "10")],
+                format!("{why}\n"),
+            )
+                .into_response(),
+            Self::Status(s) => {
+                // What a person at the page reads from each refusal of the service.
+                let code = match s.code() {
+                    tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                    tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                    tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                    tonic::Code::FailedPrecondition
+                    | tonic::Code::Aborted
+                    | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
+                    tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                    tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                    tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (code, format!("{}\n", s.message())).into_response()
+            }
         }
     }
 }
@@ -87,6 +114,8 @@ pub(crate) struct Options {
     oidc: Option<oidc::Oidc>,
     /// The console's external URL (no trailing slash), if configured.
     url: Option<String>,
+    /// That URL's origin (scheme, host, port): what writes must come from.
+    origin: Option<String>,
 }
 
 impl Options {
@@ -96,6 +125,7 @@ impl Options {
             secure: false,
             oidc: None,
             url: None,
+            origin: None,
         }
     }
 
@@ -109,16 +139,30 @@ impl Options {
             (Some(id), Some(issuer), Some(aud)) => Some(oidc::Oidc::new(issuer, id, aud)?),
             _ => None,
         };
-        let url = match &args.ui_url {
-            Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
-                return Err(format!("--ui-url {u}: an http(s) URL"));
+        let (url, origin, secure) = match &args.ui_url {
+            Some(u) => {
+                let parsed = reqwest::Url::parse(u)
+                    .ok()
+                    .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
+                    .ok_or_else(|| format!("--ui-url {u}: an http(s) URL"))?;
+                // The browser's view decides: cookies are Secure exactly when it uses https.
+                (
+                    Some(u.trim_end_matches('/').to_owned()),
+                    Some(parsed.origin().ascii_serialization()),
+                    parsed.scheme() == "https",
+                )
             }
-            u => u.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+            None => (
+                None,
+                None,
+                !args.http_listen.is_some_and(|a| a.ip().is_loopback()),
+            ),
         };
         Ok(Self {
-            secure: !args.http_listen.is_some_and(|a| a.ip().is_loopback()),
+            secure,
             oidc,
             url,
+            origin,
         })
     }
 }
@@ -132,6 +176,7 @@ struct Console {
     streams: Arc<Semaphore>,
     oidc: Option<oidc::Oidc>,
     url: Option<String>,
+    origin: Option<String>,
     secure: bool,
 }
 
@@ -165,8 +210,20 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Opti
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         oidc: o.oidc,
         url: o.url,
+        origin: o.origin,
         secure: o.secure,
     };
+    // Expired sessions go from the store with their tokens even when nobody signs in.
+    let sweeper = state.sessions.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(session::SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            if let Err(e) = sweeper.prune().await {
+                tracing::warn!(error = %e, "sweeping expired console sessions");
+            }
+        }
+    });
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(graph_page))
@@ -186,7 +243,21 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Opti
         .route("/ui/api/whatif", post(api::whatif))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(headers))
+        .layer(axum::middleware::map_request(authority_as_host))
         .with_state(state)
+}
+
+/// HTTP/2 requests name their host in the URI, not in `Host`: the console reads one place.
+async fn authority_as_host(mut r: axum::extract::Request) -> axum::extract::Request {
+    if !r.headers().contains_key(header::HOST)
+        && let Some(v) = r
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        r.headers_mut().insert(header::HOST, v);
+    }
+    r
 }
 
 /// Security headers on every console answer.
@@ -249,12 +320,17 @@ async fn viewer(c: &Console, headers: &HeaderMap, page: bool) -> Result<Viewer, 
     }
 }
 
-/// A write's checks: same origin, and the session's CSRF token (`sent` from a form field, else
-/// the `x-csrf-token` header).
-fn check_write(headers: &HeaderMap, v: &Viewer, sent: Option<&str>) -> Result<(), Refused> {
-    if let Some(why) = foreign_origin(headers) {
-        return Err(Refused::Forbidden(why));
+/// A write's first check, before its session is even looked up: it comes from this console.
+fn same_origin(c: &Console, headers: &HeaderMap) -> Result<(), Refused> {
+    match foreign_origin(headers, c.origin.as_deref()) {
+        Some(why) => Err(Refused::Forbidden(why)),
+        None => Ok(()),
     }
+}
+
+/// A write's last check: the session's CSRF token (`sent` from a form field, else the
+/// `x-csrf-token` header).
+fn check_csrf(headers: &HeaderMap, v: &Viewer, sent: Option<&str>) -> Result<(), Refused> {
     let sent = sent.or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
     match sent {
         Some(t) if same_secret(t, &v.session.csrf) => Ok(()),

@@ -154,10 +154,14 @@ async fn token_endpoint(
         .into_response()
 }
 
-/// The mesh-mcp binary on HTTP port `http`, trusting `iss` for tokens whose audience is its
-/// `/mcp`, with `extra` flags; no Prometheus or cluster behind it. Killed when dropped.
-fn oauth_mcp(iss: &Issuer, http: u16, extra: &[&str]) -> (ChildGuard, tempfile::TempDir) {
-    let aud = format!("http://127.0.0.1:{http}/mcp");
+/// The mesh-mcp binary on HTTP port `http`, trusting `iss` for tokens whose audience is
+/// `aud`, with `extra` flags; no Prometheus or cluster behind it. Killed when dropped.
+fn oauth_mcp(
+    iss: &Issuer,
+    http: u16,
+    aud: &str,
+    extra: &[&str],
+) -> (ChildGuard, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let guard = ChildGuard::spawn(
         "mesh-mcp",
@@ -169,7 +173,7 @@ fn oauth_mcp(iss: &Issuer, http: u16, extra: &[&str]) -> (ChildGuard, tempfile::
             ])
             .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--oauth-issuer", &iss.url, "--oauth-audience", &aud])
+            .args(["--oauth-issuer", &iss.url, "--oauth-audience", aud])
             .args(extra)
             .env("KUBECONFIG", dir.path().join("none")),
         &dir.path().join("mesh-mcp.log"),
@@ -310,7 +314,7 @@ async fn the_binary_publishes_its_resource_metadata_and_accepts_the_issuers_toke
     let iss = issuer().await;
     let http = free_port();
     let aud = format!("http://127.0.0.1:{http}/mcp");
-    let _mcp = oauth_mcp(&iss, http, &[]);
+    let _mcp = oauth_mcp(&iss, http, &aud, &[]);
     let client = reqwest::Client::new();
     let meta_url = format!("http://127.0.0.1:{http}/.well-known/oauth-protected-resource/mcp");
     let meta: serde_json::Value = poll(Duration::from_secs(30), Duration::from_millis(100), || {
@@ -357,7 +361,18 @@ async fn the_console_signs_in_through_the_issuer_with_pkce() {
     let iss = issuer().await;
     let http = free_port();
     let base = format!("http://127.0.0.1:{http}");
-    let _mcp = oauth_mcp(&iss, http, &["--ui-oidc-client-id", "console"]);
+    // Replicas share one audience: the URL clients reach them by.
+    let aud = format!("{base}/mcp");
+    let _mcp = oauth_mcp(&iss, http, &aud, &["--ui-oidc-client-id", "console"]);
+    // A second replica behind the same URL: the issuer's redirect back may reach either.
+    let other = free_port();
+    let other_base = format!("http://127.0.0.1:{other}");
+    let _other = oauth_mcp(
+        &iss,
+        other,
+        &aud,
+        &["--ui-oidc-client-id", "console", "--ui-url", &base],
+    );
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -415,10 +430,32 @@ async fn the_console_signs_in_through_the_issuer_with_pkce() {
         "{callback}"
     );
 
+    // It lands on the other replica: nothing of the sign-in was kept where it began.
+    let callback = callback.replace(&base, &other_base);
+    poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            client
+                .get(format!("{other_base}/ui/login"))
+                .send()
+                .await
+                .ok()
+        },
+    )
+    .await
+    .expect("the other replica answers");
+
     // Without the pinning cookie (another browser, or a forged link): refused.
     let forged = client.get(&callback).send().await.unwrap();
     assert_eq!(forged.status(), 400);
-    assert!(forged.text().await.unwrap().contains("not started here"));
+    assert!(
+        forged
+            .text()
+            .await
+            .unwrap()
+            .contains("not started in this browser")
+    );
 
     // The browser that started it: signed in, with a Strict session cookie.
     let done = client
@@ -446,7 +483,7 @@ async fn the_console_signs_in_through_the_issuer_with_pkce() {
     );
     let session = session.split(';').next().unwrap().to_owned();
     let page = client
-        .get(format!("{base}/ui/"))
+        .get(format!("{other_base}/ui/"))
         .header("cookie", &session)
         .send()
         .await
@@ -459,14 +496,21 @@ async fn the_console_signs_in_through_the_issuer_with_pkce() {
             .contains(&format!("{}#alice", iss.url))
     );
 
-    // The code and the state are spent: replaying the callback signs nobody in.
+    // The code is spent (the issuer honours it once): replaying the callback signs nobody in.
     let replay = client
         .get(&callback)
         .header("cookie", &pin)
         .send()
         .await
         .unwrap();
-    assert_eq!(replay.status(), 400);
+    assert_eq!(replay.status(), 401);
+    assert!(
+        replay
+            .text()
+            .await
+            .unwrap()
+            .contains("unknown or used code")
+    );
 }
 
 fn urlencode(s: &str) -> String {

@@ -16,7 +16,11 @@ use axum::{
 use futures_util::StreamExt as _;
 use mesh_proto::{pb, server::mesh_service_server::MeshService};
 
-use super::{Console, MAX_STREAMS, Refused, as_viewer, check_write, json, viewer};
+/// How long one live stream runs before the browser is made to reconnect (and show it is
+/// still signed in).
+const STREAM_FOR: Duration = Duration::from_secs(300);
+
+use super::{Console, MAX_STREAMS, Refused, as_viewer, check_csrf, json, same_origin, viewer};
 
 /// Filters of the graph reads, as the page's query string carries them.
 #[derive(serde::Deserialize, Default)]
@@ -122,11 +126,11 @@ pub(super) async fn events(
     viewer(&c, &headers, false).await?;
     let (tls, min_rps) = (q.tls()?, q.min_rps()?);
     let Ok(permit) = c.streams.clone().try_acquire_owned() else {
-        return Err(Refused::Status(tonic::Status::unavailable(format!(
+        return Err(Refused::Busy(format!(
             "{MAX_STREAMS} live pictures are open; try again shortly"
-        ))));
+        )));
     };
-    let req = pb::WatchMeshGraphRequest {
+    let mut req = pb::WatchMeshGraphRequest {
         namespaces: q.namespaces(),
         workload: q.workload.clone().unwrap_or_default(),
         tls,
@@ -134,9 +138,22 @@ pub(super) async fn events(
         include_policies: false,
         resume_from: resume_from(&headers),
     };
-    let stream = MeshService::watch_mesh_graph(&c.service, tonic::Request::new(req))
-        .await?
-        .into_inner();
+    let stream =
+        match MeshService::watch_mesh_graph(&c.service, tonic::Request::new(req.clone())).await {
+            Ok(s) => s.into_inner(),
+            // A position this replica cannot resume from (it lags the one the browser was on, or
+            // the epoch moved): start afresh with a snapshot rather than leave the page dark.
+            Err(s) if s.code() == tonic::Code::InvalidArgument && req.resume_from.is_some() => {
+                req.resume_from = None;
+                MeshService::watch_mesh_graph(&c.service, tonic::Request::new(req))
+                    .await?
+                    .into_inner()
+            }
+            Err(s) => return Err(s.into()),
+        };
+    // Each stream ends after a while: the browser reconnects from where it was, through the
+    // sign-in check again, so a session ended meanwhile stops its picture too.
+    let stream = stream.take_until(tokio::time::sleep(STREAM_FOR));
     let events = stream.map(move |item| {
         // The permit lives as long as the stream.
         let _held = &permit;
@@ -363,8 +380,9 @@ pub(super) async fn whatif(
     headers: HeaderMap,
     Json(w): Json<WhatIf>,
 ) -> Result<Response, Refused> {
+    same_origin(&c, &headers)?;
     let v = viewer(&c, &headers, false).await?;
-    check_write(&headers, &v, None)?;
+    check_csrf(&headers, &v, None)?;
     let req = pb::ApplyRequest {
         source: Some(pb::apply_request::Source::Manifest(w.manifest)),
         dry_run: true,

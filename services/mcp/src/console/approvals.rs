@@ -4,13 +4,13 @@
 use askama::Template;
 use axum::{
     Form,
-    extract::{Path, Query, State},
-    http::HeaderMap,
+    extract::{Path, State},
+    http::{HeaderMap, header},
     response::{IntoResponse, Redirect, Response},
 };
 use mesh_proto::{pb, server::mesh_service_server::MeshService};
 
-use super::{Console, FRONT_END, Refused, as_viewer, check_write, html, viewer};
+use super::{Console, FRONT_END, Refused, as_viewer, check_csrf, html, same_origin, viewer};
 
 /// One request as the approvals page shows it.
 pub(super) struct Card {
@@ -31,10 +31,9 @@ pub(super) struct ApprovalsPage {
     cards: Vec<Card>,
 }
 
-#[derive(serde::Deserialize, Default)]
-pub(super) struct Notice {
-    notice: Option<String>,
-}
+/// The cookie that carries what a decision did to the page shown after it: a cookie, not the
+/// URL, so nobody can send a link that puts words of theirs on the approvals page.
+const NOTICE_COOKIE: &str = "lmcp_notice";
 
 fn edge_name(e: Option<&pb::EdgeRef>) -> String {
     let Some(e) = e else {
@@ -75,23 +74,27 @@ fn rps(v: f64) -> String {
 pub(super) async fn page(
     State(c): State<Console>,
     headers: HeaderMap,
-    Query(n): Query<Notice>,
 ) -> Result<Response, Refused> {
     let v = viewer(&c, &headers, true).await?;
-    let list = MeshService::list_approvals(
-        &c.service,
-        as_viewer(
-            &v,
-            pb::ListApprovalsRequest {
-                limit: 50,
-                ..Default::default()
-            },
-        ),
-    )
-    .await;
-    let mut list = list?.into_inner().approvals;
     let pending = pb::ApprovalState::Pending as i32;
-    list.sort_by_key(|a| a.state != pending);
+    let list = |states: Vec<i32>, limit: u32| {
+        MeshService::list_approvals(
+            &c.service,
+            as_viewer(
+                &v,
+                pb::ListApprovalsRequest {
+                    states,
+                    limit,
+                    ..Default::default()
+                },
+            ),
+        )
+    };
+    // Every pending request (up to the service's cap of 200), then the latest others.
+    let mut cards_of = list(vec![pending], 0).await?.into_inner().approvals;
+    let decided = list(Vec::new(), 50).await?.into_inner().approvals;
+    cards_of.extend(decided.into_iter().filter(|a| a.state != pending));
+    let list = cards_of;
     let cards = list
         .into_iter()
         .map(|a| Card {
@@ -128,12 +131,29 @@ pub(super) async fn page(
             a,
         })
         .collect();
-    Ok(html(&ApprovalsPage {
+    let mut page = html(&ApprovalsPage {
         user: v.caller.user,
         csrf: v.session.csrf,
-        notice: n.notice.unwrap_or_default().chars().take(300).collect(),
+        notice: super::session::cookie_value(&headers, NOTICE_COOKIE)
+            .map(|v| {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("n={v}"))
+                    .ok()
+                    .and_then(|mut p| p.pop())
+                    .map(|(_, n)| n)
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect(),
         cards,
-    }))
+    });
+    // Shown once.
+    page.headers_mut().append(
+        header::SET_COOKIE,
+        c.sessions.notice_cookie(NOTICE_COOKIE, "", 0),
+    );
+    Ok(page)
 }
 
 #[derive(serde::Deserialize)]
@@ -151,8 +171,9 @@ pub(super) async fn decide(
     Path((id, decision)): Path<(String, String)>,
     Form(f): Form<DecideForm>,
 ) -> Result<Response, Refused> {
+    same_origin(&c, &headers)?;
     let v = viewer(&c, &headers, true).await?;
-    check_write(&headers, &v, Some(&f.csrf))?;
+    check_csrf(&headers, &v, Some(&f.csrf))?;
     let req = pb::DecideApprovalRequest {
         id: id.clone(),
         reason: f.reason,
@@ -177,6 +198,13 @@ pub(super) async fn decide(
         }
         Err(s) => format!("{id}: refused: {}", s.message()),
     };
-    let q = serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default();
-    Ok(Redirect::to(&format!("/ui/approvals?{q}")).into_response())
+    // URL-encoded: a cookie value holds no spaces, commas or semicolons.
+    let value = serde_urlencoded::to_string([("n", notice)]).unwrap_or_default();
+    let value = value.strip_prefix("n=").unwrap_or_default();
+    let cookie = c.sessions.notice_cookie(NOTICE_COOKIE, value, 60);
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to("/ui/approvals"),
+    )
+        .into_response())
 }

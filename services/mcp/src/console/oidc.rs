@@ -2,12 +2,12 @@
 //! issuer mesh-mcp already trusts for OAuth. The access token it returns is checked like any
 //! other (signature, issuer, audience, expiry) and names the identity as it does for MCP; the
 //! session holds it, so the session ends when the token does.
+//!
+//! Nothing of a sign-in under way is kept here: its state and PKCE verifier ride in an
+//! HttpOnly cookie of the browser that started it, so the issuer's redirect back may reach any
+//! replica. The code is the issuer's to honour once.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use sha2::Digest as _;
@@ -15,12 +15,10 @@ use tokio::sync::Mutex;
 
 /// Bound on one discovery or token request.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a browser may take at the issuer's sign-in page.
-const PENDING_FOR: Duration = Duration::from_secs(600);
-/// Sign-ins under way at once; past it the oldest is dropped.
-const MAX_PENDING: usize = 10_000;
-/// Largest token response read.
+/// Largest discovery document or token response read.
 const MAX_RESPONSE: usize = 64 * 1024;
+/// Scopes asked for when the issuer lists them (`openid` always).
+const WANTED_SCOPES: [&str; 3] = ["profile", "email", "groups"];
 
 /// Why a sign-in through the issuer did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +26,10 @@ pub(crate) enum OidcError {
     /// The issuer's metadata could not be read.
     #[error("cannot read the issuer's metadata at {url}: {why}")]
     Discovery { url: String, why: String },
-    /// The callback names no sign-in this server started (or one that timed out).
-    #[error("this sign-in was not started here or took longer than 10 minutes; start again")]
+    /// The callback names no sign-in this browser started (or one that timed out).
+    #[error(
+        "this sign-in was not started in this browser or took longer than 10 minutes; start again"
+    )]
     UnknownState,
     /// The issuer sent the browser back with an error.
     #[error("the issuer refused the sign-in: {0}")]
@@ -39,19 +39,43 @@ pub(crate) enum OidcError {
     Exchange(String),
 }
 
-/// The issuer's two endpoints the flow uses.
+/// What the flow needs of the issuer's metadata.
 #[derive(Clone, Debug)]
 struct Endpoints {
     authorize: String,
     token: String,
+    scope: String,
 }
 
-/// One sign-in under way: what the callback must prove.
-#[derive(Debug)]
-struct Pending {
-    verifier: String,
-    redirect_uri: String,
-    started: Instant,
+/// A sign-in under way, as its cookie carries it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Started {
+    /// Sent to the issuer and back: the callback's `state` must equal it.
+    pub(crate) state: String,
+    /// The PKCE verifier; the issuer saw only its S256 challenge.
+    pub(crate) verifier: String,
+}
+
+impl Started {
+    /// The cookie value: `state.verifier` (hex and base64url: no separator inside either).
+    pub(crate) fn cookie(&self) -> String {
+        format!("{}.{}", self.state, self.verifier)
+    }
+
+    /// Reads a cookie value back; `None` unless it is well formed.
+    pub(crate) fn parse(v: &str) -> Option<Self> {
+        let (state, verifier) = v.split_once('.')?;
+        let ok = state.len() == 64
+            && state.bytes().all(|b| b.is_ascii_hexdigit())
+            && (43..=128).contains(&verifier.len())
+            && verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self {
+            state: state.to_owned(),
+            verifier: verifier.to_owned(),
+        })
+    }
 }
 
 /// The OpenID Connect client of the console.
@@ -63,7 +87,6 @@ pub(crate) struct Oidc {
     resource: String,
     http: reqwest::Client,
     endpoints: Arc<Mutex<Option<Endpoints>>>,
-    pending: Arc<Mutex<HashMap<String, Pending>>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -73,6 +96,18 @@ fn b64(bytes: &[u8]) -> String {
 /// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
 pub(crate) fn challenge(verifier: &str) -> String {
     b64(&sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The body of `r`, refused past [`MAX_RESPONSE`] bytes without reading further.
+async fn capped(mut r: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(format!("the answer is over {MAX_RESPONSE} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl Oidc {
@@ -90,7 +125,6 @@ impl Oidc {
             resource: resource.to_owned(),
             http,
             endpoints: Arc::default(),
-            pending: Arc::default(),
         })
     }
 
@@ -99,8 +133,7 @@ impl Oidc {
         &self.issuer
     }
 
-    /// The authorization and token endpoints, from the issuer's OpenID (else OAuth) metadata;
-    /// read once.
+    /// The endpoints and scopes, from the issuer's OpenID (else OAuth) metadata; read once.
     async fn endpoints(&self) -> Result<Endpoints, OidcError> {
         let mut cached = self.endpoints.lock().await;
         if let Some(e) = cached.as_ref() {
@@ -120,8 +153,7 @@ impl Oidc {
                 if !r.status().is_success() {
                     return Err(format!("HTTP {}", r.status()));
                 }
-                r.json::<serde_json::Value>()
-                    .await
+                serde_json::from_slice::<serde_json::Value>(&capped(r).await?)
                     .map_err(|e| e.to_string())
             }
             .await;
@@ -131,9 +163,17 @@ impl Oidc {
                     v["token_endpoint"].as_str(),
                 ) {
                     (Some(a), Some(t)) => {
+                        // Only scopes the issuer says it knows: some refuse the rest.
+                        let listed: Vec<&str> = v["scopes_supported"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                            .unwrap_or_else(|| vec!["profile", "email"]);
+                        let mut scope = vec!["openid"];
+                        scope.extend(WANTED_SCOPES.iter().filter(|w| listed.contains(w)));
                         let e = Endpoints {
                             authorize: a.to_owned(),
                             token: t.to_owned(),
+                            scope: scope.join(" "),
                         };
                         *cached = Some(e.clone());
                         return Ok(e);
@@ -147,18 +187,20 @@ impl Oidc {
     }
 
     /// Starts a sign-in that comes back to `redirect_uri`: the issuer URL to send the browser
-    /// to, and the state its callback must carry (the caller pins it in a cookie).
-    pub(crate) async fn start(&self, redirect_uri: &str) -> Result<(String, String), OidcError> {
+    /// to, and what the browser must keep for the callback (in a cookie).
+    pub(crate) async fn start(&self, redirect_uri: &str) -> Result<(String, Started), OidcError> {
         let endpoints = self.endpoints().await?;
-        let state = super::session::random_hex();
-        let verifier = b64(super::session::random_hex().as_bytes());
+        let started = Started {
+            state: super::session::random_hex(),
+            verifier: b64(super::session::random_hex().as_bytes()),
+        };
         let query = serde_urlencoded::to_string([
             ("response_type", "code"),
             ("client_id", self.client_id.as_str()),
             ("redirect_uri", redirect_uri),
-            ("scope", "openid profile email groups"),
-            ("state", state.as_str()),
-            ("code_challenge", challenge(&verifier).as_str()),
+            ("scope", endpoints.scope.as_str()),
+            ("state", started.state.as_str()),
+            ("code_challenge", challenge(&started.verifier).as_str()),
             ("code_challenge_method", "S256"),
             ("resource", self.resource.as_str()),
         ])
@@ -168,37 +210,16 @@ impl Oidc {
         } else {
             '?'
         };
-        let now = Instant::now();
-        let mut pending = self.pending.lock().await;
-        pending.retain(|_, p| now.duration_since(p.started) < PENDING_FOR);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| k.clone())
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(
-            state.clone(),
-            Pending {
-                verifier,
-                redirect_uri: redirect_uri.to_owned(),
-                started: now,
-            },
-        );
-        Ok((format!("{}{sep}{query}", endpoints.authorize), state))
+        Ok((format!("{}{sep}{query}", endpoints.authorize), started))
     }
 
-    /// Completes the sign-in `state` with the issuer's `code`: the access token.
-    pub(crate) async fn finish(&self, state: &str, code: &str) -> Result<String, OidcError> {
-        let p = self
-            .pending
-            .lock()
-            .await
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_FOR)
-            .ok_or(OidcError::UnknownState)?;
+    /// Exchanges the issuer's `code` with the sign-in's PKCE verifier: the access token.
+    pub(crate) async fn finish(
+        &self,
+        started: &Started,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<String, OidcError> {
         let endpoints = self.endpoints().await?;
         let r = self
             .http
@@ -206,30 +227,27 @@ impl Oidc {
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
-                ("redirect_uri", p.redirect_uri.as_str()),
+                ("redirect_uri", redirect_uri),
                 ("client_id", self.client_id.as_str()),
-                ("code_verifier", p.verifier.as_str()),
+                ("code_verifier", started.verifier.as_str()),
                 ("resource", self.resource.as_str()),
             ])
             .send()
             .await
             .map_err(|e| OidcError::Exchange(e.to_string()))?;
         let status = r.status();
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| OidcError::Exchange(e.to_string()))?;
-        if body.len() > MAX_RESPONSE {
-            return Err(OidcError::Exchange(format!(
-                "the answer is over {MAX_RESPONSE} bytes"
-            )));
-        }
+        let body = capped(r).await.map_err(OidcError::Exchange)?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|_| OidcError::Exchange(format!("HTTP {status}, not JSON")))?;
         if !status.is_success() {
             let err = v["error"].as_str().unwrap_or("unknown error");
             let desc = v["error_description"].as_str().unwrap_or_default();
-            return Err(OidcError::Exchange(format!("HTTP {status}: {err} {desc}")));
+            let said: String = format!("HTTP {status}: {err} {desc}")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect();
+            return Err(OidcError::Exchange(said));
         }
         v["access_token"]
             .as_str()
@@ -240,7 +258,7 @@ impl Oidc {
 
 #[cfg(test)]
 mod tests {
-    use super::challenge;
+    use super::{Started, challenge};
 
     #[test]
     fn the_challenge_is_rfc_7636s_s256() {
@@ -249,5 +267,22 @@ mod tests {
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn a_sign_in_reads_back_from_its_cookie_and_nothing_else_does() {
+        let s = Started {
+            state: "a".repeat(64),
+            verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+        };
+        assert_eq!(Started::parse(&s.cookie()), Some(s));
+        for bad in [
+            "",
+            "x.y",
+            &format!("{}.short", "a".repeat(64)),
+            &format!("{}.{}", "g".repeat(64), "v".repeat(43)),
+        ] {
+            assert_eq!(Started::parse(bad), None, "{bad}");
+        }
     }
 }

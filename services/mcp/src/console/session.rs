@@ -17,8 +17,8 @@ pub(crate) const COOKIE: &str = "lmcp_session";
 const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Sessions held at once; the oldest go when a sign-in would pass it.
 const MAX_SESSIONS: usize = 10_000;
-/// Sessions looked at for expiry on each sign-in, oldest first.
-const PRUNE_SCAN: usize = 64;
+/// How often expired sessions (and their tokens) are swept from the store.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
 /// One signed-in browser.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -100,8 +100,9 @@ impl Sessions {
         Ok(self.cookie(&id, LIFETIME.as_secs()))
     }
 
-    /// Drops expired sessions among the oldest, and the oldest past [`MAX_SESSIONS`].
-    async fn prune(&self) -> Result<(), StoreError> {
+    /// Drops sessions from the oldest while they are expired (or gone, or past
+    /// [`MAX_SESSIONS`]), stopping at the first live one: sessions are listed by age.
+    pub(crate) async fn prune(&self) -> Result<usize, StoreError> {
         let ids = self
             .store
             .record_ids(Shelf::Sessions)
@@ -109,7 +110,8 @@ impl Sessions {
             .map_err(|e| StoreError(e.to_string()))?;
         let over = ids.len().saturating_sub(MAX_SESSIONS - 1);
         let now = now_ms();
-        for (i, k) in ids.iter().take(PRUNE_SCAN.max(over)).enumerate() {
+        let mut dropped = 0;
+        for (i, k) in ids.iter().enumerate() {
             let gone = i < over
                 || match self.store.get_record(Shelf::Sessions, k).await {
                     Ok(Some(e)) => serde_json::from_slice::<Session>(&e.record)
@@ -117,14 +119,16 @@ impl Sessions {
                     Ok(None) => true,
                     Err(e) => return Err(StoreError(e.to_string())),
                 };
-            if gone {
-                self.store
-                    .remove_record(Shelf::Sessions, k)
-                    .await
-                    .map_err(|e| StoreError(e.to_string()))?;
+            if !gone {
+                break;
             }
+            self.store
+                .remove_record(Shelf::Sessions, k)
+                .await
+                .map_err(|e| StoreError(e.to_string()))?;
+            dropped += 1;
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// The session the request's cookie names, if it is live.
@@ -171,6 +175,15 @@ impl Sessions {
         .unwrap_or_else(|_| HeaderValue::from_static("lmcp_oidc=; Path=/ui; Max-Age=0"))
     }
 
+    /// A `Set-Cookie` value for the approvals page's one-time notice (`value` URL-encoded).
+    pub(crate) fn notice_cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/ui/approvals; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("lmcp_notice=; Path=/ui/approvals; Max-Age=0"))
+    }
+
     /// A `Set-Cookie` value for the session cookie.
     fn cookie(&self, id: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
@@ -194,9 +207,11 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
         .map(|(_, v)| v)
 }
 
-/// Why a write was refused before its CSRF token was even looked at: the browser says it
-/// came from another site, or its origin is not this server's.
-pub(crate) fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+/// Why a write was refused before anything else was looked at: the browser says it came from
+/// another site, or its origin is not this console's. The console's origin is `expected` (the
+/// configured `--ui-url`'s scheme, host and port) when set, else the request's own host (its
+/// `Host`, or the HTTP/2 authority) under either scheme.
+pub(crate) fn foreign_origin(headers: &HeaderMap, expected: Option<&str>) -> Option<String> {
     let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
@@ -205,6 +220,9 @@ pub(crate) fn foreign_origin(headers: &HeaderMap) -> Option<String> {
         return Some(format!("the browser says this request came from {site}"));
     }
     let origin = get(header::ORIGIN)?;
+    if let Some(want) = expected {
+        return (origin != want).then(|| format!("origin {origin} is not this console's ({want})"));
+    }
     let host = get(header::HOST).unwrap_or_default();
     let ours = origin
         .strip_prefix("http://")
@@ -257,14 +275,18 @@ mod tests {
     fn writes_from_another_site_are_told_apart() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(foreign_origin(&h), None);
+        assert_eq!(foreign_origin(&h, None), None);
         h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
-        assert_eq!(foreign_origin(&h), None);
+        assert_eq!(foreign_origin(&h, None), None);
+        // With --ui-url, its origin exactly: scheme included, whatever Host a proxy set.
+        assert!(foreign_origin(&h, Some("https://mcp.example.com")).is_some());
+        h.insert(header::ORIGIN, "https://mcp.example.com".parse().unwrap());
+        assert_eq!(foreign_origin(&h, Some("https://mcp.example.com")), None);
         h.insert(header::ORIGIN, "http://localhost:9999".parse().unwrap());
-        assert!(foreign_origin(&h).unwrap().contains("localhost:9999"));
+        assert!(foreign_origin(&h, None).unwrap().contains("localhost:9999"));
         h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(foreign_origin(&h).unwrap().contains("cross-site"));
+        assert!(foreign_origin(&h, None).unwrap().contains("cross-site"));
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
     }
 }

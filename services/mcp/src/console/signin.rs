@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::{
-    Console, MAX_TOKEN, Refused, check_write, html, oidc, session,
+    Console, MAX_TOKEN, Refused, check_csrf, html, oidc, same_origin, session,
     session::{foreign_origin, same_secret},
     viewer,
 };
@@ -67,11 +67,13 @@ pub(super) async fn oidc_start(
         ));
     };
     let redirect = format!("{}/ui/callback", c.base(&headers));
-    let (url, state) = o
+    let (url, started) = o
         .start(&redirect)
         .await
         .map_err(|e| Refused::Status(tonic::Status::unavailable(e.to_string())))?;
-    let cookie = c.sessions.state_cookie(STATE_COOKIE, &state, 600);
+    let cookie = c
+        .sessions
+        .state_cookie(STATE_COOKIE, &started.cookie(), 600);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
 }
 
@@ -104,13 +106,14 @@ pub(super) async fn oidc_callback(
         );
     };
     let state = q.state.unwrap_or_default();
-    let pinned = session::cookie_value(&headers, STATE_COOKIE).unwrap_or_default();
-    if state.is_empty() || !same_secret(&state, pinned) {
+    let started = session::cookie_value(&headers, STATE_COOKIE).and_then(oidc::Started::parse);
+    let Some(started) = started.filter(|s| !state.is_empty() && same_secret(&state, &s.state))
+    else {
         return again(
             StatusCode::BAD_REQUEST,
             oidc::OidcError::UnknownState.to_string(),
         );
-    }
+    };
     if let Some(e) = q.error {
         let why = format!("{e} {}", q.error_description.unwrap_or_default());
         let why = why.chars().filter(|c| !c.is_control()).take(300).collect();
@@ -119,7 +122,11 @@ pub(super) async fn oidc_callback(
             oidc::OidcError::Refused(why).to_string(),
         );
     }
-    let token = match o.finish(&state, &q.code.unwrap_or_default()).await {
+    let redirect = format!("{}/ui/callback", c.base(&headers));
+    let token = match o
+        .finish(&started, &q.code.unwrap_or_default(), &redirect)
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             let code = match e {
@@ -163,7 +170,7 @@ pub(super) async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let again = |code: StatusCode, error: String| (code, html(&c.login(error))).into_response();
-    if let Some(why) = foreign_origin(&headers) {
+    if let Some(why) = foreign_origin(&headers, c.origin.as_deref()) {
         return again(StatusCode::FORBIDDEN, format!("refused: {why}"));
     }
     let token = f.token.trim();
@@ -203,8 +210,9 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
+    same_origin(&c, &headers)?;
     let v = viewer(&c, &headers, true).await?;
-    check_write(&headers, &v, Some(&f.csrf))?;
+    check_csrf(&headers, &v, Some(&f.csrf))?;
     let cookie = c.sessions.close(&v.id).await?;
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
 }

@@ -469,6 +469,19 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         .await
         .unwrap();
     b.until_text("#notice", "applied", limit).await;
+    // The notice came in a cookie, once: a link cannot put words on the page.
+    let planted = http
+        .get(format!(
+            "{base}/ui/approvals?notice=paste+your+token+at+evil.example"
+        ))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!planted.contains("evil.example") && !planted.contains("id=\"notice\""));
     let done = c
         .clone()
         .get_approval(as_admin(pb::GetApprovalRequest { id: id.clone() }))

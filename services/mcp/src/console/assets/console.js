@@ -20,7 +20,11 @@
   const live = { workloads: new Map(), edges: new Map(), version: 0, epoch: 0 };
   window.__lmcpDeltas = [];
   let source = null;
+  let retryIn = 1000; // ms before reconnecting after the browser gave up, doubling to 30 s
   let past = null; // { graph, at, diff } while the slider is back in time
+  // Bumped whenever the page changes between live and a moment: a slow answer for a moment the
+  // person has left since is dropped.
+  let generation = 0;
   let selected = null; // { edge: key } | { workload: name }
   // Where each node sits: its namespace's column and its row, fixed once given.
   let layout = { columns: new Map(), slots: new Map(), rows: new Map() };
@@ -77,8 +81,17 @@
     forget();
     setStatus('connecting…');
     source = new EventSource(`/ui/api/events?${params()}`);
-    source.addEventListener('open', () => setStatus('live', 'ok'));
-    source.addEventListener('error', () => setStatus('reconnecting…', 'warn'));
+    source.addEventListener('open', () => { retryIn = 1000; setStatus('live', 'ok'); });
+    source.addEventListener('error', () => {
+      if (source.readyState !== EventSource.CLOSED) { setStatus('reconnecting…', 'warn'); return; }
+      // The browser gave up (the answer was not a stream): signed out, or busy; say which.
+      setStatus('disconnected; retrying…', 'warn');
+      const lost = source;
+      fetch('/ui/api/graph?namespace=-', { credentials: 'same-origin' }).then((r) => {
+        if (r.status === 401) { window.location.assign('/ui/login'); return; }
+        setTimeout(() => { if (source === lost && !past) connect(); }, retryIn = Math.min(retryIn * 2, 30000));
+      }).catch(() => setTimeout(() => { if (source === lost && !past) connect(); }, retryIn = Math.min(retryIn * 2, 30000)));
+    });
     source.addEventListener('failed', (m) => setStatus(`watch failed: ${m.data}`, 'bad'));
     source.addEventListener('snapshot', (m) => {
       const g = JSON.parse(m.data);
@@ -282,11 +295,11 @@
       'data-diff': past ? (extra.split(' ')[0].replace('diff-', '') || 'same') : null,
     });
     const [title, hit, line, label] = g.children;
-    title.textContent = `${wref(e.src)} → ${dstName(e)}: ${tls}, ${verdict}, ${num(m.rps, 1)} rps`;
+    title.textContent = `${wref(e.src)} → ${dstName(e)}: ${tls}, ${verdict}, ${num(m.rps || 0, 1)} rps`;
     setAttrs(hit, { d });
     setAttrs(line, { d, class: `edge-line tls-${tls}`, 'stroke-dasharray': tls === 'plaintext' ? '8 5' : tls === 'unknown' ? '2 4' : null, 'marker-end': head });
     setAttrs(label, { x: mx, y: my - 4 });
-    label.textContent = `${mark[verdict]} ${num(m.rps, 1)} rps`;
+    label.textContent = `${mark[verdict]} ${num(m.rps || 0, 1)} rps`;
     return k;
   }
 
@@ -296,7 +309,8 @@
     if (past || !svg || changed.workloads) { draw(); return; }
     for (const k of changed.edges) {
       const e = live.edges.get(k);
-      if (e && (!layout.slots.has(wref(e.src)) || !layout.slots.has(dstName(e)))) { draw(); return; }
+      // A removed edge may leave a box nothing refers to; a new one may need a box: redraw all.
+      if (!e || !drawn.nodes.has(wref(e.src)) || !drawn.nodes.has(dstName(e))) { draw(); return; }
     }
     for (const k of changed.edges) {
       const e = live.edges.get(k);
@@ -364,7 +378,7 @@
       if (!s) continue;
       const w = shown.workloads.get(n);
       const g = nodeEl(n);
-      setAttrs(g, { class: ['node', w && w.meshed === false ? 'unmeshed' : '', !w && !n.includes('/') ? 'external' : '',
+      setAttrs(g, { class: ['node', w && !w.meshed ? 'unmeshed' : '', !w && !n.includes('/') ? 'external' : '',
         text && n.toLowerCase().includes(text) ? 'match' : '', text && !n.toLowerCase().includes(text) ? 'dim' : '',
         selected && selected.workload === n ? 'selected' : ''].filter(Boolean).join(' ') });
       setAttrs(g.children[0], { x: s.x, y: s.y });
@@ -397,7 +411,7 @@
       dl([
         ['Protocol', e.protocol], ['TLS', tls + (e.noTlsReason ? ` (${e.noTlsReason})` : '')],
         ['Client identity', e.clientIdentity], ['Server identity', e.serverIdentity],
-        ['Requests', `${num(m.rps)} /s`], ['Success', m.successRate === undefined ? '–' : `${num(m.successRate * 100, 1)}%`],
+        ['Requests', `${num(m.rps || 0)} /s`], ['Success', m.successRate === undefined ? '–' : `${num(m.successRate * 100, 1)}%`],
         ['Latency p50 / p95 / p99', `${num(m.latencyP50Ms, 0)} / ${num(m.latencyP95Ms, 0)} / ${num(m.latencyP99Ms, 0)} ms`],
         ['TCP open', m.tcpOpenConnections ? num(m.tcpOpenConnections, 0) : ''],
       ]),
@@ -471,7 +485,7 @@
       const edges = a.affectedEdges || [];
       fill(out, 
         el('p', {}, edges.length ? `${edges.length} observed edge(s) would change verdict:` : 'No observed edge would change verdict.'),
-        el('ul', {}, edges.map((x) => el('li', {}, `${wref(x.edge.src)} → ${x.edge.dst ? wref(x.edge.dst) : x.edge.dstAuthority}: ${(x.before || '').toLowerCase()} → ${(x.after || '').toLowerCase()} (${num(x.rps)} rps)`))),
+        el('ul', {}, edges.map((x) => el('li', {}, `${wref(x.edge.src)} → ${x.edge.dst ? wref(x.edge.dst) : x.edge.dstAuthority}: ${(x.before || 'none').toLowerCase()} → ${(x.after || 'none').toLowerCase()} (${num(x.rps || 0)} rps)`))),
         (a.warnings || []).map((w) => el('p', { class: 'warning' }, w)),
         el('pre', { class: 'diff' }, a.diff || ''));
     };
@@ -485,12 +499,12 @@
     const outbound = [...shown.edges.values()].filter((e) => wref(e.src) === n);
     const list = (edges, other) => el('ul', {}, edges.map((e) => el('li', {},
       el('a', { href: '#', onclick: (ev) => { ev.preventDefault(); pick({ edge: edgeKey(e) }); } },
-        `${other(e)}: ${tlsWord(e.tls)}, ${verdictWord(e)}, ${num((e.metrics || {}).rps, 1)} rps`))));
+        `${other(e)}: ${tlsWord(e.tls)}, ${verdictWord(e)}, ${num((e.metrics || {}).rps || 0, 1)} rps`))));
     fill(panel, 
       el('button', { class: 'close', onclick: () => { panel.hidden = true; selected = null; draw(); } }, '×'),
       el('h2', {}, n),
       dl([['Kind', w.ref && w.ref.kind], ['Service account', w.serviceAccount], ['Identity', w.identity],
-        ['Meshed', w.meshed === undefined ? '' : String(w.meshed)], ['Ready replicas', w.readyReplicas === undefined ? '' : String(w.readyReplicas)]]),
+        ['Meshed', w.ref ? String(Boolean(w.meshed)) : ''], ['Ready replicas', w.ref ? String(w.readyReplicas || 0) : '']]),
       el('h3', {}, `Called by (${inbound.length})`), list(inbound, (e) => wref(e.src)),
       el('h3', {}, `Calls (${outbound.length})`), list(outbound, dstName));
     panel.hidden = false;
@@ -501,7 +515,7 @@
     if (c.edgeAdded) return `edge added: ${wref(c.edgeAdded.src)} → ${dstName(c.edgeAdded)}`;
     if (c.edgeRemoved) return `edge removed: ${wref(c.edgeRemoved.src)} → ${dstName(c.edgeRemoved)}`;
     if (c.tlsChanged) return `TLS ${tlsWord(c.tlsChanged.from)} → ${tlsWord(c.tlsChanged.to)}: ${wref(c.tlsChanged.edge.src)} → ${dstName(c.tlsChanged.edge)}${c.tlsChanged.reason ? ` (${c.tlsChanged.reason})` : ''}`;
-    if (c.verdictChanged) return `verdict ${(c.verdictChanged.from || '').toLowerCase()} → ${(c.verdictChanged.to || '').toLowerCase()}: ${wref(c.verdictChanged.edge.src)} → ${dstName(c.verdictChanged.edge)}${c.verdictChanged.by ? ` by ${c.verdictChanged.by}` : ''}`;
+    if (c.verdictChanged) return `verdict ${(c.verdictChanged.from || 'none').toLowerCase()} → ${(c.verdictChanged.to || 'none').toLowerCase()}: ${wref(c.verdictChanged.edge.src)} → ${dstName(c.verdictChanged.edge)}${c.verdictChanged.by ? ` by ${c.verdictChanged.by}` : ''}`;
     if (c.regression) return `${c.regression.metric} worse: ${wref(c.regression.edge.src)} → ${dstName(c.regression.edge)} (${num(c.regression.from)} → ${num(c.regression.to)})`;
     if (c.object) {
       const o = c.object;
@@ -514,6 +528,7 @@
   const ago = (secs) => (secs >= 60 ? `${Math.floor(secs / 60)} min ${secs % 60} s ago` : `${secs} s ago`);
 
   async function lookBack(secs) {
+    const mine = ++generation;
     if (source) { source.close(); source = null; }
     const at = `-${secs}s`;
     whenEl.textContent = ago(secs);
@@ -524,9 +539,10 @@
       fetch(`/ui/api/graph?${p}`, { credentials: 'same-origin' }),
       fetch(`/ui/api/diff?${new URLSearchParams({ from: at, ...(p.get('namespace') ? { namespace: p.get('namespace') } : {}) })}`, { credentials: 'same-origin' }),
     ]);
-    if (Number(slider.value) !== -secs) return; // moved on meanwhile
+    if (mine !== generation) return; // moved on meanwhile
     if (!gr.ok) { setStatus(`cannot look back: ${await gr.text()}`, 'bad'); return; }
     const g = await gr.json();
+    if (mine !== generation) return;
     const graph = { workloads: new Map(), edges: new Map() };
     for (const w of g.workloads || []) graph.workloads.set(wref(w.ref), w);
     for (const e of g.edges || []) graph.edges.set(edgeKey(e), e);
@@ -536,6 +552,7 @@
     changesEl.hidden = false;
     if (dr.ok) {
       const d = await dr.json();
+      if (mine !== generation) return;
       const items = (d.changes || []).map((c) => el('li', {}, `${c.at ? new Date(c.at).toLocaleTimeString() : ''} ${describe(c)}`));
       fill(changesEl, el('h3', {}, `What changed since ${ago(secs)}`),
         items.length ? el('ol', { id: 'change-list' }, items) : el('p', {}, 'Nothing changed.'),
@@ -546,6 +563,7 @@
   }
 
   function goLive() {
+    generation += 1;
     past = null;
     delete document.body.dataset.past;
     whenEl.textContent = 'live';
