@@ -41,6 +41,8 @@ const MAX_BODY: usize = 256 * 1024;
 const MAX_TOKEN: usize = 8 * 1024;
 /// Live pictures open at once, over every session.
 const MAX_STREAMS: usize = 1000;
+/// Live pictures one session may hold open at once (tabs, windows) on one replica.
+const SESSION_STREAMS: usize = 8;
 /// The front end an approval decided on the page is recorded with.
 const FRONT_END: &str = "web";
 
@@ -174,6 +176,8 @@ struct Console {
     auth: Authenticator,
     sessions: Sessions,
     streams: Arc<Semaphore>,
+    /// Each session's share of them, so one signed-in user cannot hold them all.
+    session_streams: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
     oidc: Option<oidc::Oidc>,
     url: Option<String>,
     origin: Option<String>,
@@ -208,6 +212,7 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Opti
         auth,
         sessions,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        session_streams: Arc::default(),
         oidc: o.oidc,
         url: o.url,
         origin: o.origin,

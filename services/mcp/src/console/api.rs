@@ -2,7 +2,7 @@
 //! server-sent events, what changed, an edge's explanation and last hour, and the what-if of a
 //! pasted manifest.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Json,
@@ -15,12 +15,16 @@ use axum::{
 };
 use futures_util::StreamExt as _;
 use mesh_proto::{pb, server::mesh_service_server::MeshService};
+use tokio::sync::Semaphore;
+
+use super::{
+    Console, MAX_STREAMS, Refused, SESSION_STREAMS, as_viewer, check_csrf, json, same_origin,
+    viewer,
+};
 
 /// How long one live stream runs before the browser is made to reconnect (and show it is
 /// still signed in).
 const STREAM_FOR: Duration = Duration::from_secs(300);
-
-use super::{Console, MAX_STREAMS, Refused, as_viewer, check_csrf, json, same_origin, viewer};
 
 /// Filters of the graph reads, as the page's query string carries them.
 #[derive(serde::Deserialize, Default)]
@@ -123,13 +127,30 @@ pub(super) async fn events(
     headers: HeaderMap,
     Query(q): Query<Filters>,
 ) -> Result<Response, Refused> {
-    viewer(&c, &headers, false).await?;
+    let v = viewer(&c, &headers, false).await?;
     let (tls, min_rps) = (q.tls()?, q.min_rps()?);
+    let mine = {
+        let mut shares = c.session_streams.lock().await;
+        if shares.len() >= MAX_STREAMS {
+            // Forget sessions holding no picture: the map stays as small as what is open.
+            shares.retain(|_, s| s.available_permits() < SESSION_STREAMS);
+        }
+        shares
+            .entry(v.id.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(SESSION_STREAMS)))
+            .clone()
+    };
+    let Ok(own) = mine.try_acquire_owned() else {
+        return Err(Refused::Busy(format!(
+            "this session has {SESSION_STREAMS} live pictures open; close a tab"
+        )));
+    };
     let Ok(permit) = c.streams.clone().try_acquire_owned() else {
         return Err(Refused::Busy(format!(
             "{MAX_STREAMS} live pictures are open; try again shortly"
         )));
     };
+    let permit = (permit, own);
     let mut req = pb::WatchMeshGraphRequest {
         namespaces: q.namespaces(),
         workload: q.workload.clone().unwrap_or_default(),

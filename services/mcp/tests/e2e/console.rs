@@ -360,6 +360,31 @@ async fn the_console_shows_explains_rewinds_and_approves_in_a_real_browser() {
         "resumed with {kind}"
     );
 
+    // One session holds at most 8 live pictures (the browser's tab holds one already).
+    let mut open = Vec::new();
+    let busy = loop {
+        let r = http
+            .get(&events)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            break r;
+        }
+        open.push(r);
+        assert!(open.len() <= 8, "a ninth live picture for one session");
+    };
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "10");
+    assert!(
+        busy.text()
+            .await
+            .unwrap()
+            .contains("this session has 8 live pictures")
+    );
+    drop(open);
+
     // Bad input: a clear refusal, nothing done.
     let big = "x".repeat(9000);
     let r = http
