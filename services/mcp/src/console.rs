@@ -221,7 +221,11 @@ pub(crate) fn routes(service: GraphService, auth: Option<Authenticator>, o: Opti
     // Expired sessions go from the store with their tokens even when nobody signs in.
     let sweeper = state.sessions.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(session::SWEEP_EVERY);
+        // The first sweep one period in: nothing has expired at start-up.
+        let mut every = tokio::time::interval_at(
+            tokio::time::Instant::now() + session::SWEEP_EVERY,
+            session::SWEEP_EVERY,
+        );
         loop {
             every.tick().await;
             if let Err(e) = sweeper.prune().await {

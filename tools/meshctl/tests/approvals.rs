@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use mcp_harness::{McpHarness, Options};
 use mesh_mcp::apply::{Applier, Delegation};
 use serde_json::Value;
+
+mod common;
+use common::meshctl;
 
 /// booksapp needs two approvals from bob and carol.
 const POLICY: &str =
@@ -32,19 +35,6 @@ fn with_policy(a: Applier) -> Applier {
     a.with_approval_policy(
         tokio::sync::watch::channel(Arc::new(policy)).1,
         Arc::new(mesh_model::SystemClock),
-    )
-}
-
-/// Runs the meshctl binary: exit code, stdout, stderr.
-fn meshctl(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::Command;
+use common::meshctl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propose_prints_a_table_and_yaml_that_validates() {
@@ -21,17 +21,6 @@ async fn propose_prints_a_table_and_yaml_that_validates() {
         "tok,alice,u,\"devs\"\n",
     )
     .await;
-    let meshctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let propose = |extra: &[&str]| {
         let mut a = vec![
             "propose",

@@ -85,7 +85,7 @@ impl Sessions {
 
     /// Opens a session for `token`; the `Set-Cookie` value that names it.
     pub(crate) async fn open(&self, token: String) -> Result<HeaderValue, StoreError> {
-        self.prune().await?;
+        // Expiry and the cap are the sweeper's (every SWEEP_EVERY): signing in reads no index.
         let id = random_hex();
         let s = Session {
             token,
@@ -101,7 +101,8 @@ impl Sessions {
     }
 
     /// Drops sessions from the oldest while they are expired (or gone, or past
-    /// [`MAX_SESSIONS`]), stopping at the first live one: sessions are listed by age.
+    /// [`MAX_SESSIONS`]), stopping at the first live one: sessions are listed by age. Run by
+    /// the sweeper, not on the sign-in path.
     pub(crate) async fn prune(&self) -> Result<usize, StoreError> {
         let ids = self
             .store

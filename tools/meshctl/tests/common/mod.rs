@@ -85,3 +85,17 @@ pub(crate) async fn serve_mcp(
     );
     addr
 }
+
+/// Runs the meshctl binary: exit code, stdout, stderr.
+#[allow(dead_code, reason = "each test file uses part of the common setup")]
+pub(crate) fn meshctl(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
