@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages linkerd-mcp's tests and demo need, when missing:
-# redis-server, prometheus (with promtool), DejaVu fonts (text in PNG pictures), kubectl,
+# redis-server, prometheus (with promtool), victoria-metrics (with vmalert), DejaVu fonts (text in PNG pictures), kubectl,
 # Chromium with chromedriver (the console's browser tests), Python's venv and Node.js; and
 # the official MCP Python SDK into .tools/mcp-venv.
 # Runs `apt-get update` at most once. Needs root (CI runs as root) or sudo.
@@ -16,6 +16,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # kube-sim's tests drive kubectl as an independent client (Debian's package when none is present).
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+# The collector's tests read VictoriaMetrics (single node, its own scraper) as well as
+# Prometheus; vmalert, in the same package, evaluates the recording rules there.
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 
 # The console's tests drive Debian's Chromium, headless, through its WebDriver (chromedriver).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

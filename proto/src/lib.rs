@@ -620,6 +620,7 @@ impl From<&model::SourceHealth> for pb::SourceHealth {
             ok: s.ok,
             last_success: s.last_success.map(timestamp),
             error: s.error.clone(),
+            detail: s.detail.clone(),
         }
     }
 }
@@ -632,6 +633,7 @@ impl TryFrom<pb::SourceHealth> for model::SourceHealth {
             ok: s.ok,
             last_success: s.last_success.as_ref().map(system_time).transpose()?,
             error: s.error,
+            detail: s.detail,
         })
     }
 }

@@ -82,6 +82,7 @@ fn arb_graph() -> impl Strategy<Value = model::MeshGraph> {
                 ok: true,
                 last_success: Some(UNIX_EPOCH + Duration::from_secs(secs)),
                 error: String::new(),
+                detail: String::new(),
             });
             g
         })

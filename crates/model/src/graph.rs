@@ -434,6 +434,9 @@ pub struct SourceHealth {
     pub last_success: Option<SystemTime>,
     /// The last error, empty when ok.
     pub error: String,
+    /// How the source is read, when there is more than one way (Prometheus: through the
+    /// recording rules, or the raw series and why); empty otherwise.
+    pub detail: String,
 }
 
 /// The whole mesh graph: topology, golden metrics and policy, with its position in history.

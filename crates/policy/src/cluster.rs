@@ -96,6 +96,7 @@ impl Cluster {
                 ok: false,
                 last_success: None,
                 error: error.into(),
+                detail: String::new(),
             },
         }
     }
@@ -116,6 +117,7 @@ impl Cluster {
             ok: true,
             last_success: Some(std::time::SystemTime::now()),
             error: String::new(),
+            detail: String::new(),
         };
         let (cluster, unreadable) = Self::from_objects(objects, health);
         problems.extend(unreadable);

@@ -7,7 +7,10 @@
 pub mod promql;
 mod source;
 
-pub use self::source::{Observation, PromError, PrometheusSource, RangeSeries, Series};
+pub use self::source::{
+    DEFAULT_CONCURRENCY, Observation, PromError, PrometheusSource, RangeSeries, ReadReport,
+    RulesMode, Series,
+};
 
 /// Parses a metrics window such as `30s`, `1m` or `1h30m`.
 pub fn parse_window(s: &str) -> Result<std::time::Duration, String> {

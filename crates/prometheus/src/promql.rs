@@ -273,7 +273,7 @@ pub const AUTHZ_METRICS: [(&str, bool, bool); 4] = [
 impl GraphQueries {
     /// The queries for a metrics window.
     pub fn new(win: Duration) -> Self {
-        Self::scoped(win, None)
+        Self::read(win, &Scope::default(), Reads::Raw)
     }
 
     /// The queries for calls into namespace `ns` only (what a proposal for it reads): outbound
@@ -281,49 +281,339 @@ impl GraphQueries {
     /// `namespace`, route series by `parent_namespace`. Over a long window on a big mesh, a
     /// fraction of the series.
     pub fn into_namespace(win: Duration, ns: &str) -> Self {
-        Self::scoped(win, Some(ns))
+        Self::read(
+            win,
+            &Scope {
+                into_namespace: Some(ns.to_owned()),
+                shard: None,
+            },
+            Reads::Raw,
+        )
     }
 
-    fn scoped(win: Duration, ns: Option<&str>) -> Self {
-        let w = window(win);
-        // `matchers`, and the namespace on label `name` when scoped; "" for no matcher at all.
-        let scoped = |name: &'static str, mut matchers: Vec<Matcher>| {
-            matchers.extend(ns.map(|ns| eq(name, ns)));
-            if matchers.is_empty() {
-                String::new()
-            } else {
-                selector(&matchers)
-            }
+    /// The queries for `scope`, read from the raw proxy series or from the series
+    /// [`recording_rules`] keep.
+    pub fn read(win: Duration, scope: &Scope, reads: Reads) -> Self {
+        let p = Parts::new(win);
+        let r = |part: &Part| part.read(scope, reads);
+        let q = |part: &Part| QUANTILES.map(|x| format!("histogram_quantile({x}, {})", r(part)));
+        Self {
+            responses: r(&p.responses),
+            latency: q(&p.latency),
+            tcp_open: r(&p.tcp_open),
+            tcp_opened: r(&p.tcp_opened),
+            tcp_read: r(&p.tcp_read),
+            tcp_write: r(&p.tcp_write),
+            identities_http: r(&p.identities_http),
+            identities_tcp: r(&p.identities_tcp),
+            pods: r(&p.pods),
+            authz: p.authz.each_ref().map(r),
+            route_statuses: p.route_statuses.each_ref().map(r),
+            route_latency: p.route_buckets.each_ref().map(q),
+            egress_statuses: p.egress_statuses.each_ref().map(r),
+            egress_latency: p.egress_buckets.each_ref().map(q),
+        }
+    }
+}
+
+impl GraphQueries {
+    /// Every query of a build, in the order a build reads them: the edge queries, then per
+    /// route family its statuses and three quantiles ([`GraphQueries::EDGE_QUERIES`] first).
+    pub fn all(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = vec![
+            &self.responses,
+            &self.latency[0],
+            &self.latency[1],
+            &self.latency[2],
+            &self.tcp_open,
+            &self.tcp_opened,
+            &self.tcp_read,
+            &self.tcp_write,
+            &self.identities_http,
+            &self.identities_tcp,
+            &self.pods,
+        ];
+        v.extend(self.authz.iter().map(String::as_str));
+        for (s, l) in self
+            .route_statuses
+            .iter()
+            .zip(&self.route_latency)
+            .chain(self.egress_statuses.iter().zip(&self.egress_latency))
+        {
+            v.push(s);
+            v.extend(l.iter().map(String::as_str));
+        }
+        v
+    }
+
+    /// How many of [`GraphQueries::all`] come before the route families'.
+    pub const EDGE_QUERIES: usize = 15;
+}
+
+/// Where a build's queries read: viz's queries over the proxies' own series, or the series
+/// the recording rules of [`recording_rules`] keep (one per edge, computed by Prometheus at
+/// each rule evaluation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// The proxies' series, as `linkerd viz` reads them.
+    #[default]
+    Raw,
+    /// The recorded series, `linkerd_mcp:*`.
+    Recorded,
+}
+
+/// Which series a build reads: all, calls into one namespace, and one shard of namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only calls into this namespace ([`GraphQueries::into_namespace`]).
+    pub into_namespace: Option<String>,
+    /// Only series whose `namespace` label falls in this shard.
+    pub shard: Option<Shard>,
+}
+
+/// The characters a Kubernetes namespace starts with (a DNS label), in order.
+const NAMESPACE_FIRST: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The namespaces whose name starts with one of a run of characters: how a query the store
+/// refuses as too large is split. Every query groups by `namespace` (the caller's, or the
+/// receiver's for inbound series), so the answers of disjoint shards add up to the whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Index of the first character in the run.
+    from: usize,
+    /// One past the last.
+    to: usize,
+}
+
+impl Shard {
+    /// Every namespace.
+    pub fn all() -> Self {
+        Self {
+            from: 0,
+            to: NAMESPACE_FIRST.len(),
+        }
+    }
+
+    /// The two halves, or `None` when it is a single character already.
+    pub fn split(self) -> Option<(Self, Self)> {
+        (self.to - self.from > 1).then(|| {
+            let mid = self.from + (self.to - self.from) / 2;
+            (
+                Self {
+                    from: self.from,
+                    to: mid,
+                },
+                Self {
+                    from: mid,
+                    to: self.to,
+                },
+            )
+        })
+    }
+
+    /// `namespace=~"[a-m].*"`.
+    pub fn matcher(self) -> Matcher {
+        let first = &NAMESPACE_FIRST[self.from..self.to];
+        let class = match first {
+            [one] => char::from(*one).to_string(),
+            _ => format!(
+                "[{}-{}]",
+                char::from(first[0]),
+                char::from(first[first.len() - 1])
+            ),
         };
-        let out = scoped("dst_namespace", vec![eq("direction", "outbound")]);
-        let out_dst = scoped(
-            "dst_namespace",
-            vec![eq("direction", "outbound"), eq("peer", "dst")],
-        );
-        let egress = scoped("parent_namespace", vec![eq("parent_kind", "EgressNetwork")]);
+        re("namespace", &format!("{class}.*"))
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.matcher();
+        write!(f, "{}{}\"{}\"", m.name, m.op, m.value)
+    }
+}
+
+/// The version of the rules [`recording_rules`] writes; a collector reads only rules of its
+/// own version (an older set may lack a series or group by fewer labels).
+pub const RULES_VERSION: u32 = 1;
+
+/// The series the rules keep to say they are loaded: `version` and `window` labels, value 1.
+pub const RULES_INFO: &str = "linkerd_mcp:rules_info";
+
+/// What a build aggregates, and the operation its recorded series is named after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Agg {
+    /// `sum(increase(m[w])) by (..)` of a counter.
+    Increase,
+    /// `sum(m) by (..)` of a gauge.
+    Sum,
+    /// `count(m) by (..)`.
+    Count,
+    /// `sum(irate(m_bucket[w])) by (le, ..)`, read through `histogram_quantile`.
+    Buckets,
+}
+
+/// One aggregation a build reads: viz's query for it, or the series a recording rule keeps.
+#[derive(Clone, Debug)]
+struct Part {
+    /// The recorded series' name, between `linkerd_mcp:` and the operation.
+    name: String,
+    metric: String,
+    /// The query's own matchers (`direction`, `peer`, `tls`, ...).
+    base: Vec<Matcher>,
+    /// The label [`Scope::into_namespace`] matches; `None`: the query is never scoped.
+    scope: Option<&'static str>,
+    by: Vec<&'static str>,
+    agg: Agg,
+    window: String,
+}
+
+impl Part {
+    /// The scope's matchers: the namespace called into, and the shard.
+    fn scoped(&self, s: &Scope) -> Vec<Matcher> {
+        let mut m = Vec::new();
+        if let (Some(label), Some(ns)) = (self.scope, &s.into_namespace) {
+            m.push(eq(label, ns));
+        }
+        m.extend(s.shard.map(Shard::matcher));
+        m
+    }
+
+    /// viz's query over the raw series.
+    fn raw(&self, s: &Scope) -> String {
+        let mut m = self.base.clone();
+        m.extend(self.scoped(s));
+        let sel = if m.is_empty() {
+            String::new()
+        } else {
+            selector(&m)
+        };
+        let (metric, w, by) = (&self.metric, &self.window, self.by.join(", "));
+        match self.agg {
+            Agg::Increase => sum_increase(metric, &sel, w, &self.by),
+            Agg::Sum => sum_gauge(metric, &sel, &self.by),
+            Agg::Count => format!("count({metric}{sel}) by ({by})"),
+            Agg::Buckets => format!("sum(irate({metric}_bucket{sel}[{w}])) by (le, {by})"),
+        }
+    }
+
+    /// The recorded series' name: `linkerd_mcp:<name>:<operation><window>`.
+    fn record(&self) -> String {
+        let op = match self.agg {
+            Agg::Increase => "increase",
+            Agg::Sum => "sum",
+            Agg::Count => "count",
+            Agg::Buckets => "irate",
+        };
+        format!("linkerd_mcp:{}:{op}{}", self.name, self.window)
+    }
+
+    fn read(&self, s: &Scope, reads: Reads) -> String {
+        match reads {
+            Reads::Raw => self.raw(s),
+            Reads::Recorded => {
+                let m = self.scoped(s);
+                if m.is_empty() {
+                    self.record()
+                } else {
+                    format!("{}{}", self.record(), selector(&m))
+                }
+            }
+        }
+    }
+}
+
+/// Every aggregation of a build, in [`GraphQueries`]' terms.
+struct Parts {
+    responses: Part,
+    latency: Part,
+    tcp_open: Part,
+    tcp_opened: Part,
+    tcp_read: Part,
+    tcp_write: Part,
+    identities_http: Part,
+    identities_tcp: Part,
+    pods: Part,
+    authz: [Part; 4],
+    route_statuses: [Part; 2],
+    route_buckets: [Part; 2],
+    egress_statuses: [Part; 2],
+    egress_buckets: [Part; 2],
+}
+
+impl Parts {
+    fn new(win: Duration) -> Self {
+        let w = window(win);
+        let part = |name: &str,
+                    metric: &str,
+                    base: Vec<Matcher>,
+                    scope: Option<&'static str>,
+                    by: Vec<&'static str>,
+                    agg: Agg| Part {
+            name: name.to_owned(),
+            metric: metric.to_owned(),
+            base,
+            scope,
+            by,
+            agg,
+            window: w.clone(),
+        };
+        let out = || vec![eq("direction", "outbound")];
+        let out_dst = || vec![eq("direction", "outbound"), eq("peer", "dst")];
+        let edge: Vec<&'static str> = [src_labels(), dst_labels()].concat();
+        let with = |extra: &[&'static str]| [edge.clone(), extra.to_vec()].concat();
+        let tls = ["tls", "server_id", "no_tls_reason"];
+        let ident: Vec<&'static str> = [src_labels(), vec!["client_id"]].concat();
+        let mut pods = src_labels();
+        pods.push("pod");
+        let dst = Some("dst_namespace");
+        let tcp =
+            |name: &str, metric: &str, agg| part(name, metric, out_dst(), dst, with(&tls), agg);
         // stat-outbound's queries, grouped by every owner label and the whole route, parent
         // and backend (viz groups by one resource and names only); for egress, the route-level
         // families of EgressNetwork parents.
-        let (route_statuses, route_latency) = route_family_queries(
-            &ROUTE_FAMILIES,
-            &ROUTE_LABELS,
-            &scoped("parent_namespace", Vec::new()),
-            &w,
-        );
-        let (egress_statuses, egress_latency) =
-            route_family_queries(&EGRESS_FAMILIES, &EGRESS_LABELS, &egress, &w);
-        let edge: Vec<&str> = [src_labels(), dst_labels()].concat();
-        let with = |extra: &[&'static str]| [edge.clone(), extra.to_vec()].concat();
-        let tls = ["tls", "server_id", "no_tls_reason"];
-        let ident: Vec<&str> = [src_labels(), vec!["client_id"]].concat();
-        let mut pods = src_labels();
-        pods.push("pod");
+        let family = |(family, status, _): &(&str, &'static str, bool),
+                      labels: &[&'static str],
+                      base: Vec<Matcher>|
+         -> (Part, Part) {
+            let by: Vec<&'static str> = [src_labels(), labels.to_vec()].concat();
+            let statuses = format!("{family}_statuses_total");
+            let duration = format!("{family}_duration_seconds");
+            let bucket = format!("{duration}_bucket");
+            let with_status = [by.clone(), vec![*status, "error"]].concat();
+            let s = part(
+                statuses.as_str(),
+                statuses.as_str(),
+                base.clone(),
+                Some("parent_namespace"),
+                with_status,
+                Agg::Increase,
+            );
+            let b = part(
+                bucket.as_str(),
+                duration.as_str(),
+                base,
+                Some("parent_namespace"),
+                by,
+                Agg::Buckets,
+            );
+            (s, b)
+        };
+        let routes = ROUTE_FAMILIES
+            .each_ref()
+            .map(|f| family(f, &ROUTE_LABELS, Vec::new()));
+        let egress = EGRESS_FAMILIES
+            .each_ref()
+            .map(|f| family(f, &EGRESS_LABELS, vec![eq("parent_kind", "EgressNetwork")]));
+        let [(rs0, rb0), (rs1, rb1)] = routes;
+        let [(es0, eb0), (es1, eb1)] = egress;
         Self {
-            responses: sum_increase(
+            responses: part(
+                "outbound_response_total",
                 "response_total",
-                &out,
-                &w,
-                &with(&[
+                out(),
+                dst,
+                with(&[
                     "authority",
                     "classification",
                     "tls",
@@ -331,72 +621,164 @@ impl GraphQueries {
                     "no_tls_reason",
                     "grpc_status",
                 ]),
+                Agg::Increase,
             ),
-            latency: QUANTILES
-                .map(|q| quantile(q, "response_latency_ms", &out, &w, &with(&["authority"]))),
-            tcp_open: sum_gauge("tcp_open_connections", &out_dst, &with(&tls)),
-            tcp_opened: sum_increase("tcp_open_total", &out_dst, &w, &with(&tls)),
-            tcp_read: sum_increase("tcp_read_bytes_total", &out_dst, &w, &with(&tls)),
-            tcp_write: sum_increase("tcp_write_bytes_total", &out_dst, &w, &with(&tls)),
-            identities_http: sum_increase(
+            latency: part(
+                "outbound_response_latency_ms_bucket",
+                "response_latency_ms",
+                out(),
+                dst,
+                with(&["authority"]),
+                Agg::Buckets,
+            ),
+            tcp_open: tcp(
+                "outbound_tcp_open_connections",
+                "tcp_open_connections",
+                Agg::Sum,
+            ),
+            tcp_opened: tcp("outbound_tcp_open_total", "tcp_open_total", Agg::Increase),
+            tcp_read: tcp(
+                "outbound_tcp_read_bytes_total",
+                "tcp_read_bytes_total",
+                Agg::Increase,
+            ),
+            tcp_write: tcp(
+                "outbound_tcp_write_bytes_total",
+                "tcp_write_bytes_total",
+                Agg::Increase,
+            ),
+            identities_http: part(
+                "inbound_tls_response_total",
                 "response_total",
-                &scoped(
-                    "namespace",
-                    vec![eq("direction", "inbound"), eq("tls", "true")],
-                ),
-                &w,
-                &ident,
+                vec![eq("direction", "inbound"), eq("tls", "true")],
+                Some("namespace"),
+                ident.clone(),
+                Agg::Increase,
             ),
-            identities_tcp: sum_increase(
+            identities_tcp: part(
+                "inbound_tls_tcp_open_total",
                 "tcp_open_total",
-                &scoped(
-                    "namespace",
-                    vec![
-                        eq("direction", "inbound"),
-                        eq("peer", "src"),
-                        eq("tls", "true"),
-                    ],
-                ),
-                &w,
-                &ident,
+                vec![
+                    eq("direction", "inbound"),
+                    eq("peer", "src"),
+                    eq("tls", "true"),
+                ],
+                Some("namespace"),
+                ident.clone(),
+                Agg::Increase,
             ),
-            pods: format!("count(tcp_open_total) by ({})", pods.join(", ")),
+            pods: part(
+                "pod_tcp_open_total",
+                "tcp_open_total",
+                Vec::new(),
+                None,
+                pods,
+                Agg::Count,
+            ),
             // No `direction` label on these (reference 1.3); like viz, no selector at all.
             // Allowed ones by authorization too, to tell audit-mode admissions apart.
             authz: AUTHZ_METRICS.map(|(m, _, allowed)| {
-                let by: Vec<&str> = if allowed {
+                let by: Vec<&'static str> = if allowed {
                     [ident.clone(), vec!["authz_kind", "authz_name"]].concat()
                 } else {
                     ident.clone()
                 };
-                sum_increase(m, &scoped("namespace", Vec::new()), &w, &by)
+                part(m, m, Vec::new(), Some("namespace"), by, Agg::Increase)
             }),
-            route_statuses,
-            route_latency,
-            egress_statuses,
-            egress_latency,
+            route_statuses: [rs0, rs1],
+            route_buckets: [rb0, rb1],
+            egress_statuses: [es0, es1],
+            egress_buckets: [eb0, eb1],
         }
+    }
+
+    fn all(&self) -> Vec<&Part> {
+        let mut v = vec![
+            &self.responses,
+            &self.latency,
+            &self.tcp_open,
+            &self.tcp_opened,
+            &self.tcp_read,
+            &self.tcp_write,
+            &self.identities_http,
+            &self.identities_tcp,
+            &self.pods,
+        ];
+        v.extend(&self.authz);
+        v.extend(&self.route_statuses);
+        v.extend(&self.route_buckets);
+        v.extend(&self.egress_statuses);
+        v.extend(&self.egress_buckets);
+        v
     }
 }
 
-/// For each route family, the statuses query (`<family>_statuses_total` by owner labels,
-/// `labels`, status and error) and the three latency quantiles (`<family>_duration_seconds`),
-/// over series matching `sel`.
-fn route_family_queries(
-    families: &[(&str, &str, bool); 2],
-    labels: &[&'static str],
-    sel: &str,
-    w: &str,
-) -> ([String; 2], [[String; 3]; 2]) {
-    let by: Vec<&str> = [src_labels(), labels.to_vec()].concat();
-    let statuses = families.map(|(family, status, _)| {
-        let by: Vec<&str> = [by.clone(), vec![status, "error"]].concat();
-        sum_increase(&format!("{family}_statuses_total"), sel, w, &by)
+/// One recording rule.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingRule {
+    /// The series it writes.
+    pub record: String,
+    /// What it evaluates.
+    pub expr: String,
+    /// Labels it adds.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The recording rules that keep, per edge, what a build over window `win` reads: each
+/// aggregation of viz's queries once per rule evaluation (the latency buckets once, where a
+/// build asks for three quantiles of them), so that a build reads one series per edge instead
+/// of every proxy's. First comes [`RULES_INFO`], which tells a collector they are there.
+pub fn recording_rules(win: Duration) -> Vec<RecordingRule> {
+    let w = window(win);
+    let mut rules = vec![RecordingRule {
+        record: RULES_INFO.to_owned(),
+        expr: "vector(1)".to_owned(),
+        labels: [
+            ("version".to_owned(), RULES_VERSION.to_string()),
+            ("window".to_owned(), w),
+        ]
+        .into(),
+    }];
+    let parts = Parts::new(win);
+    rules.extend(parts.all().into_iter().map(|p| RecordingRule {
+        record: p.record(),
+        expr: p.raw(&Scope::default()),
+        labels: Default::default(),
+    }));
+    rules
+}
+
+/// A Prometheus rules file holding [`recording_rules`] for `win` as one group evaluated every
+/// `every` (what `mesh-collector print-rules` prints and the chart ships).
+pub fn rules_file(win: Duration, every: Duration) -> String {
+    #[derive(serde::Serialize)]
+    struct File {
+        groups: Vec<Group>,
+    }
+    #[derive(serde::Serialize)]
+    struct Group {
+        name: String,
+        interval: String,
+        rules: Vec<RecordingRule>,
+    }
+    let w = window(win);
+    let file = File {
+        groups: vec![Group {
+            name: format!("linkerd-mcp-{w}"),
+            interval: window(every),
+            rules: recording_rules(win),
+        }],
+    };
+    let yaml = serde_yaml_ng::to_string(&file).unwrap_or_else(|e| {
+        unreachable!("strings and maps always serialize: {e}");
     });
-    let latency = families.map(|(family, _, _)| {
-        QUANTILES.map(|q| quantile(q, &format!("{family}_duration_seconds"), sel, w, &by))
-    });
-    (statuses, latency)
+    format!(
+        "# linkerd-mcp recording rules, version {RULES_VERSION}, for a {w} window: per edge, \
+         what the collector\n# reads on every build. Generated by `mesh-collector print-rules \
+         --window {w} --interval {}`.\n{yaml}",
+        window(every)
+    )
 }
 
 #[cfg(test)]

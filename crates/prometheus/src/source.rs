@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::{Duration, SystemTime},
 };
 
@@ -15,7 +16,10 @@ use serde::Deserialize;
 
 use mesh_policy::overlay::AuthzSample;
 
-use crate::promql::{AUTHZ_METRICS, EGRESS_FAMILIES, GraphQueries, OWNER_LABELS, ROUTE_FAMILIES};
+use crate::promql::{
+    AUTHZ_METRICS, EGRESS_FAMILIES, GraphQueries, OWNER_LABELS, ROUTE_FAMILIES, RULES_INFO,
+    RULES_VERSION, Reads, Scope, Shard,
+};
 
 /// Why Prometheus could not give us a graph.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,30 @@ pub enum PromError {
         /// The start of the body.
         snippet: String,
     },
+    /// `--recording-rules require`, and the rules cannot be read.
+    #[error(
+        "recording rules are required, but {reason}: load the output of `mesh-collector \
+         print-rules --window {window}` into the Prometheus that scrapes the proxies"
+    )]
+    RulesRequired {
+        /// Why they are unusable (absent, another version, another window).
+        reason: String,
+        /// The window, as the rules name it.
+        window: String,
+    },
+    /// The store refused a query as too large even for a single shard of namespaces.
+    #[error(
+        "Prometheus refused a query as too large even when split down to the namespaces \
+         {shard}: {error}\n  query: {query}"
+    )]
+    TooLarge {
+        /// The smallest shard tried (`namespace=~"k.*"`).
+        shard: String,
+        /// The store's error.
+        error: String,
+        /// The query, for that shard.
+        query: String,
+    },
     /// The queries worked but found no Linkerd proxy traffic.
     #[error(
         "Prometheus at {url} has no linkerd-proxy traffic metrics in the last {window}: \
@@ -81,6 +109,100 @@ pub enum PromError {
     },
 }
 
+/// Whether a source reads the series the recording rules keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RulesMode {
+    /// When rules of this version and window are loaded; otherwise the raw series, saying why.
+    #[default]
+    Auto,
+    /// Always; a build fails while they are not loaded.
+    Require,
+    /// Never: always the raw series, as `linkerd viz` reads them.
+    Off,
+}
+
+impl std::str::FromStr for RulesMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "require" => Ok(Self::Require),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "{other:?} is not one of auto, require, off (whether to read the recording rules)"
+            )),
+        }
+    }
+}
+
+/// How one read went: the path taken and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadReport {
+    /// The raw series or the recorded ones.
+    pub reads: Reads,
+    /// Why the raw series were read although rules were wanted; `None` when they were read,
+    /// or not wanted.
+    pub fallback: Option<String>,
+    /// When what was read was computed: the rules' last evaluation, or the query time.
+    pub data_time: SystemTime,
+    /// Queries sent (a split query counts each part).
+    pub queries: u64,
+    /// Series the answers held.
+    pub series: u64,
+    /// Samples the store loaded to answer, where it says (Prometheus 2.35+); 0 otherwise.
+    pub samples: u64,
+    /// Wall time of the read.
+    pub seconds: f64,
+    /// Queries the store refused as too large and that were split by namespace.
+    pub splits: u64,
+}
+
+impl ReadReport {
+    /// What source health says of the read: "recording rules v1 (1m)", or "raw series: why".
+    pub fn detail(&self, window: Duration) -> String {
+        match (&self.reads, &self.fallback) {
+            (Reads::Recorded, _) => format!(
+                "recording rules v{RULES_VERSION} ({})",
+                crate::promql::window(window)
+            ),
+            (Reads::Raw, Some(why)) => format!("raw series ({why})"),
+            (Reads::Raw, None) => "raw series".to_owned(),
+        }
+    }
+}
+
+/// What one read's queries cost, added up as they answer.
+#[derive(Default)]
+struct Stats {
+    queries: AtomicU64,
+    series: AtomicU64,
+    samples: AtomicU64,
+    splits: AtomicU64,
+}
+
+impl PromError {
+    /// Whether the store refused the query for its size (Prometheus' `--query.max-samples`,
+    /// VictoriaMetrics' `-search.maxUniqueTimeseries` and `-search.maxSamplesPerQuery`, Mimir's
+    /// and Thanos' series limits): worth splitting, unlike other refusals.
+    pub fn too_large(&self) -> bool {
+        let Self::Query { error, .. } = self else {
+            return false;
+        };
+        let e = error.to_ascii_lowercase();
+        [
+            "too many samples",
+            "maxuniquetimeseries",
+            "maxsamplesperquery",
+            "maximum number of series",
+            "series limit",
+            "exceeds",
+            "exceeded",
+        ]
+        .iter()
+        .any(|m| e.contains(m))
+    }
+}
+
 /// Reads the mesh graph from Prometheus.
 #[derive(Clone, Debug)]
 pub struct PrometheusSource {
@@ -89,9 +211,16 @@ pub struct PrometheusSource {
     window: Duration,
     timeout: Duration,
     queries: GraphQueries,
+    scope: Scope,
+    rules: RulesMode,
+    concurrency: usize,
     /// Evaluate every query at this moment (PromQL's `time`) instead of now.
     at: Option<SystemTime>,
 }
+
+/// Queries of one build in flight at once: enough to overlap round trips, few enough that a
+/// build never takes every core of the Prometheus that linkerd-viz also depends on.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 #[derive(Deserialize)]
 #[serde(bound = "T: serde::de::DeserializeOwned")]
@@ -114,6 +243,22 @@ fn none<T>() -> Option<T> {
 struct ApiData<T> {
     #[serde(default = "Vec::new")]
     result: Vec<T>,
+    /// With `stats=all` (Prometheus 2.35+); other stores leave it out.
+    #[serde(default)]
+    stats: Option<ApiStats>,
+}
+
+#[derive(Default, Deserialize)]
+struct ApiStats {
+    #[serde(default)]
+    samples: Option<ApiSamples>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiSamples {
+    #[serde(default)]
+    total_queryable_samples: u64,
 }
 
 /// One series of a range query (a matrix): its labels and `[timestamp, "value"]` points.
@@ -181,8 +326,25 @@ impl PrometheusSource {
             window,
             timeout,
             queries: GraphQueries::new(window),
+            scope: Scope::default(),
+            rules: RulesMode::default(),
+            concurrency: DEFAULT_CONCURRENCY,
             at: None,
         })
+    }
+
+    /// Whether to read the recording rules.
+    #[must_use]
+    pub fn with_rules(mut self, mode: RulesMode) -> Self {
+        self.rules = mode;
+        self
+    }
+
+    /// At most `n` queries in flight at once (at least 1).
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     /// The metrics window.
@@ -194,6 +356,7 @@ impl PrometheusSource {
     #[must_use]
     pub fn into_namespace(mut self, ns: &str) -> Self {
         self.queries = GraphQueries::into_namespace(self.window, ns);
+        self.scope.into_namespace = Some(ns.to_owned());
         self
     }
 
@@ -204,14 +367,22 @@ impl PrometheusSource {
         self
     }
 
-    /// The queries it sends.
+    /// The queries it sends over the raw series.
     pub fn queries(&self) -> &GraphQueries {
         &self.queries
     }
 
     /// Runs one instant query.
     pub async fn query(&self, query: &str) -> Result<Vec<Series>, PromError> {
-        self.post("query", query, &self.form(query)).await
+        Ok(self.post("query", query, &self.form(query)).await?.0)
+    }
+
+    /// Runs one instant query, with the samples the store loaded for it (0 when it does not
+    /// say).
+    async fn query_counted(&self, query: &str) -> Result<(Vec<Series>, u64), PromError> {
+        let mut form = self.form(query);
+        form.push(("stats", std::borrow::Cow::Borrowed("all")));
+        self.post("query", query, &form).await
     }
 
     /// Runs one range query from `start` to `end` every `step` (a matrix: one series per
@@ -233,7 +404,7 @@ impl PrometheusSource {
             ("end", format!("{:.3}", secs(end)).into()),
             ("step", format!("{:.3}", step.as_secs_f64()).into()),
         ];
-        self.post("query_range", query, &form).await
+        Ok(self.post("query_range", query, &form).await?.0)
     }
 
     /// POSTs `form` to `/api/v1/<api>` and reads the result of `query`.
@@ -242,7 +413,7 @@ impl PrometheusSource {
         api: &str,
         query: &str,
         form: &[(&'static str, std::borrow::Cow<'_, str>)],
-    ) -> Result<Vec<T>, PromError> {
+    ) -> Result<(Vec<T>, u64), PromError> {
         let url = format!("{}/api/v1/{api}", self.base);
         let resp = self
             .client
@@ -267,7 +438,13 @@ impl PrometheusSource {
                 query: query.to_owned(),
             });
         }
-        Ok(parsed.data.map(|d| d.result).unwrap_or_default())
+        Ok(parsed.data.map_or_else(Default::default, |d| {
+            let samples = d
+                .stats
+                .and_then(|s| s.samples)
+                .map_or(0, |s| s.total_queryable_samples);
+            (d.result, samples)
+        }))
     }
 
     /// An instant query's form: the query, and its time when evaluated in the past.
@@ -330,35 +507,145 @@ impl PrometheusSource {
         }
     }
 
+    /// Which series to read this time: the recorded ones when wanted and loaded for this
+    /// window and version, else the raw ones and why; with when the data was computed.
+    async fn choose(
+        &self,
+        now: SystemTime,
+    ) -> Result<(Reads, Option<String>, SystemTime), PromError> {
+        if self.rules == RulesMode::Off {
+            return Ok((Reads::Raw, None, now));
+        }
+        let w = crate::promql::window(self.window);
+        let found = self.query(&format!("timestamp({RULES_INFO})")).await?;
+        let ours = found
+            .iter()
+            .find(|s| s.label("window") == w && s.label("version") == RULES_VERSION.to_string());
+        let why = match ours.and_then(Series::number) {
+            Some(t) => {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+                return Ok((Reads::Recorded, None, at));
+            }
+            None if found.is_empty() => "no recording rules are loaded".to_owned(),
+            None => {
+                let mut seen: Vec<String> = found
+                    .iter()
+                    .map(|s| format!("v{} ({})", s.label("version"), s.label("window")))
+                    .collect();
+                seen.sort();
+                seen.dedup();
+                format!(
+                    "the recording rules loaded are {}, not v{RULES_VERSION} ({w})",
+                    seen.join(", ")
+                )
+            }
+        };
+        if self.rules == RulesMode::Require {
+            return Err(PromError::RulesRequired {
+                reason: why,
+                window: w,
+            });
+        }
+        Ok((Reads::Raw, Some(why), now))
+    }
+
+    /// Runs query `i` of [`GraphQueries::all`]; when the store refuses it as too large, again
+    /// for halves of the namespaces, and halves of those, down to one first character.
+    async fn run_split(
+        &self,
+        i: usize,
+        whole: &str,
+        reads: Reads,
+        stats: &Stats,
+    ) -> Result<Vec<Series>, PromError> {
+        let count = |r: &(Vec<Series>, u64)| {
+            stats.queries.fetch_add(1, Relaxed);
+            stats.series.fetch_add(r.0.len() as u64, Relaxed);
+            stats.samples.fetch_add(r.1, Relaxed);
+        };
+        match self.query_counted(whole).await {
+            Ok(r) => {
+                count(&r);
+                return Ok(r.0);
+            }
+            Err(e) if e.too_large() => {}
+            Err(e) => return Err(e),
+        }
+        stats.splits.fetch_add(1, Relaxed);
+        let mut rows = Vec::new();
+        let mut todo = vec![Shard::all()];
+        while let Some(shard) = todo.pop() {
+            let scope = Scope {
+                shard: Some(shard),
+                ..self.scope.clone()
+            };
+            let queries = GraphQueries::read(self.window, &scope, reads);
+            let query = queries.all()[i];
+            match self.query_counted(query).await {
+                Ok(r) => {
+                    count(&r);
+                    rows.extend(r.0);
+                }
+                Err(e) if e.too_large() => match shard.split() {
+                    Some((a, b)) => todo.extend([b, a]),
+                    None => {
+                        return Err(PromError::TooLarge {
+                            shard: shard.to_string(),
+                            error: e.to_string(),
+                            query: query.to_owned(),
+                        });
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(rows)
+    }
+
     /// Runs every query, feeds the samples to `builder` and returns the authorization samples.
     pub async fn collect(&self, builder: &mut GraphBuilder) -> Result<Vec<AuthzSample>, PromError> {
-        let q = &self.queries;
-        let queries = [
-            &q.responses,
-            &q.latency[0],
-            &q.latency[1],
-            &q.latency[2],
-            &q.tcp_open,
-            &q.tcp_opened,
-            &q.tcp_read,
-            &q.tcp_write,
-            &q.identities_http,
-            &q.identities_tcp,
-            &q.pods,
-        ]
-        .into_iter()
-        .chain(&q.authz);
-        let route_queries = q
-            .route_statuses
-            .iter()
-            .zip(&q.route_latency)
-            .chain(q.egress_statuses.iter().zip(&q.egress_latency))
-            .flat_map(|(s, l)| std::iter::once(s).chain(l));
-        let (rows, route_rows) = futures_util::future::try_join(
-            futures_util::future::try_join_all(queries.map(|x| self.query(x))),
-            futures_util::future::try_join_all(route_queries.map(|x| self.query(x))),
-        )
-        .await?;
+        Ok(self.collect_read(builder, SystemTime::now()).await?.0)
+    }
+
+    /// As [`PrometheusSource::collect`], with how the read went.
+    pub async fn collect_read(
+        &self,
+        builder: &mut GraphBuilder,
+        now: SystemTime,
+    ) -> Result<(Vec<AuthzSample>, ReadReport), PromError> {
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        let started = std::time::Instant::now();
+        let (reads, fallback, data_time) = self.choose(self.at.unwrap_or(now)).await?;
+        let queries = match reads {
+            Reads::Raw => self.queries.clone(),
+            Reads::Recorded => GraphQueries::read(self.window, &self.scope, reads),
+        };
+        let stats = Stats::default();
+        // Owned strings: a stream of futures borrowing from the item trips the compiler's
+        // `Send` check in callers (rust-lang/rust#100013).
+        let all: Vec<(usize, String)> = queries
+            .all()
+            .into_iter()
+            .map(str::to_owned)
+            .enumerate()
+            .collect();
+        let stats = &stats;
+        let mut rows: Vec<Vec<Series>> = futures_util::stream::iter(all)
+            .map(|(i, q)| async move { self.run_split(i, &q, reads, stats).await })
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        let route_rows = rows.split_off(GraphQueries::EDGE_QUERIES);
+        let report = ReadReport {
+            reads,
+            fallback,
+            data_time,
+            queries: stats.queries.load(Relaxed),
+            series: stats.series.load(Relaxed),
+            samples: stats.samples.load(Relaxed),
+            seconds: started.elapsed().as_secs_f64(),
+            splits: stats.splits.load(Relaxed),
+        };
         let Ok(
             [
                 responses,
@@ -377,7 +664,7 @@ impl PrometheusSource {
                 a2,
                 a3,
             ],
-        ) = <[Vec<Series>; 15]>::try_from(rows)
+        ) = <[Vec<Series>; GraphQueries::EDGE_QUERIES]>::try_from(rows)
         else {
             unreachable!("fifteen queries give fifteen answers");
         };
@@ -494,7 +781,7 @@ impl PrometheusSource {
                 pods,
             });
         }
-        Ok(samples)
+        Ok((samples, report))
     }
 
     /// Feeds the route families' answers (per family: statuses, then three quantiles): the
@@ -565,16 +852,19 @@ impl PrometheusSource {
     /// are attached to edges once Kubernetes has named the edges' client identities.
     pub async fn observe(&self, now: SystemTime) -> Result<Observation, PromError> {
         let mut b = GraphBuilder::new(self.window);
-        let authz = self.collect(&mut b).await?;
+        let (authz, read) = self.collect_read(&mut b, now).await?;
         Ok(Observation {
             graph: b.finish(now),
             authz,
+            read,
         })
     }
 
     /// Builds a graph (version 0) from the current window, with observed authorization rates.
     pub async fn graph(&self, now: SystemTime) -> Result<MeshGraph, PromError> {
-        let Observation { mut graph, authz } = self.observe(now).await?;
+        let Observation {
+            mut graph, authz, ..
+        } = self.observe(now).await?;
         mesh_policy::overlay::attach_observed(&mut graph, &authz);
         Ok(graph)
     }
@@ -587,6 +877,8 @@ pub struct Observation {
     pub graph: MeshGraph,
     /// Inbound authorization decisions, not yet attributed to edges.
     pub authz: Vec<AuthzSample>,
+    /// How it was read, and what it cost.
+    pub read: ReadReport,
 }
 
 /// The workload a series was reported from (or, for inbound series, received by).

@@ -257,20 +257,33 @@ impl Prometheus {
         flags: &[&str],
         prepare: impl FnOnce(&std::path::Path),
     ) -> Self {
+        Self::start_full(targets, interval, flags, None, prepare).await
+    }
+
+    /// As [`Prometheus::start_every`], evaluating the rules file `rules` (e.g. what
+    /// `mesh-collector print-rules` prints) as linkerd-viz's Prometheus would.
+    pub async fn start_with_rules(targets: &[SocketAddr], interval: Duration, rules: &str) -> Self {
+        Self::start_full(targets, interval, &[], Some(rules), |_| ()).await
+    }
+
+    async fn start_full(
+        targets: &[SocketAddr],
+        interval: Duration,
+        flags: &[&str],
+        rules: Option<&str>,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let every = interval.as_millis();
-        let timeout = every * 9 / 10;
-        let config = format!(
-            "global:\n  scrape_interval: {every}ms\n  evaluation_interval: {every}ms\n\
-             scrape_configs:\n  - job_name: linkerd-proxy\n    honor_labels: true\n    \
-             scrape_interval: {every}ms\n    scrape_timeout: {timeout}ms\n    static_configs:\n      - targets: [{list}]\n"
-        );
+        let mut config =
+            format!("global:\n  scrape_interval: {every}ms\n  evaluation_interval: {every}ms\n");
+        if let Some(rules) = rules {
+            let file = dir.path().join("linkerd-mcp_rules.yml");
+            std::fs::write(&file, rules).expect("write the rules");
+            config.push_str(&format!("rule_files: ['{}']\n", file.display()));
+        }
+        config.push_str(&scrape_config(targets, interval));
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
         prepare(&dir.path().join("data"));
         let mut p = Self {
@@ -347,6 +360,96 @@ impl Prometheus {
         let Ok(r) = r else { return 0 };
         let v: serde_json::Value = r.json().await.unwrap_or_default();
         v["data"]["result"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// A scrape config for `targets` every `interval` (job `linkerd-proxy`, honouring the
+/// target's labels as linkerd-viz's relabelling would produce them).
+fn scrape_config(targets: &[SocketAddr], interval: Duration) -> String {
+    let list = targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let every = interval.as_millis();
+    let timeout = every * 9 / 10;
+    format!(
+        "scrape_configs:\n  - job_name: linkerd-proxy\n    honor_labels: true\n    \
+         scrape_interval: {every}ms\n    scrape_timeout: {timeout}ms\n    static_configs:\n      - targets: [{list}]\n"
+    )
+}
+
+/// A real single-node VictoriaMetrics (Debian's `victoria-metrics`) on a free loopback port,
+/// scraping with its own Prometheus-compatible scraper; killed when dropped.
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    /// Base URL of its Prometheus query API, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// Its config, data and log.
+    pub dir: tempfile::TempDir,
+    guard: ChildGuard,
+}
+
+impl VictoriaMetrics {
+    /// Starts it scraping `targets` every `interval`, with extra `flags` (e.g. a lower
+    /// `-search.maxUniqueTimeseries`), and waits until it answers (at most 60 s). Data is
+    /// visible to queries 1 s after it is scraped (the default holds it back 30 s).
+    pub async fn start(targets: &[SocketAddr], interval: Duration, flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let every = interval.as_millis();
+        let config = format!(
+            "global:\n  scrape_interval: {every}ms\n{}",
+            scrape_config(targets, interval)
+        );
+        let file = dir.path().join("scrape.yml");
+        std::fs::write(&file, config).expect("write scrape.yml");
+        let bin = require_tool("victoria-metrics");
+        let guard = ChildGuard::spawn(
+            "victoria-metrics",
+            Command::new(bin)
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("-promscrape.config={}", file.display()))
+                .args([
+                    "-search.latencyOffset=1s",
+                    "-search.disableCache",
+                    "-retentionPeriod=1d",
+                    "-loggerLevel=WARN",
+                ])
+                .args(flags),
+            &dir.path().join("victoria-metrics.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let health = format!("{url}/health");
+        let client = reqwest::Client::new();
+        let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
+            let (client, health) = (client.clone(), health.clone());
+            async move {
+                let r = client
+                    .get(&health)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                r.ok().filter(|r| r.status().is_success()).map(|_| ())
+            }
+        })
+        .await;
+        let log =
+            std::fs::read_to_string(dir.path().join("victoria-metrics.log")).unwrap_or_default();
+        assert!(
+            ok.is_some(),
+            "victoria-metrics did not answer in 60 s:\n{log}"
+        );
+        Self { url, dir, guard }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
     }
 }
 

@@ -10,10 +10,15 @@ use clap::Parser;
     name = "mesh-collector",
     version,
     about = "Publishes the Linkerd mesh graph to Redis/Valkey",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
     mut_arg("prometheus_url", |a| a.required(true).help("linkerd-viz Prometheus base URL")),
     mut_arg("redis_url", |a| a.required(true).help("Redis/Valkey URL to publish to (`redis://` or `rediss://`)"))
 )]
 struct Args {
+    /// Instead of collecting, print something and exit.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// What to read, and how often.
     #[command(flatten)]
     collect: mesh_collector::run::CollectArgs,
@@ -43,6 +48,23 @@ struct Args {
     snapshot_ttl: Duration,
 }
 
+/// What the collector can print instead of collecting.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints the recording rules the collector reads, as a Prometheus rules file: load it
+    /// into the Prometheus that scrapes the proxies (linkerd-viz's: `prometheus.ruleConfigMapMounts`,
+    /// with a file name ending in `_rules.yml`; the chart's PrometheusRule holds the same).
+    PrintRules {
+        /// The collector's metrics window (`--window`) the rules are for.
+        #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]
+        window: Duration,
+        /// How often Prometheus evaluates them (the rule group's `interval`; linkerd-viz's
+        /// Prometheus evaluates every 10s).
+        #[arg(long, default_value = "10s", value_parser = mesh_prometheus::parse_window)]
+        interval: Duration,
+    },
+}
+
 fn usage(msg: impl std::fmt::Display) -> ! {
     mesh_telemetry::usage_exit("mesh-collector", msg)
 }
@@ -50,6 +72,10 @@ fn usage(msg: impl std::fmt::Display) -> ! {
 #[tokio::main]
 async fn main() {
     let args: Args = mesh_telemetry::parse_args("mesh-collector");
+    if let Some(Command::PrintRules { window, interval }) = args.command {
+        print!("{}", mesh_prometheus::promql::rules_file(window, interval));
+        return;
+    }
     mesh_telemetry::init_logging();
     let source = args
         .collect

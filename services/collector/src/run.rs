@@ -46,6 +46,20 @@ pub struct CollectArgs {
     /// Most changes the change log keeps (the oldest go first).
     #[arg(long, env = "MESH_HISTORY_MAX_CHANGES", default_value_t = 1_000_000)]
     pub history_max_changes: usize,
+    /// Read the series `mesh-collector print-rules` records (one per edge) instead of every
+    /// proxy's: `auto` when rules of this version and window are loaded, `require`, or `off`.
+    #[arg(long, env = "MESH_RECORDING_RULES", default_value = "auto", value_parser = ["auto", "require", "off"])]
+    pub recording_rules: String,
+    /// Prometheus queries of one build in flight at once.
+    #[arg(long, env = "MESH_QUERY_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub query_concurrency: u16,
+}
+
+/// How long one build's read of Prometheus may take: two intervals, and never under 10 s (a
+/// read that overruns its interval delays the next build, it does not pile up behind it).
+pub fn read_deadline(interval: Duration) -> Duration {
+    (interval * 2).max(Duration::from_secs(10))
 }
 
 impl CollectArgs {
@@ -64,7 +78,13 @@ impl CollectArgs {
             .prometheus_url
             .as_deref()
             .ok_or_else(|| format!("{needs} needs --prometheus-url"))?;
-        PrometheusSource::new(url, self.window, Duration::from_secs(10)).map_err(|e| e.to_string())
+        let rules: mesh_prometheus::RulesMode = self.recording_rules.parse()?;
+        Ok(
+            PrometheusSource::new(url, self.window, read_deadline(self.interval))
+                .map_err(|e| e.to_string())?
+                .with_rules(rules)
+                .with_concurrency(usize::from(self.query_concurrency)),
+        )
     }
 }
 
@@ -86,6 +106,113 @@ pub struct Metrics {
     store_ok: Gauge,
     changes_logged: Counter,
     history_errors: Counter,
+    read: ReadMetrics,
+}
+
+/// What reading Prometheus costs, build by build.
+#[derive(Clone, Debug)]
+struct ReadMetrics {
+    seconds: Histogram,
+    queries: Counter,
+    series: Counter,
+    samples: Counter,
+    splits: Counter,
+    last_queries: Gauge,
+    last_series: Gauge,
+    last_samples: Gauge,
+    recorded: Gauge,
+    data_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for ReadMetrics {
+    fn default() -> Self {
+        Self {
+            seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 14,
+            )),
+            queries: Counter::default(),
+            series: Counter::default(),
+            samples: Counter::default(),
+            splits: Counter::default(),
+            last_queries: Gauge::default(),
+            last_series: Gauge::default(),
+            last_samples: Gauge::default(),
+            recorded: Gauge::default(),
+            data_age: Gauge::default(),
+        }
+    }
+}
+
+impl ReadMetrics {
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("prometheus");
+        r.register(
+            "read_duration_seconds",
+            "Time one build took to read Prometheus (all its queries)",
+            self.seconds.clone(),
+        );
+        r.register("queries", "Queries sent", self.queries.clone());
+        r.register(
+            "series_read",
+            "Series the answers held",
+            self.series.clone(),
+        );
+        r.register(
+            "samples_read",
+            "Samples Prometheus loaded to answer (0 from stores that do not say)",
+            self.samples.clone(),
+        );
+        r.register(
+            "query_splits",
+            "Queries refused as too large and split by namespace",
+            self.splits.clone(),
+        );
+        r.register(
+            "last_read_queries",
+            "Queries the last build sent",
+            self.last_queries.clone(),
+        );
+        r.register(
+            "last_read_series",
+            "Series the last build read",
+            self.last_series.clone(),
+        );
+        r.register(
+            "last_read_samples",
+            "Samples Prometheus loaded for the last build",
+            self.last_samples.clone(),
+        );
+        r.register(
+            "recording_rules",
+            "1 when the last build read the recording rules, 0 when it read the raw series",
+            self.recorded.clone(),
+        );
+        r.register(
+            "data_age_seconds",
+            "Age of the data the last build read when it was read (the rules' last evaluation)",
+            self.data_age.clone(),
+        );
+    }
+
+    fn observe(&self, r: &mesh_prometheus::ReadReport, now: SystemTime) {
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.seconds.observe(r.seconds);
+        self.queries.inc_by(r.queries);
+        self.series.inc_by(r.series);
+        self.samples.inc_by(r.samples);
+        self.splits.inc_by(r.splits);
+        self.last_queries.set(i(r.queries));
+        self.last_series.set(i(r.series));
+        self.last_samples.set(i(r.samples));
+        self.recorded.set(i64::from(
+            r.reads == mesh_prometheus::promql::Reads::Recorded,
+        ));
+        self.data_age.set(
+            now.duration_since(r.data_time)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -107,6 +234,7 @@ impl Default for Metrics {
             store_ok: Gauge::default(),
             changes_logged: Counter::default(),
             history_errors: Counter::default(),
+            read: ReadMetrics::default(),
         }
     }
 }
@@ -181,6 +309,7 @@ impl Metrics {
             "1 when the last lease call reached the store",
             self.store_ok.clone(),
         );
+        self.read.register(r);
     }
 
     /// Whether a graph was published yet.
@@ -389,6 +518,7 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
         ok: false,
         last_success: None,
         error: "not read yet".into(),
+        detail: String::new(),
     };
     let mut kube_open = true;
     let mut verdicts = Verdicts::default();
@@ -428,12 +558,26 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
         let started = Instant::now();
         let now = SystemTime::now();
         if read_prometheus {
-            match prometheus.observe(now).await {
+            // The source's own deadline bounds every query; this bounds the whole read, queries
+            // queued behind the concurrency limit and splits included.
+            let deadline = read_deadline(interval);
+            let read = tokio::time::timeout(deadline, prometheus.observe(now))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(mesh_prometheus::PromError::Timeout {
+                        url: "Prometheus".into(),
+                        timeout: deadline,
+                    })
+                });
+            match read {
                 Ok(o) => {
-                    last = Some(o);
+                    metrics.read.observe(&o.read, SystemTime::now());
+                    // The age of what was read: for recorded series, their last evaluation.
                     prom_health.ok = true;
-                    prom_health.last_success = Some(now);
+                    prom_health.last_success = Some(o.read.data_time.min(now));
                     prom_health.error.clear();
+                    prom_health.detail = o.read.detail(prometheus.window());
+                    last = Some(o);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Prometheus read failed; publishing what is still known, marked stale");

@@ -274,6 +274,7 @@ impl Index {
             ok: error.is_empty(),
             last_success: self.last_success,
             error: error.join("; "),
+            detail: String::new(),
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn follow<S: GraphStore>(
                     ok: false,
                     last_success,
                     error: format!("serving the last graph read from the store: {e}"),
+                    detail: String::new(),
                 });
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

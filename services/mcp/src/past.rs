@@ -203,6 +203,7 @@ impl Past {
             } else {
                 objects_note.clone()
             },
+            detail: String::new(),
         };
         let (cluster, _problems) = mesh_policy::cluster::Cluster::from_objects(objects, health);
         let cluster = Arc::new(cluster);
@@ -219,8 +220,8 @@ impl Past {
             rfc3339(at),
             humantime::format_duration(prom.window())
         );
-        let seen = match read {
-            Ok(seen) => seen,
+        let (graph, authz, detail) = match read {
+            Ok(seen) => (seen.graph, seen.authz, seen.read.detail(prom.window())),
             // Before the mesh had traffic (or Prometheus scraped it): an empty mesh then, which
             // is what a diff from that moment should start from.
             Err(mesh_prometheus::PromError::NoData { .. }) => {
@@ -230,19 +231,20 @@ impl Past {
                     humantime::format_duration(prom.window()),
                     rfc3339(at)
                 );
-                mesh_prometheus::Observation {
-                    graph: MeshGraph::empty(prom.window(), at),
-                    authz: Vec::new(),
-                }
+                (
+                    MeshGraph::empty(prom.window(), at),
+                    Vec::new(),
+                    String::new(),
+                )
             }
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
-        let mut g = seen.graph;
+        let mut g = graph;
         g.generated_at = at;
         mesh_policy::overlay::apply(
             &mut g,
             &cluster,
-            &seen.authz,
+            &authz,
             &mut mesh_policy::overlay::Verdicts::default(),
         );
         g.sources = vec![
@@ -251,6 +253,7 @@ impl Past {
                 ok: true,
                 last_success: Some(at),
                 error: String::new(),
+                detail,
             },
             cluster.health.clone(),
         ];

@@ -67,6 +67,7 @@ pub(crate) async fn run(n: usize) {
         ok: true,
         last_success: Some(now),
         error: String::new(),
+        detail: String::new(),
     };
     let cluster = Arc::new(Cluster::from_objects(crate::collector::objects(&t), health).0);
     let graph = mesh_collector::run::join(

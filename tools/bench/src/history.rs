@@ -25,6 +25,7 @@ fn healthy() -> SourceHealth {
         ok: true,
         last_success: Some(SystemTime::now()),
         error: String::new(),
+        detail: String::new(),
     }
 }
 

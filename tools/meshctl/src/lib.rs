@@ -263,6 +263,10 @@ pub struct GraphSource {
     /// window its collector was started with).
     #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = parse_window, conflicts_with = "server")]
     pub window: Duration,
+    /// With `--prometheus-url`: read the series `mesh-collector print-rules` records (`auto`
+    /// when loaded for this window, `require`, or `off`); the graph's `sources` say which.
+    #[arg(long, env = "MESH_RECORDING_RULES", default_value = "auto", value_parser = ["auto", "require", "off"], conflicts_with = "server")]
+    pub recording_rules: String,
     /// Time limit for each Prometheus query.
     #[arg(long, env = "MESH_TIMEOUT", default_value = "10s", value_parser = parse_window)]
     pub timeout: Duration,
@@ -352,17 +356,28 @@ async fn fetch_with_point(
 ) -> Result<(MeshGraph, Option<mesh_proto::pb::PointInTime>), Failure> {
     Ok(match (&args.prometheus_url, &args.server) {
         (Some(url), _) => {
-            let mut source = PrometheusSource::new(url, args.window, args.timeout)
+            let rules: mesh_prometheus::RulesMode = args
+                .recording_rules
+                .parse()
                 .map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            let mut source = PrometheusSource::new(url, args.window, args.timeout)
+                .map_err(|e| Failure::new(EXIT_USAGE, e))?
+                .with_rules(rules);
             if let Some(at) = args.at {
                 source = source.at(at);
             }
-            let g = source
-                .graph(args.at.unwrap_or_else(SystemTime::now))
-                .await
-                .map_err(|e| Failure::new(1, e))?
-                .filter_namespaces(&args.namespaces);
-            (g, None)
+            let now = args.at.unwrap_or_else(SystemTime::now);
+            let seen = source.observe(now).await.map_err(|e| Failure::new(1, e))?;
+            let mut g = seen.graph;
+            mesh_policy::overlay::attach_observed(&mut g, &seen.authz);
+            g.sources = vec![mesh_model::SourceHealth {
+                source: "prometheus".into(),
+                ok: true,
+                last_success: Some(seen.read.data_time),
+                error: String::new(),
+                detail: seen.read.detail(args.window),
+            }];
+            (g.filter_namespaces(&args.namespaces), None)
         }
         (None, Some(server)) => {
             let mut c = connect(server, args.timeout).await?;

@@ -49,6 +49,7 @@ fn with_cluster(mut g: MeshGraph) -> MeshGraph {
         ok: true,
         last_success: Some(SystemTime::UNIX_EPOCH),
         error: String::new(),
+        detail: String::new(),
     });
     g
 }
@@ -231,6 +232,7 @@ mod watch_text {
             } else {
                 "timed out".into()
             },
+            detail: String::new(),
         }
     }
 

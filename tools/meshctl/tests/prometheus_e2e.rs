@@ -11,11 +11,15 @@ use std::{
     time::Duration,
 };
 
-use mesh_testkit::{Prometheus, poll};
+use mesh_testkit::{Prometheus, VictoriaMetrics, poll};
 use meshsim::{LATENCY_BUCKETS_MS, Topology};
 use serde_json::Value;
 
 const WINDOW: &str = "10s";
+
+/// VictoriaMetrics' `-search.maxUniqueTimeseries` in its test: the two builtin meshes emit 676
+/// outbound latency bucket series, 572 of them in booksapp and 104 in emojivoto.
+const VM_SERIES_LIMIT: usize = 600;
 
 struct Sim {
     addr: SocketAddr,
@@ -50,11 +54,11 @@ fn meshctl(args: &[&str]) -> Output {
         .expect("run meshctl")
 }
 
-fn graph_json(prom: &Prometheus, extra: &[&str]) -> Option<Value> {
+fn graph_json(url: &str, extra: &[&str]) -> Option<Value> {
     let mut args = vec![
         "graph",
         "--prometheus-url",
-        &prom.url,
+        url,
         "-o",
         "json",
         "--window",
@@ -166,7 +170,7 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
     // The window must fill with scrapes before rates settle; poll with a bound.
     let mut last = Vec::new();
     let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        let g = graph_json(&prom, &[]);
+        let g = graph_json(&prom.url, &[]);
         last = g.as_ref().map_or_else(
             || vec!["no graph yet".into()],
             |g| mismatches(g, &[&emojivoto, &booksapp]),
@@ -180,7 +184,7 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
         "graph never matched the topologies: {last:#?}"
     );
 
-    let g = graph_json(&prom, &[]).unwrap();
+    let g = graph_json(&prom.url, &[]).unwrap();
     let workloads = g["workloads"].as_array().unwrap();
     let webapp = workloads
         .iter()
@@ -201,13 +205,39 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
     // p99 can sit a scrape apart from the last one, so poll (bounded) rather than read once.
     let mut last = Vec::new();
     let ok = poll(Duration::from_secs(30), Duration::from_secs(1), || {
-        last = graph_json(&prom, &["--namespace", "booksapp"])
+        last = graph_json(&prom.url, &["--namespace", "booksapp"])
             .map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&booksapp]));
         let done = last.is_empty();
         async move { done.then_some(()) }
     })
     .await;
     assert!(ok.is_some(), "{last:#?}");
+
+    // Without recording rules the raw series are read, and the graph says why; requiring the
+    // rules is a clear failure.
+    let g = graph_json(&prom.url, &[]).unwrap();
+    assert_eq!(
+        g["sources"][0]["detail"],
+        "raw series (no recording rules are loaded)"
+    );
+    let out = meshctl(&[
+        "graph",
+        "--prometheus-url",
+        &prom.url,
+        "--window",
+        WINDOW,
+        "--recording-rules",
+        "require",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "recording rules are required, but no recording rules are loaded: load the output \
+             of `mesh-collector print-rules --window 10s`"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The other formats work against the same data.
     let table = meshctl(&["graph", "--prometheus-url", &prom.url, "--window", WINDOW]);
@@ -243,7 +273,7 @@ async fn a_topology_change_shows_up_in_the_next_graph() {
     let sim = start_sim(t.clone()).await;
     let prom = Prometheus::start(&[sim.addr]).await;
     let ready = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        let done = graph_json(&prom, &[]).is_some_and(|g| mismatches(&g, &[&t]).is_empty());
+        let done = graph_json(&prom.url, &[]).is_some_and(|g| mismatches(&g, &[&t]).is_empty());
         async move { done.then_some(()) }
     })
     .await;
@@ -267,7 +297,7 @@ async fn a_topology_change_shows_up_in_the_next_graph() {
 
     let mut last = Vec::new();
     let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        last = graph_json(&prom, &[])
+        last = graph_json(&prom.url, &[])
             .map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&changed]));
         let done = last.is_empty();
         async move { done.then_some(()) }
@@ -348,4 +378,177 @@ fn usage_errors_exit_64_with_the_whole_message() {
             assert!(err.contains(want), "{args:?}: no {want:?} in {err}");
         }
     }
+}
+
+/// Edge by edge, where graphs `a` and `b` differ beyond the tolerances the topology checks use
+/// (rates within 10 %, success within 2 points, p99 in one histogram bucket; TLS and both
+/// identities equal; the same routes).
+fn differences(a: &Value, b: &Value) -> Vec<String> {
+    let edges = |g: &Value| -> BTreeMap<String, Value> {
+        g["edges"]
+            .as_array()
+            .map(|a| a.iter().map(|e| (key(e), e.clone())).collect())
+            .unwrap_or_default()
+    };
+    let (ea, eb) = (edges(a), edges(b));
+    let mut out = Vec::new();
+    if ea.keys().collect::<Vec<_>>() != eb.keys().collect::<Vec<_>>() {
+        out.push(format!(
+            "edges differ: {:?} vs {:?}",
+            ea.keys().collect::<Vec<_>>(),
+            eb.keys().collect::<Vec<_>>()
+        ));
+    }
+    for (k, x) in &ea {
+        let Some(y) = eb.get(k) else { continue };
+        let (mx, my) = (&x["metrics"], &y["metrics"]);
+        let (rx, ry) = (num(&mx["rps"]), num(&my["rps"]));
+        if (rx - ry).abs() > 0.1 * rx.max(ry) {
+            out.push(format!("{k}: rps {rx} vs {ry}"));
+        }
+        let (sx, sy) = (num(&mx["successRate"]), num(&my["successRate"]));
+        if (sx - sy).abs() > 0.02 {
+            out.push(format!("{k}: success {sx} vs {sy}"));
+        }
+        let (px, py) = (num(&mx["latencyP99Ms"]), num(&my["latencyP99Ms"]));
+        if bucket_of(px) != bucket_of(py) {
+            out.push(format!("{k}: p99 {px} vs {py}"));
+        }
+        for field in ["tls", "serverIdentity", "clientIdentity"] {
+            if x[field] != y[field] {
+                out.push(format!("{k}: {field} {} vs {}", x[field], y[field]));
+            }
+        }
+        let routes = |e: &Value| -> Vec<String> {
+            let mut r: Vec<String> = e["routes"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r["route"].to_string()).collect())
+                .unwrap_or_default();
+            r.sort();
+            r
+        };
+        if routes(x) != routes(y) {
+            out.push(format!("{k}: routes {:?} vs {:?}", routes(x), routes(y)));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recording_rules_give_the_graph_the_raw_series_give() {
+    let emojivoto = meshsim::builtin("emojivoto").unwrap();
+    let booksapp = meshsim::builtin("booksapp").unwrap();
+    let (s1, s2) = (
+        start_sim(emojivoto.clone()).await,
+        start_sim(booksapp.clone()).await,
+    );
+    // What `mesh-collector print-rules --window 10s --interval 1s` prints, as Prometheus
+    // evaluates it.
+    let rules = mesh_prometheus::promql::rules_file(
+        mesh_prometheus::parse_window(WINDOW).unwrap(),
+        Duration::from_secs(1),
+    );
+    let prom =
+        Prometheus::start_with_rules(&[s1.addr, s2.addr], Duration::from_secs(1), &rules).await;
+    eprintln!("prometheus pid {} at {}", prom.pid(), prom.url);
+
+    // Both paths match the topologies, and each other, in the same moment.
+    let mut last = Vec::new();
+    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        let recorded = graph_json(&prom.url, &["--recording-rules", "require"]);
+        let raw = graph_json(&prom.url, &["--recording-rules", "off"]);
+        last = match (&recorded, &raw) {
+            (Some(a), Some(b)) => {
+                let mut p = mismatches(a, &[&emojivoto, &booksapp]);
+                p.extend(
+                    mismatches(b, &[&emojivoto, &booksapp])
+                        .into_iter()
+                        .map(|m| format!("raw: {m}")),
+                );
+                p.extend(
+                    differences(a, b)
+                        .into_iter()
+                        .map(|m| format!("recorded vs raw: {m}")),
+                );
+                p
+            }
+            _ => vec!["no graph yet".into()],
+        };
+        let done = last.is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(ok.is_some(), "the recorded graph never matched: {last:#?}");
+
+    // `auto` reads the rules, and says so; the data is as old as their last evaluation.
+    let g = graph_json(&prom.url, &[]).unwrap();
+    assert_eq!(g["sources"][0]["detail"], "recording rules v1 (10s)");
+    let evaluated = g["sources"][0]["lastSuccess"].as_str().unwrap().to_owned();
+    assert!(!evaluated.is_empty());
+    let raw = graph_json(&prom.url, &["--recording-rules", "off"]).unwrap();
+    assert_eq!(raw["sources"][0]["detail"], "raw series");
+
+    // A namespace filter reads the recorded series of that namespace.
+    let ok = poll(Duration::from_secs(30), Duration::from_secs(1), || {
+        let done = graph_json(
+            &prom.url,
+            &["--recording-rules", "require", "--namespace", "booksapp"],
+        )
+        .is_some_and(|g| mismatches(&g, &[&booksapp]).is_empty());
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(ok.is_some(), "the booksapp graph never matched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_gives_the_same_graph_and_queries_too_large_are_split() {
+    let emojivoto = meshsim::builtin("emojivoto").unwrap();
+    let booksapp = meshsim::builtin("booksapp").unwrap();
+    let (s1, s2) = (
+        start_sim(emojivoto.clone()).await,
+        start_sim(booksapp.clone()).await,
+    );
+    // Fewer series per query than the two meshes' latency buckets hold together, but more
+    // than either namespace's alone: the whole query is refused, its halves are not.
+    let vm = VictoriaMetrics::start(
+        &[s1.addr, s2.addr],
+        Duration::from_secs(1),
+        &[&format!("-search.maxUniqueTimeseries={VM_SERIES_LIMIT}")],
+    )
+    .await;
+    eprintln!("victoria-metrics pid {} at {}", vm.pid(), vm.url);
+    let mut last = Vec::new();
+    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        last = graph_json(&vm.url, &[]).map_or_else(
+            || vec!["no graph yet".into()],
+            |g| mismatches(&g, &[&emojivoto, &booksapp]),
+        );
+        let done = last.is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "the VictoriaMetrics graph never matched: {last:#?}"
+    );
+    let g = graph_json(&vm.url, &[]).unwrap();
+    assert_eq!(
+        g["sources"][0]["detail"],
+        "raw series (no recording rules are loaded)"
+    );
+    // The latency query was too large whole and was split, and the store says so to us.
+    let source = mesh_prometheus::PrometheusSource::new(
+        &vm.url,
+        mesh_prometheus::parse_window(WINDOW).unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let seen = source.observe(std::time::SystemTime::now()).await.unwrap();
+    assert!(seen.read.splits > 0, "{:?}", seen.read);
+    let whole = source
+        .query(&source.queries().latency[0])
+        .await
+        .unwrap_err();
+    assert!(whole.too_large(), "{whole}");
 }

@@ -146,6 +146,7 @@ fn source_health_change_alone_is_published() {
         ok: false,
         last_success: None,
         error: "connection refused".into(),
+        detail: String::new(),
     });
     let d = view.advance(g).expect("delta");
     assert!(d.is_topology_empty());

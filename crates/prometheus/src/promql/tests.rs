@@ -186,3 +186,100 @@ fn an_edges_series_name_both_workloads_by_their_owner_labels() {
         .is_none()
     );
 }
+
+#[test]
+fn every_recorded_read_names_a_rule_that_computes_the_raw_query() {
+    let win = Duration::from_secs(60);
+    let rules = recording_rules(win);
+    assert_eq!(rules[0].record, RULES_INFO);
+    assert_eq!(rules[0].labels["version"], RULES_VERSION.to_string());
+    assert_eq!(rules[0].labels["window"], "1m");
+    let expr = |record: &str| {
+        rules
+            .iter()
+            .find(|r| r.record == record)
+            .map(|r| r.expr.clone())
+            .unwrap_or_else(|| panic!("no rule records {record}"))
+    };
+    let raw = GraphQueries::new(win);
+    let recorded = GraphQueries::read(win, &Scope::default(), Reads::Recorded);
+    for (raw, recorded) in raw.all().into_iter().zip(recorded.all()) {
+        // Reading the rule's series is the raw query with the rule's expression in its place.
+        let (inner, outer) = match recorded.strip_prefix("histogram_quantile(") {
+            Some(rest) => {
+                let (q, record) = rest.split_once(", ").unwrap();
+                (
+                    record.trim_end_matches(')'),
+                    format!("histogram_quantile({q}, {{}})"),
+                )
+            }
+            None => (recorded, "{}".to_owned()),
+        };
+        assert_eq!(outer.replace("{}", &expr(inner)), raw, "{recorded}");
+    }
+    // Every rule is read, and no two write one series.
+    let mut names: Vec<&str> = rules.iter().map(|r| r.record.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), rules.len());
+    assert_eq!(rules.len(), 1 + 9 + 4 + 8);
+}
+
+#[test]
+fn recorded_reads_keep_the_namespace_scope_and_the_shard() {
+    let win = Duration::from_secs(60);
+    let scope = Scope {
+        into_namespace: Some("emojivoto".into()),
+        shard: Shard::all().split().map(|(a, _)| a),
+    };
+    let q = GraphQueries::read(win, &scope, Reads::Recorded);
+    assert_eq!(
+        q.responses,
+        r#"linkerd_mcp:outbound_response_total:increase1m{dst_namespace="emojivoto", namespace=~"[0-h].*"}"#
+    );
+    assert_eq!(
+        q.latency[0],
+        r#"histogram_quantile(0.5, linkerd_mcp:outbound_response_latency_ms_bucket:irate1m{dst_namespace="emojivoto", namespace=~"[0-h].*"})"#
+    );
+    assert_eq!(
+        q.pods,
+        r#"linkerd_mcp:pod_tcp_open_total:count1m{namespace=~"[0-h].*"}"#
+    );
+    let raw = GraphQueries::read(win, &scope, Reads::Raw);
+    assert!(
+        raw.pods
+            .starts_with(r#"count(tcp_open_total{namespace=~"[0-h].*"}) by ("#)
+    );
+    assert!(raw.authz[0].contains(r#"{namespace="emojivoto", namespace=~"[0-h].*"}"#));
+}
+
+#[test]
+fn shards_halve_down_to_one_first_character() {
+    let mut todo = vec![Shard::all()];
+    let mut singles = Vec::new();
+    while let Some(s) = todo.pop() {
+        match s.split() {
+            Some((a, b)) => todo.extend([b, a]),
+            None => singles.push(s.to_string()),
+        }
+    }
+    assert_eq!(singles.len(), 36);
+    assert_eq!(singles[0], r#"namespace=~"0.*""#);
+    assert_eq!(singles[35], r#"namespace=~"z.*""#);
+    assert_eq!(Shard::all().to_string(), r#"namespace=~"[0-z].*""#);
+}
+
+#[test]
+fn the_rules_file_is_one_group_for_the_window() {
+    let f = rules_file(Duration::from_secs(60), Duration::from_secs(10));
+    assert!(
+        f.contains("- name: linkerd-mcp-1m\n  interval: 10s\n"),
+        "{f}"
+    );
+    assert!(f.contains("--window 1m --interval 10s"), "{f}");
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&f).unwrap();
+    assert_eq!(
+        parsed["groups"][0]["rules"].as_sequence().unwrap().len(),
+        recording_rules(Duration::from_secs(60)).len()
+    );
+}

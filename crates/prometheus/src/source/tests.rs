@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use axum::{Router, http::StatusCode, routing::post};
 
+use std::collections::HashMap;
+
 use super::*;
+use crate::promql::Reads;
 
 async fn stand_in(router: Router) -> (String, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,4 +161,269 @@ fn series_map_to_workloads_destinations_and_tls() {
         Some(Destination::Authority("api.example.com:443".into()))
     );
     assert_eq!(ext.number(), None);
+}
+
+/// A stand-in that records every query and answers with `answer(query)`: the rules' info
+/// series for `timestamp(linkerd_mcp:rules_info)`, else one outbound series per query.
+async fn recording_stand_in(
+    answer: impl Fn(&str) -> (StatusCode, String) + Clone + Send + Sync + 'static,
+) -> (
+    String,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<tokio::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let (url, task) = stand_in(Router::new().route(
+        "/api/v1/query",
+        post(
+            move |axum::Form(form): axum::Form<HashMap<String, String>>| async move {
+                let q = form.get("query").cloned().unwrap_or_default();
+                log.lock().await.push(q.clone());
+                answer(&q)
+            },
+        ),
+    ))
+    .await;
+    (url, task, seen)
+}
+
+fn vector(series: &[(&[(&str, &str)], f64)]) -> (StatusCode, String) {
+    let result: Vec<serde_json::Value> = series
+        .iter()
+        .map(|(labels, v)| {
+            let metric: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect();
+            serde_json::json!({"metric": metric, "value": [1.0, v.to_string()]})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+            .to_string(),
+    )
+}
+
+/// One successful outbound call from `ns`/x to b/y.
+fn edge_from(ns: &str) -> (StatusCode, String) {
+    vector(&[(
+        &[
+            ("namespace", ns),
+            ("deployment", "x"),
+            ("dst_namespace", "b"),
+            ("dst_deployment", "y"),
+            ("classification", "success"),
+            ("tls", "true"),
+            (
+                "server_id",
+                "y.b.serviceaccount.identity.linkerd.cluster.local",
+            ),
+        ],
+        6.0,
+    )])
+}
+
+fn rules_info(version: &'static str, at: f64) -> impl Fn(&str) -> (StatusCode, String) + Clone {
+    move |q: &str| {
+        if q == "timestamp(linkerd_mcp:rules_info)" {
+            vector(&[(&[("version", version), ("window", "1m")], at)])
+        } else if q.starts_with("linkerd_mcp:outbound_response_total:")
+            || q.starts_with(r#"sum(increase(response_total{direction="outbound"}"#)
+        {
+            edge_from("a")
+        } else {
+            vector(&[])
+        }
+    }
+}
+
+#[tokio::test]
+async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
+    let (url, task, seen) = recording_stand_in(rules_info("1", 1_700_000_000.0)).await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(o.read.reads, Reads::Recorded);
+    assert_eq!(o.read.fallback, None);
+    assert_eq!(
+        o.read.data_time,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    );
+    assert_eq!(
+        o.read.detail(Duration::from_secs(60)),
+        "recording rules v1 (1m)"
+    );
+    assert_eq!(o.graph.edges.len(), 1);
+    let seen = seen.lock().await;
+    // Every query of the build reads a recorded series, never a proxy's.
+    for q in seen.iter().skip(1) {
+        assert!(
+            q.starts_with("linkerd_mcp:")
+                || q.contains("(0.5, linkerd_mcp:")
+                || q.contains("(0.95, linkerd_mcp:")
+                || q.contains("(0.99, linkerd_mcp:"),
+            "{q}"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        1 + GraphQueries::new(Duration::from_secs(60)).all().len()
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn rules_of_another_version_are_not_read_and_the_reason_is_given() {
+    let (url, task, seen) = recording_stand_in(rules_info("0", 1_700_000_000.0)).await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(o.read.reads, Reads::Raw);
+    assert_eq!(
+        o.read.detail(Duration::from_secs(60)),
+        "raw series (the recording rules loaded are v0 (1m), not v1 (1m))"
+    );
+    assert!(
+        seen.lock()
+            .await
+            .iter()
+            .skip(1)
+            .all(|q| !q.contains("linkerd_mcp:")),
+        "raw series only"
+    );
+    let err = source(&url, Duration::from_secs(2))
+        .with_rules(RulesMode::Require)
+        .observe(SystemTime::now())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "recording rules are required, but the recording rules loaded are v0 (1m), not v1 (1m): \
+         load the output of `mesh-collector print-rules --window 1m` into the Prometheus that \
+         scrapes the proxies"
+    );
+    // Off: not even asked.
+    seen.lock().await.clear();
+    source(&url, Duration::from_secs(2))
+        .with_rules(RulesMode::Off)
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert!(!seen.lock().await.iter().any(|q| q.contains("rules_info")));
+    task.abort();
+}
+
+/// How many first characters the query's shard matcher covers (36 without one).
+fn shard_width(q: &str) -> usize {
+    let Some(at) = q.find(r#"namespace=~""#) else {
+        return NAMESPACE_CHARS.len();
+    };
+    let rest = &q[at + r#"namespace=~""#.len()..];
+    let pos = |c: char| NAMESPACE_CHARS.find(c).unwrap();
+    match rest.strip_prefix('[') {
+        Some(r) => {
+            let mut c = r.chars();
+            let lo = c.next().unwrap();
+            c.next();
+            let hi = c.next().unwrap();
+            pos(hi) - pos(lo) + 1
+        }
+        None => 1,
+    }
+}
+
+const NAMESPACE_CHARS: &str = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+const TOO_MANY: &str = r#"{"status":"error","errorType":"422","error":"error when executing query: the number of matching unique timeseries exceeds 300000; either narrow down the search or increase -search.maxUniqueTimeseries"}"#;
+
+#[tokio::test]
+async fn a_query_refused_as_too_large_is_split_by_namespace_and_the_parts_added_up() {
+    // The responses query is refused unless it covers at most 9 first characters; each part
+    // answers with a caller in a namespace of its own.
+    let (url, task, _) = recording_stand_in(|q: &str| {
+        if q.contains("rules_info") {
+            return vector(&[]);
+        }
+        if !q.starts_with("sum(increase(response_total{direction=\"outbound\"") {
+            return vector(&[]);
+        }
+        match shard_width(q) {
+            w if w > 9 => (StatusCode::UNPROCESSABLE_ENTITY, TOO_MANY.to_owned()),
+            _ => {
+                let at = q.find(r#"namespace=~"["#).unwrap() + r#"namespace=~"["#.len();
+                edge_from(&format!("{}ns", &q[at..=at]))
+            }
+        }
+    })
+    .await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    let mut callers: Vec<&str> = o
+        .graph
+        .edges
+        .keys()
+        .map(|k| k.src.namespace.as_str())
+        .collect();
+    callers.sort_unstable();
+    assert_eq!(callers, ["0ns", "9ns", "ins", "rns"]);
+    assert_eq!(o.read.splits, 1);
+    // Thirty queries whole, and the refused one as four parts.
+    assert_eq!(o.read.queries, 30 + 4);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_query_too_large_for_one_namespace_letter_names_the_shard() {
+    let (url, task, _) = recording_stand_in(|q: &str| {
+        if q.contains("rules_info") {
+            vector(&[])
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, TOO_MANY.to_owned())
+        }
+    })
+    .await;
+    let err = source(&url, Duration::from_secs(2))
+        .with_concurrency(1)
+        .observe(SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PromError::TooLarge { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "Prometheus refused a query as too large even when split down to the namespaces \
+             namespace=~\"0.*\": Prometheus refused a query (422, 422): error when executing"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("namespace=~\\\"0.*\\\"") || msg.contains(r#"namespace=~"0.*""#),
+        "{msg}"
+    );
+    task.abort();
+}
+
+#[test]
+fn too_large_is_told_apart_from_other_refusals() {
+    let refused = |error: &str| PromError::Query {
+        status: 422,
+        error_type: "execution".into(),
+        error: error.into(),
+        query: "q".into(),
+    };
+    for big in [
+        "query processing would load too many samples into memory in query execution",
+        "cannot select more than -search.maxSamplesPerQuery=1000 samples",
+        "the query exceeded the maximum number of series (limit: 100000)",
+    ] {
+        assert!(refused(big).too_large(), "{big}");
+    }
+    assert!(!refused("query timed out in expression evaluation").too_large());
+    assert!(!refused("parse error at char 3").too_large());
 }
