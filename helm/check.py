@@ -129,9 +129,22 @@ def main():
             continue
         for g in d["spec"]["groups"]:
             for r in g["rules"]:
+                if "record" in r:
+                    continue
                 page = r["annotations"]["runbook_url"].rsplit("/", 1)[-1]
                 if not (runbooks / page).is_file():
                     failures.append(f"alert {r['alert']}: no runbooks/{page}")
+    # The recording rules ship twice, as mesh-collector prints them: for linkerd-viz's
+    # Prometheus (a ConfigMap in its namespace) and in the PrometheusRule.
+    shipped = (CHART / "files" / "linkerd-mcp_rules.yml").read_text()
+    maps = [d for d in full if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-recording-rules")]
+    if len(maps) != 1 or maps[0]["metadata"]["namespace"] != "linkerd-viz" \
+            or maps[0]["data"]["linkerd-mcp_rules.yml"].strip() != shipped.strip():
+        failures.append(f"recording rules: no ConfigMap in linkerd-viz holding files/linkerd-mcp_rules.yml ({maps})")
+    groups = [g for d in full if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"]]
+    if yaml.safe_load(shipped)["groups"][0] not in groups:
+        failures.append("recording rules: not in the PrometheusRule")
+    must_refuse("recording rules for another window", {"window": "5m"}, "print-rules --window 5m")
     must_refuse("system group", {"mcp": {"delegateGroups": ["system:masters"]}}, "delegateGroups")
     must_refuse("unknown value", {"colector": {"replicas": 2}}, "colector")
     must_refuse("chatbot without TokenReview at mesh-mcp",

@@ -51,9 +51,11 @@ struct Args {
 /// What the collector can print instead of collecting.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Prints the recording rules the collector reads, as a Prometheus rules file: load it
-    /// into the Prometheus that scrapes the proxies (linkerd-viz's: `prometheus.ruleConfigMapMounts`,
-    /// with a file name ending in `_rules.yml`; the chart's PrometheusRule holds the same).
+    /// Prints the recording rules the collector reads, as a Prometheus rules file.
+    ///
+    /// Load it into the Prometheus that scrapes the proxies: for linkerd-viz's, through its
+    /// `prometheus.ruleConfigMapMounts`, as a file whose name ends in `_rules.yml` (the chart
+    /// ships it so); the chart's PrometheusRule holds the same rules.
     PrintRules {
         /// The collector's metrics window (`--window`) the rules are for.
         #[arg(long, env = "MESH_WINDOW", default_value = "1m", value_parser = mesh_prometheus::parse_window)]

@@ -20,7 +20,18 @@ async fn the_binary_publishes_the_graph_to_redis() {
             let _ = stopped.await;
         },
     ));
-    let prom = Prometheus::start(&[addr]).await;
+    // Prometheus evaluates the rules the binary prints, as linkerd-viz's would.
+    let rules = Command::new(env!("CARGO_BIN_EXE_mesh-collector"))
+        .args(["print-rules", "--window", "10s", "--interval", "1s"])
+        .output()
+        .unwrap();
+    assert!(rules.status.success());
+    let prom = Prometheus::start_with_rules(
+        &[addr],
+        Duration::from_secs(1),
+        &String::from_utf8(rules.stdout).unwrap(),
+    )
+    .await;
     let redis = Redis::start().await;
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let kube = kube_sim::KubeSim::start(kube_sim::Config {
@@ -67,7 +78,12 @@ async fn the_binary_publishes_the_graph_to_redis() {
                     p.decision == mesh_proto::pb::policy_verdict::Decision::Allowed as i32
                 })
             });
-            (g.edges.len() == 3 && verdicts).then_some((snap, g))
+            // Read through the rules once their first evaluation is in.
+            let recorded = g
+                .sources
+                .first()
+                .is_some_and(|s| s.detail == "recording rules v1 (10s)");
+            (g.edges.len() == 3 && verdicts && recorded).then_some((snap, g))
         },
     )
     .await;
@@ -99,9 +115,58 @@ async fn the_binary_publishes_the_graph_to_redis() {
         "mesh_collector_publish_errors_total 0",
         "mesh_collector_graph_edges 3",
         "mesh_collector_healthy 1",
+        "mesh_collector_prometheus_recording_rules 1",
+        "mesh_collector_prometheus_read_duration_seconds_count ",
+        "mesh_collector_prometheus_query_splits_total 0",
+        "mesh_collector_prometheus_data_age_seconds ",
     ] {
         assert!(metrics.contains(want), "{want:?} not in:\n{metrics}");
     }
+    // A build reads one series per edge and label set, not every proxy's: 31 queries, and
+    // fewer series than emojivoto's proxies expose (269).
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{metrics}"))
+    };
+    assert_eq!(gauge("mesh_collector_prometheus_last_read_queries"), 31.0);
+    let series = gauge("mesh_collector_prometheus_last_read_series");
+    assert!(series > 0.0 && series < 269.0, "{series}");
+    // Prometheus 2.35+ says how many samples it loaded.
+    assert!(gauge("mesh_collector_prometheus_last_read_samples") > 0.0);
+}
+
+#[test]
+fn print_rules_prints_what_the_chart_ships_and_promtool_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-collector"))
+        .args(["print-rules"])
+        .env_remove("MESH_WINDOW")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = root.join("helm/linkerd-mcp/files/linkerd-mcp_rules.yml");
+    assert_eq!(
+        std::fs::read_to_string(&shipped).unwrap(),
+        printed,
+        "the chart's rules are not what `mesh-collector print-rules` prints; regenerate them \
+         with `mesh-collector print-rules > {}`",
+        shipped.display()
+    );
+    let check = Command::new(mesh_testkit::require_tool("promtool"))
+        .args(["check", "rules"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("SUCCESS: 22 rules found"));
 }
 
 #[test]
@@ -126,4 +191,9 @@ fn bad_configuration_is_one_line_and_exit_64() {
 #[test]
 fn the_cli_reference_is_current() {
     mesh_testkit::check_cli_doc(env!("CARGO_BIN_EXE_mesh-collector"), &[], "mesh-collector");
+    mesh_testkit::check_cli_doc(
+        env!("CARGO_BIN_EXE_mesh-collector"),
+        &["print-rules"],
+        "mesh-collector-print-rules",
+    );
 }
