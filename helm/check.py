@@ -23,6 +23,7 @@ CUSTOM_GROUPS = ("policy.linkerd.io/", "monitoring.coreos.com/")
 
 FULL = {
     "valkey": {"enabled": True, "storage": "1Gi"},
+    "recordingRules": {"enabled": True},
     "mcp": {
         "delegators": ["system:serviceaccount:linkerd-mcp:chatbot"],
         "delegateGroups": ["mesh-admins"],
@@ -144,7 +145,8 @@ def main():
     groups = [g for d in full if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"]]
     if yaml.safe_load(shipped)["groups"][0] not in groups:
         failures.append("recording rules: not in the PrometheusRule")
-    must_refuse("recording rules for another window", {"window": "5m"}, "print-rules --window 5m")
+    must_refuse("recording rules for another window", {"window": "5m", "recordingRules": {"enabled": True}},
+                "print-rules --window 5m")
     must_refuse("system group", {"mcp": {"delegateGroups": ["system:masters"]}}, "delegateGroups")
     must_refuse("unknown value", {"colector": {"replicas": 2}}, "colector")
     must_refuse("chatbot without TokenReview at mesh-mcp",

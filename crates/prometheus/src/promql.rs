@@ -437,7 +437,8 @@ impl std::fmt::Display for Shard {
 /// own version (an older set may lack a series or group by fewer labels).
 pub const RULES_VERSION: u32 = 1;
 
-/// The series the rules keep to say they are loaded: `version` and `window` labels, value 1.
+/// The series the rules keep to say they are loaded: `version`, `window` and `interval`
+/// labels, value 1.
 pub const RULES_INFO: &str = "linkerd_mcp:rules_info";
 
 /// What a build aggregates, and the operation its recorded series is named after.
@@ -729,7 +730,7 @@ pub struct RecordingRule {
 /// aggregation of viz's queries once per rule evaluation (the latency buckets once, where a
 /// build asks for three quantiles of them), so that a build reads one series per edge instead
 /// of every proxy's. First comes [`RULES_INFO`], which tells a collector they are there.
-pub fn recording_rules(win: Duration) -> Vec<RecordingRule> {
+pub fn recording_rules(win: Duration, every: Duration) -> Vec<RecordingRule> {
     let w = window(win);
     let mut rules = vec![RecordingRule {
         record: RULES_INFO.to_owned(),
@@ -737,6 +738,8 @@ pub fn recording_rules(win: Duration) -> Vec<RecordingRule> {
         labels: [
             ("version".to_owned(), RULES_VERSION.to_string()),
             ("window".to_owned(), w),
+            // How often they run: a collector stops reading rules three evaluations late.
+            ("interval".to_owned(), window(every)),
         ]
         .into(),
     }];
@@ -767,7 +770,7 @@ pub fn rules_file(win: Duration, every: Duration) -> String {
         groups: vec![Group {
             name: format!("linkerd-mcp-{w}"),
             interval: window(every),
-            rules: recording_rules(win),
+            rules: recording_rules(win, every),
         }],
     };
     let yaml = serde_yaml_ng::to_string(&file).unwrap_or_else(|e| {

@@ -189,14 +189,20 @@ impl PromError {
             return false;
         };
         let e = error.to_ascii_lowercase();
+        // A store out of time is not helped by more queries.
+        if e.contains("deadline") || e.contains("timeout") || e.contains("timed out") {
+            return false;
+        }
         [
             "too many samples",
-            "maxuniquetimeseries",
-            "maxsamplesperquery",
+            // VictoriaMetrics 1.79: "the number of matching timeseries exceeds N; either
+            // narrow down the search or increase -search.max* command-line flag values".
+            "-search.max",
+            "number of matching timeseries exceeds",
+            "number of matching unique timeseries exceeds",
             "maximum number of series",
+            "maximum number of chunks",
             "series limit",
-            "exceeds",
-            "exceeded",
         ]
         .iter()
         .any(|m| e.contains(m))
@@ -345,6 +351,11 @@ impl PrometheusSource {
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
+    }
+
+    /// The base URL, as given (without a trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.base
     }
 
     /// The metrics window.
@@ -507,37 +518,49 @@ impl PrometheusSource {
         }
     }
 
-    /// Which series to read this time: the recorded ones when wanted and loaded for this
-    /// window and version, else the raw ones and why; with when the data was computed.
+    /// Which series to read this time: the recorded ones when wanted, loaded for this window
+    /// and version, evaluated lately and not failing; else the raw ones and why. With when the
+    /// data was computed.
     async fn choose(
         &self,
         now: SystemTime,
+        stats: &Stats,
     ) -> Result<(Reads, Option<String>, SystemTime), PromError> {
         if self.rules == RulesMode::Off {
             return Ok((Reads::Raw, None, now));
         }
         let w = crate::promql::window(self.window);
-        let found = self.query(&format!("timestamp({RULES_INFO})")).await?;
-        let ours = found
-            .iter()
-            .find(|s| s.label("window") == w && s.label("version") == RULES_VERSION.to_string());
-        let why = match ours.and_then(Series::number) {
-            Some(t) => {
-                let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
-                return Ok((Reads::Recorded, None, at));
-            }
-            None if found.is_empty() => "no recording rules are loaded".to_owned(),
-            None => {
-                let mut seen: Vec<String> = found
+        stats.queries.fetch_add(1, Relaxed);
+        let why = match self.query(&format!("timestamp({RULES_INFO})")).await {
+            // The raw series may still answer: a failed check is a reason, not a failed build.
+            Err(e) => format!("the recording rules could not be checked: {e}"),
+            Ok(found) => {
+                let version = RULES_VERSION.to_string();
+                let ours = found
                     .iter()
-                    .map(|s| format!("v{} ({})", s.label("version"), s.label("window")))
-                    .collect();
-                seen.sort();
-                seen.dedup();
-                format!(
-                    "the recording rules loaded are {}, not v{RULES_VERSION} ({w})",
-                    seen.join(", ")
-                )
+                    .find(|s| s.label("window") == w && s.label("version") == version);
+                match ours.map(|s| (s.number(), s.label("interval"))) {
+                    Some((Some(t), every)) => {
+                        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+                        match self.unhealthy(at, now, every, &w).await {
+                            None => return Ok((Reads::Recorded, None, at)),
+                            Some(why) => why,
+                        }
+                    }
+                    _ if found.is_empty() => "no recording rules are loaded".to_owned(),
+                    _ => {
+                        let mut seen: Vec<String> = found
+                            .iter()
+                            .map(|s| format!("v{} ({})", s.label("version"), s.label("window")))
+                            .collect();
+                        seen.sort();
+                        seen.dedup();
+                        format!(
+                            "the recording rules loaded are {}, not v{RULES_VERSION} ({w})",
+                            seen.join(", ")
+                        )
+                    }
+                }
             }
         };
         if self.rules == RulesMode::Require {
@@ -547,6 +570,82 @@ impl PrometheusSource {
             });
         }
         Ok((Reads::Raw, Some(why), now))
+    }
+
+    /// Why rules evaluated last at `at`, every `every` (the info series' label), must not be
+    /// read at `now`: they stopped being evaluated, or one of them fails (a rule that fails,
+    /// e.g. on `--query.max-samples`, leaves its series stale while the info series goes on).
+    async fn unhealthy(
+        &self,
+        at: SystemTime,
+        now: SystemTime,
+        every: &str,
+        w: &str,
+    ) -> Option<String> {
+        let every = crate::parse_window(every).unwrap_or(Duration::from_secs(60));
+        let age = now.duration_since(at).unwrap_or_default();
+        // Three evaluations missed, and a scrape's worth of slack.
+        if age > every * 3 + Duration::from_secs(15) {
+            return Some(format!(
+                "the recording rules were last evaluated {}s ago, though every {}",
+                age.as_secs(),
+                crate::promql::window(every)
+            ));
+        }
+        // Only now can the rules API say how they are doing.
+        if self.at.is_some() {
+            return None;
+        }
+        self.failing_rule(&format!("linkerd-mcp-{w}")).await
+    }
+
+    /// The first rule of group `group` the rules API reports failing, with its error; `None`
+    /// when none fails, or the store has no rules API (VictoriaMetrics, where vmalert has it).
+    async fn failing_rule(&self, group: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Rules {
+            data: RuleGroups,
+        }
+        #[derive(Deserialize)]
+        struct RuleGroups {
+            #[serde(default)]
+            groups: Vec<RuleGroup>,
+        }
+        #[derive(Deserialize)]
+        struct RuleGroup {
+            name: String,
+            #[serde(default)]
+            rules: Vec<Rule>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Rule {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            health: String,
+            #[serde(default)]
+            last_error: String,
+        }
+        let resp = self
+            .client
+            .get(format!("{}/api/v1/rules", self.base))
+            .query(&[("type", "record")])
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let rules: Rules = resp.json().await.ok()?;
+        let g = rules.data.groups.into_iter().find(|g| g.name == group)?;
+        g.rules.into_iter().find(|r| r.health == "err").map(|r| {
+            format!(
+                "the recording rule {} fails: {}",
+                r.name,
+                r.last_error.chars().take(300).collect::<String>()
+            )
+        })
     }
 
     /// Runs query `i` of [`GraphQueries::all`]; when the store refuses it as too large, again
@@ -559,10 +658,10 @@ impl PrometheusSource {
         stats: &Stats,
     ) -> Result<Vec<Series>, PromError> {
         let count = |r: &(Vec<Series>, u64)| {
-            stats.queries.fetch_add(1, Relaxed);
             stats.series.fetch_add(r.0.len() as u64, Relaxed);
             stats.samples.fetch_add(r.1, Relaxed);
         };
+        stats.queries.fetch_add(1, Relaxed);
         match self.query_counted(whole).await {
             Ok(r) => {
                 count(&r);
@@ -573,7 +672,10 @@ impl PrometheusSource {
         }
         stats.splits.fetch_add(1, Relaxed);
         let mut rows = Vec::new();
-        let mut todo = vec![Shard::all()];
+        let (low, high) = Shard::all().split().unwrap_or_else(|| {
+            unreachable!("every namespace is more than one first character");
+        });
+        let mut todo = vec![high, low];
         while let Some(shard) = todo.pop() {
             let scope = Scope {
                 shard: Some(shard),
@@ -581,6 +683,7 @@ impl PrometheusSource {
             };
             let queries = GraphQueries::read(self.window, &scope, reads);
             let query = queries.all()[i];
+            stats.queries.fetch_add(1, Relaxed);
             match self.query_counted(query).await {
                 Ok(r) => {
                     count(&r);
@@ -615,12 +718,12 @@ impl PrometheusSource {
     ) -> Result<(Vec<AuthzSample>, ReadReport), PromError> {
         use futures_util::{StreamExt as _, TryStreamExt as _};
         let started = std::time::Instant::now();
-        let (reads, fallback, data_time) = self.choose(self.at.unwrap_or(now)).await?;
+        let stats = Stats::default();
+        let (reads, fallback, data_time) = self.choose(self.at.unwrap_or(now), &stats).await?;
         let queries = match reads {
             Reads::Raw => self.queries.clone(),
             Reads::Recorded => GraphQueries::read(self.window, &self.scope, reads),
         };
-        let stats = Stats::default();
         // Owned strings: a stream of futures borrowing from the item trips the compiler's
         // `Send` check in callers (rust-lang/rust#100013).
         let all: Vec<(usize, String)> = queries

@@ -564,8 +564,10 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
             let read = tokio::time::timeout(deadline, prometheus.observe(now))
                 .await
                 .unwrap_or_else(|_| {
+                    // The slowest reads belong in the read-time histogram most of all.
+                    metrics.read.seconds.observe(deadline.as_secs_f64());
                     Err(mesh_prometheus::PromError::Timeout {
-                        url: "Prometheus".into(),
+                        url: prometheus.url().to_owned(),
                         timeout: deadline,
                     })
                 });
@@ -584,6 +586,8 @@ pub async fn run_leased<S: GraphStore + HistoryStore + Clone>(
                     metrics.prometheus_errors.inc();
                     prom_health.ok = false;
                     prom_health.error = e.to_string();
+                    // The error says what was tried; the last success's path no longer holds.
+                    prom_health.detail.clear();
                 }
             }
         }

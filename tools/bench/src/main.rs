@@ -10,6 +10,7 @@ mod chat;
 mod collector;
 mod console;
 mod failover;
+mod fresh;
 mod history;
 mod propose;
 mod serve;
@@ -235,6 +236,7 @@ fn run_async_case(case: &str, n: usize) -> bool {
         "history" => rt.block_on(history::run(n)),
         "approvals" => rt.block_on(approvals::run(n)),
         "console" => rt.block_on(console::run(n)),
+        "fresh" => rt.block_on(fresh::run(n)),
         _ => return false,
     }
     true
@@ -271,6 +273,7 @@ fn main() {
         ("console", &[100, 1_000][..]),
         ("propose", &[1_000][..]),
         ("history", &[1_000, 10_000][..]),
+        ("fresh", &[1_000, 10_000][..]),
         ("failover", &[20][..]),
     ] {
         for &n in sizes {

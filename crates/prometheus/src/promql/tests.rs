@@ -190,7 +190,8 @@ fn an_edges_series_name_both_workloads_by_their_owner_labels() {
 #[test]
 fn every_recorded_read_names_a_rule_that_computes_the_raw_query() {
     let win = Duration::from_secs(60);
-    let rules = recording_rules(win);
+    let rules = recording_rules(win, Duration::from_secs(10));
+    assert_eq!(rules[0].labels["interval"], "10s");
     assert_eq!(rules[0].record, RULES_INFO);
     assert_eq!(rules[0].labels["version"], RULES_VERSION.to_string());
     assert_eq!(rules[0].labels["window"], "1m");
@@ -280,6 +281,6 @@ fn the_rules_file_is_one_group_for_the_window() {
     let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&f).unwrap();
     assert_eq!(
         parsed["groups"][0]["rules"].as_sequence().unwrap().len(),
-        recording_rules(Duration::from_secs(60)).len()
+        recording_rules(Duration::from_secs(60), Duration::from_secs(10)).len()
     );
 }

@@ -225,10 +225,22 @@ fn edge_from(ns: &str) -> (StatusCode, String) {
     )])
 }
 
+/// Seconds since the epoch, `ago` before now.
+fn secs_ago(ago: u64) -> f64 {
+    (SystemTime::now() - Duration::from_secs(ago))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        .floor()
+}
+
 fn rules_info(version: &'static str, at: f64) -> impl Fn(&str) -> (StatusCode, String) + Clone {
     move |q: &str| {
         if q == "timestamp(linkerd_mcp:rules_info)" {
-            vector(&[(&[("version", version), ("window", "1m")], at)])
+            vector(&[(
+                &[("version", version), ("window", "1m"), ("interval", "10s")],
+                at,
+            )])
         } else if q.starts_with("linkerd_mcp:outbound_response_total:")
             || q.starts_with(r#"sum(increase(response_total{direction="outbound"}"#)
         {
@@ -241,7 +253,8 @@ fn rules_info(version: &'static str, at: f64) -> impl Fn(&str) -> (StatusCode, S
 
 #[tokio::test]
 async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
-    let (url, task, seen) = recording_stand_in(rules_info("1", 1_700_000_000.0)).await;
+    let evaluated = secs_ago(4);
+    let (url, task, seen) = recording_stand_in(rules_info("1", evaluated)).await;
     let o = source(&url, Duration::from_secs(2))
         .observe(SystemTime::now())
         .await
@@ -250,7 +263,7 @@ async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
     assert_eq!(o.read.fallback, None);
     assert_eq!(
         o.read.data_time,
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(evaluated)
     );
     assert_eq!(
         o.read.detail(Duration::from_secs(60)),
@@ -277,7 +290,7 @@ async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
 
 #[tokio::test]
 async fn rules_of_another_version_are_not_read_and_the_reason_is_given() {
-    let (url, task, seen) = recording_stand_in(rules_info("0", 1_700_000_000.0)).await;
+    let (url, task, seen) = recording_stand_in(rules_info("0", secs_ago(4))).await;
     let o = source(&url, Duration::from_secs(2))
         .observe(SystemTime::now())
         .await
@@ -373,8 +386,9 @@ async fn a_query_refused_as_too_large_is_split_by_namespace_and_the_parts_added_
     callers.sort_unstable();
     assert_eq!(callers, ["0ns", "9ns", "ins", "rns"]);
     assert_eq!(o.read.splits, 1);
-    // Thirty queries whole, and the refused one as four parts.
-    assert_eq!(o.read.queries, 30 + 4);
+    // The rules' check, thirty queries whole, the refused one, its two halves (refused too)
+    // and their four halves.
+    assert_eq!(o.read.queries, 1 + 30 + 1 + 2 + 4);
     task.abort();
 }
 
@@ -420,10 +434,99 @@ fn too_large_is_told_apart_from_other_refusals() {
     for big in [
         "query processing would load too many samples into memory in query execution",
         "cannot select more than -search.maxSamplesPerQuery=1000 samples",
+        "error when searching tsids: the number of matching timeseries exceeds 600; either \
+         narrow down the search or increase -search.max* command-line flag values at vmselect",
         "the query exceeded the maximum number of series (limit: 100000)",
     ] {
         assert!(refused(big).too_large(), "{big}");
     }
     assert!(!refused("query timed out in expression evaluation").too_large());
+    assert!(!refused("context deadline exceeded").too_large());
+    assert!(!refused("rate limit exceeded").too_large());
     assert!(!refused("parse error at char 3").too_large());
+}
+
+#[tokio::test]
+async fn rules_that_stopped_or_fail_are_not_read() {
+    // Last evaluated 100 s ago, though every 10 s.
+    let (url, task, _) = recording_stand_in(rules_info("1", secs_ago(100))).await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(o.read.reads, Reads::Raw);
+    let why = o.read.fallback.unwrap();
+    assert!(
+        why.starts_with("the recording rules were last evaluated 10")
+            && why.ends_with("s ago, though every 10s"),
+        "{why}"
+    );
+    task.abort();
+
+    // Evaluated now, but the rules API reports one failing (its series are stale).
+    let answer = rules_info("1", secs_ago(2));
+    let (url, task) = stand_in(
+        Router::new()
+            .route(
+                "/api/v1/query",
+                post(move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+                    let answer = answer.clone();
+                    async move { answer(form.get("query").map_or("", String::as_str)) }
+                }),
+            )
+            .route(
+                "/api/v1/rules",
+                axum::routing::get(|| async {
+                    r#"{"status":"success","data":{"groups":[{"name":"linkerd-mcp-1m","rules":[
+                        {"name":"linkerd_mcp:rules_info","health":"ok","lastError":""},
+                        {"name":"linkerd_mcp:outbound_response_latency_ms_bucket:irate1m","health":"err",
+                         "lastError":"query processing would load too many samples into memory in query execution"}]}]}}"#
+                }),
+            ),
+    )
+    .await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(o.read.reads, Reads::Raw);
+    assert_eq!(
+        o.read.fallback.as_deref(),
+        Some(
+            "the recording rule linkerd_mcp:outbound_response_latency_ms_bucket:irate1m fails: \
+             query processing would load too many samples into memory in query execution"
+        )
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_failed_rules_check_falls_back_to_the_raw_series() {
+    let (url, task, _) = recording_stand_in(|q: &str| {
+        if q.contains("rules_info") {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"error","errorType":"unavailable","error":"busy"}"#.to_owned(),
+            )
+        } else if q.starts_with(r#"sum(increase(response_total{direction="outbound"}"#) {
+            edge_from("a")
+        } else {
+            vector(&[])
+        }
+    })
+    .await;
+    let o = source(&url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(o.read.reads, Reads::Raw);
+    assert!(
+        o.read
+            .fallback
+            .as_deref()
+            .is_some_and(|w| w.starts_with("the recording rules could not be checked: Prometheus refused a query (503, unavailable): busy")),
+        "{:?}",
+        o.read.fallback
+    );
+    task.abort();
 }
