@@ -323,20 +323,7 @@ impl Prometheus {
                 .args(&self.flags),
             &dir.join("prometheus.log"),
         ));
-        let ready = format!("{}/-/ready", self.url);
-        let client = reqwest::Client::new();
-        let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move {
-                let r = client
-                    .get(&ready)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                r.ok().filter(|r| r.status().is_success()).map(|_| ())
-            }
-        })
-        .await;
+        let ok = answers_ok(&format!("{}/-/ready", self.url)).await;
         let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
         assert!(
             ok.is_some(),
@@ -361,6 +348,16 @@ impl Prometheus {
         let v: serde_json::Value = r.json().await.unwrap_or_default();
         v["data"]["result"].as_array().map_or(0, Vec::len)
     }
+}
+
+/// Whether `url` answers a GET with a success within 60 s (polled every 200 ms).
+async fn answers_ok(url: &str) -> Option<()> {
+    let client = reqwest::Client::new();
+    poll(Duration::from_secs(60), Duration::from_millis(200), || {
+        let r = client.get(url).timeout(Duration::from_secs(2)).send();
+        async move { r.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await
 }
 
 /// A scrape config for `targets` every `interval` (job `linkerd-proxy`, honouring the
@@ -424,20 +421,7 @@ impl VictoriaMetrics {
             &dir.path().join("victoria-metrics.log"),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let health = format!("{url}/health");
-        let client = reqwest::Client::new();
-        let ok = poll(Duration::from_secs(60), Duration::from_millis(200), || {
-            let (client, health) = (client.clone(), health.clone());
-            async move {
-                let r = client
-                    .get(&health)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                r.ok().filter(|r| r.status().is_success()).map(|_| ())
-            }
-        })
-        .await;
+        let ok = answers_ok(&format!("{url}/health")).await;
         let log =
             std::fs::read_to_string(dir.path().join("victoria-metrics.log")).unwrap_or_default();
         assert!(

@@ -47,6 +47,17 @@ async fn start_sim(t: Topology) -> Sim {
     }
 }
 
+/// emojivoto and booksapp, each served by a simulator of its own.
+async fn start_builtins() -> (Topology, Topology, Sim, Sim) {
+    let emojivoto = meshsim::builtin("emojivoto").unwrap();
+    let booksapp = meshsim::builtin("booksapp").unwrap();
+    let (s1, s2) = (
+        start_sim(emojivoto.clone()).await,
+        start_sim(booksapp.clone()).await,
+    );
+    (emojivoto, booksapp, s1, s2)
+}
+
 fn meshctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(args)
@@ -158,12 +169,7 @@ fn mismatches(graph: &Value, topologies: &[&Topology]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_graph_matches_the_simulated_meshes() {
-    let emojivoto = meshsim::builtin("emojivoto").unwrap();
-    let booksapp = meshsim::builtin("booksapp").unwrap();
-    let (s1, s2) = (
-        start_sim(emojivoto.clone()).await,
-        start_sim(booksapp.clone()).await,
-    );
+    let (emojivoto, booksapp, s1, s2) = start_builtins().await;
     let prom = Prometheus::start(&[s1.addr, s2.addr]).await;
     eprintln!("prometheus pid {} at {}", prom.pid(), prom.url);
 
@@ -436,12 +442,7 @@ fn differences(a: &Value, b: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recording_rules_give_the_graph_the_raw_series_give() {
-    let emojivoto = meshsim::builtin("emojivoto").unwrap();
-    let booksapp = meshsim::builtin("booksapp").unwrap();
-    let (s1, s2) = (
-        start_sim(emojivoto.clone()).await,
-        start_sim(booksapp.clone()).await,
-    );
+    let (emojivoto, booksapp, s1, s2) = start_builtins().await;
     // What `mesh-collector print-rules --window 10s --interval 1s` prints, as Prometheus
     // evaluates it.
     let rules = mesh_prometheus::promql::rules_file(
@@ -519,12 +520,7 @@ async fn the_recording_rules_give_the_graph_the_raw_series_give() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn victoria_metrics_gives_the_same_graph_and_queries_too_large_are_split() {
-    let emojivoto = meshsim::builtin("emojivoto").unwrap();
-    let booksapp = meshsim::builtin("booksapp").unwrap();
-    let (s1, s2) = (
-        start_sim(emojivoto.clone()).await,
-        start_sim(booksapp.clone()).await,
-    );
+    let (emojivoto, booksapp, s1, s2) = start_builtins().await;
     // Fewer series per query than the two meshes' latency buckets hold together, but more
     // than either namespace's alone: the whole query is refused, its halves are not.
     let vm = VictoriaMetrics::start(
