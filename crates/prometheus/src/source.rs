@@ -216,7 +216,6 @@ pub struct PrometheusSource {
     base: String,
     window: Duration,
     timeout: Duration,
-    queries: GraphQueries,
     scope: Scope,
     rules: RulesMode,
     concurrency: usize,
@@ -226,7 +225,7 @@ pub struct PrometheusSource {
 
 /// Queries of one build in flight at once: enough to overlap round trips, few enough that a
 /// build never takes every core of the Prometheus that linkerd-viz also depends on.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_CONCURRENCY: u16 = 4;
 
 #[derive(Deserialize)]
 #[serde(bound = "T: serde::de::DeserializeOwned")]
@@ -331,10 +330,9 @@ impl PrometheusSource {
             base,
             window,
             timeout,
-            queries: GraphQueries::new(window),
             scope: Scope::default(),
             rules: RulesMode::default(),
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
             at: None,
         })
     }
@@ -366,7 +364,6 @@ impl PrometheusSource {
     /// Reads only calls into namespace `ns` ([`GraphQueries::into_namespace`]).
     #[must_use]
     pub fn into_namespace(mut self, ns: &str) -> Self {
-        self.queries = GraphQueries::into_namespace(self.window, ns);
         self.scope.into_namespace = Some(ns.to_owned());
         self
     }
@@ -379,8 +376,8 @@ impl PrometheusSource {
     }
 
     /// The queries it sends over the raw series.
-    pub fn queries(&self) -> &GraphQueries {
-        &self.queries
+    pub fn queries(&self) -> GraphQueries {
+        GraphQueries::read(self.window, &self.scope, Reads::Raw)
     }
 
     /// Runs one instant query.
@@ -720,10 +717,7 @@ impl PrometheusSource {
         let started = std::time::Instant::now();
         let stats = Stats::default();
         let (reads, fallback, data_time) = self.choose(self.at.unwrap_or(now), &stats).await?;
-        let queries = match reads {
-            Reads::Raw => self.queries.clone(),
-            Reads::Recorded => GraphQueries::read(self.window, &self.scope, reads),
-        };
+        let queries = GraphQueries::read(self.window, &self.scope, reads);
         // Owned strings: a stream of futures borrowing from the item trips the compiler's
         // `Send` check in callers (rust-lang/rust#100013).
         let all: Vec<(usize, String)> = queries

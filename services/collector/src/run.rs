@@ -51,7 +51,7 @@ pub struct CollectArgs {
     #[arg(long, env = "MESH_RECORDING_RULES", default_value = "auto", value_parser = ["auto", "require", "off"])]
     pub recording_rules: String,
     /// Prometheus queries of one build in flight at once.
-    #[arg(long, env = "MESH_QUERY_CONCURRENCY", default_value_t = 4,
+    #[arg(long, env = "MESH_QUERY_CONCURRENCY", default_value_t = mesh_prometheus::DEFAULT_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub query_concurrency: u16,
 }

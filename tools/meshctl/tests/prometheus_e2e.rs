@@ -47,6 +47,30 @@ async fn start_sim(t: Topology) -> Sim {
     }
 }
 
+/// How long a graph may take to match: the window must fill with scrapes first.
+const LONG: Duration = Duration::from_secs(90);
+
+/// Polls `meshctl graph -o json` from `url` (with `extra` flags) every second, for at most
+/// `limit`, until it matches `topologies`; returns the last read's mismatches (empty: matched).
+async fn until_matches(
+    url: &str,
+    extra: &[&str],
+    topologies: &[&Topology],
+    limit: Duration,
+) -> Vec<String> {
+    let mut last = Vec::new();
+    poll(limit, Duration::from_secs(1), || {
+        last = graph_json(url, extra).map_or_else(
+            || vec!["no graph yet".into()],
+            |g| mismatches(&g, topologies),
+        );
+        let done = last.is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    last
+}
+
 /// emojivoto and booksapp, each served by a simulator of its own.
 async fn start_builtins() -> (Topology, Topology, Sim, Sim) {
     let emojivoto = meshsim::builtin("emojivoto").unwrap();
@@ -174,19 +198,9 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
     eprintln!("prometheus pid {} at {}", prom.pid(), prom.url);
 
     // The window must fill with scrapes before rates settle; poll with a bound.
-    let mut last = Vec::new();
-    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        let g = graph_json(&prom.url, &[]);
-        last = g.as_ref().map_or_else(
-            || vec!["no graph yet".into()],
-            |g| mismatches(g, &[&emojivoto, &booksapp]),
-        );
-        let done = last.is_empty();
-        async move { done.then_some(()) }
-    })
-    .await;
+    let last = until_matches(&prom.url, &[], &[&emojivoto, &booksapp], LONG).await;
     assert!(
-        ok.is_some(),
+        last.is_empty(),
         "graph never matched the topologies: {last:#?}"
     );
 
@@ -209,15 +223,14 @@ async fn prometheus_graph_matches_the_simulated_meshes() {
 
     // A namespace filter keeps only that namespace. Each read is a fresh query whose irate-based
     // p99 can sit a scrape apart from the last one, so poll (bounded) rather than read once.
-    let mut last = Vec::new();
-    let ok = poll(Duration::from_secs(30), Duration::from_secs(1), || {
-        last = graph_json(&prom.url, &["--namespace", "booksapp"])
-            .map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&booksapp]));
-        let done = last.is_empty();
-        async move { done.then_some(()) }
-    })
+    let last = until_matches(
+        &prom.url,
+        &["--namespace", "booksapp"],
+        &[&booksapp],
+        Duration::from_secs(30),
+    )
     .await;
-    assert!(ok.is_some(), "{last:#?}");
+    assert!(last.is_empty(), "{last:#?}");
 
     // Without recording rules the raw series are read, and the graph says why; requiring the
     // rules is a clear failure.
@@ -301,15 +314,8 @@ async fn a_topology_change_shows_up_in_the_next_graph() {
         .unwrap();
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
 
-    let mut last = Vec::new();
-    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        last = graph_json(&prom.url, &[])
-            .map_or_else(|| vec!["no graph".into()], |g| mismatches(&g, &[&changed]));
-        let done = last.is_empty();
-        async move { done.then_some(()) }
-    })
-    .await;
-    assert!(ok.is_some(), "changed topology never showed: {last:#?}");
+    let last = until_matches(&prom.url, &[], &[&changed], LONG).await;
+    assert!(last.is_empty(), "changed topology never showed: {last:#?}");
 
     // Bad topologies are refused with the field named, and change nothing.
     let bad = reqwest::Client::new()
@@ -495,7 +501,7 @@ async fn the_recording_rules_give_the_graph_the_raw_series_give() {
     assert_eq!(raw["sources"][0]["detail"], "raw series");
 
     // Calls into one namespace (what a proposal reads), from the recorded series of that
-    // namespace only. Each read is a fresh one: try a few times (bounded), a second apart.
+    // namespace only. Each read is a fresh one: poll (bounded), a second apart.
     let source = mesh_prometheus::PrometheusSource::new(
         &prom.url,
         mesh_prometheus::parse_window(WINDOW).unwrap(),
@@ -504,17 +510,20 @@ async fn the_recording_rules_give_the_graph_the_raw_series_give() {
     .unwrap()
     .with_rules(mesh_prometheus::RulesMode::Require)
     .into_namespace("booksapp");
-    let mut last = vec!["not read".to_owned()];
-    for _ in 0..30 {
-        let seen = source.observe(std::time::SystemTime::now()).await.unwrap();
-        assert_eq!(seen.read.reads, mesh_prometheus::promql::Reads::Recorded);
-        let g = serde_json::to_value(mesh_proto::pb::MeshGraph::from(&seen.graph)).unwrap();
-        last = mismatches(&g, &[&booksapp]);
-        if last.is_empty() {
-            break;
+    let last = std::sync::Arc::new(tokio::sync::Mutex::new(vec!["not read".to_owned()]));
+    poll(Duration::from_secs(30), Duration::from_secs(1), || {
+        let (source, last, booksapp) = (source.clone(), last.clone(), booksapp.clone());
+        async move {
+            let seen = source.observe(std::time::SystemTime::now()).await.unwrap();
+            assert_eq!(seen.read.reads, mesh_prometheus::promql::Reads::Recorded);
+            let g = serde_json::to_value(mesh_proto::pb::MeshGraph::from(&seen.graph)).unwrap();
+            let mut last = last.lock().await;
+            *last = mismatches(&g, &[&booksapp]);
+            last.is_empty().then_some(())
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
+    let last = last.lock().await;
     assert!(last.is_empty(), "calls into booksapp, recorded: {last:#?}");
 }
 
@@ -530,18 +539,9 @@ async fn victoria_metrics_gives_the_same_graph_and_queries_too_large_are_split()
     )
     .await;
     eprintln!("victoria-metrics pid {} at {}", vm.pid(), vm.url);
-    let mut last = Vec::new();
-    let ok = poll(Duration::from_secs(90), Duration::from_secs(1), || {
-        last = graph_json(&vm.url, &[]).map_or_else(
-            || vec!["no graph yet".into()],
-            |g| mismatches(&g, &[&emojivoto, &booksapp]),
-        );
-        let done = last.is_empty();
-        async move { done.then_some(()) }
-    })
-    .await;
+    let last = until_matches(&vm.url, &[], &[&emojivoto, &booksapp], LONG).await;
     assert!(
-        ok.is_some(),
+        last.is_empty(),
         "the VictoriaMetrics graph never matched: {last:#?}"
     );
     let g = graph_json(&vm.url, &[]).unwrap();

@@ -23,6 +23,14 @@ fn source(url: &str, timeout: Duration) -> PrometheusSource {
     PrometheusSource::new(url, Duration::from_secs(60), timeout).unwrap()
 }
 
+/// One read of the stand-in at `url` with the defaults (rules `auto`), which must succeed.
+async fn observe(url: &str) -> Observation {
+    source(url, Duration::from_secs(2))
+        .observe(SystemTime::now())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn unreachable_prometheus_says_so() {
     let port = mesh_testkit::free_port();
@@ -255,10 +263,7 @@ fn rules_info(version: &'static str, at: f64) -> impl Fn(&str) -> (StatusCode, S
 async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
     let evaluated = secs_ago(4);
     let (url, task, seen) = recording_stand_in(rules_info("1", evaluated)).await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     assert_eq!(o.read.reads, Reads::Recorded);
     assert_eq!(o.read.fallback, None);
     assert_eq!(
@@ -291,10 +296,7 @@ async fn loaded_rules_of_this_version_are_read_and_dated_by_their_evaluation() {
 #[tokio::test]
 async fn rules_of_another_version_are_not_read_and_the_reason_is_given() {
     let (url, task, seen) = recording_stand_in(rules_info("0", secs_ago(4))).await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     assert_eq!(o.read.reads, Reads::Raw);
     assert_eq!(
         o.read.detail(Duration::from_secs(60)),
@@ -373,10 +375,7 @@ async fn a_query_refused_as_too_large_is_split_by_namespace_and_the_parts_added_
         }
     })
     .await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     let mut callers: Vec<&str> = o
         .graph
         .edges
@@ -450,10 +449,7 @@ fn too_large_is_told_apart_from_other_refusals() {
 async fn rules_that_stopped_or_fail_are_not_read() {
     // Last evaluated 100 s ago, though every 10 s.
     let (url, task, _) = recording_stand_in(rules_info("1", secs_ago(100))).await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     assert_eq!(o.read.reads, Reads::Raw);
     let why = o.read.fallback.unwrap();
     assert!(
@@ -485,10 +481,7 @@ async fn rules_that_stopped_or_fail_are_not_read() {
             ),
     )
     .await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     assert_eq!(o.read.reads, Reads::Raw);
     assert_eq!(
         o.read.fallback.as_deref(),
@@ -515,10 +508,7 @@ async fn a_failed_rules_check_falls_back_to_the_raw_series() {
         }
     })
     .await;
-    let o = source(&url, Duration::from_secs(2))
-        .observe(SystemTime::now())
-        .await
-        .unwrap();
+    let o = observe(&url).await;
     assert_eq!(o.read.reads, Reads::Raw);
     assert!(
         o.read
